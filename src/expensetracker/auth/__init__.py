@@ -1,0 +1,1 @@
+"""The auth service: users, credentials, sessions and signing keys."""

@@ -1,0 +1,21 @@
+"""Initial revision: the auth schema (created with the version table) is documented as
+owned by the auth service.
+
+Revision ID: 0001
+Revises:
+"""
+
+from alembic import op
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("COMMENT ON SCHEMA auth IS 'Owned by the auth service: users, credentials, sessions and signing keys.'")
+
+
+def downgrade() -> None:
+    op.execute("COMMENT ON SCHEMA auth IS NULL")

@@ -1,0 +1,172 @@
+"""The one command line: ``expensetracker up | serve | migrate``."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import structlog
+import typer
+from pydantic import SecretStr, ValidationError
+
+from expensetracker import __version__
+from expensetracker.platform import migrations, server
+from expensetracker.platform.application import create_app, process_name
+from expensetracker.platform.config import Settings
+from expensetracker.platform.logging import configure_logging
+from expensetracker.platform.service import ServiceSpec
+from expensetracker.targets import TARGET_NAMES, resolve_targets
+
+cli = typer.Typer(
+    name="expensetracker",
+    help="ExpenseTracker: self-hosted expense tracking.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = structlog.get_logger("expensetracker.cli")
+
+TargetOption = Annotated[
+    str,
+    typer.Option(help=f"Service(s) to run: {' | '.join(TARGET_NAMES)}, or a comma-separated list."),
+]
+HostOption = Annotated[str, typer.Option(help="Address to listen on.")]
+PortOption = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")]
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def _load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        # Only the messages: pydantic would echo the offending values, which may be secrets.
+        reasons = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        _fail(f"invalid configuration: {reasons}")
+
+
+def _targets(target: str) -> list[ServiceSpec]:
+    try:
+        return resolve_targets(target)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+def _database_url(settings: Settings) -> str:
+    if settings.database_url is None:
+        _fail("EXPENSETRACKER_DATABASE_URL is not set")
+    return settings.database_url.get_secret_value()
+
+
+def _migrate(services: list[ServiceSpec], database_url: str) -> None:
+    for spec in services:
+        migrations.upgrade(spec, database_url)
+        log.info("migrated", target=spec.name, revision=migrations.head_revision(spec))
+
+
+def _serve(services: list[ServiceSpec], settings: Settings, host: str, port: int) -> None:
+    app = create_app(services, settings)
+
+    def announce() -> None:
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+        typer.echo(f"ExpenseTracker ({process_name(services)}) is ready: http://{shown}:{port}")
+
+    if not server.run(app, settings=settings, host=host, port=port, on_ready=announce):
+        _fail("the server did not start (see the log above)", code=1)
+
+
+def _interrupt(_signum: int, _frame: object) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"expensetracker {__version__}")
+        raise typer.Exit
+
+
+@cli.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """ExpenseTracker: self-hosted expense tracking."""
+
+
+@cli.command()
+def up(
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the embedded database [default: ./.expensetracker]"),
+    ] = None,
+) -> None:
+    """Run every service in this process, on the embedded PostgreSQL unless
+    EXPENSETRACKER_DATABASE_URL names a server. Ctrl-C or SIGTERM stops both cleanly."""
+    from expensetracker.platform.embedded import DataDirInUse, EmbeddedPostgres
+
+    settings = _load_settings(**({"data_dir": data_dir} if data_dir else {}))
+    services = _targets("all")
+    configure_logging(
+        level=settings.effective_log_level, fmt=settings.effective_log_format,
+        service=process_name(services),
+    )
+    # Until the server takes over the signals, SIGTERM unwinds like Ctrl-C so the database stops.
+    signal.signal(signal.SIGTERM, _interrupt)
+    if settings.database_url is not None:
+        _migrate(services, settings.database_url.get_secret_value())
+        _serve(services, settings, host, port)
+        return
+    try:
+        with EmbeddedPostgres(settings.data_dir) as database:
+            log.info("embedded_postgres_started", data_dir=str(database.data_dir))
+            settings = settings.model_copy(update={"database_url": SecretStr(database.url)})
+            _migrate(services, database.url)
+            _serve(services, settings, host, port)
+    except DataDirInUse as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        log.info("interrupted_during_startup")
+    log.info("stopped")
+
+
+@cli.command()
+def serve(
+    target: TargetOption = "all",
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+) -> None:
+    """Run one or several services against EXPENSETRACKER_DATABASE_URL (no migrations)."""
+    settings = _load_settings()
+    services = _targets(target)
+    _database_url(settings)
+    configure_logging(
+        level=settings.effective_log_level, fmt=settings.effective_log_format,
+        service=process_name(services),
+    )
+    _serve(services, settings, host, port)
+
+
+@cli.command()
+def migrate(target: TargetOption = "all") -> None:
+    """Apply every pending migration of the target services to EXPENSETRACKER_DATABASE_URL."""
+    settings = _load_settings()
+    services = _targets(target)
+    configure_logging(
+        level=settings.effective_log_level, fmt=settings.effective_log_format,
+        service=process_name(services),
+    )
+    _migrate(services, _database_url(settings))
+
+
+def main() -> None:
+    sys.exit(cli())

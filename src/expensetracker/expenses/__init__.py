@@ -1,0 +1,1 @@
+"""The expenses service: expenses, categories, tags, idempotency records, import and export."""

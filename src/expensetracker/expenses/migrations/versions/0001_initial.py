@@ -1,0 +1,21 @@
+"""Initial revision: the expenses schema (created with the version table) is documented as
+owned by the expenses service.
+
+Revision ID: 0001
+Revises:
+"""
+
+from alembic import op
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("COMMENT ON SCHEMA expenses IS 'Owned by the expenses service: expenses, categories, tags, idempotency records, import and export.'")
+
+
+def downgrade() -> None:
+    op.execute("COMMENT ON SCHEMA expenses IS NULL")

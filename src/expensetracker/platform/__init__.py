@@ -1,0 +1,1 @@
+"""What every service shares: configuration, database, logging, errors, HTTP middleware, health."""

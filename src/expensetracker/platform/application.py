@@ -1,0 +1,89 @@
+"""Builds the ASGI app of one or several services, with the platform around them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from starlette.middleware.cors import CORSMiddleware
+
+from expensetracker import __version__
+from expensetracker.platform import health
+from expensetracker.platform.config import Settings
+from expensetracker.platform.db import create_engine
+from expensetracker.platform.errors import install_problem_handlers
+from expensetracker.platform.metrics import DB_POOLS
+from expensetracker.platform.middleware import BodySizeLimit, RequestContext, SecurityHeaders
+from expensetracker.platform.migrations import head_revision
+from expensetracker.platform.ratelimit import RateLimit, storage_uri
+from expensetracker.platform.service import ServiceSpec
+
+IMPORT_PATH = "/api/v1/expenses/import"
+
+
+def process_name(services: Sequence[ServiceSpec]) -> str:
+    return "+".join(spec.name for spec in services)
+
+
+def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
+    name = process_name(services)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings, application_name=f"expensetracker-{name}")
+        DB_POOLS.track(engine, name=name)
+        app.state.engine = engine
+        app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    docs = settings.effective_docs_enabled
+    app = FastAPI(
+        title=f"ExpenseTracker ({name})",
+        version=__version__,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url="/docs/oauth2-redirect" if docs else None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.services = tuple(services)
+    app.state.readiness = health.Readiness()
+    app.state.migration_heads = {spec.name: head_revision(spec) for spec in services}
+
+    install_problem_handlers(app)
+    app.include_router(health.router)
+    for spec in services:
+        app.include_router(spec.router)
+
+    # Added innermost first: a request meets RequestContext first, the rate limit last.
+    if settings.rate_limit != "off":
+        redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+        app.add_middleware(RateLimit, rate=settings.rate_limit, storage=storage_uri(redis_url))
+    app.add_middleware(
+        BodySizeLimit,
+        limit_for_path=lambda path: (
+            settings.max_import_body_bytes if path == IMPORT_PATH else settings.max_body_bytes
+        ),
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=settings.cors_allow_credentials,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeaders)
+
+    def service_for_path(path: str) -> str:
+        return next((spec.name for spec in services if spec.owns(path)), "platform")
+
+    app.add_middleware(RequestContext, service_for_path=service_for_path)
+    return app

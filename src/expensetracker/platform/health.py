@@ -1,0 +1,59 @@
+"""``/livez``, ``/readyz`` and ``/metrics``: served by every process, never routed by the Ingress."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from sqlalchemy import text
+from starlette.responses import JSONResponse, Response
+
+from expensetracker.platform.migrations import current_revision
+
+router = APIRouter(include_in_schema=False)
+
+DB_CHECK_TIMEOUT_SECONDS = 2.0
+
+
+@dataclass
+class Readiness:
+    """Flipped by the server on SIGTERM, before it stops accepting connections."""
+
+    shutting_down: bool = False
+
+
+@router.get("/livez")
+async def livez() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    state = request.app.state
+    checks: dict[str, str] = {}
+    if state.readiness.shutting_down:
+        checks["shutdown"] = "in progress"
+    try:
+        async with asyncio.timeout(DB_CHECK_TIMEOUT_SECONDS), state.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+            for spec in state.services:
+                revision = await current_revision(connection, spec)
+                expected = state.migration_heads[spec.name]
+                checks[f"migrations:{spec.name}"] = (
+                    "ok" if revision == expected else f"at {revision}, expected {expected}"
+                )
+    except Exception as exc:  # any failure to reach the database means "not ready"
+        checks["database"] = f"unreachable ({type(exc).__name__})"
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+@router.get("/metrics")
+async def metrics() -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

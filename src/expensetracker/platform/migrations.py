@@ -1,0 +1,85 @@
+"""Alembic, once per service: each history lives in the service's ``migrations/`` folder and keeps
+its version table inside the service's own schema, so services migrate independently."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import command, context
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import pool, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from expensetracker.platform.db import async_url
+from expensetracker.platform.service import ServiceSpec
+
+VERSION_TABLE = "alembic_version"
+
+
+def alembic_config(spec: ServiceSpec, database_url: str | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(spec.migrations))
+    config.attributes["service"] = spec
+    config.attributes["database_url"] = database_url
+    return config
+
+
+def upgrade(spec: ServiceSpec, database_url: str, revision: str = "head") -> None:
+    """Migrate one service; blocking (run it in a thread from async code)."""
+    command.upgrade(alembic_config(spec, database_url), revision)
+
+
+def head_revision(spec: ServiceSpec) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(spec)).get_current_head()
+
+
+async def current_revision(connection: AsyncConnection, spec: ServiceSpec) -> str | None:
+    table = f"{spec.schema}.{VERSION_TABLE}"
+    exists = await connection.scalar(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": table})
+    if not exists:
+        return None
+    return await connection.scalar(text(f"SELECT version_num FROM {table}"))  # noqa: S608
+
+
+def run_migrations_from_env() -> None:
+    """Body of every service's ``migrations/env.py``."""
+    spec: ServiceSpec = context.config.attributes["service"]
+    url = context.config.attributes["database_url"]
+    if context.is_offline_mode():
+        context.configure(
+            url=url, target_metadata=spec.metadata, version_table_schema=spec.schema,
+            literal_binds=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    asyncio.run(_run_online(spec, url))
+
+
+async def _run_online(spec: ServiceSpec, url: str) -> None:
+    engine = create_async_engine(async_url(url), poolclass=pool.NullPool)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_migrate, spec)
+    finally:
+        await engine.dispose()
+
+
+def _migrate(connection: Connection, spec: ServiceSpec) -> None:
+    with connection.begin():
+        # Replicas or Jobs starting together: one migrates, the others wait and find it done.
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"migrate:{spec.schema}"}
+        )
+        connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{spec.schema}"'))
+        context.configure(
+            connection=connection,
+            target_metadata=spec.metadata,
+            version_table=VERSION_TABLE,
+            version_table_schema=spec.schema,
+            include_schemas=False,
+            transactional_ddl=True,
+        )
+        context.run_migrations()

@@ -1,0 +1,58 @@
+"""The general request rate limit, per client address, in memory or in Redis (shared by replicas)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import structlog
+from limits import RateLimitItem, parse_many
+from limits.storage import storage_from_string
+from limits.aio.strategies import MovingWindowRateLimiter
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from expensetracker.platform.errors import problem_response
+
+log = structlog.get_logger(__name__)
+
+_EXEMPT_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
+
+
+def storage_uri(redis_url: str | None) -> str:
+    return f"async+{redis_url}" if redis_url else "async+memory://"
+
+
+class RateLimit:
+    def __init__(self, app: ASGIApp, *, rate: str, storage: str) -> None:
+        self.app = app
+        self.items: list[RateLimitItem] = parse_many(rate)
+        self.limiter = MovingWindowRateLimiter(storage_from_string(storage))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in _EXEMPT_PATHS:
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        key = client[0] if client else "unknown"
+        try:
+            refused = await self._first_exceeded(key)
+        except Exception as exc:  # the limiter's store being down must not take the API down
+            log.warning("rate_limit_store_unavailable", error=type(exc).__name__)
+            refused = None
+        if refused is None:
+            await self.app(scope, receive, send)
+            return
+        stats = await self.limiter.get_window_stats(refused, "http", key)
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        response = problem_response(
+            429,
+            detail=f"Rate limit of {refused} exceeded; retry after {retry_after} s.",
+            headers={"Retry-After": str(retry_after)},
+        )
+        await response(scope, receive, send)
+
+    async def _first_exceeded(self, key: str) -> RateLimitItem | None:
+        for item in self.items:
+            if not await self.limiter.hit(item, "http", key):
+                return item
+        return None

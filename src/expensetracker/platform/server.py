@@ -1,0 +1,98 @@
+"""uvicorn with the shutdown Kubernetes needs: on SIGTERM, first report not-ready while still
+serving (so endpoints drop the pod), then stop accepting, finish in-flight requests, close pools
+and exit 0."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+
+from expensetracker.platform.config import Settings
+from expensetracker.platform.health import Readiness
+
+log = structlog.get_logger(__name__)
+
+
+class GracefulServer(uvicorn.Server):
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        readiness: Readiness,
+        drain_seconds: float,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(config)
+        self.readiness = readiness
+        self.drain_seconds = drain_seconds
+        self.on_ready = on_ready
+        self._stop_at: float | None = None
+
+    async def startup(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
+        await super().startup(sockets)
+        if self.started and self.on_ready is not None:
+            self.on_ready()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.readiness.shutting_down = True
+        if self._stop_at is None and self.drain_seconds > 0:
+            log.info("shutdown_draining", signal=signal.Signals(sig).name, seconds=self.drain_seconds)
+            self._stop_at = time.monotonic() + self.drain_seconds
+            return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._stop_at is not None and time.monotonic() >= self._stop_at:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
+@contextmanager
+def _signals_absorbed() -> Iterator[None]:
+    """uvicorn re-raises the signal that stopped it once it is done; absorbing it lets a
+    graceful shutdown end with exit status 0 (and lets `up` stop its database afterwards)."""
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run(
+    app: FastAPI,
+    *,
+    settings: Settings,
+    host: str,
+    port: int,
+    on_ready: Callable[[], None] | None = None,
+) -> bool:
+    """Serve until SIGTERM/SIGINT; True when the server started and stopped cleanly."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
+        lifespan="on",
+    )
+    server = GracefulServer(
+        config,
+        readiness=app.state.readiness,
+        drain_seconds=settings.effective_shutdown_drain_seconds,
+        on_ready=on_ready,
+    )
+    with _signals_absorbed():
+        server.run()
+    return server.started

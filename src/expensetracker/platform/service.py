@@ -1,0 +1,27 @@
+"""What a service gives the platform: its name, schema, routes, tables and migrations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import APIRouter
+from sqlalchemy import MetaData
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    router: APIRouter
+    metadata: MetaData
+    migrations: Path
+    # Path prefixes this service answers, the same in every mode and in the Ingress.
+    path_prefixes: tuple[str, ...]
+
+    @property
+    def schema(self) -> str:
+        assert self.metadata.schema is not None
+        return self.metadata.schema
+
+    def owns(self, path: str) -> bool:
+        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.path_prefixes)

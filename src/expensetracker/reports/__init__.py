@@ -1,0 +1,1 @@
+"""The reports service: budgets, spending summaries and trends."""
