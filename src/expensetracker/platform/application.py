@@ -39,6 +39,7 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            DB_POOLS.untrack(engine)
             await engine.dispose()
 
     docs = settings.effective_docs_enabled

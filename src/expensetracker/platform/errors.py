@@ -1,8 +1,8 @@
 """RFC 9457 problem details for every error the API returns.
 
 Route code raises :class:`Problem` (or a subclass); the handlers installed by
-:func:`install_problem_handlers` turn framework errors (404, 405, validation) and unexpected
-exceptions into the same shape. A 500 never carries a stack trace.
+:func:`install_problem_handlers` turn framework errors (404, 405, validation) into the same
+shape. Unexpected exceptions become a 500 problem, without stack trace, in the request middleware.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
-import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -18,9 +17,6 @@ from starlette.responses import JSONResponse
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "urn:expensetracker:problem:"
-
-log = structlog.get_logger(__name__)
-
 
 class ProblemResponse(JSONResponse):
     media_type = PROBLEM_JSON
@@ -113,13 +109,7 @@ async def _on_validation_error(_request: Request, exc: Exception) -> ProblemResp
     )
 
 
-async def _on_unexpected(_request: Request, exc: Exception) -> ProblemResponse:
-    log.error("unhandled_exception", exc_info=exc)
-    return problem_response(500, detail="An unexpected error occurred; it has been logged.")
-
-
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
-    app.add_exception_handler(Exception, _on_unexpected)

@@ -44,6 +44,9 @@ class _PoolCollector(Collector):
     def track(self, engine: AsyncEngine, *, name: str) -> None:
         self._engines[engine] = name
 
+    def untrack(self, engine: AsyncEngine) -> None:
+        self._engines.pop(engine, None)
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         size = GaugeMetricFamily(
             "expensetracker_db_pool_size", "Configured size of the connection pool.", labels=["pool"]

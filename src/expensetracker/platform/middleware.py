@@ -32,7 +32,8 @@ def _route_template(scope: Scope) -> str:
 
 
 class RequestContext:
-    """Request id, one log line and the HTTP metrics for every request."""
+    """Request id, one log line and the HTTP metrics for every request; an unexpected exception
+    is logged here once, with the request id, and answered with a 500 problem."""
 
     def __init__(self, app: ASGIApp, *, service_for_path: Callable[[str], str]) -> None:
         self.app = app
@@ -46,12 +47,14 @@ class RequestContext:
         request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         service = self.service_for_path(scope["path"])
         status = 500
+        response_started = False
         started = time.perf_counter()
 
         async def send_with_request_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                response_started = True
                 MutableHeaders(scope=message).append("X-Request-ID", request_id)
             await send(message)
 
@@ -60,6 +63,13 @@ class RequestContext:
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 await self.app(scope, receive, send_with_request_id)
+            except Exception:
+                log.exception("unhandled_exception", path=scope["path"])
+                if response_started:
+                    raise  # too late for a problem document: the server drops the connection
+                await problem_response(
+                    500, detail="An unexpected error occurred; it has been logged."
+                )(scope, receive, send_with_request_id)
             finally:
                 in_flight.dec()
                 duration = time.perf_counter() - started

@@ -4,6 +4,7 @@ its version table inside the service's own schema, so services migrate independe
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from alembic import command, context
 from alembic.config import Config
@@ -16,6 +17,8 @@ from expensetracker.platform.db import async_url
 from expensetracker.platform.service import ServiceSpec
 
 VERSION_TABLE = "alembic_version"
+# Alembic's `context` is a module-level proxy: one migration at a time per process.
+_ALEMBIC_CONTEXT = threading.Lock()
 
 
 def alembic_config(spec: ServiceSpec, database_url: str | None = None) -> Config:
@@ -28,7 +31,8 @@ def alembic_config(spec: ServiceSpec, database_url: str | None = None) -> Config
 
 def upgrade(spec: ServiceSpec, database_url: str, revision: str = "head") -> None:
     """Migrate one service; blocking (run it in a thread from async code)."""
-    command.upgrade(alembic_config(spec, database_url), revision)
+    with _ALEMBIC_CONTEXT:
+        command.upgrade(alembic_config(spec, database_url), revision)
 
 
 def head_revision(spec: ServiceSpec) -> str | None:

@@ -1,0 +1,28 @@
+# Two commands on a fresh machine with python3 (>= 3.11) and make: `make up` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+UV_VERSION ?= 0.13.9
+PYTEST_ARGS ?=
+# A uv on PATH is used as it is; otherwise pip installs one into the venv.
+UV = $(shell command -v uv 2>/dev/null || echo $(VENV)/bin/uv)
+
+.PHONY: bootstrap up test lint clean
+
+bootstrap:
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@test -x "$(UV)" || $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	@# --inexact keeps pip and uv themselves in the venv.
+	@UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --inexact --quiet
+
+up: bootstrap
+	$(VENV)/bin/expensetracker up
+
+test: bootstrap
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: bootstrap
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

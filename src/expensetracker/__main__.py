@@ -1,0 +1,3 @@
+from expensetracker.cli import main
+
+main()

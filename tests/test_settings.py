@@ -1,0 +1,119 @@
+"""Settings: environment defaults, and refusal of unsafe configuration outside development."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from expensetracker.platform.config import Environment, Settings
+
+REAL_KEK = "k" * 16 + "Zq8!v2#Lr9@pT4$w"
+REAL_DB = "postgresql://expenses:Zq8v2Lr9pT4w@db:5432/expensetracker"
+
+
+def production(**overrides: object) -> Settings:
+    values = {"env": "production", "database_url": REAL_DB, "key_encryption_key": REAL_KEK}
+    return Settings(**{**values, **overrides})  # type: ignore[arg-type]
+
+
+def test_development_defaults_are_verbose_with_docs() -> None:
+    settings = Settings(env="development")
+    assert settings.effective_log_level == "DEBUG"
+    assert settings.effective_log_format == "console"
+    assert settings.effective_docs_enabled is True
+    assert settings.effective_shutdown_drain_seconds == 0
+    assert settings.rate_limit == "100/minute"
+
+
+@pytest.mark.parametrize("env", ["staging", "production"])
+def test_staging_and_production_log_json_and_hide_docs(env: str) -> None:
+    settings = production(env=env)
+    assert settings.env is Environment(env)
+    assert settings.effective_log_format == "json"
+    assert settings.effective_log_level == "INFO"
+    assert settings.effective_docs_enabled is False
+    assert settings.effective_shutdown_drain_seconds > 0
+
+
+def test_explicit_values_override_environment_defaults() -> None:
+    settings = production(log_level="WARNING", docs_enabled=True, shutdown_drain_seconds=0)
+    assert settings.effective_log_level == "WARNING"
+    assert settings.effective_docs_enabled is True
+    assert settings.effective_shutdown_drain_seconds == 0
+
+
+def test_settings_come_from_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXPENSETRACKER_ENV", "staging")
+    monkeypatch.setenv("EXPENSETRACKER_DATABASE_URL", REAL_DB)
+    monkeypatch.setenv("EXPENSETRACKER_KEY_ENCRYPTION_KEY", REAL_KEK)
+    monkeypatch.setenv("EXPENSETRACKER_CORS_ORIGINS", "https://a.example.org, https://b.example.org")
+    monkeypatch.setenv("EXPENSETRACKER_DB_POOL_SIZE", "7")
+    settings = Settings()
+    assert settings.env is Environment.staging
+    assert settings.cors_origins == ["https://a.example.org", "https://b.example.org"]
+    assert settings.db_pool_size == 7
+
+
+@pytest.mark.parametrize("env", ["staging", "production"])
+def test_missing_secrets_refused_outside_development(env: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Settings(env=env)
+    message = str(caught.value)
+    assert "EXPENSETRACKER_DATABASE_URL is required" in message
+    assert "EXPENSETRACKER_KEY_ENCRYPTION_KEY" in message
+
+
+@pytest.mark.parametrize(
+    "database_url",
+    [
+        "postgresql://expenses@db/expensetracker",  # no password
+        "postgresql://expenses:changeme@db/expensetracker",
+        "postgresql://expenses:postgres@db/expensetracker",
+        "postgresql://expenses:dev-only-password@db/expensetracker",
+    ],
+)
+def test_placeholder_database_password_refused_in_production(database_url: str) -> None:
+    with pytest.raises(ValidationError, match="placeholder password"):
+        production(database_url=database_url)
+
+
+@pytest.mark.parametrize("kek", ["change-me-" * 4, "short-but-real-9f2", "PLACEHOLDER" * 4])
+def test_placeholder_or_short_key_encryption_key_refused_in_production(kek: str) -> None:
+    with pytest.raises(ValidationError, match="KEY_ENCRYPTION_KEY"):
+        production(key_encryption_key=kek)
+
+
+def test_development_accepts_missing_secrets() -> None:
+    assert Settings(env="development").database_url is None
+
+
+def test_real_production_configuration_is_accepted() -> None:
+    settings = production()
+    assert settings.database_url is not None
+    assert settings.database_url.get_secret_value() == REAL_DB
+    assert REAL_KEK not in repr(settings)  # secrets never appear in reprs (and so in logs)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("env", "qa"),
+        ("rate_limit", "lots"),
+        ("database_url", "mysql://u:p@h/d"),
+        ("db_pool_size", 0),
+        ("log_format", "xml"),
+    ],
+)
+def test_invalid_values_refused(field: str, value: object) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**{field: value})  # type: ignore[arg-type]
+
+
+def test_wildcard_cors_with_credentials_refused() -> None:
+    with pytest.raises(ValidationError, match="'\\*' cannot be combined with credentials"):
+        Settings(cors_origins=["*"], cors_allow_credentials=True)
+
+
+def test_rate_limit_accepts_limits_notation_and_off() -> None:
+    assert Settings(rate_limit="10/second;1000/hour").rate_limit == "10/second;1000/hour"
+    assert Settings(rate_limit="OFF").rate_limit == "off"
