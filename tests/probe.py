@@ -46,9 +46,7 @@ def probe_service():  # type: ignore[no-untyped-def]
     """The auth service's schema and migrations, with the probe's routes."""
     from expensetracker.auth.app import service as auth
 
-    return dataclasses.replace(
-        auth, name="probe", router=router, path_prefixes=("/api/v1/probe",)
-    )
+    return dataclasses.replace(auth, name="probe", router=router, path_prefixes=("/api/v1/probe",))
 
 
 if __name__ == "__main__":
@@ -63,7 +61,10 @@ if __name__ == "__main__":
     app = create_app([probe_service()], settings)
     port = int(sys.argv[1])
     ok = server.run(
-        app, settings=settings, host="127.0.0.1", port=port,
+        app,
+        settings=settings,
+        host="127.0.0.1",
+        port=port,
         on_ready=lambda: print(f"ready http://127.0.0.1:{port}", flush=True),
     )
     sys.exit(0 if ok else 1)

@@ -38,7 +38,7 @@ class Process:
     """A child process whose merged output is collected line by line in the background."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.popen = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+        self.popen = subprocess.Popen(
             args,
             env=env,
             cwd=REPO,
@@ -67,7 +67,8 @@ class Process:
                 line = self._queue.get(timeout=0.2)
             except queue.Empty:
                 if self.popen.poll() is not None:
-                    raise AssertionError(f"exited with {self.popen.returncode}:\n{self.output}")
+                    message = f"exited with {self.popen.returncode}:\n{self.output}"
+                    raise AssertionError(message) from None
                 continue
             if match := READY.search(line):
                 return match.group(1)

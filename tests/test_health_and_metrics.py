@@ -87,7 +87,12 @@ async def test_metrics_use_route_templates_and_status_classes(client: httpx.Asyn
     exposition = (await client.get("/metrics")).text
     values = samples(exposition)
     unmatched = frozenset(
-        {"service": "platform", "method": "GET", "route": "unmatched", "status_class": "4xx"}.items()
+        {
+            "service": "platform",
+            "method": "GET",
+            "route": "unmatched",
+            "status_class": "4xx",
+        }.items()
     )
     livez = frozenset(
         {"service": "platform", "method": "GET", "route": "/livez", "status_class": "2xx"}.items()
@@ -116,7 +121,10 @@ async def test_metrics_show_pool_and_build_info(client: httpx.AsyncClient) -> No
     values = samples((await client.get("/metrics")).text)
     pool = "auth+expenses+reports"
     assert values[("expensetracker_db_pool_size", frozenset({"pool": pool}.items()))] == 10
-    idle = ("expensetracker_db_pool_connections", frozenset({"pool": pool, "state": "idle"}.items()))
+    idle = (
+        "expensetracker_db_pool_connections",
+        frozenset({"pool": pool, "state": "idle"}.items()),
+    )
     assert values[idle] >= 1
     assert any(name == "expensetracker_build_info" for name, _ in values)
     assert any(name == "http_requests_in_flight" for name, _ in values)

@@ -59,7 +59,9 @@ async def test_validation_errors_list_every_offending_field(serve_app: AppFactor
 async def test_malformed_json_is_a_422_problem(serve_app: AppFactory) -> None:
     async with serve_app([probe_service()]) as client:
         response = await client.post(
-            "/api/v1/probe/echo", content=b'{"amount": ', headers={"content-type": "application/json"}
+            "/api/v1/probe/echo",
+            content=b'{"amount": ',
+            headers={"content-type": "application/json"},
         )
     assert_problem(response, 422)
 
@@ -204,6 +206,8 @@ async def test_rate_limit_in_redis_is_shared_by_replicas(serve_app: AppFactory) 
     # The test's own Redis database: no window left from an earlier run.
     await Redis.from_url(REDIS_URL).flushdb()
     async with serve_app(**settings) as first, serve_app(**settings) as second:
-        statuses = await asyncio.gather(*[(first if i % 2 else second).get("/nope") for i in range(6)])
+        statuses = await asyncio.gather(
+            *[(first if i % 2 else second).get("/nope") for i in range(6)]
+        )
     codes = sorted(response.status_code for response in statuses)
     assert codes == [404, 404, 404, 404, 429, 429]

@@ -94,7 +94,9 @@ async def test_migrate_command_applies_the_targets(empty_database_url: str) -> N
     connection = await asyncpg.connect(empty_database_url)
     try:
         present = {
-            name: await connection.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{name}.alembic_version")
+            name: await connection.fetchval(
+                "SELECT to_regclass($1) IS NOT NULL", f"{name}.alembic_version"
+            )
             for name in SERVICES
         }
     finally:

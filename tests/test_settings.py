@@ -46,7 +46,9 @@ def test_settings_come_from_environment_variables(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("EXPENSETRACKER_ENV", "staging")
     monkeypatch.setenv("EXPENSETRACKER_DATABASE_URL", REAL_DB)
     monkeypatch.setenv("EXPENSETRACKER_KEY_ENCRYPTION_KEY", REAL_KEK)
-    monkeypatch.setenv("EXPENSETRACKER_CORS_ORIGINS", "https://a.example.org, https://b.example.org")
+    monkeypatch.setenv(
+        "EXPENSETRACKER_CORS_ORIGINS", "https://a.example.org, https://b.example.org"
+    )
     monkeypatch.setenv("EXPENSETRACKER_DB_POOL_SIZE", "7")
     settings = Settings()
     assert settings.env is Environment.staging

@@ -117,7 +117,8 @@ def up(
     settings = _load_settings(**({"data_dir": data_dir} if data_dir else {}))
     services = _targets("all")
     configure_logging(
-        level=settings.effective_log_level, fmt=settings.effective_log_format,
+        level=settings.effective_log_level,
+        fmt=settings.effective_log_format,
         service=process_name(services),
     )
     # Until the server takes over the signals, SIGTERM unwinds like Ctrl-C so the database stops.
@@ -150,7 +151,8 @@ def serve(
     services = _targets(target)
     _database_url(settings)
     configure_logging(
-        level=settings.effective_log_level, fmt=settings.effective_log_format,
+        level=settings.effective_log_level,
+        fmt=settings.effective_log_format,
         service=process_name(services),
     )
     _serve(services, settings, host, port)
@@ -162,7 +164,8 @@ def migrate(target: TargetOption = "all") -> None:
     settings = _load_settings()
     services = _targets(target)
     configure_logging(
-        level=settings.effective_log_level, fmt=settings.effective_log_format,
+        level=settings.effective_log_level,
+        fmt=settings.effective_log_format,
         service=process_name(services),
     )
     _migrate(services, _database_url(settings))

@@ -17,12 +17,12 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
-
 MIB = 1024 * 1024
 
 # Values that mark a secret as "not set yet"; outside development they stop the process.
 _PLACEHOLDER = re.compile(
-    r"^$|change[-_ ]?me|placeholder|example|insecure|dev[-_ ]?only|^(secret|password|postgres|admin|test)$",
+    r"^$|change[-_ ]?me|placeholder|example|insecure|dev[-_ ]?only"
+    r"|^(secret|password|postgres|admin|test)$",
     re.IGNORECASE,
 )
 
@@ -122,7 +122,11 @@ class Settings(BaseSettings):
             if is_placeholder(password):
                 problems.append("EXPENSETRACKER_DATABASE_URL has a missing or placeholder password")
         kek = self.key_encryption_key
-        if kek is None or is_placeholder(kek.get_secret_value()) or len(kek.get_secret_value()) < 32:
+        if (
+            kek is None
+            or is_placeholder(kek.get_secret_value())
+            or len(kek.get_secret_value()) < 32
+        ):
             problems.append(
                 "EXPENSETRACKER_KEY_ENCRYPTION_KEY must be a real secret of at least 32 characters"
             )
@@ -140,8 +144,10 @@ class Settings(BaseSettings):
 
     @property
     def effective_docs_enabled(self) -> bool:
-        return self.docs_enabled if self.docs_enabled is not None else (
-            self.env is Environment.development
+        return (
+            self.docs_enabled
+            if self.docs_enabled is not None
+            else (self.env is Environment.development)
         )
 
     @property

@@ -7,7 +7,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from expensetracker.platform.config import Settings
 

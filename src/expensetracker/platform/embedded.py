@@ -144,6 +144,10 @@ def pg_bin(tool: str) -> Path:
 
 def run_tool(tool: str, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - fixed program from the wheel, argument list
-        [str(pg_bin(tool)), *args], check=True, text=True, capture_output=True,
-        env={**os.environ, **kwargs.pop("env", {})}, **kwargs,  # type: ignore[arg-type]
+        [str(pg_bin(tool)), *args],
+        check=True,
+        text=True,
+        capture_output=True,
+        env={**os.environ, **kwargs.pop("env", {})},
+        **kwargs,  # type: ignore[arg-type]
     )

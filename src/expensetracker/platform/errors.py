@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "urn:expensetracker:problem:"
 
+
 class ProblemResponse(JSONResponse):
     media_type = PROBLEM_JSON
 

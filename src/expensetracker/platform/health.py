@@ -1,4 +1,4 @@
-"""``/livez``, ``/readyz`` and ``/metrics``: served by every process, never routed by the Ingress."""
+"""``/livez``, ``/readyz`` and ``/metrics``: in every process, never routed by the Ingress."""
 
 from __future__ import annotations
 

@@ -31,9 +31,7 @@ def configure_logging(*, level: str, fmt: str, service: str) -> None:
         add_service,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.CallsiteParameterAdder(
-            {structlog.processors.CallsiteParameter.MODULE}
-        )
+        structlog.processors.CallsiteParameterAdder({structlog.processors.CallsiteParameter.MODULE})
         if level == "DEBUG"
         else _noop,
         _mask_secrets,

@@ -49,7 +49,9 @@ class _PoolCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         size = GaugeMetricFamily(
-            "expensetracker_db_pool_size", "Configured size of the connection pool.", labels=["pool"]
+            "expensetracker_db_pool_size",
+            "Configured size of the connection pool.",
+            labels=["pool"],
         )
         connections = GaugeMetricFamily(
             "expensetracker_db_pool_connections",

@@ -139,9 +139,9 @@ class BodySizeLimit:
                 return
             if int(declared) > limit:
                 too_large = BodyTooLarge(limit)
-                await problem_response(413, detail=too_large.detail, headers={"Connection": "close"})(
-                    scope, receive, send
-                )
+                await problem_response(
+                    413, detail=too_large.detail, headers={"Connection": "close"}
+                )(scope, receive, send)
                 return
         received = 0
 

@@ -53,7 +53,9 @@ def run_migrations_from_env() -> None:
     url = context.config.attributes["database_url"]
     if context.is_offline_mode():
         context.configure(
-            url=url, target_metadata=spec.metadata, version_table_schema=spec.schema,
+            url=url,
+            target_metadata=spec.metadata,
+            version_table_schema=spec.schema,
             literal_binds=True,
         )
         with context.begin_transaction():

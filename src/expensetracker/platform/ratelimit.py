@@ -1,4 +1,4 @@
-"""The general request rate limit, per client address, in memory or in Redis (shared by replicas)."""
+"""The general request rate limit per client address, in memory or in Redis (shared by replicas)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 
 import structlog
 from limits import RateLimitItem, parse_many
-from limits.storage import storage_from_string
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from expensetracker.platform.errors import problem_response

@@ -43,7 +43,9 @@ class GracefulServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.readiness.shutting_down = True
         if self._stop_at is None and self.drain_seconds > 0:
-            log.info("shutdown_draining", signal=signal.Signals(sig).name, seconds=self.drain_seconds)
+            log.info(
+                "shutdown_draining", signal=signal.Signals(sig).name, seconds=self.drain_seconds
+            )
             self._stop_at = time.monotonic() + self.drain_seconds
             return
         super().handle_exit(sig, frame)

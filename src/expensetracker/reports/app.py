@@ -6,10 +6,10 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from expensetracker.reports import models, routes
 from expensetracker.platform.application import create_app as create_platform_app
 from expensetracker.platform.config import Settings, get_settings
 from expensetracker.platform.service import ServiceSpec
+from expensetracker.reports import models, routes
 
 service = ServiceSpec(
     name="reports",

@@ -12,9 +12,11 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
+OWNER = "Owned by the auth service: users, credentials, sessions and signing keys."
+
 
 def upgrade() -> None:
-    op.execute("COMMENT ON SCHEMA auth IS 'Owned by the auth service: users, credentials, sessions and signing keys.'")
+    op.execute(f"COMMENT ON SCHEMA auth IS '{OWNER}'")
 
 
 def downgrade() -> None:

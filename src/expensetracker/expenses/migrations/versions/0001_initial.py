@@ -12,9 +12,11 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
+OWNER = "Owned by the expenses service: expenses, categories, tags, idempotency, import, export."
+
 
 def upgrade() -> None:
-    op.execute("COMMENT ON SCHEMA expenses IS 'Owned by the expenses service: expenses, categories, tags, idempotency records, import and export.'")
+    op.execute(f"COMMENT ON SCHEMA expenses IS '{OWNER}'")
 
 
 def downgrade() -> None:

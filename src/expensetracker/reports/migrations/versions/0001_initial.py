@@ -12,9 +12,11 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
+OWNER = "Owned by the reports service: budgets, spending summaries and trends."
+
 
 def upgrade() -> None:
-    op.execute("COMMENT ON SCHEMA reports IS 'Owned by the reports service: budgets, spending summaries and trends.'")
+    op.execute(f"COMMENT ON SCHEMA reports IS '{OWNER}'")
 
 
 def downgrade() -> None:
