@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from expensetracker.platform.config import Settings
 from expensetracker.platform.db import async_url
 from expensetracker.targets import SERVICES
-from tests.conftest import AppFactory
+from tests.conftest import AppFactory, running
 
 pytestmark = pytest.mark.database
 
@@ -128,3 +131,14 @@ async def test_metrics_show_pool_and_build_info(client: httpx.AsyncClient) -> No
     assert values[idle] >= 1
     assert any(name == "expensetracker_build_info" for name, _ in values)
     assert any(name == "http_requests_in_flight" for name, _ in values)
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+async def test_each_service_is_an_asgi_app_of_its_own(name: str, database_url: str) -> None:
+    module = importlib.import_module(f"expensetracker.{name}.app")
+    app = module.create_app(Settings(database_url=database_url, rate_limit="off"))
+    async with running(app) as client:
+        response = await client.get("/readyz")
+        openapi = (await client.get("/openapi.json")).json()
+    assert response.json()["checks"] == {"database": "ok", f"migrations:{name}": "ok"}
+    assert openapi["info"]["title"] == f"ExpenseTracker ({name})"
