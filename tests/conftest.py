@@ -150,7 +150,13 @@ def serve_app(database_url: str) -> AppFactory:
         client_address: str = "203.0.113.7",
         **overrides: object,
     ) -> AbstractAsyncContextManager[httpx.AsyncClient]:
-        values = {"database_url": database_url, "rate_limit": "off", **overrides}
+        # Services without auth in-process need its URL; nothing listens on the discard port.
+        values = {
+            "database_url": database_url,
+            "rate_limit": "off",
+            "auth_url": "http://127.0.0.1:9",
+            **overrides,
+        }
         settings = Settings(**values)  # type: ignore[arg-type]
         app = create_app(services or list(SERVICES.values()), settings)
         return running(app, base_url, client_address)

@@ -40,6 +40,7 @@ async def test_readyz_checks_database_and_every_schema(client: httpx.AsyncClient
         "migrations:auth": "ok",
         "migrations:expenses": "ok",
         "migrations:reports": "ok",
+        "signing_key": "ok",
     }
 
 
@@ -136,9 +137,13 @@ async def test_metrics_show_pool_and_build_info(client: httpx.AsyncClient) -> No
 @pytest.mark.parametrize("name", sorted(SERVICES))
 async def test_each_service_is_an_asgi_app_of_its_own(name: str, database_url: str) -> None:
     module = importlib.import_module(f"expensetracker.{name}.app")
-    app = module.create_app(Settings(database_url=database_url, rate_limit="off"))
+    settings = Settings(database_url=database_url, rate_limit="off", auth_url="http://127.0.0.1:9")
+    app = module.create_app(settings)
     async with running(app) as client:
         response = await client.get("/readyz")
         openapi = (await client.get("/openapi.json")).json()
-    assert response.json()["checks"] == {"database": "ok", f"migrations:{name}": "ok"}
+    checks = response.json()["checks"]
+    assert checks.pop(f"migrations:{name}") == "ok"
+    assert checks.pop("database") == "ok"
+    assert checks == ({"signing_key": "ok"} if name == "auth" else {})
     assert openapi["info"]["title"] == f"ExpenseTracker ({name})"

@@ -29,7 +29,11 @@ async def test_serve_runs_one_service_alone(database_url: str) -> None:
         process.signal(signal.SIGTERM)
         assert process.wait() == 0, process.output
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": "ok", "migrations:auth": "ok"}
+    assert ready.json()["checks"] == {
+        "database": "ok",
+        "migrations:auth": "ok",
+        "signing_key": "ok",
+    }
     assert not_served.status_code == 404
     assert openapi.json()["info"]["title"] == "ExpenseTracker (auth)"
     assert "http_requests_total" in metrics.text
@@ -72,6 +76,7 @@ async def test_sigterm_drains_then_finishes_in_flight_requests(database_url: str
         EXPENSETRACKER_DATABASE_URL=database_url,
         EXPENSETRACKER_SHUTDOWN_DRAIN_SECONDS="2",
         EXPENSETRACKER_RATE_LIMIT="off",
+        EXPENSETRACKER_AUTH_URL="http://127.0.0.1:9",
     )
     port = free_port()
     with spawn([sys.executable, str(REPO / "tests" / "probe.py"), str(port)], env) as process:
@@ -103,7 +108,11 @@ async def test_sigterm_drains_then_finishes_in_flight_requests(database_url: str
 async def test_request_log_lines_are_json_with_request_ids_and_no_secrets(
     database_url: str,
 ) -> None:
-    env = clean_env(EXPENSETRACKER_DATABASE_URL=database_url, EXPENSETRACKER_RATE_LIMIT="off")
+    env = clean_env(
+        EXPENSETRACKER_DATABASE_URL=database_url,
+        EXPENSETRACKER_RATE_LIMIT="off",
+        EXPENSETRACKER_AUTH_URL="http://127.0.0.1:9",
+    )
     port = free_port()
     with spawn([sys.executable, str(REPO / "tests" / "probe.py"), str(port)], env) as process:
         url = process.wait_ready()

@@ -72,7 +72,10 @@ def _migrate(services: list[ServiceSpec], database_url: str) -> None:
 
 
 def _serve(services: list[ServiceSpec], settings: Settings, host: str, port: int) -> None:
-    app = create_app(services, settings)
+    try:
+        app = create_app(services, settings)
+    except ValueError as exc:
+        _fail(str(exc))
 
     def announce() -> None:
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
@@ -169,6 +172,41 @@ def migrate(target: TargetOption = "all") -> None:
         service=process_name(services),
     )
     _migrate(services, _database_url(settings))
+
+
+auth_cli = typer.Typer(help="Operations of the auth service.", no_args_is_help=True)
+cli.add_typer(auth_cli, name="auth")
+
+
+@auth_cli.command("rotate-keys")
+def rotate_keys() -> None:
+    """Create a new signing key; tokens signed by the old one stay valid until they expire."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from expensetracker.auth.keys import KeyEncryption, KeyStore
+    from expensetracker.platform.db import create_engine
+
+    settings = _load_settings()
+    _database_url(settings)
+    configure_logging(
+        level=settings.effective_log_level, fmt=settings.effective_log_format, service="auth"
+    )
+
+    async def rotate() -> str:
+        engine = create_engine(settings, application_name="expensetracker-rotate-keys")
+        try:
+            keys = KeyStore(
+                sessionmaker=async_sessionmaker(engine),
+                encryption=KeyEncryption.from_settings(settings),
+                token_ttl_seconds=settings.access_token_ttl_seconds,
+            )
+            return await keys.rotate()
+        finally:
+            await engine.dispose()
+
+    typer.echo(f"new signing key: {asyncio.run(rotate())}")
 
 
 def main() -> None:

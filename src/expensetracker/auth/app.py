@@ -2,14 +2,51 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import structlog
 from fastapi import FastAPI
 
 from expensetracker.auth import models, routes
+from expensetracker.auth.keys import KeyEncryption, KeyStore
+from expensetracker.auth.passwords import PasswordHasher
 from expensetracker.platform.application import create_app as create_platform_app
 from expensetracker.platform.config import Settings, get_settings
 from expensetracker.platform.service import ServiceSpec
+
+log = structlog.get_logger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    keys = KeyStore(
+        sessionmaker=app.state.sessionmaker,
+        encryption=KeyEncryption.from_settings(settings),
+        token_ttl_seconds=settings.access_token_ttl_seconds,
+    )
+    app.state.auth_keys = keys
+    app.state.password_hasher = PasswordHasher(settings)
+    await _load_keys(keys)
+    yield
+
+
+async def _load_keys(keys: KeyStore) -> None:
+    # The database may come up after us (or be mid-migration): not ready until the key loads.
+    try:
+        await keys.ensure_signing_key()
+    except Exception as exc:
+        log.warning("signing_key_not_loaded", error=type(exc).__name__)
+
+
+async def readiness(app: FastAPI) -> dict[str, str]:
+    keys: KeyStore = app.state.auth_keys
+    if not keys.loaded:
+        await _load_keys(keys)
+    return {"signing_key": "ok" if keys.loaded else "not loaded"}
+
 
 service = ServiceSpec(
     name="auth",
@@ -17,6 +54,8 @@ service = ServiceSpec(
     metadata=models.metadata,
     migrations=Path(__file__).with_name("migrations"),
     path_prefixes=("/api/v1/auth",),
+    lifespan=lifespan,
+    readiness=readiness,
 )
 
 

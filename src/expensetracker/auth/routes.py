@@ -1,5 +1,159 @@
 """HTTP routes of the auth service (thin: the logic lives in service.py)."""
 
-from fastapi import APIRouter
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response, status
+
+from expensetracker.auth import service
+from expensetracker.auth.keys import KeyStore
+from expensetracker.auth.passwords import PasswordHasher
+from expensetracker.auth.schemas import (
+    AccountDeletionRequest,
+    LoginRequest,
+    PasswordChangeRequest,
+    RefreshRequest,
+    RegisterAccepted,
+    RegisterRequest,
+    TokenPair,
+    UserOut,
+)
+from expensetracker.platform.config import Settings
+from expensetracker.platform.db import DbSession
+from expensetracker.platform.tokens import CurrentUser
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+
+
+def _keys(request: Request) -> KeyStore:
+    return request.app.state.auth_keys
+
+
+def _hasher(request: Request) -> PasswordHasher:
+    return request.app.state.password_hasher
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+Keys = Annotated[KeyStore, Depends(_keys)]
+Hasher = Annotated[PasswordHasher, Depends(_hasher)]
+AppSettings = Annotated[Settings, Depends(_settings)]
+ClientAddress = Annotated[str, Depends(_client_address)]
+
+_NO_CONTENT = {"status_code": status.HTTP_204_NO_CONTENT, "response_class": Response}
+
+
+@router.post("/register", status_code=status.HTTP_202_ACCEPTED)
+async def register(body: RegisterRequest, session: DbSession, hasher: Hasher) -> RegisterAccepted:
+    """Creates an account. The answer is the same whether or not the address was taken."""
+    await service.register(
+        session,
+        email=body.email,
+        password=body.password,
+        display_name=body.display_name,
+        hasher=hasher,
+    )
+    return RegisterAccepted()
+
+
+@router.post("/login")
+async def login(
+    body: LoginRequest,
+    session: DbSession,
+    hasher: Hasher,
+    keys: Keys,
+    settings: AppSettings,
+    client_address: ClientAddress,
+) -> TokenPair:
+    return await service.login(
+        session,
+        email=body.email,
+        password=body.password,
+        client_address=client_address,
+        hasher=hasher,
+        keys=keys,
+        settings=settings,
+    )
+
+
+@router.post("/refresh")
+async def refresh(
+    body: RefreshRequest, session: DbSession, keys: Keys, settings: AppSettings
+) -> TokenPair:
+    return await service.refresh(
+        session, refresh_token=body.refresh_token, keys=keys, settings=settings
+    )
+
+
+@router.post("/logout", **_NO_CONTENT)
+async def logout(user: CurrentUser, session: DbSession) -> None:
+    """Ends this session: its refresh token stops working."""
+    await service.logout(session, principal=user)
+
+
+@router.post("/logout-all", **_NO_CONTENT)
+async def logout_all(user: CurrentUser, session: DbSession) -> None:
+    """Ends every session of the account."""
+    await service.logout_all(session, principal=user)
+
+
+@router.get("/me")
+async def me(user: CurrentUser, session: DbSession) -> UserOut:
+    return UserOut.model_validate(
+        await service.get_user(session, principal=user), from_attributes=True
+    )
+
+
+@router.post("/password", **_NO_CONTENT)
+async def change_password(
+    body: PasswordChangeRequest,
+    user: CurrentUser,
+    session: DbSession,
+    hasher: Hasher,
+    settings: AppSettings,
+    client_address: ClientAddress,
+) -> None:
+    """Changes the password and ends every other session."""
+    await service.change_password(
+        session,
+        principal=user,
+        current_password=body.current_password,
+        new_password=body.new_password,
+        client_address=client_address,
+        hasher=hasher,
+        settings=settings,
+    )
+
+
+@router.delete("/me", **_NO_CONTENT)
+async def delete_account(
+    body: AccountDeletionRequest,
+    user: CurrentUser,
+    session: DbSession,
+    hasher: Hasher,
+    settings: AppSettings,
+    client_address: ClientAddress,
+) -> None:
+    """Deletes the account at once; the other services then delete its data."""
+    await service.delete_account(
+        session,
+        principal=user,
+        password=body.password,
+        client_address=client_address,
+        hasher=hasher,
+        settings=settings,
+    )
+
+
+@router.get("/.well-known/jwks.json")
+async def jwks(keys: Keys, response: Response) -> dict[str, Any]:
+    """Public keys that verify access tokens (RFC 7517)."""
+    response.headers["Cache-Control"] = "public, max-age=60"
+    return await keys.jwks()

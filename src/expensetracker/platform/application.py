@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from starlette.middleware.cors import CORSMiddleware
@@ -19,6 +20,7 @@ from expensetracker.platform.middleware import BodySizeLimit, RequestContext, Se
 from expensetracker.platform.migrations import head_revision
 from expensetracker.platform.ratelimit import RateLimit, storage_uri
 from expensetracker.platform.service import ServiceSpec
+from expensetracker.platform.tokens import JWKS_PATH, TokenVerifier
 
 IMPORT_PATH = "/api/v1/expenses/import"
 
@@ -27,20 +29,42 @@ def process_name(services: Sequence[ServiceSpec]) -> str:
     return "+".join(spec.name for spec in services)
 
 
+def _jwks_client(app: FastAPI, settings: Settings) -> httpx.AsyncClient:
+    """HTTP to the auth service: the app itself when auth runs in this process."""
+    if settings.auth_url is None:
+        transport = httpx.ASGITransport(app=app)
+        return httpx.AsyncClient(transport=transport, base_url="http://in-process")
+    return httpx.AsyncClient(base_url=settings.auth_url, timeout=5.0)
+
+
 def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
+    """Raises ValueError when the configuration cannot serve these services."""
     name = process_name(services)
+    if any(spec.owns(JWKS_PATH) for spec in services):
+        # Auth runs here: its keys are verified in-process, whatever the setting says.
+        settings = settings.model_copy(update={"auth_url": None})
+    elif settings.auth_url is None:
+        raise ValueError(
+            "EXPENSETRACKER_AUTH_URL is required when the auth service runs in another process"
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings, application_name=f"expensetracker-{name}")
-        DB_POOLS.track(engine, name=name)
-        app.state.engine = engine
-        app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
-        try:
+        async with AsyncExitStack() as stack:
+            engine = create_engine(settings, application_name=f"expensetracker-{name}")
+            DB_POOLS.track(engine, name=name)
+            stack.push_async_callback(engine.dispose)
+            stack.callback(DB_POOLS.untrack, engine)
+            app.state.engine = engine
+            app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+            jwks_client = await stack.enter_async_context(_jwks_client(app, settings))
+            app.state.token_verifier = TokenVerifier(
+                http=jwks_client, issuer=settings.token_issuer, audience=settings.token_audience
+            )
+            for spec in services:
+                if spec.lifespan is not None:
+                    await stack.enter_async_context(spec.lifespan(app))
             yield
-        finally:
-            DB_POOLS.untrack(engine)
-            await engine.dispose()
 
     docs = settings.effective_docs_enabled
     app = FastAPI(

@@ -53,6 +53,25 @@ class Settings(BaseSettings):
     # Encrypts the auth service's private signing keys at rest.
     key_encryption_key: SecretStr | None = None
 
+    # Tokens. The issuer and audience are checked by every service.
+    token_issuer: str = "urn:expensetracker:auth"  # noqa: S105 - a name, not a secret
+    token_audience: str = "urn:expensetracker:api"  # noqa: S105 - a name, not a secret
+    access_token_ttl_seconds: int = Field(default=900, ge=60, le=3600)
+    refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=3600)
+    # Where services that do not run auth in their own process fetch the JWKS
+    # (the auth Service in Kubernetes, e.g. http://auth:8000).
+    auth_url: str | None = None
+
+    # argon2id cost; never below OWASP's minimum (19 MiB, 2 iterations, 1 lane).
+    password_hash_memory_kib: int = Field(default=19 * 1024, ge=19 * 1024)
+    password_hash_iterations: int = Field(default=2, ge=2)
+    password_hash_parallelism: int = Field(default=1, ge=1)
+
+    # Failed logins allowed per window, per account and per client address.
+    login_max_failures_per_account: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=20, ge=1)
+    login_throttle_window_seconds: int = Field(default=900, ge=1)
+
     # None means "the environment's default" (see the properties below).
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
     log_format: Literal["console", "json"] | None = None

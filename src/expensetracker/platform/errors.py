@@ -66,16 +66,22 @@ class Problem(Exception):
         )
 
 
-def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    # Only where and why: the submitted value itself may be a password.
-    return [
-        {
-            "field": ".".join(str(part) for part in error["loc"]),
-            "message": error["msg"],
-            "type": error["type"],
-        }
-        for error in exc.errors()
-    ]
+class ValidationProblem(Problem):
+    """A 422 naming the offending fields: where and why, never the submitted value (it may be a
+    password)."""
+
+    status = 422
+    type_ = PROBLEM_BASE + "validation-error"
+    title = "Invalid request"
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        super().__init__(
+            "The request has fields that are missing, unknown or invalid.", errors=errors
+        )
+
+    @classmethod
+    def of_field(cls, field: str, message: str, type_: str) -> ValidationProblem:
+        return cls([{"field": field, "message": message, "type": type_}])
 
 
 async def _on_problem(_request: Request, exc: Exception) -> ProblemResponse:
@@ -93,13 +99,15 @@ async def _on_http_exception(_request: Request, exc: Exception) -> ProblemRespon
 
 async def _on_validation_error(_request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, RequestValidationError)
-    return problem_response(
-        422,
-        type_=PROBLEM_BASE + "validation-error",
-        title="Invalid request",
-        detail="The request has fields that are missing, unknown or invalid.",
-        errors=_field_errors(exc),
-    )
+    errors = [
+        {
+            "field": ".".join(str(part) for part in error["loc"]),
+            "message": error["msg"],
+            "type": error["type"],
+        }
+        for error in exc.errors()
+    ]
+    return ValidationProblem(errors).response()
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -47,6 +47,9 @@ async def readyz(request: Request) -> JSONResponse:
                 )
     except Exception as exc:  # any failure to reach the database means "not ready"
         checks["database"] = f"unreachable ({type(exc).__name__})"
+    for spec in state.services:
+        if spec.readiness is not None:
+            checks.update(await spec.readiness(request.app))
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks},

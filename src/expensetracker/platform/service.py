@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 from sqlalchemy import MetaData
 
 
@@ -17,6 +19,10 @@ class ServiceSpec:
     migrations: Path
     # Path prefixes this service answers, the same in every mode and in the Ingress.
     path_prefixes: tuple[str, ...]
+    # Started after the platform (database, token verifier), stopped before it.
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None
+    # Extra readiness checks: name -> "ok" or what is wrong.
+    readiness: Callable[[FastAPI], Awaitable[dict[str, str]]] | None = None
 
     @property
     def schema(self) -> str:

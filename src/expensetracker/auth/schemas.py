@@ -1,0 +1,62 @@
+"""Request and response bodies of the auth service."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, EmailStr, Field
+
+from expensetracker.auth.passwords import MAX_LENGTH
+from expensetracker.platform.schemas import StrictModel
+
+# Lower case as a whole: `Ann@Example.org` and `ann@example.org` are one account.
+Email = Annotated[EmailStr, Field(max_length=254), AfterValidator(str.lower)]
+# Length is checked after normalisation by the policy; this bound only stops huge bodies early.
+Password = Annotated[str, Field(min_length=1, max_length=MAX_LENGTH * 4)]
+
+
+class RegisterRequest(StrictModel):
+    email: Email
+    password: Password
+    display_name: Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class RegisterAccepted(StrictModel):
+    status: Literal["accepted"] = "accepted"
+    detail: str = (
+        "If this email address was not registered yet, its account now exists: log in to continue."
+    )
+
+
+class LoginRequest(StrictModel):
+    email: Email
+    password: Password
+
+
+class RefreshRequest(StrictModel):
+    refresh_token: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class TokenPair(StrictModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - the scheme name
+    expires_in: int = Field(description="Lifetime of the access token in seconds.")
+
+
+class PasswordChangeRequest(StrictModel):
+    current_password: Password
+    new_password: Password
+
+
+class AccountDeletionRequest(StrictModel):
+    password: Password
+
+
+class UserOut(StrictModel):
+    id: uuid.UUID
+    email: str
+    display_name: str
+    created_at: datetime

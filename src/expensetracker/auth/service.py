@@ -1,0 +1,419 @@
+"""Accounts and sessions: the logic behind the auth routes.
+
+A session is a family of refresh tokens rotated from one login; its id is the ``sid`` claim of
+the access tokens issued in it. Every security event is an audit log line (never a secret) and,
+where the SPEC asks for it, a metric.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import structlog
+from prometheus_client import Counter
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from expensetracker.auth import throttle
+from expensetracker.auth.keys import KeyStore
+from expensetracker.auth.models import OutboxEvent, RefreshToken, User
+from expensetracker.auth.passwords import PasswordHasher, policy_violation
+from expensetracker.auth.schemas import TokenPair
+from expensetracker.platform.config import Settings
+from expensetracker.platform.errors import Problem, ValidationProblem
+from expensetracker.platform.tokens import InvalidToken, Principal
+
+audit = structlog.get_logger("expensetracker.audit")
+
+USERS_REGISTERED = Counter("expensetracker_users_registered_total", "Accounts created.")
+LOGINS = Counter(
+    "expensetracker_logins_total", "Login attempts by outcome.", ["outcome"]
+)  # succeeded | failed | throttled
+REFRESH_REUSE_DETECTED = Counter(
+    "expensetracker_refresh_token_reuse_detected_total",
+    "Refresh tokens presented again after use; their whole session was revoked.",
+)
+for _outcome in ("succeeded", "failed", "throttled"):
+    LOGINS.labels(_outcome)  # present at 0 from the start, so rates work at once
+
+USER_DELETED = "user.deleted"
+
+
+class InvalidCredentials(Problem):
+    status = 401
+    title = "Unauthorized"
+
+    def __init__(self) -> None:
+        super().__init__("The email address or the password is wrong.")
+
+
+class InvalidRefreshToken(Problem):
+    status = 401
+    title = "Unauthorized"
+
+    def __init__(self) -> None:
+        super().__init__("The refresh token is invalid, expired or revoked; log in again.")
+
+
+class WrongPassword(Problem):
+    status = 403
+    title = "Forbidden"
+
+    def __init__(self) -> None:
+        super().__init__("The password is wrong.")
+
+
+class TooManyAttempts(Problem):
+    status = 429
+    title = "Too Many Requests"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"Too many failed attempts; try again in {retry_after} s.",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+def _hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _check_policy(password: str, *, email: str, field: str) -> None:
+    if reason := policy_violation(password, email=email):
+        raise ValidationProblem.of_field(f"body.{field}", reason, "password_policy")
+
+
+async def register(
+    session: AsyncSession,
+    *,
+    email: str,
+    password: str,
+    display_name: str,
+    hasher: PasswordHasher,
+) -> None:
+    """Creates the account unless the email is taken; the caller cannot tell which."""
+    _check_policy(password, email=email, field="password")
+    password_hash = await hasher.hash(password)  # also for a taken email: same time
+    async with session.begin():
+        created = await session.scalar(
+            pg_insert(User)
+            .values(email=email, display_name=display_name, password_hash=password_hash)
+            .on_conflict_do_nothing(index_elements=[User.email])
+            .returning(User.id)
+        )
+    if created is None:
+        audit.info("registration_for_existing_account", account=throttle.account_subject(email))
+        return
+    USERS_REGISTERED.inc()
+    audit.info("user_registered", user_id=str(created))
+
+
+async def _issue_tokens(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    keys: KeyStore,
+    settings: Settings,
+) -> TokenPair:
+    refresh_token = secrets.token_urlsafe(32)
+    session.add(
+        RefreshToken(
+            user_id=user_id,
+            family_id=session_id,
+            token_hash=_hash_token(refresh_token),
+            expires_at=datetime.now(UTC) + timedelta(seconds=settings.refresh_token_ttl_seconds),
+        )
+    )
+    key = await keys.signing_key()
+    now = int(time.time())
+    claims = {
+        "iss": settings.token_issuer,
+        "aud": settings.token_audience,
+        "sub": str(user_id),
+        "sid": str(session_id),
+        "iat": now,
+        "nbf": now,
+        "exp": now + settings.access_token_ttl_seconds,
+        "jti": uuid.uuid4().hex,
+    }
+    access_token = jwt.encode(claims, key.private_key, algorithm="EdDSA", headers={"kid": key.kid})
+    return TokenPair(
+        access_token=access_token,
+        refresh_token=refresh_token,
+        expires_in=settings.access_token_ttl_seconds,
+    )
+
+
+async def _authenticate(
+    session: AsyncSession,
+    *,
+    email: str,
+    password: str,
+    client_address: str,
+    hasher: PasswordHasher,
+    settings: Settings,
+) -> User | None:
+    """The user when the password is right, else None (the failure is recorded). Throttled
+    subjects are refused before any password is checked. Runs inside the caller's transaction."""
+    account = throttle.account_subject(email)
+    address = throttle.address_subject(client_address)
+    window = timedelta(seconds=settings.login_throttle_window_seconds)
+    await throttle.serialise(session, account)
+    limits = {
+        account: settings.login_max_failures_per_account,
+        address: settings.login_max_failures_per_address,
+    }
+    if wait := await throttle.retry_after(session, limits=limits, window=window):
+        LOGINS.labels("throttled").inc()
+        audit.warning("login_throttled", account=account, client_address=client_address)
+        raise TooManyAttempts(wait)
+    user = await session.scalar(select(User).where(User.email == email))
+    if not await hasher.verify(user.password_hash if user else None, password):
+        await throttle.record_failure(session, subjects=[account, address], window=window)
+        LOGINS.labels("failed").inc()
+        audit.warning(
+            "login_failed",
+            account=account,
+            user_id=str(user.id) if user else None,
+            client_address=client_address,
+        )
+        return None
+    await throttle.forget(session, subject=account)
+    if hasher.needs_rehash(user.password_hash):
+        user.password_hash = await hasher.hash(password)
+        audit.info("password_rehashed", user_id=str(user.id))
+    return user
+
+
+async def login(
+    session: AsyncSession,
+    *,
+    email: str,
+    password: str,
+    client_address: str,
+    hasher: PasswordHasher,
+    keys: KeyStore,
+    settings: Settings,
+) -> TokenPair:
+    async with session.begin():
+        user = await _authenticate(
+            session,
+            email=email,
+            password=password,
+            client_address=client_address,
+            hasher=hasher,
+            settings=settings,
+        )
+        tokens = None
+        if user is not None:
+            tokens = await _issue_tokens(
+                session, user_id=user.id, session_id=uuid.uuid4(), keys=keys, settings=settings
+            )
+    if tokens is None:  # raised only now, so that the failure above is committed
+        raise InvalidCredentials
+    LOGINS.labels("succeeded").inc()
+    audit.info("login_succeeded", user_id=str(user.id), client_address=client_address)
+    return tokens
+
+
+async def refresh(
+    session: AsyncSession, *, refresh_token: str, keys: KeyStore, settings: Settings
+) -> TokenPair:
+    """Rotates the refresh token. A token presented a second time means it was stolen (or the
+    client misbehaves): the whole session is revoked."""
+    token_hash = _hash_token(refresh_token)
+    now = datetime.now(UTC)
+    async with session.begin():
+        current = (
+            await session.execute(
+                update(RefreshToken)
+                .where(
+                    RefreshToken.token_hash == token_hash,
+                    RefreshToken.used_at.is_(None),
+                    RefreshToken.revoked_at.is_(None),
+                    RefreshToken.expires_at > now,
+                )
+                .values(used_at=now)
+                .returning(RefreshToken.user_id, RefreshToken.family_id)
+            )
+        ).one_or_none()
+        if current is not None:
+            return await _issue_tokens(
+                session,
+                user_id=current.user_id,
+                session_id=current.family_id,
+                keys=keys,
+                settings=settings,
+            )
+        reused = (
+            await session.execute(
+                select(RefreshToken.user_id, RefreshToken.family_id).where(
+                    RefreshToken.token_hash == token_hash, RefreshToken.used_at.is_not(None)
+                )
+            )
+        ).one_or_none()
+        if reused is not None:
+            await _revoke(session, user_id=reused.user_id, session_id=reused.family_id, now=now)
+    if reused is not None:
+        REFRESH_REUSE_DETECTED.inc()
+        audit.warning(
+            "refresh_token_reuse_detected",
+            user_id=str(reused.user_id),
+            session_id=str(reused.family_id),
+        )
+    raise InvalidRefreshToken
+
+
+async def _revoke(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    now: datetime,
+    session_id: uuid.UUID | None = None,
+    keep_session_id: uuid.UUID | None = None,
+) -> None:
+    """Revokes one session, or every session of the user but ``keep_session_id``."""
+    statement = update(RefreshToken).where(
+        RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None)
+    )
+    if session_id is not None:
+        statement = statement.where(RefreshToken.family_id == session_id)
+    if keep_session_id is not None:
+        statement = statement.where(RefreshToken.family_id != keep_session_id)
+    await session.execute(statement.values(revoked_at=now))
+
+
+async def logout(session: AsyncSession, *, principal: Principal) -> None:
+    async with session.begin():
+        await _revoke(
+            session,
+            user_id=principal.user_id,
+            session_id=principal.session_id,
+            now=datetime.now(UTC),
+        )
+    audit.info("logout", user_id=str(principal.user_id), session_id=str(principal.session_id))
+
+
+async def logout_all(session: AsyncSession, *, principal: Principal) -> None:
+    async with session.begin():
+        await _revoke(session, user_id=principal.user_id, now=datetime.now(UTC))
+    audit.info("logout_all", user_id=str(principal.user_id))
+
+
+async def get_user(session: AsyncSession, *, principal: Principal) -> User:
+    user = await session.get(User, principal.user_id)
+    if user is None:  # deleted since the token was issued
+        raise InvalidToken
+    return user
+
+
+async def _verify_own_password(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    password: str,
+    client_address: str,
+    hasher: PasswordHasher,
+    settings: Settings,
+) -> User:
+    """Re-authenticates the caller (throttled like a login) inside the caller's transaction."""
+    user = await get_user(session, principal=principal)
+    if (
+        await _authenticate(
+            session,
+            email=user.email,
+            password=password,
+            client_address=client_address,
+            hasher=hasher,
+            settings=settings,
+        )
+        is None
+    ):
+        raise WrongPassword
+    return user
+
+
+async def change_password(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    current_password: str,
+    new_password: str,
+    client_address: str,
+    hasher: PasswordHasher,
+    settings: Settings,
+) -> None:
+    """Sets the new password and revokes every other session of the user."""
+    wrong = False
+    async with session.begin():
+        try:
+            user = await _verify_own_password(
+                session,
+                principal=principal,
+                password=current_password,
+                client_address=client_address,
+                hasher=hasher,
+                settings=settings,
+            )
+        except WrongPassword:
+            wrong = True  # commit the recorded failure, then answer
+        else:
+            _check_policy(new_password, email=user.email, field="new_password")
+            now = datetime.now(UTC)
+            user.password_hash = await hasher.hash(new_password)
+            user.password_changed_at = now
+            await _revoke(session, user_id=user.id, keep_session_id=principal.session_id, now=now)
+    if wrong:
+        raise WrongPassword
+    audit.info("password_changed", user_id=str(principal.user_id))
+
+
+async def delete_account(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    password: str,
+    client_address: str,
+    hasher: PasswordHasher,
+    settings: Settings,
+) -> None:
+    """Deletes the account at once, and in the same transaction writes the ``user.deleted``
+    event from which the other services delete the user's data."""
+    wrong = False
+    async with session.begin():
+        try:
+            user = await _verify_own_password(
+                session,
+                principal=principal,
+                password=password,
+                client_address=client_address,
+                hasher=hasher,
+                settings=settings,
+            )
+        except WrongPassword:
+            wrong = True
+        else:
+            await delete_user(session, user_id=user.id)
+    if wrong:
+        raise WrongPassword
+    audit.info("account_deleted", user_id=str(principal.user_id))
+
+
+async def delete_user(session: AsyncSession, *, user_id: uuid.UUID) -> None:
+    """Deletes the user (sessions follow by cascade) and records the event, in the caller's
+    transaction: both happen or neither does."""
+    await session.execute(delete(User).where(User.id == user_id))
+    await session.execute(
+        insert(OutboxEvent).values(
+            event_type=USER_DELETED,
+            user_id=user_id,
+            payload={"user_id": str(user_id), "deleted_at": datetime.now(UTC).isoformat()},
+        )
+    )

@@ -1,0 +1,143 @@
+"""Access-token verification, the same in every service.
+
+Tokens are signed by the auth service; every service verifies them locally with the public keys
+from auth's JWKS (fetched over HTTP: in-process in single-process mode, from the auth Service in
+Kubernetes), cached and refetched when a token names an unknown key. Only the algorithms in
+``ALLOWED_ALGORITHMS`` are accepted: never ``none``, never HMAC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import httpx
+import jwt
+import structlog
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from expensetracker.platform.errors import Problem
+
+log = structlog.get_logger(__name__)
+
+JWKS_PATH = "/api/v1/auth/.well-known/jwks.json"
+ALLOWED_ALGORITHMS = ("EdDSA",)
+REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "nbf", "jti")
+CLOCK_SKEW_SECONDS = 5
+
+
+class InvalidToken(Problem):
+    status = 401
+    title = "Unauthorized"
+
+    def __init__(self, detail: str = "The access token is missing, invalid or expired.") -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: a user, in one session, with one token."""
+
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    token_id: str
+
+
+class TokenVerifier:
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        issuer: str,
+        audience: str,
+        cache_seconds: float = 300.0,
+        min_refetch_seconds: float = 10.0,
+    ) -> None:
+        self.http = http
+        self.issuer = issuer
+        self.audience = audience
+        self.cache_seconds = cache_seconds
+        self.min_refetch_seconds = min_refetch_seconds
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise InvalidToken from None
+        if header.get("alg") not in ALLOWED_ALGORITHMS or not isinstance(header.get("kid"), str):
+            raise InvalidToken
+        key = await self._key(header["kid"])
+        if key is None:
+            raise InvalidToken
+        try:
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=list(ALLOWED_ALGORITHMS),
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=CLOCK_SKEW_SECONDS,
+                options={"require": list(REQUIRED_CLAIMS)},
+            )
+            return Principal(
+                user_id=uuid.UUID(claims["sub"]),
+                session_id=uuid.UUID(claims["sid"]),
+                token_id=str(claims["jti"]),
+            )
+        except (jwt.PyJWTError, KeyError, ValueError, TypeError):
+            raise InvalidToken from None
+
+    async def _key(self, kid: str) -> jwt.PyJWK | None:
+        stale = time.monotonic() - self._fetched_at > self.cache_seconds
+        if kid not in self._keys or stale:
+            await self._refresh(force=stale)
+        return self._keys.get(kid)
+
+    async def _refresh(self, *, force: bool) -> None:
+        async with self._lock:
+            since = time.monotonic() - self._fetched_at
+            # An unknown kid refetches at most every `min_refetch_seconds`: forged kids
+            # cannot turn every request into a JWKS fetch.
+            if not force and since < self.min_refetch_seconds:
+                return
+            try:
+                response = await self.http.get(JWKS_PATH)
+                response.raise_for_status()
+                self._keys = _parse_jwks(response.json())
+            except (httpx.HTTPError, ValueError) as exc:
+                log.warning("jwks_fetch_failed", error=type(exc).__name__)
+            finally:
+                self._fetched_at = time.monotonic()
+
+
+def _parse_jwks(document: Any) -> dict[str, jwt.PyJWK]:
+    keys = {}
+    for entry in document.get("keys", []):
+        if entry.get("alg") in ALLOWED_ALGORITHMS and isinstance(entry.get("kid"), str):
+            keys[entry["kid"]] = jwt.PyJWK(entry)
+    return keys
+
+
+_bearer = HTTPBearer(auto_error=False, description="An access token from POST /api/v1/auth/login")
+
+
+async def current_user(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise InvalidToken("An access token is required (Authorization: Bearer ...).")
+    verifier: TokenVerifier = request.app.state.token_verifier
+    principal = await verifier.verify(credentials.credentials)
+    structlog.contextvars.bind_contextvars(user_id=str(principal.user_id))
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(current_user)]
