@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from tests.processes import Process, clean_env, cli, free_port, postgres_processes, spawn
+from tests.users import login, signed_up
 
 pytestmark = pytest.mark.embedded
 
@@ -49,13 +50,21 @@ async def test_up_starts_stops_and_keeps_data(tmp_path: Path) -> None:
         url = first.wait_ready()
         assert url == f"http://127.0.0.1:{port}"
         assert_ready(url)
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            # Every service in one process, over real HTTP: auth signs, expenses verifies.
+            account = await signed_up(client)
+            categories = await client.get("/api/v1/categories", headers=account.headers)
+        assert categories.status_code == 200
         await sql(data_dir, "CREATE TABLE public.kept AS SELECT 42 AS answer")
         stop(first, signal.SIGTERM)
     assert postgres_processes(data_dir) == []  # no orphan postgres
 
     with spawn(up(data_dir, port), clean_env()) as second:
-        assert_ready(second.wait_ready())
+        url = second.wait_ready()
+        assert_ready(url)
         assert await sql(data_dir, "SELECT answer FROM public.kept") == 42
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            await login(client, account.email)  # the account survived the restart
         stop(second, signal.SIGINT)  # Ctrl-C
     assert postgres_processes(data_dir) == []
 

