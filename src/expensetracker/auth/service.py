@@ -48,25 +48,19 @@ USER_DELETED = "user.deleted"
 class InvalidCredentials(Problem):
     status = 401
     title = "Unauthorized"
-
-    def __init__(self) -> None:
-        super().__init__("The email address or the password is wrong.")
+    default_detail = "The email address or the password is wrong."
 
 
 class InvalidRefreshToken(Problem):
     status = 401
     title = "Unauthorized"
-
-    def __init__(self) -> None:
-        super().__init__("The refresh token is invalid, expired or revoked; log in again.")
+    default_detail = "The refresh token is invalid, expired or revoked; log in again."
 
 
 class WrongPassword(Problem):
     status = 403
     title = "Forbidden"
-
-    def __init__(self) -> None:
-        super().__init__("The password is wrong.")
+    default_detail = "The password is wrong."
 
 
 class TooManyAttempts(Problem):
@@ -314,7 +308,7 @@ async def get_user(session: AsyncSession, *, principal: Principal) -> User:
     return user
 
 
-async def _verify_own_password(
+async def _reauthenticate(
     session: AsyncSession,
     *,
     principal: Principal,
@@ -322,22 +316,18 @@ async def _verify_own_password(
     client_address: str,
     hasher: PasswordHasher,
     settings: Settings,
-) -> User:
-    """Re-authenticates the caller (throttled like a login) inside the caller's transaction."""
+) -> User | None:
+    """The caller's user when ``password`` is theirs, else None; throttled and recorded like a
+    login, inside the caller's transaction (which must commit so that a failure counts)."""
     user = await get_user(session, principal=principal)
-    if (
-        await _authenticate(
-            session,
-            email=user.email,
-            password=password,
-            client_address=client_address,
-            hasher=hasher,
-            settings=settings,
-        )
-        is None
-    ):
-        raise WrongPassword
-    return user
+    return await _authenticate(
+        session,
+        email=user.email,
+        password=password,
+        client_address=client_address,
+        hasher=hasher,
+        settings=settings,
+    )
 
 
 async def change_password(
@@ -351,26 +341,22 @@ async def change_password(
     settings: Settings,
 ) -> None:
     """Sets the new password and revokes every other session of the user."""
-    wrong = False
     async with session.begin():
-        try:
-            user = await _verify_own_password(
-                session,
-                principal=principal,
-                password=current_password,
-                client_address=client_address,
-                hasher=hasher,
-                settings=settings,
-            )
-        except WrongPassword:
-            wrong = True  # commit the recorded failure, then answer
-        else:
+        user = await _reauthenticate(
+            session,
+            principal=principal,
+            password=current_password,
+            client_address=client_address,
+            hasher=hasher,
+            settings=settings,
+        )
+        if user is not None:
             _check_policy(new_password, email=user.email, field="new_password")
             now = datetime.now(UTC)
             user.password_hash = await hasher.hash(new_password)
             user.password_changed_at = now
             await _revoke(session, user_id=user.id, keep_session_id=principal.session_id, now=now)
-    if wrong:
+    if user is None:
         raise WrongPassword
     audit.info("password_changed", user_id=str(principal.user_id))
 
@@ -386,22 +372,18 @@ async def delete_account(
 ) -> None:
     """Deletes the account at once, and in the same transaction writes the ``user.deleted``
     event from which the other services delete the user's data."""
-    wrong = False
     async with session.begin():
-        try:
-            user = await _verify_own_password(
-                session,
-                principal=principal,
-                password=password,
-                client_address=client_address,
-                hasher=hasher,
-                settings=settings,
-            )
-        except WrongPassword:
-            wrong = True
-        else:
+        user = await _reauthenticate(
+            session,
+            principal=principal,
+            password=password,
+            client_address=client_address,
+            hasher=hasher,
+            settings=settings,
+        )
+        if user is not None:
             await delete_user(session, user_id=user.id)
-    if wrong:
+    if user is None:
         raise WrongPassword
     audit.info("account_deleted", user_id=str(principal.user_id))
 

@@ -48,8 +48,16 @@ class Problem(Exception):
     status: int = 400
     type_: str = "about:blank"
     title: str | None = None
+    default_detail: str | None = None
 
-    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extensions: Any):
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        detail = detail or self.default_detail or HTTPStatus(self.status).description
         super().__init__(detail)
         self.detail = detail
         self.headers = headers

@@ -33,8 +33,9 @@ CLOCK_SKEW_SECONDS = 5
 class InvalidToken(Problem):
     status = 401
     title = "Unauthorized"
+    default_detail = "The access token is missing, invalid or expired."
 
-    def __init__(self, detail: str = "The access token is missing, invalid or expired.") -> None:
+    def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
