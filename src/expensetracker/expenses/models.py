@@ -1,11 +1,27 @@
-"""Tables of the expenses service, all in its own PostgreSQL schema."""
+"""Tables of the expenses service, all in its own PostgreSQL schema.
+
+Every table is keyed by ``(user_id, id)`` and every reference between them includes the user, so
+the database itself refuses to link one user's expense to another user's category or tag.
+"""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import DateTime, ForeignKeyConstraint, Index, MetaData, String, func
+from sqlalchemy import (
+    BigInteger,
+    Computed,
+    Date,
+    DateTime,
+    ForeignKeyConstraint,
+    Index,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    func,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA = "expenses"
@@ -13,8 +29,16 @@ SCHEMA = "expenses"
 metadata = MetaData(schema=SCHEMA)
 
 
+# What `?q=` searches, lower-cased once at write time; indexed with pg_trgm.
+SEARCH_TEXT = "lower(description || ' ' || coalesce(notes, '') || ' ' || coalesce(merchant, ''))"
+
+
 class Base(DeclarativeBase):
     metadata = metadata
+
+
+def _timestamp() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class Owner(Base):
@@ -23,18 +47,18 @@ class Owner(Base):
     __tablename__ = "owners"
 
     user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_at: Mapped[datetime] = _timestamp()
 
 
 class Category(Base):
     __tablename__ = "categories"
     __table_args__ = (
         ForeignKeyConstraint(["user_id"], [f"{SCHEMA}.owners.user_id"], ondelete="CASCADE"),
-        # A parent always belongs to the same user: the key includes the user.
+        # A parent always belongs to the same user; deleting it lifts its children to the top.
         ForeignKeyConstraint(
             ["user_id", "parent_id"],
             [f"{SCHEMA}.categories.user_id", f"{SCHEMA}.categories.id"],
-            ondelete="CASCADE",
+            ondelete="SET NULL (parent_id)",
         ),
         Index("uq_categories_user_name", "user_id", func.lower("name"), unique=True),
         Index("ix_categories_user_name_id", "user_id", "name", "id"),
@@ -44,4 +68,80 @@ class Category(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(50))
     parent_id: Mapped[uuid.UUID | None] = mapped_column()
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_at: Mapped[datetime] = _timestamp()
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+    __table_args__ = (
+        ForeignKeyConstraint(["user_id"], [f"{SCHEMA}.owners.user_id"], ondelete="CASCADE"),
+        Index("uq_tags_user_name", "user_id", func.lower("name"), unique=True),
+    )
+
+    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(50))
+    created_at: Mapped[datetime] = _timestamp()
+
+
+class Expense(Base):
+    __tablename__ = "expenses"
+    __table_args__ = (
+        ForeignKeyConstraint(["user_id"], [f"{SCHEMA}.owners.user_id"], ondelete="CASCADE"),
+        ForeignKeyConstraint(
+            ["user_id", "category_id"],
+            [f"{SCHEMA}.categories.user_id", f"{SCHEMA}.categories.id"],
+            ondelete="SET NULL (category_id)",
+        ),
+        Index("ix_expenses_user_occurred", "user_id", "occurred_on", "id"),
+        Index("uq_expenses_user_external_id", "user_id", "external_id", unique=True),
+        Index(
+            "ix_expenses_search",
+            "search_text",
+            postgresql_using="gin",
+            postgresql_ops={"search_text": "gin_trgm_ops"},
+        ),
+    )
+
+    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    # Decimals of the currency (ISO 4217) when written: amounts compare across currencies.
+    currency_exponent: Mapped[int] = mapped_column(SmallInteger)
+    occurred_on: Mapped[date] = mapped_column(Date)
+    description: Mapped[str] = mapped_column(String(200))
+    notes: Mapped[str | None] = mapped_column(Text)
+    merchant: Mapped[str | None] = mapped_column(String(100))
+    category_id: Mapped[uuid.UUID | None] = mapped_column()
+    # Set by imports: importing the same row again finds it instead of creating it twice.
+    external_id: Mapped[str | None] = mapped_column(String(100))
+    search_text: Mapped[str] = mapped_column(
+        Text,
+        Computed(
+            "lower(description || ' ' || coalesce(notes, '') || ' ' || coalesce(merchant, ''))"
+        ),
+    )
+    created_at: Mapped[datetime] = _timestamp()
+    updated_at: Mapped[datetime] = _timestamp()
+
+
+class ExpenseTag(Base):
+    __tablename__ = "expense_tags"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["user_id", "expense_id"],
+            [f"{SCHEMA}.expenses.user_id", f"{SCHEMA}.expenses.id"],
+            ondelete="CASCADE",
+        ),
+        ForeignKeyConstraint(
+            ["user_id", "tag_id"],
+            [f"{SCHEMA}.tags.user_id", f"{SCHEMA}.tags.id"],
+            ondelete="CASCADE",
+        ),
+        Index("ix_expense_tags_user_tag", "user_id", "tag_id", "expense_id"),
+    )
+
+    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    expense_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    tag_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)

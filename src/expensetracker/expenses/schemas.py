@@ -3,9 +3,56 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime, timedelta
+from typing import Annotated
 
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
+
+from expensetracker.platform import money
 from expensetracker.platform.schemas import StrictModel
+
+EARLIEST_DATE = date(1970, 1, 1)
+# Planned expenses may lie ahead, but not beyond a year.
+FUTURE_DAYS = 366
+
+
+def _within_range(value: date) -> date:
+    latest = date.today() + timedelta(days=FUTURE_DAYS)
+    if not EARLIEST_DATE <= value <= latest:
+        raise ValueError(f"must be between {EARLIEST_DATE} and {latest}")
+    return value
+
+
+def _currency(value: str) -> str:
+    money.exponent(value)  # raises ValueError with the reason
+    return value
+
+
+def _tag_names(names: list[str]) -> list[str]:
+    unique: dict[str, str] = {}
+    for name in names:
+        unique.setdefault(name.casefold(), name)
+    return list(unique.values())
+
+
+Name = Annotated[str, Field(min_length=1, max_length=50), AfterValidator(str.strip)]
+OccurredOn = Annotated[date, AfterValidator(_within_range)]
+Currency = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_currency)]
+Amount = Annotated[str, Field(max_length=30, examples=["12.34"])]
+Description = Annotated[str, Field(min_length=1, max_length=200)]
+Notes = Annotated[str, Field(max_length=2000)]
+Merchant = Annotated[str, Field(min_length=1, max_length=100)]
+TagNames = Annotated[list[Name], Field(max_length=20), AfterValidator(_tag_names)]
+
+
+class CategoryCreate(StrictModel):
+    name: Name
+    parent_id: uuid.UUID | None = None
+
+
+class CategoryUpdate(StrictModel):
+    name: Name | None = None
+    parent_id: uuid.UUID | None = None
 
 
 class CategoryOut(StrictModel):
@@ -13,3 +60,54 @@ class CategoryOut(StrictModel):
     name: str
     parent_id: uuid.UUID | None
     created_at: datetime
+
+
+class TagOut(StrictModel):
+    id: uuid.UUID
+    name: str
+
+
+class ExpenseCreate(StrictModel):
+    # `currency` before `amount`: the amount is checked against the currency's decimals.
+    currency: Currency
+    amount: Amount
+    occurred_on: OccurredOn
+    description: Description
+    notes: Notes | None = None
+    merchant: Merchant | None = None
+    category_id: uuid.UUID | None = None
+    tags: TagNames = Field(default_factory=list)
+
+    @field_validator("amount")
+    @classmethod
+    def _amount_fits_currency(cls, value: str, info: ValidationInfo) -> str:
+        if "currency" in info.data:
+            money.parse_amount(value, info.data["currency"])
+        return value
+
+
+class ExpenseUpdate(StrictModel):
+    """Only the fields sent change; ``null`` clears an optional field."""
+
+    currency: Currency | None = None
+    amount: Amount | None = None
+    occurred_on: OccurredOn | None = None
+    description: Description | None = None
+    notes: Notes | None = None
+    merchant: Merchant | None = None
+    category_id: uuid.UUID | None = None
+    tags: TagNames | None = None
+
+
+class ExpenseOut(StrictModel):
+    id: uuid.UUID
+    amount: str
+    currency: str
+    occurred_on: date
+    description: str
+    notes: str | None
+    merchant: str | None
+    category_id: uuid.UUID | None
+    tags: list[str]
+    created_at: datetime
+    updated_at: datetime

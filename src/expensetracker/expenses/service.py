@@ -1,15 +1,30 @@
-"""The logic behind the expenses routes."""
+"""The logic behind the expenses routes. Every query is scoped to the caller's user id."""
 
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import Select, delete, exists, func, insert, literal, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from expensetracker.expenses.models import Category, Owner
-from expensetracker.expenses.schemas import CategoryOut
+from expensetracker.expenses.models import Category, Expense, ExpenseTag, Owner, Tag
+from expensetracker.expenses.schemas import (
+    CategoryCreate,
+    CategoryOut,
+    CategoryUpdate,
+    ExpenseCreate,
+    ExpenseOut,
+    ExpenseUpdate,
+    TagOut,
+)
+from expensetracker.platform import money
+from expensetracker.platform.errors import Conflict, NotFound, ValidationProblem
 from expensetracker.platform.pagination import Page, decode_cursor, page_of
 
 # Every new user starts with these (top level -> children); they are theirs to rename or delete.
@@ -48,6 +63,13 @@ async def ensure_owner(session: AsyncSession, *, user_id: uuid.UUID) -> None:
     await session.execute(insert(Category), rows)
 
 
+# --- categories --------------------------------------------------------------------------------
+
+
+def _category_out(category: Category) -> CategoryOut:
+    return CategoryOut.model_validate(category, from_attributes=True)
+
+
 async def list_categories(
     session: AsyncSession, *, user_id: uuid.UUID, limit: int, cursor: str | None
 ) -> Page[CategoryOut]:
@@ -56,7 +78,338 @@ async def list_categories(
         await ensure_owner(session, user_id=user_id)
         query = select(Category).where(Category.user_id == user_id)
         if after is not None:
-            query = query.where(tuple_(Category.name, Category.id) > tuple_(after[0], after[1]))
+            query = query.where(tuple_(Category.name, Category.id) > tuple_(*after))
         rows = await session.scalars(query.order_by(Category.name, Category.id).limit(limit + 1))
-        items = [CategoryOut.model_validate(row, from_attributes=True) for row in rows]
+        items = [_category_out(row) for row in rows]
     return page_of(items, limit=limit, key=lambda item: [item.name, str(item.id)])
+
+
+async def _category(
+    session: AsyncSession, *, user_id: uuid.UUID, category_id: uuid.UUID
+) -> Category:
+    category = await session.get(Category, (user_id, category_id))
+    if category is None:
+        raise NotFound("No category with this id.")
+    return category
+
+
+async def _check_parent(
+    session: AsyncSession, *, user_id: uuid.UUID, parent_id: uuid.UUID, child: Category | None
+) -> None:
+    """One level of grouping: the parent is a top-level category of the same user, and a
+    category with children cannot become a child itself."""
+    parent = await session.get(Category, (user_id, parent_id))
+    if parent is None or parent.parent_id is not None or (child and parent.id == child.id):
+        raise ValidationProblem.of_field(
+            "body.parent_id", "Not one of your top-level categories.", "parent"
+        )
+    if child is not None:
+        has_children = await session.scalar(
+            select(exists().where(Category.user_id == user_id, Category.parent_id == child.id))
+        )
+        if has_children:
+            raise ValidationProblem.of_field(
+                "body.parent_id", "A category with subcategories stays at the top level.", "parent"
+            )
+
+
+async def _flush_unique_name(session: AsyncSession) -> None:
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        if "uq_categories_user_name" in str(exc.orig):
+            raise Conflict("You already have a category with this name.") from None
+        raise
+
+
+async def create_category(
+    session: AsyncSession, *, user_id: uuid.UUID, body: CategoryCreate
+) -> CategoryOut:
+    async with session.begin():
+        await ensure_owner(session, user_id=user_id)
+        if body.parent_id is not None:
+            await _check_parent(session, user_id=user_id, parent_id=body.parent_id, child=None)
+        category = Category(user_id=user_id, name=body.name, parent_id=body.parent_id)
+        session.add(category)
+        await _flush_unique_name(session)
+        await session.refresh(category)
+        return _category_out(category)
+
+
+async def update_category(
+    session: AsyncSession, *, user_id: uuid.UUID, category_id: uuid.UUID, body: CategoryUpdate
+) -> CategoryOut:
+    async with session.begin():
+        category = await _category(session, user_id=user_id, category_id=category_id)
+        if "name" in body.model_fields_set:
+            if body.name is None:
+                raise ValidationProblem.of_field("body.name", "A name is required.", "missing")
+            category.name = body.name
+        if "parent_id" in body.model_fields_set:
+            if body.parent_id is not None:
+                await _check_parent(
+                    session, user_id=user_id, parent_id=body.parent_id, child=category
+                )
+            category.parent_id = body.parent_id
+        await _flush_unique_name(session)
+        return _category_out(category)
+
+
+async def delete_category(
+    session: AsyncSession, *, user_id: uuid.UUID, category_id: uuid.UUID
+) -> None:
+    """Its expenses become uncategorised and its subcategories move to the top level."""
+    async with session.begin():
+        deleted = await session.scalar(
+            delete(Category)
+            .where(Category.user_id == user_id, Category.id == category_id)
+            .returning(Category.id)
+        )
+        if deleted is None:
+            raise NotFound("No category with this id.")
+
+
+# --- tags --------------------------------------------------------------------------------------
+
+
+async def list_tags(
+    session: AsyncSession, *, user_id: uuid.UUID, limit: int, cursor: str | None
+) -> Page[TagOut]:
+    after = decode_cursor(cursor, types=(str, uuid.UUID))
+    query = select(Tag.id, Tag.name).where(Tag.user_id == user_id)
+    if after is not None:
+        query = query.where(tuple_(Tag.name, Tag.id) > tuple_(*after))
+    async with session.begin():
+        rows = await session.execute(query.order_by(Tag.name, Tag.id).limit(limit + 1))
+        items = [TagOut(id=row.id, name=row.name) for row in rows]
+    return page_of(items, limit=limit, key=lambda item: [item.name, str(item.id)])
+
+
+async def _set_tags(
+    session: AsyncSession, *, user_id: uuid.UUID, expense_id: uuid.UUID, names: list[str]
+) -> None:
+    await session.execute(
+        delete(ExpenseTag).where(ExpenseTag.user_id == user_id, ExpenseTag.expense_id == expense_id)
+    )
+    if not names:
+        return
+    await session.execute(
+        pg_insert(Tag)
+        .values([{"user_id": user_id, "id": uuid.uuid4(), "name": name} for name in names])
+        .on_conflict_do_nothing(index_elements=[Tag.user_id, func.lower(Tag.name)])
+    )
+    tag_ids = await session.scalars(
+        select(Tag.id).where(
+            Tag.user_id == user_id, func.lower(Tag.name).in_([n.lower() for n in names])
+        )
+    )
+    await session.execute(
+        insert(ExpenseTag),
+        [{"user_id": user_id, "expense_id": expense_id, "tag_id": tag_id} for tag_id in tag_ids],
+    )
+
+
+async def _tags_of(
+    session: AsyncSession, *, user_id: uuid.UUID, expense_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[str]]:
+    rows = await session.execute(
+        select(ExpenseTag.expense_id, Tag.name)
+        .join(Tag, (Tag.user_id == ExpenseTag.user_id) & (Tag.id == ExpenseTag.tag_id))
+        .where(ExpenseTag.user_id == user_id, ExpenseTag.expense_id.in_(expense_ids))
+        .order_by(Tag.name)
+    )
+    tags: dict[uuid.UUID, list[str]] = defaultdict(list)
+    for expense_id, name in rows:
+        tags[expense_id].append(name)
+    return tags
+
+
+# --- expenses ----------------------------------------------------------------------------------
+
+
+def _expense_out(expense: Expense, tags: list[str]) -> ExpenseOut:
+    return ExpenseOut(
+        id=expense.id,
+        amount=money.format_amount(expense.amount_minor, expense.currency),
+        currency=expense.currency,
+        occurred_on=expense.occurred_on,
+        description=expense.description,
+        notes=expense.notes,
+        merchant=expense.merchant,
+        category_id=expense.category_id,
+        tags=tags,
+        created_at=expense.created_at,
+        updated_at=expense.updated_at,
+    )
+
+
+async def _check_category(
+    session: AsyncSession, *, user_id: uuid.UUID, category_id: uuid.UUID | None
+) -> None:
+    if category_id is not None and await session.get(Category, (user_id, category_id)) is None:
+        # The same answer for another user's category as for none at all.
+        raise ValidationProblem.of_field(
+            "body.category_id", "Not one of your categories.", "category"
+        )
+
+
+async def create_expense(
+    session: AsyncSession, *, user_id: uuid.UUID, body: ExpenseCreate
+) -> ExpenseOut:
+    async with session.begin():
+        await ensure_owner(session, user_id=user_id)
+        await _check_category(session, user_id=user_id, category_id=body.category_id)
+        expense = Expense(
+            user_id=user_id,
+            id=uuid.uuid4(),
+            amount_minor=money.parse_amount(body.amount, body.currency),
+            currency=body.currency,
+            currency_exponent=money.exponent(body.currency),
+            occurred_on=body.occurred_on,
+            description=body.description,
+            notes=body.notes,
+            merchant=body.merchant,
+            category_id=body.category_id,
+        )
+        session.add(expense)
+        await session.flush()
+        await _set_tags(session, user_id=user_id, expense_id=expense.id, names=body.tags)
+        await session.refresh(expense)
+        return _expense_out(expense, sorted(body.tags, key=str.casefold))
+
+
+async def _expense(session: AsyncSession, *, user_id: uuid.UUID, expense_id: uuid.UUID) -> Expense:
+    expense = await session.get(Expense, (user_id, expense_id))
+    if expense is None:
+        raise NotFound("No expense with this id.")
+    return expense
+
+
+async def get_expense(
+    session: AsyncSession, *, user_id: uuid.UUID, expense_id: uuid.UUID
+) -> ExpenseOut:
+    async with session.begin():
+        expense = await _expense(session, user_id=user_id, expense_id=expense_id)
+        tags = await _tags_of(session, user_id=user_id, expense_ids=[expense.id])
+        return _expense_out(expense, tags[expense.id])
+
+
+_REQUIRED = ("currency", "amount", "occurred_on", "description")
+
+
+async def update_expense(
+    session: AsyncSession, *, user_id: uuid.UUID, expense_id: uuid.UUID, body: ExpenseUpdate
+) -> ExpenseOut:
+    changes = {field: getattr(body, field) for field in body.model_fields_set}
+    for field in _REQUIRED:
+        if field in changes and changes[field] is None:
+            raise ValidationProblem.of_field(f"body.{field}", "This field cannot be null.", "null")
+    async with session.begin():
+        expense = await _expense(session, user_id=user_id, expense_id=expense_id)
+        if "currency" in changes or "amount" in changes:
+            currency = changes.get("currency", expense.currency)
+            amount = changes.get("amount") or money.format_amount(
+                expense.amount_minor, expense.currency
+            )
+            try:
+                expense.amount_minor = money.parse_amount(amount, currency)
+            except ValueError as exc:
+                raise ValidationProblem.of_field("body.amount", str(exc), "amount") from None
+            expense.currency = currency
+            expense.currency_exponent = money.exponent(currency)
+        if "category_id" in changes:
+            await _check_category(session, user_id=user_id, category_id=changes["category_id"])
+        for field in ("occurred_on", "description", "notes", "merchant", "category_id"):
+            if field in changes:
+                setattr(expense, field, changes[field])
+        if "tags" in changes:
+            await _set_tags(session, user_id=user_id, expense_id=expense.id, names=changes["tags"])
+        expense.updated_at = datetime.now(UTC)
+        await session.flush()
+        await session.refresh(expense)
+        tags = await _tags_of(session, user_id=user_id, expense_ids=[expense.id])
+        return _expense_out(expense, tags[expense.id])
+
+
+async def delete_expense(
+    session: AsyncSession, *, user_id: uuid.UUID, expense_id: uuid.UUID
+) -> None:
+    async with session.begin():
+        deleted = await session.scalar(
+            delete(Expense)
+            .where(Expense.user_id == user_id, Expense.id == expense_id)
+            .returning(Expense.id)
+        )
+        if deleted is None:
+            raise NotFound("No expense with this id.")
+
+
+def filtered_expenses(
+    *,
+    user_id: uuid.UUID,
+    from_: date | None = None,
+    to: date | None = None,
+    category_id: uuid.UUID | None = None,
+    tag: str | None = None,
+    q: str | None = None,
+    min_amount: Decimal | None = None,
+    max_amount: Decimal | None = None,
+    currency: str | None = None,
+) -> Select[Any]:
+    """The caller's expenses matching every given filter (shared by listing and export)."""
+    query = select(Expense).where(Expense.user_id == user_id)
+    if from_ is not None:
+        query = query.where(Expense.occurred_on >= from_)
+    if to is not None:
+        query = query.where(Expense.occurred_on <= to)
+    if category_id is not None:  # a category includes its subcategories
+        family = select(Category.id).where(
+            Category.user_id == user_id,
+            or_(Category.id == category_id, Category.parent_id == category_id),
+        )
+        query = query.where(Expense.category_id.in_(family))
+    if tag is not None:
+        query = query.where(
+            exists().where(
+                ExpenseTag.user_id == user_id,
+                ExpenseTag.expense_id == Expense.id,
+                Tag.user_id == user_id,
+                Tag.id == ExpenseTag.tag_id,
+                func.lower(Tag.name) == tag.lower(),
+            )
+        )
+    if q is not None:  # served by the trigram index on search_text
+        query = query.where(Expense.search_text.contains(q.lower(), autoescape=True))
+    scaled = literal(1) * func.power(10, Expense.currency_exponent)
+    if min_amount is not None:
+        query = query.where(Expense.amount_minor >= literal(min_amount) * scaled)
+    if max_amount is not None:
+        query = query.where(Expense.amount_minor <= literal(max_amount) * scaled)
+    if currency is not None:
+        query = query.where(Expense.currency == currency)
+    return query
+
+
+async def list_expenses(
+    session: AsyncSession,
+    *,
+    query: Select[Any],
+    user_id: uuid.UUID,
+    limit: int,
+    cursor: str | None,
+) -> Page[ExpenseOut]:
+    """Newest first: by (occurred_on, id) descending."""
+    after = decode_cursor(cursor, types=(date.fromisoformat, uuid.UUID))
+    if after is not None:
+        query = query.where(tuple_(Expense.occurred_on, Expense.id) < tuple_(*after))
+    async with session.begin():
+        rows = list(
+            await session.scalars(
+                query.order_by(Expense.occurred_on.desc(), Expense.id.desc()).limit(limit + 1)
+            )
+        )
+        tags = await _tags_of(session, user_id=user_id, expense_ids=[row.id for row in rows])
+        items = [_expense_out(row, tags[row.id]) for row in rows]
+    return page_of(
+        items, limit=limit, key=lambda item: [item.occurred_on.isoformat(), str(item.id)]
+    )

@@ -74,6 +74,16 @@ class Problem(Exception):
         )
 
 
+class NotFound(Problem):
+    """Missing and foreign objects answer alike: nobody learns what another user has."""
+
+    status = 404
+
+
+class Conflict(Problem):
+    status = 409
+
+
 class ValidationProblem(Problem):
     """A 422 naming the offending fields: where and why, never the submitted value (it may be a
     password)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
@@ -39,18 +40,22 @@ def encode_cursor(key: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode()
 
 
-def _parse(value: Any, kind: type) -> Any:
+Parser = type | Callable[[str], Any]
+
+
+def _parse(value: Any, kind: Parser) -> Any:
     if kind in (str, int):
         if type(value) is not kind:
             raise ValueError(value)
         return value
     if not isinstance(value, str):  # other kinds (UUID, date...) travel as strings
         raise ValueError(value)
-    return kind(value)
+    return kind(value)  # type: ignore[call-arg]
 
 
-def decode_cursor(cursor: str | None, *, types: tuple[type, ...]) -> list[Any] | None:
-    """The sort key in ``cursor`` as values of ``types``, or None for the first page."""
+def decode_cursor(cursor: str | None, *, types: tuple[Parser, ...]) -> list[Any] | None:
+    """The sort key in ``cursor`` as values of ``types`` (types, or parsers of strings such as
+    ``date.fromisoformat``), or None for the first page."""
     if cursor is None:
         return None
     try:

@@ -1,0 +1,65 @@
+"""Money: integers in minor units inside, decimal strings outside, never floats.
+
+The number of decimals of each currency comes from ISO 4217 (the ``iso4217`` package's bundled
+table): JPY 0, EUR 2, KWD 3. Funds, metals and test codes have no minor unit and are refused.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from functools import cache
+
+from iso4217 import Currency
+
+# No single expense reaches a billion units of any currency; more is a typo or an attack.
+MAX_MAJOR_UNITS = 10**9
+_AMOUNT = re.compile(r"^(\d{1,13})(?:\.(\d{1,6}))?$")
+_CODE = re.compile(r"^[A-Z]{3}$")
+
+
+@cache
+def _exponents() -> dict[str, int]:
+    return {c.code: c.exponent for c in Currency if c.exponent is not None}
+
+
+def exponent(currency: str) -> int:
+    """Decimals of ``currency``; ValueError when it is not an ISO 4217 currency with a minor unit
+    (codes are upper case: ``eur`` is refused, not guessed)."""
+    if not _CODE.match(currency) or currency not in _exponents():
+        raise ValueError(f"{currency!r} is not an ISO 4217 currency code (e.g. EUR, JPY)")
+    return _exponents()[currency]
+
+
+def parse_amount(amount: str, currency: str) -> int:
+    """``"12.34"`` in EUR -> 1234. Positive, at most the currency's decimals, below the cap."""
+    match = _AMOUNT.match(amount)
+    if match is None:
+        raise ValueError('amount must be a decimal string such as "12.34"')
+    decimals = exponent(currency)
+    whole, fraction = match.group(1), match.group(2) or ""
+    if len(fraction) > decimals:
+        raise ValueError(f"{currency} amounts have at most {decimals} decimal(s)")
+    minor = int(whole + fraction.ljust(decimals, "0"))
+    if minor <= 0:
+        raise ValueError("amount must be greater than zero")
+    if minor >= MAX_MAJOR_UNITS * 10**decimals:
+        raise ValueError(f"amount must be below {MAX_MAJOR_UNITS:,} {currency}")
+    return minor
+
+
+def parse_bound(amount: str) -> Decimal:
+    """A filter bound (``min_amount``): a non-negative decimal string, any decimals."""
+    if _AMOUNT.match(amount) is None:
+        raise ValueError('must be a decimal string such as "12.34"')
+    return Decimal(amount)
+
+
+def format_amount(minor: int, currency: str) -> str:
+    """1234 in EUR -> ``"12.34"``; 1234 in JPY -> ``"1234"``."""
+    decimals = exponent(currency)
+    sign = "-" if minor < 0 else ""
+    digits = str(abs(minor)).rjust(decimals + 1, "0")
+    if decimals == 0:
+        return sign + digits
+    return f"{sign}{digits[:-decimals]}.{digits[-decimals:]}"
