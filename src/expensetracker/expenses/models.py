@@ -24,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from expensetracker.platform.idempotency import idempotency_table
+
 SCHEMA = "expenses"
 
 metadata = MetaData(schema=SCHEMA)
@@ -145,3 +147,6 @@ class ExpenseTag(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     expense_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     tag_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+
+
+idempotency_keys = idempotency_table(metadata)

@@ -20,9 +20,10 @@ from expensetracker.expenses.schemas import (
     ExpenseUpdate,
     TagOut,
 )
-from expensetracker.platform import money
+from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import DbSession
 from expensetracker.platform.errors import ValidationProblem
+from expensetracker.platform.idempotency import IdempotencyKey
 from expensetracker.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from expensetracker.platform.tokens import CurrentUser
 
@@ -71,9 +72,17 @@ def expense_filters(
 ExpenseFilters = Annotated[Select[Any], Depends(expense_filters)]
 
 
-@router.post("/api/v1/expenses", status_code=status.HTTP_201_CREATED)
-async def create_expense(body: ExpenseCreate, user: CurrentUser, session: DbSession) -> ExpenseOut:
-    return await service.create_expense(session, user_id=user.user_id, body=body)
+@router.post("/api/v1/expenses", status_code=status.HTTP_201_CREATED, response_model=ExpenseOut)
+async def create_expense(
+    body: ExpenseCreate,
+    user: CurrentUser,
+    session: DbSession,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    result = await service.create_expense(
+        session, user_id=user.user_id, body=body, idempotency_key=idempotency_key
+    )
+    return idempotency.respond(result)
 
 
 @router.get("/api/v1/expenses")
@@ -117,11 +126,17 @@ async def list_categories(
     return await service.list_categories(session, user_id=user.user_id, limit=limit, cursor=cursor)
 
 
-@router.post("/api/v1/categories", status_code=status.HTTP_201_CREATED)
+@router.post("/api/v1/categories", status_code=status.HTTP_201_CREATED, response_model=CategoryOut)
 async def create_category(
-    body: CategoryCreate, user: CurrentUser, session: DbSession
-) -> CategoryOut:
-    return await service.create_category(session, user_id=user.user_id, body=body)
+    body: CategoryCreate,
+    user: CurrentUser,
+    session: DbSession,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    result = await service.create_category(
+        session, user_id=user.user_id, body=body, idempotency_key=idempotency_key
+    )
+    return idempotency.respond(result)
 
 
 @router.patch("/api/v1/categories/{category_id}")

@@ -8,12 +8,20 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from prometheus_client import Counter
 from sqlalchemy import Select, delete, exists, func, insert, literal, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from expensetracker.expenses.models import Category, Expense, ExpenseTag, Owner, Tag
+from expensetracker.expenses.models import (
+    Category,
+    Expense,
+    ExpenseTag,
+    Owner,
+    Tag,
+    idempotency_keys,
+)
 from expensetracker.expenses.schemas import (
     CategoryCreate,
     CategoryOut,
@@ -23,9 +31,13 @@ from expensetracker.expenses.schemas import (
     ExpenseUpdate,
     TagOut,
 )
-from expensetracker.platform import money
+from expensetracker.platform import idempotency, money
 from expensetracker.platform.errors import Conflict, NotFound, ValidationProblem
 from expensetracker.platform.pagination import Page, decode_cursor, page_of
+
+EXPENSES_CREATED = Counter("expensetracker_expenses_created_total", "Expenses created.")
+EXPENSES_UPDATED = Counter("expensetracker_expenses_updated_total", "Expenses changed.")
+EXPENSES_DELETED = Counter("expensetracker_expenses_deleted_total", "Expenses deleted.")
 
 # Every new user starts with these (top level -> children); they are theirs to rename or delete.
 DEFAULT_CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -123,10 +135,13 @@ async def _flush_unique_name(session: AsyncSession) -> None:
 
 
 async def create_category(
-    session: AsyncSession, *, user_id: uuid.UUID, body: CategoryCreate
-) -> CategoryOut:
-    async with session.begin():
-        await ensure_owner(session, user_id=user_id)
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    body: CategoryCreate,
+    idempotency_key: str | None,
+) -> CategoryOut | idempotency.Stored:
+    async def create() -> CategoryOut:
         if body.parent_id is not None:
             await _check_parent(session, user_id=user_id, parent_id=body.parent_id, child=None)
         category = Category(user_id=user_id, name=body.name, parent_id=body.parent_id)
@@ -134,6 +149,17 @@ async def create_category(
         await _flush_unique_name(session)
         await session.refresh(category)
         return _category_out(category)
+
+    async with session.begin():
+        await ensure_owner(session, user_id=user_id)
+        return await idempotency.create_once(
+            session,
+            idempotency_keys,
+            user_id=user_id,
+            key=idempotency_key,
+            request_hash=idempotency.fingerprint("POST /api/v1/categories", body),
+            create=create,
+        )
 
 
 async def update_category(
@@ -254,10 +280,13 @@ async def _check_category(
 
 
 async def create_expense(
-    session: AsyncSession, *, user_id: uuid.UUID, body: ExpenseCreate
-) -> ExpenseOut:
-    async with session.begin():
-        await ensure_owner(session, user_id=user_id)
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    body: ExpenseCreate,
+    idempotency_key: str | None,
+) -> ExpenseOut | idempotency.Stored:
+    async def create() -> ExpenseOut:
         await _check_category(session, user_id=user_id, category_id=body.category_id)
         expense = Expense(
             user_id=user_id,
@@ -276,6 +305,20 @@ async def create_expense(
         await _set_tags(session, user_id=user_id, expense_id=expense.id, names=body.tags)
         await session.refresh(expense)
         return _expense_out(expense, sorted(body.tags, key=str.casefold))
+
+    async with session.begin():
+        await ensure_owner(session, user_id=user_id)
+        result = await idempotency.create_once(
+            session,
+            idempotency_keys,
+            user_id=user_id,
+            key=idempotency_key,
+            request_hash=idempotency.fingerprint("POST /api/v1/expenses", body),
+            create=create,
+        )
+    if not isinstance(result, idempotency.Stored):
+        EXPENSES_CREATED.inc()
+    return result
 
 
 async def _expense(session: AsyncSession, *, user_id: uuid.UUID, expense_id: uuid.UUID) -> Expense:
@@ -328,7 +371,9 @@ async def update_expense(
         await session.flush()
         await session.refresh(expense)
         tags = await _tags_of(session, user_id=user_id, expense_ids=[expense.id])
-        return _expense_out(expense, tags[expense.id])
+        result = _expense_out(expense, tags[expense.id])
+    EXPENSES_UPDATED.inc()
+    return result
 
 
 async def delete_expense(
@@ -342,6 +387,7 @@ async def delete_expense(
         )
         if deleted is None:
             raise NotFound("No expense with this id.")
+    EXPENSES_DELETED.inc()
 
 
 def filtered_expenses(
