@@ -56,6 +56,10 @@ service = ServiceSpec(
     path_prefixes=("/api/v1/auth",),
     lifespan=lifespan,
     readiness=readiness,
+    readers={
+        "expensetracker_expenses": ("user_events_v1",),
+        "expensetracker_reports": ("user_events_v1",),
+    },
 )
 
 

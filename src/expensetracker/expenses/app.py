@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from expensetracker.expenses import models, routes
+from expensetracker.expenses.service import forget_user
 from expensetracker.platform.application import create_app as create_platform_app
 from expensetracker.platform.config import Settings, get_settings
+from expensetracker.platform.events import UserEventConsumer, consuming
 from expensetracker.platform.service import ServiceSpec
+
+
+def user_event_consumer(app: FastAPI) -> UserEventConsumer:
+    return UserEventConsumer(
+        name="expenses",
+        sessionmaker=app.state.sessionmaker,
+        positions=models.event_positions,
+        handle=forget_user,
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    consumer = app.state.user_events = user_event_consumer(app)
+    async with consuming(consumer, interval=app.state.settings.events_poll_seconds):
+        yield
+
 
 service = ServiceSpec(
     name="expenses",
@@ -17,6 +38,8 @@ service = ServiceSpec(
     metadata=models.metadata,
     migrations=Path(__file__).with_name("migrations"),
     path_prefixes=("/api/v1/expenses", "/api/v1/categories", "/api/v1/tags"),
+    lifespan=lifespan,
+    readers={"expensetracker_reports": models.READ_CONTRACT},
 )
 
 

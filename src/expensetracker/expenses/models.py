@@ -24,6 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from expensetracker.platform.events import event_positions_table
 from expensetracker.platform.idempotency import idempotency_table
 
 SCHEMA = "expenses"
@@ -150,3 +151,7 @@ class ExpenseTag(Base):
 
 
 idempotency_keys = idempotency_table(metadata)
+event_positions = event_positions_table(metadata)
+
+# Views of the read contract for the reports service (created by migration 0005).
+READ_CONTRACT = ("spending_v1", "categories_v1", "expense_tags_v1")

@@ -33,6 +33,7 @@ from expensetracker.expenses.schemas import (
 )
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.errors import Conflict, NotFound, ValidationProblem
+from expensetracker.platform.events import USER_DELETED, UserEvent
 from expensetracker.platform.pagination import Page, decode_cursor, page_of
 
 EXPENSES_CREATED = Counter("expensetracker_expenses_created_total", "Expenses created.")
@@ -52,6 +53,12 @@ DEFAULT_CATEGORIES: dict[str, tuple[str, ...]] = {
     "Gifts": (),
     "Other": (),
 }
+
+
+async def forget_user(session: AsyncSession, event: UserEvent) -> None:
+    """``user.deleted``: everything of that user goes (the owner row cascades to the rest)."""
+    if event.event_type == USER_DELETED:
+        await session.execute(delete(Owner).where(Owner.user_id == event.user_id))
 
 
 async def ensure_owner(session: AsyncSession, *, user_id: uuid.UUID) -> None:

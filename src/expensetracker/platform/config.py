@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     password_hash_iterations: int = Field(default=2, ge=2)
     password_hash_parallelism: int = Field(default=1, ge=1)
 
+    # How often services look for new account events (user.deleted) from the auth service.
+    events_poll_seconds: float = Field(default=5.0, gt=0)
+
     # Failed logins allowed per window, per account and per client address.
     login_max_failures_per_account: int = Field(default=5, ge=1)
     login_max_failures_per_address: int = Field(default=20, ge=1)

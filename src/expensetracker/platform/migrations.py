@@ -51,16 +51,6 @@ def run_migrations_from_env() -> None:
     """Body of every service's ``migrations/env.py``."""
     spec: ServiceSpec = context.config.attributes["service"]
     url = context.config.attributes["database_url"]
-    if context.is_offline_mode():
-        context.configure(
-            url=url,
-            target_metadata=spec.metadata,
-            version_table_schema=spec.schema,
-            literal_binds=True,
-        )
-        with context.begin_transaction():
-            context.run_migrations()
-        return
     asyncio.run(_run_online(spec, url))
 
 
@@ -89,3 +79,14 @@ def _migrate(connection: Connection, spec: ServiceSpec) -> None:
             transactional_ddl=True,
         )
         context.run_migrations()
+        _grant_readers(connection, spec)
+
+
+def _grant_readers(connection: Connection, spec: ServiceSpec) -> None:
+    for role, views in spec.readers.items():
+        exists = connection.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role})
+        if not exists:
+            continue
+        connection.execute(text(f'GRANT USAGE ON SCHEMA "{spec.schema}" TO "{role}"'))
+        objects = ", ".join(f'"{spec.schema}"."{view}"' for view in views)
+        connection.execute(text(f'GRANT SELECT ON {objects} TO "{role}"'))

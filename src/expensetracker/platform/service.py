@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
@@ -23,6 +23,9 @@ class ServiceSpec:
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None
     # Extra readiness checks: name -> "ok" or what is wrong.
     readiness: Callable[[FastAPI], Awaitable[dict[str, str]]] | None = None
+    # The published read contract: database role -> views of this schema it may SELECT.
+    # Granted by every `migrate` to the roles that exist (Kubernetes creates one per service).
+    readers: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def schema(self) -> str:

@@ -1,0 +1,118 @@
+"""Consuming the auth service's account events (docs/contracts/auth-user-events-v1.md).
+
+Each consuming service keeps its position in its own ``event_positions`` table and advances it
+in the same transaction as the changes an event causes: a service that was down catches up when
+it returns, and applies no event twice. One replica consumes at a time (an advisory lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import BigInteger, Column, MetaData, String, Table, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+log = structlog.get_logger(__name__)
+
+USER_EVENTS_VIEW = "auth.user_events_v1"
+USER_DELETED = "user.deleted"
+BATCH = 500
+
+
+def event_positions_table(metadata: MetaData) -> Table:
+    return Table(
+        "event_positions",
+        metadata,
+        Column("consumer", String(100), primary_key=True),
+        Column("last_event_id", BigInteger, nullable=False),
+    )
+
+
+@dataclass(frozen=True)
+class UserEvent:
+    id: int
+    event_type: str
+    user_id: uuid.UUID
+    payload: dict[str, Any]
+
+
+Handler = Callable[[AsyncSession, UserEvent], Awaitable[None]]
+
+
+class UserEventConsumer:
+    def __init__(
+        self,
+        *,
+        name: str,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        positions: Table,
+        handle: Handler,
+    ) -> None:
+        self.name = name
+        self.sessionmaker = sessionmaker
+        self.positions = positions
+        self.handle = handle
+
+    async def run_once(self) -> int:
+        """Applies the events not handled yet; the number applied (0 when another replica holds
+        the turn)."""
+        async with self.sessionmaker.begin() as session:
+            turn = await session.scalar(
+                text("SELECT pg_try_advisory_xact_lock(hashtext(:name))"),
+                {"name": f"events:{self.name}"},
+            )
+            if not turn:
+                return 0
+            last = await session.scalar(
+                select(self.positions.c.last_event_id).where(self.positions.c.consumer == self.name)
+            )
+            rows = await session.execute(
+                text(
+                    f"SELECT id, event_type, user_id, payload FROM {USER_EVENTS_VIEW} "  # noqa: S608
+                    "WHERE id > :last ORDER BY id LIMIT :batch"
+                ),
+                {"last": last or 0, "batch": BATCH},
+            )
+            events = [UserEvent(*row) for row in rows]
+            for event in events:
+                await self.handle(session, event)
+            if events:
+                await session.execute(
+                    pg_insert(self.positions)
+                    .values(consumer=self.name, last_event_id=events[-1].id)
+                    .on_conflict_do_update(
+                        index_elements=[self.positions.c.consumer],
+                        set_={"last_event_id": events[-1].id},
+                    )
+                )
+        for event in events:
+            log.info("user_event_applied", event_type=event.event_type, user_id=str(event.user_id))
+        return len(events)
+
+    async def run_forever(self, *, interval: float) -> None:
+        while True:
+            try:
+                while await self.run_once() == BATCH:
+                    pass
+            except Exception as exc:  # the auth schema may not exist yet, the database be down
+                log.warning("user_events_unavailable", consumer=self.name, error=type(exc).__name__)
+            await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def consuming(consumer: UserEventConsumer, *, interval: float) -> AsyncIterator[None]:
+    """Runs the consumer in the background for the life of the app."""
+    task = asyncio.create_task(consumer.run_forever(interval=interval))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,117 @@
+"""A deleted account takes all its data with it, in every service, and nothing of anyone else's;
+and the read contract is all another service's role may see."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import httpx
+import pytest
+
+from expensetracker.platform.migrations import upgrade
+from expensetracker.targets import SERVICES
+from tests.test_auth_tokens import app_of
+from tests.test_expenses import create
+from tests.users import PASSWORD, Account, signed_up
+
+pytestmark = pytest.mark.database
+
+USER_TABLES = ("owners", "categories", "tags", "expenses", "expense_tags", "idempotency_keys")
+
+
+async def rows_of(database_url: str, user_id: str) -> dict[str, int]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        return {
+            table: await connection.fetchval(
+                f"SELECT count(*) FROM expenses.{table} WHERE user_id = $1::uuid", user_id
+            )
+            for table in USER_TABLES
+        }
+    finally:
+        await connection.close()
+
+
+async def populate(client: httpx.AsyncClient, account: Account) -> str:
+    await create(client, account, tags=["a", "b"])
+    await client.post(
+        "/api/v1/expenses",
+        json={"amount": "1", "currency": "JPY", "occurred_on": "2026-01-01", "description": "x"},
+        headers={**account.headers, "Idempotency-Key": "k"},
+    )
+    return (await client.get("/api/v1/auth/me", headers=account.headers)).json()["id"]
+
+
+async def test_deleting_an_account_deletes_its_expenses_data_only(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    gone, kept = await signed_up(client), await signed_up(client)
+    gone_id, kept_id = await populate(client, gone), await populate(client, kept)
+    kept_before = await rows_of(database_url, kept_id)
+    assert all(kept_before.values())
+
+    response = await client.request(
+        "DELETE", "/api/v1/auth/me", json={"password": PASSWORD}, headers=gone.headers
+    )
+    assert response.status_code == 204
+    await app_of(client).state.user_events.run_once()
+
+    assert await rows_of(database_url, gone_id) == dict.fromkeys(USER_TABLES, 0)
+    assert await rows_of(database_url, kept_id) == kept_before
+    # The position moved on: running again applies nothing more.
+    assert await app_of(client).state.user_events.run_once() == 0
+
+
+async def test_a_consumer_that_was_down_catches_up(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    accounts = [await signed_up(client) for _ in range(3)]
+    ids = [await populate(client, account) for account in accounts]
+    for account in accounts:
+        await client.request(
+            "DELETE", "/api/v1/auth/me", json={"password": PASSWORD}, headers=account.headers
+        )
+    await app_of(client).state.user_events.run_once()
+    for user_id in ids:
+        assert sum((await rows_of(database_url, user_id)).values()) == 0
+
+
+async def test_reports_role_reads_the_contract_and_nothing_else(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    account = await signed_up(client)
+    await populate(client, account)
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(
+            """
+            DO $$ BEGIN
+              IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'expensetracker_reports') THEN
+                CREATE ROLE expensetracker_reports NOLOGIN;
+              END IF;
+            END $$;
+            GRANT expensetracker_reports TO CURRENT_USER;
+            """
+        )
+        # `migrate` grants the contract to the roles that exist, every time it runs.
+        for name in ("auth", "expenses"):
+            await asyncio.to_thread(upgrade, SERVICES[name], database_url)
+        await connection.execute("SET ROLE expensetracker_reports")
+        spending = await connection.fetchval("SELECT count(*) FROM expenses.spending_v1")
+        tags = await connection.fetchval("SELECT count(*) FROM expenses.expense_tags_v1")
+        events = await connection.fetchval("SELECT count(*) FROM auth.user_events_v1")
+        denied = []
+        for statement in (
+            "SELECT count(*) FROM expenses.expenses",
+            "SELECT count(*) FROM auth.users",
+            "DELETE FROM expenses.categories_v1",  # updatable view, but SELECT only
+        ):
+            try:
+                await connection.execute(statement)
+            except asyncpg.InsufficientPrivilegeError:
+                denied.append(statement)
+    finally:
+        await connection.close()
+    assert spending == 2 and tags == 2 and events == 0
+    assert len(denied) == 3
