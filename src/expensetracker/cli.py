@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -207,6 +208,71 @@ def rotate_keys() -> None:
             await engine.dispose()
 
     typer.echo(f"new signing key: {asyncio.run(rotate())}")
+
+
+expenses_cli = typer.Typer(help="Operations of the expenses service.", no_args_is_help=True)
+cli.add_typer(expenses_cli, name="expenses")
+
+
+@expenses_cli.command("import")
+def import_expenses(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A CSV file.")
+    ],
+    user: Annotated[str, typer.Option("--user", help="Email address of the account.")],
+) -> None:
+    """Import a CSV file (the format of the export) into an account: whole or not at all."""
+    import asyncio
+
+    from rich.progress import Progress
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from expensetracker.expenses.transfer import InvalidImport, import_csv
+    from expensetracker.platform.db import create_engine
+
+    settings = _load_settings()
+    _database_url(settings)
+    configure_logging(level="WARNING", fmt=settings.effective_log_format, service="expenses")
+    with file.open("rb") as handle:
+        total_rows = max(sum(1 for _ in handle) - 1, 0)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        with file.open("rb") as handle:
+            while chunk := handle.read(1024 * 1024):
+                yield chunk
+
+    async def run(progress: Progress) -> str:
+        task = progress.add_task("validating and loading", total=total_rows)
+        engine = create_engine(settings, application_name="expensetracker-import")
+        try:
+            sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+            async with sessionmaker() as session:
+                user_id = await session.scalar(
+                    text("SELECT user_id FROM auth.accounts_v1 WHERE email = lower(:email)"),
+                    {"email": user},
+                )
+                await session.rollback()
+                if user_id is None:
+                    _fail(f"no account with the email address {user}")
+                result = await import_csv(
+                    session,
+                    user_id=user_id,
+                    chunks=chunks(),
+                    progress=lambda rows: progress.update(task, completed=rows),
+                )
+        finally:
+            await engine.dispose()
+        return f"{result.rows} rows: {result.created} created, {result.unchanged} already there"
+
+    try:
+        with Progress(transient=True) as progress:
+            summary = asyncio.run(run(progress))
+    except InvalidImport as exc:
+        for error in exc.extensions.get("errors", []):
+            typer.echo(f"line {error['line']}: {error['field']}: {error['message']}", err=True)
+        _fail(exc.detail)
+    typer.echo(summary)
 
 
 def main() -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import date
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 from sqlalchemy import Select
 
-from expensetracker.expenses import service
+from expensetracker.expenses import service, transfer
 from expensetracker.expenses.schemas import (
     CategoryCreate,
     CategoryOut,
@@ -18,16 +20,22 @@ from expensetracker.expenses.schemas import (
     ExpenseCreate,
     ExpenseOut,
     ExpenseUpdate,
+    ImportOut,
     TagOut,
 )
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import DbSession
-from expensetracker.platform.errors import ValidationProblem
+from expensetracker.platform.errors import Problem, ValidationProblem
 from expensetracker.platform.idempotency import IdempotencyKey
 from expensetracker.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from expensetracker.platform.tokens import CurrentUser
 
 router = APIRouter(tags=["expenses"])
+
+
+class UnsupportedMediaType(Problem):
+    status = 415
+
 
 _NO_CONTENT = {"status_code": status.HTTP_204_NO_CONTENT, "response_class": Response}
 
@@ -96,6 +104,46 @@ async def list_expenses(
     """The caller's expenses, newest first, filtered."""
     return await service.list_expenses(
         session, query=query, user_id=user.user_id, limit=limit, cursor=cursor
+    )
+
+
+@router.post(
+    "/api/v1/expenses/import",
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
+async def import_expenses(request: Request, user: CurrentUser, session: DbSession) -> ImportOut:
+    """A CSV file (UTF-8, header row; columns as in the export): imported whole or not at all,
+    with every bad row reported by line number. Rows with an external_id seen before are
+    skipped."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "text/csv":
+        raise UnsupportedMediaType("Send the file as text/csv.")
+    result = await transfer.import_csv(session, user_id=user.user_id, chunks=request.stream())
+    return ImportOut(rows=result.rows, created=result.created, unchanged=result.unchanged)
+
+
+@router.get("/api/v1/expenses/export", response_class=StreamingResponse)
+async def export_expenses(
+    request: Request,
+    query: ExpenseFilters,
+    user: CurrentUser,
+    format: Literal["csv", "json"] = "csv",
+) -> StreamingResponse:
+    """Every expense matching the filters, newest first, streamed (CSV in the import format)."""
+    sessionmaker = request.app.state.sessionmaker
+
+    async def body() -> AsyncIterator[bytes]:
+        # A session of its own: it must outlive this function, until the last byte is sent.
+        async with sessionmaker() as session:
+            rows = transfer.export_rows(session, query=query, user_id=user.user_id)
+            encode = transfer.as_csv if format == "csv" else transfer.as_json
+            async for chunk in encode(rows):
+                yield chunk
+
+    media_type = "text/csv; charset=utf-8" if format == "csv" else "application/json"
+    disposition = f'attachment; filename="expenses.{format}"'
+    return StreamingResponse(
+        body(), media_type=media_type, headers={"Content-Disposition": disposition}
     )
 
 

@@ -111,3 +111,9 @@ class ExpenseOut(StrictModel):
     tags: list[str]
     created_at: datetime
     updated_at: datetime
+
+
+class ImportOut(StrictModel):
+    rows: int
+    created: int
+    unchanged: int = Field(description="Rows whose external_id had been imported before.")
