@@ -275,5 +275,34 @@ def import_expenses(
     typer.echo(summary)
 
 
+@expenses_cli.command("run-jobs")
+def run_jobs() -> None:
+    """Create the recurring expenses that are due and purge expired idempotency keys (the service
+    also does this every EXPENSETRACKER_MAINTENANCE_INTERVAL_SECONDS)."""
+    import asyncio
+    from datetime import date
+
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from expensetracker.expenses.recurring import run_maintenance
+    from expensetracker.platform.db import create_engine
+
+    settings = _load_settings()
+    _database_url(settings)
+    configure_logging(
+        level=settings.effective_log_level, fmt=settings.effective_log_format, service="expenses"
+    )
+
+    async def run() -> int:
+        engine = create_engine(settings, application_name="expensetracker-jobs")
+        try:
+            sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+            return await run_maintenance(sessionmaker, today=date.today())
+        finally:
+            await engine.dispose()
+
+    typer.echo(f"recurring expenses created: {asyncio.run(run())}")
+
+
 def main() -> None:
     sys.exit(cli())

@@ -10,12 +10,14 @@ import uuid
 from datetime import date, datetime
 
 from sqlalchemy import (
+    ARRAY,
     BigInteger,
     Computed,
     Date,
     DateTime,
     ForeignKeyConstraint,
     Index,
+    Integer,
     MetaData,
     SmallInteger,
     String,
@@ -127,6 +129,39 @@ class Expense(Base):
     )
     created_at: Mapped[datetime] = _timestamp()
     updated_at: Mapped[datetime] = _timestamp()
+
+
+class RecurringRule(Base):
+    """An expense that repeats; its occurrences become expenses when due (recurring.py)."""
+
+    __tablename__ = "recurring_rules"
+    __table_args__ = (
+        ForeignKeyConstraint(["user_id"], [f"{SCHEMA}.owners.user_id"], ondelete="CASCADE"),
+        ForeignKeyConstraint(
+            ["user_id", "category_id"],
+            [f"{SCHEMA}.categories.user_id", f"{SCHEMA}.categories.id"],
+            ondelete="SET NULL (category_id)",
+        ),
+        Index("ix_recurring_rules_next_due_on", "next_due_on"),
+    )
+
+    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    currency_exponent: Mapped[int] = mapped_column(SmallInteger)
+    description: Mapped[str] = mapped_column(String(200))
+    notes: Mapped[str | None] = mapped_column(Text)
+    merchant: Mapped[str | None] = mapped_column(String(100))
+    category_id: Mapped[uuid.UUID | None] = mapped_column()
+    tags: Mapped[list[str]] = mapped_column(ARRAY(String(50)))
+    frequency: Mapped[str] = mapped_column(String(10))  # weekly | monthly | yearly
+    starts_on: Mapped[date] = mapped_column(Date)
+    ends_on: Mapped[date | None] = mapped_column(Date)
+    # Occurrences already turned into expenses; the next one is occurrence number `done`.
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    next_due_on: Mapped[date | None] = mapped_column(Date)  # None when the rule has ended
+    created_at: Mapped[datetime] = _timestamp()
 
 
 class ExpenseTag(Base):

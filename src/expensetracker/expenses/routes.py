@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from sqlalchemy import Select
 
-from expensetracker.expenses import service, transfer
+from expensetracker.expenses import recurring, service, transfer
 from expensetracker.expenses.schemas import (
     CategoryCreate,
     CategoryOut,
@@ -21,6 +21,8 @@ from expensetracker.expenses.schemas import (
     ExpenseOut,
     ExpenseUpdate,
     ImportOut,
+    RecurringCreate,
+    RecurringOut,
     TagOut,
 )
 from expensetracker.platform import idempotency, money
@@ -145,6 +147,40 @@ async def export_expenses(
     return StreamingResponse(
         body(), media_type=media_type, headers={"Content-Disposition": disposition}
     )
+
+
+@router.post(
+    "/api/v1/expenses/recurring", status_code=status.HTTP_201_CREATED, response_model=RecurringOut
+)
+async def create_recurring(
+    body: RecurringCreate,
+    user: CurrentUser,
+    session: DbSession,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """A weekly, monthly or yearly expense; occurrences already due are created at once, later
+    ones when they fall due."""
+    result = await recurring.create_rule(
+        session,
+        user_id=user.user_id,
+        body=body,
+        idempotency_key=idempotency_key,
+        today=date.today(),
+    )
+    return idempotency.respond(result)
+
+
+@router.get("/api/v1/expenses/recurring")
+async def list_recurring(
+    user: CurrentUser, session: DbSession, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[RecurringOut]:
+    return await recurring.list_rules(session, user_id=user.user_id, limit=limit, cursor=cursor)
+
+
+@router.delete("/api/v1/expenses/recurring/{rule_id}", **_NO_CONTENT)
+async def delete_recurring(rule_id: uuid.UUID, user: CurrentUser, session: DbSession) -> None:
+    """Stops the rule; the expenses it created stay."""
+    await recurring.delete_rule(session, user_id=user.user_id, rule_id=rule_id)
 
 
 @router.get("/api/v1/expenses/{expense_id}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
@@ -67,16 +67,10 @@ class TagOut(StrictModel):
     name: str
 
 
-class ExpenseCreate(StrictModel):
+class _Priced(StrictModel):
     # `currency` before `amount`: the amount is checked against the currency's decimals.
     currency: Currency
     amount: Amount
-    occurred_on: OccurredOn
-    description: Description
-    notes: Notes | None = None
-    merchant: Merchant | None = None
-    category_id: uuid.UUID | None = None
-    tags: TagNames = Field(default_factory=list)
 
     @field_validator("amount")
     @classmethod
@@ -84,6 +78,49 @@ class ExpenseCreate(StrictModel):
         if "currency" in info.data:
             money.parse_amount(value, info.data["currency"])
         return value
+
+
+class ExpenseCreate(_Priced):
+    occurred_on: OccurredOn
+    description: Description
+    notes: Notes | None = None
+    merchant: Merchant | None = None
+    category_id: uuid.UUID | None = None
+    tags: TagNames = Field(default_factory=list)
+
+
+class RecurringCreate(_Priced):
+    description: Description
+    notes: Notes | None = None
+    merchant: Merchant | None = None
+    category_id: uuid.UUID | None = None
+    tags: TagNames = Field(default_factory=list)
+    frequency: Literal["weekly", "monthly", "yearly"]
+    starts_on: OccurredOn
+    ends_on: OccurredOn | None = None
+
+    @field_validator("ends_on")
+    @classmethod
+    def _ends_after_start(cls, value: date | None, info: ValidationInfo) -> date | None:
+        if value is not None and "starts_on" in info.data and value < info.data["starts_on"]:
+            raise ValueError("must not be before starts_on")
+        return value
+
+
+class RecurringOut(StrictModel):
+    id: uuid.UUID
+    amount: str
+    currency: str
+    description: str
+    notes: str | None
+    merchant: str | None
+    category_id: uuid.UUID | None
+    tags: list[str]
+    frequency: str
+    starts_on: date
+    ends_on: date | None
+    next_due_on: date | None = Field(description="null once the rule has ended")
+    created_at: datetime
 
 
 class ExpenseUpdate(StrictModel):

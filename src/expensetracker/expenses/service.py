@@ -218,7 +218,7 @@ async def list_tags(
     return page_of(items, limit=limit, key=lambda item: [item.name, str(item.id)])
 
 
-async def _set_tags(
+async def set_tags(
     session: AsyncSession, *, user_id: uuid.UUID, expense_id: uuid.UUID, names: list[str]
 ) -> None:
     await session.execute(
@@ -276,7 +276,7 @@ def _expense_out(expense: Expense, tags: list[str]) -> ExpenseOut:
     )
 
 
-async def _check_category(
+async def check_category(
     session: AsyncSession, *, user_id: uuid.UUID, category_id: uuid.UUID | None
 ) -> None:
     if category_id is not None and await session.get(Category, (user_id, category_id)) is None:
@@ -294,7 +294,7 @@ async def create_expense(
     idempotency_key: str | None,
 ) -> ExpenseOut | idempotency.Stored:
     async def create() -> ExpenseOut:
-        await _check_category(session, user_id=user_id, category_id=body.category_id)
+        await check_category(session, user_id=user_id, category_id=body.category_id)
         expense = Expense(
             user_id=user_id,
             id=uuid.uuid4(),
@@ -309,7 +309,7 @@ async def create_expense(
         )
         session.add(expense)
         await session.flush()
-        await _set_tags(session, user_id=user_id, expense_id=expense.id, names=body.tags)
+        await set_tags(session, user_id=user_id, expense_id=expense.id, names=body.tags)
         await session.refresh(expense)
         return _expense_out(expense, sorted(body.tags, key=str.casefold))
 
@@ -368,12 +368,12 @@ async def update_expense(
             expense.currency = currency
             expense.currency_exponent = money.exponent(currency)
         if "category_id" in changes:
-            await _check_category(session, user_id=user_id, category_id=changes["category_id"])
+            await check_category(session, user_id=user_id, category_id=changes["category_id"])
         for field in ("occurred_on", "description", "notes", "merchant", "category_id"):
             if field in changes:
                 setattr(expense, field, changes[field])
         if "tags" in changes:
-            await _set_tags(session, user_id=user_id, expense_id=expense.id, names=changes["tags"])
+            await set_tags(session, user_id=user_id, expense_id=expense.id, names=changes["tags"])
         expense.updated_at = datetime.now(UTC)
         await session.flush()
         await session.refresh(expense)

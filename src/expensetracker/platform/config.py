@@ -69,6 +69,8 @@ class Settings(BaseSettings):
 
     # How often services look for new account events (user.deleted) from the auth service.
     events_poll_seconds: float = Field(default=5.0, gt=0)
+    # How often periodic work runs (recurring expenses falling due, expiry of idempotency keys).
+    maintenance_interval_seconds: float = Field(default=600.0, gt=0)
 
     # Failed logins allowed per window, per account and per client address.
     login_max_failures_per_account: int = Field(default=5, ge=1)

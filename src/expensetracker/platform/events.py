@@ -2,15 +2,14 @@
 
 Each consuming service keeps its position in its own ``event_positions`` table and advances it
 in the same transaction as the changes an event causes: a service that was down catches up when
-it returns, and applies no event twice. One replica consumes at a time (an advisory lock).
+it returns, and applies no event twice. One replica consumes at a time (an advisory lock); the
+service runs :meth:`UserEventConsumer.catch_up` in the background (platform/background.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,23 +95,11 @@ class UserEventConsumer:
             log.info("user_event_applied", event_type=event.event_type, user_id=str(event.user_id))
         return len(events)
 
-    async def run_forever(self, *, interval: float) -> None:
-        while True:
-            try:
-                while await self.run_once() == BATCH:
-                    pass
-            except Exception as exc:  # the auth schema may not exist yet, the database be down
-                log.warning("user_events_unavailable", consumer=self.name, error=type(exc).__name__)
-            await asyncio.sleep(interval)
-
-
-@contextlib.asynccontextmanager
-async def consuming(consumer: UserEventConsumer, *, interval: float) -> AsyncIterator[None]:
-    """Runs the consumer in the background for the life of the app."""
-    task = asyncio.create_task(consumer.run_forever(interval=interval))
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async def catch_up(self) -> int:
+        """Applies batches until none is left; the number of events applied."""
+        total = 0
+        while (applied := await self.run_once()) > 0:
+            total += applied
+            if applied < BATCH:
+                break
+        return total

@@ -1,0 +1,203 @@
+"""Recurring expenses: rules whose occurrences become expenses when due.
+
+Occurrence ``n`` of a rule is ``starts_on`` plus ``n`` periods; monthly and yearly rules keep
+their day of the month, on the last day of shorter months (31 Jan, 28 Feb, 31 Mar...). The job
+(:func:`materialise_due`) creates each due occurrence with the external id
+``recurring:<rule>:<date>``, so running it twice, or on two replicas at once, creates nothing
+twice.
+"""
+
+from __future__ import annotations
+
+import calendar
+import uuid
+from datetime import date, timedelta
+
+import structlog
+from prometheus_client import Counter
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from expensetracker.expenses.models import Expense, RecurringRule, idempotency_keys
+from expensetracker.expenses.schemas import RecurringCreate, RecurringOut
+from expensetracker.expenses.service import check_category, ensure_owner, set_tags
+from expensetracker.platform import idempotency, money
+from expensetracker.platform.errors import NotFound
+from expensetracker.platform.pagination import Page, decode_cursor, page_of
+
+log = structlog.get_logger(__name__)
+
+MATERIALISED = Counter(
+    "expensetracker_recurring_expenses_created_total", "Expenses created from recurring rules."
+)
+# Catching up after a long outage is bounded per run; the next run goes on.
+MAX_OCCURRENCES_PER_RULE = 400
+
+
+def occurrence(starts_on: date, frequency: str, n: int) -> date:
+    if frequency == "weekly":
+        return starts_on + timedelta(weeks=n)
+    months = n if frequency == "monthly" else 12 * n
+    year, month = divmod(starts_on.month - 1 + months, 12)
+    year, month = starts_on.year + year, month + 1
+    return date(year, month, min(starts_on.day, calendar.monthrange(year, month)[1]))
+
+
+def next_due(rule: RecurringRule) -> date | None:
+    due = occurrence(rule.starts_on, rule.frequency, rule.done)
+    return None if rule.ends_on is not None and due > rule.ends_on else due
+
+
+async def materialise_due(session: AsyncSession, *, today: date) -> int:
+    """Creates every occurrence due by ``today``; returns how many expenses were created.
+    Rules being handled by another replica right now are skipped (SKIP LOCKED)."""
+    created = 0
+    async with session.begin():
+        rules = await session.scalars(
+            select(RecurringRule)
+            .where(RecurringRule.next_due_on <= today)
+            .with_for_update(skip_locked=True)
+        )
+        for rule in rules:
+            created += await materialise_rule(session, rule=rule, today=today)
+    if created:
+        log.info("recurring_expenses_created", count=created)
+    return created
+
+
+async def materialise_rule(session: AsyncSession, *, rule: RecurringRule, today: date) -> int:
+    """The due occurrences of one rule, in the caller's transaction."""
+    created = 0
+    for _ in range(MAX_OCCURRENCES_PER_RULE):
+        due = next_due(rule)
+        if due is None or due > today:
+            break
+        created += await _create_occurrence(session, rule=rule, due=due)
+        rule.done += 1
+    rule.next_due_on = next_due(rule)
+    MATERIALISED.inc(created)
+    return created
+
+
+async def _create_occurrence(session: AsyncSession, *, rule: RecurringRule, due: date) -> int:
+    expense_id = uuid.uuid4()
+    inserted = await session.scalar(
+        pg_insert(Expense)
+        .values(
+            user_id=rule.user_id,
+            id=expense_id,
+            amount_minor=rule.amount_minor,
+            currency=rule.currency,
+            currency_exponent=rule.currency_exponent,
+            occurred_on=due,
+            description=rule.description,
+            notes=rule.notes,
+            merchant=rule.merchant,
+            category_id=rule.category_id,
+            external_id=f"recurring:{rule.id}:{due.isoformat()}",
+        )
+        .on_conflict_do_nothing(index_elements=[Expense.user_id, Expense.external_id])
+        .returning(Expense.id)
+    )
+    if inserted is None:
+        return 0
+    await set_tags(session, user_id=rule.user_id, expense_id=expense_id, names=rule.tags)
+    return 1
+
+
+def _rule_out(rule: RecurringRule) -> RecurringOut:
+    return RecurringOut(
+        id=rule.id,
+        amount=money.format_amount(rule.amount_minor, rule.currency),
+        currency=rule.currency,
+        description=rule.description,
+        notes=rule.notes,
+        merchant=rule.merchant,
+        category_id=rule.category_id,
+        tags=rule.tags,
+        frequency=rule.frequency,
+        starts_on=rule.starts_on,
+        ends_on=rule.ends_on,
+        next_due_on=rule.next_due_on,
+        created_at=rule.created_at,
+    )
+
+
+async def create_rule(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    body: RecurringCreate,
+    idempotency_key: str | None,
+    today: date,
+) -> RecurringOut | idempotency.Stored:
+    """Creates the rule and, at once, the occurrences already due."""
+
+    async def create() -> RecurringOut:
+        await check_category(session, user_id=user_id, category_id=body.category_id)
+        rule = RecurringRule(
+            user_id=user_id,
+            id=uuid.uuid4(),
+            amount_minor=money.parse_amount(body.amount, body.currency),
+            currency=body.currency,
+            currency_exponent=money.exponent(body.currency),
+            description=body.description,
+            notes=body.notes,
+            merchant=body.merchant,
+            category_id=body.category_id,
+            tags=body.tags,
+            frequency=body.frequency,
+            starts_on=body.starts_on,
+            ends_on=body.ends_on,
+            done=0,
+        )
+        rule.next_due_on = next_due(rule)
+        session.add(rule)
+        await session.flush()
+        await materialise_rule(session, rule=rule, today=today)
+        await session.flush()
+        await session.refresh(rule)
+        return _rule_out(rule)
+
+    async with session.begin():
+        await ensure_owner(session, user_id=user_id)
+        return await idempotency.create_once(
+            session,
+            idempotency_keys,
+            user_id=user_id,
+            key=idempotency_key,
+            request_hash=idempotency.fingerprint("POST /api/v1/expenses/recurring", body),
+            create=create,
+        )
+
+
+async def list_rules(
+    session: AsyncSession, *, user_id: uuid.UUID, limit: int, cursor: str | None
+) -> Page[RecurringOut]:
+    after = decode_cursor(cursor, types=(uuid.UUID,))
+    query = select(RecurringRule).where(RecurringRule.user_id == user_id)
+    if after is not None:
+        query = query.where(RecurringRule.id > after[0])
+    async with session.begin():
+        rows = await session.scalars(query.order_by(RecurringRule.id).limit(limit + 1))
+        items = [_rule_out(rule) for rule in rows]
+    return page_of(items, limit=limit, key=lambda item: [str(item.id)])
+
+
+async def delete_rule(session: AsyncSession, *, user_id: uuid.UUID, rule_id: uuid.UUID) -> None:
+    """Stops the rule; the expenses it already created stay."""
+    async with session.begin():
+        rule = await session.get(RecurringRule, (user_id, rule_id))
+        if rule is None:
+            raise NotFound("No recurring expense with this id.")
+        await session.delete(rule)
+
+
+async def run_maintenance(sessionmaker: async_sessionmaker[AsyncSession], *, today: date) -> int:
+    """The service's periodic work: due recurring expenses, expired idempotency keys."""
+    async with sessionmaker() as session:
+        created = await materialise_due(session, today=today)
+    async with sessionmaker.begin() as session:
+        await idempotency.purge_expired(session, idempotency_keys)
+    return created
