@@ -9,6 +9,7 @@ import asyncpg
 import httpx
 import pytest
 
+from tests.test_auth_accounts import counter
 from tests.users import Account, signed_up
 
 pytestmark = pytest.mark.database
@@ -326,3 +327,61 @@ async def test_categories_of_another_user_answer_404(client: httpx.AsyncClient) 
         headers=other.headers,
     )
     assert as_parent.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ["garbage", "WyIyMDI2LTAxLTAxIl0=", "WyJub3QtYS1kYXRlIiwgIjEiXQ==", "W10="],
+)
+async def test_forged_expense_cursors_are_422(client: httpx.AsyncClient, cursor: str) -> None:
+    account = await signed_up(client)
+    response = await client.get(
+        "/api/v1/expenses", params={"cursor": cursor}, headers=account.headers
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "query.cursor"
+
+
+async def test_recurring_rules_are_per_user(client: httpx.AsyncClient) -> None:
+    owner, other = await signed_up(client), await signed_up(client)
+    made = await client.post(
+        "/api/v1/expenses/recurring",
+        json={
+            "amount": "5",
+            "currency": "EUR",
+            "description": "gym",
+            "frequency": "monthly",
+            "starts_on": "2026-01-01",
+        },
+        headers=owner.headers,
+    )
+    assert made.status_code == 201
+    listed = (await client.get("/api/v1/expenses/recurring", headers=other.headers)).json()
+    assert listed["items"] == []
+
+
+async def test_counters_follow_changes(client: httpx.AsyncClient) -> None:
+    account = await signed_up(client)
+    before = {
+        name: counter(f"expensetracker_expenses_{name}_total")
+        for name in ("created", "updated", "deleted")
+    }
+    created = await create(client, account)
+    await client.post(  # a replay creates nothing, and counts nothing
+        "/api/v1/expenses", json=VALID, headers={**account.headers, "Idempotency-Key": "c"}
+    )
+    await client.post(
+        "/api/v1/expenses", json=VALID, headers={**account.headers, "Idempotency-Key": "c"}
+    )
+    path = f"/api/v1/expenses/{created['id']}"
+    await client.patch(path, json={"description": "changed"}, headers=account.headers)
+    await client.delete(path, headers=account.headers)
+    after = {
+        name: counter(f"expensetracker_expenses_{name}_total")
+        for name in ("created", "updated", "deleted")
+    }
+    assert after == {
+        "created": before["created"] + 2,
+        "updated": before["updated"] + 1,
+        "deleted": before["deleted"] + 1,
+    }

@@ -144,7 +144,9 @@ async def test_export_is_per_user_and_filtered(client: httpx.AsyncClient) -> Non
     await upload(
         client, ann, HEADER + "2026-03-01,5.00,EUR,Ann's,,,,,a-1\n2026-04-01,6.00,EUR,Later,,,,,\n"
     )
-    await upload(client, bob, HEADER + "2026-03-01,7.00,EUR,Bob's,,,,,a-1\n")
+    # The same external id in another account is another row: no hint of Ann's.
+    bobs = await upload(client, bob, HEADER + "2026-03-01,7.00,EUR,Bob's,,,,,a-1\n")
+    assert bobs.json() == {"rows": 1, "created": 1, "unchanged": 0}
     ann_json = (await export(client, ann, format="json")).json()
     assert [row["description"] for row in ann_json] == ["Later", "Ann's"]
     march = (await export(client, ann, format="json", to="2026-03-31")).json()
