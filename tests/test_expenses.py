@@ -112,6 +112,7 @@ BAD_INPUT = [
     ({"notes": "n" * 2001}, "body.notes"),
     ({"tags": ["t"] * 0 + [f"t{i}" for i in range(21)]}, "body.tags"),
     ({"tags": ["x" * 51]}, "body.tags.0"),
+    ({"tags": ["   "]}, "body.tags.0"),
     ({"user_id": str(uuid.uuid4())}, "body.user_id"),  # no mass assignment
     ({"category_id": str(uuid.uuid4())}, "body.category_id"),
 ]

@@ -6,7 +6,7 @@ import uuid
 from datetime import date, datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, Field, StringConstraints, ValidationInfo, field_validator
 
 from expensetracker.platform import money
 from expensetracker.platform.schemas import StrictModel
@@ -35,7 +35,8 @@ def _tag_names(names: list[str]) -> list[str]:
     return list(unique.values())
 
 
-Name = Annotated[str, Field(min_length=1, max_length=50), AfterValidator(str.strip)]
+# Stripped before the length check: "  " is no name.
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
 OccurredOn = Annotated[date, AfterValidator(_within_range)]
 Currency = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_currency)]
 Amount = Annotated[str, Field(max_length=30, examples=["12.34"])]
