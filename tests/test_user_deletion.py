@@ -74,12 +74,12 @@ async def test_deleting_an_account_deletes_its_expenses_data_only(
         "DELETE", "/api/v1/auth/me", json={"password": PASSWORD}, headers=gone.headers
     )
     assert response.status_code == 204
-    await app_of(client).state.user_events.run_once()
+    await app_of(client).state.expenses_user_events.run_once()
 
     assert await rows_of(database_url, gone_id) == dict.fromkeys(USER_TABLES, 0)
     assert await rows_of(database_url, kept_id) == kept_before
     # The position moved on: running again applies nothing more.
-    assert await app_of(client).state.user_events.run_once() == 0
+    assert await app_of(client).state.expenses_user_events.run_once() == 0
 
 
 async def test_a_consumer_that_was_down_catches_up(
@@ -91,7 +91,7 @@ async def test_a_consumer_that_was_down_catches_up(
         await client.request(
             "DELETE", "/api/v1/auth/me", json={"password": PASSWORD}, headers=account.headers
         )
-    await app_of(client).state.user_events.run_once()
+    await app_of(client).state.expenses_user_events.run_once()
     for user_id in ids:
         assert sum((await rows_of(database_url, user_id)).values()) == 0
 

@@ -31,7 +31,7 @@ def user_event_consumer(app: FastAPI) -> UserEventConsumer:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    consumer = app.state.user_events = user_event_consumer(app)
+    consumer = app.state.expenses_user_events = user_event_consumer(app)
 
     async def maintenance() -> int:
         return await run_maintenance(app.state.sessionmaker, today=date.today())

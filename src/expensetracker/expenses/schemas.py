@@ -8,8 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints, ValidationInfo, field_validator
 
-from expensetracker.platform import money
-from expensetracker.platform.schemas import StrictModel
+from expensetracker.platform.schemas import Amount, Currency, PricedModel, StrictModel
 
 EARLIEST_DATE = date(1970, 1, 1)
 # Planned expenses may lie ahead, but not beyond a year.
@@ -23,11 +22,6 @@ def _within_range(value: date) -> date:
     return value
 
 
-def _currency(value: str) -> str:
-    money.exponent(value)  # raises ValueError with the reason
-    return value
-
-
 def _tag_names(names: list[str]) -> list[str]:
     unique: dict[str, str] = {}
     for name in names:
@@ -38,8 +32,6 @@ def _tag_names(names: list[str]) -> list[str]:
 # Stripped before the length check: "  " is no name.
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
 OccurredOn = Annotated[date, AfterValidator(_within_range)]
-Currency = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_currency)]
-Amount = Annotated[str, Field(max_length=30, examples=["12.34"])]
 Description = Annotated[str, Field(min_length=1, max_length=200)]
 Notes = Annotated[str, Field(max_length=2000)]
 Merchant = Annotated[str, Field(min_length=1, max_length=100)]
@@ -68,20 +60,7 @@ class TagOut(StrictModel):
     name: str
 
 
-class _Priced(StrictModel):
-    # `currency` before `amount`: the amount is checked against the currency's decimals.
-    currency: Currency
-    amount: Amount
-
-    @field_validator("amount")
-    @classmethod
-    def _amount_fits_currency(cls, value: str, info: ValidationInfo) -> str:
-        if "currency" in info.data:
-            money.parse_amount(value, info.data["currency"])
-        return value
-
-
-class ExpenseCreate(_Priced):
+class ExpenseCreate(PricedModel):
     occurred_on: OccurredOn
     description: Description
     notes: Notes | None = None
@@ -90,7 +69,7 @@ class ExpenseCreate(_Priced):
     tags: TagNames = Field(default_factory=list)
 
 
-class RecurringCreate(_Priced):
+class RecurringCreate(PricedModel):
     description: Description
     notes: Notes | None = None
     merchant: Merchant | None = None

@@ -2,14 +2,45 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import date
 from pathlib import Path
 
 from fastapi import FastAPI
 
+from expensetracker.platform import idempotency
 from expensetracker.platform.application import create_app as create_platform_app
+from expensetracker.platform.background import periodically
 from expensetracker.platform.config import Settings, get_settings
+from expensetracker.platform.events import UserEventConsumer
 from expensetracker.platform.service import ServiceSpec
 from expensetracker.reports import models, routes
+from expensetracker.reports.service import evaluate_alerts, forget_user
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    sessionmaker = app.state.sessionmaker
+    consumer = app.state.reports_user_events = UserEventConsumer(
+        name="reports",
+        sessionmaker=sessionmaker,
+        positions=models.event_positions,
+        handle=forget_user,
+    )
+
+    async def maintenance() -> None:
+        await evaluate_alerts(sessionmaker, today=date.today())
+        async with sessionmaker.begin() as session:
+            await idempotency.purge_expired(session, models.idempotency_keys)
+
+    async with (
+        periodically("user_events", consumer.catch_up, interval=settings.events_poll_seconds),
+        periodically("maintenance", maintenance, interval=settings.maintenance_interval_seconds),
+    ):
+        yield
+
 
 service = ServiceSpec(
     name="reports",
@@ -17,6 +48,7 @@ service = ServiceSpec(
     metadata=models.metadata,
     migrations=Path(__file__).with_name("migrations"),
     path_prefixes=("/api/v1/budgets", "/api/v1/reports"),
+    lifespan=lifespan,
 )
 
 

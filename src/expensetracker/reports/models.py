@@ -1,7 +1,79 @@
-"""Tables of the reports service, all in its own PostgreSQL schema."""
+"""Tables of the reports service, all in its own PostgreSQL schema. Spending itself is read
+through the views the expenses service publishes (docs/contracts/expenses-spending-v1.md)."""
 
-from sqlalchemy import MetaData
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKeyConstraint,
+    MetaData,
+    SmallInteger,
+    String,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from expensetracker.platform.events import event_positions_table
+from expensetracker.platform.idempotency import idempotency_table
 
 SCHEMA = "reports"
 
 metadata = MetaData(schema=SCHEMA)
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
+
+
+class Budget(Base):
+    """A monthly limit for one category (with its subcategories) or for everything, in one
+    currency, from ``starts_on``'s month on."""
+
+    __tablename__ = "budgets"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(100))
+    category_id: Mapped[uuid.UUID | None] = mapped_column()
+    currency: Mapped[str] = mapped_column(String(3))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    rollover: Mapped[bool] = mapped_column(Boolean, default=False)
+    thresholds: Mapped[list[int]] = mapped_column(ARRAY(SmallInteger))
+    starts_on: Mapped[date] = mapped_column(Date)  # the first day of the budget's first month
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class BudgetAlert(Base):
+    """A budget that reached one of its thresholds in a month: recorded once."""
+
+    __tablename__ = "budget_alerts"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["user_id", "budget_id"],
+            [f"{SCHEMA}.budgets.user_id", f"{SCHEMA}.budgets.id"],
+            ondelete="CASCADE",
+        ),
+        UniqueConstraint("user_id", "budget_id", "month", "threshold"),
+    )
+
+    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    budget_id: Mapped[uuid.UUID] = mapped_column()
+    month: Mapped[date] = mapped_column(Date)
+    threshold: Mapped[int] = mapped_column(SmallInteger)
+    spent_minor: Mapped[int] = mapped_column(BigInteger)
+    available_minor: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+idempotency_keys = idempotency_table(metadata)
+event_positions = event_positions_table(metadata)

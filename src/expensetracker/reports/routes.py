@@ -1,5 +1,131 @@
 """HTTP routes of the reports service (thin: the logic lives in service.py)."""
 
-from fastapi import APIRouter
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response, status
+
+from expensetracker.platform import idempotency
+from expensetracker.platform.db import DbSession
+from expensetracker.platform.idempotency import IdempotencyKey
+from expensetracker.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
+from expensetracker.platform.tokens import CurrentUser
+from expensetracker.reports import service
+from expensetracker.reports.schemas import (
+    AlertOut,
+    BudgetIn,
+    BudgetOut,
+    BudgetReport,
+    MerchantTotal,
+    Month,
+    Summary,
+    Trends,
+)
 
 router = APIRouter(tags=["reports"])
+
+_NO_CONTENT = {"status_code": status.HTTP_204_NO_CONTENT, "response_class": Response}
+MonthQuery = Annotated[Month | None, Query(description="YYYY-MM; default: this month")]
+From = Annotated[date, Query(alias="from", description="First day, inclusive.")]
+To = Annotated[date, Query(description="Last day, inclusive.")]
+
+
+def _month(value: str | None) -> date:
+    return service.parse_month(value) if value else date.today().replace(day=1)
+
+
+@router.post("/api/v1/budgets", status_code=status.HTTP_201_CREATED, response_model=BudgetOut)
+async def create_budget(
+    body: BudgetIn, user: CurrentUser, session: DbSession, idempotency_key: IdempotencyKey = None
+) -> Response:
+    result = await service.create_budget(
+        session,
+        user_id=user.user_id,
+        body=body,
+        idempotency_key=idempotency_key,
+        today=date.today(),
+    )
+    return idempotency.respond(result)
+
+
+@router.get("/api/v1/budgets")
+async def list_budgets(
+    user: CurrentUser, session: DbSession, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[BudgetOut]:
+    return await service.list_budgets(session, user_id=user.user_id, limit=limit, cursor=cursor)
+
+
+@router.get("/api/v1/budgets/{budget_id}")
+async def get_budget(budget_id: uuid.UUID, user: CurrentUser, session: DbSession) -> BudgetOut:
+    return await service.get_budget(session, user_id=user.user_id, budget_id=budget_id)
+
+
+@router.put("/api/v1/budgets/{budget_id}")
+async def replace_budget(
+    budget_id: uuid.UUID, body: BudgetIn, user: CurrentUser, session: DbSession
+) -> BudgetOut:
+    return await service.replace_budget(
+        session, user_id=user.user_id, budget_id=budget_id, body=body, today=date.today()
+    )
+
+
+@router.delete("/api/v1/budgets/{budget_id}", **_NO_CONTENT)
+async def delete_budget(budget_id: uuid.UUID, user: CurrentUser, session: DbSession) -> None:
+    await service.delete_budget(session, user_id=user.user_id, budget_id=budget_id)
+
+
+@router.get("/api/v1/reports/budgets")
+async def budget_report(
+    user: CurrentUser, session: DbSession, month: MonthQuery = None
+) -> BudgetReport:
+    """Per budget in the month: limit, rollover in, spent, remaining, percent used, state."""
+    return await service.budget_report(session, user_id=user.user_id, month=_month(month))
+
+
+@router.get("/api/v1/reports/summary")
+async def summary(
+    user: CurrentUser,
+    session: DbSession,
+    from_: From,
+    to: To,
+    group_by: Literal["category", "month", "tag"] = "category",
+) -> Summary:
+    """Totals and counts per group and per currency (never added across currencies)."""
+    return await service.summary(
+        session, user_id=user.user_id, from_=from_, to=to, group_by=group_by
+    )
+
+
+@router.get("/api/v1/reports/trends")
+async def trends(
+    user: CurrentUser,
+    session: DbSession,
+    month: MonthQuery = None,
+    months: Annotated[int, Query(ge=2, le=24)] = 6,
+) -> Trends:
+    """Month over month per category and currency, up to ``month``."""
+    return await service.trends(session, user_id=user.user_id, month=_month(month), months=months)
+
+
+@router.get("/api/v1/reports/merchants")
+async def top_merchants(
+    user: CurrentUser,
+    session: DbSession,
+    from_: From,
+    to: To,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> list[MerchantTotal]:
+    return await service.top_merchants(
+        session, user_id=user.user_id, from_=from_, to=to, limit=limit
+    )
+
+
+@router.get("/api/v1/reports/alerts")
+async def alerts(
+    user: CurrentUser, session: DbSession, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[AlertOut]:
+    """Budgets that reached a threshold, once per budget, month and threshold; newest first."""
+    return await service.list_alerts(session, user_id=user.user_id, limit=limit, cursor=cursor)

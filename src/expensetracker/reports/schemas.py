@@ -1,0 +1,124 @@
+"""Request and response bodies of the reports service."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, StringConstraints
+
+from expensetracker.platform.schemas import Amount, Currency, PricedModel, StrictModel
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+def _thresholds(values: list[int]) -> list[int]:
+    return sorted(set(values))
+
+
+Thresholds = Annotated[
+    list[Annotated[int, Field(ge=1, le=1000)]],
+    Field(min_length=1, max_length=5),
+    AfterValidator(_thresholds),
+]
+Month = Annotated[str, StringConstraints(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+
+
+class BudgetIn(PricedModel):
+    """A monthly budget; ``PUT`` takes the whole budget again."""
+
+    name: Name
+    category_id: uuid.UUID | None = Field(
+        default=None, description="A category (its subcategories included); none for everything."
+    )
+    rollover: bool = Field(
+        default=False, description="Carry what is left (or overspent) into the next month."
+    )
+    thresholds: Thresholds = Field(default_factory=lambda: [80, 100])
+    starts: Month | None = Field(default=None, description="First month, YYYY-MM (default: now).")
+
+
+class BudgetOut(StrictModel):
+    id: uuid.UUID
+    name: str
+    category_id: uuid.UUID | None
+    currency: Currency
+    amount: Amount
+    rollover: bool
+    thresholds: list[int]
+    starts: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class BudgetStatus(StrictModel):
+    budget_id: uuid.UUID
+    name: str
+    category_id: uuid.UUID | None
+    currency: str
+    limit: str
+    rollover_in: str
+    available: str
+    spent: str
+    remaining: str
+    percent_used: float | None = Field(
+        description="spent / available; null when nothing is available"
+    )
+    state: Literal["ok", "warning", "over"]
+
+
+class BudgetReport(StrictModel):
+    month: str
+    budgets: list[BudgetStatus]
+
+
+class CurrencyTotal(StrictModel):
+    currency: str
+    amount: str
+    count: int
+
+
+class SummaryGroup(StrictModel):
+    key: str | None = Field(description="Category id, month (YYYY-MM) or tag; null: none")
+    name: str | None
+    totals: list[CurrencyTotal]
+
+
+class Summary(StrictModel):
+    from_: date = Field(alias="from")
+    to: date
+    group_by: Literal["category", "month", "tag"]
+    groups: list[SummaryGroup]
+
+
+class TrendLine(StrictModel):
+    category_id: uuid.UUID | None
+    name: str | None
+    currency: str
+    totals: list[str]
+    change: str = Field(description="Last month minus the month before.")
+    change_percent: float | None
+
+
+class Trends(StrictModel):
+    months: list[str]
+    categories: list[TrendLine]
+
+
+class MerchantTotal(StrictModel):
+    merchant: str
+    currency: str
+    amount: str
+    count: int
+
+
+class AlertOut(StrictModel):
+    id: uuid.UUID
+    budget_id: uuid.UUID
+    month: str
+    threshold: int
+    spent: str
+    available: str
+    currency: str
+    created_at: datetime
