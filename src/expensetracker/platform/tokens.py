@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -28,6 +29,7 @@ JWKS_PATH = "/api/v1/auth/.well-known/jwks.json"
 ALLOWED_ALGORITHMS = ("EdDSA",)
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "nbf", "jti")
 CLOCK_SKEW_SECONDS = 5
+VERIFIED_CACHE_SIZE = 10_000
 
 
 class InvalidToken(Problem):
@@ -66,8 +68,22 @@ class TokenVerifier:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
+        # Tokens already verified, until they expire: a client sends the same token for up to
+        # 15 minutes, and the signature check is the costliest step of a request.
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     async def verify(self, token: str) -> Principal:
+        cached = self._verified.get(token)
+        if cached is not None and cached[1] > time.time():
+            self._verified.move_to_end(token)
+            return cached[0]
+        principal, expires_at = await self._verify(token)
+        self._verified[token] = (principal, expires_at)
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -87,11 +103,12 @@ class TokenVerifier:
                 leeway=CLOCK_SKEW_SECONDS,
                 options={"require": list(REQUIRED_CLAIMS)},
             )
-            return Principal(
+            principal = Principal(
                 user_id=uuid.UUID(claims["sub"]),
                 session_id=uuid.UUID(claims["sid"]),
                 token_id=str(claims["jti"]),
             )
+            return principal, float(claims["exp"])
         except (jwt.PyJWTError, KeyError, ValueError, TypeError):
             raise InvalidToken from None
 

@@ -299,7 +299,18 @@ async def budget_report(session: AsyncSession, *, user_id: uuid.UUID, month: dat
 async def _record_alerts(
     session: AsyncSession, *, user_id: uuid.UUID, month: date, crossings: list[tuple]
 ) -> None:
+    """Records the thresholds reached that are not recorded yet. Those already known are read
+    first: concurrent requests would otherwise queue on each other's conflicting inserts."""
     if not crossings:
+        return
+    rows = await session.execute(
+        select(BudgetAlert.budget_id, BudgetAlert.threshold).where(
+            BudgetAlert.user_id == user_id, BudgetAlert.month == month
+        )
+    )
+    known = {(budget_id, threshold) for budget_id, threshold in rows}
+    new = [c for c in crossings if (c[0].id, c[1]) not in known]
+    if not new:
         return
     recorded = await session.scalars(
         pg_insert(BudgetAlert)
@@ -314,7 +325,7 @@ async def _record_alerts(
                     "spent_minor": spent,
                     "available_minor": available,
                 }
-                for budget, threshold, spent, available in crossings
+                for budget, threshold, spent, available in new
             ]
         )
         .on_conflict_do_nothing()

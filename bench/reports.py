@@ -1,0 +1,341 @@
+"""Benchmark of the reports service on 1,000,000 expenses (100 users x 10,000).
+
+    .venv/bin/python bench/reports.py        (or: make bench)
+
+Measures, at 16 concurrent clients spread over two `serve --target reports` processes (wrk,
+on 127.0.0.1 only, bounded in time):
+
+- the year summary by category of a user holding 10,000 expenses;
+- the monthly budget status of a user with 20 budgets (some with rollover chains);
+
+and, in the same run, the raw database baseline: the same queries sent straight to PostgreSQL
+by pgbench at the same concurrency, plus the naive summary over every expense row that the
+monthly totals replace. Targets (issue 5): >= 1,000 requests/s and p99 <= 30 ms each.
+Needs wrk (Debian package `wrk`). Uses the embedded PostgreSQL in a temporary folder, or the
+server in EXPENSETRACKER_BENCH_DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from expensetracker.platform.embedded import EmbeddedPostgres, pg_bin  # noqa: E402
+from expensetracker.platform.migrations import upgrade  # noqa: E402
+from expensetracker.targets import SERVICES  # noqa: E402
+from tests.processes import Process, clean_env, cli, free_port  # noqa: E402
+
+USERS = 100
+PER_USER = 10_000
+CATEGORIES_PER_USER = 12
+DURATION_SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
+CONNECTIONS = 16
+YEAR = 2025
+MONTH = "2025-06"
+PASSWORD = "benchmark passphrase 2025"
+
+SUMMARY_SQL = (
+    "SELECT category_id::text, currency, sum(total_minor), sum(expense_count) "
+    "FROM expenses.monthly_spending_v1 WHERE user_id = '{user}' "
+    f"AND month BETWEEN '{YEAR}-01-01' AND '{YEAR}-12-01' GROUP BY 1, 2"
+)
+NAIVE_SUMMARY_SQL = (
+    "SELECT category_id::text, currency, sum(amount_minor), count(*) FROM expenses.spending_v1 "
+    f"WHERE user_id = '{{user}}' AND occurred_on BETWEEN '{YEAR}-01-01' AND '{YEAR}-12-31' "
+    "GROUP BY 1, 2"
+)
+BUDGET_SQL = (
+    "SELECT month, category_id, category_parent_id, currency, total_minor "
+    "FROM expenses.monthly_spending_v1 WHERE user_id = '{user}' "
+    f"AND month BETWEEN '{YEAR}-01-01' AND '{MONTH}-01' AND currency IN ('EUR', 'USD')"
+)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def register(url: str, email: str) -> tuple[str, str]:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        await client.post(
+            "/api/v1/auth/register",
+            json={"email": email, "password": PASSWORD, "display_name": "Bench"},
+        )
+        tokens = (
+            await client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+        ).json()
+        me = await client.get(
+            "/api/v1/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+        )
+        return me.json()["id"], tokens["access_token"]
+
+
+async def load_data(url: str, users: list[uuid.UUID]) -> float:
+    """1,000,000 expenses: every user gets 10,000 in the year, over 12 categories, 90% EUR."""
+    started = time.perf_counter()
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(
+            "INSERT INTO expenses.owners (user_id) SELECT unnest($1::uuid[])", users
+        )
+        categories = [uuid.uuid4() for _ in range(USERS * CATEGORIES_PER_USER)]
+        await connection.execute(
+            "INSERT INTO expenses.categories (user_id, id, name) "
+            "SELECT ($1::uuid[])[1 + (i - 1) / $3::int], ($2::uuid[])[i], 'Category ' || i "
+            "FROM generate_series(1, array_length($2::uuid[], 1)) AS i",
+            users,
+            categories,
+            CATEGORIES_PER_USER,
+        )
+        await connection.execute(
+            """
+            INSERT INTO expenses.expenses (user_id, id, amount_minor, currency,
+                currency_exponent, occurred_on, description, merchant, category_id)
+            SELECT ($1::uuid[])[(1 + n % $3::int)::int], gen_random_uuid(),
+                   100 + (n * 7919) % 20000, CASE WHEN n % 10 = 0 THEN 'USD' ELSE 'EUR' END, 2,
+                   make_date($5::int, 1, 1) + ((n * 31) % 365)::int, 'expense ' || n,
+                   'shop ' || n % 50,
+                   ($2::uuid[])[(1 + (n % $3::int) * $4::int + (n / $3::int) % $4::int)::int]
+            FROM generate_series(0::bigint, ($3::int * $6::int - 1)::bigint) AS n
+            """,
+            users,
+            categories,
+            USERS,
+            CATEGORIES_PER_USER,
+            YEAR,
+            PER_USER,
+        )
+        # The budget user: 20 budgets, 12 per category in EUR (half with rollover since
+        # January), 6 per category in USD, 2 overall.
+        budget_user = users[1]
+        user_categories = categories[CATEGORIES_PER_USER : 2 * CATEGORIES_PER_USER]
+        rows = [
+            (budget_user, uuid.uuid4(), f"EUR {i}", user_categories[i], "EUR", 150_000, i % 2 == 0)
+            for i in range(12)
+        ]
+        rows += [
+            (budget_user, uuid.uuid4(), f"USD {i}", user_categories[i], "USD", 20_000, False)
+            for i in range(6)
+        ]
+        rows += [
+            (budget_user, uuid.uuid4(), f"All {c}", None, c, 1_000_000, True)
+            for c in ("EUR", "USD")
+        ]
+        await connection.executemany(
+            "INSERT INTO reports.budgets (user_id, id, name, category_id, currency, amount_minor, "
+            "rollover, thresholds, starts_on) VALUES ($1, $2, $3, $4, $5, $6, $7, '{80,100}', "
+            f"'{YEAR}-01-01')",
+            rows,
+        )
+        await connection.execute("ANALYZE")
+        count = await connection.fetchval("SELECT count(*) FROM expenses.expenses")
+        assert count == USERS * PER_USER, count
+    finally:
+        await connection.close()
+    return time.perf_counter() - started
+
+
+WRK_SCRIPT = """
+wrk.headers["Authorization"] = "Bearer {token}"
+"""
+
+
+def parse_wrk(output: str) -> dict[str, float]:
+    if "Requests/sec" not in output or "99%" not in output:
+        raise RuntimeError(f"unexpected wrk output:\n{output}")
+
+    def latency_ms(value: str) -> float:
+        number, unit = re.match(r"([\d.]+)(us|ms|s|m)", value).groups()
+        return float(number) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "p50": latency_ms(re.search(r"50%\s+(\S+)", output).group(1)),
+        "p99": latency_ms(re.search(r"99%\s+(\S+)", output).group(1)),
+        "errors": float(errors.group(1)) if errors else 0.0,
+    }
+
+
+def run_wrk(urls: list[str], path: str, token: str, seconds: int) -> dict[str, float]:
+    """`CONNECTIONS` connections spread over the processes, one wrk each, at the same time."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT.format(token=token))
+    per = CONNECTIONS // len(urls)
+    runs = [
+        subprocess.Popen(  # noqa: S603
+            ["wrk", "-t1", f"-c{per}", f"-d{seconds}s", "--latency", "-s", script.name, url + path],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for url in urls
+    ]
+    results = [parse_wrk(run.communicate(timeout=seconds + 60)[0]) for run in runs]
+    os.unlink(script.name)
+    return {
+        "rps": sum(r["rps"] for r in results),
+        "p50": max(r["p50"] for r in results),
+        "p99": max(r["p99"] for r in results),  # the worse of the two: conservative
+        "errors": sum(r["errors"] for r in results),
+    }
+
+
+def run_pgbench(pgbench: str, url: str, sql: str, seconds: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as folder:
+        script = Path(folder) / "query.sql"
+        script.write_text(sql + ";\n")
+        subprocess.run(  # noqa: S603
+            [
+                pgbench,
+                "-n",
+                "-c",
+                str(CONNECTIONS),
+                "-j",
+                "2",
+                "-T",
+                str(seconds),
+                "-l",
+                "--log-prefix",
+                f"{folder}/log",
+                "-f",
+                str(script),
+                url,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        latencies = []
+        for log_file in Path(folder).glob("log*"):
+            for line in log_file.read_text().splitlines():
+                latencies.append(int(line.split()[2]) / 1000)  # microseconds -> ms
+    latencies.sort()
+    return {
+        "rps": len(latencies) / seconds,
+        "p50": statistics.median(latencies),
+        "p99": latencies[int(len(latencies) * 0.99) - 1],
+        "errors": 0.0,
+    }
+
+
+def explain(url: str, sql: str) -> str:
+    async def run() -> str:
+        connection = await asyncpg.connect(url)
+        try:
+            rows = await connection.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql)
+        finally:
+            await connection.close()
+        return "\n".join(row[0] for row in rows)
+
+    return asyncio.run(run())
+
+
+def main() -> int:
+    if shutil.which("wrk") is None:
+        print("wrk is needed: apt-get install wrk", file=sys.stderr)
+        return 2
+    with ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
+        url = os.environ.get("EXPENSETRACKER_BENCH_DATABASE_URL")
+        if url is None:
+            url = stack.enter_context(EmbeddedPostgres(folder / "data")).url
+        pgbench = str(pg_bin("pgbench"))
+        log("migrating")
+        for spec in SERVICES.values():
+            upgrade(spec, url)
+        base_env = clean_env(
+            EXPENSETRACKER_DATABASE_URL=url,
+            EXPENSETRACKER_RATE_LIMIT="off",
+            EXPENSETRACKER_LOG_LEVEL="WARNING",
+            EXPENSETRACKER_LOGIN_MAX_FAILURES_PER_ADDRESS="1000",
+        )
+
+        def serve(target: str, **env: str) -> str:
+            process = Process(
+                cli("serve", "--target", target, "--port", str(free_port())), {**base_env, **env}
+            )
+            stack.callback(process.stop)
+            stack.callback(lambda: (process.signal(signal.SIGTERM), process.wait(30)))
+            return process.wait_ready()
+
+        auth_url = serve("auth")
+        summary_user, summary_token = asyncio.run(register(auth_url, "summary@bench.example"))
+        budget_user, budget_token = asyncio.run(register(auth_url, "budgets@bench.example"))
+        users = [uuid.UUID(summary_user), uuid.UUID(budget_user)]
+        users += [uuid.uuid4() for _ in range(USERS - 2)]
+        log("loading 1,000,000 expenses")
+        load_seconds = asyncio.run(load_data(url, users))
+        log(f"loaded in {load_seconds:.0f} s")
+        reports = [serve("reports", EXPENSETRACKER_AUTH_URL=auth_url) for _ in range(2)]
+
+        scenarios = [
+            (
+                "year summary by category (10,000 expenses)",
+                f"/api/v1/reports/summary?from={YEAR}-01-01&to={YEAR}-12-31&group_by=category",
+                summary_token,
+                SUMMARY_SQL.format(user=summary_user),
+            ),
+            (
+                "budget status, 20 budgets",
+                f"/api/v1/reports/budgets?month={MONTH}",
+                budget_token,
+                BUDGET_SQL.format(user=budget_user),
+            ),
+        ]
+        rows = []
+        for name, path, token, sql in scenarios:
+            response = httpx.get(reports[0] + path, headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 200, response.text
+            run_wrk(reports, path, token, 3)  # warm-up: pools, JWKS, caches
+            log(f"measuring: {name}")
+            api = run_wrk(reports, path, token, DURATION_SECONDS)
+            raw = run_pgbench(pgbench, url, sql, DURATION_SECONDS)
+            rows.append((f"API: {name}", api))
+            rows.append(("  raw SQL behind it (pgbench)", raw))
+        naive = run_pgbench(
+            pgbench, url, NAIVE_SUMMARY_SQL.format(user=summary_user), DURATION_SECONDS
+        )
+        rows.append(("  raw SQL without monthly totals (pgbench)", naive))
+
+        print(
+            f"\n{USERS * PER_USER:,} expenses, {CONNECTIONS} concurrent clients, "
+            f"{DURATION_SECONDS} s per line, {os.cpu_count()} cores\n"
+        )
+        header = ("what", "req/s", "p50 ms", "p99 ms", "errors")
+        print("| {:<50} | {:>8} | {:>7} | {:>7} | {:>6} | target |".format(*header))
+        print(f"|{'-' * 52}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 8}|--------|")
+        for label, result in rows:
+            target = ""
+            if label.startswith("API"):
+                met = result["rps"] >= 1000 and result["p99"] <= 30 and not result["errors"]
+                target = "met" if met else "MISSED"
+            print(
+                f"| {label:<50} | {result['rps']:>8.0f} | {result['p50']:>7.2f} | "
+                f"{result['p99']:>7.2f} | {result['errors']:>6.0f} | {target:<6} |"
+            )
+        if os.environ.get("BENCH_EXPLAIN"):
+            for _, _, _, sql in scenarios:
+                print("\n" + sql + "\n" + explain(url, sql))
+            print("\n" + explain(url, NAIVE_SUMMARY_SQL.format(user=summary_user)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
