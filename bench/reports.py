@@ -180,7 +180,7 @@ def run_wrk(urls: list[str], path: str, token: str, seconds: int) -> dict[str, f
         script.write(WRK_SCRIPT.format(token=token))
     per = CONNECTIONS // len(urls)
     runs = [
-        subprocess.Popen(  # noqa: S603
+        subprocess.Popen(
             ["wrk", "-t1", f"-c{per}", f"-d{seconds}s", "--latency", "-s", script.name, url + path],
             stdout=subprocess.PIPE,
             text=True,
@@ -201,7 +201,7 @@ def run_pgbench(pgbench: str, url: str, sql: str, seconds: int) -> dict[str, flo
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder) / "query.sql"
         script.write_text(sql + ";\n")
-        subprocess.run(  # noqa: S603
+        subprocess.run(
             [
                 pgbench,
                 "-n",
