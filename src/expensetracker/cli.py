@@ -5,17 +5,20 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import structlog
 import typer
 from pydantic import SecretStr, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from expensetracker import __version__
 from expensetracker.platform import migrations, server
 from expensetracker.platform.application import create_app, process_name
 from expensetracker.platform.config import Settings
+from expensetracker.platform.db import create_engine
 from expensetracker.platform.logging import configure_logging
 from expensetracker.platform.service import ServiceSpec
 from expensetracker.targets import TARGET_NAMES, resolve_targets
@@ -175,6 +178,29 @@ def migrate(target: TargetOption = "all") -> None:
     _migrate(services, _database_url(settings))
 
 
+def _operator_settings(*, service: str, level: str | None = None) -> Settings:
+    """Settings and logging of a one-off operator command against the configured database."""
+    settings = _load_settings()
+    _database_url(settings)
+    configure_logging(
+        level=level or settings.effective_log_level,
+        fmt=settings.effective_log_format,
+        service=service,
+    )
+    return settings
+
+
+@asynccontextmanager
+async def _database(
+    settings: Settings, *, purpose: str
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(settings, application_name=f"expensetracker-{purpose}")
+    try:
+        yield async_sessionmaker(engine, expire_on_commit=False)
+    finally:
+        await engine.dispose()
+
+
 auth_cli = typer.Typer(help="Operations of the auth service.", no_args_is_help=True)
 cli.add_typer(auth_cli, name="auth")
 
@@ -184,28 +210,18 @@ def rotate_keys() -> None:
     """Create a new signing key; tokens signed by the old one stay valid until they expire."""
     import asyncio
 
-    from sqlalchemy.ext.asyncio import async_sessionmaker
-
     from expensetracker.auth.keys import KeyEncryption, KeyStore
-    from expensetracker.platform.db import create_engine
 
-    settings = _load_settings()
-    _database_url(settings)
-    configure_logging(
-        level=settings.effective_log_level, fmt=settings.effective_log_format, service="auth"
-    )
+    settings = _operator_settings(service="auth")
 
     async def rotate() -> str:
-        engine = create_engine(settings, application_name="expensetracker-rotate-keys")
-        try:
+        async with _database(settings, purpose="rotate-keys") as sessionmaker:
             keys = KeyStore(
-                sessionmaker=async_sessionmaker(engine),
+                sessionmaker=sessionmaker,
                 encryption=KeyEncryption.from_settings(settings),
                 token_ttl_seconds=settings.access_token_ttl_seconds,
             )
             return await keys.rotate()
-        finally:
-            await engine.dispose()
 
     typer.echo(f"new signing key: {asyncio.run(rotate())}")
 
@@ -226,14 +242,11 @@ def import_expenses(
 
     from rich.progress import Progress
     from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import async_sessionmaker
 
     from expensetracker.expenses.transfer import InvalidImport, import_csv
-    from expensetracker.platform.db import create_engine
 
-    settings = _load_settings()
-    _database_url(settings)
-    configure_logging(level="WARNING", fmt=settings.effective_log_format, service="expenses")
+    # Warnings only: the progress bar is the output.
+    settings = _operator_settings(service="expenses", level="WARNING")
     with file.open("rb") as handle:
         total_rows = max(sum(1 for _ in handle) - 1, 0)
 
@@ -244,25 +257,23 @@ def import_expenses(
 
     async def run(progress: Progress) -> str:
         task = progress.add_task("validating and loading", total=total_rows)
-        engine = create_engine(settings, application_name="expensetracker-import")
-        try:
-            sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
-            async with sessionmaker() as session:
-                user_id = await session.scalar(
-                    text("SELECT user_id FROM auth.accounts_v1 WHERE email = lower(:email)"),
-                    {"email": user},
-                )
-                await session.rollback()
-                if user_id is None:
-                    _fail(f"no account with the email address {user}")
-                result = await import_csv(
-                    session,
-                    user_id=user_id,
-                    chunks=chunks(),
-                    progress=lambda rows: progress.update(task, completed=rows),
-                )
-        finally:
-            await engine.dispose()
+        async with (
+            _database(settings, purpose="import") as sessionmaker,
+            sessionmaker() as session,
+        ):
+            user_id = await session.scalar(
+                text("SELECT user_id FROM auth.accounts_v1 WHERE email = lower(:email)"),
+                {"email": user},
+            )
+            await session.rollback()
+            if user_id is None:
+                _fail(f"no account with the email address {user}")
+            result = await import_csv(
+                session,
+                user_id=user_id,
+                chunks=chunks(),
+                progress=lambda rows: progress.update(task, completed=rows),
+            )
         return f"{result.rows} rows: {result.created} created, {result.unchanged} already there"
 
     try:
@@ -282,24 +293,13 @@ def run_jobs() -> None:
     import asyncio
     from datetime import date
 
-    from sqlalchemy.ext.asyncio import async_sessionmaker
-
     from expensetracker.expenses.recurring import run_maintenance
-    from expensetracker.platform.db import create_engine
 
-    settings = _load_settings()
-    _database_url(settings)
-    configure_logging(
-        level=settings.effective_log_level, fmt=settings.effective_log_format, service="expenses"
-    )
+    settings = _operator_settings(service="expenses")
 
     async def run() -> int:
-        engine = create_engine(settings, application_name="expensetracker-jobs")
-        try:
-            sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+        async with _database(settings, purpose="jobs") as sessionmaker:
             return await run_maintenance(sessionmaker, today=date.today())
-        finally:
-            await engine.dispose()
 
     typer.echo(f"recurring expenses created: {asyncio.run(run())}")
 

@@ -13,7 +13,7 @@ from expensetracker.expenses import models, routes
 from expensetracker.expenses.recurring import run_maintenance
 from expensetracker.expenses.service import forget_user
 from expensetracker.platform.application import create_app as create_platform_app
-from expensetracker.platform.background import periodically
+from expensetracker.platform.background import service_jobs
 from expensetracker.platform.config import Settings, get_settings
 from expensetracker.platform.events import UserEventConsumer
 from expensetracker.platform.service import ServiceSpec
@@ -30,15 +30,13 @@ def user_event_consumer(app: FastAPI) -> UserEventConsumer:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
     consumer = app.state.expenses_user_events = user_event_consumer(app)
 
     async def maintenance() -> int:
         return await run_maintenance(app.state.sessionmaker, today=date.today())
 
-    async with (
-        periodically("user_events", consumer.catch_up, interval=settings.events_poll_seconds),
-        periodically("maintenance", maintenance, interval=settings.maintenance_interval_seconds),
+    async with service_jobs(
+        app.state.settings, user_events=consumer.catch_up, maintenance=maintenance
     ):
         yield
 

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 
+from expensetracker.platform.config import Settings
+
 log = structlog.get_logger(__name__)
 
 
@@ -34,3 +36,19 @@ async def periodically(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@contextlib.asynccontextmanager
+async def service_jobs(
+    settings: Settings,
+    *,
+    user_events: Callable[[], Awaitable[object]],
+    maintenance: Callable[[], Awaitable[object]],
+) -> AsyncIterator[None]:
+    """What every data-owning service runs beside its routes: applying auth's account events,
+    and its periodic maintenance."""
+    async with (
+        periodically("user_events", user_events, interval=settings.events_poll_seconds),
+        periodically("maintenance", maintenance, interval=settings.maintenance_interval_seconds),
+    ):
+        yield

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from expensetracker.platform import idempotency
 from expensetracker.platform.application import create_app as create_platform_app
-from expensetracker.platform.background import periodically
+from expensetracker.platform.background import service_jobs
 from expensetracker.platform.config import Settings, get_settings
 from expensetracker.platform.events import UserEventConsumer
 from expensetracker.platform.service import ServiceSpec
@@ -21,7 +21,6 @@ from expensetracker.reports.service import evaluate_alerts, forget_user
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
     sessionmaker = app.state.sessionmaker
     consumer = app.state.reports_user_events = UserEventConsumer(
         name="reports",
@@ -35,9 +34,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with sessionmaker.begin() as session:
             await idempotency.purge_expired(session, models.idempotency_keys)
 
-    async with (
-        periodically("user_events", consumer.catch_up, interval=settings.events_poll_seconds),
-        periodically("maintenance", maintenance, interval=settings.maintenance_interval_seconds),
+    async with service_jobs(
+        app.state.settings, user_events=consumer.catch_up, maintenance=maintenance
     ):
         yield
 
