@@ -220,7 +220,8 @@ def _spent(totals: Iterable[_MonthTotal], budget: Budget) -> int:
 def _status(budget: Budget, month: date, by_month: dict[date, list[_MonthTotal]]) -> tuple:
     """(rollover in, available, spent) of ``budget`` in ``month``."""
     carry = 0
-    current = budget.starts_on
+    # Without rollover a month stands alone; with it, the chain starts at the first month.
+    current = budget.starts_on if budget.rollover else month
     while True:
         available = budget.amount_minor + carry
         spent = _spent(by_month.get(current, ()), budget)
