@@ -114,3 +114,29 @@ async def test_up_uses_an_external_database_when_given(database_url: str, tmp_pa
         assert_ready(process.wait_ready())
         stop(process, signal.SIGTERM)
     assert not data_dir.exists()
+
+
+async def test_up_demo_loads_a_year_once(tmp_path: Path) -> None:
+    from expensetracker import demo
+
+    data_dir = tmp_path / "data"
+    counts = []
+    for _ in range(2):  # loading it again creates nothing twice
+        with spawn(
+            cli("up", "--demo", "--data-dir", str(data_dir), "--port", str(free_port())),
+            clean_env(),
+        ) as process:
+            url = process.wait_ready()
+            assert f"Demo account: {demo.EMAIL} / {demo.PASSWORD}" in process.output
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                account = await login(client, demo.EMAIL, demo.PASSWORD)
+                exported = await client.get(
+                    "/api/v1/expenses/export", params={"format": "json"}, headers=account.headers
+                )
+                budgets = await client.get("/api/v1/reports/budgets", headers=account.headers)
+            stop(process, signal.SIGTERM)
+        expenses = exported.json()
+        counts.append(len(expenses))
+        assert {expense["currency"] for expense in expenses} == {"EUR", "JPY"}
+        assert len(budgets.json()["budgets"]) == 3
+    assert counts[0] == counts[1] > 300

@@ -75,6 +75,24 @@ def _migrate(services: list[ServiceSpec], database_url: str) -> None:
         log.info("migrated", target=spec.name, revision=migrations.head_revision(spec))
 
 
+def _prepare(services: list[ServiceSpec], settings: Settings, *, demo: bool) -> None:
+    """Migrations, and the demo account when asked for."""
+    import asyncio
+    from datetime import date
+
+    from expensetracker import demo as demo_data
+
+    _migrate(services, _database_url(settings))
+    if demo:
+
+        async def load() -> None:
+            async with _database(settings, purpose="demo") as sessionmaker:
+                await demo_data.load(sessionmaker, settings, today=date.today())
+
+        asyncio.run(load())
+        typer.echo(f"Demo account: {demo_data.EMAIL} / {demo_data.PASSWORD}")
+
+
 def _serve(services: list[ServiceSpec], settings: Settings, host: str, port: int) -> None:
     try:
         app = create_app(services, settings)
@@ -116,6 +134,9 @@ def up(
         Path | None,
         typer.Option(help="Folder for the embedded database [default: ./.expensetracker]"),
     ] = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Load a demo account with a year of expenses.")
+    ] = False,
 ) -> None:
     """Run every service in this process, on the embedded PostgreSQL unless
     EXPENSETRACKER_DATABASE_URL names a server. Ctrl-C or SIGTERM stops both cleanly."""
@@ -131,14 +152,14 @@ def up(
     # Until the server takes over the signals, SIGTERM unwinds like Ctrl-C so the database stops.
     signal.signal(signal.SIGTERM, _interrupt)
     if settings.database_url is not None:
-        _migrate(services, settings.database_url.get_secret_value())
+        _prepare(services, settings, demo=demo)
         _serve(services, settings, host, port)
         return
     try:
         with EmbeddedPostgres(settings.data_dir) as database:
             log.info("embedded_postgres_started", data_dir=str(database.data_dir))
             settings = settings.model_copy(update={"database_url": SecretStr(database.url)})
-            _migrate(services, database.url)
+            _prepare(services, settings, demo=demo)
             _serve(services, settings, host, port)
     except DataDirInUse as exc:
         _fail(str(exc))

@@ -1,0 +1,134 @@
+"""`expensetracker up --demo`: a demo account with a realistic year of spending.
+
+Everything goes through the services' own logic (registration, the CSV import, budget
+creation) with stable external ids and idempotency keys, so loading it again changes nothing.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import AsyncIterator
+from datetime import date, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from expensetracker.auth import service as auth
+from expensetracker.auth.passwords import PasswordHasher
+from expensetracker.expenses import transfer
+from expensetracker.platform.config import Settings
+from expensetracker.reports import service as reports
+from expensetracker.reports.schemas import BudgetIn
+
+EMAIL = "demo@example.org"
+PASSWORD = "demo-expenses-2026"  # noqa: S105 - the published password of a demo account
+
+# (category, merchants, typical amounts in EUR, times per month)
+HABITS = [
+    ("Groceries", ["Fresh Market", "Corner Shop", "Bio Store"], (18, 95), 8),
+    ("Restaurants", ["Trattoria Roma", "Noodle Bar", "Café Central"], (12, 60), 4),
+    ("Public transport", ["City Transit"], (2.5, 3.5), 10),
+    ("Fuel", ["Shell", "Aral"], (45, 80), 1),
+    ("Entertainment", ["Cinema Star", "Concert Hall", "Bookshop"], (9, 45), 2),
+    ("Health", ["Pharmacy"], (6, 40), 1),
+    ("Shopping", ["Online Store", "Department Store"], (15, 120), 2),
+]
+MONTHLY = [
+    ("Rent", "Landlord", "950.00", 1),
+    ("Utilities", "Power & Water Co", "120.00", 5),
+    ("Entertainment", "Streaming Service", "12.99", 12),
+]
+
+
+def year_of_spending(today: date) -> str:
+    rng = random.Random(2026)  # noqa: S311 - made-up spending, the same year every time
+    start = today.replace(day=1) - timedelta(days=365)
+    rows = [transfer.COLUMNS]
+    n = 0
+    month = start.replace(day=1)
+    while month <= today:
+        for category, merchant, amount, day in MONTHLY:
+            when = month.replace(day=day)
+            if start <= when <= today:
+                rows.append(
+                    (when, amount, "EUR", merchant, "", merchant, category, "fixed", f"demo-{n}")
+                )
+                n += 1
+        for category, merchants, (low, high), per_month in HABITS:
+            for _ in range(per_month):
+                when = month + timedelta(days=rng.randrange(28))
+                if start <= when <= today:
+                    merchant = rng.choice(merchants)
+                    amount = f"{rng.uniform(low, high):.2f}"
+                    rows.append(
+                        (when, amount, "EUR", merchant, "", merchant, category, "", f"demo-{n}")
+                    )
+                    n += 1
+        month = (month + timedelta(days=32)).replace(day=1)
+    # A week abroad, in another currency: sums are per currency.
+    trip = today - timedelta(days=120)
+    for i, (what, amount) in enumerate([("Hotel", "48000"), ("Sushi", "3200"), ("Train", "14170")]):
+        rows.append(
+            (
+                trip + timedelta(days=i),
+                amount,
+                "JPY",
+                what,
+                "",
+                what,
+                "Travel",
+                "japan",
+                f"demo-jp-{i}",
+            )
+        )
+    return "".join(",".join(str(value) for value in row) + "\n" for row in rows)
+
+
+async def _one_chunk(content: str) -> AsyncIterator[bytes]:
+    yield content.encode()
+
+
+async def load(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, *, today: date
+) -> None:
+    async with sessionmaker() as session:
+        await auth.register(
+            session,
+            email=EMAIL,
+            password=PASSWORD,
+            display_name="Demo",
+            hasher=PasswordHasher(settings),
+        )
+    async with sessionmaker() as session:
+        user_id: uuid.UUID = await session.scalar(
+            text("SELECT user_id FROM auth.accounts_v1 WHERE email = :email"), {"email": EMAIL}
+        )
+        await session.rollback()
+        await transfer.import_csv(
+            session, user_id=user_id, chunks=_one_chunk(year_of_spending(today))
+        )
+    async with sessionmaker() as session:
+        rows = await session.execute(
+            text("SELECT name, category_id FROM expenses.categories_v1 WHERE user_id = :u"),
+            {"u": user_id},
+        )
+        categories = {name: category_id for name, category_id in rows}
+    starts = (today.replace(day=1) - timedelta(days=180)).replace(day=1).strftime("%Y-%m")
+    for name, category, amount, rollover in [
+        ("Food", "Food", "650.00", True),
+        ("Going out", "Entertainment", "120.00", False),
+        ("Everything", None, "2200.00", False),
+    ]:
+        body = BudgetIn(
+            name=name,
+            category_id=categories.get(category),
+            currency="EUR",
+            amount=amount,
+            rollover=rollover,
+            starts=starts,
+        )
+        async with sessionmaker() as session:
+            await reports.create_budget(
+                session, user_id=user_id, body=body, idempotency_key=f"demo-{name}", today=today
+            )
