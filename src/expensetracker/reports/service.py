@@ -200,34 +200,45 @@ async def list_budgets(
 
 
 @dataclass(frozen=True)
-class _MonthTotal:
-    month: date
-    category_id: uuid.UUID | None
-    parent_id: uuid.UUID | None
+class _Plan:
+    """What the status needs of a budget, read once (ORM attribute access is not free)."""
+
     currency: str
-    total_minor: int
+    category_id: uuid.UUID | None
+    amount_minor: int
+    rollover: bool
+    starts_on: date
 
 
-def _spent(totals: Iterable[_MonthTotal], budget: Budget) -> int:
-    return sum(
-        t.total_minor
-        for t in totals
-        if t.currency == budget.currency
-        and (budget.category_id is None or budget.category_id in (t.category_id, t.parent_id))
-    )
+# Spent per (currency, category) in one month; category None is everything in that currency,
+# and a parent category includes its subcategories.
+MonthSums = dict[tuple[str, uuid.UUID | None], int]
 
 
-def _status(budget: Budget, month: date, by_month: dict[date, list[_MonthTotal]]) -> tuple:
-    """(rollover in, available, spent) of ``budget`` in ``month``."""
+def _month_sums(rows: Iterable[tuple]) -> dict[date, MonthSums]:
+    by_month: dict[date, MonthSums] = defaultdict(lambda: defaultdict(int))
+    for month, category_id, parent_id, currency, total in rows:
+        sums = by_month[month]
+        sums[(currency, None)] += total
+        if category_id is not None:
+            sums[(currency, category_id)] += total
+        if parent_id is not None:
+            sums[(currency, parent_id)] += total
+    return by_month
+
+
+def _status(plan: _Plan, month: date, by_month: dict[date, MonthSums]) -> tuple[int, int, int]:
+    """(rollover in, available, spent) of a budget in ``month``."""
+    key = (plan.currency, plan.category_id)
     carry = 0
     # Without rollover a month stands alone; with it, the chain starts at the first month.
-    current = budget.starts_on if budget.rollover else month
+    current = plan.starts_on if plan.rollover else month
     while True:
-        available = budget.amount_minor + carry
-        spent = _spent(by_month.get(current, ()), budget)
+        available = plan.amount_minor + carry
+        spent = by_month[current].get(key, 0) if current in by_month else 0
         if current >= month:
             return carry, available, spent
-        carry = available - spent if budget.rollover else 0
+        carry = available - spent if plan.rollover else 0
         current = add_months(current, 1)
 
 
@@ -269,12 +280,17 @@ async def budget_report(session: AsyncSession, *, user_id: uuid.UUID, month: dat
                 "currencies": sorted({budget.currency for budget in budgets}),
             },
         )
-        by_month: dict[date, list[_MonthTotal]] = defaultdict(list)
-        for row in rows:
-            by_month[row[0]].append(_MonthTotal(*row))
+        by_month = _month_sums(rows)
         statuses, crossings = [], []
         for budget in budgets:
-            carry, available, spent = _status(budget, month, by_month)
+            plan = _Plan(
+                budget.currency,
+                budget.category_id,
+                budget.amount_minor,
+                budget.rollover,
+                budget.starts_on,
+            )
+            carry, available, spent = _status(plan, month, by_month)
             state, percent, reached = _state(budget, available, spent)
             crossings += [(budget, threshold, spent, available) for threshold in reached]
             fmt = lambda minor, c=budget.currency: money.format_amount(minor, c)  # noqa: E731
