@@ -24,7 +24,7 @@ from expensetracker.expenses.schemas import RecurringCreate, RecurringOut
 from expensetracker.expenses.service import check_category, ensure_owner, set_tags
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.errors import NotFound
-from expensetracker.platform.pagination import Page, decode_cursor, page_of
+from expensetracker.platform.pagination import Page, keyset_page
 
 log = structlog.get_logger(__name__)
 
@@ -139,9 +139,7 @@ async def create_rule(
         rule = RecurringRule(
             user_id=user_id,
             id=uuid.uuid4(),
-            amount_minor=money.parse_amount(body.amount, body.currency),
-            currency=body.currency,
-            currency_exponent=money.exponent(body.currency),
+            **money.stored(body.amount, body.currency),
             description=body.description,
             notes=body.notes,
             merchant=body.merchant,
@@ -175,14 +173,16 @@ async def create_rule(
 async def list_rules(
     session: AsyncSession, *, user_id: uuid.UUID, limit: int, cursor: str | None
 ) -> Page[RecurringOut]:
-    after = decode_cursor(cursor, types=(uuid.UUID,))
-    query = select(RecurringRule).where(RecurringRule.user_id == user_id)
-    if after is not None:
-        query = query.where(RecurringRule.id > after[0])
     async with session.begin():
-        rows = await session.scalars(query.order_by(RecurringRule.id).limit(limit + 1))
-        items = [_rule_out(rule) for rule in rows]
-    return page_of(items, limit=limit, key=lambda item: [str(item.id)])
+        return await keyset_page(
+            session,
+            select(RecurringRule).where(RecurringRule.user_id == user_id),
+            keys=(RecurringRule.id,),
+            types=(uuid.UUID,),
+            limit=limit,
+            cursor=cursor,
+            item=_rule_out,
+        )
 
 
 async def delete_rule(session: AsyncSession, *, user_id: uuid.UUID, rule_id: uuid.UUID) -> None:

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import Select, delete, exists, func, insert, literal, or_, select, tuple_
+from sqlalchemy import Select, delete, exists, func, insert, literal, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,7 +34,7 @@ from expensetracker.expenses.schemas import (
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.errors import Conflict, NotFound, ValidationProblem
 from expensetracker.platform.events import USER_DELETED, UserEvent
-from expensetracker.platform.pagination import Page, decode_cursor, page_of
+from expensetracker.platform.pagination import Page, keyset_page
 
 EXPENSES_CREATED = Counter("expensetracker_expenses_created_total", "Expenses created.")
 EXPENSES_UPDATED = Counter("expensetracker_expenses_updated_total", "Expenses changed.")
@@ -92,15 +92,17 @@ def _category_out(category: Category) -> CategoryOut:
 async def list_categories(
     session: AsyncSession, *, user_id: uuid.UUID, limit: int, cursor: str | None
 ) -> Page[CategoryOut]:
-    after = decode_cursor(cursor, types=(str, uuid.UUID))
     async with session.begin():
         await ensure_owner(session, user_id=user_id)
-        query = select(Category).where(Category.user_id == user_id)
-        if after is not None:
-            query = query.where(tuple_(Category.name, Category.id) > tuple_(*after))
-        rows = await session.scalars(query.order_by(Category.name, Category.id).limit(limit + 1))
-        items = [_category_out(row) for row in rows]
-    return page_of(items, limit=limit, key=lambda item: [item.name, str(item.id)])
+        return await keyset_page(
+            session,
+            select(Category).where(Category.user_id == user_id),
+            keys=(Category.name, Category.id),
+            types=(str, uuid.UUID),
+            limit=limit,
+            cursor=cursor,
+            item=_category_out,
+        )
 
 
 async def _category(
@@ -208,14 +210,16 @@ async def delete_category(
 async def list_tags(
     session: AsyncSession, *, user_id: uuid.UUID, limit: int, cursor: str | None
 ) -> Page[TagOut]:
-    after = decode_cursor(cursor, types=(str, uuid.UUID))
-    query = select(Tag.id, Tag.name).where(Tag.user_id == user_id)
-    if after is not None:
-        query = query.where(tuple_(Tag.name, Tag.id) > tuple_(*after))
     async with session.begin():
-        rows = await session.execute(query.order_by(Tag.name, Tag.id).limit(limit + 1))
-        items = [TagOut(id=row.id, name=row.name) for row in rows]
-    return page_of(items, limit=limit, key=lambda item: [item.name, str(item.id)])
+        return await keyset_page(
+            session,
+            select(Tag).where(Tag.user_id == user_id),
+            keys=(Tag.name, Tag.id),
+            types=(str, uuid.UUID),
+            limit=limit,
+            cursor=cursor,
+            item=lambda tag: TagOut(id=tag.id, name=tag.name),
+        )
 
 
 async def set_tags(
@@ -298,9 +302,7 @@ async def create_expense(
         expense = Expense(
             user_id=user_id,
             id=uuid.uuid4(),
-            amount_minor=money.parse_amount(body.amount, body.currency),
-            currency=body.currency,
-            currency_exponent=money.exponent(body.currency),
+            **money.stored(body.amount, body.currency),
             occurred_on=body.occurred_on,
             description=body.description,
             notes=body.notes,
@@ -362,11 +364,11 @@ async def update_expense(
                 expense.amount_minor, expense.currency
             )
             try:
-                expense.amount_minor = money.parse_amount(amount, currency)
+                columns = money.stored(amount, currency)
             except ValueError as exc:
                 raise ValidationProblem.of_field("body.amount", str(exc), "amount") from None
-            expense.currency = currency
-            expense.currency_exponent = money.exponent(currency)
+            for name, value in columns.items():
+                setattr(expense, name, value)
         if "category_id" in changes:
             await check_category(session, user_id=user_id, category_id=changes["category_id"])
         for field in ("occurred_on", "description", "notes", "merchant", "category_id"):
@@ -452,17 +454,17 @@ async def list_expenses(
     cursor: str | None,
 ) -> Page[ExpenseOut]:
     """Newest first: by (occurred_on, id) descending."""
-    after = decode_cursor(cursor, types=(date.fromisoformat, uuid.UUID))
-    if after is not None:
-        query = query.where(tuple_(Expense.occurred_on, Expense.id) < tuple_(*after))
     async with session.begin():
-        rows = list(
-            await session.scalars(
-                query.order_by(Expense.occurred_on.desc(), Expense.id.desc()).limit(limit + 1)
-            )
+        page = await keyset_page(
+            session,
+            query,
+            keys=(Expense.occurred_on, Expense.id),
+            types=(date.fromisoformat, uuid.UUID),
+            limit=limit,
+            cursor=cursor,
+            item=lambda expense: _expense_out(expense, []),
+            descending=True,
         )
-        tags = await _tags_of(session, user_id=user_id, expense_ids=[row.id for row in rows])
-        items = [_expense_out(row, tags[row.id]) for row in rows]
-    return page_of(
-        items, limit=limit, key=lambda item: [item.occurred_on.isoformat(), str(item.id)]
-    )
+        tags = await _tags_of(session, user_id=user_id, expense_ids=[e.id for e in page.items])
+    page.items = [item.model_copy(update={"tags": tags[item.id]}) for item in page.items]
+    return page

@@ -93,9 +93,7 @@ class _Validator:
             errors.append(("occurred_on", str(exc)))
         currency = values["currency"].strip()
         try:
-            record["amount_minor"] = money.parse_amount(values["amount"].strip(), currency)
-            record["currency"] = currency
-            record["currency_exponent"] = money.exponent(currency)
+            record.update(money.stored(values["amount"].strip(), currency))
         except ValueError as exc:
             errors.append(("amount", str(exc)))
         category = values.get("category", "").strip()

@@ -48,6 +48,15 @@ def parse_amount(amount: str, currency: str) -> int:
     return minor
 
 
+def stored(amount: str, currency: str) -> dict[str, int | str]:
+    """The columns every table with money keeps: minor units, currency and its decimals."""
+    return {
+        "amount_minor": parse_amount(amount, currency),
+        "currency": currency,
+        "currency_exponent": exponent(currency),
+    }
+
+
 def parse_bound(amount: str) -> Decimal:
     """A filter bound (``min_amount``): a non-negative decimal string, any decimals."""
     if _AMOUNT.match(amount) is None:

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel
+from sqlalchemy import ColumnElement, Select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from expensetracker.platform.errors import ValidationProblem
 
@@ -69,8 +71,34 @@ def decode_cursor(cursor: str | None, *, types: tuple[Parser, ...]) -> list[Any]
         ) from None
 
 
-def page_of(rows: list[T], *, limit: int, key: Any) -> Page[T]:
-    """A page from ``limit + 1`` fetched rows; ``key(row)`` gives the cursor of a row."""
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(items=rows, next_cursor=encode_cursor(key(rows[-1])) if more else None)
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, str | int):
+        return value
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+async def keyset_page(
+    session: AsyncSession,
+    query: Select[Any],
+    *,
+    keys: tuple[ColumnElement[Any], ...],
+    types: tuple[Parser, ...],
+    limit: int,
+    cursor: str | None,
+    item: Callable[..., T],
+    descending: bool = False,
+) -> Page[T]:
+    """One page of ``query`` ordered by ``keys`` (unique together, the last one an id); ``item``
+    turns the columns of a row into an answer item. The cursor holds the keys of the last row."""
+    after = decode_cursor(cursor, types=types)
+    if after is not None:
+        position, bound = tuple_(*keys), tuple_(*after)
+        query = query.where(position < bound if descending else position > bound)
+    order = [key.desc() for key in keys] if descending else list(keys)
+    rows = (await session.execute(query.add_columns(*keys).order_by(*order).limit(limit + 1))).all()
+    more, rows = len(rows) > limit, rows[:limit]
+    last_keys = [_jsonable(value) for value in rows[-1][-len(keys) :]] if more else None
+    return Page(
+        items=[item(*row[: -len(keys)]) for row in rows],
+        next_cursor=encode_cursor(last_keys) if last_keys else None,
+    )

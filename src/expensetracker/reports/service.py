@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from prometheus_client import Counter
-from sqlalchemy import delete, select, text, tuple_
+from sqlalchemy import delete, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.errors import NotFound, ValidationProblem
 from expensetracker.platform.events import USER_DELETED, UserEvent
-from expensetracker.platform.pagination import Page, decode_cursor, page_of
+from expensetracker.platform.pagination import Page, keyset_page
 from expensetracker.reports.models import Budget, BudgetAlert, idempotency_keys
 from expensetracker.reports.schemas import (
     AlertOut,
@@ -186,14 +186,16 @@ async def delete_budget(session: AsyncSession, *, user_id: uuid.UUID, budget_id:
 async def list_budgets(
     session: AsyncSession, *, user_id: uuid.UUID, limit: int, cursor: str | None
 ) -> Page[BudgetOut]:
-    after = decode_cursor(cursor, types=(str, uuid.UUID))
-    query = select(Budget).where(Budget.user_id == user_id)
-    if after is not None:
-        query = query.where(tuple_(Budget.name, Budget.id) > tuple_(*after))
     async with session.begin():
-        rows = await session.scalars(query.order_by(Budget.name, Budget.id).limit(limit + 1))
-        items = [_budget_out(budget) for budget in rows]
-    return page_of(items, limit=limit, key=lambda item: [item.name, str(item.id)])
+        return await keyset_page(
+            session,
+            select(Budget).where(Budget.user_id == user_id),
+            keys=(Budget.name, Budget.id),
+            types=(str, uuid.UUID),
+            limit=limit,
+            cursor=cursor,
+            item=_budget_out,
+        )
 
 
 # --- budget status -----------------------------------------------------------------------------
@@ -370,7 +372,6 @@ async def list_alerts(
     session: AsyncSession, *, user_id: uuid.UUID, limit: int, cursor: str | None
 ) -> Page[AlertOut]:
     """Newest first."""
-    after = decode_cursor(cursor, types=(datetime.fromisoformat, uuid.UUID))
     query = (
         select(BudgetAlert, Budget.currency)
         .join(
@@ -378,26 +379,30 @@ async def list_alerts(
         )
         .where(BudgetAlert.user_id == user_id)
     )
-    if after is not None:
-        query = query.where(tuple_(BudgetAlert.created_at, BudgetAlert.id) < tuple_(*after))
-    async with session.begin():
-        rows = await session.execute(
-            query.order_by(BudgetAlert.created_at.desc(), BudgetAlert.id.desc()).limit(limit + 1)
+
+    def alert_out(alert: BudgetAlert, currency: str) -> AlertOut:
+        return AlertOut(
+            id=alert.id,
+            budget_id=alert.budget_id,
+            month=month_label(alert.month),
+            threshold=alert.threshold,
+            spent=money.format_amount(alert.spent_minor, currency),
+            available=money.format_amount(alert.available_minor, currency),
+            currency=currency,
+            created_at=alert.created_at,
         )
-        items = [
-            AlertOut(
-                id=alert.id,
-                budget_id=alert.budget_id,
-                month=month_label(alert.month),
-                threshold=alert.threshold,
-                spent=money.format_amount(alert.spent_minor, currency),
-                available=money.format_amount(alert.available_minor, currency),
-                currency=currency,
-                created_at=alert.created_at,
-            )
-            for alert, currency in rows
-        ]
-    return page_of(items, limit=limit, key=lambda item: [item.created_at.isoformat(), str(item.id)])
+
+    async with session.begin():
+        return await keyset_page(
+            session,
+            query,
+            keys=(BudgetAlert.created_at, BudgetAlert.id),
+            types=(datetime.fromisoformat, uuid.UUID),
+            limit=limit,
+            cursor=cursor,
+            item=alert_out,
+            descending=True,
+        )
 
 
 # --- summaries ---------------------------------------------------------------------------------
