@@ -13,7 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from expensetracker import __version__
 from expensetracker.platform import health
 from expensetracker.platform.config import Settings
-from expensetracker.platform.db import create_engine
+from expensetracker.platform.db import create_engine, pool_turns
 from expensetracker.platform.errors import install_problem_handlers
 from expensetracker.platform.metrics import DB_POOLS
 from expensetracker.platform.middleware import BodySizeLimit, RequestContext, SecurityHeaders
@@ -58,6 +58,7 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
             stack.callback(DB_POOLS.untrack, engine)
             app.state.engine = engine
             app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+            app.state.pool_turns = pool_turns(settings)
             jwks_client = await stack.enter_async_context(_jwks_client(app, settings))
             app.state.token_verifier = TokenVerifier(
                 http=jwks_client, issuer=settings.token_issuer, audience=settings.token_audience

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
+import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy import URL, make_url
 from sqlalchemy.ext.asyncio import (
@@ -42,10 +45,39 @@ def create_engine(settings: Settings, *, application_name: str) -> AsyncEngine:
     )
 
 
+def pool_turns(settings: Settings) -> asyncio.Semaphore:
+    """Requests take a turn before they take a pooled connection, first come, first served.
+    SQLAlchemy's pool gives a returned connection to whoever asks next: under load a request
+    woken to take it often found it gone and queued again at the back, so a few requests waited
+    hundreds of milliseconds while most waited none (docs/performance.md)."""
+    return asyncio.Semaphore(settings.db_pool_size + settings.db_max_overflow)
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    async with sessionmaker() as session:
+    async with request.app.state.pool_turns, sessionmaker() as session:
         yield session
 
 
 DbSession = Annotated[AsyncSession, Depends(get_session)]
+
+
+@asynccontextmanager
+async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the engine's pool used through asyncpg itself, each statement in its own
+    transaction: for hot read paths of one statement, where the ORM session and the BEGIN and
+    COMMIT round trips cost more than the query."""
+    async with engine.connect() as connection:
+        pooled = await connection.get_raw_connection()
+        yield pooled.driver_connection
+
+
+async def get_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    async with (
+        request.app.state.pool_turns,
+        driver_connection(request.app.state.engine) as connection,
+    ):
+        yield connection
+
+
+DbConnection = Annotated[asyncpg.Connection, Depends(get_connection)]

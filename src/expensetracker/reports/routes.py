@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response, status
 
 from expensetracker.platform import idempotency
-from expensetracker.platform.db import DbSession
+from expensetracker.platform.db import DbConnection, DbSession
 from expensetracker.platform.idempotency import IdempotencyKey
 from expensetracker.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from expensetracker.platform.tokens import CurrentUser
@@ -79,48 +79,44 @@ async def delete_budget(budget_id: uuid.UUID, user: CurrentUser, session: DbSess
 
 @router.get("/api/v1/reports/budgets")
 async def budget_report(
-    user: CurrentUser, session: DbSession, month: MonthQuery = None
+    user: CurrentUser, db: DbConnection, month: MonthQuery = None
 ) -> BudgetReport:
     """Per budget in the month: limit, rollover in, spent, remaining, percent used, state."""
-    return await service.budget_report(session, user_id=user.user_id, month=_month(month))
+    return await service.budget_report(db, user_id=user.user_id, month=_month(month))
 
 
 @router.get("/api/v1/reports/summary")
 async def summary(
     user: CurrentUser,
-    session: DbSession,
+    db: DbConnection,
     from_: From,
     to: To,
     group_by: Literal["category", "month", "tag"] = "category",
 ) -> Summary:
     """Totals and counts per group and per currency (never added across currencies)."""
-    return await service.summary(
-        session, user_id=user.user_id, from_=from_, to=to, group_by=group_by
-    )
+    return await service.summary(db, user_id=user.user_id, from_=from_, to=to, group_by=group_by)
 
 
 @router.get("/api/v1/reports/trends")
 async def trends(
     user: CurrentUser,
-    session: DbSession,
+    db: DbConnection,
     month: MonthQuery = None,
     months: Annotated[int, Query(ge=2, le=24)] = 6,
 ) -> Trends:
     """Month over month per category and currency, up to ``month``."""
-    return await service.trends(session, user_id=user.user_id, month=_month(month), months=months)
+    return await service.trends(db, user_id=user.user_id, month=_month(month), months=months)
 
 
 @router.get("/api/v1/reports/merchants")
 async def top_merchants(
     user: CurrentUser,
-    session: DbSession,
+    db: DbConnection,
     from_: From,
     to: To,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> list[MerchantTotal]:
-    return await service.top_merchants(
-        session, user_id=user.user_id, from_=from_, to=to, limit=limit
-    )
+    return await service.top_merchants(db, user_id=user.user_id, from_=from_, to=to, limit=limit)
 
 
 @router.get("/api/v1/reports/alerts")

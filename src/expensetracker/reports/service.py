@@ -7,16 +7,17 @@ from __future__ import annotations
 import calendar
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+import asyncpg
 from prometheus_client import Counter
 from sqlalchemy import delete, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from expensetracker.platform import idempotency, money
+from expensetracker.platform.db import driver_connection
 from expensetracker.platform.errors import NotFound, ValidationProblem
 from expensetracker.platform.events import USER_DELETED, UserEvent
 from expensetracker.platform.pagination import Page, keyset_page
@@ -203,13 +204,17 @@ async def list_budgets(
 
 @dataclass(frozen=True)
 class _Plan:
-    """What the status needs of a budget, read once (ORM attribute access is not free)."""
+    """A budget as the status needs it."""
 
-    currency: str
+    id: uuid.UUID
+    name: str
     category_id: uuid.UUID | None
+    currency: str
     amount_minor: int
     rollover: bool
     starts_on: date
+    thresholds: list[int]
+    recorded: frozenset[int]  # thresholds already recorded as alerts in the month asked for
 
 
 # Spent per (currency, category) in one month; category None is everything in that currency,
@@ -217,7 +222,7 @@ class _Plan:
 MonthSums = dict[tuple[str, uuid.UUID | None], int]
 
 
-def _month_sums(rows: Iterable[tuple]) -> dict[date, MonthSums]:
+def _month_sums(rows: Iterable[Sequence]) -> dict[date, MonthSums]:
     by_month: dict[date, MonthSums] = defaultdict(lambda: defaultdict(int))
     for month, category_id, parent_id, currency, total in rows:
         sums = by_month[month]
@@ -244,128 +249,97 @@ def _status(plan: _Plan, month: date, by_month: dict[date, MonthSums]) -> tuple[
         current = add_months(current, 1)
 
 
-def _state(budget: Budget, available: int, spent: int) -> tuple[str, float | None, list[int]]:
+def _state(plan: _Plan, available: int, spent: int) -> tuple[str, float | None, list[int]]:
     """State, percent used, and the thresholds reached."""
     percent = round(spent * 100 / available, 1) if available > 0 else None
     if available > 0:
-        reached = [t for t in budget.thresholds if spent * 100 >= t * available]
+        reached = [t for t in plan.thresholds if spent * 100 >= t * available]
     else:
-        reached = list(budget.thresholds) if spent > 0 else []
+        reached = list(plan.thresholds) if spent > 0 else []
     if available - spent < 0:
         return "over", percent, reached
     return ("warning" if reached else "ok"), percent, reached
 
 
-async def budget_report(session: AsyncSession, *, user_id: uuid.UUID, month: date) -> BudgetReport:
-    """Every budget in ``month`` (those started by then); thresholds reached are recorded."""
-    async with session.begin():
-        budgets = list(
-            await session.scalars(
-                select(Budget)
-                .where(Budget.user_id == user_id, Budget.starts_on <= month)
-                .order_by(Budget.name, Budget.id)
+# Reads go straight through asyncpg, one statement each: this is the hottest route of the service
+# (docs/performance.md).
+_BUDGETS_IN_MONTH = """
+SELECT b.id, b.name, b.category_id, b.currency, b.amount_minor, b.rollover, b.starts_on,
+       b.thresholds,
+       ARRAY(SELECT a.threshold FROM reports.budget_alerts a
+             WHERE a.user_id = b.user_id AND a.budget_id = b.id AND a.month = $2) AS recorded
+FROM reports.budgets b WHERE b.user_id = $1 AND b.starts_on <= $2 ORDER BY b.name, b.id
+"""
+_SPENT_PER_MONTH = """
+SELECT month, category_id, category_parent_id, currency, total_minor
+FROM expenses.monthly_spending_v1
+WHERE user_id = $1 AND month BETWEEN $2 AND $3 AND currency = ANY($4::text[])
+"""
+_RECORD_ALERTS = """
+INSERT INTO reports.budget_alerts
+    (user_id, month, id, budget_id, threshold, spent_minor, available_minor)
+SELECT $1, $2, * FROM unnest($3::uuid[], $4::uuid[], $5::smallint[], $6::bigint[], $7::bigint[])
+ON CONFLICT DO NOTHING RETURNING id
+"""
+
+
+async def budget_report(db: asyncpg.Connection, *, user_id: uuid.UUID, month: date) -> BudgetReport:
+    """Every budget in ``month`` (those started by then); thresholds newly reached are recorded."""
+    plans = [
+        _Plan(**{**row, "recorded": frozenset(row["recorded"])})
+        for row in await db.fetch(_BUDGETS_IN_MONTH, user_id, month)
+    ]
+    if not plans:
+        return BudgetReport(month=month_label(month), budgets=[])
+    first = min((plan.starts_on if plan.rollover else month) for plan in plans)
+    currencies = sorted({plan.currency for plan in plans})
+    by_month = _month_sums(await db.fetch(_SPENT_PER_MONTH, user_id, first, month, currencies))
+    statuses, crossings = [], []
+    for plan in plans:
+        carry, available, spent = _status(plan, month, by_month)
+        state, percent, reached = _state(plan, available, spent)
+        crossings += [
+            (plan.id, threshold, spent, available)
+            for threshold in reached
+            if threshold not in plan.recorded
+        ]
+        fmt = lambda minor, c=plan.currency: money.format_amount(minor, c)  # noqa: E731
+        statuses.append(
+            BudgetStatus(
+                budget_id=plan.id,
+                name=plan.name,
+                category_id=plan.category_id,
+                currency=plan.currency,
+                limit=fmt(plan.amount_minor),
+                rollover_in=fmt(carry),
+                available=fmt(available),
+                spent=fmt(spent),
+                remaining=fmt(available - spent),
+                percent_used=percent,
+                state=state,
             )
         )
-        if not budgets:
-            return BudgetReport(month=month_label(month), budgets=[])
-        first = min((budget.starts_on if budget.rollover else month) for budget in budgets)
-        rows = await session.execute(
-            text(
-                "SELECT month, category_id, category_parent_id, currency, total_minor "
-                "FROM expenses.monthly_spending_v1 WHERE user_id = :user_id "
-                "AND month BETWEEN :first AND :month AND currency = ANY(:currencies)"
-            ),
-            {
-                "user_id": user_id,
-                "first": first,
-                "month": month,
-                "currencies": sorted({budget.currency for budget in budgets}),
-            },
+    if crossings:
+        # Concurrent reports may race to record the same crossing: the unique key keeps one.
+        budget_ids, thresholds, spent, available = zip(*crossings, strict=True)
+        ids = [uuid.uuid4() for _ in crossings]
+        recorded = await db.fetch(
+            _RECORD_ALERTS, user_id, month, ids, budget_ids, thresholds, spent, available
         )
-        by_month = _month_sums(rows)
-        statuses, crossings = [], []
-        for budget in budgets:
-            plan = _Plan(
-                budget.currency,
-                budget.category_id,
-                budget.amount_minor,
-                budget.rollover,
-                budget.starts_on,
-            )
-            carry, available, spent = _status(plan, month, by_month)
-            state, percent, reached = _state(budget, available, spent)
-            crossings += [(budget, threshold, spent, available) for threshold in reached]
-            fmt = lambda minor, c=budget.currency: money.format_amount(minor, c)  # noqa: E731
-            statuses.append(
-                BudgetStatus(
-                    budget_id=budget.id,
-                    name=budget.name,
-                    category_id=budget.category_id,
-                    currency=budget.currency,
-                    limit=fmt(budget.amount_minor),
-                    rollover_in=fmt(carry),
-                    available=fmt(available),
-                    spent=fmt(spent),
-                    remaining=fmt(available - spent),
-                    percent_used=percent,
-                    state=state,
-                )
-            )
-        await _record_alerts(session, user_id=user_id, month=month, crossings=crossings)
+        BUDGETS_EXCEEDED.inc(len(recorded))
     return BudgetReport(month=month_label(month), budgets=statuses)
 
 
-async def _record_alerts(
-    session: AsyncSession, *, user_id: uuid.UUID, month: date, crossings: list[tuple]
-) -> None:
-    """Records the thresholds reached that are not recorded yet. Those already known are read
-    first: concurrent requests would otherwise queue on each other's conflicting inserts."""
-    if not crossings:
-        return
-    rows = await session.execute(
-        select(BudgetAlert.budget_id, BudgetAlert.threshold).where(
-            BudgetAlert.user_id == user_id, BudgetAlert.month == month
-        )
-    )
-    known = {(budget_id, threshold) for budget_id, threshold in rows}
-    new = [c for c in crossings if (c[0].id, c[1]) not in known]
-    if not new:
-        return
-    recorded = await session.scalars(
-        pg_insert(BudgetAlert)
-        .values(
-            [
-                {
-                    "user_id": user_id,
-                    "id": uuid.uuid4(),
-                    "budget_id": budget.id,
-                    "month": month,
-                    "threshold": threshold,
-                    "spent_minor": spent,
-                    "available_minor": available,
-                }
-                for budget, threshold, spent, available in new
-            ]
-        )
-        .on_conflict_do_nothing()
-        .returning(BudgetAlert.id)
-    )
-    BUDGETS_EXCEEDED.inc(len(list(recorded)))
-
-
-async def evaluate_alerts(sessionmaker: async_sessionmaker[AsyncSession], *, today: date) -> None:
+async def evaluate_alerts(engine: AsyncEngine, *, today: date) -> None:
     """Background: the current month of every user with a budget, so alerts are recorded even
     when nobody looks."""
     month = today.replace(day=1)
-    async with sessionmaker() as session:
-        async with session.begin():
-            users = list(
-                await session.scalars(
-                    select(Budget.user_id).where(Budget.starts_on <= month).distinct()
-                )
-            )
-        for user_id in users:
-            await budget_report(session, user_id=user_id, month=month)
+    async with driver_connection(engine) as db:
+        users = await db.fetch(
+            "SELECT DISTINCT user_id FROM reports.budgets WHERE starts_on <= $1", month
+        )
+        for (user_id,) in users:
+            await budget_report(db, user_id=user_id, month=month)
 
 
 async def list_alerts(
@@ -407,12 +381,15 @@ async def list_alerts(
 
 # --- summaries ---------------------------------------------------------------------------------
 
-_RAW_KEYS = {
-    "category": "s.category_id::text",
-    "month": "to_char(s.occurred_on, 'YYYY-MM')",
-    "tag": "t.tag",
+# The group key over the monthly totals (None: they cannot serve it), and over the expenses.
+_GROUP_KEYS = {
+    "category": ("category_id", "s.category_id"),
+    "month": ("to_char(month, 'YYYY-MM')", "to_char(s.occurred_on, 'YYYY-MM')"),
+    "tag": (None, "t.tag"),
 }
-_ROLLUP_KEYS = {"category": "category_id::text", "month": "to_char(month, 'YYYY-MM')"}
+_TAG_JOIN = (
+    "JOIN expenses.expense_tags_v1 t ON t.user_id = s.user_id AND t.expense_id = s.expense_id"
+)
 
 
 def _check_range(from_: date, to: date) -> None:
@@ -422,170 +399,146 @@ def _check_range(from_: date, to: date) -> None:
         raise ValidationProblem.of_field("query.to", "The range spans ten years at most.", "range")
 
 
-async def _raw_totals(
-    session: AsyncSession, *, user_id: uuid.UUID, key: str, start: date, end: date
-) -> list[tuple]:
-    join = (
-        "JOIN expenses.expense_tags_v1 t ON t.user_id = s.user_id AND t.expense_id = s.expense_id"
-        if key == "tag"
-        else ""
+def _summary_query(*, group_by: str, from_: date, to: date) -> tuple[str, list]:
+    """Only fixed SQL fragments and $n placeholders go into the text. One statement (one
+    snapshot): whole months from the monthly totals, the days around them
+    from the expenses themselves, category names joined in. Only the parts a range needs are in
+    the statement, so each shape gets a plan of its own."""
+    rollup_key, raw_key = _GROUP_KEYS[group_by]
+    args: list = []
+
+    def arg(value: object) -> str:
+        args.append(value)
+        return f"${len(args) + 1}"  # $1 is the user
+
+    months = whole_months(from_, to) if rollup_key else None
+    parts = []
+    raw_ranges = [(from_, to)]
+    if months is not None:
+        first, last = months
+        parts.append(
+            f"SELECT {rollup_key} AS key, currency, total_minor AS amount, expense_count AS n "  # noqa: S608
+            "FROM expenses.monthly_spending_v1 "
+            f"WHERE user_id = $1 AND month BETWEEN {arg(first)} AND {arg(last)}"
+        )
+        around = [(from_, first - timedelta(1)), (month_end(last) + timedelta(1), to)]
+        raw_ranges = [(start, end) for start, end in around if start <= end]
+    join = _TAG_JOIN if group_by == "tag" else ""
+    for start, end in raw_ranges:
+        parts.append(
+            f"SELECT {raw_key} AS key, s.currency, s.amount_minor AS amount, 1 AS n "  # noqa: S608
+            f"FROM expenses.spending_v1 s {join} "
+            f"WHERE s.user_id = $1 AND s.occurred_on BETWEEN {arg(start)} AND {arg(end)}"
+        )
+    totals = (
+        "SELECT key, currency, sum(amount) AS amount, sum(n) AS n "  # noqa: S608
+        f"FROM ({' UNION ALL '.join(parts)}) u GROUP BY 1, 2"
     )
-    rows = await session.execute(
-        text(
-            f"SELECT {_RAW_KEYS[key]}, s.currency, sum(s.amount_minor), count(*) "  # noqa: S608
-            f"FROM expenses.spending_v1 s {join} WHERE s.user_id = :user_id "
-            "AND s.occurred_on BETWEEN :start AND :end GROUP BY 1, 2"
-        ),
-        {"user_id": user_id, "start": start, "end": end},
+    if group_by != "category":
+        return f"SELECT key, key, currency, amount, n FROM ({totals}) p", args  # noqa: S608
+    # Names joined after the sums, on the uuid: prepared statements soon run a generic plan,
+    # which estimates one row per range and would otherwise loop over the categories per row.
+    sql = (
+        f"SELECT p.key::text, c.name, p.currency, p.amount, p.n FROM ({totals}) p "  # noqa: S608
+        "LEFT JOIN expenses.categories_v1 c ON c.user_id = $1 AND c.category_id = p.key"
     )
-    return [tuple(row) for row in rows]
+    return sql, args
 
 
-async def _rollup_totals(
-    session: AsyncSession, *, user_id: uuid.UUID, key: str, first: date, last: date
-) -> list[tuple]:
-    rows = await session.execute(
-        text(
-            f"SELECT {_ROLLUP_KEYS[key]}, currency, sum(total_minor), "  # noqa: S608
-            "sum(expense_count) FROM expenses.monthly_spending_v1 WHERE user_id = :user_id "
-            "AND month BETWEEN :first AND :last GROUP BY 1, 2"
-        ),
-        {"user_id": user_id, "first": first, "last": last},
-    )
-    return [tuple(row) for row in rows]
-
-
-async def _category_names(session: AsyncSession, *, user_id: uuid.UUID) -> dict[str, str]:
-    rows = await session.execute(
-        text("SELECT category_id::text, name FROM expenses.categories_v1 WHERE user_id = :u"),
-        {"u": user_id},
-    )
-    return {str(key): name for key, name in rows}
-
-
-def _nulls_last(item: tuple) -> tuple:
-    return (item[0] is None, item[0] or "")
+def _nulls_last(key: str | None) -> tuple[bool, str]:
+    return (key is None, key or "")
 
 
 async def summary(
-    session: AsyncSession, *, user_id: uuid.UUID, from_: date, to: date, group_by: str
+    db: asyncpg.Connection, *, user_id: uuid.UUID, from_: date, to: date, group_by: str
 ) -> Summary:
-    """Totals and counts per group and currency. Whole months come from the monthly totals,
-    the days around them from the expenses themselves (tags always from the expenses)."""
+    """Totals and counts per group and currency."""
     _check_range(from_, to)
-    parts: list[tuple] = []
-    async with session.begin():
-        months = whole_months(from_, to) if group_by != "tag" else None
-        if months is None:
-            parts += await _raw_totals(session, user_id=user_id, key=group_by, start=from_, end=to)
-        else:
-            first, last = months
-            parts += await _rollup_totals(
-                session, user_id=user_id, key=group_by, first=first, last=last
-            )
-            if from_ < first:
-                parts += await _raw_totals(
-                    session, user_id=user_id, key=group_by, start=from_, end=first - timedelta(1)
-                )
-            if month_end(last) < to:
-                parts += await _raw_totals(
-                    session,
-                    user_id=user_id,
-                    key=group_by,
-                    start=month_end(last) + timedelta(1),
-                    end=to,
-                )
-        names = await _category_names(session, user_id=user_id) if group_by == "category" else {}
-    totals: dict[str | None, dict[str, list[int]]] = defaultdict(
-        lambda: defaultdict(lambda: [0, 0])
-    )
-    for key, currency, amount, count in parts:
-        entry = totals[key][currency]
-        entry[0] += int(amount)
-        entry[1] += int(count)
-    groups = [
-        SummaryGroup(
-            key=key,
-            name=names.get(key) if group_by == "category" else key,
-            totals=[
-                CurrencyTotal(currency=c, amount=money.format_amount(a, c), count=n)
-                for c, (a, n) in sorted(per_currency.items())
+    sql, args = _summary_query(group_by=group_by, from_=from_, to=to)
+    groups: dict[str | None, tuple[str | None, list[CurrencyTotal]]] = {}
+    for key, name, currency, amount, count in await db.fetch(sql, user_id, *args):
+        total = CurrencyTotal(
+            currency=currency, amount=money.format_amount(int(amount), currency), count=int(count)
+        )
+        groups.setdefault(key, (name, []))[1].append(total)
+    return Summary.model_validate(
+        {
+            "from": from_,
+            "to": to,
+            "group_by": group_by,
+            "groups": [
+                SummaryGroup(key=key, name=name, totals=sorted(totals, key=lambda t: t.currency))
+                for key, (name, totals) in sorted(groups.items(), key=lambda g: _nulls_last(g[0]))
             ],
-        )
-        for key, per_currency in sorted(
-            totals.items(), key=lambda item: (item[0] is None, item[0] or "")
-        )
-    ]
-    return Summary.model_validate({"from": from_, "to": to, "group_by": group_by, "groups": groups})
+        }
+    )
 
 
-async def trends(session: AsyncSession, *, user_id: uuid.UUID, month: date, months: int) -> Trends:
+_MONTHLY_PER_CATEGORY = """
+SELECT t.category_id, c.name, t.currency, t.month, t.total FROM (
+  SELECT category_id, currency, month, sum(total_minor) AS total
+  FROM expenses.monthly_spending_v1
+  WHERE user_id = $1 AND month BETWEEN $2 AND $3 GROUP BY 1, 2, 3
+) t LEFT JOIN expenses.categories_v1 c ON c.user_id = $1 AND c.category_id = t.category_id
+"""
+
+
+async def trends(db: asyncpg.Connection, *, user_id: uuid.UUID, month: date, months: int) -> Trends:
     """Monthly totals per category and currency over ``months`` months up to ``month``, and
     the change of the last month from the one before."""
     first = add_months(month, -(months - 1))
     labels = [month_label(add_months(first, n)) for n in range(months)]
-    async with session.begin():
-        rows = await session.execute(
-            text(
-                "SELECT category_id, currency, month, sum(total_minor) "
-                "FROM expenses.monthly_spending_v1 WHERE user_id = :u "
-                "AND month BETWEEN :first AND :last GROUP BY 1, 2, 3"
-            ),
-            {"u": user_id, "first": first, "last": month},
-        )
-        series: dict[tuple, dict[str, int]] = defaultdict(dict)
-        for category_id, currency, at, total in rows:
-            series[(category_id, currency)][month_label(at)] = int(total)
-        names = await _category_names(session, user_id=user_id)
+    series: dict[tuple, dict[str, int]] = defaultdict(dict)
+    for category_id, name, currency, at, total in await db.fetch(
+        _MONTHLY_PER_CATEGORY, user_id, first, month
+    ):
+        series[(category_id, name, currency)][month_label(at)] = int(total)
     lines = []
-    for (category_id, currency), values in series.items():
+    for (category_id, name, currency), values in series.items():
         totals = [values.get(label, 0) for label in labels]
-        last, before = totals[-1], (totals[-2] if months > 1 else 0)
+        last, before = totals[-1], totals[-2]
         lines.append(
             TrendLine(
                 category_id=category_id,
-                name=names.get(str(category_id)) if category_id else None,
+                name=name,
                 currency=currency,
                 totals=[money.format_amount(total, currency) for total in totals],
                 change=money.format_amount(last - before, currency),
                 change_percent=round((last - before) * 100 / before, 1) if before else None,
             )
         )
-    lines.sort(key=lambda line: (line.name is None, line.name or "", line.currency))
+    lines.sort(key=lambda line: (*_nulls_last(line.name), line.currency))
     return Trends(months=labels, categories=lines)
 
 
+_TOP_MERCHANTS = """
+SELECT merchant, currency, total, n FROM (
+  SELECT merchant, currency, sum(amount_minor) AS total, count(*) AS n,
+         row_number() OVER (PARTITION BY currency
+                            ORDER BY sum(amount_minor) DESC, merchant) AS rank
+  FROM expenses.spending_v1
+  WHERE user_id = $1 AND occurred_on BETWEEN $2 AND $3 AND merchant IS NOT NULL
+  GROUP BY merchant, currency
+) ranked WHERE rank <= $4 ORDER BY currency, total DESC, merchant
+"""
+
+
 async def top_merchants(
-    session: AsyncSession, *, user_id: uuid.UUID, from_: date, to: date, limit: int
+    db: asyncpg.Connection, *, user_id: uuid.UUID, from_: date, to: date, limit: int
 ) -> list[MerchantTotal]:
     """The merchants where most money went, the first ``limit`` of each currency."""
     _check_range(from_, to)
-    async with session.begin():
-        rows = await session.execute(
-            text(
-                """
-                SELECT merchant, currency, total, n FROM (
-                  SELECT merchant, currency, sum(amount_minor) AS total, count(*) AS n,
-                         row_number() OVER (PARTITION BY currency
-                                            ORDER BY sum(amount_minor) DESC, merchant) AS rank
-                  FROM expenses.spending_v1
-                  WHERE user_id = :u AND occurred_on BETWEEN :start AND :end
-                    AND merchant IS NOT NULL
-                  GROUP BY merchant, currency
-                ) ranked WHERE rank <= :limit ORDER BY currency, total DESC, merchant
-                """
-            ),
-            {"u": user_id, "start": from_, "end": to, "limit": limit},
+    return [
+        MerchantTotal(
+            merchant=merchant,
+            currency=currency,
+            amount=money.format_amount(int(total), currency),
+            count=n,
         )
-        return [
-            MerchantTotal(
-                merchant=merchant,
-                currency=currency,
-                amount=money.format_amount(int(total), currency),
-                count=n,
-            )
-            for merchant, currency, total, n in rows
-        ]
+        for merchant, currency, total, n in await db.fetch(
+            _TOP_MERCHANTS, user_id, from_, to, limit
+        )
+    ]
 
 
 async def forget_user(session: AsyncSession, event: UserEvent) -> None:
