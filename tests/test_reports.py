@@ -3,6 +3,7 @@ rollover chains, category trees, alerts, isolation."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import defaultdict
 from datetime import date, timedelta
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from expensetracker.platform.money import format_amount
+from tests.conftest import AppFactory
 from tests.test_auth_accounts import counter
 from tests.test_auth_tokens import app_of
 from tests.test_expenses import create
@@ -207,6 +209,31 @@ async def test_trends_and_merchants(client: httpx.AsyncClient) -> None:
         )
     ).json()
     assert merchants == [{"merchant": "Market", "currency": "EUR", "amount": "40.00", "count": 1}]
+
+
+async def test_more_concurrent_requests_than_pool_connections(serve_app: AppFactory) -> None:
+    """Every request waits its turn for the one connection, none is starved or deadlocked,
+    and the alert crossed by all of them at once is recorded once."""
+    async with serve_app(db_pool_size=1, db_max_overflow=0) as client:
+        account = await signed_up(client)
+        await budget(client, account, amount="10.00", thresholds=[100], starts="2026-04")
+        await create(client, account, occurred_on="2026-04-02", amount="12.00")
+        before = counter("expensetracker_budgets_exceeded_total")
+        summary = client.get(
+            "/api/v1/reports/summary",
+            params={"from": "2026-04-01", "to": "2026-04-30"},
+            headers=account.headers,
+        )
+        requests = [summary] + [
+            client.get(path, params={"month": "2026-04"}, headers=account.headers)
+            for path in ["/api/v1/reports/budgets"] * 10 + ["/api/v1/budgets"] * 10
+        ]
+        responses = await asyncio.gather(*requests)
+        assert [r.status_code for r in responses] == [200] * len(requests)
+        assert responses[0].json()["groups"][0]["totals"][0]["amount"] == "12.00"
+        assert counter("expensetracker_budgets_exceeded_total") == before + 1
+        alerts = await client.get("/api/v1/reports/alerts", headers=account.headers)
+        assert [alert["threshold"] for alert in alerts.json()["items"]] == [100]
 
 
 async def test_bad_report_queries_are_422(client: httpx.AsyncClient) -> None:
