@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from expensetracker.platform.application import create_app
 from expensetracker.platform.config import Environment, Settings
+from expensetracker.targets import resolve_targets
 
 REAL_KEK = "k" * 16 + "Zq8!v2#Lr9@pT4$w"
 REAL_DB = "postgresql://expenses:Zq8v2Lr9pT4w@db:5432/expensetracker"
@@ -60,9 +62,18 @@ def test_settings_come_from_environment_variables(monkeypatch: pytest.MonkeyPatc
 def test_missing_secrets_refused_outside_development(env: str) -> None:
     with pytest.raises(ValidationError) as caught:
         Settings(env=env)
-    message = str(caught.value)
-    assert "EXPENSETRACKER_DATABASE_URL is required" in message
-    assert "EXPENSETRACKER_KEY_ENCRYPTION_KEY" in message
+    assert "EXPENSETRACKER_DATABASE_URL is required" in str(caught.value)
+
+
+def test_only_the_auth_service_requires_the_key_encryption_key() -> None:
+    """Least privilege: the expenses and reports pods are not given the key at all."""
+    without_key = production(key_encryption_key=None, auth_url="http://auth:8000")
+    for target in ("expenses", "reports"):
+        create_app(resolve_targets(target), without_key)
+    for target in ("auth", "all"):
+        with pytest.raises(ValueError, match="KEY_ENCRYPTION_KEY is required by the auth service"):
+            create_app(resolve_targets(target), without_key)
+    create_app(resolve_targets("auth"), production())
 
 
 @pytest.mark.parametrize(

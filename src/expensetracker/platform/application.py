@@ -12,7 +12,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from expensetracker import __version__
 from expensetracker.platform import health
-from expensetracker.platform.config import Settings
+from expensetracker.platform.config import Environment, Settings
 from expensetracker.platform.db import create_engine, pool_turns
 from expensetracker.platform.errors import install_problem_handlers
 from expensetracker.platform.metrics import DB_POOLS
@@ -41,6 +41,15 @@ def _jwks_client(app: FastAPI, settings: Settings) -> httpx.AsyncClient:
 def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
     """Raises ValueError when the configuration cannot serve these services."""
     name = process_name(services)
+    if settings.env is not Environment.development:
+        missing = [
+            f"EXPENSETRACKER_{setting.upper()} is required by the {spec.name} service"
+            for spec in services
+            for setting in spec.required_settings
+            if getattr(settings, setting) is None
+        ]
+        if missing:
+            raise ValueError(f"refusing to start in {settings.env}: " + "; ".join(missing))
     if any(spec.owns(JWKS_PATH) for spec in services):
         # Auth runs here: its keys are verified in-process, whatever the setting says.
         settings = settings.model_copy(update={"auth_url": None})

@@ -27,6 +27,9 @@ _PLACEHOLDER = re.compile(
 )
 
 
+KEK_PROBLEM = "EXPENSETRACKER_KEY_ENCRYPTION_KEY must be a real secret of at least 32 characters"
+
+
 class Environment(StrEnum):
     development = "development"
     staging = "staging"
@@ -145,15 +148,12 @@ class Settings(BaseSettings):
             password = make_url(self.database_url.get_secret_value()).password
             if is_placeholder(password):
                 problems.append("EXPENSETRACKER_DATABASE_URL has a missing or placeholder password")
+        # Only the auth service needs the key (ServiceSpec.required_settings); given, it is real.
         kek = self.key_encryption_key
-        if (
-            kek is None
-            or is_placeholder(kek.get_secret_value())
-            or len(kek.get_secret_value()) < 32
+        if kek is not None and (
+            is_placeholder(kek.get_secret_value()) or len(kek.get_secret_value()) < 32
         ):
-            problems.append(
-                "EXPENSETRACKER_KEY_ENCRYPTION_KEY must be a real secret of at least 32 characters"
-            )
+            problems.append(KEK_PROBLEM)
         if problems:
             raise ValueError(f"refusing to start in {self.env}: " + "; ".join(problems))
         return self

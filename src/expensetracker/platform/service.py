@@ -26,6 +26,8 @@ class ServiceSpec:
     # The published read contract: database role -> views of this schema it may SELECT.
     # Granted by every `migrate` to the roles that exist (Kubernetes creates one per service).
     readers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Settings this service cannot run without outside development (secrets only it holds).
+    required_settings: tuple[str, ...] = ()
 
     @property
     def schema(self) -> str:
