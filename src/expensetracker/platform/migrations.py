@@ -69,7 +69,10 @@ def _migrate(connection: Connection, spec: ServiceSpec) -> None:
         connection.execute(
             text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"migrate:{spec.schema}"}
         )
-        connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{spec.schema}"'))
+        # Checked first: in Kubernetes the schema exists, owned by the service's role, which
+        # may not create schemas (CREATE SCHEMA IF NOT EXISTS checks that privilege anyway).
+        if connection.scalar(text("SELECT to_regnamespace(:s)"), {"s": spec.schema}) is None:
+            connection.execute(text(f'CREATE SCHEMA "{spec.schema}"'))
         context.configure(
             connection=connection,
             target_metadata=spec.metadata,

@@ -26,8 +26,13 @@ def _timestamp(name: str) -> sa.Column:
 
 
 def upgrade() -> None:
-    # A trusted extension: the database owner may create it.
-    op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    # A trusted extension: the database owner may create it. Where an administrator prepared the
+    # database (Kubernetes), it exists and the service's role may not create extensions, a right
+    # that IF NOT EXISTS alone would still check.
+    op.execute(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_trgm') "
+        "THEN CREATE EXTENSION pg_trgm; END IF; END $$"
+    )
 
     op.drop_constraint("categories_user_id_parent_id_fkey", "categories", schema=SCHEMA)
     op.execute(

@@ -1,0 +1,113 @@
+"""Rendering of the Kubernetes manifests under deploy/, shared by the manifest tests."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+KUBERNETES = REPO / "deploy" / "kubernetes"
+ARGOCD = REPO / "deploy" / "argocd"
+OVERLAYS = ("development", "staging", "production")
+COMPONENTS = tuple(sorted(p.name for p in (KUBERNETES / "components").iterdir() if p.is_dir()))
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
+# Custom resources, validated against their upstream CRD schemas (tests/crd-schemas/).
+CUSTOM_GROUPS = {"argoproj.io", "cert-manager.io", "external-secrets.io", "monitoring.coreos.com"}
+
+Manifest = dict
+
+
+def kubectl() -> str:
+    path = shutil.which("kubectl")
+    if path is None:
+        raise RuntimeError("kubectl is needed (.ci/run installs it)")
+    return path
+
+
+def kustomize(folder: Path) -> list[Manifest]:
+    """``kubectl kustomize`` of a folder; outside folders are allowed (component renders)."""
+    result = subprocess.run(
+        [kubectl(), "kustomize", "--load-restrictor=LoadRestrictionsNone", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"kubectl kustomize {folder} failed:\n{result.stderr}")
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@functools.cache
+def overlay(name: str) -> tuple[Manifest, ...]:
+    return tuple(kustomize(KUBERNETES / "overlays" / name))
+
+
+@functools.cache
+def component(name: str) -> tuple[Manifest, ...]:
+    """A component is rendered on top of the base, the way the overlays use it."""
+    with tempfile.TemporaryDirectory() as folder:
+        # kustomize takes relative paths only.
+        base = os.path.relpath(KUBERNETES / "base", folder)
+        added = os.path.relpath(KUBERNETES / "components" / name, folder)
+        (Path(folder) / "kustomization.yaml").write_text(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+            f"resources: [{base}]\ncomponents: [{added}]\n"
+        )
+        return tuple(kustomize(Path(folder)))
+
+
+@functools.cache
+def argocd() -> tuple[Manifest, ...]:
+    loose = [doc for doc in yaml.safe_load_all((ARGOCD / "application.yaml").read_text()) if doc]
+    return (*kustomize(ARGOCD), *loose)
+
+
+@functools.cache
+def cluster() -> tuple[Manifest, ...]:
+    return tuple(kustomize(KUBERNETES / "cluster"))
+
+
+def every_render() -> dict[str, tuple[Manifest, ...]]:
+    renders = {f"overlay/{name}": overlay(name) for name in OVERLAYS}
+    renders |= {f"component/{name}": component(name) for name in COMPONENTS}
+    return renders | {"base": tuple(kustomize(KUBERNETES / "base")), "cluster": cluster()}
+
+
+def of_kind(manifests: tuple[Manifest, ...], *kinds: str) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] in kinds]
+
+
+def named(manifests: tuple[Manifest, ...], kind: str, name: str) -> Manifest:
+    [found] = [m for m in of_kind(manifests, kind) if m["metadata"]["name"] == name]
+    return found
+
+
+def pod_spec(workload: Manifest) -> dict:
+    spec = workload["spec"]
+    if workload["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return spec["template"]["spec"]
+
+
+def pod_labels(workload: Manifest) -> dict[str, str]:
+    spec = workload["spec"]
+    if workload["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return spec["template"]["metadata"].get("labels", {})
+
+
+def containers(workload: Manifest) -> Iterator[dict]:
+    spec = pod_spec(workload)
+    yield from spec.get("initContainers", [])
+    yield from spec["containers"]
+
+
+def is_custom(manifest: Manifest) -> bool:
+    return manifest["apiVersion"].split("/")[0] in CUSTOM_GROUPS

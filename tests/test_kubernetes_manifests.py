@@ -1,0 +1,152 @@
+"""Every overlay and component renders with kubectl kustomize, and every object is valid: the
+Kubernetes OpenAPI schemas of two versions (strict), the upstream CRD schemas for the custom
+resources, and checkov on the production render."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.kubernetes import (
+    COMPONENTS,
+    OVERLAYS,
+    REPO,
+    Manifest,
+    argocd,
+    component,
+    every_render,
+    is_custom,
+    overlay,
+)
+
+# The oldest Kubernetes still in wide use by the clouds, and the newest.
+KUBERNETES_VERSIONS = ("1.32.0", "1.37.0")
+CRD_SCHEMAS = Path(__file__).with_name("crd-schemas")
+CHECKOV_CONFIG = REPO / "deploy" / "kubernetes" / ".checkov.yaml"
+
+
+def test_every_overlay_and_component_renders() -> None:
+    for name in OVERLAYS:
+        kinds = Counter(m["kind"] for m in overlay(name))
+        assert kinds["Deployment"] == 3 and kinds["StatefulSet"] == 1, (name, kinds)
+        assert kinds["Ingress"] == 1 and kinds["NetworkPolicy"] >= 6, (name, kinds)
+    # Each component adds what it is for on top of the base.
+    adds = {
+        "network-policies": "NetworkPolicy",
+        "autoscaling": "HorizontalPodAutoscaler",
+        "tls": "Certificate",
+        "external-secrets": "ExternalSecret",
+    }
+    assert set(adds) <= set(COMPONENTS)
+    for name in COMPONENTS:
+        assert (REPO / "deploy" / "kubernetes" / "components" / name / "README.md").is_file()
+        if name in adds:
+            assert any(m["kind"] == adds[name] for m in component(name)), name
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_objects_match_the_kubernetes_schemas(version: str) -> None:
+    checked = 0
+    for render, manifests in every_render().items():
+        for manifest in manifests:
+            if is_custom(manifest):
+                continue
+            try:
+                kubernetes_validate.validate(manifest, version, strict=True)
+            except kubernetes_validate.ValidationError as error:
+                pytest.fail(f"{render}: {manifest['kind']}/{manifest['metadata']['name']}: {error}")
+            checked += 1
+    assert checked > 100
+
+
+def _crd_schema(manifest: Manifest) -> dict:
+    group, version = manifest["apiVersion"].split("/")
+    path = CRD_SCHEMAS / group / f"{manifest['kind'].lower()}_{version}.json"
+    assert path.is_file(), f"no upstream schema for {manifest['apiVersion']} {manifest['kind']}"
+    return json.loads(path.read_text())
+
+
+def test_custom_resources_match_their_upstream_crd_schemas() -> None:
+    renders = every_render() | {"argocd": argocd()}
+    validated = Counter()
+    for render, manifests in renders.items():
+        for manifest in filter(is_custom, manifests):
+            schema = _crd_schema(manifest)
+            validator = jsonschema.validators.validator_for(schema)(schema)
+            errors = sorted(validator.iter_errors(manifest), key=lambda e: list(e.path))
+            assert not errors, f"{render}: {manifest['kind']}: " + "; ".join(
+                f"{list(e.path)}: {e.message}" for e in errors
+            )
+            validated[manifest["kind"]] += 1
+    expected = {
+        "AppProject",
+        "ApplicationSet",
+        "Application",
+        "ClusterIssuer",
+        "Certificate",
+        "ExternalSecret",
+        "SecretStore",
+    }
+    assert expected <= set(validated), validated
+
+
+def test_crd_schemas_are_strict_enough_to_catch_a_mistake() -> None:
+    """The vendored schemas reject what the API server would: a misspelt field, a bad type."""
+    [certificate] = [m for m in component("tls") if m["kind"] == "Certificate"]
+    schema = _crd_schema(certificate)
+    broken = json.loads(json.dumps(certificate))
+    broken["spec"]["dnsName"] = broken["spec"].pop("dnsNames")
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(broken))
+    broken = json.loads(json.dumps(certificate))
+    broken["spec"]["duration"] = 2160
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(broken))
+
+
+def checkov() -> list[str]:
+    """checkov from the test environment (the lock file's dev group)."""
+    found = shutil.which("checkov", path=str(Path(sys.executable).parent))
+    assert found, "checkov is a dev dependency: uv sync installs it"
+    return [found]
+
+
+def test_checkov_passes_on_the_rendered_production_overlay(tmp_path: Path) -> None:
+    rendered = tmp_path / "production.yaml"
+    rendered.write_text(yaml.safe_dump_all(overlay("production")))
+    result = subprocess.run(
+        [
+            *checkov(),
+            "--config-file",
+            str(CHECKOV_CONFIG),
+            "--file",
+            str(rendered),
+            "--output",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    report = json.loads(result.stdout)
+    reports = report if isinstance(report, list) else [report]
+    summary = Counter()
+    failed = []
+    for entry in reports:
+        for key in ("passed", "failed", "skipped"):
+            summary[key] += entry["summary"][key]
+        failed += [
+            f"{c['check_id']} {c['resource']}: {c['check_name']}"
+            for c in entry["results"]["failed_checks"]
+        ]
+    assert not failed, "\n".join(failed)
+    assert summary["passed"] > 300, summary
+    # Every skip is listed, with its reason, in deploy/kubernetes/.checkov.yaml.
+    assert result.returncode == 0, result.stderr[-2000:]
