@@ -1,0 +1,451 @@
+"""The deployment's requirements, asserted on what kubectl kustomize renders for every overlay:
+the seed's security contexts, resources, probes, quota and autoscaling numbers, labels, network
+policies, secrets, Ingress routing, and the Argo CD promotion path."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import make_url
+
+from expensetracker.platform.config import is_placeholder
+from expensetracker.targets import SERVICES
+from tests.kubernetes import (
+    KUBERNETES,
+    OVERLAYS,
+    WORKLOAD_KINDS,
+    Manifest,
+    argocd,
+    containers,
+    named,
+    of_kind,
+    overlay,
+    pod_labels,
+    pod_spec,
+)
+
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": 65534,
+    "runAsGroup": 65534,
+    "fsGroup": 65534,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+REQUIRED_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/managed-by",
+    "environment",
+)
+REPLICAS = {"development": 1, "staging": 2, "production": 3}
+QUOTA = {
+    "requests.cpu": "4",
+    "requests.memory": "8Gi",
+    "limits.cpu": "8",
+    "limits.memory": "16Gi",
+    "pods": "20",
+    "services": "10",
+}
+pytestmark = pytest.mark.parametrize("env", OVERLAYS)
+
+
+def workloads(env: str) -> list[Manifest]:
+    return of_kind(overlay(env), *WORKLOAD_KINDS)
+
+
+def services(env: str) -> list[Manifest]:
+    return of_kind(overlay(env), "Deployment")
+
+
+def config(env: str) -> dict[str, str]:
+    return named(overlay(env), "ConfigMap", "expensetracker-config")["data"]
+
+
+def cpu(value: str) -> float:
+    return float(value[:-1]) / 1000 if value.endswith("m") else float(value)
+
+
+def memory(value: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([KMG]i)?", value).groups()
+    return int(number) * {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}[unit]
+
+
+def test_every_pod_and_container_has_the_seeds_security_context(env: str) -> None:
+    for workload in workloads(env):
+        spec = pod_spec(workload)
+        assert spec["securityContext"] == POD_SECURITY, workload["metadata"]["name"]
+        assert spec["automountServiceAccountToken"] is False
+        for container in containers(workload):
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True, container["name"]
+            assert security["allowPrivilegeEscalation"] is False
+            assert security["capabilities"] == {"drop": ["ALL"]}
+            assert security.get("privileged", False) is False
+            # Read-only root: the only writable places are volumes.
+            assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"])
+
+
+def test_resources_set_everywhere_and_images_pinned(env: str) -> None:
+    for workload in workloads(env):
+        for container in containers(workload):
+            resources = container["resources"]
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(resources[kind]), container["name"]
+            image = container["image"]
+            name, _, tag = image.rpartition(":")
+            assert name and "/" not in tag and tag not in ("", "latest"), image
+    application_images = {
+        c["image"] for d in services(env) for c in containers(d) if "expensetracker" in c["image"]
+    }
+    assert application_images == {"registry.example.com/expensetracker/expensetracker:0.1.0"}
+
+
+def test_service_deployments_probes_rollout_and_shutdown(env: str) -> None:
+    settings = config(env)
+    drain = float(settings.get("EXPENSETRACKER_SHUTDOWN_DRAIN_SECONDS", "5"))
+    timeout = float(settings["EXPENSETRACKER_SHUTDOWN_TIMEOUT_SECONDS"])
+    for deployment in services(env):
+        spec = pod_spec(deployment)
+        [container] = spec["containers"]
+        probes = {
+            kind: container[kind]["httpGet"]["path"]
+            for kind in ("startupProbe", "livenessProbe", "readinessProbe")
+        }
+        assert probes == {
+            "startupProbe": "/livez",
+            "livenessProbe": "/livez",
+            "readinessProbe": "/readyz",
+        }
+        assert deployment["spec"]["strategy"] == {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"},
+        }
+        # Not ready while still serving, then in-flight requests, before SIGKILL.
+        assert spec["terminationGracePeriodSeconds"] >= drain + timeout + 5
+        assert deployment["spec"]["replicas"] == REPLICAS[env]
+        affinity = spec["affinity"]["podAntiAffinity"]
+        [term] = affinity["preferredDuringSchedulingIgnoredDuringExecution"]
+        assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == pod_labels(
+            deployment
+        ) | {} or set(term["podAffinityTerm"]["labelSelector"]["matchLabels"].items()) <= set(
+            pod_labels(deployment).items()
+        )
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == str(container["ports"][0]["containerPort"])
+        assert annotations["prometheus.io/path"] == "/metrics"
+        [migrate] = spec["initContainers"]
+        target = deployment["metadata"]["name"]
+        assert migrate["args"] == ["migrate", "--target", target]
+        assert container["args"][:3] == ["serve", "--target", target]
+
+
+def test_labels_on_every_workload_and_pod(env: str) -> None:
+    for workload in workloads(env):
+        for labels in (workload["metadata"]["labels"], pod_labels(workload)):
+            assert set(REQUIRED_LABELS) <= set(labels), workload["metadata"]["name"]
+            assert labels["environment"] == env
+            assert labels["app.kubernetes.io/managed-by"] == "argocd"
+            assert labels["app.kubernetes.io/part-of"] == "expensetracker"
+
+
+def test_everything_namespaced_in_expensetracker(env: str) -> None:
+    cluster_scoped = {"Namespace"}
+    for manifest in overlay(env):
+        if manifest["kind"] not in cluster_scoped:
+            assert manifest["metadata"].get("namespace") == "expensetracker", manifest["kind"]
+    assert [n["metadata"]["name"] for n in of_kind(overlay(env), "Namespace")] == ["expensetracker"]
+
+
+def test_quota_limit_range_and_worst_case_fit(env: str) -> None:
+    [quota] = of_kind(overlay(env), "ResourceQuota")
+    assert quota["spec"]["hard"] == QUOTA
+    assert of_kind(overlay(env), "LimitRange")
+    # At the HPA maximum the quota admits 20 pods: the database and 19 of the largest service
+    # pods must fit its CPU and memory.
+    postgres = named(overlay(env), "StatefulSet", "postgres")
+    [database] = pod_spec(postgres)["containers"]
+    largest = max(
+        (c["resources"] for d in services(env) for c in containers(d)),
+        key=lambda r: cpu(r["limits"]["cpu"]),
+    )
+    pods = int(QUOTA["pods"]) - 1
+    for scope in ("requests", "limits"):
+        total_cpu = cpu(database["resources"][scope]["cpu"]) + pods * cpu(largest[scope]["cpu"])
+        total_memory = memory(database["resources"][scope]["memory"]) + pods * memory(
+            largest[scope]["memory"]
+        )
+        assert total_cpu <= cpu(QUOTA[f"{scope}.cpu"]), (scope, total_cpu)
+        assert total_memory <= memory(QUOTA[f"{scope}.memory"]), (scope, total_memory)
+
+
+def test_postgres_statefulset(env: str) -> None:
+    postgres = named(overlay(env), "StatefulSet", "postgres")
+    [container] = pod_spec(postgres)["containers"]
+    assert container["resources"] == {
+        "requests": {"cpu": "500m", "memory": "1Gi"},
+        "limits": {"cpu": "2000m", "memory": "4Gi"},
+    }
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["exec"]["command"][0] == "pg_isready"
+    [claim] = postgres["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["storageClassName"]
+    assert claim["spec"]["resources"]["requests"]["storage"]
+
+
+def test_disruption_budgets_wherever_replicas_exceed_one(env: str) -> None:
+    budgets = {p["metadata"]["name"]: p for p in of_kind(overlay(env), "PodDisruptionBudget")}
+    for deployment in services(env):
+        name = deployment["metadata"]["name"]
+        if deployment["spec"]["replicas"] > 1:
+            selector = budgets[name]["spec"]["selector"]["matchLabels"]
+            assert selector.items() <= pod_labels(deployment).items()
+        else:
+            assert name not in budgets  # one replica: a budget would only block drains
+
+
+def test_autoscaling_numbers(env: str) -> None:
+    autoscalers = of_kind(overlay(env), "HorizontalPodAutoscaler")
+    if env == "development":
+        assert autoscalers == []
+        return
+    assert {a["spec"]["scaleTargetRef"]["name"] for a in autoscalers} == {
+        d["metadata"]["name"] for d in services(env)
+    }
+    for autoscaler in autoscalers:
+        spec = autoscaler["spec"]
+        targets = {
+            m["resource"]["name"]: m["resource"]["target"]["averageUtilization"]
+            for m in spec["metrics"]
+        }
+        assert targets == {"cpu": 70, "memory": 80}
+        assert (spec["minReplicas"], spec["maxReplicas"]) == (
+            (2, 10) if env == "production" else (2, 4)
+        )
+        assert spec["behavior"]["scaleUp"]["stabilizationWindowSeconds"] > 0
+        assert (
+            spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"]
+            > spec["behavior"]["scaleUp"]["stabilizationWindowSeconds"]
+        )
+
+
+def test_no_node_ports_or_load_balancers(env: str) -> None:
+    for service in of_kind(overlay(env), "Service"):
+        assert service["spec"].get("type", "ClusterIP") == "ClusterIP", service["metadata"]
+
+
+def test_one_service_account_per_workload_and_no_api_access(env: str) -> None:
+    accounts = {a["metadata"]["name"]: a for a in of_kind(overlay(env), "ServiceAccount")}
+    used = [pod_spec(w)["serviceAccountName"] for w in workloads(env)]
+    assert len(used) == len(set(used)), used
+    for name in used:
+        assert accounts[name]["automountServiceAccountToken"] is False
+    # No pod here talks to the Kubernetes API: no roles at all, and nothing cluster-wide.
+    kinds = {m["kind"] for m in overlay(env)}
+    assert not kinds & {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+
+
+def _selects(selector: dict, labels: dict[str, str]) -> bool:
+    if not selector:
+        return True
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        value = labels.get(expression["key"])
+        if expression["operator"] == "In" and value not in expression["values"]:
+            return False
+    return True
+
+
+def _allowed(policies: list[Manifest], source: dict, target: dict, port: int) -> bool:
+    """Whether ``source`` pod labels (with a namespace label) may reach ``target`` on ``port``:
+    ingress at the target and egress at the source must both allow it."""
+
+    def peer_matches(peer: dict, labels: dict) -> bool:
+        namespace = labels.get("namespace", "expensetracker")
+        if "namespaceSelector" in peer:
+            if not _selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace}):
+                return False
+        elif namespace != "expensetracker":
+            return False
+        return _selects(peer.get("podSelector", {}), labels)
+
+    def direction_allows(labels: dict, kind: str, peer_labels: dict) -> bool:
+        applicable = [
+            p
+            for p in policies
+            if kind.capitalize() in p["spec"]["policyTypes"]
+            and _selects(p["spec"]["podSelector"], labels)
+        ]
+        if labels.get("namespace", "expensetracker") != "expensetracker":
+            return True  # outside this namespace: not ours to restrict
+        return any(
+            any(
+                peer_matches(peer, peer_labels)
+                for peer in rule.get("from" if kind == "ingress" else "to", [])
+            )
+            and any(p["port"] == port for p in rule.get("ports", []))
+            for policy in applicable
+            for rule in policy["spec"].get(kind, [])
+        )
+
+    return direction_allows(target, "ingress", source) and direction_allows(
+        source, "egress", target
+    )
+
+
+def test_network_policies_deny_by_default_and_allow_only_the_flows(env: str) -> None:
+    policies = of_kind(overlay(env), "NetworkPolicy")
+    deny = named(overlay(env), "NetworkPolicy", "default-deny")["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    for workload in workloads(env):
+        labels = pod_labels(workload)
+        specific = [
+            p
+            for p in policies
+            if p["spec"]["podSelector"] and _selects(p["spec"]["podSelector"], labels)
+        ]
+        assert specific, f"no NetworkPolicy selects {workload['metadata']['name']}"
+    pods = {d["metadata"]["name"]: pod_labels(d) for d in workloads(env)}
+    controller = {"namespace": "ingress-nginx", "app.kubernetes.io/name": "ingress-nginx"}
+    prometheus = {"namespace": "monitoring", "app.kubernetes.io/name": "prometheus"}
+    backup = {"app.kubernetes.io/component": "backup"}
+    dns = {"namespace": "kube-system", "k8s-app": "kube-dns"}
+    for name in ("auth", "expenses", "reports"):
+        assert _allowed(policies, controller, pods[name], 8000)
+        assert _allowed(policies, prometheus, pods[name], 8000)
+        assert _allowed(policies, pods[name], pods["postgres"], 5432)
+        assert _allowed(policies, pods[name], dns, 53)
+        assert not _allowed(policies, controller, pods["postgres"], 5432)
+    for name in ("expenses", "reports"):
+        assert _allowed(policies, pods[name], pods["auth"], 8000)  # the JWKS
+    assert not _allowed(policies, pods["auth"], pods["reports"], 8000)
+    assert _allowed(policies, backup, pods["postgres"], 5432)
+    stranger = {"namespace": "default", "app": "anything"}
+    for name, labels in pods.items():
+        assert not _allowed(policies, stranger, labels, 8000), name
+        assert not _allowed(policies, stranger, labels, 5432), name
+
+
+def test_secrets_are_placeholders_or_come_from_the_store(env: str) -> None:
+    secrets = of_kind(overlay(env), "Secret")
+    if env == "development":
+        assert {s["metadata"]["name"] for s in secrets} >= {
+            "postgres-admin",
+            "auth-db",
+            "expenses-db",
+            "reports-db",
+            "auth-keys",
+            "grafana-admin",
+        }
+        for secret in secrets:
+            for key, value in secret["stringData"].items():
+                if key == "url":
+                    assert is_placeholder(make_url(value).password), secret["metadata"]["name"]
+                elif key not in ("username", "admin-user"):
+                    assert is_placeholder(value), (secret["metadata"]["name"], key)
+        return
+    # Staging and production: not one Secret in Git, every one from an ExternalSecret.
+    assert secrets == []
+    made = {e["spec"]["target"]["name"] for e in of_kind(overlay(env), "ExternalSecret")}
+    referenced = {
+        ref["secretKeyRef"]["name"]
+        for workload in workloads(env)
+        for container in containers(workload)
+        for env_var in container.get("env", [])
+        if (ref := env_var.get("valueFrom"))
+    }
+    assert referenced <= made, referenced - made
+
+
+def test_each_pod_gets_only_its_own_secrets(env: str) -> None:
+    for deployment in services(env):
+        name = deployment["metadata"]["name"]
+        secrets = {
+            e["valueFrom"]["secretKeyRef"]["name"]
+            for c in containers(deployment)
+            for e in c.get("env", [])
+            if "valueFrom" in e
+        }
+        assert secrets == ({"auth-db", "auth-keys"} if name == "auth" else {f"{name}-db"})
+
+
+def test_environment_settings(env: str) -> None:
+    settings = config(env)
+    assert settings["EXPENSETRACKER_ENV"] == env
+    assert (
+        settings["EXPENSETRACKER_LOG_LEVEL"]
+        == {
+            "development": "DEBUG",
+            "staging": "INFO",
+            "production": "WARNING",
+        }[env]
+    )
+    assert settings["EXPENSETRACKER_DOCS_ENABLED"] == ("false" if env == "production" else "true")
+
+
+def test_ingress_routes_exactly_the_spec_prefixes_with_tls_and_limits(env: str) -> None:
+    [ingress] = of_kind(overlay(env), "Ingress")
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/limit-rpm"] == "100"
+    assert annotations["nginx.ingress.kubernetes.io/enable-cors"] == "true"
+    assert annotations["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
+    namespace, name = annotations["nginx.ingress.kubernetes.io/custom-headers"].split("/")
+    headers = named(overlay(env), "ConfigMap", name)["data"]
+    assert namespace == "expensetracker"
+    assert {
+        "Strict-Transport-Security",
+        "X-Content-Type-Options",
+        "X-Frame-Options",
+        "Referrer-Policy",
+    } <= set(headers)
+    [tls] = ingress["spec"]["tls"]
+    [rule] = ingress["spec"]["rules"]
+    assert tls["hosts"] == [rule["host"]] == ["api.expensetracker.example.com"]
+    routes = {path["path"]: path["backend"]["service"]["name"] for path in rule["http"]["paths"]}
+    # The same prefixes the services answer, from the code itself.
+    expected = {prefix: spec.name for spec in SERVICES.values() for prefix in spec.path_prefixes}
+    assert {p.rstrip("/"): s for p, s in routes.items()} == {
+        p.rstrip("/"): s for p, s in expected.items()
+    }
+    for internal in ("/livez", "/readyz", "/metrics"):
+        assert not any(internal.startswith(p.rstrip("/")) for p in routes)
+    if env != "development":
+        certificate = named(overlay(env), "Certificate", tls["secretName"])
+        assert certificate["spec"]["dnsNames"] == tls["hosts"]
+        issuer = "letsencrypt" if env == "production" else "letsencrypt-staging"
+        assert certificate["spec"]["issuerRef"] == {
+            "group": "cert-manager.io",
+            "kind": "ClusterIssuer",
+            "name": issuer,
+        }
+
+
+def test_argocd_generates_this_environment_with_its_own_revision(env: str) -> None:
+    [project] = [m for m in argocd() if m["kind"] == "AppProject"]
+    assert project["spec"]["clusterResourceWhitelist"] == [{"group": "", "kind": "Namespace"}]
+    assert len(project["spec"]["sourceRepos"]) == 1
+    assert {d["namespace"] for d in project["spec"]["destinations"]} == {"expensetracker"}
+    assert {r["name"] for r in project["spec"]["roles"]} >= {"developer", "release-manager"}
+    [appset] = [m for m in argocd() if m["kind"] == "ApplicationSet"]
+    [generator] = appset["spec"]["generators"]
+    elements = {e["environment"]: e for e in generator["list"]["elements"]}
+    assert set(elements) == set(OVERLAYS)
+    element = elements[env]
+    path = appset["spec"]["template"]["spec"]["source"]["path"].replace("{{ .environment }}", env)
+    assert (Path(KUBERNETES.parents[1]) / path / "kustomization.yaml").is_file()
+    assert element["automated"] is (env != "production")
+    revisions = [e["targetRevision"] for e in elements.values()]
+    assert len(set(revisions)) == len(revisions)  # promotion moves a revision, per environment
+    # The patch that turns automated sync on, for the elements that ask for it.
+    template_patch = appset["spec"]["templatePatch"]
+    assert template_patch.lstrip().startswith("{{- if .automated }}")
+    patch = yaml.safe_load(
+        "\n".join(line for line in template_patch.splitlines() if "{{" not in line)
+    )
+    assert patch["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
