@@ -20,6 +20,8 @@ from tests.kubernetes import KUBERNETES, kustomize, named
 pytestmark = pytest.mark.database
 ROLES = {name: f"expensetracker_{name}" for name in SERVICES}
 PASSWORDS = {name: f"test-{name}-password" for name in SERVICES}
+MONITOR = "expensetracker_monitor"
+MONITOR_PASSWORD = "test-monitor-password"
 
 
 def init_script() -> str:
@@ -40,6 +42,7 @@ def run_init_script(admin_url: str) -> None:
         "POSTGRES_USER": url.username,
         "POSTGRES_DB": url.database,
         **{f"{name.upper()}_DB_PASSWORD": PASSWORDS[name] for name in SERVICES},
+        "MONITOR_DB_PASSWORD": MONITOR_PASSWORD,
     }
     result = subprocess.run(
         ["sh", "-c", init_script()], env=env, capture_output=True, text=True, timeout=60
@@ -54,7 +57,7 @@ async def prepare_roles_for_a_non_superuser(admin_url: str) -> None:
     try:
         if await connection.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
             return
-        for role in ROLES.values():
+        for role in (*ROLES.values(), MONITOR):
             exists = await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
             if not exists:
                 await connection.execute(f'CREATE ROLE "{role}"')
@@ -122,6 +125,15 @@ async def test_each_service_migrates_and_works_with_its_own_role(
         (auth, "CREATE TABLE public.intruder (id int)"),
     ]:
         assert await denied(url, statement), statement
+    # The metrics exporter's role reads statistics, not data.
+    monitor = make_url(empty_database_url).set(username=MONITOR, password=MONITOR_PASSWORD)
+    monitor_url = monitor.render_as_string(hide_password=False)
+    watcher = await asyncpg.connect(monitor_url)
+    try:
+        assert await watcher.fetchval("SELECT count(*) >= 1 FROM pg_stat_activity")
+    finally:
+        await watcher.close()
+    assert await denied(monitor_url, "SELECT count(*) FROM expenses.expenses")
     # Migrating again, as every pod start does, changes nothing and needs no more rights.
     for name, spec in SERVICES.items():
         await asyncio.to_thread(upgrade, spec, role_url(empty_database_url, name))

@@ -37,7 +37,9 @@ CHECKOV_CONFIG = REPO / "deploy" / "kubernetes" / ".checkov.yaml"
 def test_every_overlay_and_component_renders() -> None:
     for name in OVERLAYS:
         kinds = Counter(m["kind"] for m in overlay(name))
-        assert kinds["Deployment"] == 3 and kinds["StatefulSet"] == 1, (name, kinds)
+        # The three services, and in staging and production the database exporter.
+        assert kinds["Deployment"] == (3 if name == "development" else 4), (name, kinds)
+        assert kinds["StatefulSet"] == 1, (name, kinds)
         assert kinds["Ingress"] == 1 and kinds["NetworkPolicy"] >= 6, (name, kinds)
     # Each component adds what it is for on top of the base.
     adds = {
@@ -45,6 +47,7 @@ def test_every_overlay_and_component_renders() -> None:
         "autoscaling": "HorizontalPodAutoscaler",
         "tls": "Certificate",
         "external-secrets": "ExternalSecret",
+        "monitoring": "Deployment",
     }
     assert set(adds) <= set(COMPONENTS)
     for name in COMPONENTS:

@@ -59,7 +59,11 @@ def workloads(env: str) -> list[Manifest]:
 
 
 def services(env: str) -> list[Manifest]:
-    return of_kind(overlay(env), "Deployment")
+    return [
+        d
+        for d in of_kind(overlay(env), "Deployment")
+        if d["metadata"]["labels"]["app.kubernetes.io/name"] == "expensetracker"
+    ]
 
 
 def config(env: str) -> dict[str, str]:
@@ -166,18 +170,20 @@ def test_quota_limit_range_and_worst_case_fit(env: str) -> None:
     [quota] = of_kind(overlay(env), "ResourceQuota")
     assert quota["spec"]["hard"] == QUOTA
     assert of_kind(overlay(env), "LimitRange")
-    # At the HPA maximum the quota admits 20 pods: the database and 19 of the largest service
-    # pods must fit its CPU and memory.
-    postgres = named(overlay(env), "StatefulSet", "postgres")
-    [database] = pod_spec(postgres)["containers"]
+    # At the HPA maximum the quota admits 20 pods: the other pods (the database, the exporter)
+    # and as many of the largest service pods as remain must fit its CPU and memory.
+    others = [w for w in workloads(env) if w not in services(env)]
     largest = max(
         (c["resources"] for d in services(env) for c in containers(d)),
         key=lambda r: cpu(r["limits"]["cpu"]),
     )
-    pods = int(QUOTA["pods"]) - 1
+    fixed = [c["resources"] for w in others for c in pod_spec(w)["containers"]]
+    service_pods = int(QUOTA["pods"]) - len(others)
     for scope in ("requests", "limits"):
-        total_cpu = cpu(database["resources"][scope]["cpu"]) + pods * cpu(largest[scope]["cpu"])
-        total_memory = memory(database["resources"][scope]["memory"]) + pods * memory(
+        total_cpu = sum(cpu(r[scope]["cpu"]) for r in fixed) + service_pods * cpu(
+            largest[scope]["cpu"]
+        )
+        total_memory = sum(memory(r[scope]["memory"]) for r in fixed) + service_pods * memory(
             largest[scope]["memory"]
         )
         assert total_cpu <= cpu(QUOTA[f"{scope}.cpu"]), (scope, total_cpu)
@@ -326,6 +332,10 @@ def test_network_policies_deny_by_default_and_allow_only_the_flows(env: str) -> 
         assert _allowed(policies, pods[name], pods["auth"], 8000)  # the JWKS
     assert not _allowed(policies, pods["auth"], pods["reports"], 8000)
     assert _allowed(policies, backup, pods["postgres"], 5432)
+    if "postgres-exporter" in pods:
+        assert _allowed(policies, prometheus, pods["postgres-exporter"], 9187)
+        assert _allowed(policies, pods["postgres-exporter"], pods["postgres"], 5432)
+        assert not _allowed(policies, controller, pods["postgres-exporter"], 9187)
     stranger = {"namespace": "default", "app": "anything"}
     for name, labels in pods.items():
         assert not _allowed(policies, stranger, labels, 8000), name
@@ -341,7 +351,7 @@ def test_secrets_are_placeholders_or_come_from_the_store(env: str) -> None:
             "expenses-db",
             "reports-db",
             "auth-keys",
-            "grafana-admin",
+            "postgres-exporter-db",
         }
         for secret in secrets:
             for key, value in secret["stringData"].items():
