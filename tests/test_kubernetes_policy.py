@@ -437,12 +437,20 @@ def test_ingress_routes_exactly_the_spec_prefixes_with_tls_and_limits(env: str) 
 
 
 def test_argocd_generates_this_environment_with_its_own_revision(env: str) -> None:
-    [project] = [m for m in argocd() if m["kind"] == "AppProject"]
+    [project] = [
+        m
+        for m in argocd()
+        if m["kind"] == "AppProject" and m["metadata"]["name"] == "expensetracker"
+    ]
     assert project["spec"]["clusterResourceWhitelist"] == [{"group": "", "kind": "Namespace"}]
     assert len(project["spec"]["sourceRepos"]) == 1
     assert {d["namespace"] for d in project["spec"]["destinations"]} == {"expensetracker"}
     assert {r["name"] for r in project["spec"]["roles"]} >= {"developer", "release-manager"}
-    [appset] = [m for m in argocd() if m["kind"] == "ApplicationSet"]
+    [appset] = [
+        m
+        for m in argocd()
+        if m["kind"] == "ApplicationSet" and m["metadata"]["name"] == "expensetracker"
+    ]
     [generator] = appset["spec"]["generators"]
     elements = {e["environment"]: e for e in generator["list"]["elements"]}
     assert set(elements) == set(OVERLAYS)
