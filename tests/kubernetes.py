@@ -15,6 +15,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 KUBERNETES = REPO / "deploy" / "kubernetes"
 ARGOCD = REPO / "deploy" / "argocd"
+MONITORING = REPO / "deploy" / "monitoring"
 OVERLAYS = ("development", "staging", "production")
 COMPONENTS = tuple(sorted(p.name for p in (KUBERNETES / "components").iterdir() if p.is_dir()))
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
@@ -74,10 +75,16 @@ def cluster() -> tuple[Manifest, ...]:
     return tuple(kustomize(KUBERNETES / "cluster"))
 
 
+@functools.cache
+def monitoring() -> tuple[Manifest, ...]:
+    return tuple(kustomize(MONITORING))
+
+
 def every_render() -> dict[str, tuple[Manifest, ...]]:
     renders = {f"overlay/{name}": overlay(name) for name in OVERLAYS}
     renders |= {f"component/{name}": component(name) for name in COMPONENTS}
-    return renders | {"base": tuple(kustomize(KUBERNETES / "base")), "cluster": cluster()}
+    base = tuple(kustomize(KUBERNETES / "base"))
+    return renders | {"base": base, "cluster": cluster(), "monitoring": monitoring()}
 
 
 def of_kind(manifests: tuple[Manifest, ...], *kinds: str) -> list[Manifest]:

@@ -1,0 +1,195 @@
+"""The monitoring stack's manifests (deploy/monitoring/), rendered with kubectl kustomize and held
+to the application's rules: the seed's security contexts, resources, probes, network policies,
+plus what the issue asks of each part. Schema validation and checkov run on it with the others
+(tests/test_kubernetes_manifests.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from tests.kubernetes import (
+    MONITORING,
+    WORKLOAD_KINDS,
+    containers,
+    monitoring,
+    named,
+    of_kind,
+    pod_labels,
+    pod_spec,
+)
+
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": 65534,
+    "runAsGroup": 65534,
+    "fsGroup": 65534,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+# The only pod that reads the host: node-exporter, through read-only hostPath volumes.
+HOST_READERS = {"node-exporter"}
+
+
+def workloads() -> list[dict]:
+    return of_kind(monitoring(), *WORKLOAD_KINDS)
+
+
+def config_map(prefix: str) -> dict:
+    [found] = [
+        m
+        for m in of_kind(monitoring(), "ConfigMap")
+        if m["metadata"]["name"].startswith(prefix + "-")
+    ]
+    return found
+
+
+def test_every_pod_is_hardened_like_the_application() -> None:
+    names = set()
+    for workload in workloads():
+        name = workload["metadata"]["name"]
+        names.add(name)
+        spec = pod_spec(workload)
+        assert spec["securityContext"] == POD_SECURITY, name
+        assert not spec.get("hostNetwork") and not spec.get("hostPID"), name
+        for container in containers(workload):
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True, name
+            assert security["allowPrivilegeEscalation"] is False, name
+            assert security["capabilities"] == {"drop": ["ALL"]}, name
+            assert {"cpu", "memory"} <= set(container["resources"]["requests"]), name
+            assert {"cpu", "memory"} <= set(container["resources"]["limits"]), name
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                assert probe in container, (name, probe)
+            tag = container["image"].rpartition(":")[2]
+            assert tag and tag != "latest" and "/" not in tag, container["image"]
+        host_paths = [v for v in spec.get("volumes", []) if "hostPath" in v]
+        if name in HOST_READERS:
+            mounts = {m["name"]: m for c in containers(workload) for m in c["volumeMounts"]}
+            assert all(mounts[v["name"]]["readOnly"] for v in host_paths)
+        else:
+            assert not host_paths, name
+        # Only the pods that read the API have a token.
+        reads_api = name in {"prometheus", "kube-state-metrics"}
+        assert spec["automountServiceAccountToken"] is reads_api, name
+    assert names == {
+        "prometheus",
+        "alertmanager",
+        "grafana",
+        "kube-state-metrics",
+        "node-exporter",
+    }
+
+
+def test_prometheus_retention_storage_discovery_and_alerting() -> None:
+    prometheus = named(monitoring(), "StatefulSet", "prometheus")
+    [container] = pod_spec(prometheus)["containers"]
+    assert "--storage.tsdb.retention.time=30d" in container["args"]
+    [claim] = prometheus["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"]
+    config = yaml.safe_load(config_map("prometheus-config")["data"]["prometheus.yml"])
+    assert config == yaml.safe_load((MONITORING / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    application = jobs["expensetracker"]
+    assert application["kubernetes_sd_configs"][0]["role"] == "pod"
+    keep = application["relabel_configs"][0]
+    assert keep["source_labels"] == ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"]
+    assert keep["action"] == "keep"
+    [alertmanagers] = config["alerting"]["alertmanagers"]
+    assert alertmanagers["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    assert named(monitoring(), "Service", "alertmanager")["spec"]["ports"][0]["port"] == 9093
+
+
+def test_every_rule_file_and_dashboard_is_provisioned() -> None:
+    rules = config_map("prometheus-rules")["data"]
+    expected = {p.name for p in (MONITORING / "rules").glob("*.yaml")}
+    assert expected and set(rules) == expected
+    for name, text in rules.items():
+        assert text == (MONITORING / "rules" / name).read_text()
+    dashboards = config_map("grafana-dashboards")["data"]
+    expected = {p.name for p in (MONITORING / "dashboards").glob("*.json")}
+    assert expected and set(dashboards) == expected
+    for text in dashboards.values():
+        assert json.loads(text)["uid"]
+    alertmanager = config_map("alertmanager-config")["data"]
+    assert set(alertmanager) == {"alertmanager.yml"}
+
+
+def test_grafana_admin_from_a_secret_provisioned_and_persistent() -> None:
+    grafana = named(monitoring(), "Deployment", "grafana")
+    [container] = pod_spec(grafana)["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    for name in ("GF_SECURITY_ADMIN_USER", "GF_SECURITY_ADMIN_PASSWORD"):
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "grafana-admin"
+    assert env["GF_SERVER_ROOT_URL"]["value"].endswith("/grafana")
+    assert container["envFrom"][0]["configMapRef"]["name"].startswith("grafana-plugins")
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(grafana)["volumes"]}
+    assert volumes[mounts["/var/lib/grafana"]]["persistentVolumeClaim"]["claimName"] == "grafana"
+    providers = yaml.safe_load(config_map("grafana-dashboard-providers")["data"]["dashboards.yaml"])
+    [provider] = providers["providers"]
+    dashboards_folder = provider["options"]["path"]
+    assert volumes[mounts[dashboards_folder]]["configMap"]["name"].startswith("grafana-dashboards")
+    sources = yaml.safe_load(config_map("grafana-datasources")["data"]["datasources.yaml"])
+    [source] = sources["datasources"]
+    assert source["type"] == "prometheus" and "prometheus:9090/prometheus" in source["url"]
+
+
+def test_monitoring_ingress_tls_grafana_and_prometheus_behind_authentication() -> None:
+    ingresses = {i["metadata"]["name"]: i for i in of_kind(monitoring(), "Ingress")}
+    paths = {}
+    for ingress in ingresses.values():
+        [rule] = ingress["spec"]["rules"]
+        assert rule["host"] == "monitoring.expensetracker.example.com"
+        assert ingress["spec"]["tls"][0]["hosts"] == [rule["host"]]
+        for path in rule["http"]["paths"]:
+            paths[path["path"]] = (ingress, path["backend"]["service"]["name"])
+    assert {p: s for p, (_, s) in paths.items()} == {
+        "/grafana": "grafana",
+        "/prometheus": "prometheus",
+    }
+    annotations = paths["/prometheus"][0]["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/auth-type"] == "basic"
+    secret = named(monitoring(), "Secret", annotations["nginx.ingress.kubernetes.io/auth-secret"])
+    assert secret["stringData"]["auth"].startswith("prometheus:")
+    certificate = named(monitoring(), "Certificate", "monitoring-tls")
+    assert certificate["spec"]["dnsNames"] == ["monitoring.expensetracker.example.com"]
+
+
+def test_network_policies_cover_every_pod_and_deny_by_default() -> None:
+    policies = of_kind(monitoring(), "NetworkPolicy")
+    deny = named(monitoring(), "NetworkPolicy", "default-deny")["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    for workload in workloads():
+        labels = pod_labels(workload)
+
+        def selects(selector: dict, labels: dict = labels) -> bool:
+            if not selector:
+                return False
+            if not selector.get("matchLabels", {}).items() <= labels.items():
+                return False
+            return all(
+                labels.get(e["key"]) in e["values"] for e in selector.get("matchExpressions", [])
+            )
+
+        assert any(selects(p["spec"]["podSelector"]) for p in policies), workload["metadata"]
+
+
+def test_everything_in_the_monitoring_namespace_and_no_exposed_services() -> None:
+    for manifest in monitoring():
+        if manifest["kind"] in {"Namespace", "ClusterRole", "ClusterRoleBinding"}:
+            continue
+        assert manifest["metadata"]["namespace"] == "monitoring", manifest["kind"]
+    for service in of_kind(monitoring(), "Service"):
+        assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
+    # Cluster-wide rights: read-only, nothing else.
+    for role in of_kind(monitoring(), "ClusterRole"):
+        for rule in role["rules"]:
+            assert set(rule["verbs"]) <= {"get", "list", "watch"}, role["metadata"]["name"]
+
+
+def test_placeholder_secrets_only() -> None:
+    grafana = named(monitoring(), "Secret", "grafana-admin")["stringData"]
+    assert grafana["admin-password"].startswith("dev-only-")
+    assert Path(MONITORING / "kubernetes" / "secrets.yaml").read_text().count("dev-only") >= 2
