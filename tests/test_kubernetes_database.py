@@ -22,6 +22,8 @@ ROLES = {name: f"expensetracker_{name}" for name in SERVICES}
 PASSWORDS = {name: f"test-{name}-password" for name in SERVICES}
 MONITOR = "expensetracker_monitor"
 MONITOR_PASSWORD = "test-monitor-password"
+BACKUP = "expensetracker_backup"
+BACKUP_PASSWORD = "test-backup-password"
 
 
 def init_script() -> str:
@@ -43,6 +45,7 @@ def run_init_script(admin_url: str) -> None:
         "POSTGRES_DB": url.database,
         **{f"{name.upper()}_DB_PASSWORD": PASSWORDS[name] for name in SERVICES},
         "MONITOR_DB_PASSWORD": MONITOR_PASSWORD,
+        "BACKUP_DB_PASSWORD": BACKUP_PASSWORD,
     }
     result = subprocess.run(
         ["sh", "-c", init_script()], env=env, capture_output=True, text=True, timeout=60
@@ -57,7 +60,7 @@ async def prepare_roles_for_a_non_superuser(admin_url: str) -> None:
     try:
         if await connection.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
             return
-        for role in (*ROLES.values(), MONITOR):
+        for role in (*ROLES.values(), MONITOR, BACKUP):
             exists = await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
             if not exists:
                 await connection.execute(f'CREATE ROLE "{role}"')
@@ -134,6 +137,16 @@ async def test_each_service_migrates_and_works_with_its_own_role(
     finally:
         await watcher.close()
     assert await denied(monitor_url, "SELECT count(*) FROM expenses.expenses")
+    # The backup role reads every schema's data and writes none.
+    backup = make_url(empty_database_url).set(username=BACKUP, password=BACKUP_PASSWORD)
+    backup_url = backup.render_as_string(hide_password=False)
+    reader = await asyncpg.connect(backup_url)
+    try:
+        for table in ("auth.users", "expenses.expenses", "reports.budgets"):
+            assert await reader.fetchval(f"SELECT count(*) FROM {table}") == 0
+    finally:
+        await reader.close()
+    assert await denied(backup_url, "DELETE FROM expenses.expenses")
     # Migrating again, as every pod start does, changes nothing and needs no more rights.
     for name, spec in SERVICES.items():
         await asyncio.to_thread(upgrade, spec, role_url(empty_database_url, name))

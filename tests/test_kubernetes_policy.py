@@ -352,6 +352,7 @@ def test_secrets_are_placeholders_or_come_from_the_store(env: str) -> None:
             "reports-db",
             "auth-keys",
             "postgres-exporter-db",
+            "postgres-backup-db",
         }
         for secret in secrets:
             for key, value in secret["stringData"].items():
