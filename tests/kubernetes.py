@@ -23,6 +23,14 @@ WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
 CUSTOM_GROUPS = {"argoproj.io", "cert-manager.io", "external-secrets.io", "monitoring.coreos.com"}
 
 Manifest = dict
+# The seed's pod security context, on every pod of every environment.
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": 65534,
+    "runAsGroup": 65534,
+    "fsGroup": 65534,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 def kubectl() -> str:

@@ -14,6 +14,7 @@ from sqlalchemy import make_url
 from expensetracker.platform.config import is_placeholder
 from expensetracker.targets import SERVICES
 from tests.kubernetes import (
+    POD_SECURITY,
     KUBERNETES,
     OVERLAYS,
     WORKLOAD_KINDS,
@@ -27,13 +28,6 @@ from tests.kubernetes import (
     pod_spec,
 )
 
-POD_SECURITY = {
-    "runAsNonRoot": True,
-    "runAsUser": 65534,
-    "runAsGroup": 65534,
-    "fsGroup": 65534,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
 REQUIRED_LABELS = (
     "app.kubernetes.io/name",
     "app.kubernetes.io/component",

@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from tests.kubernetes import (
+    POD_SECURITY,
     MONITORING,
     WORKLOAD_KINDS,
     containers,
@@ -21,13 +22,6 @@ from tests.kubernetes import (
     pod_spec,
 )
 
-POD_SECURITY = {
-    "runAsNonRoot": True,
-    "runAsUser": 65534,
-    "runAsGroup": 65534,
-    "fsGroup": 65534,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
 # The only pod that reads the host: node-exporter, through read-only hostPath volumes.
 HOST_READERS = {"node-exporter"}
 
