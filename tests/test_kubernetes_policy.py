@@ -14,9 +14,9 @@ from sqlalchemy import make_url
 from expensetracker.platform.config import is_placeholder
 from expensetracker.targets import SERVICES
 from tests.kubernetes import (
-    POD_SECURITY,
     KUBERNETES,
     OVERLAYS,
+    POD_SECURITY,
     WORKLOAD_KINDS,
     Manifest,
     argocd,

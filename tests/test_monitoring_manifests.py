@@ -11,8 +11,8 @@ from pathlib import Path
 import yaml
 
 from tests.kubernetes import (
-    POD_SECURITY,
     MONITORING,
+    POD_SECURITY,
     WORKLOAD_KINDS,
     containers,
     monitoring,
