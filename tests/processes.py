@@ -29,8 +29,9 @@ def free_port() -> int:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without any EXPENSETRACKER_* setting of the caller's, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPENSETRACKER_")}
+    """The environment without any EXPENSETRACKER_* or OTEL_* setting of the caller's, plus
+    ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPENSETRACKER_", "OTEL_"))}
     return {**env, **extra}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import uuid
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from expensetracker.platform.db import async_url
 from expensetracker.platform.migrations import head_revision
 from expensetracker.targets import SERVICES
 from tests.conftest import AppFactory, running
+from tests.users import signed_up
 
 pytestmark = pytest.mark.database
 
@@ -107,6 +109,32 @@ async def test_metrics_use_route_templates_and_status_classes(client: httpx.Asyn
     # Raw paths never become label values (unbounded cardinality).
     assert "/api/v1/unknown/a1" not in exposition
     assert any(name == "http_request_duration_seconds_bucket" for name, _ in values)
+
+
+async def test_route_labels_stay_bounded_whatever_the_raw_paths(
+    client: httpx.AsyncClient,
+) -> None:
+    account = await signed_up(client)
+
+    async def distinct_paths() -> None:
+        for _ in range(5):
+            await client.get(f"/api/v1/expenses/{uuid.uuid4()}", headers=account.headers)
+            await client.get(f"/{uuid.uuid4().hex}/{uuid.uuid4().hex}")
+
+    async def http_label_sets() -> set[tuple[str, frozenset]]:
+        exposition = (await client.get("/metrics")).text
+        return {key for key in samples(exposition) if key[0].startswith("http_request")}
+
+    await http_label_sets()  # the scrape counts itself from the next one on
+    await distinct_paths()
+    before = await http_label_sets()
+    await distinct_paths()
+    assert await http_label_sets() == before
+    expense = {"service": "expenses", "method": "GET", "route": "/api/v1/expenses/{expense_id}"}
+    unmatched = {"service": "platform", "method": "GET", "route": "unmatched"}
+    for labels in (expense, unmatched):
+        key = ("http_requests_total", frozenset({**labels, "status_class": "4xx"}.items()))
+        assert key in before
 
 
 async def test_metrics_attribute_requests_to_the_owning_service(client: httpx.AsyncClient) -> None:

@@ -42,6 +42,7 @@ async def export(client: httpx.AsyncClient, account: Account, **params) -> httpx
 
 async def test_import_then_export_gives_the_same_rows(client: httpx.AsyncClient) -> None:
     account = await signed_up(client)
+    succeeded = counter("expensetracker_imports_total", outcome="succeeded")
     content = HEADER + (
         '2026-01-05,12.50,EUR,"Lunch, with ""Sam""","multi\nline note",Café,Restaurants,'
         "work;Food,ext-1\n"
@@ -51,6 +52,7 @@ async def test_import_then_export_gives_the_same_rows(client: httpx.AsyncClient)
     response = await upload(client, account, content)
     assert response.status_code == 201, response.text
     assert response.json() == {"rows": 3, "created": 3, "unchanged": 0}
+    assert counter("expensetracker_imports_total", outcome="succeeded") == succeeded + 1
     exported = (await export(client, account)).text
     rows = list(csv.DictReader(io.StringIO(exported)))
     assert [row["description"] for row in rows] == ["Tea", "Ramen", 'Lunch, with "Sam"']
@@ -86,6 +88,7 @@ async def test_a_file_with_bad_rows_is_refused_whole_with_every_line_reported(
 ) -> None:
     account = await signed_up(client)
     before = counter("expensetracker_import_rows_total", outcome="rejected")
+    imports_before = counter("expensetracker_imports_total", outcome="rejected")
     content = HEADER + (
         "2026-01-01,10.00,EUR,Fine,,,,,\n"  # line 2
         "2026-01-02,10.001,EUR,Too precise,,,,,\n"  # line 3
@@ -105,6 +108,7 @@ async def test_a_file_with_bad_rows_is_refused_whole_with_every_line_reported(
     assert sorted({error["line"] for error in body["errors"]}) == [3, 4, 5, 6, 7, 9, 10, 11]
     assert await expense_count(database_url) == 0  # not even the good row
     assert counter("expensetracker_import_rows_total", outcome="rejected") == before + 8
+    assert counter("expensetracker_imports_total", outcome="rejected") == imports_before + 1
 
 
 @pytest.mark.parametrize(
@@ -120,9 +124,11 @@ async def test_malformed_files_are_refused(
     client: httpx.AsyncClient, content: bytes, status: int
 ) -> None:
     account = await signed_up(client)
+    rejected = counter("expensetracker_imports_total", outcome="rejected")
     response = await upload(client, account, content)
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
+    assert counter("expensetracker_imports_total", outcome="rejected") == rejected + 1
 
 
 async def test_import_needs_text_csv_and_a_token(client: httpx.AsyncClient) -> None:

@@ -50,8 +50,13 @@ SPOOL_IN_MEMORY_BYTES = 1024 * 1024
 IMPORT_ROWS = Counter(
     "expensetracker_import_rows_total", "Imported CSV rows by outcome.", ["outcome"]
 )  # accepted | rejected
+IMPORTS = Counter(
+    "expensetracker_imports_total", "CSV imports (whole files) by outcome.", ["outcome"]
+)  # succeeded | rejected (invalid: nothing imported)
 for _outcome in ("accepted", "rejected"):
     IMPORT_ROWS.labels(_outcome)
+for _outcome in ("succeeded", "rejected"):
+    IMPORTS.labels(_outcome)
 
 
 class InvalidImport(Problem):
@@ -152,9 +157,14 @@ async def import_csv(
         async for chunk in chunks:
             spool.write(chunk)
         spool.seek(0)
-        async with session.begin():
-            await ensure_owner(session, user_id=user_id)
-            result = await _load(session, user_id=user_id, spool=spool, progress=progress)
+        try:
+            async with session.begin():
+                await ensure_owner(session, user_id=user_id)
+                result = await _load(session, user_id=user_id, spool=spool, progress=progress)
+        except InvalidImport:
+            IMPORTS.labels("rejected").inc()
+            raise
+    IMPORTS.labels("succeeded").inc()
     IMPORT_ROWS.labels("accepted").inc(result.rows)
     return result
 

@@ -7,6 +7,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from starlette.middleware.cors import CORSMiddleware
 
@@ -21,6 +23,7 @@ from expensetracker.platform.migrations import head_revision
 from expensetracker.platform.ratelimit import RateLimit, storage_uri
 from expensetracker.platform.service import ServiceSpec
 from expensetracker.platform.tokens import JWKS_PATH, TokenVerifier
+from expensetracker.platform.tracing import configure_tracing
 
 IMPORT_PATH = "/api/v1/expenses/import"
 
@@ -29,13 +32,19 @@ def process_name(services: Sequence[ServiceSpec]) -> str:
     return "+".join(spec.name for spec in services)
 
 
-def _jwks_client(app: FastAPI, settings: Settings) -> httpx.AsyncClient:
-    """HTTP to the auth service: the app itself when auth runs in this process."""
+def _jwks_client(
+    app: FastAPI, settings: Settings, tracer_provider: TracerProvider
+) -> httpx.AsyncClient:
+    """HTTP to the auth service: the app itself when auth runs in this process. Its requests
+    are spans of the request that needed the keys, and carry its traceparent."""
     if settings.auth_url is None:
         # A client address of its own: local users' requests never use up its rate limit.
         transport = httpx.ASGITransport(app=app, client=("in-process", 0))
-        return httpx.AsyncClient(transport=transport, base_url="http://in-process")
-    return httpx.AsyncClient(base_url=settings.auth_url, timeout=5.0)
+        client = httpx.AsyncClient(transport=transport, base_url="http://in-process")
+    else:
+        client = httpx.AsyncClient(base_url=settings.auth_url, timeout=5.0)
+    HTTPXClientInstrumentor.instrument_client(client, tracer_provider=tracer_provider)
+    return client
 
 
 def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
@@ -57,10 +66,13 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
         raise ValueError(
             "EXPENSETRACKER_AUTH_URL is required when the auth service runs in another process"
         )
+    tracer_provider = configure_tracing(settings, process=name)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            # Last on the way out: the spans of the last requests leave before the process.
+            stack.callback(tracer_provider.force_flush)
             engine = create_engine(settings, application_name=f"expensetracker-{name}")
             DB_POOLS.track(engine, name=name)
             stack.push_async_callback(engine.dispose)
@@ -68,7 +80,9 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
             app.state.engine = engine
             app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
             app.state.pool_turns = pool_turns(settings)
-            jwks_client = await stack.enter_async_context(_jwks_client(app, settings))
+            jwks_client = await stack.enter_async_context(
+                _jwks_client(app, settings, tracer_provider)
+            )
             app.state.token_verifier = TokenVerifier(
                 http=jwks_client, issuer=settings.token_issuer, audience=settings.token_audience
             )
@@ -85,6 +99,9 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
         redoc_url=None,
         swagger_ui_oauth2_redirect_url="/docs/oauth2-redirect" if docs else None,
         lifespan=lifespan,
+        # Our middleware makes the server spans: FastAPI's own cost about 0.1 ms a request, even
+        # unsampled (docs/performance.md).
+        telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
     )
     app.state.settings = settings
     app.state.services = tuple(services)
@@ -121,5 +138,9 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
     def service_for_path(path: str) -> str:
         return next((spec.name for spec in services if spec.owns(path)), "platform")
 
-    app.add_middleware(RequestContext, service_for_path=service_for_path)
+    app.add_middleware(
+        RequestContext,
+        service_for_path=service_for_path,
+        tracer=tracer_provider.get_tracer("expensetracker.http"),
+    )
     return app

