@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -391,6 +391,24 @@ def _run_backup(work: Coroutine[Any, Any, T]) -> T:
         _fail("interrupted", code=130)
 
 
+def _backup_step(
+    step: Callable[..., Coroutine[Any, Any, T]], *, folder: Path | None, **options: object
+) -> T:
+    """``create`` or ``verify`` on the configured database, with progress on a terminal."""
+    settings = _backup_settings()
+    target = _backup_folder(settings, folder)
+    with _backup_database(settings) as url, _progress() as progress:
+        return _run_backup(
+            step(
+                database_url=url,
+                folder=target,
+                bin_dir=settings.pg_bin_dir,
+                progress=progress,
+                **options,
+            )
+        )
+
+
 @contextmanager
 def _progress() -> Iterator[OnProgress]:
     """Progress bars on a terminal, nothing elsewhere."""
@@ -454,18 +472,7 @@ def backup_create(
 
     from expensetracker.backup import service
 
-    settings = _backup_settings()
-    target = _backup_folder(settings, folder)
-    with _backup_database(settings) as url, _progress() as progress:
-        backup = _run_backup(
-            service.create(
-                database_url=url,
-                folder=target,
-                bin_dir=settings.pg_bin_dir,
-                compress_level=compress_level,
-                progress=progress,
-            )
-        )
+    backup = _backup_step(service.create, folder=folder, compress_level=compress_level)
     assert backup.manifest is not None
     rows = sum(table.rows for table in backup.manifest.tables.values())
     typer.echo(
@@ -487,19 +494,7 @@ def backup_verify(
     dropped afterwards) and compare every table with the manifest; the result is kept."""
     from expensetracker.backup import service
 
-    settings = _backup_settings()
-    target = _backup_folder(settings, folder)
-    with _backup_database(settings) as url, _progress() as progress:
-        backup = _run_backup(
-            service.verify(
-                database_url=url,
-                folder=target,
-                name=name,
-                bin_dir=settings.pg_bin_dir,
-                jobs=jobs,
-                progress=progress,
-            )
-        )
+    backup = _backup_step(service.verify, folder=folder, name=name, jobs=jobs)
     assert backup.verification is not None
     if not backup.verification.ok:
         _fail(f"verification failed: {backup.verification.detail}", code=1)
