@@ -21,9 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from expensetracker.expenses.models import Expense, RecurringRule, idempotency_keys
 from expensetracker.expenses.schemas import RecurringCreate, RecurringOut
-from expensetracker.expenses.service import check_category, ensure_owner, set_tags
+from expensetracker.expenses.service import check_category, create_for_owner, set_tags
 from expensetracker.platform import idempotency, money
-from expensetracker.platform.errors import NotFound
+from expensetracker.platform.db import delete_owned
 from expensetracker.platform.pagination import Page, keyset_page
 
 log = structlog.get_logger(__name__)
@@ -158,16 +158,14 @@ async def create_rule(
         await session.refresh(rule)
         return _rule_out(rule)
 
-    async with session.begin():
-        await ensure_owner(session, user_id=user_id)
-        return await idempotency.create_once(
-            session,
-            idempotency_keys,
-            user_id=user_id,
-            key=idempotency_key,
-            request_hash=idempotency.fingerprint("POST /api/v1/expenses/recurring", body),
-            create=create,
-        )
+    return await create_for_owner(
+        session,
+        user_id=user_id,
+        idempotency_key=idempotency_key,
+        route="POST /api/v1/expenses/recurring",
+        body=body,
+        create=create,
+    )
 
 
 async def list_rules(
@@ -188,10 +186,13 @@ async def list_rules(
 async def delete_rule(session: AsyncSession, *, user_id: uuid.UUID, rule_id: uuid.UUID) -> None:
     """Stops the rule; the expenses it already created stay."""
     async with session.begin():
-        rule = await session.get(RecurringRule, (user_id, rule_id))
-        if rule is None:
-            raise NotFound("No recurring expense with this id.")
-        await session.delete(rule)
+        await delete_owned(
+            session,
+            RecurringRule,
+            user_id=user_id,
+            id=rule_id,
+            missing="No recurring expense with this id.",
+        )
 
 
 async def run_maintenance(sessionmaker: async_sessionmaker[AsyncSession], *, today: date) -> int:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 from prometheus_client import Counter
+from pydantic import BaseModel
 from sqlalchemy import Select, delete, exists, func, insert, literal, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
@@ -32,6 +34,7 @@ from expensetracker.expenses.schemas import (
     TagOut,
 )
 from expensetracker.platform import idempotency, money
+from expensetracker.platform.db import delete_owned
 from expensetracker.platform.errors import Conflict, NotFound, ValidationProblem
 from expensetracker.platform.events import USER_DELETED, UserEvent
 from expensetracker.platform.pagination import Page, keyset_page
@@ -80,6 +83,30 @@ async def ensure_owner(session: AsyncSession, *, user_id: uuid.UUID) -> None:
             for child in children
         ]
     await session.execute(insert(Category), rows)
+
+
+async def create_for_owner(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    idempotency_key: str | None,
+    route: str,
+    body: BaseModel,
+    create: Callable[[], Awaitable[BaseModel]],
+) -> BaseModel | idempotency.Stored:
+    """``create()`` once per Idempotency-Key, in one transaction with the owner row (and default
+    categories) the user's first creation needs."""
+    async with session.begin():
+        await ensure_owner(session, user_id=user_id)
+        return await idempotency.create_once(
+            session,
+            idempotency_keys,
+            user_id=user_id,
+            key=idempotency_key,
+            route=route,
+            body=body,
+            create=create,
+        )
 
 
 # --- categories --------------------------------------------------------------------------------
@@ -159,16 +186,14 @@ async def create_category(
         await session.refresh(category)
         return _category_out(category)
 
-    async with session.begin():
-        await ensure_owner(session, user_id=user_id)
-        return await idempotency.create_once(
-            session,
-            idempotency_keys,
-            user_id=user_id,
-            key=idempotency_key,
-            request_hash=idempotency.fingerprint("POST /api/v1/categories", body),
-            create=create,
-        )
+    return await create_for_owner(
+        session,
+        user_id=user_id,
+        idempotency_key=idempotency_key,
+        route="POST /api/v1/categories",
+        body=body,
+        create=create,
+    )
 
 
 async def update_category(
@@ -195,13 +220,9 @@ async def delete_category(
 ) -> None:
     """Its expenses become uncategorised and its subcategories move to the top level."""
     async with session.begin():
-        deleted = await session.scalar(
-            delete(Category)
-            .where(Category.user_id == user_id, Category.id == category_id)
-            .returning(Category.id)
+        await delete_owned(
+            session, Category, user_id=user_id, id=category_id, missing="No category with this id."
         )
-        if deleted is None:
-            raise NotFound("No category with this id.")
 
 
 # --- tags --------------------------------------------------------------------------------------
@@ -315,16 +336,14 @@ async def create_expense(
         await session.refresh(expense)
         return _expense_out(expense, sorted(body.tags, key=str.casefold))
 
-    async with session.begin():
-        await ensure_owner(session, user_id=user_id)
-        result = await idempotency.create_once(
-            session,
-            idempotency_keys,
-            user_id=user_id,
-            key=idempotency_key,
-            request_hash=idempotency.fingerprint("POST /api/v1/expenses", body),
-            create=create,
-        )
+    result = await create_for_owner(
+        session,
+        user_id=user_id,
+        idempotency_key=idempotency_key,
+        route="POST /api/v1/expenses",
+        body=body,
+        create=create,
+    )
     if not isinstance(result, idempotency.Stored):
         EXPENSES_CREATED.inc()
     return result
@@ -389,13 +408,9 @@ async def delete_expense(
     session: AsyncSession, *, user_id: uuid.UUID, expense_id: uuid.UUID
 ) -> None:
     async with session.begin():
-        deleted = await session.scalar(
-            delete(Expense)
-            .where(Expense.user_id == user_id, Expense.id == expense_id)
-            .returning(Expense.id)
+        await delete_owned(
+            session, Expense, user_id=user_id, id=expense_id, missing="No expense with this id."
         )
-        if deleted is None:
-            raise NotFound("No expense with this id.")
     EXPENSES_DELETED.inc()
 
 

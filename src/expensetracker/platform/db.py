@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
 import asyncpg
 from fastapi import Depends, Request
-from sqlalchemy import URL, make_url
+from sqlalchemy import URL, delete, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from expensetracker.platform.config import Settings
+from expensetracker.platform.errors import NotFound
 
 
 def async_url(url: str | URL) -> URL:
@@ -51,6 +53,18 @@ def pool_turns(settings: Settings) -> asyncio.Semaphore:
     woken to take it often found it gone and queued again at the back, so a few requests waited
     hundreds of milliseconds while most waited none (docs/performance.md)."""
     return asyncio.Semaphore(settings.db_pool_size + settings.db_max_overflow)
+
+
+async def delete_owned(
+    session: AsyncSession, model: type, *, user_id: uuid.UUID, id: uuid.UUID, missing: str
+) -> None:
+    """Deletes the caller's row ``id`` of ``model`` (keyed by ``user_id`` and ``id``); another
+    user's id answers 404 with ``missing``, like an id that does not exist."""
+    deleted = await session.scalar(
+        delete(model).where(model.user_id == user_id, model.id == id).returning(model.id)
+    )
+    if deleted is None:
+        raise NotFound(missing)
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

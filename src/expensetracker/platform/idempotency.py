@@ -146,14 +146,17 @@ async def create_once(
     *,
     user_id: uuid.UUID,
     key: str | None,
-    request_hash: bytes,
+    route: str,
+    body: BaseModel,
     create: Callable[[], Awaitable[BaseModel]],
     status_code: int = 201,
 ) -> BaseModel | Stored:
-    """``create()`` unless ``key`` was seen: then the answer stored for it. Runs inside the
-    caller's transaction, so the key and the created object commit together."""
+    """``create()`` unless ``key`` was seen for the same ``route`` and ``body``: then the answer
+    stored for it. Runs inside the caller's transaction, so the key and the created object
+    commit together."""
     if key is None:
         return await create()
+    request_hash = fingerprint(route, body)
     stored = await claim(session, table, user_id=user_id, key=key, request_hash=request_hash)
     if stored is not None:
         return stored

@@ -17,7 +17,7 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from expensetracker.platform import idempotency, money
-from expensetracker.platform.db import driver_connection
+from expensetracker.platform.db import delete_owned, driver_connection
 from expensetracker.platform.errors import NotFound, ValidationProblem
 from expensetracker.platform.events import USER_DELETED, UserEvent
 from expensetracker.platform.pagination import Page, keyset_page
@@ -141,7 +141,8 @@ async def create_budget(
             idempotency_keys,
             user_id=user_id,
             key=idempotency_key,
-            request_hash=idempotency.fingerprint("POST /api/v1/budgets", body),
+            route="POST /api/v1/budgets",
+            body=body,
             create=create,
         )
 
@@ -175,13 +176,9 @@ async def replace_budget(
 
 async def delete_budget(session: AsyncSession, *, user_id: uuid.UUID, budget_id: uuid.UUID) -> None:
     async with session.begin():
-        deleted = await session.scalar(
-            delete(Budget)
-            .where(Budget.user_id == user_id, Budget.id == budget_id)
-            .returning(Budget.id)
+        await delete_owned(
+            session, Budget, user_id=user_id, id=budget_id, missing="No budget with this id."
         )
-        if deleted is None:
-            raise NotFound("No budget with this id.")
 
 
 async def list_budgets(
