@@ -287,6 +287,7 @@ async def _verify(
                 pg_restore,
                 backup,
                 scratch_url,
+                server_version=server_version,
                 options=["--no-owner", "--no-privileges"],
                 jobs=jobs,
                 items=items,
@@ -335,6 +336,7 @@ async def _pg_restore(
     backup: Backup,
     url: str,
     *,
+    server_version: str,
     options: list[str],
     jobs: int,
     items: int,
@@ -350,11 +352,22 @@ async def _pg_restore(
             done = min(done + 1, items)
             progress(Step(step, done, items))
 
-    # Not --exit-on-error: pg_restore 17 and later reset transaction_timeout, unknown to older
-    # servers, on each connection; that error is harmless, any other fails the restore.
+    # pg_restore 17 and later reset transaction_timeout on each of their connections, and a
+    # server older than 17 answers with an error. It is harmless, but it would stop an
+    # --exit-on-error restore, so there the restore goes on past errors and they are read from
+    # stderr instead: in one process, as parallel workers share stderr and their lines interleave
+    # mid-line ("pg_restore: error: pg_restore: processing data ...").
+    tolerant = pg_restore.major >= 17 and tools.major_of(server_version) < 17
     returncode, _, said = await tools.execute(
         pg_restore,
-        ["--verbose", f"--jobs={jobs}", *options, f"--dbname={uri}", str(backup.dump)],
+        [
+            "--verbose",
+            f"--jobs={1 if tolerant else jobs}",
+            *([] if tolerant else ["--exit-on-error"]),
+            *options,
+            f"--dbname={uri}",
+            str(backup.dump),
+        ],
         env=env,
         on_line=advance,
     )
@@ -483,6 +496,7 @@ async def restore(
             pg_restore,
             backup,
             target_url,
+            server_version=server_version,
             options=[] if keep_owners else ["--no-owner", "--no-privileges"],
             jobs=jobs,
             items=items,
