@@ -59,10 +59,22 @@ def test_settings_come_from_environment_variables(monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.mark.parametrize("env", ["staging", "production"])
-def test_missing_secrets_refused_outside_development(env: str) -> None:
-    with pytest.raises(ValidationError) as caught:
-        Settings(env=env)
-    assert "EXPENSETRACKER_DATABASE_URL is required" in str(caught.value)
+@pytest.mark.parametrize("target", ["auth", "expenses", "reports"])
+def test_missing_database_refused_outside_development(env: str, target: str) -> None:
+    settings = Settings(env=env, key_encryption_key=REAL_KEK, auth_url="http://auth:8000")
+    with pytest.raises(ValueError, match=f"DATABASE_URL is required by the {target} service"):
+        create_app(resolve_targets(target), settings)
+
+
+def test_the_web_app_needs_no_database_but_its_session_key() -> None:
+    """Least privilege: the web pod holds no database credentials at all."""
+    settings = Settings(env="production", auth_url="http://auth:8000")
+    with pytest.raises(ValueError, match="WEB_SESSION_KEY is required by the web service"):
+        create_app(resolve_targets("web"), settings)
+    key = "a-real-session-key-of-forty-characters-xy"
+    create_app(resolve_targets("web"), settings.model_copy(update={"web_session_key": key}))
+    with pytest.raises(ValidationError, match="WEB_SESSION_KEY must be a real secret"):
+        Settings(env="production", web_session_key="changeme-changeme-changeme-changeme")
 
 
 def test_only_the_auth_service_requires_the_key_encryption_key() -> None:

@@ -60,7 +60,7 @@ service = ServiceSpec(
         "expensetracker_expenses": ("user_events_v1",),
         "expensetracker_reports": ("user_events_v1",),
     },
-    required_settings=("key_encryption_key",),
+    required_settings=("database_url", "key_encryption_key"),
 )
 
 

@@ -49,6 +49,8 @@ service = ServiceSpec(
     path_prefixes=("/api/v1/expenses", "/api/v1/categories", "/api/v1/tags"),
     lifespan=lifespan,
     readers={"expensetracker_reports": models.READ_CONTRACT},
+    required_settings=("database_url",),
+    body_limits={"/api/v1/expenses/import": "max_import_body_bytes"},
 )
 
 

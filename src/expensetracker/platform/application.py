@@ -20,12 +20,10 @@ from expensetracker.platform.errors import install_problem_handlers
 from expensetracker.platform.metrics import DB_POOLS
 from expensetracker.platform.middleware import BodySizeLimit, RequestContext, SecurityHeaders
 from expensetracker.platform.migrations import head_revision
-from expensetracker.platform.ratelimit import RateLimit, storage_uri
+from expensetracker.platform.ratelimit import IN_PROCESS, RateLimit, storage_uri
 from expensetracker.platform.service import ServiceSpec
 from expensetracker.platform.tokens import JWKS_PATH, TokenVerifier
 from expensetracker.platform.tracing import configure_tracing
-
-IMPORT_PATH = "/api/v1/expenses/import"
 
 
 def process_name(services: Sequence[ServiceSpec]) -> str:
@@ -38,8 +36,8 @@ def _jwks_client(
     """HTTP to the auth service: the app itself when auth runs in this process. Its requests
     are spans of the request that needed the keys, and carry its traceparent."""
     if settings.auth_url is None:
-        # A client address of its own: local users' requests never use up its rate limit.
-        transport = httpx.ASGITransport(app=app, client=("in-process", 0))
+        # Not rate limited: the request that needed the keys was counted.
+        transport = httpx.ASGITransport(app=app, client=(IN_PROCESS, 0))
         client = httpx.AsyncClient(transport=transport, base_url="http://in-process")
     else:
         client = httpx.AsyncClient(base_url=settings.auth_url, timeout=5.0)
@@ -73,13 +71,14 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
         async with AsyncExitStack() as stack:
             # Last on the way out: the spans of the last requests leave before the process.
             stack.callback(tracer_provider.force_flush)
-            engine = create_engine(settings, application_name=f"expensetracker-{name}")
-            DB_POOLS.track(engine, name=name)
-            stack.push_async_callback(engine.dispose)
-            stack.callback(DB_POOLS.untrack, engine)
-            app.state.engine = engine
-            app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
-            app.state.pool_turns = pool_turns(settings)
+            if any(spec.keeps_data for spec in services):
+                engine = create_engine(settings, application_name=f"expensetracker-{name}")
+                DB_POOLS.track(engine, name=name)
+                stack.push_async_callback(engine.dispose)
+                stack.callback(DB_POOLS.untrack, engine)
+                app.state.engine = engine
+                app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+                app.state.pool_turns = pool_turns(settings)
             jwks_client = await stack.enter_async_context(
                 _jwks_client(app, settings, tracer_provider)
             )
@@ -106,9 +105,17 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.services = tuple(services)
     app.state.readiness = health.Readiness()
-    app.state.migration_heads = {spec.name: head_revision(spec) for spec in services}
+    app.state.engine = None
+    app.state.migration_heads = {
+        spec.name: head_revision(spec) for spec in services if spec.keeps_data
+    }
 
-    install_problem_handlers(app)
+    def owner(path: str) -> ServiceSpec | None:
+        return next((spec for spec in services if spec.owns(path)), None)
+
+    install_problem_handlers(
+        app, error_page=lambda path: spec.error_page if (spec := owner(path)) else None
+    )
     app.include_router(health.router)
     for spec in services:
         app.include_router(spec.router)
@@ -117,11 +124,14 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
     if settings.rate_limit != "off":
         redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
         app.add_middleware(RateLimit, rate=settings.rate_limit, storage=storage_uri(redis_url))
+    body_limits = {
+        path: getattr(settings, setting)
+        for spec in services
+        for path, setting in spec.body_limits.items()
+    }
     app.add_middleware(
         BodySizeLimit,
-        limit_for_path=lambda path: (
-            settings.max_import_body_bytes if path == IMPORT_PATH else settings.max_body_bytes
-        ),
+        limit_for_path=lambda path: body_limits.get(path, settings.max_body_bytes),
     )
     if settings.cors_origins:
         app.add_middleware(
@@ -135,12 +145,9 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
         )
     app.add_middleware(SecurityHeaders)
 
-    def service_for_path(path: str) -> str:
-        return next((spec.name for spec in services if spec.owns(path)), "platform")
-
     app.add_middleware(
         RequestContext,
-        service_for_path=service_for_path,
+        service_for_path=lambda path: spec.name if (spec := owner(path)) else "platform",
         tracer=tracer_provider.get_tracer("expensetracker.http"),
     )
     return app

@@ -28,6 +28,9 @@ _PLACEHOLDER = re.compile(
 
 
 KEK_PROBLEM = "EXPENSETRACKER_KEY_ENCRYPTION_KEY must be a real secret of at least 32 characters"
+WEB_SESSION_KEY_PROBLEM = (
+    "EXPENSETRACKER_WEB_SESSION_KEY must be a real secret of at least 32 characters"
+)
 
 
 class Environment(StrEnum):
@@ -109,6 +112,13 @@ class Settings(BaseSettings):
         ),
     )
 
+    # The web app: the key that encrypts its session cookies (required outside development;
+    # in development a key is made per process), and where it reaches the APIs when they run in
+    # other processes (unset: in this process).
+    web_session_key: SecretStr | None = None
+    expenses_url: str | None = None
+    reports_url: str | None = None
+
     # Proxies whose X-Forwarded-For/-Proto are believed (the ingress controller in Kubernetes).
     forwarded_allow_ips: str = "127.0.0.1"
 
@@ -163,18 +173,20 @@ class Settings(BaseSettings):
         if self.env is Environment.development:
             return self
         problems = []
-        if self.database_url is None:
-            problems.append("EXPENSETRACKER_DATABASE_URL is required")
-        else:
+        # Required by the services that keep data (ServiceSpec.required_settings); given, real.
+        if self.database_url is not None:
             password = make_url(self.database_url.get_secret_value()).password
             if is_placeholder(password):
                 problems.append("EXPENSETRACKER_DATABASE_URL has a missing or placeholder password")
-        # Only the auth service needs the key (ServiceSpec.required_settings); given, it is real.
-        kek = self.key_encryption_key
-        if kek is not None and (
-            is_placeholder(kek.get_secret_value()) or len(kek.get_secret_value()) < 32
+        # Only the auth service needs the key, only web the session key; given, they are real.
+        for secret, problem in (
+            (self.key_encryption_key, KEK_PROBLEM),
+            (self.web_session_key, WEB_SESSION_KEY_PROBLEM),
         ):
-            problems.append(KEK_PROBLEM)
+            if secret is not None and (
+                is_placeholder(secret.get_secret_value()) or len(secret.get_secret_value()) < 32
+            ):
+                problems.append(problem)
         if problems:
             raise ValueError(f"refusing to start in {self.env}: " + "; ".join(problems))
         return self

@@ -7,13 +7,17 @@ shape. Unexpected exceptions become a 500 problem, without stack trace, in the r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
+
+if TYPE_CHECKING:
+    from expensetracker.platform.service import ErrorPage
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "urn:expensetracker:problem:"
@@ -107,12 +111,19 @@ async def _on_problem(_request: Request, exc: Exception) -> ProblemResponse:
     return exc.response()
 
 
-async def _on_http_exception(_request: Request, exc: Exception) -> ProblemResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    detail = exc.detail if isinstance(exc.detail, str) else None
-    if detail == HTTPStatus(exc.status_code).phrase:
-        detail = None
-    return problem_response(exc.status_code, detail=detail, headers=exc.headers)
+def _http_exception_handler(
+    error_page: Callable[[str], ErrorPage | None],
+) -> Callable[[Request, Exception], Any]:
+    async def on_http_exception(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        if detail == HTTPStatus(exc.status_code).phrase:
+            detail = None
+        if render := error_page(request.url.path):
+            return render(request, exc.status_code, detail)
+        return problem_response(exc.status_code, detail=detail, headers=exc.headers)
+
+    return on_http_exception
 
 
 async def _on_validation_error(_request: Request, exc: Exception) -> ProblemResponse:
@@ -128,7 +139,10 @@ async def _on_validation_error(_request: Request, exc: Exception) -> ProblemResp
     return ValidationProblem(errors).response()
 
 
-def install_problem_handlers(app: FastAPI) -> None:
+def install_problem_handlers(
+    app: FastAPI, *, error_page: Callable[[str], ErrorPage | None] = lambda _path: None
+) -> None:
+    """``error_page`` gives, for a path, the service's own renderer of HTTP errors, if any."""
     app.add_exception_handler(Problem, _on_problem)
-    app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    app.add_exception_handler(StarletteHTTPException, _http_exception_handler(error_page))
     app.add_exception_handler(RequestValidationError, _on_validation_error)

@@ -1,4 +1,5 @@
-"""What a service gives the platform: its name, schema, routes, tables and migrations."""
+"""What a service gives the platform: its name, routes, and (for the services that keep data) its
+schema, tables and migrations."""
 
 from __future__ import annotations
 
@@ -7,18 +8,24 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request, Response
 from sqlalchemy import MetaData
+
+# Renders an error (status, detail) for a path the service owns, instead of a problem document.
+ErrorPage = Callable[[Request, int, str | None], Response]
 
 
 @dataclass(frozen=True)
 class ServiceSpec:
     name: str
     router: APIRouter
-    metadata: MetaData
-    migrations: Path
     # Path prefixes this service answers, the same in every mode and in the Ingress.
     path_prefixes: tuple[str, ...]
+    # Prefixes inside path_prefixes that belong to others (the web app owns "/" but not "/api/").
+    excluded_prefixes: tuple[str, ...] = ()
+    # The schema's tables and Alembic history; None for a service that keeps no data.
+    metadata: MetaData | None = None
+    migrations: Path | None = None
     # Started after the platform (database, token verifier), stopped before it.
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None
     # Extra readiness checks: name -> "ok" or what is wrong.
@@ -28,6 +35,15 @@ class ServiceSpec:
     readers: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Settings this service cannot run without outside development (secrets only it holds).
     required_settings: tuple[str, ...] = ()
+    # Request bodies larger than the general limit that some of its paths accept:
+    # path -> name of the setting that holds the limit in bytes.
+    body_limits: dict[str, str] = field(default_factory=dict)
+    # Errors on its paths rendered for people rather than as problem documents.
+    error_page: ErrorPage | None = None
+
+    @property
+    def keeps_data(self) -> bool:
+        return self.metadata is not None
 
     @property
     def schema(self) -> str:
@@ -35,4 +51,8 @@ class ServiceSpec:
         return self.metadata.schema
 
     def owns(self, path: str) -> bool:
-        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.path_prefixes)
+        return _under(path, self.path_prefixes) and not _under(path, self.excluded_prefixes)
+
+
+def _under(path: str, prefixes: tuple[str, ...]) -> bool:
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes)

@@ -47,6 +47,7 @@ service = ServiceSpec(
     migrations=Path(__file__).with_name("migrations"),
     path_prefixes=("/api/v1/budgets", "/api/v1/reports"),
     lifespan=lifespan,
+    required_settings=("database_url",),
 )
 
 
