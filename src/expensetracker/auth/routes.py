@@ -111,6 +111,16 @@ async def me(user: CurrentUser, session: DbSession) -> UserOut:
     )
 
 
+@router.get("/session")
+async def live_session(user: CurrentUser, session: DbSession) -> UserOut:
+    """The account of a session that is still live; 401 once it has ended (logout, logout-all,
+    password change), even while its access token has not expired. Clients that keep a session
+    of their own, such as the web app, ask this on every request."""
+    return UserOut.model_validate(
+        await service.get_live_session(session, principal=user), from_attributes=True
+    )
+
+
 @router.post("/password", **_NO_CONTENT)
 async def change_password(
     body: PasswordChangeRequest,

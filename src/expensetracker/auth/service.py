@@ -308,6 +308,26 @@ async def get_user(session: AsyncSession, *, principal: Principal) -> User:
     return user
 
 
+async def get_live_session(session: AsyncSession, *, principal: Principal) -> User:
+    """The caller's account, if the session of the token is still live: not signed out, not
+    ended by a password change or ``logout-all``, not expired."""
+    user = await session.scalar(
+        select(User)
+        .join(RefreshToken, RefreshToken.user_id == User.id)
+        .where(
+            User.id == principal.user_id,
+            RefreshToken.family_id == principal.session_id,
+            RefreshToken.used_at.is_(None),
+            RefreshToken.revoked_at.is_(None),
+            RefreshToken.expires_at > datetime.now(UTC),
+        )
+        .limit(1)
+    )
+    if user is None:
+        raise InvalidToken("The session has ended.")
+    return user
+
+
 async def _reauthenticate(
     session: AsyncSession,
     *,
