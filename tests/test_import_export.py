@@ -23,6 +23,17 @@ pytestmark = pytest.mark.database
 HEADER = "occurred_on,amount,currency,description,notes,merchant,category,tags,external_id\n"
 
 
+def imported(*, rows: int, created: int, unchanged: int) -> dict[str, object]:
+    """The answer of an import that kept what it did."""
+    return {
+        "rows": rows,
+        "created": created,
+        "unchanged": unchanged,
+        "dry_run": False,
+        "unchanged_lines": [],
+    }
+
+
 async def upload(
     client: httpx.AsyncClient, account: Account, content: str | bytes
 ) -> httpx.Response:
@@ -51,7 +62,7 @@ async def test_import_then_export_gives_the_same_rows(client: httpx.AsyncClient)
     )
     response = await upload(client, account, content)
     assert response.status_code == 201, response.text
-    assert response.json() == {"rows": 3, "created": 3, "unchanged": 0}
+    assert response.json() == imported(rows=3, created=3, unchanged=0)
     assert counter("expensetracker_imports_total", outcome="succeeded") == succeeded + 1
     exported = (await export(client, account)).text
     rows = list(csv.DictReader(io.StringIO(exported)))
@@ -78,8 +89,8 @@ async def test_reimporting_the_same_file_creates_nothing(
     )
     first = await upload(client, account, content)
     again = await upload(client, account, content)
-    assert first.json() == {"rows": 10, "created": 10, "unchanged": 0}
-    assert again.json() == {"rows": 10, "created": 0, "unchanged": 10}
+    assert first.json() == imported(rows=10, created=10, unchanged=0)
+    assert again.json() == imported(rows=10, created=0, unchanged=10)
     assert await expense_count(database_url) == 10
 
 
@@ -152,7 +163,7 @@ async def test_export_is_per_user_and_filtered(client: httpx.AsyncClient) -> Non
     )
     # The same external id in another account is another row: no hint of Ann's.
     bobs = await upload(client, bob, HEADER + "2026-03-01,7.00,EUR,Bob's,,,,,a-1\n")
-    assert bobs.json() == {"rows": 1, "created": 1, "unchanged": 0}
+    assert bobs.json() == imported(rows=1, created=1, unchanged=0)
     ann_json = (await export(client, ann, format="json")).json()
     assert [row["description"] for row in ann_json] == ["Later", "Ann's"]
     march = (await export(client, ann, format="json", to="2026-03-31")).json()
@@ -233,3 +244,41 @@ async def test_import_command(client: httpx.AsyncClient, database_url: str, tmp_
     assert "line 2: amount: EUR amounts have at most 2 decimal(s)" in refused.output
     assert nobody.popen.returncode == 2
     assert await expense_count(database_url) == 5
+
+
+async def test_a_dry_run_reports_what_an_import_would_do_and_keeps_nothing(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    account = await signed_up(client)
+    first = HEADER + "2026-03-01,1.00,EUR,Kept,,,,,bank-1\n"
+    assert (await upload(client, account, first)).status_code == 201
+    content = HEADER + (
+        "2026-03-02,2.00,EUR,New,,,,,bank-2\n"  # line 2
+        "2026-03-01,1.00,EUR,Kept,,,,,bank-1\n"  # line 3: imported before
+        "2026-03-03,3.00,EUR,New too,,,Groceries,x,\n"  # line 4
+    )
+    preview = await client.post(
+        "/api/v1/expenses/import",
+        params={"dry_run": "true"},
+        content=content.encode(),
+        headers={**account.headers, "content-type": "text/csv"},
+    )
+    assert preview.status_code == 200, preview.text
+    assert preview.json() == {
+        "rows": 3,
+        "created": 2,
+        "unchanged": 1,
+        "dry_run": True,
+        "unchanged_lines": [3],
+    }
+    assert await expense_count(database_url) == 1
+    tags = (await client.get("/api/v1/tags", headers=account.headers)).json()["items"]
+    assert tags == []
+    invalid = await client.post(
+        "/api/v1/expenses/import",
+        params={"dry_run": "true"},
+        content=(HEADER + "2026-03-02,2.001,EUR,Too precise,,,,,\n").encode(),
+        headers={**account.headers, "content-type": "text/csv"},
+    )
+    assert invalid.status_code == 422
+    assert [(e["line"], e["field"]) for e in invalid.json()["errors"]] == [(2, "amount")]

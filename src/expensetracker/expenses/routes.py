@@ -114,14 +114,32 @@ async def list_expenses(
     status_code=status.HTTP_201_CREATED,
     openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}}},
 )
-async def import_expenses(request: Request, user: CurrentUser, session: DbSession) -> ImportOut:
+async def import_expenses(
+    request: Request,
+    response: Response,
+    user: CurrentUser,
+    session: DbSession,
+    dry_run: Annotated[
+        bool, Query(description="Check and count all, list the unchanged lines, keep nothing.")
+    ] = False,
+) -> ImportOut:
     """A CSV file (UTF-8, header row; columns as in the export): imported whole or not at all,
     with every bad row reported by line number. Rows with an external_id seen before are
     skipped."""
     if request.headers.get("content-type", "").split(";")[0].strip() != "text/csv":
         raise UnsupportedMediaType("Send the file as text/csv.")
-    result = await transfer.import_csv(session, user_id=user.user_id, chunks=request.stream())
-    return ImportOut(rows=result.rows, created=result.created, unchanged=result.unchanged)
+    result = await transfer.import_csv(
+        session, user_id=user.user_id, chunks=request.stream(), dry_run=dry_run
+    )
+    if dry_run:
+        response.status_code = status.HTTP_200_OK  # nothing was created
+    return ImportOut(
+        rows=result.rows,
+        created=result.created,
+        unchanged=result.unchanged,
+        dry_run=result.dry_run,
+        unchanged_lines=result.unchanged_lines,
+    )
 
 
 @router.get("/api/v1/expenses/export", response_class=StreamingResponse)

@@ -134,3 +134,8 @@ class ImportOut(StrictModel):
     rows: int
     created: int
     unchanged: int = Field(description="Rows whose external_id had been imported before.")
+    dry_run: bool = Field(default=False, description="True: nothing was kept.")
+    unchanged_lines: list[int] = Field(
+        default_factory=list,
+        description="In a dry run, the lines of the unchanged rows (the first 1,000).",
+    )

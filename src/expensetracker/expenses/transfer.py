@@ -70,6 +70,17 @@ class ImportResult:
     rows: int
     created: int
     unchanged: int  # rows whose external_id was imported before
+    # A dry run: what an import would do, then rolled back. Lists the lines of the first
+    # unchanged rows (MAX_REPORTED_ERRORS of them).
+    dry_run: bool = False
+    unchanged_lines: list[int] = field(default_factory=list)
+
+
+class _RolledBack(Exception):
+    """Ends a dry run's transaction the way an error would: nothing it wrote stays."""
+
+    def __init__(self, result: ImportResult) -> None:
+        self.result = result
 
 
 @dataclass
@@ -152,7 +163,9 @@ async def import_csv(
     user_id: uuid.UUID,
     chunks: AsyncIterator[bytes],
     progress: Callable[[int], None] | None = None,
+    dry_run: bool = False,
 ) -> ImportResult:
+    """``dry_run`` does everything an import would, reports it, and keeps nothing."""
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES) as spool:
         async for chunk in chunks:
             spool.write(chunk)
@@ -161,6 +174,10 @@ async def import_csv(
             async with session.begin():
                 await ensure_owner(session, user_id=user_id)
                 result = await _load(session, user_id=user_id, spool=spool, progress=progress)
+                if dry_run:
+                    raise _RolledBack(await _previewed(session, result=result, user_id=user_id))
+        except _RolledBack as rolled_back:
+            return rolled_back.result
         except InvalidImport:
             IMPORTS.labels("rejected").inc()
             raise
@@ -280,6 +297,25 @@ async def _load(
         {"user_id": user_id},
     )
     return ImportResult(rows=rows, created=created or 0, unchanged=rows - (created or 0))
+
+
+async def _previewed(
+    session: AsyncSession, *, result: ImportResult, user_id: uuid.UUID
+) -> ImportResult:
+    lines = await session.scalars(
+        text(
+            "SELECT line FROM import_rows r WHERE NOT EXISTS (SELECT FROM expenses.expenses e "
+            "WHERE e.user_id = :user_id AND e.id = r.id) ORDER BY line LIMIT :limit"
+        ),
+        {"user_id": user_id, "limit": MAX_REPORTED_ERRORS},
+    )
+    return ImportResult(
+        rows=result.rows,
+        created=result.created,
+        unchanged=result.unchanged,
+        dry_run=True,
+        unchanged_lines=list(lines),
+    )
 
 
 _STAGING_COLUMNS = (
