@@ -75,6 +75,8 @@ def _database_url(settings: Settings) -> str:
 
 def _migrate(services: list[ServiceSpec], database_url: str) -> None:
     for spec in services:
+        if not spec.keeps_data:
+            continue
         migrations.upgrade(spec, database_url)
         log.info("migrated", target=spec.name, revision=migrations.head_revision(spec))
 
@@ -149,7 +151,8 @@ def up(
     settings = _load_settings(**({"data_dir": data_dir} if data_dir else {}))
     services = _targets("all")
     configure_logging(
-        level=settings.effective_log_level,
+        # Quiet unless asked: a person starting it wants the address, not every query.
+        level=settings.log_level or "INFO",
         fmt=settings.effective_log_format,
         service=process_name(services),
     )
@@ -181,7 +184,8 @@ def serve(
     """Run one or several services against EXPENSETRACKER_DATABASE_URL (no migrations)."""
     settings = _load_settings()
     services = _targets(target)
-    _database_url(settings)
+    if any(spec.keeps_data for spec in services):
+        _database_url(settings)
     configure_logging(
         level=settings.effective_log_level,
         fmt=settings.effective_log_format,

@@ -6,20 +6,24 @@ from expensetracker.auth.app import service as auth
 from expensetracker.expenses.app import service as expenses
 from expensetracker.platform.service import ServiceSpec
 from expensetracker.reports.app import service as reports
+from expensetracker.web.app import WEB
 
+# The services that keep data, each in its own schema.
 SERVICES: dict[str, ServiceSpec] = {spec.name: spec for spec in (auth, expenses, reports)}
-TARGET_NAMES = (*SERVICES, "all")
+# Everything a process can run; the web app last, as it owns every path the others do not.
+COMPONENTS: dict[str, ServiceSpec] = {**SERVICES, WEB.name: WEB}
+TARGET_NAMES = (*COMPONENTS, "all")
 
 
 def resolve_targets(target: str) -> list[ServiceSpec]:
     """``all`` or a comma-separated list of service names, in a stable order."""
     names = {part.strip() for part in target.split(",") if part.strip()}
     if "all" in names:
-        return list(SERVICES.values())
-    unknown = names - SERVICES.keys()
+        return list(COMPONENTS.values())
+    unknown = names - COMPONENTS.keys()
     if unknown or not names:
         raise ValueError(
             f"unknown target {', '.join(sorted(unknown)) or repr(target)}; "
             f"choose from {', '.join(TARGET_NAMES)}"
         )
-    return [spec for name, spec in SERVICES.items() if name in names]
+    return [spec for name, spec in COMPONENTS.items() if name in names]

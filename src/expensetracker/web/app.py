@@ -1,0 +1,70 @@
+"""The web app as an ASGI app, and its description for the platform. It keeps no data: every page
+is made from the public JSON API of auth, expenses and reports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from opentelemetry import trace
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+from expensetracker.platform.application import create_app as create_platform_app
+from expensetracker.platform.config import Settings, get_settings
+from expensetracker.platform.ratelimit import IN_PROCESS
+from expensetracker.platform.service import ServiceSpec
+from expensetracker.web import routes, views
+from expensetracker.web.client import SERVICES, TIMEOUT_SECONDS, ApiClient
+from expensetracker.web.service import WebState
+from expensetracker.web.session import SessionCodec
+
+# Where each service is reached when it runs in another process.
+_URL_SETTINGS = {"auth": "auth_url", "expenses": "expenses_url", "reports": "reports_url"}
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    served_here = {spec.name for spec in app.state.services}
+    async with AsyncExitStack() as stack:
+        clients: dict[str, httpx.AsyncClient] = {}
+        for name in SERVICES:
+            base_url = getattr(settings, _URL_SETTINGS[name])
+            if name in served_here or base_url is None:
+                # The same process: the API is called through the app itself, as from outside
+                # (every middleware, the token check), without a socket.
+                transport = httpx.ASGITransport(app=app, client=(IN_PROCESS, 0))
+                client = httpx.AsyncClient(
+                    transport=transport, base_url="http://in-process", timeout=TIMEOUT_SECONDS
+                )
+            else:
+                client = httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT_SECONDS)
+            HTTPXClientInstrumentor.instrument_client(
+                client, tracer_provider=trace.get_tracer_provider()
+            )
+            clients[name] = await stack.enter_async_context(client)
+        secret = settings.web_session_key
+        app.state.web = WebState(
+            api=ApiClient(clients, local_app=app if "auth" in served_here else None),
+            codec=SessionCodec(secret.get_secret_value() if secret else None),
+            refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
+        )
+        yield
+
+
+WEB = ServiceSpec(
+    name="web",
+    router=routes.router,
+    path_prefixes=("/",),
+    excluded_prefixes=("/api/", "/livez", "/readyz", "/metrics", "/docs", "/openapi.json"),
+    lifespan=lifespan,
+    required_settings=("web_session_key",),
+    body_limits={"/import": "max_import_body_bytes", "/import/confirm": "max_import_body_bytes"},
+    error_page=views.error_page,
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return create_platform_app([WEB], settings or get_settings())

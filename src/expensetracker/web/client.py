@@ -1,0 +1,363 @@
+"""The web app's one way to the other services: their public JSON API, with the signed-in user's
+token, exactly as a third-party client would call it. No code of auth, expenses or reports is
+imported here; the shapes of their answers are in ``schemas.py``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+import httpx
+from starlette.types import ASGIApp
+
+from expensetracker.web.schemas import (
+    Budget,
+    BudgetReport,
+    Category,
+    Expense,
+    ImportPreview,
+    Merchant,
+    Page,
+    Recurring,
+    Summary,
+    Tag,
+    TokenPair,
+    Trends,
+    User,
+)
+
+# Which service answers a path prefix; each may live at its own base URL.
+SERVICES = ("auth", "expenses", "reports")
+TIMEOUT_SECONDS = 10.0
+
+
+class ApiError(Exception):
+    """A 4xx answer: its problem document, with the offending fields by name."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        super().__init__(problem.get("detail") or problem.get("title") or str(status))
+        self.status = status
+        self.problem = problem
+
+    @property
+    def detail(self) -> str:
+        return str(self)
+
+    @property
+    def field_errors(self) -> dict[str, str]:
+        """Field name (last part of the API's location) -> message, for the form to show."""
+        errors: dict[str, str] = {}
+        for error in self.problem.get("errors") or []:
+            name = str(error.get("field", "")).split(".")[-1]
+            errors.setdefault(name, str(error.get("message", "invalid")))
+        return errors
+
+
+class Unauthorized(ApiError):
+    """The token or the session is no longer accepted."""
+
+
+class ServiceUnavailable(Exception):
+    """A service did not answer, or answered with a 5xx."""
+
+    def __init__(self, service: str, reason: str) -> None:
+        super().__init__(f"{service}: {reason}")
+        self.service = service
+
+
+class ApiClient:
+    def __init__(
+        self, http: Mapping[str, httpx.AsyncClient], *, local_app: ASGIApp | None = None
+    ) -> None:
+        self._http = http
+        # The app that serves auth in this process, if it does: a login is sent through it with
+        # the person's own address, which the login throttle counts.
+        self._local_app = local_app
+
+    async def _send(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        all_headers = dict(headers or {})
+        if token is not None:
+            all_headers["Authorization"] = f"Bearer {token}"
+        try:
+            response = await self._http[service].request(
+                method, path, headers=all_headers, **kwargs
+            )
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(service, type(exc).__name__) from exc
+        _raise_for(service, response)
+        return response
+
+    async def _json(self, service: str, method: str, path: str, **kwargs: Any) -> Any:
+        return (await self._send(service, method, path, **kwargs)).json()
+
+    # auth
+
+    async def register(self, *, email: str, password: str, display_name: str) -> None:
+        body = {"email": email, "password": password, "display_name": display_name}
+        await self._send("auth", "POST", "/api/v1/auth/register", json=body)
+
+    async def login(self, *, email: str, password: str, client: str) -> TokenPair:
+        body = {"email": email, "password": password}
+        if self._local_app is None:
+            # Believed by auth only where it trusts this app as a proxy (docs/deploy.md).
+            return cast(
+                TokenPair,
+                await self._json(
+                    "auth",
+                    "POST",
+                    "/api/v1/auth/login",
+                    json=body,
+                    headers={"X-Forwarded-For": client},
+                ),
+            )
+        transport = httpx.ASGITransport(app=self._local_app, client=(client, 0))
+        async with httpx.AsyncClient(transport=transport, base_url="http://in-process") as http:
+            local = ApiClient({"auth": http})
+            return cast(
+                TokenPair, await local._json("auth", "POST", "/api/v1/auth/login", json=body)
+            )
+
+    async def refresh(self, *, refresh_token: str) -> TokenPair:
+        body = {"refresh_token": refresh_token}
+        return cast(TokenPair, await self._json("auth", "POST", "/api/v1/auth/refresh", json=body))
+
+    async def live_session(self, *, token: str) -> User:
+        return cast(User, await self._json("auth", "GET", "/api/v1/auth/session", token=token))
+
+    async def logout(self, *, token: str, everywhere: bool = False) -> None:
+        path = "/api/v1/auth/logout-all" if everywhere else "/api/v1/auth/logout"
+        await self._send("auth", "POST", path, token=token)
+
+    async def change_password(self, *, token: str, current: str, new: str) -> None:
+        body = {"current_password": current, "new_password": new}
+        await self._send("auth", "POST", "/api/v1/auth/password", token=token, json=body)
+
+    async def delete_account(self, *, token: str, password: str) -> None:
+        body = {"password": password}
+        await self._send("auth", "DELETE", "/api/v1/auth/me", token=token, json=body)
+
+    # expenses
+
+    async def list_expenses(
+        self, *, token: str, filters: Mapping[str, str], cursor: str | None, limit: int
+    ) -> Page[Expense]:
+        params = {**filters, "limit": str(limit), **({"cursor": cursor} if cursor else {})}
+        return cast(
+            Page[Expense],
+            await self._json("expenses", "GET", "/api/v1/expenses", token=token, params=params),
+        )
+
+    async def get_expense(self, *, token: str, expense_id: str) -> Expense:
+        path = f"/api/v1/expenses/{expense_id}"
+        return cast(Expense, await self._json("expenses", "GET", path, token=token))
+
+    async def create_expense(
+        self, *, token: str, body: dict[str, Any], idempotency_key: str
+    ) -> Expense:
+        return cast(
+            Expense,
+            await self._json(
+                "expenses",
+                "POST",
+                "/api/v1/expenses",
+                token=token,
+                json=body,
+                headers={"Idempotency-Key": idempotency_key},
+            ),
+        )
+
+    async def update_expense(self, *, token: str, expense_id: str, body: dict[str, Any]) -> Expense:
+        path = f"/api/v1/expenses/{expense_id}"
+        return cast(Expense, await self._json("expenses", "PATCH", path, token=token, json=body))
+
+    async def delete_expense(self, *, token: str, expense_id: str) -> None:
+        await self._send("expenses", "DELETE", f"/api/v1/expenses/{expense_id}", token=token)
+
+    async def list_categories(self, *, token: str) -> list[Category]:
+        return await self._all(token=token, service="expenses", path="/api/v1/categories")
+
+    async def create_category(
+        self, *, token: str, name: str, parent_id: str | None, idempotency_key: str
+    ) -> Category:
+        return cast(
+            Category,
+            await self._json(
+                "expenses",
+                "POST",
+                "/api/v1/categories",
+                token=token,
+                json={"name": name, "parent_id": parent_id},
+                headers={"Idempotency-Key": idempotency_key},
+            ),
+        )
+
+    async def update_category(self, *, token: str, category_id: str, body: dict[str, Any]) -> None:
+        path = f"/api/v1/categories/{category_id}"
+        await self._send("expenses", "PATCH", path, token=token, json=body)
+
+    async def delete_category(self, *, token: str, category_id: str) -> None:
+        await self._send("expenses", "DELETE", f"/api/v1/categories/{category_id}", token=token)
+
+    async def list_tags(self, *, token: str) -> list[Tag]:
+        return await self._all(token=token, service="expenses", path="/api/v1/tags")
+
+    async def list_recurring(self, *, token: str) -> list[Recurring]:
+        return await self._all(token=token, service="expenses", path="/api/v1/expenses/recurring")
+
+    async def create_recurring(
+        self, *, token: str, body: dict[str, Any], idempotency_key: str
+    ) -> Recurring:
+        return cast(
+            Recurring,
+            await self._json(
+                "expenses",
+                "POST",
+                "/api/v1/expenses/recurring",
+                token=token,
+                json=body,
+                headers={"Idempotency-Key": idempotency_key},
+            ),
+        )
+
+    async def delete_recurring(self, *, token: str, rule_id: str) -> None:
+        path = f"/api/v1/expenses/recurring/{rule_id}"
+        await self._send("expenses", "DELETE", path, token=token)
+
+    async def import_csv(self, *, token: str, content: bytes, dry_run: bool) -> ImportPreview:
+        return cast(
+            ImportPreview,
+            await self._json(
+                "expenses",
+                "POST",
+                "/api/v1/expenses/import",
+                token=token,
+                content=content,
+                params={"dry_run": "true" if dry_run else "false"},
+                headers={"Content-Type": "text/csv"},
+            ),
+        )
+
+    @asynccontextmanager
+    async def export(self, *, token: str, fmt: str) -> AsyncIterator[httpx.Response]:
+        """The export, streamed: the caller passes its body on without holding it."""
+        client = self._http["expenses"]
+        request = client.build_request(
+            "GET",
+            "/api/v1/expenses/export",
+            params={"format": fmt},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable("expenses", type(exc).__name__) from exc
+        try:
+            if response.status_code >= 400:
+                await response.aread()
+                _raise_for("expenses", response)
+            yield response
+        finally:
+            await response.aclose()
+
+    # reports
+
+    async def list_budgets(self, *, token: str) -> list[Budget]:
+        return await self._all(token=token, service="reports", path="/api/v1/budgets")
+
+    async def get_budget(self, *, token: str, budget_id: str) -> Budget:
+        path = f"/api/v1/budgets/{budget_id}"
+        return cast(Budget, await self._json("reports", "GET", path, token=token))
+
+    async def create_budget(
+        self, *, token: str, body: dict[str, Any], idempotency_key: str
+    ) -> Budget:
+        return cast(
+            Budget,
+            await self._json(
+                "reports",
+                "POST",
+                "/api/v1/budgets",
+                token=token,
+                json=body,
+                headers={"Idempotency-Key": idempotency_key},
+            ),
+        )
+
+    async def replace_budget(self, *, token: str, budget_id: str, body: dict[str, Any]) -> Budget:
+        path = f"/api/v1/budgets/{budget_id}"
+        return cast(Budget, await self._json("reports", "PUT", path, token=token, json=body))
+
+    async def delete_budget(self, *, token: str, budget_id: str) -> None:
+        await self._send("reports", "DELETE", f"/api/v1/budgets/{budget_id}", token=token)
+
+    async def budget_report(self, *, token: str, month: str) -> BudgetReport:
+        return cast(
+            BudgetReport,
+            await self._json(
+                "reports", "GET", "/api/v1/reports/budgets", token=token, params={"month": month}
+            ),
+        )
+
+    async def summary(self, *, token: str, start: str, end: str, group_by: str) -> Summary:
+        params = {"from": start, "to": end, "group_by": group_by}
+        return cast(
+            Summary,
+            await self._json(
+                "reports", "GET", "/api/v1/reports/summary", token=token, params=params
+            ),
+        )
+
+    async def trends(self, *, token: str, month: str, months: int) -> Trends:
+        params = {"month": month, "months": str(months)}
+        return cast(
+            Trends,
+            await self._json(
+                "reports", "GET", "/api/v1/reports/trends", token=token, params=params
+            ),
+        )
+
+    async def merchants(self, *, token: str, start: str, end: str, limit: int) -> list[Merchant]:
+        params = {"from": start, "to": end, "limit": str(limit)}
+        return cast(
+            list[Merchant],
+            await self._json(
+                "reports", "GET", "/api/v1/reports/merchants", token=token, params=params
+            ),
+        )
+
+    async def _all(self, *, token: str, service: str, path: str) -> list[Any]:
+        """Every item of a short list (categories, tags, budgets, rules), page after page."""
+        items: list[Any] = []
+        cursor: str | None = None
+        while True:
+            params = {"limit": "500", **({"cursor": cursor} if cursor else {})}
+            page = await self._json(service, "GET", path, token=token, params=params)
+            items += page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return items
+
+
+def _raise_for(service: str, response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    if response.status_code >= 500:
+        raise ServiceUnavailable(service, f"HTTP {response.status_code}")
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = {}
+    if not isinstance(problem, dict):
+        problem = {}
+    error = Unauthorized if response.status_code == 401 else ApiError
+    raise error(response.status_code, problem)

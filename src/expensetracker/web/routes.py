@@ -1,0 +1,988 @@
+"""The web app's pages. Thin: each gathers the form or query, calls ``service``, and renders.
+
+Every page works without JavaScript (plain links and form posts, answered with a redirect);
+htmx, when present, asks for the part of the page that changes (``HX-Request``)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+import structlog
+from fastapi import APIRouter, Depends, Request
+from fastapi.routing import APIRoute
+from starlette.datastructures import FormData, UploadFile
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+
+from expensetracker.web import service, views
+from expensetracker.web.client import ApiError, ServiceUnavailable, Unauthorized
+from expensetracker.web.service import Account, WebState
+from expensetracker.web.session import (
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    clear_session_cookie,
+    cross_site,
+    set_csrf_cookie,
+    set_session_cookie,
+)
+
+log = structlog.get_logger(__name__)
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class SignInRequired(Exception):
+    pass
+
+
+class Forbidden(Exception):
+    pass
+
+
+def _sign_in_url(request: Request) -> str:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return "/login" if target == "/" else f"/login?next={quote(target, safe='')}"
+
+
+class WebRoute(APIRoute):
+    """Applies the cookies a request earned (a renewed session, a CSRF secret), and turns the
+    API's answers into what a person should see: the sign-in page, a not-found page, or a
+    friendly error with the request id."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except (SignInRequired, Unauthorized):
+                response = _redirect(request, _sign_in_url(request))
+                clear_session_cookie(response, request)
+                return response
+            except Forbidden:
+                return views.error_page(
+                    request,
+                    403,
+                    "The form was sent from another site, or "
+                    "it is too old: reload the page and try again.",
+                )
+            except ApiError as exc:
+                if exc.status == 404:
+                    return views.error_page(request, 404, "There is nothing here.")
+                return views.error_page(request, exc.status, exc.detail)
+            except ServiceUnavailable as exc:
+                log.warning("service_unavailable", service=exc.service, error=str(exc))
+                return views.error_page(request, 503, None)
+            for apply in getattr(request.state, "web_cookies", ()):
+                apply(response)
+            return response
+
+        return handle
+
+
+def _state(request: Request) -> WebState:
+    return request.app.state.web
+
+
+def _later(request: Request, apply: Callable[[Response], None]) -> None:
+    if not hasattr(request.state, "web_cookies"):
+        request.state.web_cookies = []
+    request.state.web_cookies.append(apply)
+
+
+def _csrf_secret(request: Request) -> str:
+    secret = request.cookies.get(CSRF_COOKIE)
+    if not secret or len(secret) > 64:
+        secret = secrets.token_urlsafe(24)
+        _later(request, lambda response: set_csrf_cookie(response, request, secret))
+    return secret
+
+
+async def _csrf_guard(request: Request) -> None:
+    if request.method in _SAFE_METHODS:
+        return
+    if cross_site(request):
+        raise Forbidden
+    token = request.headers.get(CSRF_HEADER)
+    if token is None:
+        token = str((await request.form()).get(CSRF_FIELD, ""))
+    if not _state(request).codec.csrf_valid(request.cookies.get(CSRF_COOKIE), token):
+        raise Forbidden
+
+
+router = APIRouter(
+    route_class=WebRoute, include_in_schema=False, dependencies=[Depends(_csrf_guard)]
+)
+
+
+async def _account(request: Request) -> Account:
+    state = _state(request)
+    account = await service.open_session(state=state, cookie=request.cookies.get(SESSION_COOKIE))
+    if account is None:
+        raise SignInRequired
+    if account.renewed is not None:
+        renewed = account.renewed
+        _later(
+            request,
+            lambda response: set_session_cookie(
+                response, request, renewed, max_age=state.refresh_ttl_seconds
+            ),
+        )
+    structlog.contextvars.bind_contextvars(user_id=account.user["id"])
+    return account
+
+
+SignedIn = Annotated[Account, Depends(_account)]
+State = Annotated[WebState, Depends(_state)]
+
+
+def _htmx(request: Request) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+def _redirect(request: Request, url: str) -> Response:
+    """After a form post: a 303 for browsers, HX-Redirect for htmx (which would follow a 303
+    and swap the whole page into its target)."""
+    if _htmx(request):
+        return Response(status_code=204, headers={"HX-Redirect": url})
+    return RedirectResponse(url, status_code=303)
+
+
+def _page(
+    request: Request,
+    template: str,
+    account: Account | None,
+    *,
+    status: int = 200,
+    **context: Any,
+) -> Response:
+    return views.render(
+        request,
+        template,
+        {
+            "account": account,
+            "csrf_token": _state(request).codec.csrf_token(_csrf_secret(request)),
+            "htmx": _htmx(request),
+            "path": request.url.path,
+            **context,
+        },
+        status=status,
+    )
+
+
+def _text(form: FormData) -> dict[str, str]:
+    return {key: value for key, value in form.items() if isinstance(value, str)}
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path of this site: never an open redirect."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"
+
+
+# Static files
+
+
+@router.get("/static/{name}")
+async def static(name: str, request: Request) -> Response:
+    asset = views.assets().get(name)
+    if asset is None:
+        return views.error_page(request, 404, None)
+    headers = {
+        "Cache-Control": "public, max-age=31536000, immutable",
+        "ETag": f'"{name}"',
+        "Vary": "Accept-Encoding",
+    }
+    if request.headers.get("if-none-match") == headers["ETag"]:
+        return Response(status_code=304, headers=headers)
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return Response(asset.gzipped, media_type=asset.media_type, headers=headers)
+    return Response(asset.content, media_type=asset.media_type, headers=headers)
+
+
+# Signing in and out
+
+
+@router.get("/login")
+async def login_page(request: Request, next: str | None = None) -> Response:
+    return _page(request, "login.html", None, next=_safe_next(next), form={}, error=None)
+
+
+@router.post("/login")
+async def login(request: Request, state: State) -> Response:
+    form = _text(await request.form())
+    target = _safe_next(form.get("next"))
+    try:
+        cookie = await service.sign_in(
+            state=state,
+            email=form.get("email", ""),
+            password=form.get("password", ""),
+            client=_client(request),
+        )
+    except ApiError as exc:
+        error = (
+            "Too many attempts. Wait a few minutes, then try again."
+            if exc.status == 429
+            else "The email address or the password is wrong."
+        )
+        form.pop("password", None)
+        return _page(
+            request,
+            "login.html",
+            None,
+            status=exc.status if exc.status == 429 else 401,
+            next=target,
+            form=form,
+            error=error,
+        )
+    response = _redirect(request, target)
+    set_session_cookie(response, request, cookie, max_age=state.refresh_ttl_seconds)
+    return response
+
+
+@router.get("/signup")
+async def signup_page(request: Request) -> Response:
+    return _page(request, "signup.html", None, form={}, errors={}, error=None)
+
+
+@router.post("/signup")
+async def signup(request: Request, state: State) -> Response:
+    form = _text(await request.form())
+    try:
+        cookie = await service.sign_up(
+            state=state,
+            email=form.get("email", ""),
+            password=form.get("password", ""),
+            display_name=form.get("display_name", "").strip(),
+            client=_client(request),
+        )
+    except ApiError as exc:
+        form.pop("password", None)
+        return _page(
+            request,
+            "signup.html",
+            None,
+            status=422,
+            form=form,
+            errors=exc.field_errors,
+            error=exc.detail,
+        )
+    if cookie is None:
+        # Said the same way whether or not the address was registered before.
+        return _page(
+            request,
+            "login.html",
+            None,
+            next="/",
+            form={"email": form.get("email", "")},
+            error=None,
+            notice="If this address was not registered yet, its account "
+            "now exists. Sign in to continue.",
+        )
+    response = _redirect(request, "/")
+    set_session_cookie(response, request, cookie, max_age=state.refresh_ttl_seconds)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, state: State) -> Response:
+    account = await service.open_session(state=state, cookie=request.cookies.get(SESSION_COOKIE))
+    if account is not None:
+        await state.api.logout(token=account.token)
+    response = _redirect(request, "/login")
+    clear_session_cookie(response, request)
+    return response
+
+
+# Dashboard
+
+
+@router.get("/")
+async def dashboard(request: Request, account: SignedIn, state: State) -> Response:
+    data = await service.dashboard(api=state.api, token=account.token, today=date.today())
+    return _page(request, "dashboard.html", account, **data)
+
+
+# Expenses
+
+
+async def _expense_form_context(state: WebState, account: Account) -> dict[str, Any]:
+    categories = await state.api.list_categories(token=account.token)
+    return {
+        "categories": service.category_tree(categories),
+        "category_names": service.category_names(categories),
+    }
+
+
+@router.get("/expenses")
+async def expenses(
+    request: Request, account: SignedIn, state: State, cursor: str | None = None
+) -> Response:
+    filters = service.expense_filters(request.query_params)
+    try:
+        page = await service.expense_page(
+            api=state.api, token=account.token, filters=filters, cursor=cursor
+        )
+        errors: dict[str, str] = {}
+    except ApiError as exc:
+        if exc.status != 422:
+            raise
+        page, errors = {"items": [], "next_cursor": None}, exc.field_errors
+    context = await _expense_form_context(state, account)
+    more = (
+        "/expenses?" + urlencode({**filters, "cursor": page["next_cursor"]})
+        if page["next_cursor"]
+        else None
+    )
+    # htmx asks for rows only: the next page while scrolling, or the list again after an add.
+    rows_only = _htmx(request) and (cursor or request.query_params.get("rows"))
+    template = "_expense_rows.html" if rows_only else "expenses.html"
+    return _page(
+        request,
+        template,
+        account,
+        status=422 if errors else 200,
+        page=page,
+        filters=filters,
+        errors=errors,
+        more=more,
+        added=request.query_params.get("added"),
+        **context,
+    )
+
+
+@router.get("/expenses/new")
+async def new_expense(request: Request, account: SignedIn, state: State) -> Response:
+    context = await _expense_form_context(state, account)
+    template = "_expense_form.html" if _htmx(request) else "expense_new.html"
+    return _page(
+        request,
+        template,
+        account,
+        form={"occurred_on": date.today().isoformat()},
+        errors={},
+        error=None,
+        idempotency_key=service.new_form_key(),
+        **context,
+    )
+
+
+@router.post("/expenses/new")
+async def create_expense(request: Request, account: SignedIn, state: State) -> Response:
+    form = _text(await request.form())
+    key = form.get("idempotency_key") or service.new_form_key()
+    try:
+        expense = await state.api.create_expense(
+            token=account.token, body=service.expense_body(form), idempotency_key=key
+        )
+    except ApiError as exc:
+        if exc.status != 422:
+            raise
+        context = await _expense_form_context(state, account)
+        template = "_expense_form.html" if _htmx(request) else "expense_new.html"
+        return _page(
+            request,
+            template,
+            account,
+            status=422,
+            form=form,
+            errors=exc.field_errors,
+            error=exc.detail,
+            idempotency_key=key,
+            **context,
+        )
+    if not _htmx(request):
+        return RedirectResponse("/expenses?added=1", status_code=303)
+    response = _page(request, "_expense_added.html", account, expense=expense)
+    response.headers["HX-Trigger"] = "expense-added"
+    return response
+
+
+@router.get("/expenses/{expense_id}/edit")
+async def edit_expense(
+    request: Request, expense_id: str, account: SignedIn, state: State
+) -> Response:
+    expense = await state.api.get_expense(token=account.token, expense_id=expense_id)
+    context = await _expense_form_context(state, account)
+    template = "_expense_edit_row.html" if _htmx(request) else "expense_edit.html"
+    form = {**expense, "tags": ", ".join(expense["tags"])}
+    return _page(
+        request, template, account, expense=expense, form=form, errors={}, error=None, **context
+    )
+
+
+@router.get("/expenses/{expense_id}/row")
+async def expense_row(
+    request: Request, expense_id: str, account: SignedIn, state: State
+) -> Response:
+    expense = await state.api.get_expense(token=account.token, expense_id=expense_id)
+    context = await _expense_form_context(state, account)
+    return _page(request, "_expense_row.html", account, expense=expense, **context)
+
+
+@router.post("/expenses/{expense_id}")
+async def update_expense(
+    request: Request, expense_id: str, account: SignedIn, state: State
+) -> Response:
+    form = _text(await request.form())
+    try:
+        expense = await state.api.update_expense(
+            token=account.token,
+            expense_id=expense_id,
+            body=service.expense_body(form, partial=True),
+        )
+    except ApiError as exc:
+        if exc.status != 422:
+            raise
+        expense = await state.api.get_expense(token=account.token, expense_id=expense_id)
+        context = await _expense_form_context(state, account)
+        template = "_expense_edit_row.html" if _htmx(request) else "expense_edit.html"
+        return _page(
+            request,
+            template,
+            account,
+            status=422,
+            expense=expense,
+            form=form,
+            errors=exc.field_errors,
+            error=exc.detail,
+            **context,
+        )
+    if not _htmx(request):
+        return RedirectResponse("/expenses", status_code=303)
+    context = await _expense_form_context(state, account)
+    return _page(request, "_expense_row.html", account, expense=expense, updated=True, **context)
+
+
+@router.post("/expenses/{expense_id}/delete")
+async def delete_expense(
+    request: Request, expense_id: str, account: SignedIn, state: State
+) -> Response:
+    await state.api.delete_expense(token=account.token, expense_id=expense_id)
+    if _htmx(request):
+        return _page(request, "_deleted.html", account, what="Expense")
+    return RedirectResponse("/expenses", status_code=303)
+
+
+# Categories, tags and recurring expenses
+
+
+async def _categories_page(
+    request: Request, account: Account, state: WebState, *, status: int = 200, **extra: Any
+) -> Response:
+    categories, tags = await state.api.list_categories(token=account.token), None
+    tags = await state.api.list_tags(token=account.token)
+    context: dict[str, Any] = {"form": {}, "errors": {}, "error": None, **extra}
+    return _page(
+        request,
+        "categories.html",
+        account,
+        status=status,
+        tree=service.category_tree(categories),
+        tags=tags,
+        idempotency_key=service.new_form_key(),
+        **context,
+    )
+
+
+@router.get("/categories")
+async def categories(request: Request, account: SignedIn, state: State) -> Response:
+    return await _categories_page(request, account, state)
+
+
+@router.post("/categories")
+async def create_category(request: Request, account: SignedIn, state: State) -> Response:
+    form = _text(await request.form())
+    try:
+        await state.api.create_category(
+            token=account.token,
+            name=form.get("name", ""),
+            parent_id=form.get("parent_id") or None,
+            idempotency_key=form.get("idempotency_key") or service.new_form_key(),
+        )
+    except ApiError as exc:
+        if exc.status not in (409, 422):
+            raise
+        return await _categories_page(
+            request,
+            account,
+            state,
+            status=exc.status,
+            form=form,
+            errors=exc.field_errors,
+            error=exc.detail,
+        )
+    return _redirect(request, "/categories")
+
+
+@router.post("/categories/{category_id}")
+async def update_category(
+    request: Request, category_id: str, account: SignedIn, state: State
+) -> Response:
+    form = _text(await request.form())
+    body = {"name": form.get("name", ""), "parent_id": form.get("parent_id") or None}
+    try:
+        await state.api.update_category(token=account.token, category_id=category_id, body=body)
+    except ApiError as exc:
+        if exc.status not in (409, 422):
+            raise
+        return await _categories_page(
+            request, account, state, status=exc.status, error=exc.detail, errors={}
+        )
+    return _redirect(request, "/categories")
+
+
+@router.post("/categories/{category_id}/delete")
+async def delete_category(
+    request: Request, category_id: str, account: SignedIn, state: State
+) -> Response:
+    await state.api.delete_category(token=account.token, category_id=category_id)
+    return _redirect(request, "/categories")
+
+
+async def _recurring_page(
+    request: Request, account: Account, state: WebState, *, status: int = 200, **extra: Any
+) -> Response:
+    rules = await state.api.list_recurring(token=account.token)
+    context = await _expense_form_context(state, account)
+    defaults: dict[str, Any] = {
+        "form": {"starts_on": date.today().isoformat(), "frequency": "monthly"},
+        "errors": {},
+        "error": None,
+    }
+    return _page(
+        request,
+        "recurring.html",
+        account,
+        status=status,
+        rules=rules,
+        idempotency_key=service.new_form_key(),
+        **{**defaults, **extra},
+        **context,
+    )
+
+
+@router.get("/recurring")
+async def recurring(request: Request, account: SignedIn, state: State) -> Response:
+    return await _recurring_page(request, account, state)
+
+
+@router.post("/recurring")
+async def create_recurring(request: Request, account: SignedIn, state: State) -> Response:
+    form = _text(await request.form())
+    body = service.expense_body(form)
+    body.pop("occurred_on", None)
+    body.update(
+        frequency=form.get("frequency", ""),
+        starts_on=form.get("starts_on", ""),
+        **({"ends_on": form["ends_on"]} if form.get("ends_on") else {}),
+    )
+    try:
+        await state.api.create_recurring(
+            token=account.token,
+            body=body,
+            idempotency_key=form.get("idempotency_key") or service.new_form_key(),
+        )
+    except ApiError as exc:
+        if exc.status != 422:
+            raise
+        return await _recurring_page(
+            request,
+            account,
+            state,
+            status=422,
+            form=form,
+            errors=exc.field_errors,
+            error=exc.detail,
+        )
+    return _redirect(request, "/recurring")
+
+
+@router.post("/recurring/{rule_id}/delete")
+async def delete_recurring(
+    request: Request, rule_id: str, account: SignedIn, state: State
+) -> Response:
+    await state.api.delete_recurring(token=account.token, rule_id=rule_id)
+    return _redirect(request, "/recurring")
+
+
+# Budgets
+
+
+async def _budgets_page(
+    request: Request, account: Account, state: WebState, *, status: int = 200, **extra: Any
+) -> Response:
+    month = request.query_params.get("month") or date.today().strftime("%Y-%m")
+    try:
+        report = await state.api.budget_report(token=account.token, month=month)
+    except ApiError as exc:
+        if exc.status != 422:
+            raise
+        month = date.today().strftime("%Y-%m")
+        report = await state.api.budget_report(token=account.token, month=month)
+    budgets = {budget["id"]: budget for budget in await state.api.list_budgets(token=account.token)}
+    context = await _expense_form_context(state, account)
+    defaults: dict[str, Any] = {"form": {"thresholds": "80, 100"}, "errors": {}, "error": None}
+    thresholds = {budget_id: budget["thresholds"] for budget_id, budget in budgets.items()}
+    return _page(
+        request,
+        "budgets.html",
+        account,
+        status=status,
+        month=month,
+        report=report,
+        budgets=budgets,
+        thresholds_by_id=thresholds,
+        idempotency_key=service.new_form_key(),
+        **{**defaults, **extra},
+        **context,
+    )
+
+
+@router.get("/budgets")
+async def budgets(request: Request, account: SignedIn, state: State) -> Response:
+    return await _budgets_page(request, account, state)
+
+
+def _thresholds(form: FormData) -> list[str]:
+    values = [str(value) for value in form.getlist("thresholds")]
+    return [part.strip() for value in values for part in value.split(",")]
+
+
+@router.post("/budgets")
+async def create_budget(request: Request, account: SignedIn, state: State) -> Response:
+    raw = await request.form()
+    form = _text(raw)
+    try:
+        await state.api.create_budget(
+            token=account.token,
+            body=service.budget_body(form, thresholds=_thresholds(raw)),
+            idempotency_key=form.get("idempotency_key") or service.new_form_key(),
+        )
+    except ApiError as exc:
+        if exc.status != 422:
+            raise
+        return await _budgets_page(
+            request,
+            account,
+            state,
+            status=422,
+            form=form,
+            errors=exc.field_errors,
+            error=exc.detail,
+        )
+    return _redirect(request, "/budgets")
+
+
+@router.get("/budgets/{budget_id}/edit")
+async def edit_budget(
+    request: Request, budget_id: str, account: SignedIn, state: State
+) -> Response:
+    budget = await state.api.get_budget(token=account.token, budget_id=budget_id)
+    context = await _expense_form_context(state, account)
+    form = {
+        **budget,
+        "thresholds": ", ".join(str(t) for t in budget["thresholds"]),
+        "rollover": "on" if budget["rollover"] else "",
+    }
+    return _page(
+        request,
+        "budget_edit.html",
+        account,
+        budget=budget,
+        form=form,
+        errors={},
+        error=None,
+        **context,
+    )
+
+
+@router.post("/budgets/{budget_id}")
+async def update_budget(
+    request: Request, budget_id: str, account: SignedIn, state: State
+) -> Response:
+    raw = await request.form()
+    form = _text(raw)
+    try:
+        await state.api.replace_budget(
+            token=account.token,
+            budget_id=budget_id,
+            body=service.budget_body(form, thresholds=_thresholds(raw)),
+        )
+    except ApiError as exc:
+        if exc.status != 422:
+            raise
+        budget = await state.api.get_budget(token=account.token, budget_id=budget_id)
+        context = await _expense_form_context(state, account)
+        return _page(
+            request,
+            "budget_edit.html",
+            account,
+            status=422,
+            budget=budget,
+            form=form,
+            errors=exc.field_errors,
+            error=exc.detail,
+            **context,
+        )
+    return _redirect(request, "/budgets")
+
+
+@router.post("/budgets/{budget_id}/delete")
+async def delete_budget(
+    request: Request, budget_id: str, account: SignedIn, state: State
+) -> Response:
+    await state.api.delete_budget(token=account.token, budget_id=budget_id)
+    return _redirect(request, "/budgets")
+
+
+# Reports
+
+
+def _report_range(request: Request) -> tuple[date, date, dict[str, str]]:
+    today = date.today()
+    errors: dict[str, str] = {}
+    start, end = date(today.year, 1, 1), service.month_bounds(today)[1]
+    for name in ("from", "to"):
+        value = request.query_params.get(name, "").strip()
+        if not value:
+            continue
+        try:
+            parsed = date.fromisoformat(value)
+        except ValueError:
+            errors[name] = "Enter a date as YYYY-MM-DD."
+            continue
+        if name == "from":
+            start = parsed
+        else:
+            end = parsed
+    if start > end:
+        errors["to"] = "The end must not be before the start."
+        start, end = date(today.year, 1, 1), service.month_bounds(today)[1]
+    return start, end, errors
+
+
+@router.get("/reports")
+async def reports(request: Request, account: SignedIn, state: State) -> Response:
+    start, end, errors = _report_range(request)
+    try:
+        data = await service.reports(api=state.api, token=account.token, start=start, end=end)
+    except ApiError as exc:
+        if exc.status != 422:
+            raise
+        errors = {**errors, **exc.field_errors} or {"from": exc.detail}
+        start, end = date(date.today().year, 1, 1), service.month_bounds(date.today())[1]
+        data = await service.reports(api=state.api, token=account.token, start=start, end=end)
+    return _page(
+        request,
+        "reports.html",
+        account,
+        status=422 if errors else 200,
+        start=start,
+        end=end,
+        errors=errors,
+        **data,
+    )
+
+
+# Import and export
+
+
+@router.get("/import")
+async def import_page(request: Request, account: SignedIn) -> Response:
+    return _page(request, "import.html", account, preview=None, problem=None, packed=None)
+
+
+async def _upload(request: Request) -> bytes | None:
+    form = await request.form()
+    upload = form.get("file")
+    if isinstance(upload, UploadFile):
+        return await upload.read()
+    packed = form.get("packed")
+    if isinstance(packed, str):
+        limit = request.app.state.settings.max_import_body_bytes
+        return service.unpack_upload(packed, limit=limit)
+    return None
+
+
+@router.post("/import")
+async def import_preview(request: Request, account: SignedIn, state: State) -> Response:
+    content = await _upload(request)
+    if not content:
+        return _page(
+            request,
+            "import.html",
+            account,
+            status=422,
+            preview=None,
+            packed=None,
+            problem={"detail": "Choose a CSV file to import.", "errors": []},
+        )
+    try:
+        preview = await service.preview_import(api=state.api, token=account.token, content=content)
+    except ApiError as exc:
+        if exc.status not in (413, 415, 422):
+            raise
+        return _page(
+            request,
+            "import.html",
+            account,
+            status=422,
+            preview=None,
+            packed=None,
+            problem=exc.problem,
+        )
+    return _page(
+        request,
+        "import.html",
+        account,
+        preview=preview,
+        problem=None,
+        packed=service.pack_upload(content),
+    )
+
+
+@router.post("/import/confirm")
+async def import_confirm(request: Request, account: SignedIn, state: State) -> Response:
+    content = await _upload(request)
+    if not content:
+        return _page(
+            request,
+            "import.html",
+            account,
+            status=422,
+            preview=None,
+            packed=None,
+            problem={"detail": "The file was lost on the way; upload it again.", "errors": []},
+        )
+    try:
+        result = await state.api.import_csv(token=account.token, content=content, dry_run=False)
+    except ApiError as exc:
+        if exc.status not in (413, 415, 422):
+            raise
+        return _page(
+            request,
+            "import.html",
+            account,
+            status=422,
+            preview=None,
+            packed=None,
+            problem=exc.problem,
+        )
+    return _page(
+        request, "import.html", account, preview=None, problem=None, packed=None, imported=result
+    )
+
+
+@router.get("/export")
+async def export(
+    request: Request, account: SignedIn, state: State, format: str = "csv"
+) -> Response:
+    fmt = "json" if format == "json" else "csv"
+    stream = state.api.export(token=account.token, fmt=fmt)
+    upstream = await stream.__aenter__()
+
+    async def body() -> Any:
+        try:
+            async for chunk in upstream.aiter_raw():
+                yield chunk
+        finally:
+            await stream.__aexit__(None, None, None)
+
+    headers = {
+        key: upstream.headers[key]
+        for key in ("content-type", "content-disposition", "content-encoding")
+        if key in upstream.headers
+    }
+    return StreamingResponse(body(), headers={**headers, "Cache-Control": "no-store"})
+
+
+# Account
+
+
+@router.get("/account")
+async def account_page(request: Request, account: SignedIn) -> Response:
+    return _page(
+        request,
+        "account.html",
+        account,
+        errors={},
+        error=None,
+        changed=request.query_params.get("changed"),
+    )
+
+
+@router.post("/account/password")
+async def change_password(request: Request, account: SignedIn, state: State) -> Response:
+    form = _text(await request.form())
+    try:
+        await state.api.change_password(
+            token=account.token,
+            current=form.get("current_password", ""),
+            new=form.get("new_password", ""),
+        )
+    except ApiError as exc:
+        if exc.status not in (401, 422, 429):
+            raise
+        errors = exc.field_errors or {"current_password": exc.detail}
+        return _page(
+            request,
+            "account.html",
+            account,
+            status=422,
+            errors=errors,
+            error=exc.detail,
+            changed=None,
+        )
+    return _redirect(request, "/account?changed=1")
+
+
+@router.post("/account/logout-all")
+async def logout_everywhere(request: Request, account: SignedIn, state: State) -> Response:
+    await state.api.logout(token=account.token, everywhere=True)
+    response = _redirect(request, "/login")
+    clear_session_cookie(response, request)
+    return response
+
+
+@router.post("/account/delete")
+async def delete_account(request: Request, account: SignedIn, state: State) -> Response:
+    form = _text(await request.form())
+    if form.get("confirm") != "yes":
+        return _page(
+            request,
+            "account.html",
+            account,
+            status=422,
+            errors={"confirm": "Tick the box to confirm."},
+            error=None,
+            changed=None,
+        )
+    try:
+        await state.api.delete_account(token=account.token, password=form.get("password", ""))
+    except ApiError as exc:
+        if exc.status not in (401, 422, 429):
+            raise
+        return _page(
+            request,
+            "account.html",
+            account,
+            status=422,
+            errors={"password": "The password is wrong."},
+            error=None,
+            changed=None,
+        )
+    response = _redirect(request, "/login?deleted=1")
+    clear_session_cookie(response, request)
+    return response

@@ -1,0 +1,320 @@
+"""What the web pages do: sessions kept with auth's refresh-token rotation, and each page's data
+gathered from the public API. Routes call these with keyword arguments only."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import calendar
+import gzip
+import io
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from expensetracker.web.client import ApiClient, ApiError, Unauthorized
+from expensetracker.web.schemas import (
+    EXPENSE_FILTERS,
+    Category,
+    CurrencyTotal,
+    Expense,
+    ImportPreview,
+    Page,
+    SummaryGroup,
+    User,
+)
+from expensetracker.web.session import SessionCodec, Tokens, tokens_from
+
+PAGE_SIZE = 50
+LATEST_EXPENSES = 10
+TREND_MONTHS = 12
+TOP_MERCHANTS = 10
+# A rotated refresh token is remembered this long, so that requests racing with the rotation
+# (a page and its partial updates) share its result instead of replaying the old token, which
+# auth would take for a stolen one.
+_ROTATION_MEMORY_SECONDS = 60.0
+_ROTATION_MEMORY_SIZE = 10_000
+
+
+@dataclass
+class Account:
+    """The signed-in person of a request, with the token to call the API for them."""
+
+    user: User
+    tokens: Tokens
+    # A new session cookie when the tokens were refreshed during this request.
+    renewed: str | None = None
+
+    @property
+    def token(self) -> str:
+        return self.tokens.access
+
+
+@dataclass
+class WebState:
+    api: ApiClient
+    codec: SessionCodec
+    refresh_ttl_seconds: int
+    _rotations: OrderedDict[str, tuple[float, asyncio.Future[Tokens]]] = field(
+        default_factory=OrderedDict
+    )
+
+    async def rotate(self, refresh_token: str) -> Tokens:
+        """Auth's refresh, once per refresh token however many requests ask at the same time."""
+        now = time.monotonic()
+        remembered = self._rotations.get(refresh_token)
+        if remembered is not None and now - remembered[0] < _ROTATION_MEMORY_SECONDS:
+            return await asyncio.shield(remembered[1])
+        future: asyncio.Future[Tokens] = asyncio.get_running_loop().create_future()
+        self._rotations[refresh_token] = (now, future)
+        while len(self._rotations) > _ROTATION_MEMORY_SIZE:
+            self._rotations.popitem(last=False)
+        try:
+            pair = await self.api.refresh(refresh_token=refresh_token)
+        except BaseException as exc:
+            self._rotations.pop(refresh_token, None)
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters see it, nobody is warned about it
+            raise
+        future.set_result(tokens_from(dict(pair)))
+        return future.result()
+
+
+async def open_session(*, state: WebState, cookie: str | None) -> Account | None:
+    """The account of a session cookie, or None when it is missing, forged, expired, or its
+    session has ended (signed out here or elsewhere, password changed, account deleted)."""
+    tokens = state.codec.open(cookie)
+    if tokens is None:
+        return None
+    renewed = None
+    try:
+        if tokens.expiring(time.time()):
+            tokens = await state.rotate(tokens.refresh)
+            renewed = state.codec.seal(tokens)
+        user = await state.api.live_session(token=tokens.access)
+    except Unauthorized:
+        return None
+    return Account(user=user, tokens=tokens, renewed=renewed)
+
+
+async def sign_in(*, state: WebState, email: str, password: str, client: str) -> str:
+    """The new session cookie's value; raises ApiError (401, 429, 422) as auth answers."""
+    pair = await state.api.login(email=email, password=password, client=client)
+    return state.codec.seal(tokens_from(dict(pair)))
+
+
+async def sign_up(
+    *, state: WebState, email: str, password: str, display_name: str, client: str
+) -> str | None:
+    """Registers, then signs in with the same credentials. None when signing in fails: the
+    address may have been registered before, which is never said (auth answers alike)."""
+    await state.api.register(
+        email=email, password=password, display_name=display_name or email.split("@")[0]
+    )
+    try:
+        return await sign_in(state=state, email=email, password=password, client=client)
+    except ApiError as exc:
+        if exc.status in (401, 429):
+            return None
+        raise
+
+
+def month_bounds(day: date) -> tuple[date, date]:
+    last = calendar.monthrange(day.year, day.month)[1]
+    return day.replace(day=1), day.replace(day=last)
+
+
+def months_back(day: date, count: int) -> date:
+    """The first day of the month ``count - 1`` months before ``day``'s month."""
+    index = day.year * 12 + day.month - 1 - (count - 1)
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def currencies_of(groups: list[SummaryGroup]) -> list[str]:
+    return sorted({total["currency"] for group in groups for total in group["totals"]})
+
+
+def totals_by_currency(groups: list[SummaryGroup]) -> dict[str, dict[str | None, CurrencyTotal]]:
+    """currency -> group key -> total: what one chart (one currency, never added across
+    currencies) and one table column show."""
+    table: dict[str, dict[str | None, CurrencyTotal]] = {}
+    for group in groups:
+        for total in group["totals"]:
+            table.setdefault(total["currency"], {})[group["key"]] = total
+    return table
+
+
+def category_names(categories: list[Category]) -> dict[str, str]:
+    parents = {category["id"]: category["name"] for category in categories}
+    return {
+        category["id"]: (
+            f"{parents.get(category['parent_id'], '')} \u203a {category['name']}"
+            if category["parent_id"]
+            else category["name"]
+        )
+        for category in categories
+    }
+
+
+def category_tree(categories: list[Category]) -> list[tuple[Category, list[Category]]]:
+    """Top-level categories by name, each with its subcategories (one level of nesting)."""
+    children: dict[str, list[Category]] = {}
+    for category in categories:
+        if category["parent_id"]:
+            children.setdefault(category["parent_id"], []).append(category)
+    return [
+        (category, sorted(children.get(category["id"], []), key=lambda c: c["name"].casefold()))
+        for category in sorted(categories, key=lambda c: c["name"].casefold())
+        if not category["parent_id"]
+    ]
+
+
+async def dashboard(*, api: ApiClient, token: str, today: date) -> dict[str, Any]:
+    first, last = month_bounds(today)
+    trend_start = months_back(today, TREND_MONTHS)
+    by_category, budgets, latest, by_month, categories, budget_list = await asyncio.gather(
+        api.summary(
+            token=token, start=first.isoformat(), end=last.isoformat(), group_by="category"
+        ),
+        api.budget_report(token=token, month=today.strftime("%Y-%m")),
+        api.list_expenses(token=token, filters={}, cursor=None, limit=LATEST_EXPENSES),
+        api.summary(
+            token=token, start=trend_start.isoformat(), end=last.isoformat(), group_by="month"
+        ),
+        api.list_categories(token=token),
+        api.list_budgets(token=token),
+    )
+    return {
+        "month": today.strftime("%Y-%m"),
+        "budget_thresholds": {budget["id"]: budget["thresholds"] for budget in budget_list},
+        "by_category": by_category["groups"],
+        "category_currencies": currencies_of(by_category["groups"]),
+        "category_totals": totals_by_currency(by_category["groups"]),
+        "budgets": budgets["budgets"],
+        "latest": latest["items"],
+        "trend": month_series(by_month["groups"], start=trend_start, months=TREND_MONTHS),
+        "category_names": category_names(categories),
+    }
+
+
+def month_series(groups: list[SummaryGroup], *, start: date, months: int) -> dict[str, Any]:
+    """Every month of the range (empty ones too) against each currency's total."""
+    keys = [
+        f"{index // 12:04d}-{index % 12 + 1:02d}"
+        for index in range(
+            start.year * 12 + start.month - 1, start.year * 12 + start.month - 1 + months
+        )
+    ]
+    totals = totals_by_currency(groups)
+    return {"months": keys, "currencies": sorted(totals), "totals": totals}
+
+
+def expense_filters(query: Mapping[str, str]) -> dict[str, str]:
+    """The API filters present in a page's query string, as given (the API checks them)."""
+    return {name: query[name].strip() for name in EXPENSE_FILTERS if query.get(name, "").strip()}
+
+
+async def expense_page(
+    *, api: ApiClient, token: str, filters: dict[str, str], cursor: str | None
+) -> Page[Expense]:
+    return await api.list_expenses(token=token, filters=filters, cursor=cursor, limit=PAGE_SIZE)
+
+
+def expense_body(form: Mapping[str, str], *, partial: bool = False) -> dict[str, Any]:
+    """The API body of an expense form. Empty optional fields are left out on create and
+    cleared (null) on update; the amount is sent as typed, with a decimal comma accepted."""
+    body: dict[str, Any] = {}
+    for name in ("description", "occurred_on", "currency"):
+        value = form.get(name, "").strip()
+        if value or not partial:
+            body[name] = value.upper() if name == "currency" else value
+    amount = form.get("amount", "").strip()
+    if amount or not partial:
+        body["amount"] = (
+            amount.replace(",", ".") if amount.count(",") == 1 and "." not in amount else amount
+        )
+    for name in ("merchant", "notes", "category_id"):
+        value = form.get(name, "").strip()
+        if value:
+            body[name] = value
+        elif partial:
+            body[name] = None
+    tags = [tag.strip() for tag in form.get("tags", "").split(",") if tag.strip()]
+    if tags or partial:
+        body["tags"] = tags
+    return body
+
+
+def budget_body(form: Mapping[str, str], *, thresholds: list[str]) -> dict[str, Any]:
+    amount = form.get("amount", "").strip()
+    body: dict[str, Any] = {
+        "name": form.get("name", "").strip(),
+        "amount": amount.replace(",", ".")
+        if amount.count(",") == 1 and "." not in amount
+        else amount,
+        "currency": form.get("currency", "").strip().upper(),
+        "category_id": form.get("category_id") or None,
+        "rollover": form.get("rollover") == "on",
+        "thresholds": [int(value) for value in thresholds if value.strip().isdigit()] or [80, 100],
+    }
+    if form.get("starts", "").strip():
+        body["starts"] = form["starts"].strip()
+    return body
+
+
+async def reports(*, api: ApiClient, token: str, start: date, end: date) -> dict[str, Any]:
+    by_category, by_month, by_tag, trends, merchants, categories = await asyncio.gather(
+        api.summary(token=token, start=start.isoformat(), end=end.isoformat(), group_by="category"),
+        api.summary(token=token, start=start.isoformat(), end=end.isoformat(), group_by="month"),
+        api.summary(token=token, start=start.isoformat(), end=end.isoformat(), group_by="tag"),
+        api.trends(token=token, month=end.strftime("%Y-%m"), months=6),
+        api.merchants(
+            token=token, start=start.isoformat(), end=end.isoformat(), limit=TOP_MERCHANTS
+        ),
+        api.list_categories(token=token),
+    )
+    months = (end.year * 12 + end.month) - (start.year * 12 + start.month) + 1
+    return {
+        "by_category": by_category["groups"],
+        "by_tag": by_tag["groups"],
+        "by_month": month_series(by_month["groups"], start=start.replace(day=1), months=months),
+        "trends": trends,
+        "merchants": merchants,
+        "category_names": category_names(categories),
+        "currencies": {
+            "category": currencies_of(by_category["groups"]),
+            "tag": currencies_of(by_tag["groups"]),
+        },
+        "totals": {
+            "category": totals_by_currency(by_category["groups"]),
+            "tag": totals_by_currency(by_tag["groups"]),
+        },
+    }
+
+
+def pack_upload(content: bytes) -> str:
+    """The uploaded file, carried by the preview page's confirm form: the web app keeps nothing."""
+    return base64.b64encode(gzip.compress(content, compresslevel=6, mtime=0)).decode()
+
+
+def unpack_upload(packed: str, *, limit: int) -> bytes | None:
+    try:
+        raw = base64.b64decode(packed.encode(), validate=True)
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+            content = stream.read(limit + 1)
+    except (ValueError, OSError, EOFError):
+        return None
+    return content if len(content) <= limit else None
+
+
+async def preview_import(*, api: ApiClient, token: str, content: bytes) -> ImportPreview:
+    return await api.import_csv(token=token, content=content, dry_run=True)
+
+
+def new_form_key() -> str:
+    """The Idempotency-Key a rendered form carries: submitting it twice creates one object."""
+    return str(uuid.uuid4())

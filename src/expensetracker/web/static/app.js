@@ -1,0 +1,117 @@
+// ExpenseTracker's own script: progressive enhancement only. Every page works without it.
+// Loaded with `defer`, from this origin (the Content-Security-Policy allows nothing else).
+"use strict";
+
+(function () {
+  const announcer = () => document.getElementById("announcer");
+
+  function announce(message) {
+    const region = announcer();
+    if (!region) return;
+    region.textContent = "";
+    // A fresh text node in a second frame is read again even when it repeats.
+    window.requestAnimationFrame(() => { region.textContent = message; });
+  }
+
+  // The quick-add dialog: the "Add expense" links open it (or the key "n" anywhere but in a
+  // field); its form comes from the server, with its own Idempotency-Key each time.
+  function openQuickAdd(event) {
+    const dialog = document.getElementById("quick-add");
+    if (!dialog || !window.htmx || typeof dialog.showModal !== "function") return;
+    if (event) event.preventDefault();
+    window.htmx.ajax("GET", "/expenses/new", { target: "#quick-add-body", swap: "innerHTML" })
+      .then(() => {
+        const first = dialog.querySelector("input:not([type=hidden]), select");
+        if (first) first.focus();
+      });
+    dialog.showModal();
+  }
+
+  document.addEventListener("click", (event) => {
+    const opener = event.target.closest("[data-quick-add]");
+    if (opener) { openQuickAdd(event); return; }
+    const closer = event.target.closest("[data-dialog-close]");
+    if (closer) closer.closest("dialog").close();
+  });
+
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "n" || event.ctrlKey || event.metaKey || event.altKey) return;
+    const target = event.target;
+    if (target.closest("input, textarea, select, [contenteditable], dialog[open]")) return;
+    openQuickAdd(event);
+  });
+
+  // Partial updates are announced to screen readers; failures are said, never swallowed.
+  document.addEventListener("expense-added", () => announce("Expense added."));
+  document.addEventListener("announce", (event) => announce(event.detail.value || ""));
+  document.addEventListener("htmx:responseError", (event) => {
+    const xhr = event.detail.xhr;
+    const id = xhr.getResponseHeader("X-Request-ID");
+    announce(`Something went wrong (HTTP ${xhr.status}${id ? `, request ${id}` : ""}). Try again.`);
+    if (xhr.status >= 500 || xhr.status === 404) {
+      const alert = document.createElement("p");
+      alert.className = "alert";
+      alert.setAttribute("role", "alert");
+      alert.textContent = `Something went wrong on our side${id ? ` (request ${id})` : ""}. Reload the page to try again.`;
+      document.getElementById("main").prepend(alert);
+    }
+  });
+  document.addEventListener("htmx:sendError", () => announce("The server could not be reached."));
+  document.addEventListener("htmx:afterSwap", (event) => {
+    if (event.detail.target.id === "expense-rows" || event.detail.elt.classList.contains("more")) {
+      const rows = document.querySelectorAll("#expense-rows > tr:not(.more)").length;
+      announce(`${rows} expenses shown.`);
+    }
+  });
+
+  // Charts: drawn by Chart.js from the table next to them, which holds the exact numbers.
+  // One dataset per currency: amounts in different currencies are never added.
+  const palette = ["#1f5fa8", "#b3541e", "#2f7d32", "#7b3fa0", "#a8324a", "#4a6670"];
+
+  // Small multiples: one chart per currency, each on its own scale.
+  function drawChart(figure) {
+    if (!window.Chart || figure.dataset.drawn) return;
+    const table = document.getElementById(figure.dataset.table);
+    if (!table) return;
+    const series = [...table.querySelectorAll("thead th[data-series]")].map((th) => th.dataset.series);
+    const rows = [...table.querySelectorAll("tbody tr")];
+    const sparse = figure.dataset.chart === "bar" && !table.querySelector("tbody th[data-month]");
+    figure.dataset.drawn = "true";
+    series.forEach((currency, index) => {
+      const cells = rows.map((row) => [row, row.querySelectorAll("td[data-value]")[index]]);
+      // Categories or tags without spending in this currency are left out of its chart.
+      const shown = sparse ? cells.filter(([, cell]) => cell.dataset.value !== "0") : cells;
+      if (!shown.length) return;
+      const canvas = document.createElement("canvas");
+      canvas.setAttribute("role", "img");
+      canvas.setAttribute("aria-label", `${figure.querySelector("figcaption").textContent}, ${currency}; the table holds the same numbers.`);
+      const holder = document.createElement("div");
+      holder.className = "chart-canvas";
+      holder.append(canvas);
+      figure.querySelector(".chart-canvases").append(holder);
+      new window.Chart(canvas, {
+        type: figure.dataset.chart,
+        data: {
+          labels: shown.map(([row]) => row.querySelector("th").dataset.label),
+          datasets: [{
+            label: currency,
+            // Chart coordinates only: the figures people read stay the table's exact decimals.
+            data: shown.map(([, cell]) => Number(cell.dataset.value)),
+            backgroundColor: palette[index % palette.length],
+            borderColor: palette[index % palette.length],
+          }],
+        },
+        options: {
+          animation: false,
+          maintainAspectRatio: false,
+          plugins: { title: { display: true, text: currency } , legend: { display: false } },
+          scales: { y: { beginAtZero: true } },
+        },
+      });
+    });
+  }
+
+  function drawCharts() { document.querySelectorAll("figure[data-chart]").forEach(drawChart); }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", drawCharts);
+  else drawCharts();
+})();

@@ -1,0 +1,188 @@
+"""Rendering: the Jinja2 templates, money and dates in the reader's locale (Babel), the static
+files under content-hashed names, and the pages shown for errors."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import structlog
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date
+from babel.numbers import format_currency, format_decimal
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+DEFAULT_LOCALE = Locale.parse("en_US")
+# Security headers of every page (the platform adds nosniff, frame and referrer headers).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'; object-src 'none'"
+)
+_COMPRESS_FROM_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class Asset:
+    name: str
+    hashed_name: str
+    content: bytes
+    gzipped: bytes
+    media_type: str
+
+
+def _media_type(name: str) -> str:
+    return {
+        ".js": "text/javascript; charset=utf-8",
+        ".css": "text/css; charset=utf-8",
+        ".svg": "image/svg+xml",
+    }[name[name.rfind(".") :]]
+
+
+@lru_cache(maxsize=1)
+def assets() -> dict[str, Asset]:
+    """Every file of ``static/`` by its content-hashed name (``htmx.min.3f2a9c1b.js``): a new
+    version is a new URL, so each can be cached for a year."""
+    found: dict[str, Asset] = {}
+    root = resources.files("expensetracker.web") / "static"
+    for entry in root.iterdir():
+        if not entry.is_file() or entry.name.endswith((".md", ".txt")):
+            continue
+        content = entry.read_bytes()
+        digest = hashlib.sha256(content).hexdigest()[:12]
+        stem, dot, suffix = entry.name.rpartition(".")
+        hashed = f"{stem}.{digest}{dot}{suffix}"
+        found[hashed] = Asset(
+            name=entry.name,
+            hashed_name=hashed,
+            content=content,
+            gzipped=gzip.compress(content, compresslevel=9, mtime=0),
+            media_type=_media_type(entry.name),
+        )
+    return found
+
+
+@lru_cache(maxsize=1)
+def _static_urls() -> dict[str, str]:
+    return {asset.name: f"/static/{asset.hashed_name}" for asset in assets().values()}
+
+
+def static_url(name: str) -> str:
+    return _static_urls()[name]
+
+
+@lru_cache(maxsize=64)
+def _locale(header: str) -> Locale:
+    for part in header.split(","):
+        tag = part.split(";")[0].strip()
+        if not tag or tag == "*":
+            continue
+        try:
+            return Locale.parse(tag, sep="-")
+        except (ValueError, UnknownLocaleError):
+            continue
+    return DEFAULT_LOCALE
+
+
+def request_locale(request: Request) -> Locale:
+    return _locale(request.headers.get("accept-language", "")[:200])
+
+
+def money(amount: str, currency: str, locale: Locale) -> str:
+    """The API's exact decimal string in the reader's format; never rounded (the API already
+    gives the currency's number of decimals)."""
+    return format_currency(Decimal(amount), currency, locale=locale, decimal_quantization=False)
+
+
+def number(value: Decimal | int | str, locale: Locale) -> str:
+    return format_decimal(Decimal(value), locale=locale, decimal_quantization=False)
+
+
+def day(value: str | date, locale: Locale) -> str:
+    parsed = value if isinstance(value, date) else date.fromisoformat(value)
+    return format_date(parsed, format="medium", locale=locale)
+
+
+def month_name(value: str, locale: Locale) -> str:
+    return format_date(date.fromisoformat(value + "-01"), format="MMM yyyy", locale=locale)
+
+
+templates = Environment(
+    loader=PackageLoader("expensetracker.web", "templates"),
+    autoescape=select_autoescape(default=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+    enable_async=False,
+)
+templates.globals["static_url"] = static_url
+
+
+def _wants_gzip(request: Request) -> bool:
+    return "gzip" in request.headers.get("accept-encoding", "")
+
+
+def html(request: Request, body: str, *, status: int = 200) -> Response:
+    content = body.encode()
+    headers = {
+        "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+        "Cache-Control": "no-store",
+        "Vary": "Accept-Encoding, HX-Request, Cookie",
+    }
+    if len(content) >= _COMPRESS_FROM_BYTES and _wants_gzip(request):
+        content = gzip.compress(content, compresslevel=5)
+        headers["Content-Encoding"] = "gzip"
+    return HTMLResponse(content, status_code=status, headers=headers)
+
+
+def render(
+    request: Request, template: str, context: dict[str, Any], *, status: int = 200
+) -> Response:
+    locale = request_locale(request)
+    body = templates.get_template(template).render(
+        request=request,
+        locale=locale,
+        lang=locale.language,
+        money=lambda amount, currency: money(amount, currency, locale),
+        number=lambda value: number(value, locale),
+        day=lambda value: day(value, locale),
+        month_name=lambda value: month_name(value, locale),
+        **context,
+    )
+    return html(request, body, status=status)
+
+
+_TITLES = {
+    400: "This request could not be understood",
+    403: "This request was refused",
+    404: "Page not found",
+    405: "This page does not accept that",
+    413: "That file is too large",
+    429: "Too many requests",
+    503: "ExpenseTracker is not available right now",
+}
+
+
+def error_page(request: Request, status: int, detail: str | None) -> Response:
+    """A friendly page with the request id, never a stack trace."""
+    context = structlog.contextvars.get_contextvars()
+    return render(
+        request,
+        "error.html",
+        {
+            "status": status,
+            "title": _TITLES.get(status, "Something went wrong"),
+            "detail": detail,
+            "request_id": context.get("request_id", ""),
+            "account": None,
+            "csrf_token": "",
+        },
+        status=status,
+    )
