@@ -5,6 +5,7 @@ htmx, when present, asks for the part of the page that changes (``HX-Request``).
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import date
@@ -471,7 +472,8 @@ async def delete_expense(
 ) -> Response:
     await state.api.delete_expense(token=account.token, expense_id=expense_id)
     if _htmx(request):
-        return _page(request, "_deleted.html", account, what="Expense")
+        # An empty answer replaces the row; the live region says what happened.
+        return Response(headers={"HX-Trigger": json.dumps({"announce": "Expense deleted."})})
     return RedirectResponse("/expenses", status_code=303)
 
 
@@ -933,7 +935,7 @@ async def change_password(request: Request, account: SignedIn, state: State) -> 
             new=form.get("new_password", ""),
         )
     except ApiError as exc:
-        if exc.status not in (401, 422, 429):
+        if exc.status not in (401, 403, 422, 429):
             raise
         errors = exc.field_errors or {"current_password": exc.detail}
         return _page(
@@ -972,7 +974,7 @@ async def delete_account(request: Request, account: SignedIn, state: State) -> R
     try:
         await state.api.delete_account(token=account.token, password=form.get("password", ""))
     except ApiError as exc:
-        if exc.status not in (401, 422, 429):
+        if exc.status not in (401, 403, 422, 429):
             raise
         return _page(
             request,

@@ -1,0 +1,435 @@
+"""The web app over HTTP, without JavaScript: what a browser with scripts off gets, and what an
+attacker's requests get. The browser tests (test_web_browser.py) cover the rest."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from datetime import date
+from pathlib import Path
+
+import httpx
+import pytest
+
+from expensetracker.targets import resolve_targets
+from expensetracker.web import views
+from tests.conftest import AppFactory
+from tests.web import SESSION_KEY, csrf_token, idempotency_key, signed_up_person
+
+pytestmark = pytest.mark.database
+
+STATIC = Path(views.__file__).with_name("static")
+PAGES = (
+    "/",
+    "/expenses",
+    "/expenses/new",
+    "/budgets",
+    "/reports",
+    "/categories",
+    "/recurring",
+    "/import",
+    "/account",
+)
+_ROW_ID = re.compile(r'<tr id="expense-([0-9a-f-]{36})"')
+
+
+@pytest.fixture
+async def web(serve_app: AppFactory) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve_app(
+        resolve_targets("all"), base_url="https://testserver", web_session_key=SESSION_KEY
+    ) as client:
+        yield client
+
+
+def expense_ids(html: str) -> list[str]:
+    return _ROW_ID.findall(html)
+
+
+async def test_signing_in_sets_a_hardened_session_cookie(web: httpx.AsyncClient) -> None:
+    person = await signed_up_person(web)
+    web.cookies.clear()
+    response = await person.submit(
+        "/login", "/login", {"email": person.email, "password": person.password, "next": "/"}
+    )
+    assert response.status_code == 303
+    cookie = next(
+        value
+        for value in response.headers.get_list("set-cookie")
+        if value.startswith("et_session=")
+    )
+    flags = {part.strip().lower() for part in cookie.split(";")[1:]}
+    assert {"httponly", "secure", "samesite=lax", "path=/"} <= flags
+    # The tokens inside are encrypted: no JWT (base64 of '{"') shows through.
+    assert "eyJ" not in cookie.split(";")[0]
+    assert (await web.get("/")).status_code == 200
+
+
+async def test_every_page_has_a_strict_csp_and_no_inline_script_or_style(
+    web: httpx.AsyncClient,
+) -> None:
+    await signed_up_person(web)
+    for path in (*PAGES, "/login", "/signup", "/no-such-page"):
+        response = await web.get(path)
+        assert response.status_code in (200, 404), path
+        policy = response.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "unsafe" not in policy, path
+        assert "frame-ancestors 'none'" in policy
+        html = response.text
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), f"inline script on {path}"
+        assert not re.search(r"\son[a-z]+=", html), f"inline event handler on {path}"
+        assert not re.search(r"\sstyle=", html), f"inline style on {path}"
+        assert response.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_a_cross_site_or_tokenless_form_post_changes_nothing(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    form = (await web.get("/expenses/new")).text
+    data = {
+        "csrf_token": csrf_token(form),
+        "idempotency_key": idempotency_key(form),
+        "description": "Forged",
+        "amount": "99.00",
+        "currency": "EUR",
+        "occurred_on": "2026-11-02",
+    }
+    attempts = [
+        ({"Sec-Fetch-Site": "cross-site"}, data),
+        ({"Origin": "https://evil.example.net"}, data),
+        ({"Sec-Fetch-Site": "same-origin"}, {**data, "csrf_token": "0" * 64}),
+        ({"Sec-Fetch-Site": "same-origin"}, {k: v for k, v in data.items() if k != "csrf_token"}),
+    ]
+    for headers, body in attempts:
+        response = await web.post("/expenses/new", data=body, headers=headers)
+        assert response.status_code == 403, (headers, response.text)
+        assert "another site" in response.text
+    assert expense_ids((await web.get("/expenses")).text) == []
+    assert (await person.add_expense(description="Mine")).status_code == 303
+
+
+async def test_a_form_submitted_twice_creates_one_expense(web: httpx.AsyncClient) -> None:
+    await signed_up_person(web)
+    form = (await web.get("/expenses/new")).text
+    data = {
+        "csrf_token": csrf_token(form),
+        "idempotency_key": idempotency_key(form),
+        "description": "Double click",
+        "amount": "4.50",
+        "currency": "EUR",
+        "occurred_on": "2026-11-03",
+    }
+    first = await web.post("/expenses/new", data=data)
+    second = await web.post("/expenses/new", data=data)
+    assert (first.status_code, second.status_code) == (303, 303)
+    assert len(expense_ids((await web.get("/expenses")).text)) == 1
+    # A new rendering of the form is a new expense.
+    other = (await web.get("/expenses/new")).text
+    assert idempotency_key(other) != data["idempotency_key"]
+
+
+async def test_another_users_ids_answer_not_found(web: httpx.AsyncClient) -> None:
+    alice = await signed_up_person(web)
+    await alice.add_expense(description="Alice's lunch")
+    alice_cookies = dict(web.cookies)
+    [alice_expense] = expense_ids((await web.get("/expenses")).text)
+    web.cookies.clear()
+    bob = await signed_up_person(web)
+    for path in (f"/expenses/{alice_expense}/edit", f"/expenses/{alice_expense}/row"):
+        response = await web.get(path)
+        assert response.status_code == 404, path
+        assert "Alice" not in response.text
+    for action in (f"/expenses/{alice_expense}/delete", f"/expenses/{alice_expense}"):
+        response = await bob.submit("/expenses", action, {"description": "Bob was here"})
+        assert response.status_code == 404, action
+    assert (await web.get("/budgets/00000000-0000-0000-0000-000000000000/edit")).status_code == 404
+    web.cookies.clear()
+    web.cookies.update(alice_cookies)
+    page = (await web.get("/expenses")).text
+    assert expense_ids(page) == [alice_expense] and "Alice&#39;s lunch" in page
+
+
+@pytest.mark.parametrize("how", ["logout", "logout-all", "password"])
+async def test_after_signing_out_the_old_cookie_opens_nothing(
+    web: httpx.AsyncClient, how: str
+) -> None:
+    person = await signed_up_person(web)
+    old = dict(web.cookies)
+    if how == "logout":
+        response = await person.submit("/", "/logout", {})
+    elif how == "logout-all":
+        response = await person.submit("/account", "/account/logout-all", {})
+    else:
+        response = await person.submit(
+            "/account",
+            "/account/password",
+            {"current_password": person.password, "new_password": "a different passphrase 2"},
+        )
+        assert response.status_code == 303, response.text
+        # The password change ends every *other* session: sign in again, then out.
+        response = await person.submit("/", "/logout", {})
+    assert response.status_code == 303
+    web.cookies.clear()
+    web.cookies.update(old)
+    for path in PAGES:
+        response = await web.get(path)
+        assert response.status_code == 303, path
+        assert response.headers["location"].startswith("/login")
+
+
+async def test_signing_in_never_tells_whether_an_address_is_registered(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    web.cookies.clear()
+
+    async def attempt(email: str) -> tuple[int, str]:
+        response = await person.submit("/login", "/login", {"email": email, "password": "wrong!!"})
+        return response.status_code, re.sub(r'value="[^"]*"', "", response.text)
+
+    known, unknown = await attempt(person.email), await attempt("nobody@example.org")
+    assert known[0] == unknown[0] == 401
+    assert known[1] == unknown[1]
+    assert "email address or the password is wrong" in known[1]
+    # Signing up with a taken address says what a new one would, and opens nothing.
+    taken = await person.submit(
+        "/signup", "/signup", {"email": person.email, "password": "another passphrase 9"}
+    )
+    assert taken.status_code == 200
+    assert "If this address was not registered yet" in taken.text
+    assert "et_session" not in taken.headers.get("set-cookie", "")
+
+
+async def test_a_wrong_field_is_shown_next_to_it_and_what_was_typed_stays(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    response = await person.add_expense(
+        description="Kuwaiti dinar", amount="1.2345", currency="KWD"
+    )
+    assert response.status_code == 422
+    html = response.text
+    assert 'id="new-amount-error"' in html and 'aria-invalid="true"' in html
+    assert 'value="Kuwaiti dinar"' in html and 'value="1.2345"' in html
+    assert expense_ids((await web.get("/expenses")).text) == []
+
+
+async def test_money_is_exact_and_in_the_readers_locale(web: httpx.AsyncClient) -> None:
+    person = await signed_up_person(web)
+    for amount, currency in (("1234.5", "EUR"), ("1200", "JPY"), ("1.25", "KWD")):
+        assert (await person.add_expense(amount=amount, currency=currency)).status_code == 303
+    english = (await web.get("/expenses", headers={"Accept-Language": "en-GB"})).text
+    german = (await web.get("/expenses", headers={"Accept-Language": "de-DE,de;q=0.9"})).text
+    assert "€1,234.50" in english and "JP¥1,200" in english and "KWD1.250" in english
+    assert "1.234,50\xa0€" in german and "1.200\xa0¥" in german and "1,250\xa0KWD" in german
+
+
+async def test_a_service_that_is_down_gives_a_friendly_page_with_the_request_id(
+    serve_app: AppFactory,
+) -> None:
+    # auth here, expenses and reports "elsewhere" on a port where nothing listens.
+    async with serve_app(
+        resolve_targets("auth,web"),
+        base_url="https://testserver",
+        web_session_key=SESSION_KEY,
+        expenses_url="http://127.0.0.1:9",
+        reports_url="http://127.0.0.1:9",
+    ) as web:
+        await signed_up_person(web)
+        for path in ("/", "/expenses"):
+            response = await web.get(path)
+            assert response.status_code == 503
+            assert response.headers["content-type"].startswith("text/html")
+            request_id = response.headers["x-request-id"]
+            assert request_id in response.text
+            assert "Traceback" not in response.text and "ConnectError" not in response.text
+        # What still works, works.
+        assert (await web.get("/account")).status_code == 200
+
+
+async def test_static_files_have_hashed_names_long_caching_and_compression(
+    web: httpx.AsyncClient,
+) -> None:
+    html = (await web.get("/login")).text
+    urls = re.findall(r'(?:src|href)="(/static/[^"]+)"', html)
+    assert {re.sub(r"\.[0-9a-f]{12}\.", ".", url) for url in urls} == {
+        "/static/app.css",
+        "/static/htmx.min.js",
+        "/static/app.js",
+    }
+    for url in urls:
+        response = await web.get(url, headers={"Accept-Encoding": "gzip"})
+        assert response.status_code == 200
+        assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
+        assert response.headers["content-encoding"] == "gzip"
+        etag = response.headers["etag"]
+        assert (await web.get(url, headers={"If-None-Match": etag})).status_code == 304
+    assert (await web.get("/static/app.000000000000.js")).status_code == 404
+
+
+def test_vendored_files_match_this_table() -> None:
+    """Each vendored script is the package's file named in VENDORED.md, with its licence."""
+    table = (STATIC / "VENDORED.md").read_text()
+    rows = re.findall(
+        r"\| `([^`]+)` \| .*? \| ([\d.]+) \| .*?`(LICENSE-[^`]+)`.*? \| `([0-9a-f]{64})` \|", table
+    )
+    assert {name for name, *_ in rows} == {"htmx.min.js", "chart.umd.min.js"}
+    for name, _version, licence, digest in rows:
+        assert hashlib.sha256((STATIC / name).read_bytes()).hexdigest() == digest, name
+        assert (STATIC / licence).read_text().strip()
+
+
+async def test_the_list_keeps_filters_in_the_url_and_pages_on_the_cursor(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    content = "occurred_on,amount,currency,description,notes,merchant,category,tags,external_id\n"
+    content += "".join(
+        f"2026-10-{day % 28 + 1:02d},{day}.00,EUR,{'Shop' if day % 2 else 'Cafe'} {day},,,,,\n"
+        for day in range(1, 56)
+    )
+    token = csrf_token((await web.get("/import")).text)
+    preview = await web.post(
+        "/import",
+        data={"csrf_token": token},
+        files={"file": ("bank.csv", content.encode(), "text/csv")},
+    )
+    packed = re.search(r'name="packed" value="([^"]+)"', preview.text).group(1)
+    confirmed = await person.submit("/import", "/import/confirm", {"packed": packed})
+    assert "Imported: 55 new expenses" in confirmed.text
+    first = (await web.get("/expenses")).text
+    assert len(expense_ids(first)) == 50
+    more = re.search(r'<a href="(/expenses\?cursor=[^"]+)">More expenses</a>', first).group(1)
+    rest = await web.get(more.replace("&amp;", "&"), headers={"HX-Request": "true"})
+    assert "<html" not in rest.text and len(expense_ids(rest.text)) == 5
+    assert set(expense_ids(first)).isdisjoint(expense_ids(rest.text))
+    filtered = (await web.get("/expenses?q=Shop&min_amount=40&currency=EUR")).text
+    ids = expense_ids(filtered)
+    assert len(ids) == 8  # Shop 41, 43, ..., 55
+    assert 'value="Shop"' in filtered and 'value="40"' in filtered
+    bad = await web.get("/expenses?from=yesterday")
+    assert bad.status_code == 422 and 'id="filter-from-error"' in bad.text
+
+
+async def test_an_import_with_a_bad_row_shows_its_line_and_saves_nothing(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    header = "occurred_on,amount,currency,description,notes,merchant,category,tags,external_id\n"
+    bad = header + "2026-11-01,5.00,EUR,Fine,,,,,b-1\n2026-11-02,5.001,EUR,Too precise,,,,,b-2\n"
+    token = csrf_token((await web.get("/import")).text)
+    refused = await web.post(
+        "/import", data={"csrf_token": token}, files={"file": ("a.csv", bad.encode(), "text/csv")}
+    )
+    assert refused.status_code == 422
+    assert re.search(r"<td class=\"num\">3</td><td>amount</td>", refused.text)
+    assert expense_ids((await web.get("/expenses")).text) == []
+    await person.add_expense(description="Earlier")  # not from the file
+    good = header + "2026-11-01,5.00,EUR,Fine,,,,,b-1\n2026-11-02,5.00,EUR,Fixed,,,,,b-2\n"
+    preview = await web.post(
+        "/import", data={"csrf_token": token}, files={"file": ("a.csv", good.encode(), "text/csv")}
+    )
+    assert (
+        "2 will be added" in preview.text and "Nothing is saved until you confirm" in preview.text
+    )
+    assert len(expense_ids((await web.get("/expenses")).text)) == 1
+    packed = re.search(r'name="packed" value="([^"]+)"', preview.text).group(1)
+    done = await person.submit("/import", "/import/confirm", {"packed": packed})
+    assert "Imported: 2 new expenses" in done.text
+    again = await web.post(
+        "/import", data={"csrf_token": token}, files={"file": ("a.csv", good.encode(), "text/csv")}
+    )
+    assert "2 will be skipped as already imported" in again.text
+    assert "Skipped lines: 2, 3" in again.text
+    export = await web.get("/export?format=csv")
+    assert export.headers["content-disposition"] == 'attachment; filename="expenses.csv"'
+    assert export.text.count("\n") == 4 and "Fixed" in export.text
+    assert (await web.get("/export?format=json")).json()[0]["description"] in (
+        "Fine",
+        "Fixed",
+        "Earlier",
+    )
+
+
+async def test_a_budget_pushed_over_its_limit_shows_on_the_dashboard(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    page = (await web.get("/budgets")).text
+    created = await web.post(
+        "/budgets",
+        data={
+            "csrf_token": csrf_token(page),
+            "idempotency_key": idempotency_key(page),
+            "name": "Coffee money",
+            "amount": "10.00",
+            "currency": "EUR",
+            "thresholds": "50, 100",
+        },
+    )
+    assert created.status_code == 303, created.text
+    today = date.today().isoformat()
+    await person.add_expense(amount="6.00", occurred_on=today)
+    assert "Warning" in (await web.get("/")).text
+    await person.add_expense(amount="6.00", occurred_on=today)
+    dashboard = (await web.get("/")).text
+    assert "Over budget" in dashboard and "€2.00 over" in dashboard
+    assert 'low="50" high="99.99"' in dashboard
+    budgets = (await web.get("/budgets")).text
+    assert "Over budget" in budgets and "thresholds 50%, 100%" in budgets
+
+
+async def test_htmx_gets_fragments_and_plain_forms_get_redirects(web: httpx.AsyncClient) -> None:
+    person = await signed_up_person(web)
+    htmx = {"HX-Request": "true", "X-CSRF-Token": ""}
+    form = (await web.get("/expenses/new", headers={"HX-Request": "true"})).text
+    assert "<html" not in form and "<form" in form
+    htmx["X-CSRF-Token"] = csrf_token(form)
+    added = await web.post(
+        "/expenses/new",
+        data={
+            "idempotency_key": idempotency_key(form),
+            "description": "Tea",
+            "amount": "2.00",
+            "currency": "EUR",
+            "occurred_on": "2026-11-04",
+        },
+        headers=htmx,
+    )
+    assert added.status_code == 200 and added.headers["hx-trigger"] == "expense-added"
+    assert "Added: Tea" in added.text
+    [tea] = expense_ids((await web.get("/expenses")).text)
+    edit = await web.get(f"/expenses/{tea}/edit", headers={"HX-Request": "true"})
+    assert edit.text.lstrip().startswith("<tr") and 'value="Tea"' in edit.text
+    saved = await web.post(
+        f"/expenses/{tea}", data={"description": "Green tea", "amount": "2.50"}, headers=htmx
+    )
+    assert saved.status_code == 200 and "Green tea" in saved.text and "€2.50" in saved.text
+    deleted = await web.post(f"/expenses/{tea}/delete", headers=htmx)
+    assert deleted.status_code == 200
+    assert expense_ids((await web.get("/expenses")).text) == []
+    plain = await person.add_expense()
+    assert plain.status_code == 303 and plain.headers["location"] == "/expenses?added=1"
+
+
+async def test_deleting_the_account_needs_the_box_and_the_password(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    await person.add_expense()
+    unticked = await person.submit("/account", "/account/delete", {"password": person.password})
+    assert unticked.status_code == 422, unticked.text[-1500:]
+    assert "Tick the box" in unticked.text
+    wrong = await person.submit("/account", "/account/delete", {"password": "no", "confirm": "yes"})
+    assert wrong.status_code == 422 and "The password is wrong" in wrong.text
+    done = await person.submit(
+        "/account", "/account/delete", {"password": person.password, "confirm": "yes"}
+    )
+    assert done.status_code == 303 and done.headers["location"] == "/login?deleted=1"
+    assert (await web.get("/")).headers["location"] == "/login"
+    web.cookies.clear()
+    back = await person.submit(
+        "/login", "/login", {"email": person.email, "password": person.password}
+    )
+    assert back.status_code == 401
