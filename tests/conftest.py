@@ -111,6 +111,15 @@ async def _scratch_database(admin_url: str, template: str) -> AsyncIterator[str]
         await admin_execute(admin_url, f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="module")
+async def module_database_url(
+    postgres_admin_url: str, migrated_template: str
+) -> AsyncIterator[str]:
+    """A database shared by one module's tests: for a server they all talk to."""
+    async with _scratch_database(postgres_admin_url, migrated_template) as url:
+        yield url
+
+
 @pytest.fixture
 async def database_url(postgres_admin_url: str, migrated_template: str) -> AsyncIterator[str]:
     """A fresh database of this test alone, every service migrated to head."""
