@@ -337,7 +337,7 @@ async def test_no_inline_script_runs(context: BrowserContext, base_url: str) -> 
     page = await context.new_page()
     violations = watch_csp(page)
     await page.goto(f"{base_url}/login")
-    with pytest.raises(Exception, match="Content Security Policy|inline"):
+    with pytest.raises(Exception, match=r"Content Security Policy|inline"):
         await page.add_script_tag(content="window.injected = true;")
     await page.evaluate(
         "() => { const b = document.createElement('button'); b.id = 'x';"
