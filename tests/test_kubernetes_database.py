@@ -14,10 +14,20 @@ from sqlalchemy import make_url
 
 from expensetracker.platform.embedded import pg_bin
 from expensetracker.platform.migrations import upgrade
-from expensetracker.targets import SERVICES
-from tests.kubernetes import KUBERNETES, kustomize, named
+from expensetracker.targets import SERVICES as TARGETS
+from tests.kubernetes import KUBERNETES, kustomize, named, of_kind, pod_spec
 
 pytestmark = pytest.mark.database
+BASE = tuple(kustomize(KUBERNETES / "base"))
+# The services the manifests migrate (a `migrate` initContainer): those with a database. The web
+# app has none, so no role either.
+SERVICES = {
+    name: TARGETS[name]
+    for deployment in of_kind(BASE, "Deployment")
+    for init in pod_spec(deployment).get("initContainers", [])
+    if init["args"][:2] == ["migrate", "--target"]
+    and (name := init["args"][2]) == deployment["metadata"]["name"]
+}
 ROLES = {name: f"expensetracker_{name}" for name in SERVICES}
 PASSWORDS = {name: f"test-{name}-password" for name in SERVICES}
 MONITOR = "expensetracker_monitor"
@@ -27,7 +37,7 @@ BACKUP_PASSWORD = "test-backup-password"
 
 
 def init_script() -> str:
-    init = named(tuple(kustomize(KUBERNETES / "base")), "ConfigMap", "postgres-init")
+    init = named(BASE, "ConfigMap", "postgres-init")
     [script] = init["data"].values()
     return script
 
@@ -88,6 +98,7 @@ async def denied(url: str, statement: str) -> bool:
 async def test_each_service_migrates_and_works_with_its_own_role(
     empty_database_url: str,
 ) -> None:
+    assert sorted(SERVICES) == ["auth", "expenses", "reports"]
     await prepare_roles_for_a_non_superuser(empty_database_url)
     run_init_script(empty_database_url)
     run_init_script(empty_database_url)  # idempotent: rotating a password runs it again

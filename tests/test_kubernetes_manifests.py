@@ -38,12 +38,13 @@ CHECKOV_CONFIG = REPO / "deploy" / "kubernetes" / ".checkov.yaml"
 def test_every_overlay_and_component_renders() -> None:
     for name in OVERLAYS:
         kinds = Counter(m["kind"] for m in overlay(name))
-        # The three services; in staging and production also the database exporter and the
-        # backups' browser, with the backup CronJob.
-        assert kinds["Deployment"] == (3 if name == "development" else 5), (name, kinds)
+        # The four services (auth, expenses, reports, web); in staging and production also the
+        # database exporter and the backups' browser, with the backup CronJob.
+        assert kinds["Deployment"] == (4 if name == "development" else 6), (name, kinds)
         assert kinds["CronJob"] == (0 if name == "development" else 1), (name, kinds)
         assert kinds["StatefulSet"] == 1, (name, kinds)
-        assert kinds["Ingress"] == 1 and kinds["NetworkPolicy"] >= 6, (name, kinds)
+        # The public Ingress, and the one refusing web's /livez, /readyz and /metrics.
+        assert kinds["Ingress"] == 2 and kinds["NetworkPolicy"] >= 9, (name, kinds)
     # Each component adds what it is for on top of the base.
     adds = {
         "network-policies": "NetworkPolicy",

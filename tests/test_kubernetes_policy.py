@@ -37,6 +37,10 @@ REQUIRED_LABELS = (
     "environment",
 )
 REPLICAS = {"development": 1, "staging": 2, "production": 3}
+# The services with a database (a migrate initContainer, a role of their own), and web, which
+# calls their APIs and has none.
+API_SERVICES = ("auth", "expenses", "reports")
+WEB = "web"
 QUOTA = {
     "requests.cpu": "4",
     "requests.memory": "8Gi",
@@ -137,10 +141,30 @@ def test_service_deployments_probes_rollout_and_shutdown(env: str) -> None:
         assert annotations["prometheus.io/scrape"] == "true"
         assert annotations["prometheus.io/port"] == str(container["ports"][0]["containerPort"])
         assert annotations["prometheus.io/path"] == "/metrics"
-        [migrate] = spec["initContainers"]
         target = deployment["metadata"]["name"]
-        assert migrate["args"] == ["migrate", "--target", target]
-        assert container["args"][:3] == ["serve", "--target", target]
+        assert container["args"] == ["serve", "--target", target, *SERVE_ADDRESS]
+        if target == WEB:
+            assert "initContainers" not in spec  # no database, nothing to migrate
+        else:
+            [migrate] = spec["initContainers"]
+            assert migrate["args"] == ["migrate", "--target", target]
+    assert sorted(d["metadata"]["name"] for d in services(env)) == [*API_SERVICES, WEB]
+
+
+def test_web_has_no_database_and_reaches_the_apis_by_their_services(env: str) -> None:
+    web = named(overlay(env), "Deployment", WEB)
+    [container] = pod_spec(web)["containers"]
+    assert [e["name"] for e in container["env"]] == ["EXPENSETRACKER_WEB_SESSION_KEY"]
+    assert container["envFrom"] == [{"configMapRef": {"name": "expensetracker-config"}}]
+    settings = config(env)
+    for name in API_SERVICES:
+        url = settings[f"EXPENSETRACKER_{name.upper()}_URL"]
+        port = named(overlay(env), "Service", name)["spec"]["ports"][0]["port"]
+        assert url == f"http://{name}:{port}", url
+    assert "EXPENSETRACKER_DATABASE_URL" not in settings
+
+
+SERVE_ADDRESS = ("--host", "0.0.0.0", "--port", "8000")
 
 
 def test_labels_on_every_workload_and_pod(env: str) -> None:
@@ -256,8 +280,17 @@ def _selects(selector: dict, labels: dict[str, str]) -> bool:
     if not selector.get("matchLabels", {}).items() <= labels.items():
         return False
     for expression in selector.get("matchExpressions", []):
-        value = labels.get(expression["key"])
-        if expression["operator"] == "In" and value not in expression["values"]:
+        key, operator = expression["key"], expression["operator"]
+        if operator == "In":
+            matches = labels.get(key) in expression["values"]
+        elif operator == "NotIn":
+            matches = labels.get(key) not in expression["values"]
+        elif operator == "Exists":
+            matches = key in labels
+        else:
+            assert operator == "DoesNotExist", operator
+            matches = key not in labels
+        if not matches:
             return False
     return True
 
@@ -316,15 +349,26 @@ def test_network_policies_deny_by_default_and_allow_only_the_flows(env: str) -> 
     prometheus = {"namespace": "monitoring", "app.kubernetes.io/name": "prometheus"}
     backup = {"app.kubernetes.io/component": "backup"}
     dns = {"namespace": "kube-system", "k8s-app": "kube-dns"}
-    for name in ("auth", "expenses", "reports"):
+    for name in (*API_SERVICES, WEB):
         assert _allowed(policies, controller, pods[name], 8000)
         assert _allowed(policies, prometheus, pods[name], 8000)
-        assert _allowed(policies, pods[name], pods["postgres"], 5432)
         assert _allowed(policies, pods[name], dns, 53)
-        assert not _allowed(policies, controller, pods["postgres"], 5432)
+    for name in API_SERVICES:
+        assert _allowed(policies, pods[name], pods["postgres"], 5432)
+    assert not _allowed(policies, controller, pods["postgres"], 5432)
     for name in ("expenses", "reports"):
         assert _allowed(policies, pods[name], pods["auth"], 8000)  # the JWKS
     assert not _allowed(policies, pods["auth"], pods["reports"], 8000)
+    # web calls the three APIs and nothing else: not the database, not the exporter; and no
+    # other service calls web.
+    for name in API_SERVICES:
+        assert _allowed(policies, pods[WEB], pods[name], 8000)
+        assert not _allowed(policies, pods[name], pods[WEB], 8000)
+    assert not _allowed(policies, pods[WEB], pods["postgres"], 5432)
+    for name, labels in pods.items():
+        if name not in API_SERVICES:
+            for port in (8000, 5432, 9187, 9188):
+                assert not _allowed(policies, pods[WEB], labels, port), (name, port)
     assert _allowed(policies, backup, pods["postgres"], 5432)
     if "postgres-exporter" in pods:
         assert _allowed(policies, prometheus, pods["postgres-exporter"], 9187)
@@ -345,6 +389,7 @@ def test_secrets_are_placeholders_or_come_from_the_store(env: str) -> None:
             "expenses-db",
             "reports-db",
             "auth-keys",
+            "web-session",
             "postgres-exporter-db",
             "postgres-backup-db",
         }
@@ -377,7 +422,8 @@ def test_each_pod_gets_only_its_own_secrets(env: str) -> None:
             for e in c.get("env", [])
             if "valueFrom" in e
         }
-        assert secrets == ({"auth-db", "auth-keys"} if name == "auth" else {f"{name}-db"})
+        own = {"auth": {"auth-db", "auth-keys"}, WEB: {"web-session"}}
+        assert secrets == own.get(name, {f"{name}-db"}), name
 
 
 def test_environment_settings(env: str) -> None:
@@ -395,7 +441,7 @@ def test_environment_settings(env: str) -> None:
 
 
 def test_ingress_routes_exactly_the_spec_prefixes_with_tls_and_limits(env: str) -> None:
-    [ingress] = of_kind(overlay(env), "Ingress")
+    ingress = named(overlay(env), "Ingress", "expensetracker")
     annotations = ingress["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/limit-rpm"] == "100"
     assert annotations["nginx.ingress.kubernetes.io/enable-cors"] == "true"
@@ -413,13 +459,33 @@ def test_ingress_routes_exactly_the_spec_prefixes_with_tls_and_limits(env: str) 
     [rule] = ingress["spec"]["rules"]
     assert tls["hosts"] == [rule["host"]] == ["api.expensetracker.example.com"]
     routes = {path["path"]: path["backend"]["service"]["name"] for path in rule["http"]["paths"]}
-    # The same prefixes the services answer, from the code itself.
+    assert {path["pathType"] for path in rule["http"]["paths"]} == {"Prefix"}
+    # The same prefixes the API services answer, from the code itself; everything else is the
+    # web app's. The longest matching prefix wins, so / takes only what no API prefix does.
     expected = {prefix: spec.name for spec in SERVICES.values() for prefix in spec.path_prefixes}
-    assert {p.rstrip("/"): s for p, s in routes.items()} == {
-        p.rstrip("/"): s for p, s in expected.items()
+    expected["/"] = WEB
+    assert {p.rstrip("/") or "/": s for p, s in routes.items()} == {
+        p.rstrip("/") or "/": s for p, s in expected.items()
     }
-    for internal in ("/livez", "/readyz", "/metrics"):
-        assert not any(internal.startswith(p.rstrip("/")) for p in routes)
+    # Inside only: no API prefix covers them, and web's (which / would reach) are refused to
+    # every address by the other Ingress, whose more specific paths nginx picks first.
+    internal = ("/livez", "/readyz", "/metrics")
+    api_prefixes = [p.rstrip("/") for p in routes if p != "/"]
+    for path in internal:
+        assert not any(path == p or path.startswith(p + "/") for p in api_prefixes), path
+    [refusing] = [i for i in of_kind(overlay(env), "Ingress") if i is not ingress]
+    refusals = refusing["metadata"]["annotations"]
+    assert set(refusals["nginx.ingress.kubernetes.io/denylist-source-range"].split(",")) == {
+        "0.0.0.0/0",
+        "::/0",
+    }
+    assert not any("snippet" in key for key in refusals)
+    assert refusing["spec"]["ingressClassName"] == ingress["spec"]["ingressClassName"]
+    assert refusing["spec"]["tls"] == ingress["spec"]["tls"]
+    [refused] = refusing["spec"]["rules"]
+    assert refused["host"] == rule["host"]
+    assert sorted(path["path"] for path in refused["http"]["paths"]) == sorted(internal)
+    assert {path["pathType"] for path in refused["http"]["paths"]} == {"Prefix"}
     if env != "development":
         certificate = named(overlay(env), "Certificate", tls["secretName"])
         assert certificate["spec"]["dnsNames"] == tls["hosts"]

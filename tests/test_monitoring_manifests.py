@@ -6,15 +6,18 @@ plus what the issue asks of each part. Schema validation and checkov run on it w
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
 
 from tests.kubernetes import (
+    KUBERNETES,
     MONITORING,
     POD_SECURITY,
     WORKLOAD_KINDS,
     containers,
+    kustomize,
     monitoring,
     named,
     of_kind,
@@ -187,3 +190,38 @@ def test_placeholder_secrets_only() -> None:
     grafana = named(monitoring(), "Secret", "grafana-admin")["stringData"]
     assert grafana["admin-password"].startswith("dev-only-")
     assert Path(MONITORING / "kubernetes" / "secrets.yaml").read_text().count("dev-only") >= 2
+
+
+def service_names() -> set[str]:
+    """The services the base deploys: auth, expenses, reports and web."""
+    base = tuple(kustomize(KUBERNETES / "base"))
+    return {
+        d["metadata"]["name"]
+        for d in of_kind(base, "Deployment")
+        if d["metadata"]["labels"]["app.kubernetes.io/name"] == "expensetracker"
+    }
+
+
+def test_service_overview_shows_every_service() -> None:
+    """The service dashboard lists services by their label, so a new one (web) appears by
+    itself: no query or variable may narrow `service` or `component` to a fixed list
+    (`=~"auth|expenses|..."`) that leaves one out."""
+    names = service_names()
+    assert names == {"auth", "expenses", "reports", "web"}
+    board = json.loads((MONITORING / "dashboards" / "service-overview.json").read_text())
+    panels = [*board["panels"], *(p for row in board["panels"] for p in row.get("panels", []))]
+    queries = [t["expr"] for panel in panels for t in panel.get("targets", [])]
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    queries += [v["query"]["query"] for v in variables.values()]
+    enumeration = re.compile(r'\b(service|component)\s*=~\s*"([^"]*)"')
+    for query in queries:
+        for label, value in enumeration.findall(query):
+            if "$" in value:
+                continue  # a dashboard variable, checked below
+            for name in names:
+                assert re.fullmatch(value, name), f"{label}=~{value!r} leaves out {name}: {query}"
+    service = variables["service"]
+    assert service["includeAll"] and service["allValue"] == ".*" and not service["regex"]
+    assert "label_values(http_requests_total" in service["query"]["query"]
+    by_service = [q for q in queries if re.search(r"by \((?:service|service, le)\)", q)]
+    assert len(by_service) >= 3, "requests, errors and latency per service"

@@ -25,7 +25,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.kubernetes import MONITORING, REPO
+from tests.kubernetes import KUBERNETES, MONITORING, REPO, kustomize, of_kind
 
 RULES = MONITORING / "rules"
 RULE_FILES = sorted(RULES.glob("*.yaml"))
@@ -303,6 +303,59 @@ def test_alert_is_tested_firing_and_not_firing(alert: Alert) -> None:
         ), f"{alert.id}: no test one evaluation either side of its for: {alert.for_}"
     elif alert.expr.strip() != "vector(1)":
         assert any(not c.fires(alert) for c in mine), f"{alert.id}: no test where it stays quiet"
+
+
+# --- every service is covered ----------------------------------------------------------------
+
+
+def service_deployments() -> set[str]:
+    base = tuple(kustomize(KUBERNETES / "base"))
+    return {
+        d["metadata"]["name"]
+        for d in of_kind(base, "Deployment")
+        if d["metadata"]["labels"]["app.kubernetes.io/name"] == "expensetracker"
+    }
+
+
+def test_service_down_names_every_service_the_manifests_deploy() -> None:
+    """The SLO alerts read the `service` label of whatever is scraped; ServiceDown must name each
+    service, both to see its pods down and to notice it has none at all."""
+    names = service_deployments()
+    assert names == {"auth", "expenses", "reports", "web"}
+    [down] = [a for a in alerts() if a.name == "ServiceDown"]
+    [pattern] = re.findall(r'\bcomponent=~"([^"]+)"', down.expr)
+    assert set(pattern.split("|")) == names
+    absent = re.findall(r'absent\(up\{[^}]*\bcomponent="([^"]+)"', down.expr)
+    assert sorted(absent) == sorted(names)
+    for alert in alerts():
+        if alert.file in {"services.yaml", "slo.yaml"}:
+            # No other rule narrows the services to a fixed list that could leave one out.
+            for value in re.findall(r'\b(?:service|component)=~"([^"]+)"', alert.expr):
+                assert all(re.fullmatch(value, name) for name in names), alert.id
+
+
+def test_service_alerts_are_shown_firing_for_the_web_app() -> None:
+    """Each alert of services.yaml has a promtool case in which web's own series make it fire,
+    one evaluation after they have not yet (its `for:`)."""
+    for name in sorted({a.name for a in alerts() if a.file == "services.yaml"}):
+        rules = [a for a in alerts() if a.name == name]
+        mine = [c for c in cases() if c.alertname == name]
+
+        def for_web(case: Case, alert: Alert) -> bool:
+            return any(
+                alert.labels.items() <= labels.items() and labels.get("service") == "web"
+                for labels in case.firing
+            )
+
+        assert any(
+            not for_web(before, alert)
+            and for_web(after, alert)
+            and (after.file, after.test) == (before.file, before.test)
+            and after.at - before.at == before.interval
+            for alert in rules
+            for before in mine
+            for after in mine
+        ), f"{name}: no promtool case shows it firing for web on both sides of its for:"
 
 
 # --- Alertmanager ----------------------------------------------------------------------------
