@@ -38,6 +38,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.wrk import run_wrk  # noqa: E402
 from expensetracker.platform.embedded import EmbeddedPostgres, pg_bin  # noqa: E402
 from expensetracker.platform.migrations import upgrade  # noqa: E402
 from expensetracker.reports import service as reports_service  # noqa: E402
@@ -169,50 +170,8 @@ async def load_data(url: str, users: list[uuid.UUID]) -> float:
     return time.perf_counter() - started
 
 
-WRK_SCRIPT = """
-wrk.headers["Authorization"] = "Bearer {token}"
-"""
-
-
-def parse_wrk(output: str) -> dict[str, float]:
-    if "Requests/sec" not in output or "99%" not in output:
-        raise RuntimeError(f"unexpected wrk output:\n{output}")
-
-    def latency_ms(value: str) -> float:
-        number, unit = re.match(r"([\d.]+)(us|ms|s|m)", value).groups()
-        return float(number) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
-
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
-        # Anchored: "+/- Stdev" columns such as "90.50%" must not be taken for percentiles.
-        "p50": latency_ms(re.search(r"^\s+50%\s+(\S+)", output, re.MULTILINE).group(1)),
-        "p99": latency_ms(re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE).group(1)),
-        "errors": float(errors.group(1)) if errors else 0.0,
-    }
-
-
-def run_wrk(urls: list[str], path: str, token: str, seconds: int) -> dict[str, float]:
-    """`CONNECTIONS` connections spread over the processes, one wrk each, at the same time."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT.format(token=token))
-    per = CONNECTIONS // len(urls)
-    runs = [
-        subprocess.Popen(
-            ["wrk", "-t1", f"-c{per}", f"-d{seconds}s", "--latency", "-s", script.name, url + path],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for url in urls
-    ]
-    results = [parse_wrk(run.communicate(timeout=seconds + 60)[0]) for run in runs]
-    os.unlink(script.name)
-    return {
-        "rps": sum(r["rps"] for r in results),
-        "p50": max(r["p50"] for r in results),
-        "p99": max(r["p99"] for r in results),  # the worse of the two: conservative
-        "errors": sum(r["errors"] for r in results),
-    }
+def bearer(token: str) -> str:
+    return f'wrk.headers["Authorization"] = "Bearer {token}"\n'
 
 
 def run_pgbench(pgbench: str, url: str, sql: str, user: str, seconds: int) -> dict[str, float]:
@@ -337,9 +296,10 @@ def main() -> int:
         for name, path, token, user, sql in scenarios:
             response = httpx.get(reports[0] + path, headers={"Authorization": f"Bearer {token}"})
             assert response.status_code == 200, response.text
-            run_wrk(reports, path, token, 3)  # warm-up: pools, JWKS, caches
+            wrk = {"script": bearer(token), "connections": CONNECTIONS}
+            run_wrk(reports, path, seconds=3, **wrk)  # warm-up: pools, JWKS, caches
             log(f"measuring: {name}")
-            api = run_wrk(reports, path, token, DURATION_SECONDS)
+            api = run_wrk(reports, path, seconds=DURATION_SECONDS, **wrk)
             raw = run_pgbench(pgbench, url, sql, user, DURATION_SECONDS)
             rows.append((f"API: {name}", api))
             rows.append(("  raw SQL behind it (pgbench)", raw))

@@ -104,6 +104,8 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.services = tuple(services)
+    # For the services' own HTTP clients: their calls are spans of the request that made them.
+    app.state.tracer_provider = tracer_provider
     app.state.readiness = health.Readiness()
     app.state.engine = None
     app.state.migration_heads = {

@@ -65,6 +65,7 @@ class BudgetStatus(StrictModel):
     percent_used: float | None = Field(
         description="spent / available; null when nothing is available"
     )
+    thresholds: list[int] = Field(description="The budget's alert thresholds, in percent.")
     state: Literal["ok", "warning", "over"]
 
 

@@ -313,6 +313,7 @@ async def budget_report(db: asyncpg.Connection, *, user_id: uuid.UUID, month: da
                 spent=fmt(spent),
                 remaining=fmt(available - spent),
                 percent_used=percent,
+                thresholds=list(plan.thresholds),
                 state=state,
             )
         )

@@ -8,7 +8,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
-from opentelemetry import trace
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
 from expensetracker.platform.application import create_app as create_platform_app
@@ -16,7 +15,7 @@ from expensetracker.platform.config import Settings, get_settings
 from expensetracker.platform.ratelimit import IN_PROCESS
 from expensetracker.platform.service import ServiceSpec
 from expensetracker.web import routes, views
-from expensetracker.web.client import SERVICES, TIMEOUT_SECONDS, ApiClient
+from expensetracker.web.client import POOL_LIMITS, SERVICES, TIMEOUT_SECONDS, ApiClient
 from expensetracker.web.service import WebState
 from expensetracker.web.session import SessionCodec
 
@@ -40,9 +39,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                     transport=transport, base_url="http://in-process", timeout=TIMEOUT_SECONDS
                 )
             else:
-                client = httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT_SECONDS)
+                client = httpx.AsyncClient(
+                    base_url=base_url, timeout=TIMEOUT_SECONDS, limits=POOL_LIMITS
+                )
             HTTPXClientInstrumentor.instrument_client(
-                client, tracer_provider=trace.get_tracer_provider()
+                client, tracer_provider=app.state.tracer_provider
             )
             clients[name] = await stack.enter_async_context(client)
         secret = settings.web_session_key

@@ -30,6 +30,9 @@ from expensetracker.web.schemas import (
 # Which service answers a path prefix; each may live at its own base URL.
 SERVICES = ("auth", "expenses", "reports")
 TIMEOUT_SECONDS = 10.0
+# Connections kept to each service: more only queue at its database pool, and httpcore's pool
+# scans every connection on every request.
+POOL_LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=16)
 
 
 class ApiError(Exception):

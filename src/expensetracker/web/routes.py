@@ -636,7 +636,6 @@ async def _budgets_page(
     budgets = {budget["id"]: budget for budget in await state.api.list_budgets(token=account.token)}
     context = await _expense_form_context(state, account)
     defaults: dict[str, Any] = {"form": {"thresholds": "80, 100"}, "errors": {}, "error": None}
-    thresholds = {budget_id: budget["thresholds"] for budget_id, budget in budgets.items()}
     return _page(
         request,
         "budgets.html",
@@ -645,7 +644,6 @@ async def _budgets_page(
         month=month,
         report=report,
         budgets=budgets,
-        thresholds_by_id=thresholds,
         idempotency_key=service.new_form_key(),
         **{**defaults, **extra},
         **context,

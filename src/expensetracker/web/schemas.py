@@ -98,6 +98,7 @@ class BudgetStatus(TypedDict):
     spent: str
     remaining: str
     percent_used: float | None
+    thresholds: list[int]
     state: str
 
 

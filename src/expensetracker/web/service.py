@@ -176,7 +176,7 @@ def category_tree(categories: list[Category]) -> list[tuple[Category, list[Categ
 async def dashboard(*, api: ApiClient, token: str, today: date) -> dict[str, Any]:
     first, last = month_bounds(today)
     trend_start = months_back(today, TREND_MONTHS)
-    by_category, budgets, latest, by_month, categories, budget_list = await asyncio.gather(
+    by_category, budgets, latest, by_month, categories = await asyncio.gather(
         api.summary(
             token=token, start=first.isoformat(), end=last.isoformat(), group_by="category"
         ),
@@ -186,11 +186,9 @@ async def dashboard(*, api: ApiClient, token: str, today: date) -> dict[str, Any
             token=token, start=trend_start.isoformat(), end=last.isoformat(), group_by="month"
         ),
         api.list_categories(token=token),
-        api.list_budgets(token=token),
     )
     return {
         "month": today.strftime("%Y-%m"),
-        "budget_thresholds": {budget["id"]: budget["thresholds"] for budget in budget_list},
         "by_category": by_category["groups"],
         "category_currencies": currencies_of(by_category["groups"]),
         "category_totals": totals_by_currency(by_category["groups"]),

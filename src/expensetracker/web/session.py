@@ -50,13 +50,15 @@ class SessionCodec:
     def seal(self, tokens: Tokens) -> str:
         plain = json.dumps([tokens.access, tokens.refresh, tokens.expires_at]).encode()
         nonce = secrets.token_bytes(_NONCE_BYTES)
-        return base64.urlsafe_b64encode(nonce + self._aead.encrypt(nonce, plain, None)).decode()
+        sealed = base64.urlsafe_b64encode(nonce + self._aead.encrypt(nonce, plain, None))
+        # Without the padding: a cookie value with "=" would be sent quoted.
+        return sealed.decode().rstrip("=")
 
     def open(self, value: str | None) -> Tokens | None:
         if not value:
             return None
         try:
-            raw = base64.urlsafe_b64decode(value.encode())
+            raw = base64.urlsafe_b64decode(value.encode() + b"=" * (-len(value) % 4))
             plain = self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], None)
             access, refresh, expires_at = json.loads(plain)
             return Tokens(access=str(access), refresh=str(refresh), expires_at=float(expires_at))

@@ -120,7 +120,8 @@ templates = Environment(
     autoescape=select_autoescape(default=True),
     trim_blocks=True,
     lstrip_blocks=True,
-    enable_async=False,
+    # Templates ship with the package: no file check on every include.
+    auto_reload=False,
 )
 templates.globals["static_url"] = static_url
 

@@ -1,0 +1,268 @@
+"""Benchmark of the web app's two busiest pages against the JSON API calls behind them.
+
+    .venv/bin/python bench/web.py        (or: make bench-web)
+
+The deployment's shape on one machine: two `serve --target auth,expenses,reports` processes (the
+API) and two `serve --target web` processes, each web process calling one API process over
+HTTP, as web pods call the API Services in Kubernetes. A user holds 10,000 expenses over the
+last twelve months, 12 categories and 5 budgets. At 16 concurrent connections (wrk, 127.0.0.1
+only, bounded in time), in the same run:
+
+- the dashboard, and the six API calls it makes, sent in turn straight to the API;
+- the first page of expenses, and its three API calls.
+
+"API sets/s" is the API's requests per second divided by the number of calls a page makes:
+how many pages' worth of API answers the API gives when nobody renders them. Targets
+(issue 12): p99 <= 50 ms per page, and page throughput >= 50% of the API sets/s.
+Needs wrk (Debian package `wrk`). Uses the embedded PostgreSQL in a temporary folder, or the
+server in EXPENSETRACKER_BENCH_DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from datetime import date
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.wrk import lua_requests, run_wrk  # noqa: E402
+from expensetracker.platform.embedded import EmbeddedPostgres  # noqa: E402
+from expensetracker.platform.migrations import upgrade  # noqa: E402
+from expensetracker.targets import SERVICES  # noqa: E402
+from tests.processes import Process, clean_env, cli, free_port  # noqa: E402
+
+EXPENSES = 10_000
+CATEGORIES = 12
+BUDGETS = 5
+DURATION_SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
+CONNECTIONS = 16
+EMAIL = "web@bench.example"
+PASSWORD = "benchmark passphrase 2026"
+SESSION_KEY = "benchmark-session-key-of-some-forty-characters"
+PAGE_TARGET_P99_MS = 50
+RATIO_TARGET = 0.5
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def months_back(today: date, count: int) -> date:
+    index = today.year * 12 + today.month - 1 - count
+    return date(index // 12, index % 12 + 1, 1)
+
+
+async def load_data(url: str, user: uuid.UUID, today: date) -> None:
+    """10,000 expenses over the last twelve months (90% EUR, 10% USD), categories, budgets."""
+    start = months_back(today, 11)
+    days = (today - start).days + 1
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute("INSERT INTO expenses.owners (user_id) VALUES ($1)", user)
+        categories = [uuid.uuid4() for _ in range(CATEGORIES)]
+        await connection.executemany(
+            "INSERT INTO expenses.categories (user_id, id, name) VALUES ($1, $2, $3)",
+            [(user, category, f"Category {i}") for i, category in enumerate(categories)],
+        )
+        await connection.execute(
+            """
+            INSERT INTO expenses.expenses (user_id, id, amount_minor, currency,
+                currency_exponent, occurred_on, description, merchant, category_id)
+            SELECT $1, gen_random_uuid(), 100 + (n * 7919) % 20000,
+                   CASE WHEN n % 10 = 0 THEN 'USD' ELSE 'EUR' END, 2,
+                   $3::date + ((n * 31) % $4::int), 'expense ' || n, 'shop ' || n % 50,
+                   ($2::uuid[])[1 + n % array_length($2::uuid[], 1)]
+            FROM generate_series(0, $5::int - 1) AS n
+            """,
+            user,
+            categories,
+            start,
+            days,
+            EXPENSES,
+        )
+        await connection.executemany(
+            "INSERT INTO reports.budgets (user_id, id, name, category_id, currency, amount_minor, "
+            "rollover, thresholds, starts_on) VALUES ($1, $2, $3, $4, 'EUR', $5, $6, '{80,100}', "
+            "$7)",
+            [
+                (user, uuid.uuid4(), f"Budget {i}", categories[i], 50_000, i % 2 == 0, start)
+                for i in range(BUDGETS)
+            ],
+        )
+        await connection.execute("ANALYZE")
+    finally:
+        await connection.close()
+
+
+async def sign_in(web_url: str) -> str:
+    """The Cookie header of a signed-in browser."""
+    async with httpx.AsyncClient(base_url=web_url, timeout=30) as client:
+        page = await client.get("/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        response = await client.post(
+            "/login",
+            data={"csrf_token": token, "email": EMAIL, "password": PASSWORD, "next": "/"},
+        )
+        assert response.status_code == 303, response.text
+        return "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+
+
+async def api_calls(api_url: str, today: date) -> tuple[str, list[str], list[str]]:
+    """A token, and the API paths the dashboard and the first expenses page ask for (what
+    web/service.py sends, with this month's dates)."""
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
+        tokens = (
+            await client.post("/api/v1/auth/login", json={"email": EMAIL, "password": PASSWORD})
+        ).json()
+    first = today.replace(day=1)
+    last = months_back(today, -1).replace(day=1).toordinal() - 1
+    end = date.fromordinal(last).isoformat()
+    dashboard = [
+        "/api/v1/auth/session",
+        f"/api/v1/reports/summary?from={first.isoformat()}&to={end}&group_by=category",
+        f"/api/v1/reports/budgets?month={today.strftime('%Y-%m')}",
+        "/api/v1/expenses?limit=10",
+        f"/api/v1/reports/summary?from={months_back(today, 11).isoformat()}&to={end}"
+        "&group_by=month",
+        "/api/v1/categories?limit=500",
+    ]
+    expenses_page = [
+        "/api/v1/auth/session",
+        "/api/v1/expenses?limit=50",
+        "/api/v1/categories?limit=500",
+    ]
+    return tokens["access_token"], dashboard, expenses_page
+
+
+def main() -> int:
+    if shutil.which("wrk") is None:
+        print("wrk is needed: apt-get install wrk", file=sys.stderr)
+        return 2
+    today = date.today()
+    with ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-web-")))
+        url = os.environ.get("EXPENSETRACKER_BENCH_DATABASE_URL")
+        if url is None:
+            url = stack.enter_context(EmbeddedPostgres(folder / "data")).url
+        log("migrating")
+        for spec in SERVICES.values():
+            upgrade(spec, url)
+        base_env = clean_env(
+            EXPENSETRACKER_DATABASE_URL=url,
+            EXPENSETRACKER_RATE_LIMIT="off",
+            EXPENSETRACKER_LOG_LEVEL="WARNING",
+            EXPENSETRACKER_WEB_SESSION_KEY=SESSION_KEY,
+            # One token for the whole run: wrk cannot take a renewed cookie.
+            EXPENSETRACKER_ACCESS_TOKEN_TTL_SECONDS="3600",
+            EXPENSETRACKER_DB_POOL_SIZE="2",
+            EXPENSETRACKER_DB_MAX_OVERFLOW="0",
+        )
+
+        def serve(target: str, **env: str) -> str:
+            process = Process(
+                cli("serve", "--target", target, "--port", str(free_port())), {**base_env, **env}
+            )
+            stack.callback(process.stop)
+            stack.callback(lambda: (process.signal(signal.SIGTERM), process.wait(30)))
+            return process.wait_ready()
+
+        apis = [serve("auth,expenses,reports") for _ in range(2)]
+        webs = [
+            serve(
+                "web",
+                EXPENSETRACKER_AUTH_URL=api,
+                EXPENSETRACKER_EXPENSES_URL=api,
+                EXPENSETRACKER_REPORTS_URL=api,
+            )
+            for api in apis
+        ]
+        with httpx.Client(base_url=apis[0]) as client:
+            client.post(
+                "/api/v1/auth/register",
+                json={"email": EMAIL, "password": PASSWORD, "display_name": "Bench"},
+            )
+        token, dashboard_calls, expenses_calls = asyncio.run(api_calls(apis[0], today))
+        user = httpx.get(
+            apis[0] + "/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"}
+        ).json()["id"]
+        log(f"loading {EXPENSES:,} expenses")
+        asyncio.run(load_data(url, uuid.UUID(user), today))
+        cookie = asyncio.run(sign_in(webs[0]))
+
+        api_headers = {"Authorization": f"Bearer {token}"}
+        scenarios = [
+            ("dashboard", ["/"], dashboard_calls),
+            ("first expenses page", ["/expenses"], expenses_calls),
+        ]
+        rows = []
+        for name, pages, calls in scenarios:
+            page_script = lua_requests(pages, {"Cookie": cookie, "Accept-Encoding": "gzip"})
+            api_script = lua_requests(calls, api_headers)
+            for base in webs:
+                check = httpx.get(base + pages[0], headers={"Cookie": cookie})
+                assert check.status_code == 200 and "<h1>" in check.text, check.status_code
+            for base in apis:
+                for call in calls:
+                    answer = httpx.get(base + call, headers=api_headers)
+                    assert answer.status_code == 200, (call, answer.text)
+            wrk = {"connections": CONNECTIONS}
+            run_wrk(webs, "/", script=page_script, seconds=3, **wrk)  # warm-up
+            run_wrk(apis, "/", script=api_script, seconds=3, **wrk)
+            log(f"measuring: {name}")
+            page = run_wrk(webs, "/", script=page_script, seconds=DURATION_SECONDS, **wrk)
+            api = run_wrk(apis, "/", script=api_script, seconds=DURATION_SECONDS, **wrk)
+            rows.append((name, page, api, len(calls)))
+            for base in webs:
+                after = httpx.get(base + pages[0], headers={"Cookie": cookie})
+                if after.status_code != 200:
+                    log(f"after {name}: {base} answered {after.status_code}")
+        if os.environ.get("BENCH_DETAIL"):
+            # Each API call alone: which of them the pages wait for most.
+            for call in dict.fromkeys(dashboard_calls + expenses_calls):
+                alone = run_wrk(
+                    apis,
+                    "/",
+                    script=lua_requests([call], api_headers),
+                    seconds=5,
+                    connections=CONNECTIONS,
+                )
+                print(f"  {call[:70]:<70} {alone['rps']:>6.0f} req/s  p99 {alone['p99']:.1f} ms")
+
+        print(
+            f"\nA user with {EXPENSES:,} expenses, {CONNECTIONS} connections, "
+            f"{DURATION_SECONDS} s per line, {os.cpu_count()} cores; two API and two web "
+            "processes\n"
+        )
+        print("| what | req/s | p50 ms | p99 ms | errors | API sets/s | page / API sets | target |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, page, api, count in rows:
+            sets = api["rps"] / count
+            ratio = page["rps"] / sets
+            met = page["p99"] <= PAGE_TARGET_P99_MS and ratio >= RATIO_TARGET and not page["errors"]
+            print(
+                f"| page: {name} | {page['rps']:.0f} | {page['p50']:.2f} | {page['p99']:.2f} | "
+                f"{page['errors']:.0f} | | {ratio:.2f} | {'met' if met else 'MISSED'} |"
+            )
+            print(
+                f"| API: its {count} calls, in turn | {api['rps']:.0f} | {api['p50']:.2f} | "
+                f"{api['p99']:.2f} | {api['errors']:.0f} | {sets:.0f} | | |"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
