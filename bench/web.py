@@ -35,6 +35,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -148,6 +149,35 @@ async def api_calls(api_url: str, today: date) -> tuple[str, list[str], list[str
     return tokens["access_token"], dashboard, expenses_page
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def postgres_pids() -> list[int]:
+    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+
+
+def measured(groups: dict[str, list[int]], urls: list[str], script: str) -> dict[str, float]:
+    """wrk's figures, plus the CPU milliseconds per request each group of processes spent."""
+    before = {name: cpu_seconds(pids) for name, pids in groups.items()}
+    result = run_wrk(urls, "/", script=script, seconds=DURATION_SECONDS, connections=CONNECTIONS)
+    requests = result["rps"] * DURATION_SECONDS
+    for name, pids in groups.items():
+        result[f"cpu:{name}"] = (cpu_seconds(pids) - before[name]) * 1000 / max(requests, 1)
+    return result
+
+
+def cpu(result: dict[str, float]) -> str:
+    return " / ".join(f"{result[f'cpu:{name}']:.2f}" for name in ("web", "api", "database"))
+
+
 def main() -> int:
     if shutil.which("wrk") is None:
         print("wrk is needed: apt-get install wrk", file=sys.stderr)
@@ -172,10 +202,13 @@ def main() -> int:
             EXPENSETRACKER_DB_MAX_OVERFLOW="0",
         )
 
+        pids: dict[str, list[int]] = {"web": [], "api": []}
+
         def serve(target: str, **env: str) -> str:
             process = Process(
                 cli("serve", "--target", target, "--port", str(free_port())), {**base_env, **env}
             )
+            pids["web" if target == "web" else "api"].append(process.popen.pid)
             stack.callback(process.stop)
             stack.callback(lambda: (process.signal(signal.SIGTERM), process.wait(30)))
             return process.wait_ready()
@@ -223,8 +256,9 @@ def main() -> int:
             run_wrk(webs, "/", script=page_script, seconds=3, **wrk)  # warm-up
             run_wrk(apis, "/", script=api_script, seconds=3, **wrk)
             log(f"measuring: {name}")
-            page = run_wrk(webs, "/", script=page_script, seconds=DURATION_SECONDS, **wrk)
-            api = run_wrk(apis, "/", script=api_script, seconds=DURATION_SECONDS, **wrk)
+            groups = {**pids, "database": postgres_pids()}
+            page = measured(groups, webs, page_script)
+            api = measured(groups, apis, api_script)
             rows.append((name, page, api, len(calls)))
             for base in webs:
                 after = httpx.get(base + pages[0], headers={"Cookie": cookie})
@@ -247,19 +281,23 @@ def main() -> int:
             f"{DURATION_SECONDS} s per line, {os.cpu_count()} cores; two API and two web "
             "processes\n"
         )
-        print("| what | req/s | p50 ms | p99 ms | errors | API sets/s | page / API sets | target |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(
+            "| what | req/s | p50 ms | p99 ms | errors | API sets/s | page / API sets | target "
+            "| CPU ms per request: web / API / database |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
         for name, page, api, count in rows:
             sets = api["rps"] / count
             ratio = page["rps"] / sets
             met = page["p99"] <= PAGE_TARGET_P99_MS and ratio >= RATIO_TARGET and not page["errors"]
             print(
                 f"| page: {name} | {page['rps']:.0f} | {page['p50']:.2f} | {page['p99']:.2f} | "
-                f"{page['errors']:.0f} | | {ratio:.2f} | {'met' if met else 'MISSED'} |"
+                f"{page['errors']:.0f} | | {ratio:.2f} | {'met' if met else 'MISSED'} | "
+                f"{cpu(page)} |"
             )
             print(
                 f"| API: its {count} calls, in turn | {api['rps']:.0f} | {api['p50']:.2f} | "
-                f"{api['p99']:.2f} | {api['errors']:.0f} | {sets:.0f} | | |"
+                f"{api['p99']:.2f} | {api['errors']:.0f} | {sets:.0f} | | | {cpu(api)} |"
             )
     return 0
 

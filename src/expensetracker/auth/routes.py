@@ -26,19 +26,19 @@ from expensetracker.platform.tokens import CurrentUser
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
 
-def _keys(request: Request) -> KeyStore:
+async def _keys(request: Request) -> KeyStore:
     return request.app.state.auth_keys
 
 
-def _hasher(request: Request) -> PasswordHasher:
+async def _hasher(request: Request) -> PasswordHasher:
     return request.app.state.password_hasher
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def _client_address(request: Request) -> str:
+async def _client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 

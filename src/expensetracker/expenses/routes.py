@@ -51,7 +51,7 @@ def _bound(name: str, value: str | None) -> Decimal | None:
         raise ValidationProblem.of_field(f"query.{name}", f"{name} {exc}", "amount") from None
 
 
-def expense_filters(
+async def expense_filters(
     user: CurrentUser,
     from_: Annotated[date | None, Query(alias="from", description="First day, inclusive.")] = None,
     to: Annotated[date | None, Query(description="Last day, inclusive.")] = None,

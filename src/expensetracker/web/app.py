@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-import httpx
+import aiohttp
 from fastapi import FastAPI
+from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
 from expensetracker.platform.application import create_app as create_platform_app
@@ -15,7 +16,16 @@ from expensetracker.platform.config import Settings, get_settings
 from expensetracker.platform.ratelimit import IN_PROCESS
 from expensetracker.platform.service import ServiceSpec
 from expensetracker.web import routes, views
-from expensetracker.web.client import POOL_LIMITS, SERVICES, TIMEOUT_SECONDS, ApiClient
+from expensetracker.web.client import (
+    CONNECTIONS_PER_SERVICE,
+    SERVICES,
+    TIMEOUT_SECONDS,
+    ApiClient,
+    LocalTransport,
+    RemoteTransport,
+    Transport,
+    in_process_client,
+)
 from expensetracker.web.service import WebState
 from expensetracker.web.session import SessionCodec
 
@@ -26,29 +36,30 @@ _URL_SETTINGS = {"auth": "auth_url", "expenses": "expenses_url", "reports": "rep
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    tracer_provider = app.state.tracer_provider
     served_here = {spec.name for spec in app.state.services}
     async with AsyncExitStack() as stack:
-        clients: dict[str, httpx.AsyncClient] = {}
+        transports: dict[str, Transport] = {}
         for name in SERVICES:
             base_url = getattr(settings, _URL_SETTINGS[name])
             if name in served_here or base_url is None:
                 # The same process: the API is called through the app itself, as from outside
                 # (every middleware, the token check), without a socket.
-                transport = httpx.ASGITransport(app=app, client=(IN_PROCESS, 0))
-                client = httpx.AsyncClient(
-                    transport=transport, base_url="http://in-process", timeout=TIMEOUT_SECONDS
-                )
+                client = in_process_client(app, IN_PROCESS)
+                HTTPXClientInstrumentor.instrument_client(client, tracer_provider=tracer_provider)
+                transports[name] = LocalTransport(await stack.enter_async_context(client))
             else:
-                client = httpx.AsyncClient(
-                    base_url=base_url, timeout=TIMEOUT_SECONDS, limits=POOL_LIMITS
+                session = aiohttp.ClientSession(
+                    base_url=base_url,
+                    timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS),
+                    connector=aiohttp.TCPConnector(limit=CONNECTIONS_PER_SERVICE),
+                    trace_configs=[create_trace_config(tracer_provider=tracer_provider)],
+                    raise_for_status=False,
                 )
-            HTTPXClientInstrumentor.instrument_client(
-                client, tracer_provider=app.state.tracer_provider
-            )
-            clients[name] = await stack.enter_async_context(client)
+                transports[name] = RemoteTransport(name, await stack.enter_async_context(session))
         secret = settings.web_session_key
         app.state.web = WebState(
-            api=ApiClient(clients, local_app=app if "auth" in served_here else None),
+            api=ApiClient(transports, local_app=app if "auth" in served_here else None),
             codec=SessionCodec(secret.get_secret_value() if secret else None),
             refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
         )

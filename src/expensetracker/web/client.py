@@ -1,13 +1,21 @@
 """The web app's one way to the other services: their public JSON API, with the signed-in user's
 token, exactly as a third-party client would call it. No code of auth, expenses or reports is
-imported here; the shapes of their answers are in ``schemas.py``."""
+imported here; the shapes of their answers are in ``schemas.py``.
+
+Two transports carry the calls: aiohttp to services in other processes (Kubernetes), and, when
+they run in this process (``up``), the app itself through httpx's ASGI transport, without a
+socket. aiohttp because the page waits on several calls per request: its client costs a
+fraction of httpx's per call (docs/web.md, the benchmark)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from typing import Any, cast
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
+import aiohttp
 import httpx
 from starlette.types import ASGIApp
 
@@ -27,12 +35,11 @@ from expensetracker.web.schemas import (
     User,
 )
 
-# Which service answers a path prefix; each may live at its own base URL.
 SERVICES = ("auth", "expenses", "reports")
 TIMEOUT_SECONDS = 10.0
-# Connections kept to each service: more only queue at its database pool, and httpcore's pool
-# scans every connection on every request.
-POOL_LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+# Connections kept to each service process: more only queue at its database pool.
+CONNECTIONS_PER_SERVICE = 16
+_STREAMED_HEADERS = ("content-type", "content-disposition")
 
 
 class ApiError(Exception):
@@ -69,11 +76,85 @@ class ServiceUnavailable(Exception):
         self.service = service
 
 
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class Streamed:
+    status: int
+    headers: dict[str, str]
+    chunks: AsyncIterator[bytes]
+
+
+class Transport(Protocol):
+    async def request(self, method: str, path: str, **kwargs: Any) -> Answer: ...
+
+    def stream(self, path: str, **kwargs: Any) -> AbstractAsyncContextManager[Streamed]: ...
+
+
+class RemoteTransport:
+    """A service in another process, over HTTP."""
+
+    def __init__(self, service: str, session: aiohttp.ClientSession) -> None:
+        self.service = service
+        self.session = session
+
+    async def request(
+        self, method: str, path: str, *, content: bytes | None = None, **kwargs: Any
+    ) -> Answer:
+        try:
+            async with self.session.request(method, path, data=content, **kwargs) as response:
+                return Answer(response.status, await response.read())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ServiceUnavailable(self.service, type(exc).__name__) from exc
+
+    @asynccontextmanager
+    async def stream(self, path: str, **kwargs: Any) -> AsyncIterator[Streamed]:
+        try:
+            async with self.session.get(path, **kwargs) as response:
+                headers = {
+                    k: response.headers[k] for k in _STREAMED_HEADERS if k in response.headers
+                }
+                yield Streamed(response.status, headers, response.content.iter_any())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ServiceUnavailable(self.service, type(exc).__name__) from exc
+
+
+class LocalTransport:
+    """The services of this very process, called through the app without a socket."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> Answer:
+        response = await self.client.request(method, path, **kwargs)
+        return Answer(response.status_code, response.content)
+
+    @asynccontextmanager
+    async def stream(self, path: str, **kwargs: Any) -> AsyncIterator[Streamed]:
+        async with self.client.stream("GET", path, **kwargs) as response:
+            headers = {k: response.headers[k] for k in _STREAMED_HEADERS if k in response.headers}
+            yield Streamed(response.status_code, headers, response.aiter_raw())
+
+
+def in_process_client(app: ASGIApp, client: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(client, 0))
+    return httpx.AsyncClient(
+        transport=transport, base_url="http://in-process", timeout=TIMEOUT_SECONDS
+    )
+
+
 class ApiClient:
     def __init__(
-        self, http: Mapping[str, httpx.AsyncClient], *, local_app: ASGIApp | None = None
+        self, transports: Mapping[str, Transport], *, local_app: ASGIApp | None = None
     ) -> None:
-        self._http = http
+        self._transports = transports
         # The app that serves auth in this process, if it does: a login is sent through it with
         # the person's own address, which the login throttle counts.
         self._local_app = local_app
@@ -87,18 +168,15 @@ class ApiClient:
         token: str | None = None,
         headers: Mapping[str, str] | None = None,
         **kwargs: Any,
-    ) -> httpx.Response:
+    ) -> Answer:
         all_headers = dict(headers or {})
         if token is not None:
             all_headers["Authorization"] = f"Bearer {token}"
-        try:
-            response = await self._http[service].request(
-                method, path, headers=all_headers, **kwargs
-            )
-        except httpx.HTTPError as exc:
-            raise ServiceUnavailable(service, type(exc).__name__) from exc
-        _raise_for(service, response)
-        return response
+        answer = await self._transports[service].request(
+            method, path, headers=all_headers, **kwargs
+        )
+        _raise_for(service, answer)
+        return answer
 
     async def _json(self, service: str, method: str, path: str, **kwargs: Any) -> Any:
         return (await self._send(service, method, path, **kwargs)).json()
@@ -123,9 +201,8 @@ class ApiClient:
                     headers={"X-Forwarded-For": client},
                 ),
             )
-        transport = httpx.ASGITransport(app=self._local_app, client=(client, 0))
-        async with httpx.AsyncClient(transport=transport, base_url="http://in-process") as http:
-            local = ApiClient({"auth": http})
+        async with in_process_client(self._local_app, client) as http:
+            local = ApiClient({"auth": LocalTransport(http)})
             return cast(
                 TokenPair, await local._json("auth", "POST", "/api/v1/auth/login", json=body)
             )
@@ -251,26 +328,17 @@ class ApiClient:
         )
 
     @asynccontextmanager
-    async def export(self, *, token: str, fmt: str) -> AsyncIterator[httpx.Response]:
+    async def export(self, *, token: str, fmt: str) -> AsyncIterator[Streamed]:
         """The export, streamed: the caller passes its body on without holding it."""
-        client = self._http["expenses"]
-        request = client.build_request(
-            "GET",
+        async with self._transports["expenses"].stream(
             "/api/v1/expenses/export",
             params={"format": fmt},
             headers={"Authorization": f"Bearer {token}"},
-        )
-        try:
-            response = await client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise ServiceUnavailable("expenses", type(exc).__name__) from exc
-        try:
-            if response.status_code >= 400:
-                await response.aread()
-                _raise_for("expenses", response)
-            yield response
-        finally:
-            await response.aclose()
+        ) as streamed:
+            if streamed.status >= 400:
+                body = b"".join([chunk async for chunk in streamed.chunks])
+                _raise_for("expenses", Answer(streamed.status, body))
+            yield streamed
 
     # reports
 
@@ -351,16 +419,16 @@ class ApiClient:
                 return items
 
 
-def _raise_for(service: str, response: httpx.Response) -> None:
-    if response.status_code < 400:
+def _raise_for(service: str, answer: Answer) -> None:
+    if answer.status < 400:
         return
-    if response.status_code >= 500:
-        raise ServiceUnavailable(service, f"HTTP {response.status_code}")
+    if answer.status >= 500:
+        raise ServiceUnavailable(service, f"HTTP {answer.status}")
     try:
-        problem = response.json()
+        problem = answer.json()
     except ValueError:
         problem = {}
     if not isinstance(problem, dict):
         problem = {}
-    error = Unauthorized if response.status_code == 401 else ApiError
-    raise error(response.status_code, problem)
+    error = Unauthorized if answer.status == 401 else ApiError
+    raise error(answer.status, problem)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -86,8 +86,13 @@ class WebRoute(APIRoute):
         return handle
 
 
-def _state(request: Request) -> WebState:
+def _web(request: Request) -> WebState:
     return request.app.state.web
+
+
+async def _state(request: Request) -> WebState:
+    """Async, as every dependency here: FastAPI runs a plain function in a thread."""
+    return _web(request)
 
 
 def _later(request: Request, apply: Callable[[Response], None]) -> None:
@@ -112,7 +117,7 @@ async def _csrf_guard(request: Request) -> None:
     token = request.headers.get(CSRF_HEADER)
     if token is None:
         token = str((await request.form()).get(CSRF_FIELD, ""))
-    if not _state(request).codec.csrf_valid(request.cookies.get(CSRF_COOKIE), token):
+    if not _web(request).codec.csrf_valid(request.cookies.get(CSRF_COOKIE), token):
         raise Forbidden
 
 
@@ -122,7 +127,7 @@ router = APIRouter(
 
 
 async def _account(request: Request) -> Account:
-    state = _state(request)
+    state = _web(request)
     account = await service.open_session(state=state, cookie=request.cookies.get(SESSION_COOKIE))
     if account is None:
         raise SignInRequired
@@ -167,7 +172,7 @@ def _page(
         template,
         {
             "account": account,
-            "csrf_token": _state(request).codec.csrf_token(_csrf_secret(request)),
+            "csrf_token": _web(request).codec.csrf_token(_csrf_secret(request)),
             "htmx": _htmx(request),
             "path": request.url.path,
             **context,
@@ -890,22 +895,19 @@ async def export(
     request: Request, account: SignedIn, state: State, format: str = "csv"
 ) -> Response:
     fmt = "json" if format == "json" else "csv"
+    # Entered here, so that a refusal becomes a page; left when the last byte is sent.
     stream = state.api.export(token=account.token, fmt=fmt)
     upstream = await stream.__aenter__()
 
-    async def body() -> Any:
+    async def body() -> AsyncIterator[bytes]:
         try:
-            async for chunk in upstream.aiter_raw():
+            async for chunk in upstream.chunks:
                 yield chunk
         finally:
             await stream.__aexit__(None, None, None)
 
-    headers = {
-        key: upstream.headers[key]
-        for key in ("content-type", "content-disposition", "content-encoding")
-        if key in upstream.headers
-    }
-    return StreamingResponse(body(), headers={**headers, "Cache-Control": "no-store"})
+    headers = {**upstream.headers, "Cache-Control": "no-store"}
+    return StreamingResponse(body(), headers=headers)
 
 
 # Account

@@ -8,7 +8,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from functools import lru_cache
+from functools import lru_cache, partial
 from importlib import resources
 from typing import Any
 
@@ -138,9 +138,26 @@ def html(request: Request, body: str, *, status: int = 200) -> Response:
         "Vary": "Accept-Encoding, HX-Request, Cookie",
     }
     if len(content) >= _COMPRESS_FROM_BYTES and _wants_gzip(request):
-        content = gzip.compress(content, compresslevel=5)
+        # The fastest level: most of the gain, a fraction of the time of the default.
+        content = gzip.compress(content, compresslevel=1)
         headers["Content-Encoding"] = "gzip"
     return HTMLResponse(content, status_code=status, headers=headers)
+
+
+def _money_in(amount: str, currency: str, *, locale: Locale) -> str:
+    return money(amount, currency, locale)
+
+
+def _number_in(value: Decimal | int | str, *, locale: Locale) -> str:
+    return number(value, locale)
+
+
+def _day_in(value: str | date, *, locale: Locale) -> str:
+    return day(value, locale)
+
+
+def _month_in(value: str, *, locale: Locale) -> str:
+    return month_name(value, locale)
 
 
 def render(
@@ -151,10 +168,10 @@ def render(
         request=request,
         locale=locale,
         lang=locale.language,
-        money=lambda amount, currency: money(amount, currency, locale),
-        number=lambda value: number(value, locale),
-        day=lambda value: day(value, locale),
-        month_name=lambda value: month_name(value, locale),
+        money=partial(_money_in, locale=locale),
+        number=partial(_number_in, locale=locale),
+        day=partial(_day_in, locale=locale),
+        month_name=partial(_month_in, locale=locale),
         **context,
     )
     return html(request, body, status=status)
