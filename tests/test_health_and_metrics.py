@@ -176,3 +176,19 @@ async def test_each_service_is_an_asgi_app_of_its_own(name: str, database_url: s
     assert checks.pop("database") == "ok"
     assert checks == ({"signing_key": "ok"} if name == "auth" else {})
     assert openapi["info"]["title"] == f"ExpenseTracker ({name})"
+
+
+async def test_the_web_app_is_an_asgi_app_of_its_own_without_a_database() -> None:
+    from expensetracker.web.app import create_app as create_web_app
+
+    settings = Settings(rate_limit="off", auth_url="http://127.0.0.1:9")
+    app = create_web_app(settings)
+    async with running(app) as client:
+        ready = await client.get("/readyz")
+        login = await client.get("/login")
+        metrics = (await client.get("/metrics")).text
+    assert ready.status_code == 200 and ready.json()["checks"] == {}
+    assert login.status_code == 200 and "<h1>Sign in</h1>" in login.text
+    assert 'http_requests_total{method="GET",route="/login",service="web",status_class="2xx"}' in (
+        metrics
+    )

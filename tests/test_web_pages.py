@@ -8,12 +8,14 @@ import re
 from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 
+from expensetracker.platform.config import Settings
 from expensetracker.targets import resolve_targets
-from expensetracker.web import views
+from expensetracker.web import routes, views
 from tests.conftest import AppFactory
 from tests.web import SESSION_KEY, csrf_token, idempotency_key, signed_up_person
 
@@ -433,3 +435,21 @@ async def test_deleting_the_account_needs_the_box_and_the_password(
         "/login", "/login", {"email": person.email, "password": person.password}
     )
     assert back.status_code == 401
+
+
+async def test_up_demo_offers_the_demo_account_on_the_sign_in_page_in_development_only(
+    serve_app: AppFactory,
+) -> None:
+    demo = ("demo@example.org", "demo-expenses-2026")
+    async with serve_app(resolve_targets("all"), demo_credentials=demo) as web:
+        page = (await web.get("/login")).text
+        assert "Sign in to the demo account" in page and 'value="demo-expenses-2026"' in page
+    async with serve_app(resolve_targets("all")) as web:
+        assert "demo" not in (await web.get("/login")).text
+    production = Settings(
+        env="production",
+        database_url="postgresql://u:a-real-password-1@db/expensetracker",
+        demo_credentials=demo,
+    )
+    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(settings=production)))
+    assert routes._demo(request) is None  # type: ignore[arg-type]

@@ -158,6 +158,12 @@ def up(
     )
     # Until the server takes over the signals, SIGTERM unwinds like Ctrl-C so the database stops.
     signal.signal(signal.SIGTERM, _interrupt)
+    if demo:
+        from expensetracker import demo as demo_data
+
+        settings = settings.model_copy(
+            update={"demo_credentials": (demo_data.EMAIL, demo_data.PASSWORD)}
+        )
     if settings.database_url is not None:
         _prepare(services, settings, demo=demo)
         _serve(services, settings, host, port)

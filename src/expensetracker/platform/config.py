@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     web_session_key: SecretStr | None = None
     expenses_url: str | None = None
     reports_url: str | None = None
+    # The demo account's email and password, offered on the sign-in page: set by `up --demo`,
+    # honoured in development only.
+    demo_credentials: tuple[str, str] | None = None
 
     # Proxies whose X-Forwarded-For/-Proto are believed (the ingress controller in Kubernetes).
     forwarded_allow_ips: str = "127.0.0.1"

@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute
 from starlette.datastructures import FormData, UploadFile
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
+from expensetracker.platform.config import Environment
 from expensetracker.web import service, views
 from expensetracker.web.client import ApiError, ServiceUnavailable, Unauthorized
 from expensetracker.web.service import Account, WebState
@@ -220,9 +221,16 @@ async def static(name: str, request: Request) -> Response:
 # Signing in and out
 
 
+def _demo(request: Request) -> tuple[str, str] | None:
+    settings = request.app.state.settings
+    return settings.demo_credentials if settings.env is Environment.development else None
+
+
 @router.get("/login")
 async def login_page(request: Request, next: str | None = None) -> Response:
-    return _page(request, "login.html", None, next=_safe_next(next), form={}, error=None)
+    return _page(
+        request, "login.html", None, next=_safe_next(next), form={}, error=None, demo=_demo(request)
+    )
 
 
 @router.post("/login")
