@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 UV_VERSION ?= 0.13.9
 PYTEST_ARGS ?=
+# `make up ARGS=--demo` loads the demo account.
+ARGS ?=
 # A uv on PATH is used as it is; otherwise pip installs one into the venv.
 UV = $(shell command -v uv 2>/dev/null || echo $(VENV)/bin/uv)
 
@@ -15,7 +17,7 @@ bootstrap:
 	@UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --inexact --quiet
 
 up: bootstrap
-	$(VENV)/bin/expensetracker up
+	$(VENV)/bin/expensetracker up $(ARGS)
 
 test: bootstrap
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
