@@ -275,3 +275,18 @@ async def stored_hash(database_url: str, email: str) -> str:
         )
     finally:
         await connection.close()
+
+
+async def test_the_session_route_answers_401_once_the_session_has_ended(
+    client: httpx.AsyncClient,
+) -> None:
+    account = await signed_up(client)
+    live = await client.get("/api/v1/auth/session", headers=account.headers)
+    assert live.status_code == 200 and live.json()["email"] == account.email
+    other = await login(client, account.email)
+    assert (await client.post("/api/v1/auth/logout", headers=account.headers)).status_code == 204
+    ended = await client.get("/api/v1/auth/session", headers=account.headers)
+    assert ended.status_code == 401
+    # The access token itself stays valid until it expires; the other session is untouched.
+    assert (await client.get("/api/v1/auth/me", headers=account.headers)).status_code == 200
+    assert (await client.get("/api/v1/auth/session", headers=other.headers)).status_code == 200

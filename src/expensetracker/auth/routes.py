@@ -20,7 +20,7 @@ from expensetracker.auth.schemas import (
     UserOut,
 )
 from expensetracker.platform.config import Settings
-from expensetracker.platform.db import DbSession
+from expensetracker.platform.db import DbConnection, DbSession
 from expensetracker.platform.tokens import CurrentUser
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
@@ -112,13 +112,11 @@ async def me(user: CurrentUser, session: DbSession) -> UserOut:
 
 
 @router.get("/session")
-async def live_session(user: CurrentUser, session: DbSession) -> UserOut:
+async def live_session(user: CurrentUser, db: DbConnection) -> UserOut:
     """The account of a session that is still live; 401 once it has ended (logout, logout-all,
     password change), even while its access token has not expired. Clients that keep a session
     of their own, such as the web app, ask this on every request."""
-    return UserOut.model_validate(
-        await service.get_live_session(session, principal=user), from_attributes=True
-    )
+    return UserOut.model_validate(dict(await service.get_live_session(db, principal=user)))
 
 
 @router.post("/password", **_NO_CONTENT)
