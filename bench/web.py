@@ -149,15 +149,15 @@ async def api_calls(api_url: str, today: date) -> tuple[str, list[str], list[str
     return tokens["access_token"], dashboard, expenses_page
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    seconds = {}
     for pid in pids:
         try:
             times = psutil.Process(pid).cpu_times()
         except psutil.NoSuchProcess:
             continue
-        total += times.user + times.system
-    return total
+        seconds[pid] = times.user + times.system
+    return seconds
 
 
 def postgres_pids() -> list[int]:
@@ -165,12 +165,15 @@ def postgres_pids() -> list[int]:
 
 
 def measured(groups: dict[str, list[int]], urls: list[str], script: str) -> dict[str, float]:
-    """wrk's figures, plus the CPU milliseconds per request each group of processes spent."""
+    """wrk's figures, plus the CPU milliseconds per request each group of processes spent
+    (processes alive from start to end: pooled backends and the services)."""
     before = {name: cpu_seconds(pids) for name, pids in groups.items()}
     result = run_wrk(urls, "/", script=script, seconds=DURATION_SECONDS, connections=CONNECTIONS)
     requests = result["rps"] * DURATION_SECONDS
     for name, pids in groups.items():
-        result[f"cpu:{name}"] = (cpu_seconds(pids) - before[name]) * 1000 / max(requests, 1)
+        after = cpu_seconds(pids)
+        spent = sum(after[pid] - before[name][pid] for pid in after if pid in before[name])
+        result[f"cpu:{name}"] = spent * 1000 / max(requests, 1)
     return result
 
 
