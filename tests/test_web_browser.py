@@ -266,7 +266,10 @@ async def test_a_phone_screen_has_no_sideways_scrolling_and_no_accessibility_pro
     context = await browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
     page = await context.new_page()
     await sign_in(page, base_url, email, password)
-    for path in PAGES:
+    await page.goto(f"{base_url}/expenses")
+    first = await page.locator("#expense-rows > tr").first.get_attribute("id")
+    expense_edit = f"/expenses/{first.removeprefix('expense-')}/edit"
+    for path in (*PAGES, "/expenses/new", expense_edit, "/no-such-page"):
         await page.goto(f"{base_url}{path}")
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"], f"{path} is {width} px wide"
