@@ -20,6 +20,7 @@ from expensetracker.expenses.models import (
     Category,
     Expense,
     ExpenseTag,
+    ForgottenUser,
     Owner,
     Tag,
     idempotency_keys,
@@ -38,6 +39,7 @@ from expensetracker.platform.db import delete_owned
 from expensetracker.platform.errors import Conflict, NotFound, ValidationProblem
 from expensetracker.platform.events import USER_DELETED, UserEvent
 from expensetracker.platform.pagination import Page, keyset_page
+from expensetracker.platform.tokens import InvalidToken
 
 EXPENSES_CREATED = Counter("expensetracker_expenses_created_total", "Expenses created.")
 EXPENSES_UPDATED = Counter("expensetracker_expenses_updated_total", "Expenses changed.")
@@ -59,20 +61,29 @@ DEFAULT_CATEGORIES: dict[str, tuple[str, ...]] = {
 
 
 async def forget_user(session: AsyncSession, event: UserEvent) -> None:
-    """``user.deleted``: everything of that user goes (the owner row cascades to the rest)."""
+    """``user.deleted``: everything of that user goes (the owner row cascades to the rest), and a
+    tombstone keeps their still-valid access tokens from creating anything again. The exclusive
+    lock waits for creations in flight (claim_owner holds it shared)."""
     if event.event_type == USER_DELETED:
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:scope, 0))"),
+            {"scope": f"expenses.owner:{event.user_id}"},
+        )
         await session.execute(delete(Owner).where(Owner.user_id == event.user_id))
+        await session.execute(
+            pg_insert(ForgottenUser).values(user_id=event.user_id).on_conflict_do_nothing()
+        )
 
 
 async def ensure_owner(session: AsyncSession, *, user_id: uuid.UUID) -> None:
-    """First use by a user: record them and give them the default categories, once."""
-    created = await session.scalar(
-        pg_insert(Owner)
-        .values(user_id=user_id)
-        .on_conflict_do_nothing(index_elements=[Owner.user_id])
-        .returning(Owner.user_id)
+    """First use by a user: record them and give them the default categories, once. A deleted
+    user is refused with 401, as their token would be once it expires."""
+    claim = await session.scalar(
+        text("SELECT expenses.claim_owner(:user_id)"), {"user_id": user_id}
     )
-    if created is None:
+    if claim == "forgotten":
+        raise InvalidToken("This account has been deleted.")
+    if claim != "created":
         return
     rows = []
     for parent, children in DEFAULT_CATEGORIES.items():
