@@ -38,6 +38,9 @@ def create_engine(settings: Settings, *, application_name: str) -> AsyncEngine:
         # No ping before each checkout (a round trip per request): connections are recycled
         # instead, and a connection found dead invalidates the pool at its first error.
         pool_recycle=1800,
+        # Statement errors would carry their parameters (e-mail addresses, password hashes)
+        # into log lines and traces.
+        hide_parameters=True,
         connect_args={
             "server_settings": {
                 "application_name": application_name,

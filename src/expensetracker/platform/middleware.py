@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from expensetracker.platform.errors import problem_response
+from expensetracker.platform.logging import scrub_exception
 from expensetracker.platform.metrics import (
     HTTP_REQUEST_DURATION,
     HTTP_REQUESTS,
@@ -96,6 +97,7 @@ class RequestContext:
             try:
                 await self.app(scope, receive, send_with_request_id)
             except Exception as exc:
+                scrub_exception(exc)  # before the log line and the span see its text
                 log.exception("unhandled_exception", path=scope["path"])
                 span.record_exception(exc)
                 if response_started:
