@@ -109,8 +109,11 @@ class Settings(BaseSettings):
         ),
     )
 
-    # Proxies whose X-Forwarded-For/-Proto are believed (the ingress controller in Kubernetes).
-    forwarded_allow_ips: str = "127.0.0.1"
+    # Proxies whose X-Forwarded-For/-Proto are believed: comma-separated addresses or networks
+    # (the ingress controller's in Kubernetes, set per overlay). Empty: no proxy is trusted, the
+    # client address is the peer's, so no client can choose the address that the rate limit
+    # and the login throttle count.
+    forwarded_allow_ips: str = ""
 
     # Where `expensetracker up` keeps the embedded PostgreSQL and other local state.
     data_dir: Path = Path(".expensetracker")
