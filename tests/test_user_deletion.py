@@ -4,6 +4,7 @@ and the read contract is all another service's role may see."""
 from __future__ import annotations
 
 import asyncio
+from datetime import date, timedelta
 
 import asyncpg
 import httpx
@@ -50,7 +51,7 @@ async def populate(client: httpx.AsyncClient, account: Account) -> str:
             "currency": "EUR",
             "description": "gym",
             "frequency": "monthly",
-            "starts_on": "2026-01-01",
+            "starts_on": (date.today() - timedelta(days=30)).isoformat(),
         },
         headers=account.headers,
     )
@@ -161,7 +162,11 @@ async def test_a_deleted_account_creates_nothing_with_its_still_valid_token(
         ("GET", "/api/v1/categories", {}),
         ("POST", "/api/v1/categories", {"json": {"name": "again"}}),
         ("POST", "/api/v1/expenses", {"json": expense}),
-        ("POST", "/api/v1/expenses/recurring", {"json": {**rule, "starts_on": "2026-01-01"}}),
+        (
+            "POST",
+            "/api/v1/expenses/recurring",
+            {"json": {**rule, "starts_on": (date.today() - timedelta(days=30)).isoformat()}},
+        ),
         (
             "POST",
             "/api/v1/expenses/import",

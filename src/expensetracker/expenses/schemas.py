@@ -13,6 +13,9 @@ from expensetracker.platform.schemas import TEXT, Amount, Currency, PricedModel,
 EARLIEST_DATE = date(1970, 1, 1)
 # Planned expenses may lie ahead, but not beyond a year.
 FUTURE_DAYS = 366
+# A recurring expense may start at most this long ago: its past occurrences are created at once,
+# and a rule from 1970 made hundreds of expenses in one request.
+RECURRING_PAST_DAYS = 366
 
 
 def _within_range(value: date) -> date:
@@ -73,6 +76,14 @@ class RecurringCreate(PricedModel):
     frequency: Literal["weekly", "monthly", "yearly"]
     starts_on: OccurredOn
     ends_on: OccurredOn | None = None
+
+    @field_validator("starts_on")
+    @classmethod
+    def _starts_recently(cls, value: date) -> date:
+        earliest = date.today() - timedelta(days=RECURRING_PAST_DAYS)
+        if value < earliest:
+            raise ValueError(f"must not be before {earliest} ({RECURRING_PAST_DAYS} days ago)")
+        return value
 
     @field_validator("ends_on")
     @classmethod
