@@ -3,10 +3,15 @@ PYTHON ?= python3
 VENV ?= .venv
 UV_VERSION ?= 0.13.9
 PYTEST_ARGS ?=
+# Debian packages the tests run: buildah and debootstrap build the image (tests/test_image.py);
+# Prometheus, Alertmanager (promtool, amtool) and the PostgreSQL exporter check the monitoring
+# rules and run its end-to-end test. Add a package here and `make test` installs it.
+TEST_DEBIAN_PACKAGES ?= buildah debootstrap prometheus prometheus-alertmanager \
+	prometheus-postgres-exporter
 # A uv on PATH is used as it is; otherwise pip installs one into the venv.
 UV = $(shell command -v uv 2>/dev/null || echo $(VENV)/bin/uv)
 
-.PHONY: bootstrap up test lint bench bench-backup clean
+.PHONY: bootstrap up test test-deps lint bench bench-backup clean
 
 bootstrap:
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +22,11 @@ bootstrap:
 up: bootstrap
 	$(VENV)/bin/expensetracker up
 
-test: bootstrap
+# As root, installs the missing packages with apt-get; otherwise prints the command to run.
+test-deps:
+	@scripts/test-prerequisites $(TEST_DEBIAN_PACKAGES)
+
+test: bootstrap test-deps
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: bootstrap
