@@ -11,7 +11,7 @@ TEST_DEBIAN_PACKAGES ?= buildah debootstrap prometheus prometheus-alertmanager \
 # A uv on PATH is used as it is; otherwise pip installs one into the venv.
 UV = $(shell command -v uv 2>/dev/null || echo $(VENV)/bin/uv)
 
-.PHONY: bootstrap up test test-deps lint bench bench-backup clean
+.PHONY: bootstrap up test test-deps fuzz lint bench bench-backup soak clean
 
 bootstrap:
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,13 @@ test-deps:
 
 test: bootstrap test-deps
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The CI fuzz test (tests/test_fuzz.py) with many more examples per operation: a longer search
+# with the same fixed seed. FUZZ_EXAMPLES=2000 make fuzz searches longer still.
+FUZZ_EXAMPLES ?= 500
+fuzz: bootstrap
+	EXPENSETRACKER_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/python -m pytest tests/test_fuzz.py \
+		-p no:cacheprovider -s -o timeout=3600 $(PYTEST_ARGS)
 
 lint: bootstrap
 	$(VENV)/bin/ruff check src tests bench

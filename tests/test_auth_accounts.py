@@ -49,6 +49,11 @@ async def test_register_without_display_name_uses_the_email_local_part(
     account = await login(client, email)
     me = (await client.get("/api/v1/auth/me", headers=account.headers)).json()
     assert me["display_name"] == email.split("@")[0]
+    other = new_email()
+    body = {"email": other, "password": PASSWORD, "display_name": None}
+    assert (await client.post("/api/v1/auth/register", json=body)).status_code == 202
+    me = (await client.get("/api/v1/auth/me", headers=(await login(client, other)).headers)).json()
+    assert me["display_name"] == other.split("@")[0]
 
 
 async def test_login_answer_has_the_token_pair(client: httpx.AsyncClient) -> None:

@@ -20,7 +20,7 @@ Password = Annotated[str, Field(min_length=1, max_length=MAX_LENGTH * 4), TEXT]
 class RegisterRequest(StrictModel):
     email: Email
     password: Password
-    display_name: Annotated[str | None, Field(min_length=1, max_length=100), TEXT] = Field(
+    display_name: Annotated[str, Field(min_length=1, max_length=100), TEXT] | None = Field(
         default=None, description="Default: the part of the email address before the @."
     )
 
