@@ -48,5 +48,10 @@ bench: bootstrap
 bench-backup: bootstrap
 	$(VENV)/bin/python bench/backup.py
 
+# A mixed workload at a fixed rate (bench/soak.py): per-minute p50, p99, errors and RSS.
+# SOAK_SECONDS (600) and SOAK_RATE (50 requests/s) are settable: SOAK_SECONDS=120 make soak.
+soak: bootstrap
+	$(VENV)/bin/python bench/soak.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
