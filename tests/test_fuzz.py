@@ -3,9 +3,9 @@ authenticated, over real HTTP against a real server process and PostgreSQL. Chec
 error, and every answer conforms to the schema documented for it (issue 13).
 
 Bounded for CI: a fixed seed (derandomized generation) and EXPENSETRACKER_FUZZ_EXAMPLES examples
-per operation (default 20). `make fuzz` runs the same tests with many more examples. No operation
-is excluded: the test below checks that the fuzzed document holds every operation of every
-service.
+per operation, and as many sequences of linked operations (default 20). `make fuzz` runs the
+same tests with many more examples. No operation is excluded: a test checks that the fuzzed
+document holds every operation of every service.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
+from schemathesis.generation.stateful import run_state_machine_as_test
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from expensetracker.platform.application import create_app
@@ -140,3 +141,36 @@ def test_the_fuzzed_document_holds_every_operation_of_every_service(
             if method in METHODS
         }
     assert published and fuzzed == published
+
+
+def test_stateful_sequences_of_linked_operations(
+    fuzz_schema,  # type: ignore[no-untyped-def]
+    fuzz_target: FuzzTarget,
+) -> None:
+    """Sequences where one answer feeds the next request (a created expense's id into its GET,
+    PATCH and DELETE...): Schemathesis infers the links between operations from the document
+    (FastAPI publishes none), so the success paths of the routes with ids are fuzzed too."""
+    machine = fuzz_schema.as_state_machine()
+    assert fuzz_schema.statistic.transitions.total > 0  # inferred when the machine is built
+
+    class Workflow(machine):  # type: ignore[misc, valid-type]
+        def get_call_kwargs(self, case: schemathesis.Case) -> dict:
+            fuzz_target.calls += 1
+            return {"base_url": fuzz_target.base_url, "headers": fuzz_target.headers, "timeout": 30}
+
+        def validate_response(  # type: ignore[no-untyped-def]
+            self, response, case, additional_checks=None, **kwargs
+        ) -> None:
+            case.validate_response(response, checks=CHECKS)
+
+    run_state_machine_as_test(
+        Workflow,
+        settings=settings(
+            max_examples=EXAMPLES,
+            stateful_step_count=6,
+            derandomize=True,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        ),
+    )
