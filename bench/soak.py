@@ -1,4 +1,5 @@
-"""A bounded soak: a mixed workload at a fixed rate for a set time against `serve --target all`.
+"""A bounded soak: a mixed workload at a fixed rate for a set time against one process serving
+auth, expenses and reports.
 
     make soak                                  (10 minutes at 50 requests/s)
     SOAK_SECONDS=120 SOAK_RATE=100 make soak   (settable)
@@ -215,7 +216,8 @@ def main() -> None:
             EXPENSETRACKER_RATE_LIMIT="off",
             EXPENSETRACKER_LOG_LEVEL="WARNING",
         )
-        process = Process(cli("serve", "--target", "all", "--port", str(free_port())), env)
+        targets = ",".join(SERVICES)  # the three API services
+        process = Process(cli("serve", "--target", targets, "--port", str(free_port())), env)
         stack.callback(process.stop)
         base_url = process.wait_ready()
         asyncio.run(soak(base_url, psutil.Process(process.popen.pid)))
