@@ -5,10 +5,16 @@ UV_VERSION ?= 0.13.9
 PYTEST_ARGS ?=
 # `make up ARGS=--demo` loads the demo account.
 ARGS ?=
+# Debian packages the tests run: buildah and debootstrap build the image (tests/test_image.py);
+# Prometheus, Alertmanager (promtool, amtool) and the PostgreSQL exporter check the monitoring
+# rules and run its end-to-end test; Chromium runs the web app's browser tests. Add a package
+# here and `make test` installs it.
+TEST_DEBIAN_PACKAGES ?= buildah debootstrap prometheus prometheus-alertmanager \
+	prometheus-postgres-exporter chromium
 # A uv on PATH is used as it is; otherwise pip installs one into the venv.
 UV = $(shell command -v uv 2>/dev/null || echo $(VENV)/bin/uv)
 
-.PHONY: bootstrap up test lint bench bench-backup bench-web screenshots clean
+.PHONY: bootstrap up test test-deps fuzz lint bench bench-backup bench-web soak screenshots clean
 
 bootstrap:
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +25,19 @@ bootstrap:
 up: bootstrap
 	$(VENV)/bin/expensetracker up $(ARGS)
 
-test: bootstrap
+# As root, installs the missing packages with apt-get; otherwise prints the command to run.
+test-deps:
+	@scripts/test-prerequisites $(TEST_DEBIAN_PACKAGES)
+
+test: bootstrap test-deps
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The CI fuzz test (tests/test_fuzz.py) with many more examples per operation: a longer search
+# with the same fixed seed. FUZZ_EXAMPLES=2000 make fuzz searches longer still.
+FUZZ_EXAMPLES ?= 500
+fuzz: bootstrap
+	EXPENSETRACKER_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/python -m pytest tests/test_fuzz.py \
+		-p no:cacheprovider -s -o timeout=3600 $(PYTEST_ARGS)
 
 lint: bootstrap
 	$(VENV)/bin/ruff check src tests bench scripts
@@ -42,6 +59,11 @@ bench-web: bootstrap
 # chromium: apt-get install chromium).
 screenshots: bootstrap
 	$(VENV)/bin/python scripts/screenshots.py
+
+# A mixed workload at a fixed rate (bench/soak.py): per-minute p50, p99, errors and RSS.
+# SOAK_SECONDS (600) and SOAK_RATE (50 requests/s) are settable: SOAK_SECONDS=120 make soak.
+soak: bootstrap
+	$(VENV)/bin/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

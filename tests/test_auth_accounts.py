@@ -38,6 +38,24 @@ async def test_register_then_login_and_me(client: httpx.AsyncClient) -> None:
     assert counter("expensetracker_users_registered_total") == before + 1
 
 
+async def test_register_without_display_name_uses_the_email_local_part(
+    client: httpx.AsyncClient,
+) -> None:
+    email = new_email()
+    response = await client.post(
+        "/api/v1/auth/register", json={"email": email, "password": PASSWORD}
+    )
+    assert response.status_code == 202, response.text
+    account = await login(client, email)
+    me = (await client.get("/api/v1/auth/me", headers=account.headers)).json()
+    assert me["display_name"] == email.split("@")[0]
+    other = new_email()
+    body = {"email": other, "password": PASSWORD, "display_name": None}
+    assert (await client.post("/api/v1/auth/register", json=body)).status_code == 202
+    me = (await client.get("/api/v1/auth/me", headers=(await login(client, other)).headers)).json()
+    assert me["display_name"] == other.split("@")[0]
+
+
 async def test_login_answer_has_the_token_pair(client: httpx.AsyncClient) -> None:
     email = new_email()
     await register(client, email)
@@ -57,6 +75,8 @@ async def test_login_answer_has_the_token_pair(client: httpx.AsyncClient) -> Non
         ({"password": "Password1"}, "body.password", "password_policy"),  # case-insensitive
         ({"display_name": ""}, "body.display_name", "string_too_short"),
         ({"is_admin": True}, "body.is_admin", "extra_forbidden"),
+        ({"display_name": "Ann\x00"}, "body.display_name", "value_error"),
+        ({"password": "correct horse\x00battery"}, "body.password", "value_error"),
     ],
 )
 async def test_register_refuses_bad_input(

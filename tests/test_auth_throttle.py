@@ -66,7 +66,7 @@ async def test_register_answers_alike_for_new_and_taken_addresses(
 
 async def test_account_is_throttled_after_repeated_failures(serve_app: AppFactory) -> None:
     before = counter("expensetracker_logins_total", outcome="throttled")
-    async with serve_app(login_max_failures_per_account=3) as client:
+    async with serve_app(login_max_failures_per_account_address=3) as client:
         account = await signed_up(client)
         failures = [
             (await attempt(client, account.email, "wrong!!!")).status_code for _ in range(3)
@@ -87,8 +87,8 @@ async def test_account_is_throttled_after_repeated_failures(serve_app: AppFactor
     assert counter("expensetracker_logins_total", outcome="throttled") == before + 2
 
 
-async def test_success_resets_the_account_count(serve_app: AppFactory) -> None:
-    async with serve_app(login_max_failures_per_account=3) as client:
+async def test_success_resets_the_count_of_its_address(serve_app: AppFactory) -> None:
+    async with serve_app(login_max_failures_per_account_address=3) as client:
         account = await signed_up(client)
         for _ in range(2):
             await attempt(client, account.email, "wrong!!!")
@@ -112,8 +112,8 @@ async def test_client_address_is_throttled_across_accounts(serve_app: AppFactory
 async def test_throttling_is_shared_by_two_app_instances(serve_app: AppFactory) -> None:
     # Two replicas on one database: failures counted by one refuse logins on the other.
     async with (
-        serve_app(login_max_failures_per_account=4) as first,
-        serve_app(login_max_failures_per_account=4) as second,
+        serve_app(login_max_failures_per_account_address=4) as first,
+        serve_app(login_max_failures_per_account_address=4) as second,
     ):
         account = await signed_up(first)
         for replica in (first, second, first, second):
@@ -123,7 +123,7 @@ async def test_throttling_is_shared_by_two_app_instances(serve_app: AppFactory) 
 
 
 async def test_password_change_failures_count_as_login_failures(serve_app: AppFactory) -> None:
-    async with serve_app(login_max_failures_per_account=2) as client:
+    async with serve_app(login_max_failures_per_account_address=2) as client:
         account = await signed_up(client)
         statuses = []
         for _ in range(3):
@@ -161,3 +161,52 @@ async def test_security_events_are_audited_without_secrets(client: httpx.AsyncCl
     assert "wrong password 1" not in text
     assert ok.json()["refresh_token"] not in text
     assert email not in text  # accounts appear as user ids or hashed subjects
+
+
+def from_address(client: httpx.AsyncClient, address: str) -> httpx.AsyncClient:
+    """Another client of the same running app, connecting from ``address``."""
+    app = client._transport.app  # type: ignore[attr-defined]
+    transport = httpx.ASGITransport(app=app, client=(address, 50000))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+async def test_failures_from_elsewhere_never_lock_the_owner_out(serve_app: AppFactory) -> None:
+    """Issue 13, finding 7: wrong passwords from anyone used to lock the owner out for 15
+    minutes. Now attackers' addresses are throttled, and slowed down more and more once the
+    account has many failures, while the owner's address, which has not failed, gets in."""
+    async with serve_app(
+        login_max_failures_per_account_address=3, login_max_failures_per_account=6
+    ) as client:
+        account = await signed_up(client)
+        attackers = [from_address(client, f"198.51.100.{n}") for n in range(1, 4)]
+        owner = from_address(client, "203.0.113.50")
+        # Two attackers, three wrong passwords each: each one's address is now refused on this
+        # account, and the account has 6 failures, its limit. A third attacker gets one guess;
+        # having failed past the account limit, it must wait.
+        statuses = [
+            (await attempt(attacker, account.email, "wrong!!!")).status_code
+            for attacker in attackers[:2]
+            for _ in range(3)
+        ]
+        statuses += [
+            (await attempt(attackers[2], account.email, "wrong!!!")).status_code for _ in range(2)
+        ]
+        refused = await attempt(attackers[0], account.email, PASSWORD)
+        owner_login = await attempt(owner, account.email, PASSWORD)
+        # So does every fresh address, and the delay doubles with every failure on the account.
+        delays = []
+        for n in range(10, 13):
+            fresh = from_address(client, f"192.0.2.{n}")
+            assert (await attempt(fresh, account.email, "wrong!!!")).status_code == 401
+            again = await attempt(fresh, account.email, "wrong!!!")
+            assert again.status_code == 429, again.text
+            delays.append(int(again.headers["retry-after"]))
+        owner_again = await attempt(owner, account.email, PASSWORD)
+        for extra in (*attackers, owner):
+            await extra.aclose()
+    assert statuses == [401] * 7 + [429]
+    assert refused.status_code == 429  # even with the right password, from a failing address
+    assert owner_login.status_code == 200, owner_login.text
+    assert owner_again.status_code == 200, owner_again.text
+    # 8, 9 and 10 failures with a limit of 6: 4, 8 and 16 seconds after the last one.
+    assert delays == [4, 8, 16] or (delays[0] < delays[1] < delays[2] <= 16), delays

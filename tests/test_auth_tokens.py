@@ -70,6 +70,9 @@ async def forgeries(app: FastAPI, account: Account) -> dict[str, str]:
         "wrong audience": sign({"aud": "urn:someone-else"}),
         "wrong issuer": sign({"iss": "urn:evil"}),
         "no expiry": sign({"exp": None}),
+        # Signed by the real key, but living a day where auth issues 15 minutes.
+        "lifetime beyond the configured TTL": sign({"iat": now, "nbf": now, "exp": now + 86400}),
+        "lifetime just beyond TTL plus leeway": sign({"iat": now, "nbf": now, "exp": now + 906}),
         "no jti": sign({"jti": None}),
         "tampered claims": f"{header}.{tampered}.{signature}",
         "truncated signature": f"{header}.{payload}.{signature[:-4]}",

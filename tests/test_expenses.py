@@ -352,7 +352,7 @@ async def test_recurring_rules_are_per_user(client: httpx.AsyncClient) -> None:
             "currency": "EUR",
             "description": "gym",
             "frequency": "monthly",
-            "starts_on": "2026-01-01",
+            "starts_on": (date.today() - timedelta(days=30)).isoformat(),
         },
         headers=owner.headers,
     )

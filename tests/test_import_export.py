@@ -282,3 +282,71 @@ async def test_a_dry_run_reports_what_an_import_would_do_and_keeps_nothing(
     )
     assert invalid.status_code == 422
     assert [(e["line"], e["field"]) for e in invalid.json()["errors"]] == [(2, "amount")]
+
+
+FORMULAS = [
+    '=HYPERLINK("http://evil.example/","click")',
+    "+1+1",
+    "-2+3",
+    "@SUM(A1:A2)",
+    "\tcmd",
+    "\rcmd",
+    "'=already quoted",
+    "'plain apostrophe",
+    "fine = text",
+]
+
+
+async def test_export_neutralises_formulas_and_import_restores_them(
+    client: httpx.AsyncClient,
+) -> None:
+    account = await signed_up(client)
+    for n, text in enumerate(FORMULAS):
+        response = await client.post(
+            "/api/v1/expenses",
+            json={
+                "amount": "1",
+                "currency": "EUR",
+                "occurred_on": (date(2026, 1, 1) + timedelta(days=n)).isoformat(),
+                "description": text,
+                "notes": text,
+                "merchant": text,
+                "tags": [text.strip() or "t"],
+            },
+            headers=account.headers,
+        )
+        assert response.status_code == 201, response.text
+    exported = (await export(client, account)).text
+    rows = list(csv.DictReader(io.StringIO(exported, newline="")))
+    # No cell a spreadsheet would run as a formula (OWASP's CSV injection rule).
+    for row in rows:
+        for cell in row.values():
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), row
+    # Imported into another account, every text comes back exactly.
+    other = await signed_up(client)
+    response = await upload(client, other, exported)
+    assert response.status_code == 201, response.text
+    back = (await export(client, other, format="json")).json()
+    original = (await export(client, account, format="json")).json()
+    assert {row["description"] for row in back} == set(FORMULAS)
+    key = lambda row: row["occurred_on"]  # noqa: E731
+    fields = ("description", "notes", "merchant", "tags")
+    assert [[row[f] for f in fields] for row in sorted(back, key=key)] == [
+        [row[f] for f in fields] for row in sorted(original, key=key)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cell", "field"),
+    [("bad\x00description", "description"), ("\x00", "notes"), ("a;b\x00", "tags")],
+)
+async def test_nul_in_a_csv_cell_is_a_422(client: httpx.AsyncClient, cell: str, field: str) -> None:
+    account = await signed_up(client)
+    values = {"description": "x", "notes": "", "tags": ""} | {field: cell}
+    content = HEADER + (
+        f'2026-01-05,1,EUR,"{values["description"]}","{values["notes"]}",,,"{values["tags"]}",\n'
+    )
+    response = await upload(client, account, content)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [error["field"] for error in response.json()["errors"]] == [field]

@@ -4,6 +4,7 @@ resources, and checkov on the production render."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ import yaml
 
 from tests.kubernetes import (
     COMPONENTS,
+    KUBERNETES,
     OVERLAYS,
     REPO,
     Manifest,
@@ -25,6 +27,7 @@ from tests.kubernetes import (
     component,
     every_render,
     is_custom,
+    kustomize,
     monitoring,
     overlay,
 )
@@ -161,3 +164,24 @@ def test_checkov_passes_on_the_production_render(render: str, tmp_path: Path) ->
     assert summary["passed"] > 200, summary
     # Every skip is listed, with its reason, in deploy/kubernetes/.checkov.yaml.
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_forwarded_headers_are_trusted_from_the_ingress_controller_only() -> None:
+    """No environment trusts X-Forwarded-For from everyone: each overlay names its ingress
+    controller's addresses, and the base trusts no proxy (issue 13, finding 5)."""
+    base_config = next(
+        m
+        for m in kustomize(KUBERNETES / "base")
+        if m["kind"] == "ConfigMap" and m["metadata"]["name"] == "expensetracker-config"
+    )
+    assert "EXPENSETRACKER_FORWARDED_ALLOW_IPS" not in base_config["data"]
+    for name in OVERLAYS:
+        config = next(
+            m
+            for m in overlay(name)
+            if m["kind"] == "ConfigMap" and m["metadata"]["name"] == "expensetracker-config"
+        )
+        value = config["data"]["EXPENSETRACKER_FORWARDED_ALLOW_IPS"]
+        for entry in value.split(","):
+            network = ipaddress.ip_network(entry.strip())  # an address or network, never "*"
+            assert network.is_private and network.prefixlen >= 8, (name, entry)

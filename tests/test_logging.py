@@ -7,6 +7,13 @@ import json
 import subprocess
 import sys
 
+import asyncpg
+import httpx
+import pytest
+
+from tests.processes import clean_env, cli, free_port, spawn
+from tests.users import PASSWORD
+
 LOGGING_PROGRAM = """
 import logging, structlog
 from expensetracker.platform.logging import configure_logging
@@ -37,3 +44,37 @@ def test_secret_looking_fields_are_masked_and_stdlib_records_share_the_format() 
     assert login["timestamp"].endswith("Z")
     assert uvicorn["event"] == "Started server process"
     assert uvicorn["service"] == "auth"
+
+
+@pytest.mark.database
+async def test_failed_statements_leave_no_values_in_logs_or_answers(database_url: str) -> None:
+    """A statement failing during registration (a CHECK constraint that refuses every new row)
+    logs the error, but neither its parameters nor the row PostgreSQL describes in DETAIL: the
+    e-mail address and the argon2 hash stay out."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(
+            "ALTER TABLE auth.users ADD CONSTRAINT refuse_all CHECK (false) NOT VALID"
+        )
+    finally:
+        await connection.close()
+    email = "secret-person@example.org"
+    env = clean_env(
+        EXPENSETRACKER_DATABASE_URL=database_url,
+        EXPENSETRACKER_LOG_FORMAT="json",
+        EXPENSETRACKER_RATE_LIMIT="off",
+    )
+    with spawn(cli("serve", "--target", "auth", "--port", str(free_port())), env) as process:
+        url = process.wait_ready()
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            response = await client.post(
+                "/api/v1/auth/register",
+                json={"email": email, "password": PASSWORD, "display_name": "Secret Name"},
+            )
+        process.stop()
+    assert response.status_code == 500
+    output = process.output
+    assert "unhandled_exception" in output and "refuse_all" in output  # the error is logged
+    for value in (email, "secret-person", "$argon2", "Secret Name"):
+        assert value not in output, value
+        assert value not in response.text

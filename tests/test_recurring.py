@@ -11,7 +11,13 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from expensetracker.expenses.recurring import materialise_due, occurrence, run_maintenance
+from expensetracker.expenses.recurring import (
+    MAX_OCCURRENCES_PER_REQUEST,
+    MAX_RULES_PER_USER,
+    materialise_due,
+    occurrence,
+    run_maintenance,
+)
 from expensetracker.platform.db import async_url
 from tests.processes import clean_env, cli, spawn
 from tests.users import Account, signed_up
@@ -105,8 +111,8 @@ async def test_rules_end_and_can_be_deleted(client: httpx.AsyncClient, database_
         client,
         account,
         frequency="monthly",
-        starts_on=(today - timedelta(days=400)).isoformat(),
-        ends_on=(today - timedelta(days=200)).isoformat(),
+        starts_on=(today - timedelta(days=366)).isoformat(),
+        ends_on=(today - timedelta(days=166)).isoformat(),
     )
     assert response.status_code == 201
     body = response.json()
@@ -127,14 +133,17 @@ async def test_rules_end_and_can_be_deleted(client: httpx.AsyncClient, database_
     [
         {"frequency": "daily"},
         {"ends_on": "2020-01-01", "starts_on": "2021-01-01"},
+        {"starts_on": "1970-01-01"},  # would create 400 expenses and more at every run
+        {"starts_on": (date.today() - timedelta(days=367)).isoformat()},
         {"amount": "1.001"},
         {"category_id": str(uuid.uuid4())},
     ],
 )
 async def test_invalid_rules_are_422(client: httpx.AsyncClient, change: dict) -> None:
     account = await signed_up(client)
-    response = await rule(client, account, **{"starts_on": "2026-01-01", **change})
-    assert response.status_code == 422
+    start = (date.today() - timedelta(days=30)).isoformat()
+    response = await rule(client, account, **{"starts_on": start, **change})
+    assert response.status_code == 422, response.text
 
 
 @pytest.mark.database
@@ -146,3 +155,57 @@ async def test_run_jobs_command(client: httpx.AsyncClient, database_url: str) ->
     ) as job:
         assert await asyncio.to_thread(job.wait, 60) == 0, job.output
     assert "recurring expenses created: 0" in job.output  # already created with the rule
+
+
+@pytest.mark.database
+async def test_one_request_and_one_run_create_a_bounded_number_of_expenses(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    account = await signed_up(client)
+    user_id = (await client.get("/api/v1/auth/me", headers=account.headers)).json()["id"]
+    today = date.today()
+    # The earliest start allowed, weekly: 53 occurrences at once, within the request's bound.
+    response = await rule(client, account, starts_on=(today - timedelta(days=366)).isoformat())
+    assert response.status_code == 201, response.text
+    assert 52 <= len(await occurrences(database_url, user_id)) <= MAX_OCCURRENCES_PER_REQUEST
+    # Ten rules whose occurrences were never created (an outage): one run creates at most its
+    # limit, and the runs after it go on where it stopped, without creating anything twice.
+    for _ in range(9):
+        assert (await rule(client, account, starts_on=today.isoformat())).status_code == 201
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(
+            "DELETE FROM expenses.expenses WHERE user_id = $1::uuid", uuid.UUID(user_id)
+        )
+        await connection.execute(
+            "UPDATE expenses.recurring_rules SET starts_on = $1, done = 0, next_due_on = $1",
+            today - timedelta(weeks=52),
+        )
+    finally:
+        await connection.close()
+    engine = create_async_engine(async_url(database_url))
+    sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+    runs = []
+    try:
+        while True:
+            async with sessionmaker() as session:
+                created = await materialise_due(session, today=today, limit=200)
+            if not created:
+                break
+            runs.append(created)
+    finally:
+        await engine.dispose()
+    assert runs == [200, 200, 130]  # 10 rules x 53 weeks, 200 at most per run
+    assert len(await occurrences(database_url, user_id)) == 530
+
+
+@pytest.mark.database
+async def test_rules_per_user_are_capped(client: httpx.AsyncClient) -> None:
+    account, other = await signed_up(client), await signed_up(client)
+    today = date.today().isoformat()
+    for _ in range(MAX_RULES_PER_USER):
+        assert (await rule(client, account, starts_on=today)).status_code == 201
+    refused = await rule(client, account, starts_on=today)
+    assert refused.status_code == 409, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert (await rule(client, other, starts_on=today)).status_code == 201

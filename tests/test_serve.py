@@ -141,3 +141,33 @@ async def test_request_log_lines_are_json_with_request_ids_and_no_secrets(
     assert by_request["req-boom-2"]["status"] == 500
     assert "hunter2" not in process.output
     assert "tok-xyz-secret" not in process.output
+
+
+async def served_statuses(database_url: str, **settings: str) -> list[int]:
+    """Statuses of 5 requests from 127.0.0.1, each claiming another client address, under a
+    rate limit of 3 per minute per client address."""
+    env = clean_env(
+        EXPENSETRACKER_DATABASE_URL=database_url, EXPENSETRACKER_RATE_LIMIT="3/minute", **settings
+    )
+    with spawn(cli("serve", "--target", "auth", "--port", str(free_port())), env) as process:
+        url = process.wait_ready()
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            statuses = [
+                (
+                    await client.get(
+                        "/api/v1/auth/.well-known/jwks.json",
+                        headers={"X-Forwarded-For": f"198.51.100.{n}"},
+                    )
+                ).status_code
+                for n in range(5)
+            ]
+        process.stop()
+    return statuses
+
+
+async def test_forwarded_for_from_an_untrusted_peer_changes_nothing(database_url: str) -> None:
+    # By default no proxy is trusted: the header cannot pick the rate limit's address.
+    assert await served_statuses(database_url) == [200, 200, 200, 429, 429]
+    # A configured proxy (here the test client's own address) is believed.
+    trusted = await served_statuses(database_url, EXPENSETRACKER_FORWARDED_ALLOW_IPS="127.0.0.1/32")
+    assert trusted == [200] * 5

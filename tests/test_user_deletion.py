@@ -4,6 +4,7 @@ and the read contract is all another service's role may see."""
 from __future__ import annotations
 
 import asyncio
+from datetime import date, timedelta
 
 import asyncpg
 import httpx
@@ -50,7 +51,7 @@ async def populate(client: httpx.AsyncClient, account: Account) -> str:
             "currency": "EUR",
             "description": "gym",
             "frequency": "monthly",
-            "starts_on": "2026-01-01",
+            "starts_on": (date.today() - timedelta(days=30)).isoformat(),
         },
         headers=account.headers,
     )
@@ -134,3 +135,63 @@ async def test_reports_role_reads_the_contract_and_nothing_else(
         await connection.close()
     assert spending >= 2 and tags == 2 and events == 0
     assert len(denied) == 3
+
+
+async def test_a_deleted_account_creates_nothing_with_its_still_valid_token(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    account = await signed_up(client)
+    user_id = await populate(client, account)
+    await client.post(
+        "/api/v1/budgets",
+        json={"name": "food", "amount": "100", "currency": "EUR"},
+        headers=account.headers,
+    )
+    response = await client.request(
+        "DELETE", "/api/v1/auth/me", json={"password": PASSWORD}, headers=account.headers
+    )
+    assert response.status_code == 204
+    await app_of(client).state.expenses_user_events.run_once()
+    await app_of(client).state.reports_user_events.run_once()
+
+    # The access token is still within its lifetime: every way to create an owner row, or
+    # anything of the user, answers 401.
+    expense = {"amount": "1", "currency": "EUR", "occurred_on": "2026-01-01", "description": "x"}
+    rule = {"amount": "1", "currency": "EUR", "description": "x", "frequency": "weekly"}
+    attempts = [
+        ("GET", "/api/v1/categories", {}),
+        ("POST", "/api/v1/categories", {"json": {"name": "again"}}),
+        ("POST", "/api/v1/expenses", {"json": expense}),
+        (
+            "POST",
+            "/api/v1/expenses/recurring",
+            {"json": {**rule, "starts_on": (date.today() - timedelta(days=30)).isoformat()}},
+        ),
+        (
+            "POST",
+            "/api/v1/expenses/import",
+            {
+                "content": b"occurred_on,amount,currency,description\n2026-01-01,1,EUR,x\n",
+                "headers": {"Content-Type": "text/csv"},
+            },
+        ),
+        ("POST", "/api/v1/budgets", {"json": {"name": "b", "amount": "1", "currency": "EUR"}}),
+    ]
+    for method, path, extra in attempts:
+        headers = {**account.headers, **extra.pop("headers", {})}
+        response = await client.request(method, path, headers=headers, **extra)
+        assert response.status_code == 401, (method, path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+
+    assert await rows_of(database_url, user_id) == dict.fromkeys(USER_TABLES, 0)
+    connection = await asyncpg.connect(database_url)
+    try:
+        budgets = await connection.fetchval(
+            "SELECT count(*) FROM reports.budgets WHERE user_id = $1::uuid", user_id
+        )
+    finally:
+        await connection.close()
+    assert budgets == 0
+    # Applying the events again (another replica, a restart) changes nothing.
+    await app_of(client).state.expenses_user_events.catch_up()
+    assert await rows_of(database_url, user_id) == dict.fromkeys(USER_TABLES, 0)

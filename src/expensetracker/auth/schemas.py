@@ -9,18 +9,20 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, EmailStr, Field
 
 from expensetracker.auth.passwords import MAX_LENGTH
-from expensetracker.platform.schemas import StrictModel
+from expensetracker.platform.schemas import TEXT, StrictModel
 
 # Lower case as a whole: `Ann@Example.org` and `ann@example.org` are one account.
-Email = Annotated[EmailStr, Field(max_length=254), AfterValidator(str.lower)]
+Email = Annotated[EmailStr, Field(max_length=254), TEXT, AfterValidator(str.lower)]
 # Length is checked after normalisation by the policy; this bound only stops huge bodies early.
-Password = Annotated[str, Field(min_length=1, max_length=MAX_LENGTH * 4)]
+Password = Annotated[str, Field(min_length=1, max_length=MAX_LENGTH * 4), TEXT]
 
 
 class RegisterRequest(StrictModel):
     email: Email
     password: Password
-    display_name: Annotated[str, Field(min_length=1, max_length=100)]
+    display_name: Annotated[str, Field(min_length=1, max_length=100), TEXT] | None = Field(
+        default=None, description="Default: the part of the email address before the @."
+    )
 
 
 class RegisterAccepted(StrictModel):
@@ -36,7 +38,7 @@ class LoginRequest(StrictModel):
 
 
 class RefreshRequest(StrictModel):
-    refresh_token: Annotated[str, Field(min_length=1, max_length=200)]
+    refresh_token: Annotated[str, Field(min_length=1, max_length=200), TEXT]
 
 
 class TokenPair(StrictModel):

@@ -89,11 +89,13 @@ async def register(
     *,
     email: str,
     password: str,
-    display_name: str,
+    display_name: str | None,
     hasher: PasswordHasher,
 ) -> None:
-    """Creates the account unless the email is taken; the caller cannot tell which."""
+    """Creates the account unless the email is taken; the caller cannot tell which. Without a
+    display name, the email's local part is used."""
     _check_policy(password, email=email, field="password")
+    display_name = display_name or email.rsplit("@", 1)[0][:100]
     password_hash = await hasher.hash(password)  # also for a taken email: same time
     async with session.begin():
         created = await session.scalar(
@@ -159,19 +161,26 @@ async def _authenticate(
     subjects are refused before any password is checked. Runs inside the caller's transaction."""
     account = throttle.account_subject(email)
     address = throttle.address_subject(client_address)
-    window = timedelta(seconds=settings.login_throttle_window_seconds)
+    pair = throttle.pair_subject(email, client_address)
+    limits = throttle.Limits(
+        per_address=settings.login_max_failures_per_address,
+        per_account_address=settings.login_max_failures_per_account_address,
+        per_account=settings.login_max_failures_per_account,
+        window=timedelta(seconds=settings.login_throttle_window_seconds),
+    )
     await throttle.serialise(session, account)
-    limits = {
-        account: settings.login_max_failures_per_account,
-        address: settings.login_max_failures_per_address,
-    }
-    if wait := await throttle.retry_after(session, limits=limits, window=window):
+    wait = await throttle.retry_after(
+        session, account=account, address=address, pair=pair, limits=limits
+    )
+    if wait:
         LOGINS.labels("throttled").inc()
         audit.warning("login_throttled", account=account, client_address=client_address)
         raise TooManyAttempts(wait)
     user = await session.scalar(select(User).where(User.email == email))
     if not await hasher.verify(user.password_hash if user else None, password):
-        await throttle.record_failure(session, subjects=[account, address], window=window)
+        await throttle.record_failure(
+            session, subjects=[account, address, pair], window=limits.window
+        )
         LOGINS.labels("failed").inc()
         audit.warning(
             "login_failed",
@@ -180,7 +189,9 @@ async def _authenticate(
             client_address=client_address,
         )
         return None
-    await throttle.forget(session, subject=account)
+    # This address is in good standing again; the account's count (other addresses' failures)
+    # stays until it leaves the window.
+    await throttle.forget(session, subject=pair)
     if hasher.needs_rehash(user.password_hash):
         user.password_hash = await hasher.hash(password)
         audit.info("password_rehashed", user_id=str(user.id))

@@ -55,6 +55,15 @@ class Owner(Base):
     created_at: Mapped[datetime] = _timestamp()
 
 
+class ForgottenUser(Base):
+    """A user whose ``user.deleted`` event was applied: never an owner again (migration 0008)."""
+
+    __tablename__ = "forgotten_users"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    forgotten_at: Mapped[datetime] = _timestamp()
+
+
 class Category(Base):
     __tablename__ = "categories"
     __table_args__ = (

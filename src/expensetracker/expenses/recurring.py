@@ -15,7 +15,7 @@ from datetime import date, timedelta
 
 import structlog
 from prometheus_client import Counter
-from sqlalchemy import select
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -24,6 +24,7 @@ from expensetracker.expenses.schemas import RecurringCreate, RecurringOut
 from expensetracker.expenses.service import check_category, create_for_owner, set_tags
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import delete_owned
+from expensetracker.platform.errors import Conflict
 from expensetracker.platform.pagination import Page, keyset_page
 
 log = structlog.get_logger(__name__)
@@ -31,8 +32,12 @@ log = structlog.get_logger(__name__)
 MATERIALISED = Counter(
     "expensetracker_recurring_expenses_created_total", "Expenses created from recurring rules."
 )
-# Catching up after a long outage is bounded per run; the next run goes on.
-MAX_OCCURRENCES_PER_RULE = 400
+# Bounds on the work one request or one run does; what is left stays due for the next run.
+# A weekly rule starting a year ago (the earliest start allowed) has 53 past occurrences.
+MAX_OCCURRENCES_PER_REQUEST = 60
+MAX_OCCURRENCES_PER_RULE = 60  # per maintenance run
+MAX_OCCURRENCES_PER_RUN = 2000
+MAX_RULES_PER_USER = 100
 
 
 def occurrence(starts_on: date, frequency: str, n: int) -> date:
@@ -49,27 +54,42 @@ def next_due(rule: RecurringRule) -> date | None:
     return None if rule.ends_on is not None and due > rule.ends_on else due
 
 
-async def materialise_due(session: AsyncSession, *, today: date) -> int:
-    """Creates every occurrence due by ``today``; returns how many expenses were created.
-    Rules being handled by another replica right now are skipped (SKIP LOCKED)."""
+async def materialise_due(
+    session: AsyncSession, *, today: date, limit: int = MAX_OCCURRENCES_PER_RUN
+) -> int:
+    """Creates occurrences due by ``today``, at most ``limit`` (and MAX_OCCURRENCES_PER_RULE per
+    rule), the longest overdue first; returns how many expenses were created. What is left
+    stays due for the next run. Rules being handled by another replica right now are skipped
+    (SKIP LOCKED)."""
     created = 0
     async with session.begin():
         rules = await session.scalars(
             select(RecurringRule)
             .where(RecurringRule.next_due_on <= today)
+            .order_by(RecurringRule.next_due_on)
+            .limit(limit)
             .with_for_update(skip_locked=True)
         )
         for rule in rules:
-            created += await materialise_rule(session, rule=rule, today=today)
+            if created >= limit:
+                break
+            created += await materialise_rule(
+                session,
+                rule=rule,
+                today=today,
+                limit=min(MAX_OCCURRENCES_PER_RULE, limit - created),
+            )
     if created:
         log.info("recurring_expenses_created", count=created)
     return created
 
 
-async def materialise_rule(session: AsyncSession, *, rule: RecurringRule, today: date) -> int:
-    """The due occurrences of one rule, in the caller's transaction."""
+async def materialise_rule(
+    session: AsyncSession, *, rule: RecurringRule, today: date, limit: int
+) -> int:
+    """At most ``limit`` due occurrences of one rule, in the caller's transaction."""
     created = 0
-    for _ in range(MAX_OCCURRENCES_PER_RULE):
+    for _ in range(limit):
         due = next_due(rule)
         if due is None or due > today:
             break
@@ -124,6 +144,21 @@ def _rule_out(rule: RecurringRule) -> RecurringOut:
     )
 
 
+async def _check_rule_count(session: AsyncSession, *, user_id: uuid.UUID) -> None:
+    """At most MAX_RULES_PER_USER rules; concurrent creations of one user count one at a time."""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:scope, 0))"),
+        {"scope": f"expenses.recurring:{user_id}"},
+    )
+    count = await session.scalar(
+        select(func.count()).select_from(RecurringRule).where(RecurringRule.user_id == user_id)
+    )
+    if count >= MAX_RULES_PER_USER:
+        raise Conflict(
+            f"You have {MAX_RULES_PER_USER} recurring expenses already; delete one first."
+        )
+
+
 async def create_rule(
     session: AsyncSession,
     *,
@@ -136,6 +171,7 @@ async def create_rule(
 
     async def create() -> RecurringOut:
         await check_category(session, user_id=user_id, category_id=body.category_id)
+        await _check_rule_count(session, user_id=user_id)
         rule = RecurringRule(
             user_id=user_id,
             id=uuid.uuid4(),
@@ -153,7 +189,7 @@ async def create_rule(
         rule.next_due_on = next_due(rule)
         session.add(rule)
         await session.flush()
-        await materialise_rule(session, rule=rule, today=today)
+        await materialise_rule(session, rule=rule, today=today, limit=MAX_OCCURRENCES_PER_REQUEST)
         await session.flush()
         await session.refresh(rule)
         return _rule_out(rule)

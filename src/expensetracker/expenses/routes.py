@@ -30,6 +30,7 @@ from expensetracker.platform.db import DbSession
 from expensetracker.platform.errors import Problem, ValidationProblem
 from expensetracker.platform.idempotency import IdempotencyKey
 from expensetracker.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
+from expensetracker.platform.schemas import TEXT, Day
 from expensetracker.platform.tokens import CurrentUser
 
 router = APIRouter(tags=["expenses"])
@@ -53,17 +54,19 @@ def _bound(name: str, value: str | None) -> Decimal | None:
 
 async def expense_filters(
     user: CurrentUser,
-    from_: Annotated[date | None, Query(alias="from", description="First day, inclusive.")] = None,
-    to: Annotated[date | None, Query(description="Last day, inclusive.")] = None,
+    from_: Annotated[Day | None, Query(alias="from", description="First day, inclusive.")] = None,
+    to: Annotated[Day | None, Query(description="Last day, inclusive.")] = None,
     category_id: Annotated[
         uuid.UUID | None, Query(description="A category, with its subcategories.")
     ] = None,
-    tag: Annotated[str | None, Query(min_length=1, max_length=50)] = None,
+    tag: Annotated[str | None, Query(min_length=1, max_length=50), TEXT] = None,
     q: Annotated[
-        str | None, Query(min_length=1, max_length=100, description="Text in description/notes.")
+        str | None,
+        Query(min_length=1, max_length=100, description="Text in description/notes."),
+        TEXT,
     ] = None,
-    min_amount: Annotated[str | None, Query(max_length=30)] = None,
-    max_amount: Annotated[str | None, Query(max_length=30)] = None,
+    min_amount: Annotated[str | None, Query(max_length=30), TEXT] = None,
+    max_amount: Annotated[str | None, Query(max_length=30), TEXT] = None,
     currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$")] = None,
 ) -> Select[Any]:
     return service.filtered_expenses(

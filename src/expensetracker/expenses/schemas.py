@@ -8,11 +8,14 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints, ValidationInfo, field_validator
 
-from expensetracker.platform.schemas import Amount, Currency, PricedModel, StrictModel
+from expensetracker.platform.schemas import TEXT, Amount, Currency, PricedModel, StrictModel
 
 EARLIEST_DATE = date(1970, 1, 1)
 # Planned expenses may lie ahead, but not beyond a year.
 FUTURE_DAYS = 366
+# A recurring expense may start at most this long ago: its past occurrences are created at once,
+# and a rule from 1970 made hundreds of expenses in one request.
+RECURRING_PAST_DAYS = 366
 
 
 def _within_range(value: date) -> date:
@@ -22,20 +25,15 @@ def _within_range(value: date) -> date:
     return value
 
 
-def _tag_names(names: list[str]) -> list[str]:
-    unique: dict[str, str] = {}
-    for name in names:
-        unique.setdefault(name.casefold(), name)
-    return list(unique.values())
-
-
 # Stripped before the length check: "  " is no name.
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50), TEXT]
 OccurredOn = Annotated[date, AfterValidator(_within_range)]
-Description = Annotated[str, Field(min_length=1, max_length=200)]
-Notes = Annotated[str, Field(max_length=2000)]
-Merchant = Annotated[str, Field(min_length=1, max_length=100)]
-TagNames = Annotated[list[Name], Field(max_length=20), AfterValidator(_tag_names)]
+Description = Annotated[str, Field(min_length=1, max_length=200), TEXT]
+Notes = Annotated[str, Field(max_length=2000), TEXT]
+Merchant = Annotated[str, Field(min_length=1, max_length=100), TEXT]
+# Names differing only in case are one tag: PostgreSQL's lower() decides (service.set_tags), so
+# that Python and the database never disagree about which names are the same.
+TagNames = Annotated[list[Name], Field(max_length=20)]
 
 
 class CategoryCreate(StrictModel):
@@ -78,6 +76,14 @@ class RecurringCreate(PricedModel):
     frequency: Literal["weekly", "monthly", "yearly"]
     starts_on: OccurredOn
     ends_on: OccurredOn | None = None
+
+    @field_validator("starts_on")
+    @classmethod
+    def _starts_recently(cls, value: date) -> date:
+        earliest = date.today() - timedelta(days=RECURRING_PAST_DAYS)
+        if value < earliest:
+            raise ValueError(f"must not be before {earliest} ({RECURRING_PAST_DAYS} days ago)")
+        return value
 
     @field_validator("ends_on")
     @classmethod

@@ -11,7 +11,7 @@ from typing import Any
 
 from prometheus_client import Counter
 from pydantic import BaseModel
-from sqlalchemy import Select, delete, exists, func, insert, literal, or_, select
+from sqlalchemy import Select, delete, exists, func, insert, literal, or_, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +20,7 @@ from expensetracker.expenses.models import (
     Category,
     Expense,
     ExpenseTag,
+    ForgottenUser,
     Owner,
     Tag,
     idempotency_keys,
@@ -38,6 +39,7 @@ from expensetracker.platform.db import delete_owned
 from expensetracker.platform.errors import Conflict, NotFound, ValidationProblem
 from expensetracker.platform.events import USER_DELETED, UserEvent
 from expensetracker.platform.pagination import Page, keyset_page
+from expensetracker.platform.tokens import InvalidToken
 
 EXPENSES_CREATED = Counter("expensetracker_expenses_created_total", "Expenses created.")
 EXPENSES_UPDATED = Counter("expensetracker_expenses_updated_total", "Expenses changed.")
@@ -59,20 +61,29 @@ DEFAULT_CATEGORIES: dict[str, tuple[str, ...]] = {
 
 
 async def forget_user(session: AsyncSession, event: UserEvent) -> None:
-    """``user.deleted``: everything of that user goes (the owner row cascades to the rest)."""
+    """``user.deleted``: everything of that user goes (the owner row cascades to the rest), and a
+    tombstone keeps their still-valid access tokens from creating anything again. The exclusive
+    lock waits for creations in flight (claim_owner holds it shared)."""
     if event.event_type == USER_DELETED:
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:scope, 0))"),
+            {"scope": f"expenses.owner:{event.user_id}"},
+        )
         await session.execute(delete(Owner).where(Owner.user_id == event.user_id))
+        await session.execute(
+            pg_insert(ForgottenUser).values(user_id=event.user_id).on_conflict_do_nothing()
+        )
 
 
 async def ensure_owner(session: AsyncSession, *, user_id: uuid.UUID) -> None:
-    """First use by a user: record them and give them the default categories, once."""
-    created = await session.scalar(
-        pg_insert(Owner)
-        .values(user_id=user_id)
-        .on_conflict_do_nothing(index_elements=[Owner.user_id])
-        .returning(Owner.user_id)
+    """First use by a user: record them and give them the default categories, once. A deleted
+    user is refused with 401, as their token would be once it expires."""
+    claim = await session.scalar(
+        text("SELECT expenses.claim_owner(:user_id)"), {"user_id": user_id}
     )
-    if created is None:
+    if claim == "forgotten":
+        raise InvalidToken("This account has been deleted.")
+    if claim != "created":
         return
     rows = []
     for parent, children in DEFAULT_CATEGORIES.items():
@@ -246,25 +257,36 @@ async def list_tags(
 async def set_tags(
     session: AsyncSession, *, user_id: uuid.UUID, expense_id: uuid.UUID, names: list[str]
 ) -> None:
+    """Links the expense to the named tags, creating the missing ones. PostgreSQL's lower()
+    alone decides which names are the same tag (as the unique index does): matching in Python
+    disagreed with it for names such as "İstanbul". The first spelling given names a new tag."""
     await session.execute(
         delete(ExpenseTag).where(ExpenseTag.user_id == user_id, ExpenseTag.expense_id == expense_id)
     )
     if not names:
         return
-    await session.execute(
-        pg_insert(Tag)
-        .values([{"user_id": user_id, "id": uuid.uuid4(), "name": name} for name in names])
-        .on_conflict_do_nothing(index_elements=[Tag.user_id, func.lower(Tag.name)])
-    )
-    tag_ids = await session.scalars(
-        select(Tag.id).where(
-            Tag.user_id == user_id, func.lower(Tag.name).in_([n.lower() for n in names])
-        )
-    )
-    await session.execute(
-        insert(ExpenseTag),
-        [{"user_id": user_id, "expense_id": expense_id, "tag_id": tag_id} for tag_id in tag_ids],
-    )
+    values = {"user_id": user_id, "expense_id": expense_id, "names": names}
+    await session.execute(_CREATE_TAGS, values)
+    await session.execute(_LINK_TAGS, values)
+
+
+_CREATE_TAGS = text(
+    """
+    INSERT INTO expenses.tags (user_id, id, name)
+    SELECT DISTINCT ON (lower(given.name)) :user_id, gen_random_uuid(), given.name
+    FROM unnest(CAST(:names AS text[])) WITH ORDINALITY AS given(name, position)
+    ORDER BY lower(given.name), given.position
+    ON CONFLICT DO NOTHING
+    """
+)
+_LINK_TAGS = text(
+    """
+    INSERT INTO expenses.expense_tags (user_id, expense_id, tag_id)
+    SELECT :user_id, :expense_id, t.id FROM expenses.tags t
+    WHERE t.user_id = :user_id
+      AND lower(t.name) IN (SELECT lower(name) FROM unnest(CAST(:names AS text[])) AS name)
+    """
+)
 
 
 async def _tags_of(
@@ -334,7 +356,8 @@ async def create_expense(
         await session.flush()
         await set_tags(session, user_id=user_id, expense_id=expense.id, names=body.tags)
         await session.refresh(expense)
-        return _expense_out(expense, sorted(body.tags, key=str.casefold))
+        tags = await _tags_of(session, user_id=user_id, expense_ids=[expense.id])
+        return _expense_out(expense, tags[expense.id])
 
     result = await create_for_owner(
         session,
@@ -445,11 +468,12 @@ def filtered_expenses(
                 ExpenseTag.expense_id == Expense.id,
                 Tag.user_id == user_id,
                 Tag.id == ExpenseTag.tag_id,
-                func.lower(Tag.name) == tag.lower(),
+                func.lower(Tag.name) == func.lower(tag),
             )
         )
-    if q is not None:  # served by the trigram index on search_text
-        query = query.where(Expense.search_text.contains(q.lower(), autoescape=True))
+    if q is not None:  # served by the trigram index on search_text, lower-cased by PostgreSQL
+        pattern = "%" + q.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+        query = query.where(Expense.search_text.like(func.lower(pattern), escape="/"))
     scaled = literal(1) * func.power(10, Expense.currency_exponent)
     if min_amount is not None:
         query = query.where(Expense.amount_minor >= literal(min_amount) * scaled)

@@ -28,6 +28,7 @@ from expensetracker.expenses.schemas import EARLIEST_DATE, FUTURE_DAYS
 from expensetracker.expenses.service import ensure_owner
 from expensetracker.platform import money
 from expensetracker.platform.errors import Problem
+from expensetracker.platform.schemas import check_text
 
 COLUMNS = (
     "occurred_on",
@@ -46,6 +47,24 @@ TAG_SEPARATOR = ";"
 BATCH_ROWS = 2000
 MAX_REPORTED_ERRORS = 1000
 SPOOL_IN_MEMORY_BYTES = 1024 * 1024
+# OWASP's CSV injection rule: a spreadsheet runs a cell that starts with one of these as a
+# formula, so export prefixes such cells with an apostrophe. A cell that starts with the
+# apostrophe itself is prefixed too, so that import can drop exactly one: what was exported
+# imports back unchanged.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+ESCAPE = "'"
+
+
+def neutralise(cell: str) -> str:
+    return ESCAPE + cell if cell.startswith((*FORMULA_STARTS, ESCAPE)) else cell
+
+
+def restore(cell: str) -> str:
+    """Undoes :func:`neutralise`; any other cell is kept as it is."""
+    if cell.startswith(ESCAPE) and cell[1:].startswith((*FORMULA_STARTS, ESCAPE)):
+        return cell[1:]
+    return cell
+
 
 IMPORT_ROWS = Counter(
     "expensetracker_import_rows_total", "Imported CSV rows by outcome.", ["outcome"]
@@ -92,6 +111,14 @@ class _Validator:
     def row(self, values: dict[str, str]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         errors: list[tuple[str, str]] = []
         record: dict[str, Any] = {}
+        for name, value in values.items():
+            try:
+                check_text(value)
+            except ValueError as exc:
+                errors.append((name, str(exc)))
+        if errors:
+            return record, errors
+        values = {name: restore(value) for name, value in values.items()}
         for name in REQUIRED:
             if not values.get(name, "").strip():
                 errors.append((name, "is required"))
@@ -121,7 +148,7 @@ class _Validator:
         tags = [t.strip() for t in values.get("tags", "").split(TAG_SEPARATOR) if t.strip()]
         if len(tags) > 20 or any(len(tag) > 50 for tag in tags):
             errors.append(("tags", "at most 20 tags of at most 50 characters"))
-        record["tags"] = list({tag.casefold(): tag for tag in tags}.values())
+        record["tags"] = tags  # names differing in case only: one tag (PostgreSQL's lower())
         external_id = values.get("external_id", "").strip() or None
         if external_id is not None:
             if external_id in self.external_ids:
@@ -388,19 +415,18 @@ async def as_csv(rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
     writer = csv.writer(buffer)
     writer.writerow(COLUMNS)
     async for row in rows:
-        writer.writerow(
-            [
-                row["occurred_on"],
-                row["amount"],
-                row["currency"],
-                row["description"],
-                row["notes"] or "",
-                row["merchant"] or "",
-                row["category"] or "",
-                TAG_SEPARATOR.join(row["tags"]),
-                row["external_id"] or "",
-            ]
-        )
+        cells = [
+            row["occurred_on"],
+            row["amount"],
+            row["currency"],
+            row["description"],
+            row["notes"] or "",
+            row["merchant"] or "",
+            row["category"] or "",
+            TAG_SEPARATOR.join(row["tags"]),
+            row["external_id"] or "",
+        ]
+        writer.writerow([neutralise(cell) for cell in cells])
         if buffer.tell() > 64 * 1024:
             yield buffer.getvalue().encode()
             buffer.seek(0)

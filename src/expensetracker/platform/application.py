@@ -83,7 +83,10 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
                 _jwks_client(app, settings, tracer_provider)
             )
             app.state.token_verifier = TokenVerifier(
-                http=jwks_client, issuer=settings.token_issuer, audience=settings.token_audience
+                http=jwks_client,
+                issuer=settings.token_issuer,
+                audience=settings.token_audience,
+                max_lifetime_seconds=settings.access_token_ttl_seconds,
             )
             for spec in services:
                 if spec.lifespan is not None:

@@ -78,8 +78,12 @@ class Settings(BaseSettings):
     # How often periodic work runs (recurring expenses falling due, expiry of idempotency keys).
     maintenance_interval_seconds: float = Field(default=600.0, gt=0)
 
-    # Failed logins allowed per window, per account and per client address.
-    login_max_failures_per_account: int = Field(default=5, ge=1)
+    # Failed logins per window (auth/throttle.py, docs/auth.md): an address is refused past its
+    # limit across accounts, and on one account past the account+address limit. Past the much
+    # higher per-account limit, only addresses that failed on that account wait, a delay that
+    # doubles with each further failure: a correct password from another address still works.
+    login_max_failures_per_account_address: int = Field(default=5, ge=1)
+    login_max_failures_per_account: int = Field(default=100, ge=1)
     login_max_failures_per_address: int = Field(default=20, ge=1)
     login_throttle_window_seconds: int = Field(default=900, ge=1)
 
@@ -122,8 +126,11 @@ class Settings(BaseSettings):
     # honoured in development only.
     demo_credentials: tuple[str, str] | None = None
 
-    # Proxies whose X-Forwarded-For/-Proto are believed (the ingress controller in Kubernetes).
-    forwarded_allow_ips: str = "127.0.0.1"
+    # Proxies whose X-Forwarded-For/-Proto are believed: comma-separated addresses or networks
+    # (the ingress controller's in Kubernetes, set per overlay). Empty: no proxy is trusted, the
+    # client address is the peer's, so no client can choose the address that the rate limit
+    # and the login throttle count.
+    forwarded_allow_ips: str = ""
 
     # Where `expensetracker up` keeps the embedded PostgreSQL and other local state.
     data_dir: Path = Path(".expensetracker")

@@ -11,6 +11,7 @@ from typing import Annotated
 import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy import URL, delete, make_url
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -38,11 +39,16 @@ def create_engine(settings: Settings, *, application_name: str) -> AsyncEngine:
         # No ping before each checkout (a round trip per request): connections are recycled
         # instead, and a connection found dead invalidates the pool at its first error.
         pool_recycle=1800,
+        # Statement errors would carry their parameters (e-mail addresses, password hashes)
+        # into log lines and traces.
+        hide_parameters=True,
         connect_args={
+            # A server that does not answer costs at most the pool timeout, never asyncpg's 60 s.
+            "timeout": settings.db_pool_timeout_seconds,
             "server_settings": {
                 "application_name": application_name,
                 "statement_timeout": str(settings.db_statement_timeout_ms),
-            }
+            },
         },
     )
 
@@ -67,9 +73,58 @@ async def delete_owned(
         raise NotFound(missing)
 
 
+class PoolTurnTimeout(TimeoutError):
+    """No turn for a pooled connection within the pool timeout."""
+
+
+@asynccontextmanager
+async def pool_turn(request: Request) -> AsyncIterator[None]:
+    """A turn (pool_turns), waited for at most the pool timeout: a request never hangs longer
+    than that for a connection, even when the database is gone and every turn is taken."""
+    turns: asyncio.Semaphore = request.app.state.pool_turns
+    timeout = request.app.state.settings.db_pool_timeout_seconds
+    if turns.locked():  # only a request that must queue pays for the timer
+        try:
+            await asyncio.wait_for(turns.acquire(), timeout)
+        except TimeoutError:
+            raise PoolTurnTimeout from None
+    else:
+        await turns.acquire()
+    try:
+        yield
+    finally:
+        turns.release()
+
+
+_UNAVAILABLE = (
+    ConnectionError,  # refused, reset: the server is down or restarting
+    TimeoutError,  # connecting, or waiting for the pool, took longer than the pool timeout
+    sa_exc.TimeoutError,  # SQLAlchemy's pool timeout
+    asyncpg.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.AdminShutdownError,  # terminated by a fast shutdown
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,  # "connection is closed"
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception chained to it) says the database cannot be reached, as
+    opposed to a statement failing: such requests answer 503, not 500."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _UNAVAILABLE):
+            return True
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    async with request.app.state.pool_turns, sessionmaker() as session:
+    async with pool_turn(request), sessionmaker() as session:
         yield session
 
 
@@ -87,10 +142,7 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connec
 
 
 async def get_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
-    async with (
-        request.app.state.pool_turns,
-        driver_connection(request.app.state.engine) as connection,
-    ):
+    async with pool_turn(request), driver_connection(request.app.state.engine) as connection:
         yield connection
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 
+import asyncpg
 import structlog
 from opentelemetry import trace
 
@@ -20,6 +21,30 @@ def _mask_secrets(_logger: object, _method: str, event: dict) -> dict:
     for key in event:
         if key != "event" and any(word in key.lower() for word in _SECRET_KEYS):
             event[key] = "***"
+    return event
+
+
+def scrub_exception(exc: BaseException | None) -> None:
+    """Removes the statement values PostgreSQL puts into an error's DETAIL ("Failing row
+    contains (ann@example.org, $argon2id$...)", "Key (email)=(...)") from ``exc`` and every
+    exception chained to it, before anything formats them. Statement parameters themselves are
+    never in the text: engines are created with ``hide_parameters`` (platform/db.py)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, asyncpg.PostgresError) and getattr(exc, "detail", None):
+            exc.detail = "(hidden: it may hold statement values)"
+        exc = exc.__cause__ or exc.__context__
+
+
+def _scrub_exc_info(_logger: object, _method: str, event: dict) -> dict:
+    exc_info = event.get("exc_info")
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    if isinstance(exc_info, tuple):
+        exc_info = exc_info[1]
+    if isinstance(exc_info, BaseException):
+        scrub_exception(exc_info)
     return event
 
 
@@ -46,6 +71,7 @@ def configure_logging(*, level: str, fmt: str, service: str) -> None:
         if level == "DEBUG"
         else _noop,
         _mask_secrets,
+        _scrub_exc_info,
     ]
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()

@@ -21,7 +21,9 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from expensetracker.platform.db import database_unavailable
 from expensetracker.platform.errors import problem_response
+from expensetracker.platform.logging import scrub_exception
 from expensetracker.platform.metrics import (
     HTTP_REQUEST_DURATION,
     HTTP_REQUESTS,
@@ -96,13 +98,25 @@ class RequestContext:
             try:
                 await self.app(scope, receive, send_with_request_id)
             except Exception as exc:
-                log.exception("unhandled_exception", path=scope["path"])
+                scrub_exception(exc)  # before the log line and the span see its text
+                unavailable = database_unavailable(exc)
+                if unavailable:  # expected while the database restarts: no traceback
+                    log.warning("database_unavailable", path=scope["path"], error=repr(exc)[:200])
+                else:
+                    log.exception("unhandled_exception", path=scope["path"])
                 span.record_exception(exc)
                 if response_started:
                     raise  # too late for a problem document: the server drops the connection
-                await problem_response(
-                    500, detail="An unexpected error occurred; it has been logged."
-                )(scope, receive, send_with_request_id)
+                if unavailable:
+                    await problem_response(
+                        503,
+                        detail="The database is unavailable; try again in a moment.",
+                        headers={"Retry-After": "1"},
+                    )(scope, receive, send_with_request_id)
+                else:
+                    await problem_response(
+                        500, detail="An unexpected error occurred; it has been logged."
+                    )(scope, receive, send_with_request_id)
             finally:
                 in_flight.dec()
                 duration = time.perf_counter() - started

@@ -55,7 +55,7 @@ def run_migrations_from_env() -> None:
 
 
 async def _run_online(spec: ServiceSpec, url: str) -> None:
-    engine = create_async_engine(async_url(url), poolclass=pool.NullPool)
+    engine = create_async_engine(async_url(url), poolclass=pool.NullPool, hide_parameters=True)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_migrate, spec)

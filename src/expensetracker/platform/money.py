@@ -14,8 +14,10 @@ from iso4217 import Currency
 
 # No single expense reaches a billion units of any currency; more is a typo or an attack.
 MAX_MAJOR_UNITS = 10**9
-_AMOUNT = re.compile(r"^(\d{1,13})(?:\.(\d{1,6}))?$")
-_CODE = re.compile(r"^[A-Z]{3}$")
+# ASCII digits only, matched against the whole string (fullmatch): `\d` would take Arabic-Indic
+# or full-width digits and `$` a trailing newline.
+_AMOUNT = re.compile(r"([0-9]{1,13})(?:\.([0-9]{1,6}))?", re.ASCII)
+_CODE = re.compile(r"[A-Z]{3}", re.ASCII)
 
 
 @cache
@@ -26,14 +28,14 @@ def _exponents() -> dict[str, int]:
 def exponent(currency: str) -> int:
     """Decimals of ``currency``; ValueError when it is not an ISO 4217 currency with a minor unit
     (codes are upper case: ``eur`` is refused, not guessed)."""
-    if not _CODE.match(currency) or currency not in _exponents():
+    if not _CODE.fullmatch(currency) or currency not in _exponents():
         raise ValueError(f"{currency!r} is not an ISO 4217 currency code (e.g. EUR, JPY)")
     return _exponents()[currency]
 
 
 def parse_amount(amount: str, currency: str) -> int:
     """``"12.34"`` in EUR -> 1234. Positive, at most the currency's decimals, below the cap."""
-    match = _AMOUNT.match(amount)
+    match = _AMOUNT.fullmatch(amount)
     if match is None:
         raise ValueError('amount must be a decimal string such as "12.34"')
     decimals = exponent(currency)
@@ -59,7 +61,7 @@ def stored(amount: str, currency: str) -> dict[str, int | str]:
 
 def parse_bound(amount: str) -> Decimal:
     """A filter bound (``min_amount``): a non-negative decimal string, any decimals."""
-    if _AMOUNT.match(amount) is None:
+    if _AMOUNT.fullmatch(amount) is None:
         raise ValueError('must be a decimal string such as "12.34"')
     return Decimal(amount)
 

@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, Select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from expensetracker.platform.errors import ValidationProblem
+from expensetracker.platform.schemas import TEXT, check_text
 
 T = TypeVar("T")
 
@@ -30,6 +31,7 @@ Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")]
 Cursor = Annotated[
     str | None,
     Query(max_length=512, description="`next_cursor` of the previous page."),
+    TEXT,
 ]
 
 
@@ -49,10 +51,10 @@ def _parse(value: Any, kind: Parser) -> Any:
     if kind in (str, int):
         if type(value) is not kind:
             raise ValueError(value)
-        return value
+        return check_text(value) if kind is str else value
     if not isinstance(value, str):  # other kinds (UUID, date...) travel as strings
         raise ValueError(value)
-    return kind(value)  # type: ignore[call-arg]
+    return kind(check_text(value))  # type: ignore[call-arg]
 
 
 def decode_cursor(cursor: str | None, *, types: tuple[Parser, ...]) -> list[Any] | None:
@@ -65,7 +67,7 @@ def decode_cursor(cursor: str | None, *, types: tuple[Parser, ...]) -> list[Any]
         if not isinstance(key, list) or len(key) != len(types):
             raise ValueError(key)
         return [_parse(value, kind) for value, kind in zip(key, types, strict=True)]
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError):
         raise ValidationProblem.of_field(
             "query.cursor", "Not a cursor of this list.", "cursor"
         ) from None

@@ -1,10 +1,54 @@
 """Base classes and field types of request and response bodies, shared by every service."""
 
+import re
+from datetime import date
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from expensetracker.platform import money
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_text(value: str) -> str:
+    """Text PostgreSQL can store: no NUL (text columns refuse it) and no lone surrogate (UTF-8
+    cannot encode one). The one rule for bodies, query parameters, CSV cells and cursors, so that
+    such input is a 422 and never a database error."""
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character")
+    if _SURROGATE.search(value):
+        raise ValueError("must be valid Unicode (a lone surrogate is not)")
+    return value
+
+
+# The rule as annotation metadata, placed after a field's own constraints (length limits and
+# stripping apply first): `Annotated[str, Field(max_length=50), TEXT]`.
+TEXT = AfterValidator(check_text)
+# Every free-text field and parameter without other constraints.
+SafeText = Annotated[str, TEXT]
+
+# Days and months a request may name: wide enough for any real expense or report, narrow enough
+# that month arithmetic around them never leaves what Python and PostgreSQL can represent.
+EARLIEST_DAY = date(1900, 1, 1)
+LATEST_DAY = date(2999, 12, 31)
+
+
+def check_day(value: date) -> date:
+    if not EARLIEST_DAY <= value <= LATEST_DAY:
+        raise ValueError(f"must be between {EARLIEST_DAY} and {LATEST_DAY}")
+    return value
+
+
+def check_month(value: str) -> str:
+    if not EARLIEST_DAY.year <= int(value[:4]) <= LATEST_DAY.year:
+        raise ValueError(f"must be between {EARLIEST_DAY.year}-01 and {LATEST_DAY.year}-12")
+    return value
+
+
+Day = Annotated[date, AfterValidator(check_day)]
+# YYYY-MM with ASCII digits, the whole string (no trailing newline).
+Month = Annotated[str, Field(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$"), AfterValidator(check_month)]
 
 
 class StrictModel(BaseModel):
@@ -19,7 +63,7 @@ def _currency(value: str) -> str:
 
 
 Currency = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_currency)]
-Amount = Annotated[str, Field(max_length=30, examples=["12.34"])]
+Amount = Annotated[str, Field(max_length=30, examples=["12.34"]), TEXT]
 
 
 class PricedModel(StrictModel):

@@ -89,8 +89,10 @@ def run(
         log_config=None,
         access_log=False,
         server_header=False,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        # Forwarded headers only from configured proxies; uvicorn's own default would trust
+        # 127.0.0.1 (or its FORWARDED_ALLOW_IPS variable) without being asked.
+        proxy_headers=bool(settings.forwarded_allow_ips.strip()),
+        forwarded_allow_ips=settings.forwarded_allow_ips.strip(),
         timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
         lifespan="on",
     )

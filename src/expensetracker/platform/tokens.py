@@ -57,12 +57,16 @@ class TokenVerifier:
         http: httpx.AsyncClient,
         issuer: str,
         audience: str,
+        max_lifetime_seconds: int,
         cache_seconds: float = 300.0,
         min_refetch_seconds: float = 10.0,
     ) -> None:
         self.http = http
         self.issuer = issuer
         self.audience = audience
+        # No token lives longer than auth issues them for: a longer one was not made by auth as
+        # configured (a leaked key, or an old configuration), whatever its signature.
+        self.max_lifetime_seconds = max_lifetime_seconds
         self.cache_seconds = cache_seconds
         self.min_refetch_seconds = min_refetch_seconds
         self._keys: dict[str, jwt.PyJWK] = {}
@@ -103,6 +107,9 @@ class TokenVerifier:
                 leeway=CLOCK_SKEW_SECONDS,
                 options={"require": list(REQUIRED_CLAIMS)},
             )
+            lifetime = claims["exp"] - claims["iat"]
+            if not 0 < lifetime <= self.max_lifetime_seconds + CLOCK_SKEW_SECONDS:
+                raise InvalidToken
             principal = Principal(
                 user_id=uuid.UUID(claims["sub"]),
                 session_id=uuid.UUID(claims["sid"]),

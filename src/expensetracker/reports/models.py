@@ -33,6 +33,17 @@ class Base(DeclarativeBase):
     metadata = metadata
 
 
+class ForgottenUser(Base):
+    """A user whose ``user.deleted`` event was applied: nothing is created for them again."""
+
+    __tablename__ = "forgotten_users"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    forgotten_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
 class Budget(Base):
     """A monthly limit for one category (with its subcategories) or for everything, in one
     currency, from ``starts_on``'s month on."""

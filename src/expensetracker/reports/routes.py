@@ -12,6 +12,7 @@ from expensetracker.platform import idempotency
 from expensetracker.platform.db import DbConnection, DbSession
 from expensetracker.platform.idempotency import IdempotencyKey
 from expensetracker.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
+from expensetracker.platform.schemas import Day
 from expensetracker.platform.tokens import CurrentUser
 from expensetracker.reports import service
 from expensetracker.reports.schemas import (
@@ -29,8 +30,8 @@ router = APIRouter(tags=["reports"])
 
 _NO_CONTENT = {"status_code": status.HTTP_204_NO_CONTENT, "response_class": Response}
 MonthQuery = Annotated[Month | None, Query(description="YYYY-MM; default: this month")]
-From = Annotated[date, Query(alias="from", description="First day, inclusive.")]
-To = Annotated[date, Query(description="Last day, inclusive.")]
+From = Annotated[Day, Query(alias="from", description="First day, inclusive.")]
+To = Annotated[Day, Query(description="Last day, inclusive.")]
 
 
 def _month(value: str | None) -> date:

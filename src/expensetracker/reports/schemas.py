@@ -8,9 +8,16 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-from expensetracker.platform.schemas import Amount, Currency, PricedModel, StrictModel
+from expensetracker.platform.schemas import (
+    TEXT,
+    Amount,
+    Currency,
+    Month,
+    PricedModel,
+    StrictModel,
+)
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), TEXT]
 
 
 def _thresholds(values: list[int]) -> list[int]:
@@ -22,7 +29,6 @@ Thresholds = Annotated[
     Field(min_length=1, max_length=5),
     AfterValidator(_thresholds),
 ]
-Month = Annotated[str, StringConstraints(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
 
 
 class BudgetIn(PricedModel):

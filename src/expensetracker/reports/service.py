@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 from prometheus_client import Counter
 from sqlalchemy import delete, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from expensetracker.platform import idempotency, money
@@ -21,7 +22,8 @@ from expensetracker.platform.db import delete_owned, driver_connection
 from expensetracker.platform.errors import NotFound, ValidationProblem
 from expensetracker.platform.events import USER_DELETED, UserEvent
 from expensetracker.platform.pagination import Page, keyset_page
-from expensetracker.reports.models import Budget, BudgetAlert, idempotency_keys
+from expensetracker.platform.tokens import InvalidToken
+from expensetracker.reports.models import Budget, BudgetAlert, ForgottenUser, idempotency_keys
 from expensetracker.reports.schemas import (
     AlertOut,
     BudgetIn,
@@ -136,6 +138,7 @@ async def create_budget(
         return _budget_out(budget)
 
     async with session.begin():
+        await _check_not_forgotten(session, user_id=user_id)
         return await idempotency.create_once(
             session,
             idempotency_keys,
@@ -539,9 +542,27 @@ async def top_merchants(
     ]
 
 
+async def _check_not_forgotten(session: AsyncSession, *, user_id: uuid.UUID) -> None:
+    """A deleted user's still-valid token creates nothing (401), in the caller's transaction."""
+    allowed = await session.scalar(
+        text("SELECT reports.user_may_write(:user_id)"), {"user_id": user_id}
+    )
+    if not allowed:
+        raise InvalidToken("This account has been deleted.")
+
+
 async def forget_user(session: AsyncSession, event: UserEvent) -> None:
-    """``user.deleted``: the user's budgets (their alerts follow) and idempotency records."""
+    """``user.deleted``: the user's budgets (their alerts follow) and idempotency records, and a
+    tombstone so that nothing is created for them again (after creations in flight: the
+    exclusive lock waits for user_may_write's shared one)."""
     if event.event_type == USER_DELETED:
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:scope, 0))"),
+            {"scope": f"reports.owner:{event.user_id}"},
+        )
+        await session.execute(
+            pg_insert(ForgottenUser).values(user_id=event.user_id).on_conflict_do_nothing()
+        )
         await session.execute(delete(Budget).where(Budget.user_id == event.user_id))
         await session.execute(
             delete(idempotency_keys).where(idempotency_keys.c.user_id == event.user_id)
