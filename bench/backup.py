@@ -26,11 +26,9 @@ import asyncpg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.reports import PER_USER, USERS, load_data, log  # noqa: E402
+from bench.reports import PER_USER, USERS, load_data  # noqa: E402
+from bench.setup import log, migrated_database  # noqa: E402
 from expensetracker.backup import store  # noqa: E402
-from expensetracker.platform.embedded import EmbeddedPostgres  # noqa: E402
-from expensetracker.platform.migrations import upgrade  # noqa: E402
-from expensetracker.targets import SERVICES  # noqa: E402
 from tests.processes import clean_env, cli  # noqa: E402
 
 
@@ -53,12 +51,7 @@ async def database_size(url: str) -> int:
 def main() -> int:
     with ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-backup-")))
-        url = os.environ.get("EXPENSETRACKER_BENCH_DATABASE_URL")
-        if url is None:
-            url = stack.enter_context(EmbeddedPostgres(folder / "data")).url
-        log("migrating")
-        for spec in SERVICES.values():
-            upgrade(spec, url)
+        url = migrated_database(stack, prefix="bench-backup-")
         log("loading 1,000,000 expenses")
         load_seconds = asyncio.run(load_data(url, [uuid.uuid4() for _ in range(USERS)]))
         log(f"loaded in {load_seconds:.0f} s")

@@ -21,7 +21,6 @@ import asyncio
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,12 +37,11 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.setup import log, migrated_database, serve  # noqa: E402
 from bench.wrk import run_wrk  # noqa: E402
-from expensetracker.platform.embedded import EmbeddedPostgres, pg_bin  # noqa: E402
-from expensetracker.platform.migrations import upgrade  # noqa: E402
+from expensetracker.platform.embedded import pg_bin  # noqa: E402
 from expensetracker.reports import service as reports_service  # noqa: E402
-from expensetracker.targets import SERVICES  # noqa: E402
-from tests.processes import Process, clean_env, cli, free_port  # noqa: E402
+from tests.processes import clean_env  # noqa: E402
 
 USERS = 100
 PER_USER = 10_000
@@ -84,10 +82,6 @@ def budget_sql() -> str:
         [":user::uuid", f"'{YEAR}-01-01'::date", month, "'{EUR,USD}'::text[]"],
     )
     return budgets + "\n" + spent
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 async def register(url: str, email: str) -> tuple[str, str]:
@@ -238,14 +232,8 @@ def main() -> int:
         print("wrk is needed: apt-get install wrk", file=sys.stderr)
         return 2
     with ExitStack() as stack:
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
-        url = os.environ.get("EXPENSETRACKER_BENCH_DATABASE_URL")
-        if url is None:
-            url = stack.enter_context(EmbeddedPostgres(folder / "data")).url
+        url = migrated_database(stack, prefix="bench-")
         pgbench = str(pg_bin("pgbench"))
-        log("migrating")
-        for spec in SERVICES.values():
-            upgrade(spec, url)
         base_env = clean_env(
             EXPENSETRACKER_DATABASE_URL=url,
             EXPENSETRACKER_RATE_LIMIT="off",
@@ -258,15 +246,10 @@ def main() -> int:
             EXPENSETRACKER_DB_MAX_OVERFLOW="0",
         )
 
-        def serve(target: str, **env: str) -> str:
-            process = Process(
-                cli("serve", "--target", target, "--port", str(free_port())), {**base_env, **env}
-            )
-            stack.callback(process.stop)
-            stack.callback(lambda: (process.signal(signal.SIGTERM), process.wait(30)))
-            return process.wait_ready()
+        def start(target: str, **env: str) -> str:
+            return serve(stack, target, {**base_env, **env})[0]
 
-        auth_url = serve("auth")
+        auth_url = start("auth")
         summary_user, summary_token = asyncio.run(register(auth_url, "summary@bench.example"))
         budget_user, budget_token = asyncio.run(register(auth_url, "budgets@bench.example"))
         users = [uuid.UUID(summary_user), uuid.UUID(budget_user)]
@@ -274,7 +257,7 @@ def main() -> int:
         log("loading 1,000,000 expenses")
         load_seconds = asyncio.run(load_data(url, users))
         log(f"loaded in {load_seconds:.0f} s")
-        reports = [serve("reports", EXPENSETRACKER_AUTH_URL=auth_url) for _ in range(2)]
+        reports = [start("reports", EXPENSETRACKER_AUTH_URL=auth_url) for _ in range(2)]
 
         scenarios = [
             (

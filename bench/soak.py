@@ -21,7 +21,6 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections import defaultdict
@@ -36,10 +35,9 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from expensetracker.platform.embedded import EmbeddedPostgres  # noqa: E402
-from expensetracker.platform.migrations import upgrade  # noqa: E402
+from bench.setup import migrated_database, serve  # noqa: E402
 from expensetracker.targets import SERVICES  # noqa: E402
-from tests.processes import Process, clean_env, cli, free_port  # noqa: E402
+from tests.processes import clean_env  # noqa: E402
 
 SECONDS = int(os.environ.get("SOAK_SECONDS", "600"))
 RATE = int(os.environ.get("SOAK_RATE", "50"))
@@ -205,21 +203,13 @@ def report(minute: int, data: Minute, server: psutil.Process) -> None:
 
 def main() -> None:
     with ExitStack() as stack:
-        url = os.environ.get("EXPENSETRACKER_BENCH_DATABASE_URL")
-        if url is None:
-            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="et-soak-")))
-            url = stack.enter_context(EmbeddedPostgres(folder)).url
-        for spec in SERVICES.values():
-            upgrade(spec, url)
+        url = migrated_database(stack, prefix="et-soak-")
         env = clean_env(
             EXPENSETRACKER_DATABASE_URL=url,
             EXPENSETRACKER_RATE_LIMIT="off",
             EXPENSETRACKER_LOG_LEVEL="WARNING",
         )
-        targets = ",".join(SERVICES)  # the three API services
-        process = Process(cli("serve", "--target", targets, "--port", str(free_port())), env)
-        stack.callback(process.stop)
-        base_url = process.wait_ready()
+        base_url, process = serve(stack, ",".join(SERVICES), env)  # the three API services
         asyncio.run(soak(base_url, psutil.Process(process.popen.pid)))
 
 

@@ -24,10 +24,7 @@ import asyncio
 import os
 import re
 import shutil
-import signal
 import sys
-import tempfile
-import time
 import uuid
 from contextlib import ExitStack
 from datetime import date
@@ -40,11 +37,9 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.setup import log, migrated_database, serve  # noqa: E402
 from bench.wrk import lua_requests, run_wrk  # noqa: E402
-from expensetracker.platform.embedded import EmbeddedPostgres  # noqa: E402
-from expensetracker.platform.migrations import upgrade  # noqa: E402
-from expensetracker.targets import SERVICES  # noqa: E402
-from tests.processes import Process, clean_env, cli, free_port  # noqa: E402
+from tests.processes import clean_env  # noqa: E402
 
 EXPENSES = 10_000
 CATEGORIES = 12
@@ -56,10 +51,6 @@ PASSWORD = "benchmark passphrase 2026"
 SESSION_KEY = "benchmark-session-key-of-some-forty-characters"
 PAGE_TARGET_P99_MS = 50
 RATIO_TARGET = 0.5
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def months_back(today: date, count: int) -> date:
@@ -187,13 +178,7 @@ def main() -> int:
         return 2
     today = date.today()
     with ExitStack() as stack:
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-web-")))
-        url = os.environ.get("EXPENSETRACKER_BENCH_DATABASE_URL")
-        if url is None:
-            url = stack.enter_context(EmbeddedPostgres(folder / "data")).url
-        log("migrating")
-        for spec in SERVICES.values():
-            upgrade(spec, url)
+        url = migrated_database(stack, prefix="bench-web-")
         base_env = clean_env(
             EXPENSETRACKER_DATABASE_URL=url,
             EXPENSETRACKER_RATE_LIMIT="off",
@@ -207,18 +192,14 @@ def main() -> int:
 
         pids: dict[str, list[int]] = {"web": [], "api": []}
 
-        def serve(target: str, **env: str) -> str:
-            process = Process(
-                cli("serve", "--target", target, "--port", str(free_port())), {**base_env, **env}
-            )
+        def start(target: str, **env: str) -> str:
+            base, process = serve(stack, target, {**base_env, **env})
             pids["web" if target == "web" else "api"].append(process.popen.pid)
-            stack.callback(process.stop)
-            stack.callback(lambda: (process.signal(signal.SIGTERM), process.wait(30)))
-            return process.wait_ready()
+            return base
 
-        apis = [serve("auth,expenses,reports") for _ in range(2)]
+        apis = [start("auth,expenses,reports") for _ in range(2)]
         webs = [
-            serve(
+            start(
                 "web",
                 EXPENSETRACKER_AUTH_URL=api,
                 EXPENSETRACKER_EXPENSES_URL=api,

@@ -453,3 +453,39 @@ async def test_up_demo_offers_the_demo_account_on_the_sign_in_page_in_developmen
     )
     request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(settings=production)))
     assert routes._demo(request) is None  # type: ignore[arg-type]
+
+
+async def test_editing_a_budget_or_a_category_shows_refusals_on_the_form(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    page = (await web.get("/budgets")).text
+    await web.post(
+        "/budgets",
+        data={
+            "csrf_token": csrf_token(page),
+            "idempotency_key": idempotency_key(page),
+            "name": "Books",
+            "amount": "30",
+            "currency": "EUR",
+        },
+    )
+    [budget_id] = re.findall(
+        r'href="/budgets/([0-9a-f-]{36})/edit"', (await web.get("/budgets")).text
+    )
+    edit = f"/budgets/{budget_id}/edit"
+    refused = await person.submit(
+        edit, f"/budgets/{budget_id}", {"name": "Books", "amount": "30.001", "currency": "EUR"}
+    )
+    assert refused.status_code == 422
+    assert 'id="budget-amount-error"' in refused.text and 'value="30.001"' in refused.text
+    saved = await person.submit(
+        edit, f"/budgets/{budget_id}", {"name": "Novels", "amount": "35", "currency": "EUR"}
+    )
+    assert saved.status_code == 303
+    assert "Novels" in (await web.get("/budgets")).text
+    categories = (await web.get("/categories")).text
+    ids = re.findall(r'action="/categories/([0-9a-f-]{36})"', categories)
+    taken = re.search(r"<summary>([^<]+)</summary>", categories).group(1)
+    clash = await person.submit("/categories", f"/categories/{ids[1]}", {"name": taken})
+    assert clash.status_code in (409, 422) and 'role="alert"' in clash.text

@@ -9,6 +9,7 @@ import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date
+from functools import partial
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
@@ -195,6 +196,25 @@ def _safe_next(target: str | None) -> str:
     if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
         return target
     return "/"
+
+
+async def _submitted(
+    request: Request,
+    call: Awaitable[object],
+    *,
+    invalid: Callable[..., Awaitable[Response]],
+    then: str,
+    refusals: tuple[int, ...] = (422,),
+) -> Response:
+    """A form's API call: on success a redirect to ``then``; refused with one of ``refusals``,
+    the form's page again (``invalid``) with the API's problem next to its fields."""
+    try:
+        await call
+    except ApiError as exc:
+        if exc.status not in refusals:
+            raise
+        return await invalid(status=exc.status, errors=exc.field_errors, error=exc.detail)
+    return _redirect(request, then)
 
 
 # Static files
@@ -519,26 +539,18 @@ async def categories(request: Request, account: SignedIn, state: State) -> Respo
 @router.post("/categories")
 async def create_category(request: Request, account: SignedIn, state: State) -> Response:
     form = _text(await request.form())
-    try:
-        await state.api.create_category(
+    return await _submitted(
+        request,
+        state.api.create_category(
             token=account.token,
             name=form.get("name", ""),
             parent_id=form.get("parent_id") or None,
             idempotency_key=form.get("idempotency_key") or service.new_form_key(),
-        )
-    except ApiError as exc:
-        if exc.status not in (409, 422):
-            raise
-        return await _categories_page(
-            request,
-            account,
-            state,
-            status=exc.status,
-            form=form,
-            errors=exc.field_errors,
-            error=exc.detail,
-        )
-    return _redirect(request, "/categories")
+        ),
+        invalid=partial(_categories_page, request, account, state, form=form),
+        then="/categories",
+        refusals=(409, 422),
+    )
 
 
 @router.post("/categories/{category_id}")
@@ -547,15 +559,13 @@ async def update_category(
 ) -> Response:
     form = _text(await request.form())
     body = {"name": form.get("name", ""), "parent_id": form.get("parent_id") or None}
-    try:
-        await state.api.update_category(token=account.token, category_id=category_id, body=body)
-    except ApiError as exc:
-        if exc.status not in (409, 422):
-            raise
-        return await _categories_page(
-            request, account, state, status=exc.status, error=exc.detail, errors={}
-        )
-    return _redirect(request, "/categories")
+    return await _submitted(
+        request,
+        state.api.update_category(token=account.token, category_id=category_id, body=body),
+        invalid=partial(_categories_page, request, account, state),
+        then="/categories",
+        refusals=(409, 422),
+    )
 
 
 @router.post("/categories/{category_id}/delete")
@@ -603,25 +613,16 @@ async def create_recurring(request: Request, account: SignedIn, state: State) ->
         starts_on=form.get("starts_on", ""),
         **({"ends_on": form["ends_on"]} if form.get("ends_on") else {}),
     )
-    try:
-        await state.api.create_recurring(
+    return await _submitted(
+        request,
+        state.api.create_recurring(
             token=account.token,
             body=body,
             idempotency_key=form.get("idempotency_key") or service.new_form_key(),
-        )
-    except ApiError as exc:
-        if exc.status != 422:
-            raise
-        return await _recurring_page(
-            request,
-            account,
-            state,
-            status=422,
-            form=form,
-            errors=exc.field_errors,
-            error=exc.detail,
-        )
-    return _redirect(request, "/recurring")
+        ),
+        invalid=partial(_recurring_page, request, account, state, form=form),
+        then="/recurring",
+    )
 
 
 @router.post("/recurring/{rule_id}/delete")
@@ -677,48 +678,53 @@ def _thresholds(form: FormData) -> list[str]:
 async def create_budget(request: Request, account: SignedIn, state: State) -> Response:
     raw = await request.form()
     form = _text(raw)
-    try:
-        await state.api.create_budget(
+    return await _submitted(
+        request,
+        state.api.create_budget(
             token=account.token,
             body=service.budget_body(form, thresholds=_thresholds(raw)),
             idempotency_key=form.get("idempotency_key") or service.new_form_key(),
-        )
-    except ApiError as exc:
-        if exc.status != 422:
-            raise
-        return await _budgets_page(
-            request,
-            account,
-            state,
-            status=422,
-            form=form,
-            errors=exc.field_errors,
-            error=exc.detail,
-        )
-    return _redirect(request, "/budgets")
+        ),
+        invalid=partial(_budgets_page, request, account, state, form=form),
+        then="/budgets",
+    )
+
+
+async def _budget_edit_page(
+    request: Request,
+    account: Account,
+    state: WebState,
+    budget_id: str,
+    *,
+    status: int = 200,
+    form: dict[str, Any] | None = None,
+    **extra: Any,
+) -> Response:
+    budget = await state.api.get_budget(token=account.token, budget_id=budget_id)
+    context = await _expense_form_context(state, account)
+    shown = form or {
+        **budget,
+        "thresholds": ", ".join(str(t) for t in budget["thresholds"]),
+        "rollover": "on" if budget["rollover"] else "",
+    }
+    defaults: dict[str, Any] = {"errors": {}, "error": None}
+    return _page(
+        request,
+        "budget_edit.html",
+        account,
+        status=status,
+        budget=budget,
+        form=shown,
+        **{**defaults, **extra},
+        **context,
+    )
 
 
 @router.get("/budgets/{budget_id}/edit")
 async def edit_budget(
     request: Request, budget_id: str, account: SignedIn, state: State
 ) -> Response:
-    budget = await state.api.get_budget(token=account.token, budget_id=budget_id)
-    context = await _expense_form_context(state, account)
-    form = {
-        **budget,
-        "thresholds": ", ".join(str(t) for t in budget["thresholds"]),
-        "rollover": "on" if budget["rollover"] else "",
-    }
-    return _page(
-        request,
-        "budget_edit.html",
-        account,
-        budget=budget,
-        form=form,
-        errors={},
-        error=None,
-        **context,
-    )
+    return await _budget_edit_page(request, account, state, budget_id)
 
 
 @router.post("/budgets/{budget_id}")
@@ -727,29 +733,16 @@ async def update_budget(
 ) -> Response:
     raw = await request.form()
     form = _text(raw)
-    try:
-        await state.api.replace_budget(
+    return await _submitted(
+        request,
+        state.api.replace_budget(
             token=account.token,
             budget_id=budget_id,
             body=service.budget_body(form, thresholds=_thresholds(raw)),
-        )
-    except ApiError as exc:
-        if exc.status != 422:
-            raise
-        budget = await state.api.get_budget(token=account.token, budget_id=budget_id)
-        context = await _expense_form_context(state, account)
-        return _page(
-            request,
-            "budget_edit.html",
-            account,
-            status=422,
-            budget=budget,
-            form=form,
-            errors=exc.field_errors,
-            error=exc.detail,
-            **context,
-        )
-    return _redirect(request, "/budgets")
+        ),
+        invalid=partial(_budget_edit_page, request, account, state, budget_id, form=form),
+        then="/budgets",
+    )
 
 
 @router.post("/budgets/{budget_id}/delete")

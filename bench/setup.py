@@ -1,0 +1,43 @@
+"""What every benchmark starts from: a migrated database (the embedded PostgreSQL in a
+temporary folder, or the server in EXPENSETRACKER_BENCH_DATABASE_URL) and `serve` processes
+on free ports of 127.0.0.1, stopped with the run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from expensetracker.platform.embedded import EmbeddedPostgres
+from expensetracker.platform.migrations import upgrade
+from expensetracker.targets import SERVICES
+from tests.processes import Process, cli, free_port
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def migrated_database(stack: ExitStack, *, prefix: str) -> str:
+    """The database's URL, every service migrated to head."""
+    url = os.environ.get("EXPENSETRACKER_BENCH_DATABASE_URL")
+    if url is None:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+        url = stack.enter_context(EmbeddedPostgres(folder / "data")).url
+    log("migrating")
+    for spec in SERVICES.values():
+        upgrade(spec, url)
+    return url
+
+
+def serve(stack: ExitStack, target: str, env: dict[str, str]) -> tuple[str, Process]:
+    """`serve --target` on a free port, ready: its URL and process, stopped gracefully when the
+    stack closes."""
+    process = Process(cli("serve", "--target", target, "--port", str(free_port())), env)
+    stack.callback(process.stop)
+    stack.callback(lambda: (process.signal(signal.SIGTERM), process.wait(30)))
+    return process.wait_ready(), process
