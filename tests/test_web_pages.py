@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -489,3 +490,45 @@ async def test_editing_a_budget_or_a_category_shows_refusals_on_the_form(
     taken = re.search(r"<summary>([^<]+)</summary>", categories).group(1)
     clash = await person.submit("/categories", f"/categories/{ids[1]}", {"name": taken})
     assert clash.status_code in (409, 422) and 'role="alert"' in clash.text
+
+
+def encoded(value: str) -> str:
+    """Percent-encoded as a browser would send it, lone surrogates included."""
+    return quote(value.encode("utf-8", "surrogatepass"), safe="")
+
+
+async def test_malformed_input_never_answers_a_server_error(web: httpx.AsyncClient) -> None:
+    await signed_up_person(web)
+    weird = ["\x00", "\ud800", "9" * 400, "2026-02-30", "0000-01-01", "9999-12-31", "../..", "İ"]
+    for value in weird:
+        for path, name in (
+            ("/expenses", "q"),
+            ("/expenses", "from"),
+            ("/expenses", "cursor"),
+            ("/expenses", "min_amount"),
+            ("/expenses", "category_id"),
+            ("/budgets", "month"),
+            ("/reports", "from"),
+            ("/reports", "to"),
+            ("/login", "next"),
+        ):
+            response = await web.get(f"{path}?{name}={encoded(value)}")
+            assert response.status_code < 500, (path, name, value, response.status_code)
+        form = (await web.get("/expenses/new")).text
+        for field in ("description", "amount", "currency", "occurred_on", "tags", "category_id"):
+            fields = {
+                "csrf_token": csrf_token(form),
+                "description": "Odd",
+                "amount": "1.00",
+                "currency": "EUR",
+                "occurred_on": "2026-11-02",
+                field: value,
+            }
+            response = await web.post(
+                "/expenses/new",
+                content="&".join(f"{k}={encoded(v)}" for k, v in fields.items()),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            assert response.status_code < 500, (field, value, response.status_code)
+        for path in (f"/expenses/{encoded(value)}/edit", f"/budgets/{encoded(value)}/edit"):
+            assert (await web.get(path)).status_code < 500, path

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
+from urllib.parse import quote
 
 import aiohttp
 import httpx
@@ -238,7 +239,7 @@ class ApiClient:
         )
 
     async def get_expense(self, *, token: str, expense_id: str) -> Expense:
-        path = f"/api/v1/expenses/{expense_id}"
+        path = f"/api/v1/expenses/{_segment(expense_id)}"
         return cast(Expense, await self._json("expenses", "GET", path, token=token))
 
     async def create_expense(
@@ -257,11 +258,13 @@ class ApiClient:
         )
 
     async def update_expense(self, *, token: str, expense_id: str, body: dict[str, Any]) -> Expense:
-        path = f"/api/v1/expenses/{expense_id}"
+        path = f"/api/v1/expenses/{_segment(expense_id)}"
         return cast(Expense, await self._json("expenses", "PATCH", path, token=token, json=body))
 
     async def delete_expense(self, *, token: str, expense_id: str) -> None:
-        await self._send("expenses", "DELETE", f"/api/v1/expenses/{expense_id}", token=token)
+        await self._send(
+            "expenses", "DELETE", f"/api/v1/expenses/{_segment(expense_id)}", token=token
+        )
 
     async def list_categories(self, *, token: str) -> list[Category]:
         return await self._all(token=token, service="expenses", path="/api/v1/categories")
@@ -282,11 +285,13 @@ class ApiClient:
         )
 
     async def update_category(self, *, token: str, category_id: str, body: dict[str, Any]) -> None:
-        path = f"/api/v1/categories/{category_id}"
+        path = f"/api/v1/categories/{_segment(category_id)}"
         await self._send("expenses", "PATCH", path, token=token, json=body)
 
     async def delete_category(self, *, token: str, category_id: str) -> None:
-        await self._send("expenses", "DELETE", f"/api/v1/categories/{category_id}", token=token)
+        await self._send(
+            "expenses", "DELETE", f"/api/v1/categories/{_segment(category_id)}", token=token
+        )
 
     async def list_tags(self, *, token: str) -> list[Tag]:
         return await self._all(token=token, service="expenses", path="/api/v1/tags")
@@ -310,7 +315,7 @@ class ApiClient:
         )
 
     async def delete_recurring(self, *, token: str, rule_id: str) -> None:
-        path = f"/api/v1/expenses/recurring/{rule_id}"
+        path = f"/api/v1/expenses/recurring/{_segment(rule_id)}"
         await self._send("expenses", "DELETE", path, token=token)
 
     async def import_csv(self, *, token: str, content: bytes, dry_run: bool) -> ImportPreview:
@@ -346,7 +351,7 @@ class ApiClient:
         return await self._all(token=token, service="reports", path="/api/v1/budgets")
 
     async def get_budget(self, *, token: str, budget_id: str) -> Budget:
-        path = f"/api/v1/budgets/{budget_id}"
+        path = f"/api/v1/budgets/{_segment(budget_id)}"
         return cast(Budget, await self._json("reports", "GET", path, token=token))
 
     async def create_budget(
@@ -365,11 +370,11 @@ class ApiClient:
         )
 
     async def replace_budget(self, *, token: str, budget_id: str, body: dict[str, Any]) -> Budget:
-        path = f"/api/v1/budgets/{budget_id}"
+        path = f"/api/v1/budgets/{_segment(budget_id)}"
         return cast(Budget, await self._json("reports", "PUT", path, token=token, json=body))
 
     async def delete_budget(self, *, token: str, budget_id: str) -> None:
-        await self._send("reports", "DELETE", f"/api/v1/budgets/{budget_id}", token=token)
+        await self._send("reports", "DELETE", f"/api/v1/budgets/{_segment(budget_id)}", token=token)
 
     async def budget_report(self, *, token: str, month: str) -> BudgetReport:
         return cast(
@@ -417,6 +422,12 @@ class ApiClient:
             cursor = page.get("next_cursor")
             if not cursor:
                 return items
+
+
+def _segment(value: str) -> str:
+    """An id from a page's URL as one path segment of the API's: whatever it holds (a slash, a
+    NUL, a lone surrogate) it names no other path, and the API judges it."""
+    return quote(value.encode("utf-8", "surrogatepass"), safe="")
 
 
 def _raise_for(service: str, answer: Answer) -> None:
