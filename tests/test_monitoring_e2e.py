@@ -37,6 +37,7 @@ from sqlalchemy import make_url
 
 from tests.processes import REPO, Process, clean_env, cli, free_port, spawn
 from tests.users import PASSWORD, login, new_email, register
+from tests.web import csrf_token
 
 MONITORING = REPO / "deploy" / "monitoring"
 DASHBOARDS = MONITORING / "dashboards"
@@ -46,6 +47,8 @@ GRAFANA = MONITORING / "grafana"
 
 ENVIRONMENT = "e2e"
 NAMESPACE = "expensetracker"
+# The processes of a deployment, each scraped as its own pod.
+COMPONENTS = ("auth", "expenses", "reports", "web")
 SCRAPE_SECONDS = 1
 # What Grafana puts in place of its built-in variables, for a dashboard looking at this test:
 # $__rate_interval as with the datasource's 15 s scrape interval (four of them), which also
@@ -456,6 +459,16 @@ async def _drive_traffic(urls: dict[str, str], database_url: str) -> None:
         alerts = await reports.get("/api/v1/reports/alerts", headers=headers)
         assert alerts.status_code == 200 and len(alerts.json()["items"]) == 2, alerts.text
 
+    # The web app, signed in through its own page: its calls reach the three processes above.
+    async with httpx.AsyncClient(base_url=urls["web"], timeout=30) as web:
+        token = csrf_token((await web.get("/login")).text)
+        signed_in = await web.post(
+            "/login", data={"csrf_token": token, "email": email, "password": PASSWORD}
+        )
+        assert signed_in.status_code == 303, signed_in.text
+        dashboard = await web.get("/")
+        assert dashboard.status_code == 200 and "Everything" in dashboard.text
+
 
 # --- Prometheus' answers -----------------------------------------------------------------------
 
@@ -513,6 +526,8 @@ EXPECTED_AT_LEAST = [
     ("service-overview.json", "Error ratio (5xx) by service", {"service": "expenses"}, 0.001),
     ("service-overview.json", "Request rate by route", {"route": "unmatched"}, 0.001),
     ("service-overview.json", "Targets up", {"component": "postgres-exporter"}, 1),
+    ("service-overview.json", "Targets up", {"component": "web"}, 1),
+    ("service-overview.json", "Request rate by route", {"service": "web", "route": "/"}, 0.001),
     ("postgresql.json", "PostgreSQL up", {}, 1),
     ("backups.json", "Backups kept", {}, BACKUPS_KEPT),
     ("backups.json", "Backup size", {}, BACKUP_SIZE_BYTES),
@@ -530,11 +545,16 @@ async def test_dashboards_and_rules_on_a_real_prometheus(database_url: str) -> N
 
     with ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="monitoring-e2e-")))
-        ports = {name: free_port() for name in ("auth", "expenses", "reports", "exporter", "prom")}
+        ports = {
+            name: free_port() for name in ("auth", "expenses", "reports", "web", "exporter", "prom")
+        }
         env = clean_env(
             EXPENSETRACKER_DATABASE_URL=database_url,
             EXPENSETRACKER_LOG_LEVEL="WARNING",
             EXPENSETRACKER_AUTH_URL=f"http://127.0.0.1:{ports['auth']}",
+            # The web app's, as its pods reach the APIs in Kubernetes.
+            EXPENSETRACKER_EXPENSES_URL=f"http://127.0.0.1:{ports['expenses']}",
+            EXPENSETRACKER_REPORTS_URL=f"http://127.0.0.1:{ports['reports']}",
         )
         services = {
             name: stack.enter_context(
@@ -547,7 +567,7 @@ async def test_dashboards_and_rules_on_a_real_prometheus(database_url: str) -> N
                 )
             )
             for name, port in ports.items()
-            if name in ("auth", "expenses", "reports")
+            if name in COMPONENTS
         }
         exporter = stack.enter_context(
             spawn(
@@ -563,7 +583,7 @@ async def test_dashboards_and_rules_on_a_real_prometheus(database_url: str) -> N
         backup_port = stack.enter_context(_backup_stand_in())
         urls = {name: process.wait_ready() for name, process in services.items()}
 
-        pods = [_pod(name, ports[name]) for name in ("auth", "expenses", "reports")]
+        pods = [_pod(name, ports[name]) for name in COMPONENTS]
         pods += [_pod("postgres-exporter", ports["exporter"]), _pod("backup", backup_port)]
         # Pods the relabeling must leave out: a finished Job's, and one not asking for scrapes.
         pods += [
@@ -610,14 +630,12 @@ async def test_dashboards_and_rules_on_a_real_prometheus(database_url: str) -> N
                 for t in targets["activeTargets"]
             }
             assert set(by_component) == {
-                "auth",
-                "expenses",
-                "reports",
+                *COMPONENTS,
                 "postgres-exporter",
                 "backup",
                 "prometheus",
             }
-            for name in ("auth", "expenses", "reports"):
+            for name in COMPONENTS:
                 target = by_component[name]
                 assert target["scrapeUrl"] == f"http://127.0.0.1:{ports[name]}/metrics"
                 labels = target["labels"]
