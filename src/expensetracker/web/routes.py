@@ -5,6 +5,7 @@ htmx, when present, asks for the part of the page that changes (``HX-Request``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -516,8 +517,9 @@ async def delete_expense(
 async def _categories_page(
     request: Request, account: Account, state: WebState, *, status: int = 200, **extra: Any
 ) -> Response:
-    categories, tags = await state.api.list_categories(token=account.token), None
-    tags = await state.api.list_tags(token=account.token)
+    categories, tags = await asyncio.gather(
+        state.api.list_categories(token=account.token), state.api.list_tags(token=account.token)
+    )
     context: dict[str, Any] = {"form": {}, "errors": {}, "error": None, **extra}
     return _page(
         request,
