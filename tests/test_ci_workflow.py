@@ -4,6 +4,13 @@ image with kustomize."""
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
 import yaml
 
 from tests.kubernetes import KUBERNETES, REPO, overlay
@@ -52,3 +59,58 @@ def test_workflow_tests_builds_and_updates_the_overlay() -> None:
     assert document["permissions"] == {"contents": "read"}
     assert image["permissions"]["packages"] == "write"
     assert deploy["permissions"] == {"contents": "write"}
+
+
+def test_make_test_installs_the_debian_packages_the_tests_run() -> None:
+    """Issue 13, finding 11: `make test` itself brings what the tests need on a fresh machine
+    (`make test-deps`, scripts/test-prerequisites); .ci/run calls only what the README says."""
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^test: .*\btest-deps\b", makefile, re.MULTILINE)
+    assert re.search(
+        r"^test-deps:\n\t@scripts/test-prerequisites \$\(TEST_DEBIAN_PACKAGES\)",
+        makefile,
+        re.MULTILINE,
+    )
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "apt-get" not in ci and "pip install" not in ci
+    assert re.findall(r"^\s*(make \S+.*)$", ci, re.MULTILINE) == [
+        "make test",
+        'make test PYTEST_ARGS="-m database"',
+    ]
+    # make test ran it before pytest: every package it names is installed now.
+    listed = subprocess.run(
+        ["make", "-s", "--no-print-directory", "-f", "-", "print"],
+        input=makefile + "\nprint:\n\t@echo $(TEST_DEBIAN_PACKAGES)\n",
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=30,
+        check=True,
+    ).stdout.split()
+    assert {"buildah", "debootstrap", "prometheus", "prometheus-alertmanager"} <= set(listed)
+    for package in listed:
+        status = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True
+        ).stdout
+        assert status == "install ok installed", package
+
+
+def test_a_normal_user_is_told_the_one_command_to_run() -> None:
+    # A copy any user can run (the script needs nothing else of the checkout).
+    folder = Path(tempfile.mkdtemp(prefix="et-prereq-", dir="/tmp"))
+    try:
+        script = folder / "test-prerequisites"
+        shutil.copy(REPO / "scripts" / "test-prerequisites", script)
+        folder.chmod(0o755)
+        script.chmod(0o755)
+        command = [str(script), "buildah", "expensetracker-no-such-package"]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "nobody", "--", *command]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    finally:
+        shutil.rmtree(folder)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].strip() == (
+        "sudo apt-get update && sudo apt-get install -y --no-install-recommends "
+        "expensetracker-no-such-package"
+    )
