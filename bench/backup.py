@@ -27,9 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.reports import PER_USER, USERS, load_data  # noqa: E402
-from bench.setup import log, migrated_database  # noqa: E402
+from bench.setup import bench_env, log, migrated_database  # noqa: E402
 from expensetracker.backup import store  # noqa: E402
-from tests.processes import clean_env, cli  # noqa: E402
+from tests.processes import cli  # noqa: E402
 
 
 def timed(args: list[str], env: dict[str, str]) -> float:
@@ -56,10 +56,9 @@ def main() -> int:
         load_seconds = asyncio.run(load_data(url, [uuid.uuid4() for _ in range(USERS)]))
         log(f"loaded in {load_seconds:.0f} s")
         size = asyncio.run(database_size(url))
-        env = clean_env(
-            EXPENSETRACKER_DATABASE_URL=url,
+        env = bench_env(
+            url,
             EXPENSETRACKER_BACKUP_DIR=str(folder / "backups"),
-            EXPENSETRACKER_LOG_LEVEL="WARNING",
         )
         copy = f"bench_restore_{uuid.uuid4().hex[:8]}"
         rows = []

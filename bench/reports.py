@@ -37,11 +37,10 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.setup import log, migrated_database, serve  # noqa: E402
+from bench.setup import bench_env, log, migrated_database, serve  # noqa: E402
 from bench.wrk import run_wrk  # noqa: E402
 from expensetracker.platform.embedded import pg_bin  # noqa: E402
 from expensetracker.reports import service as reports_service  # noqa: E402
-from tests.processes import clean_env  # noqa: E402
 
 USERS = 100
 PER_USER = 10_000
@@ -234,10 +233,8 @@ def main() -> int:
     with ExitStack() as stack:
         url = migrated_database(stack, prefix="bench-")
         pgbench = str(pg_bin("pgbench"))
-        base_env = clean_env(
-            EXPENSETRACKER_DATABASE_URL=url,
-            EXPENSETRACKER_RATE_LIMIT="off",
-            EXPENSETRACKER_LOG_LEVEL="WARNING",
+        base_env = bench_env(
+            url,
             EXPENSETRACKER_LOGIN_MAX_FAILURES_PER_ADDRESS="1000",
             # Two connections per process, four in all for the database's two cores (PostgreSQL
             # peaks at about twice as many active connections as cores): more only made

@@ -15,7 +15,7 @@ from pathlib import Path
 from expensetracker.platform.embedded import EmbeddedPostgres
 from expensetracker.platform.migrations import upgrade
 from expensetracker.targets import SERVICES
-from tests.processes import Process, cli, free_port
+from tests.processes import Process, clean_env, cli, free_port
 
 
 def log(message: str) -> None:
@@ -32,6 +32,16 @@ def migrated_database(stack: ExitStack, *, prefix: str) -> str:
     for spec in SERVICES.values():
         upgrade(spec, url)
     return url
+
+
+def bench_env(database_url: str, **settings: str) -> dict[str, str]:
+    """The environment of the benchmarked processes: no rate limit, few log lines."""
+    return clean_env(
+        EXPENSETRACKER_DATABASE_URL=database_url,
+        EXPENSETRACKER_RATE_LIMIT="off",
+        EXPENSETRACKER_LOG_LEVEL="WARNING",
+        **settings,
+    )
 
 
 def serve(stack: ExitStack, target: str, env: dict[str, str]) -> tuple[str, Process]:

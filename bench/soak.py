@@ -35,9 +35,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.setup import migrated_database, serve  # noqa: E402
+from bench.setup import bench_env, migrated_database, serve  # noqa: E402
 from expensetracker.targets import SERVICES  # noqa: E402
-from tests.processes import clean_env  # noqa: E402
 
 SECONDS = int(os.environ.get("SOAK_SECONDS", "600"))
 RATE = int(os.environ.get("SOAK_RATE", "50"))
@@ -204,10 +203,8 @@ def report(minute: int, data: Minute, server: psutil.Process) -> None:
 def main() -> None:
     with ExitStack() as stack:
         url = migrated_database(stack, prefix="et-soak-")
-        env = clean_env(
-            EXPENSETRACKER_DATABASE_URL=url,
-            EXPENSETRACKER_RATE_LIMIT="off",
-            EXPENSETRACKER_LOG_LEVEL="WARNING",
+        env = bench_env(
+            url,
         )
         base_url, process = serve(stack, ",".join(SERVICES), env)  # the three API services
         asyncio.run(soak(base_url, psutil.Process(process.popen.pid)))

@@ -37,9 +37,17 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.setup import log, migrated_database, serve  # noqa: E402
+from bench.setup import bench_env, log, migrated_database, serve  # noqa: E402
 from bench.wrk import lua_requests, run_wrk  # noqa: E402
-from tests.processes import clean_env  # noqa: E402
+
+# The dates the pages ask for, computed as the pages do.
+from expensetracker.web.service import (  # noqa: E402
+    LATEST_EXPENSES,
+    PAGE_SIZE,
+    TREND_MONTHS,
+    month_bounds,
+    months_back,
+)
 
 EXPENSES = 10_000
 CATEGORIES = 12
@@ -53,14 +61,9 @@ PAGE_TARGET_P99_MS = 50
 RATIO_TARGET = 0.5
 
 
-def months_back(today: date, count: int) -> date:
-    index = today.year * 12 + today.month - 1 - count
-    return date(index // 12, index % 12 + 1, 1)
-
-
 async def load_data(url: str, user: uuid.UUID, today: date) -> None:
     """10,000 expenses over the last twelve months (90% EUR, 10% USD), categories, budgets."""
-    start = months_back(today, 11)
+    start = months_back(today, TREND_MONTHS)
     days = (today - start).days + 1
     connection = await asyncpg.connect(url)
     try:
@@ -120,21 +123,20 @@ async def api_calls(api_url: str, today: date) -> tuple[str, list[str], list[str
         tokens = (
             await client.post("/api/v1/auth/login", json={"email": EMAIL, "password": PASSWORD})
         ).json()
-    first = today.replace(day=1)
-    last = months_back(today, -1).replace(day=1).toordinal() - 1
-    end = date.fromordinal(last).isoformat()
+    first, last = month_bounds(today)
+    end = last.isoformat()
     dashboard = [
         "/api/v1/auth/session",
         f"/api/v1/reports/summary?from={first.isoformat()}&to={end}&group_by=category",
         f"/api/v1/reports/budgets?month={today.strftime('%Y-%m')}",
-        "/api/v1/expenses?limit=10",
-        f"/api/v1/reports/summary?from={months_back(today, 11).isoformat()}&to={end}"
+        f"/api/v1/expenses?limit={LATEST_EXPENSES}",
+        f"/api/v1/reports/summary?from={months_back(today, TREND_MONTHS).isoformat()}&to={end}"
         "&group_by=month",
         "/api/v1/categories?limit=500",
     ]
     expenses_page = [
         "/api/v1/auth/session",
-        "/api/v1/expenses?limit=50",
+        f"/api/v1/expenses?limit={PAGE_SIZE}",
         "/api/v1/categories?limit=500",
     ]
     return tokens["access_token"], dashboard, expenses_page
@@ -179,10 +181,8 @@ def main() -> int:
     today = date.today()
     with ExitStack() as stack:
         url = migrated_database(stack, prefix="bench-web-")
-        base_env = clean_env(
-            EXPENSETRACKER_DATABASE_URL=url,
-            EXPENSETRACKER_RATE_LIMIT="off",
-            EXPENSETRACKER_LOG_LEVEL="WARNING",
+        base_env = bench_env(
+            url,
             EXPENSETRACKER_WEB_SESSION_KEY=SESSION_KEY,
             # One token for the whole run: wrk cannot take a renewed cookie.
             EXPENSETRACKER_ACCESS_TOKEN_TTL_SECONDS="3600",

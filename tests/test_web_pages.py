@@ -18,22 +18,11 @@ from expensetracker.platform.config import Settings
 from expensetracker.targets import resolve_targets
 from expensetracker.web import routes, views
 from tests.conftest import AppFactory
-from tests.web import SESSION_KEY, csrf_token, idempotency_key, signed_up_person
+from tests.web import PAGES, SESSION_KEY, csrf_token, idempotency_key, signed_up_person
 
 pytestmark = pytest.mark.database
 
 STATIC = Path(views.__file__).with_name("static")
-PAGES = (
-    "/",
-    "/expenses",
-    "/expenses/new",
-    "/budgets",
-    "/reports",
-    "/categories",
-    "/recurring",
-    "/import",
-    "/account",
-)
 _ROW_ID = re.compile(r'<tr id="expense-([0-9a-f-]{36})"')
 
 

@@ -12,6 +12,18 @@ import httpx
 from tests.users import PASSWORD
 
 SESSION_KEY = "a-test-session-key-that-is-long-enough-to-use"
+# The pages of a signed-in person.
+PAGES = (
+    "/",
+    "/expenses",
+    "/expenses/new",
+    "/budgets",
+    "/reports",
+    "/categories",
+    "/recurring",
+    "/import",
+    "/account",
+)
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _IDEMPOTENCY = re.compile(r'name="idempotency_key" value="([^"]+)"')
 

@@ -178,6 +178,10 @@ def _page(
             "csrf_token": _web(request).codec.csrf_token(_csrf_secret(request)),
             "htmx": _htmx(request),
             "path": request.url.path,
+            # A form page shows what was typed and the API's problems; none at first.
+            "form": {},
+            "errors": {},
+            "error": None,
             **context,
         },
         status=status,
@@ -249,9 +253,7 @@ def _demo(request: Request) -> tuple[str, str] | None:
 
 @router.get("/login")
 async def login_page(request: Request, next: str | None = None) -> Response:
-    return _page(
-        request, "login.html", None, next=_safe_next(next), form={}, error=None, demo=_demo(request)
-    )
+    return _page(request, "login.html", None, next=_safe_next(next), demo=_demo(request))
 
 
 @router.post("/login")
@@ -288,7 +290,7 @@ async def login(request: Request, state: State) -> Response:
 
 @router.get("/signup")
 async def signup_page(request: Request) -> Response:
-    return _page(request, "signup.html", None, form={}, errors={}, error=None)
+    return _page(request, "signup.html", None)
 
 
 @router.post("/signup")
@@ -321,7 +323,6 @@ async def signup(request: Request, state: State) -> Response:
             None,
             next="/",
             form={"email": form.get("email", "")},
-            error=None,
             notice="If this address was not registered yet, its account "
             "now exists. Sign in to continue.",
         )
@@ -406,8 +407,6 @@ async def new_expense(request: Request, account: SignedIn, state: State) -> Resp
         template,
         account,
         form={"occurred_on": date.today().isoformat()},
-        errors={},
-        error=None,
         idempotency_key=service.new_form_key(),
         **context,
     )
@@ -452,9 +451,7 @@ async def edit_expense(
     context = await _expense_form_context(state, account)
     template = "_expense_edit_row.html" if _htmx(request) else "expense_edit.html"
     form = {**expense, "tags": ", ".join(expense["tags"])}
-    return _page(
-        request, template, account, expense=expense, form=form, errors={}, error=None, **context
-    )
+    return _page(request, template, account, expense=expense, form=form, **context)
 
 
 @router.get("/expenses/{expense_id}/row")
@@ -520,7 +517,6 @@ async def _categories_page(
     categories, tags = await asyncio.gather(
         state.api.list_categories(token=account.token), state.api.list_tags(token=account.token)
     )
-    context: dict[str, Any] = {"form": {}, "errors": {}, "error": None, **extra}
     return _page(
         request,
         "categories.html",
@@ -529,7 +525,7 @@ async def _categories_page(
         tree=service.category_tree(categories),
         tags=tags,
         idempotency_key=service.new_form_key(),
-        **context,
+        **extra,
     )
 
 
@@ -583,11 +579,7 @@ async def _recurring_page(
 ) -> Response:
     rules = await state.api.list_recurring(token=account.token)
     context = await _expense_form_context(state, account)
-    defaults: dict[str, Any] = {
-        "form": {"starts_on": date.today().isoformat(), "frequency": "monthly"},
-        "errors": {},
-        "error": None,
-    }
+    extra.setdefault("form", {"starts_on": date.today().isoformat(), "frequency": "monthly"})
     return _page(
         request,
         "recurring.html",
@@ -595,7 +587,7 @@ async def _recurring_page(
         status=status,
         rules=rules,
         idempotency_key=service.new_form_key(),
-        **{**defaults, **extra},
+        **extra,
         **context,
     )
 
@@ -651,7 +643,7 @@ async def _budgets_page(
         report = await state.api.budget_report(token=account.token, month=month)
     budgets = {budget["id"]: budget for budget in await state.api.list_budgets(token=account.token)}
     context = await _expense_form_context(state, account)
-    defaults: dict[str, Any] = {"form": {"thresholds": "80, 100"}, "errors": {}, "error": None}
+    extra.setdefault("form", {"thresholds": "80, 100"})
     return _page(
         request,
         "budgets.html",
@@ -661,7 +653,7 @@ async def _budgets_page(
         report=report,
         budgets=budgets,
         idempotency_key=service.new_form_key(),
-        **{**defaults, **extra},
+        **extra,
         **context,
     )
 
@@ -709,7 +701,6 @@ async def _budget_edit_page(
         "thresholds": ", ".join(str(t) for t in budget["thresholds"]),
         "rollover": "on" if budget["rollover"] else "",
     }
-    defaults: dict[str, Any] = {"errors": {}, "error": None}
     return _page(
         request,
         "budget_edit.html",
@@ -717,7 +708,7 @@ async def _budget_edit_page(
         status=status,
         budget=budget,
         form=shown,
-        **{**defaults, **extra},
+        **extra,
         **context,
     )
 
@@ -922,8 +913,6 @@ async def account_page(request: Request, account: SignedIn) -> Response:
         request,
         "account.html",
         account,
-        errors={},
-        error=None,
         changed=request.query_params.get("changed"),
     )
 
@@ -948,7 +937,6 @@ async def change_password(request: Request, account: SignedIn, state: State) -> 
             status=422,
             errors=errors,
             error=exc.detail,
-            changed=None,
         )
     return _redirect(request, "/account?changed=1")
 
@@ -971,8 +959,6 @@ async def delete_account(request: Request, account: SignedIn, state: State) -> R
             account,
             status=422,
             errors={"confirm": "Tick the box to confirm."},
-            error=None,
-            changed=None,
         )
     try:
         await state.api.delete_account(token=account.token, password=form.get("password", ""))
@@ -985,8 +971,6 @@ async def delete_account(request: Request, account: SignedIn, state: State) -> R
             account,
             status=422,
             errors={"password": "The password is wrong."},
-            error=None,
-            changed=None,
         )
     response = _redirect(request, "/login?deleted=1")
     clear_session_cookie(response, request)

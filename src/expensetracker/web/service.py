@@ -222,19 +222,24 @@ async def expense_page(
     return await api.list_expenses(token=token, filters=filters, cursor=cursor, limit=PAGE_SIZE)
 
 
+def _typed_amount(form: Mapping[str, str]) -> str:
+    """The amount as typed, a decimal comma read as a point ("12,50"); the API checks the rest
+    (the currency's decimals, digits only)."""
+    amount = form.get("amount", "").strip()
+    return amount.replace(",", ".") if amount.count(",") == 1 and "." not in amount else amount
+
+
 def expense_body(form: Mapping[str, str], *, partial: bool = False) -> dict[str, Any]:
     """The API body of an expense form. Empty optional fields are left out on create and
-    cleared (null) on update; the amount is sent as typed, with a decimal comma accepted."""
+    cleared (null) on update."""
     body: dict[str, Any] = {}
     for name in ("description", "occurred_on", "currency"):
         value = form.get(name, "").strip()
         if value or not partial:
             body[name] = value.upper() if name == "currency" else value
-    amount = form.get("amount", "").strip()
+    amount = _typed_amount(form)
     if amount or not partial:
-        body["amount"] = (
-            amount.replace(",", ".") if amount.count(",") == 1 and "." not in amount else amount
-        )
+        body["amount"] = amount
     for name in ("merchant", "notes", "category_id"):
         value = form.get(name, "").strip()
         if value:
@@ -248,12 +253,9 @@ def expense_body(form: Mapping[str, str], *, partial: bool = False) -> dict[str,
 
 
 def budget_body(form: Mapping[str, str], *, thresholds: list[str]) -> dict[str, Any]:
-    amount = form.get("amount", "").strip()
     body: dict[str, Any] = {
         "name": form.get("name", "").strip(),
-        "amount": amount.replace(",", ".")
-        if amount.count(",") == 1 and "." not in amount
-        else amount,
+        "amount": _typed_amount(form),
         "currency": form.get("currency", "").strip().upper(),
         "category_id": form.get("category_id") or None,
         "rollover": form.get("rollover") == "on",

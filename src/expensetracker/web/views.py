@@ -144,22 +144,6 @@ def html(request: Request, body: str, *, status: int = 200) -> Response:
     return HTMLResponse(content, status_code=status, headers=headers)
 
 
-def _money_in(amount: str, currency: str, *, locale: Locale) -> str:
-    return money(amount, currency, locale)
-
-
-def _number_in(value: Decimal | int | str, *, locale: Locale) -> str:
-    return number(value, locale)
-
-
-def _day_in(value: str | date, *, locale: Locale) -> str:
-    return day(value, locale)
-
-
-def _month_in(value: str, *, locale: Locale) -> str:
-    return month_name(value, locale)
-
-
 def render(
     request: Request, template: str, context: dict[str, Any], *, status: int = 200
 ) -> Response:
@@ -168,10 +152,10 @@ def render(
         request=request,
         locale=locale,
         lang=locale.language,
-        money=partial(_money_in, locale=locale),
-        number=partial(_number_in, locale=locale),
-        day=partial(_day_in, locale=locale),
-        month_name=partial(_month_in, locale=locale),
+        money=partial(money, locale=locale),
+        number=partial(number, locale=locale),
+        day=partial(day, locale=locale),
+        month_name=partial(month_name, locale=locale),
         **context,
     )
     return html(request, body, status=status)
