@@ -6,11 +6,10 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import date
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
-from sqlalchemy import Select
 
 from expensetracker.expenses import recurring, service, transfer
 from expensetracker.expenses.schemas import (
@@ -26,11 +25,11 @@ from expensetracker.expenses.schemas import (
     TagOut,
 )
 from expensetracker.platform import idempotency, money
-from expensetracker.platform.db import DbSession
+from expensetracker.platform.db import DbConnection, DbSession, driver_connection
 from expensetracker.platform.errors import Problem, ValidationProblem
 from expensetracker.platform.idempotency import IdempotencyKey
 from expensetracker.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
-from expensetracker.platform.schemas import TEXT, Day
+from expensetracker.platform.schemas import TEXT, Day, JsonDocument
 from expensetracker.platform.tokens import CurrentUser
 
 router = APIRouter(tags=["expenses"])
@@ -53,7 +52,6 @@ def _bound(name: str, value: str | None) -> Decimal | None:
 
 
 async def expense_filters(
-    user: CurrentUser,
     from_: Annotated[Day | None, Query(alias="from", description="First day, inclusive.")] = None,
     to: Annotated[Day | None, Query(description="Last day, inclusive.")] = None,
     category_id: Annotated[
@@ -68,9 +66,8 @@ async def expense_filters(
     min_amount: Annotated[str | None, Query(max_length=30), TEXT] = None,
     max_amount: Annotated[str | None, Query(max_length=30), TEXT] = None,
     currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$")] = None,
-) -> Select[Any]:
-    return service.filtered_expenses(
-        user_id=user.user_id,
+) -> service.ExpenseFilter:
+    return service.ExpenseFilter(
         from_=from_,
         to=to,
         category_id=category_id,
@@ -82,34 +79,35 @@ async def expense_filters(
     )
 
 
-ExpenseFilters = Annotated[Select[Any], Depends(expense_filters)]
+ExpenseFilters = Annotated[service.ExpenseFilter, Depends(expense_filters)]
 
 
 @router.post("/api/v1/expenses", status_code=status.HTTP_201_CREATED, response_model=ExpenseOut)
 async def create_expense(
     body: ExpenseCreate,
     user: CurrentUser,
-    session: DbSession,
+    connection: DbConnection,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     result = await service.create_expense(
-        session, user_id=user.user_id, body=body, idempotency_key=idempotency_key
+        connection, user_id=user.user_id, body=body, idempotency_key=idempotency_key
     )
     return idempotency.respond(result)
 
 
-@router.get("/api/v1/expenses")
+@router.get("/api/v1/expenses", response_model=Page[ExpenseOut])
 async def list_expenses(
-    query: ExpenseFilters,
+    filters: ExpenseFilters,
     user: CurrentUser,
-    session: DbSession,
+    connection: DbConnection,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-) -> Page[ExpenseOut]:
+) -> Response:
     """The caller's expenses, newest first, filtered."""
-    return await service.list_expenses(
-        session, query=query, user_id=user.user_id, limit=limit, cursor=cursor
+    page = await service.list_expenses(
+        connection, user_id=user.user_id, filters=filters, limit=limit, cursor=cursor
     )
+    return JsonDocument(page)
 
 
 @router.post(
@@ -148,17 +146,17 @@ async def import_expenses(
 @router.get("/api/v1/expenses/export", response_class=StreamingResponse)
 async def export_expenses(
     request: Request,
-    query: ExpenseFilters,
+    filters: ExpenseFilters,
     user: CurrentUser,
     format: Literal["csv", "json"] = "csv",
 ) -> StreamingResponse:
     """Every expense matching the filters, newest first, streamed (CSV in the import format)."""
-    sessionmaker = request.app.state.sessionmaker
+    engine = request.app.state.engine
 
     async def body() -> AsyncIterator[bytes]:
-        # A session of its own: it must outlive this function, until the last byte is sent.
-        async with sessionmaker() as session:
-            rows = transfer.export_rows(session, query=query, user_id=user.user_id)
+        # A connection of its own: it must outlive this function, until the last byte is sent.
+        async with driver_connection(engine) as connection:
+            rows = transfer.export_rows(connection, filters=filters, user_id=user.user_id)
             encode = transfer.as_csv if format == "csv" else transfer.as_json
             async for chunk in encode(rows):
                 yield chunk
@@ -204,31 +202,43 @@ async def delete_recurring(rule_id: uuid.UUID, user: CurrentUser, session: DbSes
     await recurring.delete_rule(session, user_id=user.user_id, rule_id=rule_id)
 
 
-@router.get("/api/v1/expenses/{expense_id}")
-async def get_expense(expense_id: uuid.UUID, user: CurrentUser, session: DbSession) -> ExpenseOut:
-    return await service.get_expense(session, user_id=user.user_id, expense_id=expense_id)
+@router.get("/api/v1/expenses/{expense_id}", response_model=ExpenseOut)
+async def get_expense(
+    expense_id: uuid.UUID, user: CurrentUser, connection: DbConnection
+) -> Response:
+    expense = await service.get_expense(connection, user_id=user.user_id, expense_id=expense_id)
+    return JsonDocument(expense)
 
 
-@router.patch("/api/v1/expenses/{expense_id}")
+@router.patch("/api/v1/expenses/{expense_id}", response_model=ExpenseOut)
 async def update_expense(
-    expense_id: uuid.UUID, body: ExpenseUpdate, user: CurrentUser, session: DbSession
-) -> ExpenseOut:
-    return await service.update_expense(
-        session, user_id=user.user_id, expense_id=expense_id, body=body
+    expense_id: uuid.UUID, body: ExpenseUpdate, user: CurrentUser, connection: DbConnection
+) -> Response:
+    expense = await service.update_expense(
+        connection, user_id=user.user_id, expense_id=expense_id, body=body
     )
+    return JsonDocument(expense)
 
 
 @router.delete("/api/v1/expenses/{expense_id}", **_NO_CONTENT)
-async def delete_expense(expense_id: uuid.UUID, user: CurrentUser, session: DbSession) -> None:
-    await service.delete_expense(session, user_id=user.user_id, expense_id=expense_id)
+async def delete_expense(
+    expense_id: uuid.UUID, user: CurrentUser, connection: DbConnection
+) -> None:
+    await service.delete_expense(connection, user_id=user.user_id, expense_id=expense_id)
 
 
-@router.get("/api/v1/categories")
+@router.get("/api/v1/categories", response_model=Page[CategoryOut])
 async def list_categories(
-    user: CurrentUser, session: DbSession, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
-) -> Page[CategoryOut]:
+    user: CurrentUser,
+    connection: DbConnection,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Response:
     """The caller's categories by name; a new user starts with a default set."""
-    return await service.list_categories(session, user_id=user.user_id, limit=limit, cursor=cursor)
+    page = await service.list_categories(
+        connection, user_id=user.user_id, limit=limit, cursor=cursor
+    )
+    return JsonDocument(page)
 
 
 @router.post("/api/v1/categories", status_code=status.HTTP_201_CREATED, response_model=CategoryOut)

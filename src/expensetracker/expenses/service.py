@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
-from typing import Any
 
+import asyncpg
 from prometheus_client import Counter
 from pydantic import BaseModel
-from sqlalchemy import Select, delete, exists, func, insert, literal, or_, select, text
+from sqlalchemy import delete, exists, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from expensetracker.expenses.models import (
     Category,
-    Expense,
-    ExpenseTag,
     ForgottenUser,
     Owner,
     Tag,
@@ -30,15 +28,14 @@ from expensetracker.expenses.schemas import (
     CategoryOut,
     CategoryUpdate,
     ExpenseCreate,
-    ExpenseOut,
     ExpenseUpdate,
     TagOut,
 )
 from expensetracker.platform import idempotency, money
-from expensetracker.platform.db import delete_owned
+from expensetracker.platform.db import Db, delete_owned, fetch, fetchval
 from expensetracker.platform.errors import Conflict, NotFound, ValidationProblem
 from expensetracker.platform.events import USER_DELETED, UserEvent
-from expensetracker.platform.pagination import Page, keyset_page
+from expensetracker.platform.pagination import Page, decode_cursor, json_page, keyset_page
 from expensetracker.platform.tokens import InvalidToken
 
 EXPENSES_CREATED = Counter("expensetracker_expenses_created_total", "Expenses created.")
@@ -75,25 +72,31 @@ async def forget_user(session: AsyncSession, event: UserEvent) -> None:
         )
 
 
-async def ensure_owner(session: AsyncSession, *, user_id: uuid.UUID) -> None:
+async def ensure_owner(db: Db, *, user_id: uuid.UUID) -> None:
     """First use by a user: record them and give them the default categories, once. A deleted
-    user is refused with 401, as their token would be once it expires."""
-    claim = await session.scalar(
-        text("SELECT expenses.claim_owner(:user_id)"), {"user_id": user_id}
-    )
+    user is refused with 401, as their token would be once it expires. Inside the caller's
+    transaction (``db`` a session or a connection)."""
+    claim = await fetchval(db, "SELECT expenses.claim_owner($1)", user_id)
     if claim == "forgotten":
         raise InvalidToken("This account has been deleted.")
     if claim != "created":
         return
-    rows = []
+    ids, names, parents = [], [], []
     for parent, children in DEFAULT_CATEGORIES.items():
         parent_id = uuid.uuid4()
-        rows.append({"user_id": user_id, "id": parent_id, "name": parent, "parent_id": None})
-        rows += [
-            {"user_id": user_id, "id": uuid.uuid4(), "name": child, "parent_id": parent_id}
-            for child in children
-        ]
-    await session.execute(insert(Category), rows)
+        for name, parent_of in ((parent, None), *((child, parent_id) for child in children)):
+            ids.append(parent_id if parent_of is None else uuid.uuid4())
+            names.append(name)
+            parents.append(parent_of)
+    await fetch(
+        db,
+        "INSERT INTO expenses.categories (user_id, id, name, parent_id) "
+        "SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::uuid[])",
+        user_id,
+        ids,
+        names,
+        parents,
+    )
 
 
 async def create_for_owner(
@@ -120,6 +123,10 @@ async def create_for_owner(
         )
 
 
+# Answers written as JSON by PostgreSQL give timestamps as Pydantic does: UTC, with a "Z".
+_UTC_TIMESTAMP = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+
+
 # --- categories --------------------------------------------------------------------------------
 
 
@@ -127,20 +134,38 @@ def _category_out(category: Category) -> CategoryOut:
     return CategoryOut.model_validate(category, from_attributes=True)
 
 
+_CATEGORY_JSON = (
+    "json_build_object('id', c.id, 'name', c.name, 'parent_id', c.parent_id, "
+    f"'created_at', {_UTC_TIMESTAMP.format('c.created_at')})::text"
+)
+_CATEGORIES = (
+    f"SELECT {_CATEGORY_JSON}, c.name, c.id FROM expenses.categories c "
+    "WHERE c.user_id = $1 ORDER BY c.name, c.id LIMIT $2"
+)
+_CATEGORIES_AFTER = (
+    f"SELECT {_CATEGORY_JSON}, c.name, c.id FROM expenses.categories c "
+    "WHERE c.user_id = $1 AND (c.name, c.id) > ($3, $4) ORDER BY c.name, c.id LIMIT $2"
+)
+
+
 async def list_categories(
-    session: AsyncSession, *, user_id: uuid.UUID, limit: int, cursor: str | None
-) -> Page[CategoryOut]:
-    async with session.begin():
-        await ensure_owner(session, user_id=user_id)
-        return await keyset_page(
-            session,
-            select(Category).where(Category.user_id == user_id),
-            keys=(Category.name, Category.id),
-            types=(str, uuid.UUID),
-            limit=limit,
-            cursor=cursor,
-            item=_category_out,
-        )
+    connection: asyncpg.Connection, *, user_id: uuid.UUID, limit: int, cursor: str | None
+) -> str:
+    """A page (as Page[CategoryOut] JSON) by name. A new user's first look gives them the
+    default categories: only an empty first page asks whether they are an owner yet."""
+    after = decode_cursor(cursor, types=(str, uuid.UUID))
+    if after is None:
+        rows = await connection.fetch(_CATEGORIES, user_id, limit + 1)
+        if not rows:
+            async with connection.transaction():
+                await ensure_owner(connection, user_id=user_id)
+            rows = await connection.fetch(_CATEGORIES, user_id, limit + 1)
+    else:
+        rows = await connection.fetch(_CATEGORIES_AFTER, user_id, limit + 1, *after)
+    return json_page(
+        [row[0] for row in rows[:limit]],
+        next_key=[rows[limit - 1][1], str(rows[limit - 1][2])] if len(rows) > limit else None,
+    )
 
 
 async def _category(
@@ -254,256 +279,359 @@ async def list_tags(
         )
 
 
-async def set_tags(
-    session: AsyncSession, *, user_id: uuid.UUID, expense_id: uuid.UUID, names: list[str]
-) -> None:
-    """Links the expense to the named tags, creating the missing ones. PostgreSQL's lower()
-    alone decides which names are the same tag (as the unique index does): matching in Python
-    disagreed with it for names such as "İstanbul". The first spelling given names a new tag."""
-    await session.execute(
-        delete(ExpenseTag).where(ExpenseTag.user_id == user_id, ExpenseTag.expense_id == expense_id)
-    )
-    if not names:
-        return
-    values = {"user_id": user_id, "expense_id": expense_id, "names": names}
-    await session.execute(_CREATE_TAGS, values)
-    await session.execute(_LINK_TAGS, values)
-
-
-_CREATE_TAGS = text(
-    """
-    INSERT INTO expenses.tags (user_id, id, name)
-    SELECT DISTINCT ON (lower(given.name)) :user_id, gen_random_uuid(), given.name
-    FROM unnest(CAST(:names AS text[])) WITH ORDINALITY AS given(name, position)
-    ORDER BY lower(given.name), given.position
-    ON CONFLICT DO NOTHING
-    """
-)
-_LINK_TAGS = text(
-    """
+# Names given for an expense ($names) -> their tags, created when missing, and the expense
+# ($expense) linked to exactly those. PostgreSQL's lower() alone decides which names are the same
+# tag (as the unique index does): matching in Python disagreed with it for names such as
+# "İstanbul". The first spelling given names a new tag. A tag created meanwhile by a concurrent
+# request is not in this statement's snapshot: the conflict finds it (DO UPDATE returns it).
+# Used as common table expressions; `tagged` holds the tags (id, name) of the expense.
+_TAGGING = """
+given AS (
+    SELECT DISTINCT ON (lower(g.name)) g.name
+    FROM unnest({names}::text[]) WITH ORDINALITY AS g(name, position)
+    WHERE {expense_exists}
+    ORDER BY lower(g.name), g.position
+),
+known AS (
+    SELECT t.id, t.name FROM expenses.tags t
+    WHERE t.user_id = $1 AND lower(t.name) IN (SELECT lower(name) FROM given)
+),
+added AS (
+    INSERT INTO expenses.tags AS t (user_id, id, name)
+    SELECT $1, gen_random_uuid(), g.name FROM given g
+    WHERE lower(g.name) NOT IN (SELECT lower(name) FROM known)
+    ON CONFLICT (user_id, lower(name)) DO UPDATE SET name = t.name
+    RETURNING t.id, t.name
+),
+tagged AS (SELECT id, name FROM known UNION ALL SELECT id, name FROM added),
+unlinked AS (
+    DELETE FROM expenses.expense_tags et
+    WHERE et.user_id = $1 AND et.expense_id = {expense} AND et.tag_id NOT IN (SELECT id FROM tagged)
+),
+linked AS (
     INSERT INTO expenses.expense_tags (user_id, expense_id, tag_id)
-    SELECT :user_id, :expense_id, t.id FROM expenses.tags t
-    WHERE t.user_id = :user_id
-      AND lower(t.name) IN (SELECT lower(name) FROM unnest(CAST(:names AS text[])) AS name)
-    """
-)
+    SELECT $1, {expense}, id FROM tagged
+    ON CONFLICT DO NOTHING
+)"""
 
 
-async def _tags_of(
-    session: AsyncSession, *, user_id: uuid.UUID, expense_ids: list[uuid.UUID]
-) -> dict[uuid.UUID, list[str]]:
-    rows = await session.execute(
-        select(ExpenseTag.expense_id, Tag.name)
-        .join(Tag, (Tag.user_id == ExpenseTag.user_id) & (Tag.id == ExpenseTag.tag_id))
-        .where(ExpenseTag.user_id == user_id, ExpenseTag.expense_id.in_(expense_ids))
-        .order_by(Tag.name)
-    )
-    tags: dict[uuid.UUID, list[str]] = defaultdict(list)
-    for expense_id, name in rows:
-        tags[expense_id].append(name)
-    return tags
+def _tagging(*, expense: str, names: str, expense_exists: str = "true") -> str:
+    return _TAGGING.format(expense=expense, names=names, expense_exists=expense_exists)
+
+
+async def set_tags(db: Db, *, user_id: uuid.UUID, expense_id: uuid.UUID, names: list[str]) -> None:
+    """Links the expense to exactly the named tags (see _TAGGING), inside the caller's
+    transaction."""
+    await fetch(db, f"WITH {_tagging(expense='$2', names='$3')} SELECT", user_id, expense_id, names)
 
 
 # --- expenses ----------------------------------------------------------------------------------
+# The hot paths: one statement each on the driver connection, whose answer PostgreSQL writes as
+# JSON (EXPENSE_JSON, the shape of ExpenseOut), so that Python only passes it on.
+
+# An expense `e` as ExpenseOut; {tags} is its tag names, sorted.
+EXPENSE_JSON = (
+    "json_build_object("
+    "'id', e.id, "
+    "'amount', round(e.amount_minor::numeric / 10::numeric ^ e.currency_exponent, "
+    "e.currency_exponent)::text, "
+    "'currency', e.currency, "
+    "'occurred_on', e.occurred_on, "
+    "'description', e.description, "
+    "'notes', e.notes, "
+    "'merchant', e.merchant, "
+    "'category_id', e.category_id, "
+    "'tags', {tags}, "
+    f"'created_at', {_UTC_TIMESTAMP.format('e.created_at')}, "
+    f"'updated_at', {_UTC_TIMESTAMP.format('e.updated_at')}"
+    ")::text"
+)
+_TAGS_OF_E = (
+    "ARRAY(SELECT t.name FROM expenses.expense_tags et JOIN expenses.tags t "
+    "ON t.user_id = et.user_id AND t.id = et.tag_id "
+    "WHERE et.user_id = e.user_id AND et.expense_id = e.id ORDER BY t.name)"
+)
+_TAGGED_NAMES = "ARRAY(SELECT name FROM tagged ORDER BY name)"
+_NO_TAGS = "'{}'::text[]"
+
+_COLUMNS = (
+    "user_id, id, amount_minor, currency, currency_exponent, occurred_on, description, notes, "
+    "merchant, category_id"
+)
+_CREATE = (
+    f"WITH e AS (INSERT INTO expenses.expenses ({_COLUMNS}) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *) "
+    f"SELECT {EXPENSE_JSON.format(tags=_NO_TAGS)} FROM e"
+)
+_CREATE_TAGGED = (
+    f"WITH e AS (INSERT INTO expenses.expenses ({_COLUMNS}) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *), "
+    f"{_tagging(expense='$2', names='$11')} "
+    f"SELECT {EXPENSE_JSON.format(tags=_TAGGED_NAMES)} FROM e"
+)
+_GET = (
+    f"SELECT {EXPENSE_JSON.format(tags=_TAGS_OF_E)} FROM expenses.expenses e "
+    "WHERE e.user_id = $1 AND e.id = $2"
+)
+_DELETE = "DELETE FROM expenses.expenses WHERE user_id = $1 AND id = $2"
+
+# A user without an owner row yet (or no longer) fails these foreign keys first.
+_OWNER_MISSING = ("expenses_user_id_fkey", "idempotency_keys_user_id_fkey")
+_CATEGORY_MISSING = "expenses_user_id_category_id_fkey"
 
 
-def _expense_out(expense: Expense, tags: list[str]) -> ExpenseOut:
-    return ExpenseOut(
-        id=expense.id,
-        amount=money.format_amount(expense.amount_minor, expense.currency),
-        currency=expense.currency,
-        occurred_on=expense.occurred_on,
-        description=expense.description,
-        notes=expense.notes,
-        merchant=expense.merchant,
-        category_id=expense.category_id,
-        tags=tags,
-        created_at=expense.created_at,
-        updated_at=expense.updated_at,
-    )
+def _not_your_category() -> ValidationProblem:
+    # The same answer for another user's category as for none at all.
+    return ValidationProblem.of_field("body.category_id", "Not one of your categories.", "category")
 
 
 async def check_category(
     session: AsyncSession, *, user_id: uuid.UUID, category_id: uuid.UUID | None
 ) -> None:
     if category_id is not None and await session.get(Category, (user_id, category_id)) is None:
-        # The same answer for another user's category as for none at all.
-        raise ValidationProblem.of_field(
-            "body.category_id", "Not one of your categories.", "category"
-        )
+        raise _not_your_category()
+
+
+async def _write(connection: asyncpg.Connection, sql: str, *args: object) -> str | None:
+    """Runs a statement writing an expense; a category that is not the caller's is a 422."""
+    try:
+        return await connection.fetchval(sql, *args)
+    except asyncpg.ForeignKeyViolationError as exc:
+        if exc.constraint_name == _CATEGORY_MISSING:
+            raise _not_your_category() from None
+        raise
 
 
 async def create_expense(
-    session: AsyncSession,
+    connection: asyncpg.Connection,
     *,
     user_id: uuid.UUID,
     body: ExpenseCreate,
     idempotency_key: str | None,
-) -> ExpenseOut | idempotency.Stored:
-    async def create() -> ExpenseOut:
-        await check_category(session, user_id=user_id, category_id=body.category_id)
-        expense = Expense(
-            user_id=user_id,
-            id=uuid.uuid4(),
-            **money.stored(body.amount, body.currency),
-            occurred_on=body.occurred_on,
-            description=body.description,
-            notes=body.notes,
-            merchant=body.merchant,
-            category_id=body.category_id,
-        )
-        session.add(expense)
-        await session.flush()
-        await set_tags(session, user_id=user_id, expense_id=expense.id, names=body.tags)
-        await session.refresh(expense)
-        tags = await _tags_of(session, user_id=user_id, expense_ids=[expense.id])
-        return _expense_out(expense, tags[expense.id])
+) -> str | idempotency.Stored:
+    """The created expense as JSON, or the answer stored for the Idempotency-Key. The owner row
+    is not checked on each creation: the insert finds it missing (a first creation, or a deleted
+    account) through its foreign key, and only then is it claimed."""
+    stored = money.stored(body.amount, body.currency)
+    args: list[object] = [
+        user_id,
+        uuid.uuid4(),
+        stored["amount_minor"],
+        body.currency,
+        stored["currency_exponent"],
+        body.occurred_on,
+        body.description,
+        body.notes,
+        body.merchant,
+        body.category_id,
+    ]
+    sql = _CREATE
+    if body.tags:
+        sql = _CREATE_TAGGED
+        args.append(body.tags)
 
-    result = await create_for_owner(
-        session,
-        user_id=user_id,
-        idempotency_key=idempotency_key,
-        route="POST /api/v1/expenses",
-        body=body,
-        create=create,
-    )
+    async def create() -> str | idempotency.Stored:
+        if idempotency_key is None:
+            return await _write(connection, sql, *args)
+        async with connection.transaction():
+            replay = await idempotency.claim(
+                connection,
+                idempotency_keys,
+                user_id=user_id,
+                key=idempotency_key,
+                request_hash=idempotency.fingerprint("POST /api/v1/expenses", body),
+            )
+            if replay is not None:
+                return replay
+            created = await _write(connection, sql, *args)
+            await idempotency.remember(
+                connection,
+                idempotency_keys,
+                user_id=user_id,
+                key=idempotency_key,
+                status_code=201,
+                body=created,
+            )
+            return created
+
+    try:
+        result = await create()
+    except asyncpg.ForeignKeyViolationError as exc:
+        if exc.constraint_name not in _OWNER_MISSING:
+            raise
+        async with connection.transaction():
+            await ensure_owner(connection, user_id=user_id)
+        result = await create()
     if not isinstance(result, idempotency.Stored):
         EXPENSES_CREATED.inc()
     return result
 
 
-async def _expense(session: AsyncSession, *, user_id: uuid.UUID, expense_id: uuid.UUID) -> Expense:
-    expense = await session.get(Expense, (user_id, expense_id))
+async def get_expense(
+    connection: asyncpg.Connection, *, user_id: uuid.UUID, expense_id: uuid.UUID
+) -> str:
+    expense = await connection.fetchval(_GET, user_id, expense_id)
     if expense is None:
         raise NotFound("No expense with this id.")
     return expense
 
 
-async def get_expense(
-    session: AsyncSession, *, user_id: uuid.UUID, expense_id: uuid.UUID
-) -> ExpenseOut:
-    async with session.begin():
-        expense = await _expense(session, user_id=user_id, expense_id=expense_id)
-        tags = await _tags_of(session, user_id=user_id, expense_ids=[expense.id])
-        return _expense_out(expense, tags[expense.id])
-
-
 _REQUIRED = ("currency", "amount", "occurred_on", "description")
+_SETTABLE = ("occurred_on", "description", "notes", "merchant", "category_id")
 
 
 async def update_expense(
-    session: AsyncSession, *, user_id: uuid.UUID, expense_id: uuid.UUID, body: ExpenseUpdate
-) -> ExpenseOut:
+    connection: asyncpg.Connection,
+    *,
+    user_id: uuid.UUID,
+    expense_id: uuid.UUID,
+    body: ExpenseUpdate,
+) -> str:
+    """Only the fields sent change. A new amount or currency alone is read against the other,
+    stored one (then the row is read first, locked); otherwise one statement."""
     changes = {field: getattr(body, field) for field in body.model_fields_set}
     for field in _REQUIRED:
         if field in changes and changes[field] is None:
             raise ValidationProblem.of_field(f"body.{field}", "This field cannot be null.", "null")
-    async with session.begin():
-        expense = await _expense(session, user_id=user_id, expense_id=expense_id)
+    args: list[object] = [user_id, expense_id]
+    assignments = ["updated_at = now()"]
+
+    def assign(column: str, value: object) -> None:
+        args.append(value)
+        assignments.append(f"{column} = ${len(args)}")
+
+    async with connection.transaction():
         if "currency" in changes or "amount" in changes:
-            currency = changes.get("currency", expense.currency)
-            amount = changes.get("amount") or money.format_amount(
-                expense.amount_minor, expense.currency
-            )
+            currency, amount = changes.get("currency"), changes.get("amount")
+            if currency is None or amount is None:
+                current = await connection.fetchrow(
+                    "SELECT amount_minor, currency FROM expenses.expenses "
+                    "WHERE user_id = $1 AND id = $2 FOR UPDATE",
+                    user_id,
+                    expense_id,
+                )
+                if current is None:
+                    raise NotFound("No expense with this id.")
+                currency = currency or current["currency"]
+                amount = amount or money.format_amount(current["amount_minor"], current["currency"])
             try:
                 columns = money.stored(amount, currency)
             except ValueError as exc:
                 raise ValidationProblem.of_field("body.amount", str(exc), "amount") from None
-            for name, value in columns.items():
-                setattr(expense, name, value)
-        if "category_id" in changes:
-            await check_category(session, user_id=user_id, category_id=changes["category_id"])
-        for field in ("occurred_on", "description", "notes", "merchant", "category_id"):
+            for column, value in columns.items():
+                assign(column, value)
+        for field in _SETTABLE:
             if field in changes:
-                setattr(expense, field, changes[field])
+                assign(field, changes[field])
+        update = (
+            f"e AS (UPDATE expenses.expenses SET {', '.join(assignments)} "
+            "WHERE user_id = $1 AND id = $2 RETURNING *)"
+        )
         if "tags" in changes:
-            await set_tags(session, user_id=user_id, expense_id=expense.id, names=changes["tags"])
-        expense.updated_at = datetime.now(UTC)
-        await session.flush()
-        await session.refresh(expense)
-        tags = await _tags_of(session, user_id=user_id, expense_ids=[expense.id])
-        result = _expense_out(expense, tags[expense.id])
+            args.append(changes["tags"])
+            tagging = _tagging(
+                expense="$2", names=f"${len(args)}", expense_exists="EXISTS (SELECT FROM e)"
+            )
+            sql = (
+                f"WITH {update}, {tagging} SELECT {EXPENSE_JSON.format(tags=_TAGGED_NAMES)} FROM e"
+            )
+        else:
+            sql = f"WITH {update} SELECT {EXPENSE_JSON.format(tags=_TAGS_OF_E)} FROM e"
+        expense = await _write(connection, sql, *args)
+        if expense is None:
+            raise NotFound("No expense with this id.")
     EXPENSES_UPDATED.inc()
-    return result
+    return expense
 
 
 async def delete_expense(
-    session: AsyncSession, *, user_id: uuid.UUID, expense_id: uuid.UUID
+    connection: asyncpg.Connection, *, user_id: uuid.UUID, expense_id: uuid.UUID
 ) -> None:
-    async with session.begin():
-        await delete_owned(
-            session, Expense, user_id=user_id, id=expense_id, missing="No expense with this id."
-        )
+    if await connection.execute(_DELETE, user_id, expense_id) != "DELETE 1":
+        raise NotFound("No expense with this id.")
     EXPENSES_DELETED.inc()
 
 
-def filtered_expenses(
-    *,
-    user_id: uuid.UUID,
-    from_: date | None = None,
-    to: date | None = None,
-    category_id: uuid.UUID | None = None,
-    tag: str | None = None,
-    q: str | None = None,
-    min_amount: Decimal | None = None,
-    max_amount: Decimal | None = None,
-    currency: str | None = None,
-) -> Select[Any]:
-    """The caller's expenses matching every given filter (shared by listing and export)."""
-    query = select(Expense).where(Expense.user_id == user_id)
-    if from_ is not None:
-        query = query.where(Expense.occurred_on >= from_)
-    if to is not None:
-        query = query.where(Expense.occurred_on <= to)
-    if category_id is not None:  # a category includes its subcategories
-        family = select(Category.id).where(
-            Category.user_id == user_id,
-            or_(Category.id == category_id, Category.parent_id == category_id),
-        )
-        query = query.where(Expense.category_id.in_(family))
-    if tag is not None:
-        query = query.where(
-            exists().where(
-                ExpenseTag.user_id == user_id,
-                ExpenseTag.expense_id == Expense.id,
-                Tag.user_id == user_id,
-                Tag.id == ExpenseTag.tag_id,
-                func.lower(Tag.name) == func.lower(tag),
+@dataclass(frozen=True, kw_only=True)
+class ExpenseFilter:
+    """What a list or an export asks for: every given field must match."""
+
+    from_: date | None = None
+    to: date | None = None
+    category_id: uuid.UUID | None = None  # a category includes its subcategories
+    tag: str | None = None
+    q: str | None = None
+    min_amount: Decimal | None = None
+    max_amount: Decimal | None = None
+    currency: str | None = None
+
+    def where(self, args: list[object]) -> str:
+        """The conditions on expenses `e` (after ``args``, the caller's id first), appending
+        their parameters to ``args``. Only the filters given appear, so that each combination
+        is its own prepared statement, with a plan that stays good as a generic plan."""
+        conditions = ["e.user_id = $1"]
+
+        def parameter(value: object) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if self.from_ is not None:
+            conditions.append(f"e.occurred_on >= {parameter(self.from_)}")
+        if self.to is not None:
+            conditions.append(f"e.occurred_on <= {parameter(self.to)}")
+        if self.category_id is not None:
+            category = parameter(self.category_id)
+            conditions.append(
+                "e.category_id IN (SELECT c.id FROM expenses.categories c WHERE c.user_id = $1 "
+                f"AND (c.id = {category} OR c.parent_id = {category}))"
             )
-        )
-    if q is not None:  # served by the trigram index on search_text, lower-cased by PostgreSQL
-        pattern = "%" + q.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
-        query = query.where(Expense.search_text.like(func.lower(pattern), escape="/"))
-    scaled = literal(1) * func.power(10, Expense.currency_exponent)
-    if min_amount is not None:
-        query = query.where(Expense.amount_minor >= literal(min_amount) * scaled)
-    if max_amount is not None:
-        query = query.where(Expense.amount_minor <= literal(max_amount) * scaled)
-    if currency is not None:
-        query = query.where(Expense.currency == currency)
-    return query
+        if self.tag is not None:
+            conditions.append(
+                "EXISTS (SELECT FROM expenses.expense_tags et JOIN expenses.tags t "
+                "ON t.user_id = et.user_id AND t.id = et.tag_id WHERE et.user_id = $1 "
+                f"AND et.expense_id = e.id AND lower(t.name) = lower({parameter(self.tag)}))"
+            )
+        if self.q is not None:  # served by the trigram index on search_text, lower-cased
+            escaped = self.q.replace("/", "//").replace("%", "/%").replace("_", "/_")
+            conditions.append(f"e.search_text LIKE lower({parameter(f'%{escaped}%')}) ESCAPE '/'")
+        scale = "10::numeric ^ e.currency_exponent"
+        if self.min_amount is not None:
+            conditions.append(f"e.amount_minor >= {parameter(self.min_amount)}::numeric * {scale}")
+        if self.max_amount is not None:
+            conditions.append(f"e.amount_minor <= {parameter(self.max_amount)}::numeric * {scale}")
+        if self.currency is not None:
+            conditions.append(f"e.currency = {parameter(self.currency)}")
+        return " AND ".join(conditions)
+
+
+_PAGE_KEYS = (date.fromisoformat, uuid.UUID)
 
 
 async def list_expenses(
-    session: AsyncSession,
+    connection: asyncpg.Connection,
     *,
-    query: Select[Any],
     user_id: uuid.UUID,
+    filters: ExpenseFilter,
     limit: int,
     cursor: str | None,
-) -> Page[ExpenseOut]:
-    """Newest first: by (occurred_on, id) descending."""
-    async with session.begin():
-        page = await keyset_page(
-            session,
-            query,
-            keys=(Expense.occurred_on, Expense.id),
-            types=(date.fromisoformat, uuid.UUID),
-            limit=limit,
-            cursor=cursor,
-            item=lambda expense: _expense_out(expense, []),
-            descending=True,
-        )
-        tags = await _tags_of(session, user_id=user_id, expense_ids=[e.id for e in page.items])
-    page.items = [item.model_copy(update={"tags": tags[item.id]}) for item in page.items]
-    return page
+) -> str:
+    """A page (as Page[ExpenseOut] JSON), newest first: by (occurred_on, id) descending."""
+    args: list[object] = [user_id]
+    where = filters.where(args)
+    after = decode_cursor(cursor, types=_PAGE_KEYS)
+    if after is not None:
+        args += after
+        where += f" AND (e.occurred_on, e.id) < (${len(args) - 1}, ${len(args)})"
+    args.append(limit + 1)
+    rows = await connection.fetch(
+        f"SELECT {EXPENSE_JSON.format(tags=_TAGS_OF_E)}, e.occurred_on, e.id "
+        f"FROM expenses.expenses e WHERE {where} "
+        f"ORDER BY e.occurred_on DESC, e.id DESC LIMIT ${len(args)}",
+        *args,
+    )
+    return json_page(
+        [row[0] for row in rows[:limit]],
+        next_key=[rows[limit - 1][1].isoformat(), str(rows[limit - 1][2])]
+        if len(rows) > limit
+        else None,
+    )

@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+import asyncpg
 from prometheus_client import Counter
-from sqlalchemy import Select, func, select, text
-from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from expensetracker.expenses.models import Category, ExpenseTag, Tag
+from expensetracker.expenses.models import Category
 from expensetracker.expenses.schemas import EARLIEST_DATE, FUTURE_DAYS
-from expensetracker.expenses.service import ensure_owner
+from expensetracker.expenses.service import ExpenseFilter, ensure_owner
 from expensetracker.platform import money
 from expensetracker.platform.errors import Problem
 from expensetracker.platform.schemas import check_text
@@ -364,48 +364,43 @@ _STAGING_COLUMNS = (
 # --- export ------------------------------------------------------------------------------------
 
 
-def _export_query(query: Select[Any], user_id: uuid.UUID) -> Select[Any]:
-    filtered = query.subquery()
-    tags = (
-        select(func.array_agg(aggregate_order_by(Tag.name, Tag.name)))
-        .join(ExpenseTag, (ExpenseTag.user_id == Tag.user_id) & (ExpenseTag.tag_id == Tag.id))
-        .where(ExpenseTag.user_id == user_id, ExpenseTag.expense_id == filtered.c.id)
-        .scalar_subquery()
-    )
-    return (
-        select(filtered, Category.name.label("category_name"), tags.label("tag_names"))
-        .outerjoin(
-            Category,
-            (Category.user_id == filtered.c.user_id) & (Category.id == filtered.c.category_id),
-        )
-        .order_by(filtered.c.occurred_on.desc(), filtered.c.id.desc())
-    )
+# Conditions on expenses `e` by ExpenseFilter.where.
+_EXPORT = """
+SELECT e.id, e.occurred_on, e.amount_minor, e.currency, e.description, e.notes, e.merchant,
+       e.external_id, c.name AS category_name,
+       ARRAY(SELECT t.name FROM expenses.expense_tags et
+             JOIN expenses.tags t ON t.user_id = et.user_id AND t.id = et.tag_id
+             WHERE et.user_id = e.user_id AND et.expense_id = e.id ORDER BY t.name) AS tag_names
+FROM expenses.expenses e
+LEFT JOIN expenses.categories c ON c.user_id = e.user_id AND c.id = e.category_id
+WHERE {where}
+ORDER BY e.occurred_on DESC, e.id DESC
+"""
 
 
-def _export_row(row: Any) -> dict[str, Any]:
+def _export_row(row: asyncpg.Record) -> dict[str, Any]:
     return {
-        "id": str(row.id),
-        "occurred_on": row.occurred_on.isoformat(),
-        "amount": money.format_amount(row.amount_minor, row.currency),
-        "currency": row.currency,
-        "description": row.description,
-        "notes": row.notes,
-        "merchant": row.merchant,
-        "category": row.category_name,
-        "tags": row.tag_names or [],
-        "external_id": row.external_id,
+        "id": str(row["id"]),
+        "occurred_on": row["occurred_on"].isoformat(),
+        "amount": money.format_amount(row["amount_minor"], row["currency"]),
+        "currency": row["currency"],
+        "description": row["description"],
+        "notes": row["notes"],
+        "merchant": row["merchant"],
+        "category": row["category_name"],
+        "tags": row["tag_names"],
+        "external_id": row["external_id"],
     }
 
 
 async def export_rows(
-    session: AsyncSession, *, query: Select[Any], user_id: uuid.UUID
+    connection: asyncpg.Connection, *, filters: ExpenseFilter, user_id: uuid.UUID
 ) -> AsyncIterator[dict[str, Any]]:
     """The filtered expenses, newest first, read through a server-side cursor."""
-    async with session.begin():
-        result = await session.stream(
-            _export_query(query, user_id).execution_options(yield_per=1000)
-        )
-        async for row in result:
+    args: list[object] = [user_id]
+    sql = _EXPORT.format(where=filters.where(args))
+    async with connection.transaction(readonly=True):
+        async for row in connection.cursor(sql, *args, prefetch=1000):
             yield _export_row(row)
 
 

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, Request
@@ -147,3 +147,23 @@ async def get_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
 
 
 DbConnection = Annotated[asyncpg.Connection, Depends(get_connection)]
+
+
+# Statements written once, in asyncpg's $n style, run on the hot paths through the driver
+# connection and elsewhere inside an ORM session's transaction (SQLAlchemy's asyncpg dialect
+# passes $n parameters through as they are).
+Db = AsyncSession | asyncpg.Connection
+
+
+async def fetch(db: Db, sql: str, *args: object) -> list[Any]:
+    """The rows of ``sql``, each indexable by position."""
+    if isinstance(db, asyncpg.Connection):
+        return await db.fetch(sql, *args)
+    result = await (await db.connection()).exec_driver_sql(sql, args)
+    return list(result.all()) if result.returns_rows else []
+
+
+async def fetchval(db: Db, sql: str, *args: object) -> Any:
+    """The first column of the first row of ``sql``, or None without rows."""
+    rows = await fetch(db, sql, *args)
+    return rows[0][0] if rows else None

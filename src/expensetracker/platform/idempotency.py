@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Header
 from fastapi.responses import JSONResponse, Response
@@ -31,15 +31,13 @@ from sqlalchemy import (
     Uuid,
     delete,
     func,
-    select,
-    text,
-    update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from expensetracker.platform.db import Db, fetch
 from expensetracker.platform.errors import Conflict, ValidationProblem
+from expensetracker.platform.schemas import JsonDocument
 
 RETENTION = timedelta(hours=24)
 
@@ -72,64 +70,75 @@ def idempotency_table(metadata: MetaData) -> Table:
 @dataclass(frozen=True)
 class Stored:
     status_code: int
-    body: Any
+    body: str  # the JSON document answered the first time
 
 
 def fingerprint(route: str, body: BaseModel) -> bytes:
     return hashlib.sha256(f"{route}\n{body.model_dump_json()}".encode()).digest()
 
 
+# One statement: the key is taken (inserted, or an expired one taken over) only while no other
+# transaction works on it; the advisory lock tells that case apart (a 409) without waiting.
+_CLAIM = """
+WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(hashtext($4)) AS taken),
+claimed AS (
+    INSERT INTO {table} AS k (user_id, key, request_hash)
+    SELECT $1, $2, $3 FROM lock WHERE taken
+    ON CONFLICT (user_id, key) DO UPDATE
+        SET request_hash = excluded.request_hash, status_code = NULL, response = NULL,
+            created_at = now()
+        WHERE k.created_at < now() - $5::interval
+    RETURNING 1
+)
+SELECT taken, EXISTS (SELECT FROM claimed) FROM lock
+"""
+_STORED = (
+    "SELECT request_hash, status_code, response::text FROM {table} WHERE user_id = $1 AND key = $2"
+)
+_REMEMBER = (
+    "UPDATE {table} SET status_code = $3, response = $4::text::jsonb "
+    "WHERE user_id = $1 AND key = $2"
+)
+
+
 async def claim(
-    session: AsyncSession, table: Table, *, user_id: uuid.UUID, key: str, request_hash: bytes
+    db: Db, table: Table, *, user_id: uuid.UUID, key: str, request_hash: bytes
 ) -> Stored | None:
     """None: go on, the key is yours until this transaction ends. Else the stored answer."""
-    locked = await session.scalar(
-        text("SELECT pg_try_advisory_xact_lock(hashtext(:scope))"),
-        {"scope": f"idempotency:{table.fullname}:{user_id}:{key}"},
+    scope = f"idempotency:{table.fullname}:{user_id}:{key}"
+    [(taken, claimed)] = await fetch(
+        db, _CLAIM.format(table=table.fullname), user_id, key, request_hash, scope, RETENTION
     )
-    if not locked:
+    if not taken:
         raise Conflict("A request with this Idempotency-Key is still being processed.")
-    now = datetime.now(UTC)
-    await session.execute(
-        delete(table).where(table.c.user_id == user_id, table.c.created_at < now - RETENTION)
-    )
-    claimed = await session.scalar(
-        pg_insert(table)
-        .values(user_id=user_id, key=key, request_hash=request_hash)
-        .on_conflict_do_nothing()
-        .returning(table.c.key)
-    )
-    if claimed is not None:
+    if claimed:
         return None
-    row = (
-        await session.execute(
-            select(table.c.request_hash, table.c.status_code, table.c.response).where(
-                table.c.user_id == user_id, table.c.key == key
-            )
-        )
-    ).one()
-    if row.request_hash != request_hash:
+    [(stored_hash, status_code, response)] = await fetch(
+        db,
+        _STORED.format(table=table.fullname),
+        user_id,
+        key,
+    )
+    if stored_hash != request_hash:
         raise ValidationProblem.of_field(
             "header.Idempotency-Key",
             "This key was used with a different request body.",
             "idempotency_key_reused",
         )
-    return Stored(status_code=row.status_code, body=row.response)
+    return Stored(status_code=status_code, body=response)
 
 
 async def remember(
-    session: AsyncSession,
-    table: Table,
-    *,
-    user_id: uuid.UUID,
-    key: str,
-    status_code: int,
-    body: BaseModel,
+    db: Db, table: Table, *, user_id: uuid.UUID, key: str, status_code: int, body: str
 ) -> None:
-    await session.execute(
-        update(table)
-        .where(table.c.user_id == user_id, table.c.key == key)
-        .values(status_code=status_code, response=body.model_dump(mode="json"))
+    """Stores the answer (a JSON document) given for the key claimed in this transaction."""
+    await fetch(
+        db,
+        _REMEMBER.format(table=table.fullname),
+        user_id,
+        key,
+        status_code,
+        body,
     )
 
 
@@ -161,13 +170,24 @@ async def create_once(
     if stored is not None:
         return stored
     created = await create()
-    await remember(session, table, user_id=user_id, key=key, status_code=status_code, body=created)
+    await remember(
+        session,
+        table,
+        user_id=user_id,
+        key=key,
+        status_code=status_code,
+        body=created.model_dump_json(),
+    )
     return created
 
 
-def respond(result: BaseModel | Stored, *, status_code: int = 201) -> Response:
+def respond(result: BaseModel | Stored | str, *, status_code: int = 201) -> Response:
+    """The answer to a creating request: what it created (a model, or its JSON document), or
+    the answer stored for its key."""
     if isinstance(result, Stored):
-        return JSONResponse(
+        return JsonDocument(
             result.body, status_code=result.status_code, headers={"Idempotent-Replayed": "true"}
         )
+    if isinstance(result, str):
+        return JsonDocument(result, status_code=status_code)
     return JSONResponse(result.model_dump(mode="json"), status_code=status_code)

@@ -104,3 +104,10 @@ async def keyset_page(
         items=[item(*row[: -len(keys)]) for row in rows],
         next_cursor=encode_cursor(last_keys) if last_keys else None,
     )
+
+
+def json_page(items: list[str], *, next_key: list[Any] | None) -> str:
+    """A Page as JSON, from items PostgreSQL already wrote as JSON; ``next_key`` is the sort key
+    of the last item when more follow."""
+    next_cursor = json.dumps(encode_cursor(next_key)) if next_key else "null"
+    return '{"items":[' + ",".join(items) + '],"next_cursor":' + next_cursor + "}"

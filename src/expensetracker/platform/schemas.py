@@ -4,6 +4,7 @@ import re
 from datetime import date
 from typing import Annotated
 
+from fastapi.responses import Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from expensetracker.platform import money
@@ -79,3 +80,10 @@ class PricedModel(StrictModel):
         if "currency" in info.data:
             money.parse_amount(value, info.data["currency"])
         return value
+
+
+class JsonDocument(Response):
+    """A body whose JSON PostgreSQL already wrote (in the shape of the route's response model):
+    passed on as it is, neither parsed nor validated again. The model's tests check the shape."""
+
+    media_type = "application/json"
