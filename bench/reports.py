@@ -19,12 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from contextlib import ExitStack
@@ -37,6 +33,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.pgbench import pgbench_sql, run_pgbench  # noqa: E402
 from bench.setup import bench_env, log, migrated_database, serve  # noqa: E402
 from bench.wrk import run_wrk  # noqa: E402
 from expensetracker.platform.embedded import pg_bin  # noqa: E402
@@ -56,13 +53,6 @@ NAIVE_SUMMARY_SQL = (
     f"WHERE user_id = :user::uuid AND occurred_on BETWEEN '{YEAR}-01-01' AND '{YEAR}-12-31' "
     "GROUP BY 1, 2"
 )
-
-
-def pgbench_sql(sql: str, params: list[str]) -> str:
-    """A statement of the service with its $n placeholders as pgbench variables (bound as
-    parameters of a prepared statement with -M prepared, as asyncpg does)."""
-    sql = re.sub(r"\$(\d+)", lambda match: params[int(match.group(1)) - 1], sql)
-    return " ".join(sql.split()) + ";"
 
 
 def summary_sql() -> str:
@@ -167,48 +157,6 @@ def bearer(token: str) -> str:
     return f'wrk.headers["Authorization"] = "Bearer {token}"\n'
 
 
-def run_pgbench(pgbench: str, url: str, sql: str, user: str, seconds: int) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as folder:
-        script = Path(folder) / "query.sql"
-        script.write_text(sql + "\n")
-        subprocess.run(
-            [
-                pgbench,
-                "-n",
-                "-M",
-                "prepared",
-                "-D",
-                f"user={user}",
-                "-c",
-                str(CONNECTIONS),
-                "-j",
-                "2",
-                "-T",
-                str(seconds),
-                "-l",
-                "--log-prefix",
-                f"{folder}/log",
-                "-f",
-                str(script),
-                url,
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        latencies = []
-        for log_file in Path(folder).glob("log*"):
-            for line in log_file.read_text().splitlines():
-                latencies.append(int(line.split()[2]) / 1000)  # microseconds -> ms
-    latencies.sort()
-    return {
-        "rps": len(latencies) / seconds,
-        "p50": statistics.median(latencies),
-        "p99": latencies[int(len(latencies) * 0.99) - 1],
-        "errors": 0.0,
-    }
-
-
 def explain(url: str, script: str, user: str) -> str:
     """The plans of a pgbench script's statements, run with the user's id."""
 
@@ -280,10 +228,17 @@ def main() -> int:
             run_wrk(reports, path, seconds=3, **wrk)  # warm-up: pools, JWKS, caches
             log(f"measuring: {name}")
             api = run_wrk(reports, path, seconds=DURATION_SECONDS, **wrk)
-            raw = run_pgbench(pgbench, url, sql, user, DURATION_SECONDS)
+            raw = run_pgbench(pgbench, url, sql, DURATION_SECONDS, clients=CONNECTIONS, user=user)
             rows.append((f"API: {name}", api))
             rows.append(("  raw SQL behind it (pgbench)", raw))
-        naive = run_pgbench(pgbench, url, NAIVE_SUMMARY_SQL, summary_user, DURATION_SECONDS)
+        naive = run_pgbench(
+            pgbench,
+            url,
+            NAIVE_SUMMARY_SQL,
+            DURATION_SECONDS,
+            clients=CONNECTIONS,
+            user=summary_user,
+        )
         rows.append(("  raw SQL without monthly totals (pgbench)", naive))
 
         print(

@@ -7,30 +7,63 @@ import os
 import re
 import subprocess
 import tempfile
+from dataclasses import dataclass, field
 
 
 def _lua_string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def lua_requests(paths: list[str], headers: dict[str, str]) -> str:
-    """A wrk script that sends ``paths`` in turn, each with ``headers``, and counts every
-    answer but a 200 as an error (wrk itself would let a redirect to the sign-in page pass)."""
-    quoted = ", ".join(_lua_string(path) for path in paths)
-    fields = ", ".join(f"[{_lua_string(k)}] = {_lua_string(v)}" for k, v in headers.items())
+def _lua_table(headers: dict[str, str]) -> str:
     return (
-        f"local paths = {{{quoted}}}\n"
-        f"local headers = {{{fields}}}\n"
+        "{" + ", ".join(f"[{_lua_string(k)}] = {_lua_string(v)}" for k, v in headers.items()) + "}"
+    )
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request of a wrk script."""
+
+    path: str
+    headers: dict[str, str] = field(default_factory=dict)
+    method: str = "GET"
+    body: str | None = None
+
+
+def lua_script(calls: list[Call], *, expected: int = 200, unique_header: str | None = None) -> str:
+    """A wrk script that sends ``calls`` in turn and counts every answer but ``expected`` as an
+    error (wrk itself would let a redirect to the sign-in page pass). ``unique_header`` gets a
+    value of its own on every request (an Idempotency-Key)."""
+    entries = ",\n".join(
+        f"  {{{_lua_string(call.method)}, {_lua_string(call.path)}, {_lua_table(call.headers)}, "
+        f"{_lua_string(call.body) if call.body is not None else 'nil'}}}"
+        for call in calls
+    )
+    unique = (
+        f"  call[3][{_lua_string(unique_header)}] = prefix .. '-' .. sent\n"
+        if unique_header
+        else ""
+    )
+    return (
+        f"local calls = {{\n{entries}\n}}\n"
         "local threads = {}\n"
         "local i = 0\n"
+        "local sent = 0\n"
         "function setup(thread) table.insert(threads, thread) end\n"
-        "function init(args) unexpected = 0 end\n"
+        "function init(args)\n"
+        "  unexpected = 0\n"
+        # Distinct across threads and wrk processes: a table's address and the clock.
+        "  prefix = tostring({}):match('0x(%x+)') .. '-' .. os.time() .. '-' .. os.clock()\n"
+        "end\n"
         "function request()\n"
-        "  i = i % #paths + 1\n"
-        '  return wrk.format("GET", paths[i], headers)\n'
+        "  i = i % #calls + 1\n"
+        "  sent = sent + 1\n"
+        "  local call = calls[i]\n"
+        f"{unique}"
+        "  return wrk.format(call[1], call[2], call[3], call[4])\n"
         "end\n"
         "function response(status, headers, body)\n"
-        "  if status ~= 200 then unexpected = unexpected + 1 end\n"
+        f"  if status ~= {expected} then unexpected = unexpected + 1 end\n"
         "end\n"
         "function done(summary, latency, requests)\n"
         "  local total = 0\n"
@@ -38,6 +71,11 @@ def lua_requests(paths: list[str], headers: dict[str, str]) -> str:
         '  io.write(string.format("Unexpected statuses: %d\\n", total))\n'
         "end\n"
     )
+
+
+def lua_requests(paths: list[str], headers: dict[str, str]) -> str:
+    """GETs of ``paths`` in turn, each with ``headers``, expecting 200."""
+    return lua_script([Call(path, headers) for path in paths])
 
 
 def parse_wrk(output: str) -> dict[str, float]:
@@ -61,11 +99,17 @@ def parse_wrk(output: str) -> dict[str, float]:
 
 
 def run_wrk(
-    urls: list[str], path: str, *, script: str, seconds: int, connections: int
+    urls: list[str], path: str, *, script: str | list[str], seconds: int, connections: int
 ) -> dict[str, float]:
-    """``connections`` spread over the processes at ``urls``, one wrk each, at the same time."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
-        file.write(script)
+    """``connections`` spread over the processes at ``urls``, one wrk each, at the same time;
+    ``script`` is the same for all, or one per process (when they must not send the same
+    requests, such as DELETEs)."""
+    scripts = script if isinstance(script, list) else [script] * len(urls)
+    files = []
+    for text in scripts:
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
+            file.write(text)
+        files.append(file.name)
     per = connections // len(urls)
     try:
         runs = [
@@ -77,14 +121,14 @@ def run_wrk(
                     f"-d{seconds}s",
                     "--latency",
                     "-s",
-                    file.name,
+                    file_name,
                     url + path,
                 ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            for url in urls
+            for url, file_name in zip(urls, files, strict=True)
         ]
         outputs = [run.communicate(timeout=seconds + 60) for run in runs]
         for _, errors in outputs:
@@ -92,7 +136,8 @@ def run_wrk(
                 raise RuntimeError(f"wrk: {errors.strip()}")
         results = [parse_wrk(output) for output, _ in outputs]
     finally:
-        os.unlink(file.name)
+        for file_name in files:
+            os.unlink(file_name)
     return {
         "rps": sum(r["rps"] for r in results),
         "p50": max(r["p50"] for r in results),

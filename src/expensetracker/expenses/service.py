@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 from prometheus_client import Counter
@@ -358,12 +359,12 @@ _COLUMNS = (
     "user_id, id, amount_minor, currency, currency_exponent, occurred_on, description, notes, "
     "merchant, category_id"
 )
-_CREATE = (
+CREATE = (
     f"WITH e AS (INSERT INTO expenses.expenses ({_COLUMNS}) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *) "
     f"SELECT {EXPENSE_JSON.format(tags=_NO_TAGS)} FROM e"
 )
-_CREATE_TAGGED = (
+CREATE_TAGGED = (
     f"WITH e AS (INSERT INTO expenses.expenses ({_COLUMNS}) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *), "
     f"{_tagging(expense='$2', names='$11')} "
@@ -373,7 +374,7 @@ _GET = (
     f"SELECT {EXPENSE_JSON.format(tags=_TAGS_OF_E)} FROM expenses.expenses e "
     "WHERE e.user_id = $1 AND e.id = $2"
 )
-_DELETE = "DELETE FROM expenses.expenses WHERE user_id = $1 AND id = $2"
+DELETE = "DELETE FROM expenses.expenses WHERE user_id = $1 AND id = $2"
 
 # A user without an owner row yet (or no longer) fails these foreign keys first.
 _OWNER_MISSING = ("expenses_user_id_fkey", "idempotency_keys_user_id_fkey")
@@ -425,9 +426,9 @@ async def create_expense(
         body.merchant,
         body.category_id,
     ]
-    sql = _CREATE
+    sql = CREATE
     if body.tags:
-        sql = _CREATE_TAGGED
+        sql = CREATE_TAGGED
         args.append(body.tags)
 
     async def create() -> str | idempotency.Stored:
@@ -476,6 +477,29 @@ async def get_expense(
     return expense
 
 
+CURRENT_AMOUNT = (
+    "SELECT amount_minor, currency FROM expenses.expenses WHERE user_id = $1 AND id = $2 FOR UPDATE"
+)
+
+
+def update_statement(columns: list[str], *, tags: bool) -> str:
+    """Sets ``columns`` ($3...) of the caller's ($1) expense $2, and with ``tags`` its tags (the
+    last parameter); answers the expense as JSON, or nothing when there is no such expense."""
+    assignments = ", ".join(
+        ["updated_at = now()"] + [f"{column} = ${n}" for n, column in enumerate(columns, 3)]
+    )
+    update = (
+        f"e AS (UPDATE expenses.expenses SET {assignments} "
+        "WHERE user_id = $1 AND id = $2 RETURNING *)"
+    )
+    if not tags:
+        return f"WITH {update} SELECT {EXPENSE_JSON.format(tags=_TAGS_OF_E)} FROM e"
+    tagging = _tagging(
+        expense="$2", names=f"${len(columns) + 3}", expense_exists="EXISTS (SELECT FROM e)"
+    )
+    return f"WITH {update}, {tagging} SELECT {EXPENSE_JSON.format(tags=_TAGGED_NAMES)} FROM e"
+
+
 _REQUIRED = ("currency", "amount", "occurred_on", "description")
 _SETTABLE = ("occurred_on", "description", "notes", "merchant", "category_id")
 
@@ -493,51 +517,31 @@ async def update_expense(
     for field in _REQUIRED:
         if field in changes and changes[field] is None:
             raise ValidationProblem.of_field(f"body.{field}", "This field cannot be null.", "null")
-    args: list[object] = [user_id, expense_id]
-    assignments = ["updated_at = now()"]
-
-    def assign(column: str, value: object) -> None:
-        args.append(value)
-        assignments.append(f"{column} = ${len(args)}")
-
+    columns: list[str] = []
+    values: list[object] = []
     async with connection.transaction():
         if "currency" in changes or "amount" in changes:
             currency, amount = changes.get("currency"), changes.get("amount")
             if currency is None or amount is None:
-                current = await connection.fetchrow(
-                    "SELECT amount_minor, currency FROM expenses.expenses "
-                    "WHERE user_id = $1 AND id = $2 FOR UPDATE",
-                    user_id,
-                    expense_id,
-                )
+                current = await connection.fetchrow(CURRENT_AMOUNT, user_id, expense_id)
                 if current is None:
                     raise NotFound("No expense with this id.")
                 currency = currency or current["currency"]
                 amount = amount or money.format_amount(current["amount_minor"], current["currency"])
             try:
-                columns = money.stored(amount, currency)
+                stored = money.stored(amount, currency)
             except ValueError as exc:
                 raise ValidationProblem.of_field("body.amount", str(exc), "amount") from None
-            for column, value in columns.items():
-                assign(column, value)
+            columns += stored
+            values += stored.values()
         for field in _SETTABLE:
             if field in changes:
-                assign(field, changes[field])
-        update = (
-            f"e AS (UPDATE expenses.expenses SET {', '.join(assignments)} "
-            "WHERE user_id = $1 AND id = $2 RETURNING *)"
-        )
+                columns.append(field)
+                values.append(changes[field])
         if "tags" in changes:
-            args.append(changes["tags"])
-            tagging = _tagging(
-                expense="$2", names=f"${len(args)}", expense_exists="EXISTS (SELECT FROM e)"
-            )
-            sql = (
-                f"WITH {update}, {tagging} SELECT {EXPENSE_JSON.format(tags=_TAGGED_NAMES)} FROM e"
-            )
-        else:
-            sql = f"WITH {update} SELECT {EXPENSE_JSON.format(tags=_TAGS_OF_E)} FROM e"
-        expense = await _write(connection, sql, *args)
+            values.append(changes["tags"])
+        sql = update_statement(columns, tags="tags" in changes)
+        expense = await _write(connection, sql, user_id, expense_id, *values)
         if expense is None:
             raise NotFound("No expense with this id.")
     EXPENSES_UPDATED.inc()
@@ -547,7 +551,7 @@ async def update_expense(
 async def delete_expense(
     connection: asyncpg.Connection, *, user_id: uuid.UUID, expense_id: uuid.UUID
 ) -> None:
-    if await connection.execute(_DELETE, user_id, expense_id) != "DELETE 1":
+    if await connection.execute(DELETE, user_id, expense_id) != "DELETE 1":
         raise NotFound("No expense with this id.")
     EXPENSES_DELETED.inc()
 
@@ -607,6 +611,34 @@ class ExpenseFilter:
 _PAGE_KEYS = (date.fromisoformat, uuid.UUID)
 
 
+def page_statement(
+    *, user_id: uuid.UUID, filters: ExpenseFilter, after: list[Any] | None, limit: int
+) -> tuple[str, list[object]]:
+    """The statement of a page and its parameters: up to ``limit`` + 1 rows (JSON, then the
+    sort key), newest first, past the key ``after``."""
+    args: list[object] = [user_id]
+    where = filters.where(args)
+    if after is not None:
+        args += after
+        where += f" AND (e.occurred_on, e.id) < (${len(args) - 1}, ${len(args)})"
+    args.append(limit + 1)
+    sql = (
+        f"SELECT {EXPENSE_JSON.format(tags=_TAGS_OF_E)}, e.occurred_on, e.id "
+        f"FROM expenses.expenses e WHERE {where} "
+        f"ORDER BY e.occurred_on DESC, e.id DESC LIMIT ${len(args)}"
+    )
+    return sql, args
+
+
+def page_json(rows: list[asyncpg.Record], *, limit: int) -> str:
+    more = len(rows) > limit
+    last = rows[limit - 1] if more else None
+    return json_page(
+        [row[0] for row in rows[:limit]],
+        next_key=[last[1].isoformat(), str(last[2])] if last is not None else None,
+    )
+
+
 async def list_expenses(
     connection: asyncpg.Connection,
     *,
@@ -616,22 +648,6 @@ async def list_expenses(
     cursor: str | None,
 ) -> str:
     """A page (as Page[ExpenseOut] JSON), newest first: by (occurred_on, id) descending."""
-    args: list[object] = [user_id]
-    where = filters.where(args)
     after = decode_cursor(cursor, types=_PAGE_KEYS)
-    if after is not None:
-        args += after
-        where += f" AND (e.occurred_on, e.id) < (${len(args) - 1}, ${len(args)})"
-    args.append(limit + 1)
-    rows = await connection.fetch(
-        f"SELECT {EXPENSE_JSON.format(tags=_TAGS_OF_E)}, e.occurred_on, e.id "
-        f"FROM expenses.expenses e WHERE {where} "
-        f"ORDER BY e.occurred_on DESC, e.id DESC LIMIT ${len(args)}",
-        *args,
-    )
-    return json_page(
-        [row[0] for row in rows[:limit]],
-        next_key=[rows[limit - 1][1].isoformat(), str(rows[limit - 1][2])]
-        if len(rows) > limit
-        else None,
-    )
+    sql, args = page_statement(user_id=user_id, filters=filters, after=after, limit=limit)
+    return page_json(await connection.fetch(sql, *args), limit=limit)

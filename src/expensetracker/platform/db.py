@@ -102,7 +102,8 @@ _UNAVAILABLE = (
     sa_exc.TimeoutError,  # SQLAlchemy's pool timeout
     asyncpg.CannotConnectNowError,  # starting up or shutting down
     asyncpg.AdminShutdownError,  # terminated by a fast shutdown
-    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08: the connection failed or is gone
+    asyncpg.CrashShutdownError,
     asyncpg.InterfaceError,  # "connection is closed"
 )
 
@@ -138,7 +139,13 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connec
     COMMIT round trips cost more than the query."""
     async with engine.connect() as connection:
         pooled = await connection.get_raw_connection()
-        yield pooled.driver_connection
+        try:
+            yield pooled.driver_connection
+        except BaseException as exc:
+            # The pool never saw the error: a dead connection must not go back into it.
+            if database_unavailable(exc) or pooled.driver_connection.is_closed():
+                await connection.invalidate()
+            raise
 
 
 async def get_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
