@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.pgbench import pgbench_sql, run_pgbench  # noqa: E402
 from bench.setup import bench_env, log, migrated_database, serve  # noqa: E402
-from bench.wrk import Call, lua_script, run_wrk  # noqa: E402
+from bench.wrk import Call, lua_script, postgres_pids, run_wrk  # noqa: E402
 from expensetracker.expenses import service  # noqa: E402
 from expensetracker.platform.embedded import pg_bin  # noqa: E402
 from expensetracker.platform.pagination import encode_cursor  # noqa: E402
@@ -97,7 +97,7 @@ WHERE e.user_id = ANY($1::uuid[]) AND abs(hashtext(e.id::text)) % 25 < 5
 """
 
 
-@dataclass
+@dataclass(eq=False)  # a key of the per-user query dicts, by identity
 class BenchUser:
     id: str
     token: str
@@ -170,7 +170,7 @@ async def load_data(url: str, bench_users: list[tuple[str, str]]) -> list[BenchU
     return users
 
 
-def start_bare_app(stack: ExitStack, database_url: str) -> str:
+def start_bare_app(stack: ExitStack, database_url: str) -> tuple[str, Process]:
     port = free_port()
     env = {**os.environ, "BARE_DATABASE_URL": database_url, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1"]
@@ -182,7 +182,7 @@ def start_bare_app(stack: ExitStack, database_url: str) -> str:
     while time.monotonic() < deadline:
         try:
             httpx.get(url + "/openapi.json", timeout=1)
-            return url
+            return url, process
         except httpx.TransportError:
             time.sleep(0.2)
     raise RuntimeError(f"the bare app did not start:\n{process.output}")
@@ -280,12 +280,20 @@ def lines(users: list[BenchUser]) -> list[Line]:
     ]
 
 
-def measure(urls: list[str], calls: list[list[Call]], line: Line, seconds: int) -> dict:
+def measure(
+    servers: list[tuple[str, Process]], calls: list[list[Call]], line: Line, seconds: int
+) -> dict[str, float]:
+    """wrk's figures, and the CPU milliseconds per request of the serving processes and of
+    PostgreSQL."""
+    urls = [url for url, _ in servers]
     scripts = [
         lua_script(process_calls, expected=line.expected, unique_header=line.unique_header)
         for process_calls in (calls if len(calls) == len(urls) else calls * len(urls))
     ]
-    return run_wrk(urls, "/", script=scripts, seconds=seconds, connections=CONNECTIONS)
+    cpu_of = {"app": [p.popen.pid for _, p in servers], "database": postgres_pids()}
+    return run_wrk(
+        urls, "/", script=scripts, seconds=seconds, connections=CONNECTIONS, cpu_of=cpu_of
+    )
 
 
 def pgbench_lines(pgbench: str, url: str, users: list[BenchUser]) -> list[tuple[str, dict]]:
@@ -343,7 +351,7 @@ def main() -> int:
         users = asyncio.run(load_data(url, registered))
         log(f"loaded in {time.perf_counter() - started:.0f} s")
         api_env = {**env, "EXPENSETRACKER_AUTH_URL": auth_url}
-        ours = [serve(stack, "expenses", api_env)[0] for _ in range(PROCESSES)]
+        ours = [serve(stack, "expenses", api_env) for _ in range(PROCESSES)]
         bare = [start_bare_app(stack, url) for _ in range(PROCESSES)]
 
         results = []
@@ -364,33 +372,39 @@ def main() -> int:
 
         print(
             f"\n{EXPENSES:,} expenses over {USERS:,} users, {CONNECTIONS} connections over "
-            f"{PROCESSES} processes, {DURATION_SECONDS} s per line, {os.cpu_count()} cores\n"
+            f"{PROCESSES} processes, {DURATION_SECONDS} s per line, {os.cpu_count()} cores. "
+            "CPU: milliseconds per request in the serving processes / in PostgreSQL.\n"
         )
-        header = ("what", "req/s", "p50 ms", "p99 ms", "errors", "bare req/s", "bare p99")
-        print(
-            "| {:<28} | {:>7} | {:>6} | {:>6} | {:>6} | {:>10} | {:>8} | ratio | target |".format(
-                *header
-            )
-        )
-        widths = (30, 9, 8, 8, 8, 12, 10, 7, 8)
-        print("|" + "|".join("-" * width for width in widths) + "|")
-        for line, mine, baseline in results:
-            ratio = mine["rps"] / baseline["rps"]
-            met = mine["p99"] <= line.target_p99_ms and not mine["errors"]
-            if line.target_ratio is not None:
-                met = met and ratio >= line.target_ratio
-            print(
-                f"| {line.name:<28} | {mine['rps']:>7.0f} | {mine['p50']:>6.1f} | "
-                f"{mine['p99']:>6.1f} | {mine['errors']:>6.0f} | {baseline['rps']:>10.0f} | "
-                f"{baseline['p99']:>8.1f} | {ratio:>5.2f} | {'met' if met else 'MISSED':<6} |"
-            )
-        for name, result in raw:
-            print(
-                f"| {name:<28} | {result['rps']:>7.0f} | {result['p50']:>6.1f} | "
-                f"{result['p99']:>6.1f} | {result['errors']:>6.0f} | {'':>10} | {'':>8} | "
-                f"{'':>5} | {'':<6} |"
-            )
+        print(table(results, raw))
     return 0
+
+
+def table(
+    results: list[tuple[Line, dict[str, float], dict[str, float]]],
+    raw: list[tuple[str, dict[str, float]]],
+) -> str:
+    header = "| what | req/s | p50 ms | p99 ms | errors | CPU | bare req/s | bare p99 | bare CPU |"
+    rows = [header + " ratio | target |", "|---" * 11 + "|"]
+
+    def cpu(result: dict[str, float]) -> str:
+        return f"{result['cpu:app']:.2f} / {result['cpu:database']:.2f}"
+
+    for line, mine, bare in results:
+        ratio = mine["rps"] / bare["rps"]
+        met = mine["p99"] <= line.target_p99_ms and not mine["errors"]
+        if line.target_ratio is not None:
+            met = met and ratio >= line.target_ratio
+        rows.append(
+            f"| {line.name} | {mine['rps']:.0f} | {mine['p50']:.1f} | {mine['p99']:.1f} | "
+            f"{mine['errors']:.0f} | {cpu(mine)} | {bare['rps']:.0f} | {bare['p99']:.1f} | "
+            f"{cpu(bare)} | {ratio:.2f} | {'met' if met else 'MISSED'} |"
+        )
+    for name, result in raw:
+        rows.append(
+            f"| {name} | {result['rps']:.0f} | {result['p50']:.1f} | {result['p99']:.1f} | "
+            f"{result['errors']:.0f} | | | | | | |"
+        )
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

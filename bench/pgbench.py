@@ -14,6 +14,9 @@ def pgbench_sql(sql: str, params: list[str]) -> str:
     """A statement of the service with its $n placeholders as pgbench variables (bound as
     parameters of a prepared statement with -M prepared, as asyncpg does)."""
     sql = re.sub(r"\$(\d+)", lambda match: params[int(match.group(1)) - 1], sql)
+    # pgbench reads ":MI" even inside a quoted literal as a variable: the same time format,
+    # with its colons quoted for to_char instead.
+    sql = sql.replace("HH24:MI:SS", 'HH24":"MI":"SS')
     return " ".join(sql.split()) + ";"
 
 
@@ -25,7 +28,7 @@ def run_pgbench(
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder) / "query.sql"
         script.write_text(sql + "\n")
-        subprocess.run(
+        run = subprocess.run(
             [
                 pgbench,
                 "-n",
@@ -45,10 +48,11 @@ def run_pgbench(
                 str(script),
                 url,
             ],
-            check=True,
             capture_output=True,
             text=True,
         )
+        if run.returncode != 0:
+            raise RuntimeError(f"pgbench failed:\n{run.stderr[-2000:]}")
         latencies = []
         for log_file in Path(folder).glob("log*"):
             for line in log_file.read_text().splitlines():

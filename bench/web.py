@@ -32,13 +32,12 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.setup import bench_env, log, migrated_database, serve  # noqa: E402
-from bench.wrk import lua_requests, run_wrk  # noqa: E402
+from bench.wrk import lua_requests, postgres_pids, run_wrk  # noqa: E402
 
 # The dates the pages ask for, computed as the pages do.
 from expensetracker.web.service import (  # noqa: E402
@@ -142,32 +141,15 @@ async def api_calls(api_url: str, today: date) -> tuple[str, list[str], list[str
     return tokens["access_token"], dashboard, expenses_page
 
 
-def cpu_seconds(pids: list[int]) -> dict[int, float]:
-    seconds = {}
-    for pid in pids:
-        try:
-            times = psutil.Process(pid).cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        seconds[pid] = times.user + times.system
-    return seconds
-
-
-def postgres_pids() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
-
-
 def measured(groups: dict[str, list[int]], urls: list[str], script: str) -> dict[str, float]:
-    """wrk's figures, plus the CPU milliseconds per request each group of processes spent
-    (processes alive from start to end: pooled backends and the services)."""
-    before = {name: cpu_seconds(pids) for name, pids in groups.items()}
-    result = run_wrk(urls, "/", script=script, seconds=DURATION_SECONDS, connections=CONNECTIONS)
-    requests = result["rps"] * DURATION_SECONDS
-    for name, pids in groups.items():
-        after = cpu_seconds(pids)
-        spent = sum(after[pid] - before[name][pid] for pid in after if pid in before[name])
-        result[f"cpu:{name}"] = spent * 1000 / max(requests, 1)
-    return result
+    return run_wrk(
+        urls,
+        "/",
+        script=script,
+        seconds=DURATION_SECONDS,
+        connections=CONNECTIONS,
+        cpu_of=groups,
+    )
 
 
 def cpu(result: dict[str, float]) -> str:

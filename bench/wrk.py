@@ -9,6 +9,8 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 
+import psutil
+
 
 def _lua_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
@@ -98,13 +100,48 @@ def parse_wrk(output: str) -> dict[str, float]:
     }
 
 
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    seconds = {}
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        seconds[pid] = times.user + times.system
+    return seconds
+
+
+def postgres_pids() -> list[int]:
+    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+
+
 def run_wrk(
-    urls: list[str], path: str, *, script: str | list[str], seconds: int, connections: int
+    urls: list[str],
+    path: str,
+    *,
+    script: str | list[str],
+    seconds: int,
+    connections: int,
+    cpu_of: dict[str, list[int]] | None = None,
 ) -> dict[str, float]:
     """``connections`` spread over the processes at ``urls``, one wrk each, at the same time;
     ``script`` is the same for all, or one per process (when they must not send the same
-    requests, such as DELETEs)."""
-    scripts = script if isinstance(script, list) else [script] * len(urls)
+    requests, such as DELETEs). With ``cpu_of``, also the CPU milliseconds per request each
+    named group of processes spent (``cpu:<name>``; processes alive from start to end)."""
+    before = {name: cpu_seconds(pids) for name, pids in (cpu_of or {}).items()}
+    result = _run_wrk(urls, path, scripts=script, seconds=seconds, connections=connections)
+    requests = max(result["rps"] * seconds, 1)
+    for name, pids in (cpu_of or {}).items():
+        after = cpu_seconds(pids)
+        spent = sum(after[pid] - before[name][pid] for pid in after if pid in before[name])
+        result[f"cpu:{name}"] = spent * 1000 / requests
+    return result
+
+
+def _run_wrk(
+    urls: list[str], path: str, *, scripts: str | list[str], seconds: int, connections: int
+) -> dict[str, float]:
+    scripts = scripts if isinstance(scripts, list) else [scripts] * len(urls)
     files = []
     for text in scripts:
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:

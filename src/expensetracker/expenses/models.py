@@ -109,8 +109,10 @@ class Expense(Base):
         ),
         Index("ix_expenses_user_occurred", "user_id", "occurred_on", "id"),
         Index("uq_expenses_user_external_id", "user_id", "external_id", unique=True),
+        # Text search within one user's expenses (migration 0010).
         Index(
-            "ix_expenses_search",
+            "ix_expenses_user_search",
+            "user_id",
             "search_text",
             postgresql_using="gin",
             postgresql_ops={"search_text": "gin_trgm_ops"},

@@ -151,11 +151,12 @@ async def export_expenses(
     format: Literal["csv", "json"] = "csv",
 ) -> StreamingResponse:
     """Every expense matching the filters, newest first, streamed (CSV in the import format)."""
-    engine = request.app.state.engine
+    state = request.app.state
 
     async def body() -> AsyncIterator[bytes]:
         # A connection of its own: it must outlive this function, until the last byte is sent.
-        async with driver_connection(engine) as connection:
+        timeout = state.settings.db_pool_timeout_seconds
+        async with driver_connection(state.driver_pool, wait_seconds=timeout) as connection:
             rows = transfer.export_rows(connection, filters=filters, user_id=user.user_id)
             encode = transfer.as_csv if format == "csv" else transfer.as_json
             async for chunk in encode(rows):

@@ -15,7 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 from expensetracker import __version__
 from expensetracker.platform import health
 from expensetracker.platform.config import Environment, Settings
-from expensetracker.platform.db import create_engine, pool_turns
+from expensetracker.platform.db import create_driver_pool, create_engine, pool_turns
 from expensetracker.platform.errors import install_problem_handlers
 from expensetracker.platform.metrics import DB_POOLS
 from expensetracker.platform.middleware import BodySizeLimit, RequestContext, SecurityHeaders
@@ -79,6 +79,13 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
                 app.state.engine = engine
                 app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
                 app.state.pool_turns = pool_turns(settings)
+                driver_pool = await create_driver_pool(
+                    settings, application_name=f"expensetracker-{name}"
+                )
+                DB_POOLS.track_driver(driver_pool, name=name)
+                stack.push_async_callback(driver_pool.close)
+                stack.callback(DB_POOLS.untrack_driver, driver_pool)
+                app.state.driver_pool = driver_pool
             jwks_client = await stack.enter_async_context(
                 _jwks_client(app, settings, tracer_provider)
             )

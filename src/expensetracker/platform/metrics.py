@@ -6,6 +6,7 @@ import platform
 import weakref
 from collections.abc import Iterator
 
+import asyncpg
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -40,12 +41,21 @@ class _PoolCollector(Collector):
 
     def __init__(self) -> None:
         self._engines: weakref.WeakKeyDictionary[AsyncEngine, str] = weakref.WeakKeyDictionary()
+        # asyncpg's pools take no weak references: untracked when their app stops.
+        self._drivers: dict[int, tuple[asyncpg.Pool, str]] = {}
 
     def track(self, engine: AsyncEngine, *, name: str) -> None:
         self._engines[engine] = name
 
     def untrack(self, engine: AsyncEngine) -> None:
         self._engines.pop(engine, None)
+
+    def track_driver(self, pool: asyncpg.Pool, *, name: str) -> None:
+        """The hot paths' pool of the process ``name``: reported as pool ``<name>-driver``."""
+        self._drivers[id(pool)] = (pool, f"{name}-driver")
+
+    def untrack_driver(self, pool: asyncpg.Pool) -> None:
+        self._drivers.pop(id(pool), None)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         size = GaugeMetricFamily(
@@ -64,6 +74,13 @@ class _PoolCollector(Collector):
             connections.add_metric([name, "checked_out"], pool.checkedout())  # type: ignore[attr-defined]
             connections.add_metric([name, "idle"], pool.checkedin())  # type: ignore[attr-defined]
             connections.add_metric([name, "overflow"], max(pool.overflow(), 0))  # type: ignore[attr-defined]
+        for driver, name in list(self._drivers.values()):
+            size.add_metric([name], driver.get_max_size())
+            connections.add_metric(
+                [name, "checked_out"], driver.get_size() - driver.get_idle_size()
+            )
+            connections.add_metric([name, "idle"], driver.get_idle_size())
+            connections.add_metric([name, "overflow"], 0)
         yield size
         yield connections
 

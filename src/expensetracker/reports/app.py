@@ -30,7 +30,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
 
     async def maintenance() -> None:
-        await evaluate_alerts(app.state.engine, today=date.today())
+        await evaluate_alerts(app, today=date.today())
         async with sessionmaker.begin() as session:
             await idempotency.purge_expired(session, models.idempotency_keys)
 

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
+from fastapi import FastAPI
 from prometheus_client import Counter
 from sqlalchemy import delete, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import delete_owned, driver_connection
@@ -331,11 +332,12 @@ async def budget_report(db: asyncpg.Connection, *, user_id: uuid.UUID, month: da
     return BudgetReport(month=month_label(month), budgets=statuses)
 
 
-async def evaluate_alerts(engine: AsyncEngine, *, today: date) -> None:
+async def evaluate_alerts(app: FastAPI, *, today: date) -> None:
     """Background: the current month of every user with a budget, so alerts are recorded even
     when nobody looks."""
     month = today.replace(day=1)
-    async with driver_connection(engine) as db:
+    timeout = app.state.settings.db_pool_timeout_seconds
+    async with driver_connection(app.state.driver_pool, wait_seconds=timeout) as db:
         users = await db.fetch(
             "SELECT DISTINCT user_id FROM reports.budgets WHERE starts_on <= $1", month
         )
