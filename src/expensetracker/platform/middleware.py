@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
+from typing import Any
 
 import structlog
 from opentelemetry import propagate, trace
@@ -39,6 +40,8 @@ QUIET_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
 
 
 UNMATCHED = "unmatched"
+# What the W3C propagators read (traceparent, tracestate, baggage), as ASGI names them.
+_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
 
 
 def _route_template(scope: Scope) -> str:
@@ -57,6 +60,23 @@ class RequestContext:
         self.app = app
         self.service_for_path = service_for_path
         self.tracer = tracer
+        # The metrics' children by labels: prometheus_client's labels() costs more than the
+        # increment itself, and the label sets are few (routes x methods x status classes).
+        self._counted: dict[tuple[str, ...], tuple[Any, Any]] = {}
+        self._in_flight: dict[str, Any] = {}
+
+    def _observe(
+        self, service: str, method: str, route: str, status_class: str, seconds: float
+    ) -> None:
+        key = (service, method, route, status_class)
+        children = self._counted.get(key)
+        if children is None:
+            children = self._counted[key] = (
+                HTTP_REQUESTS.labels(service, method, route, status_class),
+                HTTP_REQUEST_DURATION.labels(service, method, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,16 +100,20 @@ class RequestContext:
                 MutableHeaders(scope=message).append("X-Request-ID", request_id)
             await send(message)
 
-        in_flight = HTTP_REQUESTS_IN_FLIGHT.labels(service)
+        in_flight = self._in_flight.get(service)
+        if in_flight is None:
+            in_flight = self._in_flight[service] = HTTP_REQUESTS_IN_FLIGHT.labels(service)
         in_flight.inc()
         # The caller's trace (traceparent) goes on here, named once routing found the template.
         # Probes and scrapes get no span: their traces would only be noise.
+        # Without trace headers there is nothing to extract: the span starts a trace.
+        traced = any(name in _TRACE_HEADERS for name, _ in scope["headers"])
         server_span = (
             nullcontext(trace.INVALID_SPAN)
             if quiet
             else self.tracer.start_as_current_span(
                 method,
-                context=propagate.extract(headers),
+                context=propagate.extract(headers) if traced else None,
                 kind=SpanKind.SERVER,
                 record_exception=False,  # recorded below, where the exception is handled
             )
@@ -121,8 +145,7 @@ class RequestContext:
                 in_flight.dec()
                 duration = time.perf_counter() - started
                 route = _route_template(scope)
-                HTTP_REQUESTS.labels(service, method, route, f"{status // 100}xx").inc()
-                HTTP_REQUEST_DURATION.labels(service, method, route).observe(duration)
+                self._observe(service, method, route, f"{status // 100}xx", duration)
                 if span.is_recording():
                     span.set_attributes(
                         {

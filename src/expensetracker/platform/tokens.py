@@ -19,7 +19,7 @@ import httpx
 import jwt
 import structlog
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
 from expensetracker.platform.errors import Problem
 
@@ -150,19 +150,21 @@ def _parse_jwks(document: Any) -> dict[str, jwt.PyJWK]:
     return keys
 
 
-_bearer = HTTPBearer(auto_error=False, description="An access token from POST /api/v1/auth/login")
+class BearerPrincipal(HTTPBearer):
+    """The caller of every authenticated route, from ``Authorization: Bearer``: one dependency
+    (declared in the OpenAPI document as the bearer scheme), verified by the app's verifier."""
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise InvalidToken("An access token is required (Authorization: Bearer ...).")
+        verifier: TokenVerifier = request.app.state.token_verifier
+        principal = await verifier.verify(token)
+        structlog.contextvars.bind_contextvars(user_id=str(principal.user_id))
+        return principal
 
 
-async def current_user(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise InvalidToken("An access token is required (Authorization: Bearer ...).")
-    verifier: TokenVerifier = request.app.state.token_verifier
-    principal = await verifier.verify(credentials.credentials)
-    structlog.contextvars.bind_contextvars(user_id=str(principal.user_id))
-    return principal
-
-
+current_user = BearerPrincipal(
+    auto_error=False, description="An access token from POST /api/v1/auth/login"
+)
 CurrentUser = Annotated[Principal, Depends(current_user)]
