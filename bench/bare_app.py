@@ -83,10 +83,11 @@ async def create(
         None,
         body.category_id,
     ]
-    sql = service.CREATE
     if body.tags:
-        sql = service.CREATE_TAGGED
         args.append(body.tags)
+    if key is not None:
+        args.append(key)
+    sql = service.CREATE_STATEMENTS[bool(body.tags), key is not None]
     async with request.app.state.pool.acquire() as connection:
         if key is None:
             return json_response(await connection.fetchval(sql, *args), 201)
@@ -95,11 +96,7 @@ async def create(
             await idempotency.claim(
                 connection, idempotency_keys, user_id=user, key=key, request_hash=fingerprint
             )
-            created = await connection.fetchval(sql, *args)
-            await idempotency.remember(
-                connection, idempotency_keys, user_id=user, key=key, status_code=201, body=created
-            )
-        return json_response(created, 201)
+            return json_response(await connection.fetchval(sql, *args), 201)
 
 
 @app.get("/expenses")

@@ -301,7 +301,7 @@ def pgbench_lines(pgbench: str, url: str, users: list[BenchUser]) -> list[tuple[
     user = "('{" + ",".join(u.id for u in users) + "}'::uuid[])[:client_id % 16 + 1]"
     category = "('{" + ",".join(u.category for u in users) + "}'::uuid[])[:client_id % 16 + 1]"
     create = pgbench_sql(
-        service.CREATE,
+        service.CREATE_STATEMENTS[False, False],
         [
             user,
             "gen_random_uuid()",

@@ -359,17 +359,36 @@ _COLUMNS = (
     "user_id, id, amount_minor, currency, currency_exponent, occurred_on, description, notes, "
     "merchant, category_id"
 )
-CREATE = (
-    f"WITH e AS (INSERT INTO expenses.expenses ({_COLUMNS}) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *) "
-    f"SELECT {EXPENSE_JSON.format(tags=_NO_TAGS)} FROM e"
-)
-CREATE_TAGGED = (
-    f"WITH e AS (INSERT INTO expenses.expenses ({_COLUMNS}) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *), "
-    f"{_tagging(expense='$2', names='$11')} "
-    f"SELECT {EXPENSE_JSON.format(tags=_TAGGED_NAMES)} FROM e"
-)
+
+
+def create_statement(*, tagged: bool, remembered: bool) -> str:
+    """Creates the caller's ($1) expense $2 from columns $3-$10 (see _COLUMNS), with tags $11
+    when ``tagged``; when ``remembered``, also stores the answer for the Idempotency-Key that
+    follows (claimed earlier in the transaction). Answers the expense as JSON."""
+    ctes = [
+        f"e AS (INSERT INTO expenses.expenses ({_COLUMNS}) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *)"
+    ]
+    if tagged:
+        ctes.append(_tagging(expense="$2", names="$11"))
+    answer = EXPENSE_JSON.format(tags=_TAGGED_NAMES if tagged else _NO_TAGS)
+    if not remembered:
+        return f"WITH {', '.join(ctes)} SELECT {answer} FROM e"
+    ctes.append(f"answer AS (SELECT {answer} AS body FROM e)")
+    key = "$12" if tagged else "$11"
+    ctes.append(
+        idempotency.remembering(
+            idempotency_keys, key=key, status_code=201, body="SELECT body FROM answer"
+        )
+    )
+    return f"WITH {', '.join(ctes)} SELECT body FROM answer"
+
+
+CREATE_STATEMENTS = {
+    (tagged, remembered): create_statement(tagged=tagged, remembered=remembered)
+    for tagged in (False, True)
+    for remembered in (False, True)
+}
 _GET = (
     f"SELECT {EXPENSE_JSON.format(tags=_TAGS_OF_E)} FROM expenses.expenses e "
     "WHERE e.user_id = $1 AND e.id = $2"
@@ -426,10 +445,11 @@ async def create_expense(
         body.merchant,
         body.category_id,
     ]
-    sql = CREATE
     if body.tags:
-        sql = CREATE_TAGGED
         args.append(body.tags)
+    if idempotency_key is not None:
+        args.append(idempotency_key)
+    sql = CREATE_STATEMENTS[bool(body.tags), idempotency_key is not None]
 
     async def create() -> str | idempotency.Stored:
         if idempotency_key is None:
@@ -442,18 +462,7 @@ async def create_expense(
                 key=idempotency_key,
                 request_hash=idempotency.fingerprint("POST /api/v1/expenses", body),
             )
-            if replay is not None:
-                return replay
-            created = await _write(connection, sql, *args)
-            await idempotency.remember(
-                connection,
-                idempotency_keys,
-                user_id=user_id,
-                key=idempotency_key,
-                status_code=201,
-                body=created,
-            )
-            return created
+            return replay if replay is not None else await _write(connection, sql, *args)
 
     try:
         result = await create()

@@ -95,6 +95,10 @@ SELECT taken, EXISTS (SELECT FROM claimed) FROM lock
 _STORED = (
     "SELECT request_hash, status_code, response::text FROM {table} WHERE user_id = $1 AND key = $2"
 )
+_REMEMBERING = (
+    "remembered AS (UPDATE {table} SET status_code = {status}, response = ({body})::jsonb "
+    "WHERE user_id = $1 AND key = {key})"
+)
 _REMEMBER = (
     "UPDATE {table} SET status_code = $3, response = $4::text::jsonb "
     "WHERE user_id = $1 AND key = $2"
@@ -126,6 +130,13 @@ async def claim(
             "idempotency_key_reused",
         )
     return Stored(status_code=status_code, body=response)
+
+
+def remembering(table: Table, *, key: str, status_code: int, body: str) -> str:
+    """``remember`` as a common table expression (``remembered``), for a creating statement
+    that stores its own answer: ``key`` and ``body`` are SQL ($n placeholders, an expression),
+    the user is $1."""
+    return _REMEMBERING.format(table=table.fullname, status=status_code, body=body, key=key)
 
 
 async def remember(
