@@ -25,7 +25,7 @@ from expensetracker.expenses.schemas import (
     TagOut,
 )
 from expensetracker.platform import idempotency, money
-from expensetracker.platform.db import DbConnection, DbSession, driver_connection
+from expensetracker.platform.db import DbConnection, DbSession
 from expensetracker.platform.errors import Problem, ValidationProblem
 from expensetracker.platform.idempotency import IdempotencyKey
 from expensetracker.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
@@ -155,8 +155,7 @@ async def export_expenses(
 
     async def body() -> AsyncIterator[bytes]:
         # A connection of its own: it must outlive this function, until the last byte is sent.
-        timeout = state.settings.db_pool_timeout_seconds
-        async with driver_connection(state.driver_pool, wait_seconds=timeout) as connection:
+        async with state.driver_pool.connection() as connection:
             rows = transfer.export_rows(connection, filters=filters, user_id=user.user_id)
             encode = transfer.as_csv if format == "csv" else transfer.as_json
             async for chunk in encode(rows):

@@ -15,7 +15,12 @@ from starlette.middleware.cors import CORSMiddleware
 from expensetracker import __version__
 from expensetracker.platform import health
 from expensetracker.platform.config import Environment, Settings
-from expensetracker.platform.db import create_driver_pool, create_engine, pool_turns
+from expensetracker.platform.db import (
+    DriverPool,
+    create_driver_pool,
+    create_engine,
+    pool_turns,
+)
 from expensetracker.platform.errors import install_problem_handlers
 from expensetracker.platform.metrics import DB_POOLS
 from expensetracker.platform.middleware import BodySizeLimit, RequestContext, SecurityHeaders
@@ -85,7 +90,9 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
                 DB_POOLS.track_driver(driver_pool, name=name)
                 stack.push_async_callback(driver_pool.close)
                 stack.callback(DB_POOLS.untrack_driver, driver_pool)
-                app.state.driver_pool = driver_pool
+                app.state.driver_pool = DriverPool(
+                    driver_pool, wait_seconds=settings.db_pool_timeout_seconds
+                )
             jwks_client = await stack.enter_async_context(
                 _jwks_client(app, settings, tracer_provider)
             )

@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from expensetracker.platform import idempotency, money
-from expensetracker.platform.db import delete_owned, driver_connection
+from expensetracker.platform.db import delete_owned
 from expensetracker.platform.errors import NotFound, ValidationProblem
 from expensetracker.platform.events import USER_DELETED, UserEvent
 from expensetracker.platform.pagination import Page, keyset_page
@@ -336,8 +336,7 @@ async def evaluate_alerts(app: FastAPI, *, today: date) -> None:
     """Background: the current month of every user with a budget, so alerts are recorded even
     when nobody looks."""
     month = today.replace(day=1)
-    timeout = app.state.settings.db_pool_timeout_seconds
-    async with driver_connection(app.state.driver_pool, wait_seconds=timeout) as db:
+    async with app.state.driver_pool.connection() as db:
         users = await db.fetch(
             "SELECT DISTINCT user_id FROM reports.budgets WHERE starts_on <= $1", month
         )
