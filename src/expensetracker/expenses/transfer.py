@@ -51,7 +51,8 @@ LIMITS = {"description": 200, "notes": 2000, "merchant": 100, "external_id": 100
 TAG_SEPARATOR = ";"
 # Rows per statement: one batch is written while the next is read and checked.
 BATCH_ROWS = 5000
-# While a batch is being written, reading gives way this often so that its statements go out.
+# Reading gives way to the event loop this often: the statements of the batch being written go
+# out, and a server's other requests are served, within a few milliseconds.
 YIELD_ROWS = 250
 MAX_REPORTED_ERRORS = 1000
 SPOOL_IN_MEMORY_BYTES = 1024 * 1024
@@ -252,10 +253,6 @@ class _Batches:
         self.errors: list[dict[str, Any]] = []
         self._in_flight: asyncio.Future[None] | None = None
 
-    @property
-    def busy(self) -> bool:
-        return self._in_flight is not None and not self._in_flight.done()
-
     def reject(self, line: int, errors: list[tuple[str, str]]) -> None:
         self.rejected += 1
         self.errors += [{"line": line, "field": name, "message": text} for name, text in errors]
@@ -387,8 +384,10 @@ async def _load(
                         tags.update(dict.fromkeys(expense[-1].split(TAG_SEPARATOR)))
             if rows % BATCH_ROWS == 0:
                 await send()
-            elif rows % YIELD_ROWS == 0 and batches.busy:
-                await asyncio.sleep(0)  # the batch in flight may have its next statement to send
+            elif rows % YIELD_ROWS == 0:
+                # The batch in flight may have its next statement to send, and a server has
+                # other requests to serve.
+                await asyncio.sleep(0)
         await send()
         await batches.wait()
     except BaseException as exc:
