@@ -252,9 +252,11 @@ def measure_imports(
     user_id: str,
     rows: int = ROWS,
 ) -> list[tuple[str, dict[str, float]]]:
-    """The same ``rows``-row file imported by the command line (with ``env``), then by the API
-    at ``api_url`` (as the user of ``token``): seconds, peak RSS in MiB and rows per second of
-    each. Each import creates every row."""
+    """The same ``rows``-row file imported by the command line (with ``env``, which names the
+    database), then by the API at ``api_url`` (as the user of ``token``, which must stay valid
+    for about a minute more: access tokens live 15 minutes, so a long benchmark passes a fresh
+    one): seconds, peak RSS in MiB and rows per second of each. Each import creates every row.
+    Synchronous: call it from outside an event loop."""
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-imports-")))
     categories = _category_names(api_url, token)
     email = _email(database_url, user_id)
