@@ -16,16 +16,19 @@ from pydantic import SecretStr, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from expensetracker import __version__
-from expensetracker.platform import migrations, server
-from expensetracker.platform.application import create_app, process_name
 from expensetracker.platform.config import Settings
 from expensetracker.platform.db import create_engine
 from expensetracker.platform.logging import configure_logging
-from expensetracker.platform.service import ServiceSpec
-from expensetracker.targets import TARGET_NAMES, resolve_targets
 
+# What only some commands use is imported by them: every service's app, the server and the
+# migrations are a second or more of start-up that `expenses import` would pay for nothing.
 if TYPE_CHECKING:
     from expensetracker.backup.service import OnProgress
+    from expensetracker.platform.service import ServiceSpec
+
+# expensetracker.targets.TARGET_NAMES, which imports every service to list them (a test checks
+# that both agree).
+TARGET_NAMES = ("auth", "expenses", "reports", "web", "all")
 
 cli = typer.Typer(
     name="expensetracker",
@@ -61,6 +64,8 @@ def _load_settings(**overrides: object) -> Settings:
 
 
 def _targets(target: str) -> list[ServiceSpec]:
+    from expensetracker.targets import resolve_targets
+
     try:
         return resolve_targets(target)
     except ValueError as exc:
@@ -73,7 +78,15 @@ def _database_url(settings: Settings) -> str:
     return settings.database_url.get_secret_value()
 
 
+def _process_name(services: list[ServiceSpec]) -> str:
+    from expensetracker.platform.application import process_name
+
+    return process_name(services)
+
+
 def _migrate(services: list[ServiceSpec], database_url: str) -> None:
+    from expensetracker.platform import migrations
+
     for spec in services:
         if not spec.keeps_data:
             continue
@@ -100,6 +113,9 @@ def _prepare(services: list[ServiceSpec], settings: Settings, *, demo: bool) -> 
 
 
 def _serve(services: list[ServiceSpec], settings: Settings, host: str, port: int) -> None:
+    from expensetracker.platform import server
+    from expensetracker.platform.application import create_app
+
     try:
         app = create_app(services, settings)
     except ValueError as exc:
@@ -107,7 +123,7 @@ def _serve(services: list[ServiceSpec], settings: Settings, host: str, port: int
 
     def announce() -> None:
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
-        typer.echo(f"ExpenseTracker ({process_name(services)}) is ready: http://{shown}:{port}")
+        typer.echo(f"ExpenseTracker ({_process_name(services)}) is ready: http://{shown}:{port}")
 
     if not server.run(app, settings=settings, host=host, port=port, on_ready=announce):
         _fail("the server did not start (see the log above)", code=1)
@@ -154,7 +170,7 @@ def up(
         # Quiet unless asked: a person starting it wants the address, not every query.
         level=settings.log_level or "INFO",
         fmt=settings.effective_log_format,
-        service=process_name(services),
+        service=_process_name(services),
     )
     # Until the server takes over the signals, SIGTERM unwinds like Ctrl-C so the database stops.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -195,7 +211,7 @@ def serve(
     configure_logging(
         level=settings.effective_log_level,
         fmt=settings.effective_log_format,
-        service=process_name(services),
+        service=_process_name(services),
     )
     _serve(services, settings, host, port)
 
@@ -208,7 +224,7 @@ def migrate(target: TargetOption = "all") -> None:
     configure_logging(
         level=settings.effective_log_level,
         fmt=settings.effective_log_format,
-        service=process_name(services),
+        service=_process_name(services),
     )
     _migrate(services, _database_url(settings))
 
@@ -650,6 +666,7 @@ def backup_serve_metrics(
     """Serve /metrics (the backups' age, last failure, size and number, read from the folder at
     each scrape) and /livez."""
     from expensetracker.backup.metrics import create_app
+    from expensetracker.platform import server
 
     settings = _load_settings()
     configure_logging(

@@ -1,16 +1,21 @@
 """CSV import and CSV/JSON export of expenses.
 
-Import streams the upload to a spooled file (constant memory), validates it row by row and
-COPYs valid rows in batches into a temporary table; only when every row is valid do they move
-into ``expenses`` in the same transaction, so a file is accepted whole or not at all. A row's
-optional ``external_id`` makes importing the same file again create nothing.
+Import streams the upload to a spooled file (constant memory) and reads it row by row, in
+batches: while PostgreSQL writes one batch (one statement: the expenses, their tags, and the
+external ids seen in the file so far, kept in a temporary table), Python reads and checks the
+next. All of it happens in one transaction, so a file is accepted whole or not at all: once a
+row is bad nothing more is written, the rest is only checked, and the transaction rolls back.
+A row's optional ``external_id`` makes importing the same file again create nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import dataclasses
 import io
 import json
+import operator
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -20,7 +25,7 @@ from typing import Any
 
 import asyncpg
 from prometheus_client import Counter
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from expensetracker.expenses.models import Category
@@ -44,7 +49,11 @@ COLUMNS = (
 REQUIRED = ("occurred_on", "amount", "currency", "description")
 LIMITS = {"description": 200, "notes": 2000, "merchant": 100, "external_id": 100}
 TAG_SEPARATOR = ";"
-BATCH_ROWS = 2000
+# Rows per statement: one batch is written while the next is read and checked.
+BATCH_ROWS = 5000
+# Reading gives way to the event loop this often: the statements of the batch being written go
+# out, and a server's other requests are served, within a few milliseconds.
+YIELD_ROWS = 250
 MAX_REPORTED_ERRORS = 1000
 SPOOL_IN_MEMORY_BYTES = 1024 * 1024
 # OWASP's CSV injection rule: a spreadsheet runs a cell that starts with one of these as a
@@ -104,65 +113,86 @@ class _RolledBack(Exception):
 
 @dataclass
 class _Validator:
+    """Checks one row (its cells in the header's order) and makes the values of its expense."""
+
+    header: list[str]
     categories: dict[str, uuid.UUID]
     latest: date = field(default_factory=lambda: date.today() + timedelta(days=FUTURE_DAYS))
-    external_ids: set[str] = field(default_factory=set)
+    # A row's cells in the order of COLUMNS; a column the header lacks reads the empty cell that
+    # row() appends.
+    _cells: Callable[[list[str]], tuple[str, ...]] = field(init=False)
+    _exponents: dict[str, int] = field(init=False, default_factory=dict)
 
-    def row(self, values: dict[str, str]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-        errors: list[tuple[str, str]] = []
-        record: dict[str, Any] = {}
-        for name, value in values.items():
-            try:
-                check_text(value)
-            except ValueError as exc:
-                errors.append((name, str(exc)))
-        if errors:
-            return record, errors
-        values = {name: restore(value) for name, value in values.items()}
-        for name in REQUIRED:
-            if not values.get(name, "").strip():
-                errors.append((name, "is required"))
+    def __post_init__(self) -> None:
+        width = len(self.header)
+        positions = [self.header.index(name) if name in self.header else width for name in COLUMNS]
+        self._cells = operator.itemgetter(*positions)
+
+    def row(
+        self, line: int, values: list[str]
+    ) -> tuple[tuple[Any, ...] | None, list[tuple[str, str]], str | None]:
+        """(the expense's values in the order of _INSERT_EXPENSES's arrays, or None when the row
+        has errors; its errors as (field, message); its external id, when it is to be checked for
+        appearing twice in the file)."""
+        joined = "".join(values)
+        try:
+            check_text(joined)  # a cell fails only if the row does: one check for most rows
+        except ValueError:
+            errors = []
+            for name, value in zip(self.header, values, strict=True):
+                try:
+                    check_text(value)
+                except ValueError as exc:
+                    errors.append((name, str(exc)))
+            return None, errors, None
+        values.append("")
+        cells = self._cells(values)
+        if ESCAPE in joined:
+            cells = tuple(map(restore, cells))
+        occurred, amount, currency, description, notes, merchant, category, tags, external = cells
+        errors = [(name, "is required") for name in REQUIRED if not cells[_POSITIONS[name]].strip()]
         for name, limit in LIMITS.items():
-            if len(values.get(name, "")) > limit:
+            if len(cells[_POSITIONS[name]]) > limit:
                 errors.append((name, f"is longer than {limit} characters"))
         if errors:
-            return record, errors
+            return None, errors, None
         try:
-            occurred_on = date.fromisoformat(values["occurred_on"].strip())
+            occurred_on = date.fromisoformat(occurred.strip())
             if not EARLIEST_DATE <= occurred_on <= self.latest:
                 raise ValueError(f"must be between {EARLIEST_DATE} and {self.latest}")
-            record["occurred_on"] = occurred_on
         except ValueError as exc:
             errors.append(("occurred_on", str(exc)))
-        currency = values["currency"].strip()
+        currency = currency.strip()
         try:
-            record.update(money.stored(values["amount"].strip(), currency))
+            amount_minor = money.parse_amount(amount.strip(), currency)
         except ValueError as exc:
             errors.append(("amount", str(exc)))
-        category = values.get("category", "").strip()
-        record["category_id"] = None
+        category = category.strip()
+        category_id = None
         if category:
-            record["category_id"] = self.categories.get(category.casefold())
-            if record["category_id"] is None:
+            category_id = self.categories.get(category.casefold())
+            if category_id is None:
                 errors.append(("category", f"no category named {category!r}"))
-        tags = [t.strip() for t in values.get("tags", "").split(TAG_SEPARATOR) if t.strip()]
-        if len(tags) > 20 or any(len(tag) > 50 for tag in tags):
+        names = [tag for tag in map(str.strip, tags.split(TAG_SEPARATOR)) if tag] if tags else []
+        if len(names) > 20 or any(len(tag) > 50 for tag in names):
             errors.append(("tags", "at most 20 tags of at most 50 characters"))
-        record["tags"] = tags  # names differing in case only: one tag (PostgreSQL's lower())
-        external_id = values.get("external_id", "").strip() or None
-        if external_id is not None:
-            if external_id in self.external_ids:
-                errors.append(("external_id", "appears twice in this file"))
-            self.external_ids.add(external_id)
-        record["external_id"] = external_id
-        record["description"] = values["description"]
-        record["notes"] = values.get("notes") or None
-        record["merchant"] = values.get("merchant") or None
-        return record, errors
+        external_id = external.strip() or None
+        if errors:
+            return None, errors, external_id
+        exponent = self._exponents.get(currency)
+        if exponent is None:
+            exponent = self._exponents[currency] = money.exponent(currency)
+        # Names differing in case only are one tag: PostgreSQL's lower() decides, in SQL.
+        tag_list = TAG_SEPARATOR.join(names) or None
+        expense = (line, occurred_on, amount_minor, currency, exponent, description, notes or None)
+        return (*expense, merchant or None, category_id, external_id, tag_list), [], external_id
 
 
-def _rows(spool: Any) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line number, values by column) for each data row; the header is checked first."""
+_POSITIONS = {name: position for position, name in enumerate(COLUMNS)}
+
+
+def _open(spool: Any) -> tuple[list[str], Iterator[list[str]]]:
+    """The header, checked, and a reader of the rows after it."""
     reader = csv.reader(io.TextIOWrapper(spool, encoding="utf-8-sig", newline=""))
     try:
         header = [name.strip().lower() for name in next(reader)]
@@ -175,13 +205,7 @@ def _rows(spool: Any) -> Iterator[tuple[int, dict[str, str]]]:
             f"Header must name columns among {', '.join(COLUMNS)} once each, with "
             f"{', '.join(REQUIRED)}; unknown: {unknown or 'none'}, missing: {missing or 'none'}."
         )
-    for values in reader:
-        if not any(values):
-            continue
-        if len(values) != len(header):
-            yield reader.line_num, {"__shape__": f"has {len(values)} fields, not {len(header)}"}
-            continue
-        yield reader.line_num, dict(zip(header, values, strict=True))
+    return header, reader
 
 
 async def import_csv(
@@ -202,7 +226,8 @@ async def import_csv(
                 await ensure_owner(session, user_id=user_id)
                 result = await _load(session, user_id=user_id, spool=spool, progress=progress)
                 if dry_run:
-                    raise _RolledBack(await _previewed(session, result=result, user_id=user_id))
+                    raise _RolledBack(dataclasses.replace(result, dry_run=True))
+                result.unchanged_lines = []  # listed by a dry run only
         except _RolledBack as rolled_back:
             return rolled_back.result
         except InvalidImport:
@@ -211,6 +236,96 @@ async def import_csv(
     IMPORTS.labels("succeeded").inc()
     IMPORT_ROWS.labels("accepted").inc(result.rows)
     return result
+
+
+class _Batches:
+    """Writes each batch of rows while the next one is read and checked: one batch in flight on
+    the connection at a time, the order of the file kept. Inside the import's transaction, so a
+    file with a bad row leaves nothing behind; once a row is bad, batches are only checked for
+    external ids that appear twice, and nothing more is written."""
+
+    def __init__(self, connection: Any, *, user_id: uuid.UUID) -> None:
+        self.connection = connection
+        self.user_id = user_id
+        self.created = 0
+        self.unchanged_lines: list[int] = []
+        self.rejected = 0
+        self.errors: list[dict[str, Any]] = []
+        self._in_flight: asyncio.Future[None] | None = None
+
+    def reject(self, line: int, errors: list[tuple[str, str]]) -> None:
+        self.rejected += 1
+        self.errors += [{"line": line, "field": name, "message": text} for name, text in errors]
+        self._bound_errors()
+
+    def _bound_errors(self) -> None:
+        # Errors of repeated external ids come a batch late: keep the first ones by line.
+        if len(self.errors) > 2 * MAX_REPORTED_ERRORS:
+            self.reported_errors()
+
+    def reported_errors(self) -> list[dict[str, Any]]:
+        self.errors.sort(key=operator.itemgetter("line"))  # stable: a row's errors keep their order
+        del self.errors[MAX_REPORTED_ERRORS:]
+        return self.errors
+
+    async def send(
+        self,
+        expenses: list[tuple[Any, ...]],
+        external_ids: list[tuple[int, str]],
+        rejected_lines: set[int],
+    ) -> None:
+        """Waits for the batch in flight, then starts this one (writing it if every row so far
+        was valid, checking its external ids only if not)."""
+        await self.wait()
+        if not expenses and not external_ids:
+            return
+        if self.rejected:
+            job = self._check(external_ids, rejected_lines)
+        else:
+            job = self._write(expenses)
+        self._in_flight = asyncio.ensure_future(job)
+        await asyncio.sleep(0)  # the batch's first statement goes out before reading on
+
+    async def wait(self) -> None:
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            await in_flight
+
+    async def abandon(self) -> None:
+        """On the way out after an error: the batch in flight ends before the transaction does
+        (its outcome no longer matters)."""
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            await asyncio.wait([in_flight])
+            if not in_flight.cancelled():
+                in_flight.exception()
+
+    async def _write(self, expenses: list[tuple[Any, ...]]) -> None:
+        tagged = [(row[-1], row[-2]) for row in expenses if row[-1] is not None]
+        if tagged:  # (tags, external id) of each row with tags
+            tags, external_ids = zip(*tagged, strict=True)
+            await self.connection.execute(_INSERT_TAGS, self.user_id, tags, external_ids)
+        columns = list(zip(*expenses, strict=True))  # one array per column
+        answer = await self.connection.fetch(_INSERT_EXPENSES, self.user_id, *columns)
+        unchanged = [row["line"] for row in answer if not row["repeated"]]
+        self.created += len(expenses) - len(unchanged)
+        room = MAX_REPORTED_ERRORS - len(self.unchanged_lines)
+        self.unchanged_lines += sorted(unchanged)[: max(room, 0)]
+        self._repeated([row["line"] for row in answer if row["repeated"]], set())
+
+    async def _check(self, external_ids: list[tuple[int, str]], rejected_lines: set[int]) -> None:
+        if external_ids:
+            lines, ids = zip(*external_ids, strict=True)
+            answer = await self.connection.fetch(_CHECK_EXTERNAL_IDS, list(lines), list(ids))
+            self._repeated([row["line"] for row in answer], rejected_lines)
+
+    def _repeated(self, lines: list[int], rejected_lines: set[int]) -> None:
+        for line in sorted(lines):
+            self.rejected += line not in rejected_lines
+            self.errors.append(
+                {"line": line, "field": "external_id", "message": "appears twice in this file"}
+            )
+        self._bound_errors()
 
 
 async def _load(
@@ -226,139 +341,144 @@ async def _load(
             select(Category.id, Category.name).where(Category.user_id == user_id)
         )
     }
-    validator = _Validator(categories)
     connection = (await (await session.connection()).get_raw_connection()).driver_connection
-    await session.execute(
-        text(
-            "CREATE TEMP TABLE import_rows (line int, id uuid, occurred_on date, "
-            "amount_minor bigint, currency text, currency_exponent smallint, description text, "
-            "notes text, merchant text, category_id uuid, external_id text, tags text[]) "
-            "ON COMMIT DROP"
-        )
+    await connection.execute(
+        "CREATE TEMP TABLE import_external_ids (external_id text PRIMARY KEY, line int NOT NULL) "
+        "ON COMMIT DROP"
     )
-    errors: list[dict[str, Any]] = []
-    rejected = rows = 0
-    batch: list[tuple[Any, ...]] = []
+    batches = _Batches(connection, user_id=user_id)
+    rows = 0
+    expenses: list[tuple[Any, ...]] = []
+    external_ids: list[tuple[int, str]] = []
+    rejected_lines: set[int] = set()
 
-    async def flush() -> None:
-        if batch and not errors:
-            await connection.copy_records_to_table(
-                "import_rows", records=batch, columns=_STAGING_COLUMNS
-            )
-        batch.clear()
+    async def send() -> None:
+        await batches.send(expenses.copy(), external_ids.copy(), rejected_lines.copy())
+        for pending in (expenses, external_ids, rejected_lines):
+            pending.clear()
+        if progress:
+            progress(rows)
 
     try:
-        for line, values in _rows(spool):
-            rows += 1
-            if shape := values.get("__shape__"):
-                row_errors = [("row", shape)]
-                record: dict[str, Any] = {}
-            else:
-                record, row_errors = validator.row(values)
-            if row_errors:
-                rejected += 1
-                errors += [
-                    {"line": line, "field": name, "message": message}
-                    for name, message in row_errors
-                ][: max(0, MAX_REPORTED_ERRORS - len(errors))]
+        header, reader = _open(spool)
+        validator = _Validator(header, categories)
+        width = len(header)
+        for values in reader:
+            if not any(values):
                 continue
-            batch.append((line, uuid.uuid4(), *(record[name] for name in _STAGING_COLUMNS[2:])))
-            if len(batch) >= BATCH_ROWS:
-                await flush()
-                if progress:
-                    progress(rows)
-        await flush()
-    except UnicodeDecodeError as exc:
-        raise InvalidImport(f"The file is not UTF-8 text ({exc.reason}).") from None
-    except csv.Error as exc:
-        raise InvalidImport(f"The file is not valid CSV: {exc}.") from None
-    if progress:
-        progress(rows)
-    if rejected:
-        IMPORT_ROWS.labels("rejected").inc(rejected)
+            rows += 1
+            line = reader.line_num
+            if len(values) != width:
+                batches.reject(line, [("row", f"has {len(values)} fields, not {width}")])
+                rejected_lines.add(line)
+            else:
+                expense, errors, external_id = validator.row(line, values)
+                if external_id is not None:
+                    external_ids.append((line, external_id))
+                if expense is None:
+                    batches.reject(line, errors)
+                    rejected_lines.add(line)
+                elif not batches.rejected:
+                    expenses.append(expense)
+            if rows % BATCH_ROWS == 0:
+                await send()
+            elif rows % YIELD_ROWS == 0:
+                # The batch in flight may have its next statement to send, and a server has
+                # other requests to serve.
+                await asyncio.sleep(0)
+        await send()
+        await batches.wait()
+    except BaseException as exc:
+        await batches.abandon()
+        if isinstance(exc, UnicodeDecodeError):
+            raise InvalidImport(f"The file is not UTF-8 text ({exc.reason}).") from None
+        if isinstance(exc, csv.Error):
+            raise InvalidImport(f"The file is not valid CSV: {exc}.") from None
+        raise
+    if batches.rejected:
+        IMPORT_ROWS.labels("rejected").inc(batches.rejected)
         raise InvalidImport(
-            f"{rejected} of {rows} rows are invalid; nothing was imported.",
-            rejected_rows=rejected,
-            errors=errors,
+            f"{batches.rejected} of {rows} rows are invalid; nothing was imported.",
+            rejected_rows=batches.rejected,
+            errors=batches.reported_errors(),
         )
-    created = await session.scalar(
-        text(
-            """
-            WITH inserted AS (
-              INSERT INTO expenses.expenses (user_id, id, amount_minor, currency,
-                currency_exponent, occurred_on, description, notes, merchant, category_id,
-                external_id)
-              SELECT :user_id, id, amount_minor, currency, currency_exponent, occurred_on,
-                     description, notes, merchant, category_id, external_id
-              FROM import_rows ORDER BY line
-              ON CONFLICT (user_id, external_id) DO NOTHING
-              RETURNING id
-            )
-            SELECT count(*) FROM inserted
-            """
-        ),
-        {"user_id": user_id},
-    )
-    await session.execute(
-        text(
-            """
-            INSERT INTO expenses.tags (user_id, id, name)
-            SELECT DISTINCT ON (lower(tag)) :user_id, gen_random_uuid(), tag
-            FROM import_rows, unnest(tags) AS tag
-            ON CONFLICT DO NOTHING
-            """
-        ),
-        {"user_id": user_id},
-    )
-    await session.execute(
-        text(
-            """
-            INSERT INTO expenses.expense_tags (user_id, expense_id, tag_id)
-            SELECT DISTINCT :user_id, r.id, t.id
-            FROM import_rows r
-            JOIN expenses.expenses e ON e.user_id = :user_id AND e.id = r.id
-            CROSS JOIN unnest(r.tags) AS tag
-            JOIN expenses.tags t ON t.user_id = :user_id AND lower(t.name) = lower(tag)
-            """
-        ),
-        {"user_id": user_id},
-    )
-    return ImportResult(rows=rows, created=created or 0, unchanged=rows - (created or 0))
-
-
-async def _previewed(
-    session: AsyncSession, *, result: ImportResult, user_id: uuid.UUID
-) -> ImportResult:
-    lines = await session.scalars(
-        text(
-            "SELECT line FROM import_rows r WHERE NOT EXISTS (SELECT FROM expenses.expenses e "
-            "WHERE e.user_id = :user_id AND e.id = r.id) ORDER BY line LIMIT :limit"
-        ),
-        {"user_id": user_id, "limit": MAX_REPORTED_ERRORS},
-    )
     return ImportResult(
-        rows=result.rows,
-        created=result.created,
-        unchanged=result.unchanged,
-        dry_run=True,
-        unchanged_lines=list(lines),
+        rows=rows,
+        created=batches.created,
+        unchanged=rows - batches.created,
+        unchanged_lines=batches.unchanged_lines,
     )
 
 
-_STAGING_COLUMNS = (
-    "line",
-    "id",
-    "occurred_on",
-    "amount_minor",
-    "currency",
-    "currency_exponent",
-    "description",
-    "notes",
-    "merchant",
-    "category_id",
-    "external_id",
-    "tags",
-)
+# The batch's tag names that are new to the user: a new tag is named by its first spelling.
+# Only rows that will be created name tags: a row whose external id was imported before is
+# skipped whole, its tags included.
+_INSERT_TAGS = """
+    INSERT INTO expenses.tags (user_id, id, name)
+    SELECT DISTINCT ON (lower(tag)) $1::uuid, gen_random_uuid(), tag
+    FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS r(tags, external_id, n)
+    CROSS JOIN LATERAL unnest(string_to_array(r.tags, ';')) WITH ORDINALITY AS t(tag, m)
+    WHERE NOT EXISTS (
+      SELECT FROM expenses.expenses e WHERE e.user_id = $1::uuid AND e.external_id = r.external_id
+    )
+    ORDER BY lower(tag), n, m
+    ON CONFLICT DO NOTHING
+"""
+
+# One statement per batch (so the monthly totals trigger runs once per batch), from one array
+# per column (the tags of a row are its names joined by TAG_SEPARATOR, which no name contains):
+# the expenses whose external id is new to the user, their tags, and the external ids met for
+# the first time in this file. Answers the lines not created: an external id imported before
+# (repeated false) or already seen in this file (repeated true).
+_INSERT_EXPENSES = """
+    WITH input AS MATERIALIZED (
+      SELECT gen_random_uuid() AS id, r.*
+      FROM unnest($2::int[], $3::date[], $4::bigint[], $5::text[], $6::smallint[], $7::text[],
+                  $8::text[], $9::text[], $10::uuid[], $11::text[], $12::text[])
+        AS r(line, occurred_on, amount_minor, currency, currency_exponent, description, notes,
+             merchant, category_id, external_id, tags)
+    ),
+    first_seen AS (
+      INSERT INTO pg_temp.import_external_ids (external_id, line)
+      SELECT external_id, line FROM input WHERE external_id IS NOT NULL ORDER BY line
+      ON CONFLICT DO NOTHING
+      RETURNING line
+    ),
+    inserted AS (
+      INSERT INTO expenses.expenses (user_id, id, amount_minor, currency, currency_exponent,
+        occurred_on, description, notes, merchant, category_id, external_id)
+      SELECT $1::uuid, id, amount_minor, currency, currency_exponent, occurred_on, description,
+             notes, merchant, category_id, external_id
+      FROM input ORDER BY line
+      ON CONFLICT (user_id, external_id) DO NOTHING
+      RETURNING id
+    ),
+    linked AS (
+      INSERT INTO expenses.expense_tags (user_id, expense_id, tag_id)
+      SELECT DISTINCT $1::uuid, r.id, t.id
+      FROM inserted i
+      JOIN input r ON r.id = i.id
+      CROSS JOIN unnest(string_to_array(r.tags, ';')) AS tag
+      JOIN expenses.tags t ON t.user_id = $1::uuid AND lower(t.name) = lower(tag)
+    )
+    SELECT line, false AS repeated FROM input r
+    WHERE NOT EXISTS (SELECT FROM inserted i WHERE i.id = r.id)
+    UNION ALL
+    SELECT line, true FROM input r
+    WHERE external_id IS NOT NULL AND NOT EXISTS (SELECT FROM first_seen f WHERE f.line = r.line)
+"""
+
+# Once a row is bad nothing is written: the external ids are still checked, for the report.
+_CHECK_EXTERNAL_IDS = """
+    WITH input AS (SELECT * FROM unnest($1::int[], $2::text[]) AS r(line, external_id)),
+    first_seen AS (
+      INSERT INTO pg_temp.import_external_ids (external_id, line)
+      SELECT external_id, line FROM input ORDER BY line
+      ON CONFLICT DO NOTHING
+      RETURNING line
+    )
+    SELECT line FROM input r WHERE NOT EXISTS (SELECT FROM first_seen f WHERE f.line = r.line)
+"""
 
 
 # --- export ------------------------------------------------------------------------------------
