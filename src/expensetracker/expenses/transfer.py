@@ -279,10 +279,7 @@ class _Batches:
         await self.wait()
         if not expenses and not external_ids:
             return
-        if self.rejected:
-            job = self._check(external_ids, rejected_lines)
-        else:
-            job = self._write(expenses)
+        job = self._check(external_ids, rejected_lines) if self.rejected else self._write(expenses)
         self._in_flight = asyncio.ensure_future(job)
         await asyncio.sleep(0)  # the batch's first statement goes out before reading on
 
