@@ -14,8 +14,8 @@ TEST_DEBIAN_PACKAGES ?= buildah debootstrap prometheus prometheus-alertmanager \
 # A uv on PATH is used as it is; otherwise pip installs one into the venv.
 UV = $(shell command -v uv 2>/dev/null || echo $(VENV)/bin/uv)
 
-.PHONY: bootstrap up test test-deps fuzz lint bench bench-backup bench-expenses bench-web soak \
-	screenshots clean
+.PHONY: bootstrap up test test-deps fuzz properties lint bench bench-backup bench-expenses \
+	bench-web soak screenshots clean
 
 bootstrap:
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,18 @@ FUZZ_EXAMPLES ?= 500
 fuzz: bootstrap
 	EXPENSETRACKER_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/python -m pytest tests/test_fuzz.py \
 		-p no:cacheprovider -s -o timeout=3600 $(PYTEST_ARGS)
+
+# The CI property test of the expenses API (tests/test_expense_properties.py: random sequences
+# of creates, PATCHes, DELETEs and imports against a reference in Python) with many more and
+# longer sequences (about 7 minutes), the same fixed seed, and a failure shrunk to a shorter
+# sequence (for up to Hypothesis's five minutes).
+# PROPERTY_EXAMPLES=1000 PROPERTY_STEPS=50 make properties searches longer still.
+PROPERTY_EXAMPLES ?= 300
+PROPERTY_STEPS ?= 30
+properties: bootstrap
+	EXPENSETRACKER_PROPERTY_EXAMPLES=$(PROPERTY_EXAMPLES) EXPENSETRACKER_PROPERTY_STEPS=$(PROPERTY_STEPS) \
+		EXPENSETRACKER_PROPERTY_SHRINK=1 $(VENV)/bin/python -m pytest tests/test_expense_properties.py \
+		-p no:cacheprovider -o timeout=3600 $(PYTEST_ARGS)
 
 lint: bootstrap
 	$(VENV)/bin/ruff check src tests bench scripts
