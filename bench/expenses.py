@@ -37,6 +37,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.imports import measure_imports  # noqa: E402
 from bench.pgbench import pgbench_sql, run_pgbench  # noqa: E402
 from bench.setup import bench_env, log, migrated_database, serve  # noqa: E402
 from bench.wrk import Call, lua_script, postgres_pids, run_wrk  # noqa: E402
@@ -56,6 +57,7 @@ CONNECTIONS = 16
 PROCESSES = 2
 PASSWORD = "benchmark passphrase 2025"
 JSON = {"Content-Type": "application/json"}
+IMPORT_TARGET_SECONDS = {"command line": 5, "API": 8}
 
 
 async def register(url: str, count: int) -> list[tuple[str, str]]:
@@ -369,6 +371,14 @@ def main() -> int:
             )
         log("measuring: pgbench")
         raw = pgbench_lines(str(pg_bin("pgbench")), url, users)
+        imports = measure_imports(
+            stack=stack,
+            database_url=url,
+            api_url=ours[0][0],
+            env=api_env,
+            token=users[0].token,
+            user_id=users[0].id,
+        )
 
         print(
             f"\n{EXPENSES:,} expenses over {USERS:,} users, {CONNECTIONS} connections over "
@@ -376,6 +386,15 @@ def main() -> int:
             "CPU: milliseconds per request in the serving processes / in PostgreSQL.\n"
         )
         print(table(results, raw))
+        print("\n| import, 100,000 rows | seconds | peak RSS MiB | rows/s | target |")
+        print("|---|---|---|---|---|")
+        for name, result in imports:
+            limit = IMPORT_TARGET_SECONDS["API" if name.endswith("API") else "command line"]
+            met = "met" if result["seconds"] <= limit else "MISSED"
+            print(
+                f"| {name} | {result['seconds']:.1f} | {result['peak_rss_mb']:.0f} | "
+                f"{result['rows_per_s']:,.0f} | <= {limit} s: {met} |"
+            )
     return 0
 
 
