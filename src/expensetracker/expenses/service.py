@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from prometheus_client import Counter
@@ -355,39 +355,74 @@ _TAGS_OF_E = (
 _TAGGED_NAMES = "ARRAY(SELECT name FROM tagged ORDER BY name)"
 _NO_TAGS = "'{}'::text[]"
 
+# The parameters' types, given: INSERT ... SELECT does not infer them from the columns.
+_COLUMN_TYPES = (
+    *("uuid", "uuid", "bigint", "text", "smallint", "date", "text", "text", "text", "uuid"),
+)
 _COLUMNS = (
     "user_id, id, amount_minor, currency, currency_exponent, occurred_on, description, notes, "
     "merchant, category_id"
 )
 
 
-def create_statement(*, tagged: bool, remembered: bool) -> str:
+def create_statement(*, tagged: bool, key: Literal["new", "claimed"] | None) -> str:
     """Creates the caller's ($1) expense $2 from columns $3-$10 (see _COLUMNS), with tags $11
-    when ``tagged``; when ``remembered``, also stores the answer for the Idempotency-Key that
-    follows (claimed earlier in the transaction). Answers the expense as JSON."""
-    ctes = [
-        f"e AS (INSERT INTO expenses.expenses ({_COLUMNS}) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *)"
-    ]
+    when ``tagged``, and answers it as JSON. With an Idempotency-Key (the next parameter):
+
+    - ``claimed``: the key was claimed earlier in the transaction; its answer is stored.
+    - ``new``: one statement for a key never seen, then the request hash and the key's lock
+      scope: the expense is created and the key stored with its answer only if the lock is
+      free and the key unknown; answers (lock taken, the expense or null). A key stored
+      meanwhile by another transaction fails the key's primary key: nothing is written.
+    """
+    n = 11 + tagged
+    values = ", ".join(f"${i}::{kind}" for i, kind in enumerate(_COLUMN_TYPES, 1))
+    if key == "new":
+        ctes = [
+            f"lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(hashtext(${n + 2})) AS taken)",
+            f"e AS (INSERT INTO expenses.expenses ({_COLUMNS}) SELECT {values} FROM lock "
+            f"WHERE taken AND NOT EXISTS (SELECT FROM {idempotency_keys.fullname} "
+            f"WHERE user_id = $1 AND key = ${n}) RETURNING *)",
+        ]
+    else:
+        ctes = [f"e AS (INSERT INTO expenses.expenses ({_COLUMNS}) VALUES ({values}) RETURNING *)"]
     if tagged:
-        ctes.append(_tagging(expense="$2", names="$11"))
+        ctes.append(_tagging(expense="$2", names="$11", expense_exists="EXISTS (SELECT FROM e)"))
     answer = EXPENSE_JSON.format(tags=_TAGGED_NAMES if tagged else _NO_TAGS)
-    if not remembered:
+    if key is None:
         return f"WITH {', '.join(ctes)} SELECT {answer} FROM e"
     ctes.append(f"answer AS (SELECT {answer} AS body FROM e)")
-    key = "$12" if tagged else "$11"
-    ctes.append(
-        idempotency.remembering(
-            idempotency_keys, key=key, status_code=201, body="SELECT body FROM answer"
+    if key == "claimed":
+        ctes.append(
+            idempotency.remembering(
+                idempotency_keys, key=f"${n}", status_code=201, body="SELECT body FROM answer"
+            )
         )
+        return f"WITH {', '.join(ctes)} SELECT body FROM answer"
+    ctes.append(
+        f"kept AS (INSERT INTO {idempotency_keys.fullname} "
+        "(user_id, key, request_hash, status_code, response) "
+        f"SELECT $1, ${n}, ${n + 1}, 201, body::jsonb FROM answer)"
     )
-    return f"WITH {', '.join(ctes)} SELECT body FROM answer"
+    return f"WITH {', '.join(ctes)} SELECT taken, (SELECT body FROM answer) FROM lock"
 
 
+_COLUMN_TYPES = (
+    "uuid",
+    "uuid",
+    "bigint",
+    "text",
+    "smallint",
+    "date",
+    "text",
+    "text",
+    "text",
+    "uuid",
+)
 CREATE_STATEMENTS = {
-    (tagged, remembered): create_statement(tagged=tagged, remembered=remembered)
+    (tagged, key): create_statement(tagged=tagged, key=key)
     for tagged in (False, True)
-    for remembered in (False, True)
+    for key in (None, "new", "claimed")
 }
 _GET = (
     f"SELECT {EXPENSE_JSON.format(tags=_TAGS_OF_E)} FROM expenses.expenses e "
@@ -414,8 +449,15 @@ async def check_category(
 
 async def _write(connection: asyncpg.Connection, sql: str, *args: object) -> str | None:
     """Runs a statement writing an expense; a category that is not the caller's is a 422."""
+    rows = await _fetch_created(connection, sql, *args)
+    return rows[0][0] if rows else None
+
+
+async def _fetch_created(
+    connection: asyncpg.Connection, sql: str, *args: object
+) -> list[asyncpg.Record]:
     try:
-        return await connection.fetchval(sql, *args)
+        return await connection.fetch(sql, *args)
     except asyncpg.ForeignKeyViolationError as exc:
         if exc.constraint_name == _CATEGORY_MISSING:
             raise _not_your_category() from None
@@ -447,22 +489,42 @@ async def create_expense(
     ]
     if body.tags:
         args.append(body.tags)
-    if idempotency_key is not None:
-        args.append(idempotency_key)
-    sql = CREATE_STATEMENTS[bool(body.tags), idempotency_key is not None]
+    tagged = bool(body.tags)
 
     async def create() -> str | idempotency.Stored:
         if idempotency_key is None:
-            return await _write(connection, sql, *args)
+            return await _write(connection, CREATE_STATEMENTS[tagged, None], *args)
+        request_hash = idempotency.fingerprint("POST /api/v1/expenses", body)
+        scope = idempotency.lock_scope(idempotency_keys, user_id=user_id, key=idempotency_key)
+        try:
+            [(taken, created)] = await _fetch_created(
+                connection,
+                CREATE_STATEMENTS[tagged, "new"],
+                *args,
+                idempotency_key,
+                request_hash,
+                scope,
+            )
+        except asyncpg.UniqueViolationError:  # the key was stored meanwhile: as if known
+            taken, created = True, None
+        if not taken:
+            raise idempotency.in_progress()
+        if created is not None:
+            return created
+        # A key seen before (a replay, another body, or expired): the general path.
         async with connection.transaction():
             replay = await idempotency.claim(
                 connection,
                 idempotency_keys,
                 user_id=user_id,
                 key=idempotency_key,
-                request_hash=idempotency.fingerprint("POST /api/v1/expenses", body),
+                request_hash=request_hash,
             )
-            return replay if replay is not None else await _write(connection, sql, *args)
+            if replay is not None:
+                return replay
+            return await _write(
+                connection, CREATE_STATEMENTS[tagged, "claimed"], *args, idempotency_key
+            )
 
     try:
         result = await create()

@@ -105,16 +105,25 @@ _REMEMBER = (
 )
 
 
+def lock_scope(table: Table, *, user_id: uuid.UUID, key: str) -> str:
+    """What the advisory lock of a key is taken on (hashtext of it), by whoever works on it."""
+    return f"idempotency:{table.fullname}:{user_id}:{key}"
+
+
+def in_progress() -> Conflict:
+    return Conflict("A request with this Idempotency-Key is still being processed.")
+
+
 async def claim(
     db: Db, table: Table, *, user_id: uuid.UUID, key: str, request_hash: bytes
 ) -> Stored | None:
     """None: go on, the key is yours until this transaction ends. Else the stored answer."""
-    scope = f"idempotency:{table.fullname}:{user_id}:{key}"
+    scope = lock_scope(table, user_id=user_id, key=key)
     [(taken, claimed)] = await fetch(
         db, _CLAIM.format(table=table.fullname), user_id, key, request_hash, scope, RETENTION
     )
     if not taken:
-        raise Conflict("A request with this Idempotency-Key is still being processed.")
+        raise in_progress()
     if claimed:
         return None
     [(stored_hash, status_code, response)] = await fetch(
