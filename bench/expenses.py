@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.imports import measure_imports  # noqa: E402
 from bench.pgbench import pgbench_sql, run_pgbench  # noqa: E402
-from bench.setup import bench_env, log, migrated_database, serve  # noqa: E402
+from bench.setup import bench_env, log, migrated_database, register, serve  # noqa: E402
 from bench.wrk import Call, lua_script, postgres_pids, run_wrk  # noqa: E402
 from expensetracker.expenses import service  # noqa: E402
 from expensetracker.platform.embedded import pg_bin  # noqa: E402
@@ -55,24 +55,8 @@ DEEP_ROWS = 10_000
 DURATION_SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = 16
 PROCESSES = 2
-PASSWORD = "benchmark passphrase 2025"
 JSON = {"Content-Type": "application/json"}
 IMPORT_TARGET_SECONDS = {"command line": 5, "API": 8}
-
-
-async def register(url: str, count: int) -> list[tuple[str, str]]:
-    """``count`` accounts: (user id, access token) each."""
-    users = []
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        for n in range(count):
-            email = f"bench{n}@bench.example"
-            account = {"email": email, "password": PASSWORD, "display_name": f"Bench {n}"}
-            await client.post("/api/v1/auth/register", json=account)
-            login = {"email": email, "password": PASSWORD}
-            token = (await client.post("/api/v1/auth/login", json=login)).json()["access_token"]
-            me = await client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
-            users.append((me.json()["id"], token))
-    return users
 
 
 LOAD_EXPENSES = """
@@ -349,7 +333,9 @@ def main() -> int:
             EXPENSETRACKER_DB_MAX_OVERFLOW="0",
         )
         auth_url = serve(stack, "auth", env)[0]
-        registered = asyncio.run(register(auth_url, BENCH_USERS))
+        registered = [
+            asyncio.run(register(auth_url, f"bench{n}@bench.example")) for n in range(BENCH_USERS)
+        ]
         log(f"loading {EXPENSES:,} expenses over {USERS:,} users")
         started = time.perf_counter()
         users = asyncio.run(load_data(url, registered))

@@ -44,7 +44,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.setup import bench_env, log, migrated_database, serve  # noqa: E402
+from bench.setup import bench_env, log, migrated_database, register, serve  # noqa: E402
 from tests.processes import cli  # noqa: E402
 
 ROWS = 100_000
@@ -52,7 +52,6 @@ USERS = 1_000
 PER_USER = 1_000
 CATEGORIES_PER_USER = 12
 EMAIL = "imports@bench.example"
-PASSWORD = "benchmark passphrase 2026"
 SEED = 14
 TIMEOUT_SECONDS = 300
 TARGET_SECONDS = {"command line": 5.0, "API": 8.0}
@@ -284,21 +283,6 @@ def measure_imports(
 # --- standalone ---------------------------------------------------------------------------------
 
 
-async def _register(auth_url: str) -> tuple[str, str]:
-    async with httpx.AsyncClient(base_url=auth_url, timeout=30) as client:
-        await client.post(
-            "/api/v1/auth/register",
-            json={"email": EMAIL, "password": PASSWORD, "display_name": "Bench"},
-        )
-        tokens = (
-            await client.post("/api/v1/auth/login", json={"email": EMAIL, "password": PASSWORD})
-        ).json()
-        me = await client.get(
-            "/api/v1/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
-        )
-        return me.json()["id"], tokens["access_token"]
-
-
 async def load_data(url: str, user: uuid.UUID) -> float:
     """1,000,000 expenses over 1,000 users (1,000 each over 12 categories, 90% EUR), the
     importing user (whose owner row and default categories exist) among them."""
@@ -370,7 +354,7 @@ def main() -> int:
         url = migrated_database(stack, prefix="bench-imports-")
         env = bench_env(url)
         auth_url = serve(stack, "auth", env)[0]
-        user_id, token = asyncio.run(_register(auth_url))
+        user_id, token = asyncio.run(register(auth_url, EMAIL))
         api_url = serve(stack, "expenses", {**env, "EXPENSETRACKER_AUTH_URL": auth_url})[0]
         _category_names(api_url, token)  # the owner row and default categories
         if asyncio.run(_loaded(url)):

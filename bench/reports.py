@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.pgbench import pgbench_sql, run_pgbench  # noqa: E402
-from bench.setup import bench_env, log, migrated_database, serve  # noqa: E402
+from bench.setup import bench_env, log, migrated_database, register, serve  # noqa: E402
 from bench.wrk import run_wrk  # noqa: E402
 from expensetracker.platform.embedded import pg_bin  # noqa: E402
 from expensetracker.reports import service as reports_service  # noqa: E402
@@ -46,7 +46,6 @@ DURATION_SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
 CONNECTIONS = 16
 YEAR = 2025
 MONTH = "2025-06"
-PASSWORD = "benchmark passphrase 2025"
 
 NAIVE_SUMMARY_SQL = (
     "SELECT category_id::text, currency, sum(amount_minor), count(*) FROM expenses.spending_v1 "
@@ -71,21 +70,6 @@ def budget_sql() -> str:
         [":user::uuid", f"'{YEAR}-01-01'::date", month, "'{EUR,USD}'::text[]"],
     )
     return budgets + "\n" + spent
-
-
-async def register(url: str, email: str) -> tuple[str, str]:
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        await client.post(
-            "/api/v1/auth/register",
-            json={"email": email, "password": PASSWORD, "display_name": "Bench"},
-        )
-        tokens = (
-            await client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
-        ).json()
-        me = await client.get(
-            "/api/v1/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
-        )
-        return me.json()["id"], tokens["access_token"]
 
 
 async def load_data(url: str, users: list[uuid.UUID]) -> float:

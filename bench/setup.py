@@ -12,10 +12,25 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+import httpx
+
 from expensetracker.platform.embedded import EmbeddedPostgres
 from expensetracker.platform.migrations import upgrade
 from expensetracker.targets import SERVICES
 from tests.processes import Process, clean_env, cli, free_port
+
+PASSWORD = "benchmark passphrase 2025"
+
+
+async def register(auth_url: str, email: str) -> tuple[str, str]:
+    """A new account at the auth service: its user id and an access token."""
+    async with httpx.AsyncClient(base_url=auth_url, timeout=60) as client:
+        account = {"email": email, "password": PASSWORD, "display_name": "Bench"}
+        await client.post("/api/v1/auth/register", json=account)
+        login = {"email": email, "password": PASSWORD}
+        token = (await client.post("/api/v1/auth/login", json=login)).json()["access_token"]
+        me = await client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+        return me.json()["id"], token
 
 
 def log(message: str) -> None:

@@ -61,6 +61,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from expensetracker.expenses.transfer import COLUMNS
 from tests.conftest import AppFactory
 from tests.users import Account, signed_up
 
@@ -91,17 +92,6 @@ FIELDS = (
     "tags",
 )
 EXPORTED = (*(name for name in FIELDS if name != "category_id"), "category", "external_id")
-COLUMNS = (
-    "occurred_on",
-    "amount",
-    "currency",
-    "description",
-    "notes",
-    "merchant",
-    "category",
-    "tags",
-    "external_id",
-)
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
 
 
