@@ -182,12 +182,7 @@ async def test_a_dry_run_lists_the_unchanged_lines_of_every_batch(
         "2026-04-02,2.00,EUR,Row 2,,,,,e-2\n"  # line 6: imported before
         "2026-04-03,3.00,EUR,Row 3,,,,,e-3\n"  # line 7: imported before
     )
-    preview = await client.post(
-        "/api/v1/expenses/import",
-        params={"dry_run": "true"},
-        content=content.encode(),
-        headers={**account.headers, "content-type": "text/csv"},
-    )
+    preview = await upload(client, account, content, dry_run=True)
     assert preview.status_code == 200, preview.text
     assert preview.json() == {
         "rows": 6,

@@ -35,11 +35,12 @@ def imported(*, rows: int, created: int, unchanged: int) -> dict[str, object]:
 
 
 async def upload(
-    client: httpx.AsyncClient, account: Account, content: str | bytes
+    client: httpx.AsyncClient, account: Account, content: str | bytes, *, dry_run: bool = False
 ) -> httpx.Response:
     data = content.encode() if isinstance(content, str) else content
     return await client.post(
         "/api/v1/expenses/import",
+        params={"dry_run": "true"} if dry_run else {},
         content=data,
         headers={**account.headers, "content-type": "text/csv"},
     )
@@ -257,12 +258,7 @@ async def test_a_dry_run_reports_what_an_import_would_do_and_keeps_nothing(
         "2026-03-01,1.00,EUR,Kept,,,,,bank-1\n"  # line 3: imported before
         "2026-03-03,3.00,EUR,New too,,,Groceries,x,\n"  # line 4
     )
-    preview = await client.post(
-        "/api/v1/expenses/import",
-        params={"dry_run": "true"},
-        content=content.encode(),
-        headers={**account.headers, "content-type": "text/csv"},
-    )
+    preview = await upload(client, account, content, dry_run=True)
     assert preview.status_code == 200, preview.text
     assert preview.json() == {
         "rows": 3,
@@ -274,12 +270,8 @@ async def test_a_dry_run_reports_what_an_import_would_do_and_keeps_nothing(
     assert await expense_count(database_url) == 1
     tags = (await client.get("/api/v1/tags", headers=account.headers)).json()["items"]
     assert tags == []
-    invalid = await client.post(
-        "/api/v1/expenses/import",
-        params={"dry_run": "true"},
-        content=(HEADER + "2026-03-02,2.001,EUR,Too precise,,,,,\n").encode(),
-        headers={**account.headers, "content-type": "text/csv"},
-    )
+    too_precise = HEADER + "2026-03-02,2.001,EUR,Too precise,,,,,\n"
+    invalid = await upload(client, account, too_precise, dry_run=True)
     assert invalid.status_code == 422
     assert [(e["line"], e["field"]) for e in invalid.json()["errors"]] == [(2, "amount")]
 

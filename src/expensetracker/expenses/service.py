@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -139,13 +140,10 @@ _CATEGORY_JSON = (
     "json_build_object('id', c.id, 'name', c.name, 'parent_id', c.parent_id, "
     f"'created_at', {_UTC_TIMESTAMP.format('c.created_at')})::text"
 )
-_CATEGORIES = (
+_CATEGORIES, _CATEGORIES_AFTER = (
     f"SELECT {_CATEGORY_JSON}, c.name, c.id FROM expenses.categories c "
-    "WHERE c.user_id = $1 ORDER BY c.name, c.id LIMIT $2"
-)
-_CATEGORIES_AFTER = (
-    f"SELECT {_CATEGORY_JSON}, c.name, c.id FROM expenses.categories c "
-    "WHERE c.user_id = $1 AND (c.name, c.id) > ($3, $4) ORDER BY c.name, c.id LIMIT $2"
+    f"WHERE c.user_id = $1{after} ORDER BY c.name, c.id LIMIT $2"
+    for after in ("", " AND (c.name, c.id) > ($3, $4)")
 )
 
 
@@ -347,7 +345,8 @@ EXPENSE_JSON = (
     f"'updated_at', {_UTC_TIMESTAMP.format('e.updated_at')}"
     ")::text"
 )
-_TAGS_OF_E = (
+# The tag names of an expense `e`, sorted.
+TAGS_OF_E = (
     "ARRAY(SELECT t.name FROM expenses.expense_tags et JOIN expenses.tags t "
     "ON t.user_id = et.user_id AND t.id = et.tag_id "
     "WHERE et.user_id = e.user_id AND et.expense_id = e.id ORDER BY t.name)"
@@ -425,7 +424,7 @@ CREATE_STATEMENTS = {
     for key in (None, "new", "claimed")
 }
 _GET = (
-    f"SELECT {EXPENSE_JSON.format(tags=_TAGS_OF_E)} FROM expenses.expenses e "
+    f"SELECT {EXPENSE_JSON.format(tags=TAGS_OF_E)} FROM expenses.expenses e "
     "WHERE e.user_id = $1 AND e.id = $2"
 )
 DELETE = "DELETE FROM expenses.expenses WHERE user_id = $1 AND id = $2"
@@ -564,7 +563,7 @@ def update_statement(columns: list[str], *, tags: bool) -> str:
         "WHERE user_id = $1 AND id = $2 RETURNING *)"
     )
     if not tags:
-        return f"WITH {update} SELECT {EXPENSE_JSON.format(tags=_TAGS_OF_E)} FROM e"
+        return f"WITH {update} SELECT {EXPENSE_JSON.format(tags=TAGS_OF_E)} FROM e"
     tagging = _tagging(
         expense="$2", names=f"${len(columns) + 3}", expense_exists="EXISTS (SELECT FROM e)"
     )
@@ -590,10 +589,12 @@ async def update_expense(
             raise ValidationProblem.of_field(f"body.{field}", "This field cannot be null.", "null")
     columns: list[str] = []
     values: list[object] = []
-    async with connection.transaction():
+    # Only a read before the write needs a transaction: one statement is atomic on its own.
+    reads_first = ("currency" in changes) != ("amount" in changes)
+    async with connection.transaction() if reads_first else nullcontext():
         if "currency" in changes or "amount" in changes:
             currency, amount = changes.get("currency"), changes.get("amount")
-            if currency is None or amount is None:
+            if reads_first:
                 current = await connection.fetchrow(CURRENT_AMOUNT, user_id, expense_id)
                 if current is None:
                     raise NotFound("No expense with this id.")
@@ -694,7 +695,7 @@ def page_statement(
         where += f" AND (e.occurred_on, e.id) < (${len(args) - 1}, ${len(args)})"
     args.append(limit + 1)
     sql = (
-        f"SELECT {EXPENSE_JSON.format(tags=_TAGS_OF_E)}, e.occurred_on, e.id "
+        f"SELECT {EXPENSE_JSON.format(tags=TAGS_OF_E)}, e.occurred_on, e.id "
         f"FROM expenses.expenses e WHERE {where} "
         f"ORDER BY e.occurred_on DESC, e.id DESC LIMIT ${len(args)}"
     )

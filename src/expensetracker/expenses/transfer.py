@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from expensetracker.expenses.models import Category
 from expensetracker.expenses.schemas import EARLIEST_DATE, FUTURE_DAYS
-from expensetracker.expenses.service import ExpenseFilter, ensure_owner
+from expensetracker.expenses.service import TAGS_OF_E, ExpenseFilter, ensure_owner
 from expensetracker.platform import money
 from expensetracker.platform.errors import Problem
 from expensetracker.platform.schemas import check_text
@@ -485,9 +485,7 @@ _CHECK_EXTERNAL_IDS = """
 _EXPORT = """
 SELECT e.id, e.occurred_on, e.amount_minor, e.currency, e.description, e.notes, e.merchant,
        e.external_id, c.name AS category_name,
-       ARRAY(SELECT t.name FROM expenses.expense_tags et
-             JOIN expenses.tags t ON t.user_id = et.user_id AND t.id = et.tag_id
-             WHERE et.user_id = e.user_id AND et.expense_id = e.id ORDER BY t.name) AS tag_names
+       {tags} AS tag_names
 FROM expenses.expenses e
 LEFT JOIN expenses.categories c ON c.user_id = e.user_id AND c.id = e.category_id
 WHERE {where}
@@ -515,7 +513,7 @@ async def export_rows(
 ) -> AsyncIterator[dict[str, Any]]:
     """The filtered expenses, newest first, read through a server-side cursor."""
     args: list[object] = [user_id]
-    sql = _EXPORT.format(where=filters.where(args))
+    sql = _EXPORT.format(tags=TAGS_OF_E, where=filters.where(args))
     async with connection.transaction(readonly=True):
         async for row in connection.cursor(sql, *args, prefetch=1000):
             yield _export_row(row)

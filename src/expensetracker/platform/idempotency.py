@@ -99,10 +99,6 @@ _REMEMBERING = (
     "remembered AS (UPDATE {table} SET status_code = {status}, response = ({body})::jsonb "
     "WHERE user_id = $1 AND key = {key})"
 )
-_REMEMBER = (
-    "UPDATE {table} SET status_code = $3, response = $4::text::jsonb "
-    "WHERE user_id = $1 AND key = $2"
-)
 
 
 def lock_scope(table: Table, *, user_id: uuid.UUID, key: str) -> str:
@@ -152,14 +148,8 @@ async def remember(
     db: Db, table: Table, *, user_id: uuid.UUID, key: str, status_code: int, body: str
 ) -> None:
     """Stores the answer (a JSON document) given for the key claimed in this transaction."""
-    await fetch(
-        db,
-        _REMEMBER.format(table=table.fullname),
-        user_id,
-        key,
-        status_code,
-        body,
-    )
+    remembered = remembering(table, key="$2", status_code=status_code, body="$3::text")
+    await fetch(db, f"WITH {remembered} SELECT", user_id, key, body)
 
 
 async def purge_expired(session: AsyncSession, table: Table) -> int:
