@@ -140,6 +140,9 @@ _UNAVAILABLE = (
     asyncpg.PostgresConnectionError,  # SQLSTATE class 08: the connection failed or is gone
     asyncpg.CrashShutdownError,
     asyncpg.InterfaceError,  # "connection is closed"
+    # An idle pooled connection that the server terminated (a fast shutdown) can be left
+    # mid-operation: "cannot switch to state 12; another operation is in progress".
+    asyncpg.InternalClientError,
 )
 
 
@@ -187,6 +190,14 @@ class DriverPool:
             connection = await self.pool.acquire()  # a turn holds a free connection
             try:
                 yield connection
+            except BaseException as exc:
+                # A statement refused by PostgreSQL leaves the connection as it was; anything
+                # else (the server gone, an operation cut short) may leave it mid-operation,
+                # and the next request would fail on it: it is closed, and the pool opens
+                # another.
+                if not isinstance(exc, asyncpg.PostgresError) or database_unavailable(exc):
+                    connection.terminate()
+                raise
             finally:
                 await self.pool.release(connection)
 
