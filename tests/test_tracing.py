@@ -27,6 +27,7 @@ from expensetracker.targets import SERVICES
 from tests.conftest import AppFactory
 from tests.processes import Process, clean_env, cli, free_port, spawn
 from tests.users import signed_up
+from tests.web import SESSION_KEY, signed_up_person
 
 pytestmark = pytest.mark.database
 
@@ -326,3 +327,38 @@ async def test_without_an_endpoint_nothing_is_exported_and_logs_still_carry_trac
     untraced = lines[:2]
     assert all(len(line["trace_id"]) == 32 and len(line["span_id"]) == 16 for line in untraced)
     assert untraced[0]["trace_id"] != untraced[1]["trace_id"]  # a trace per request
+
+
+async def test_the_web_apps_calls_carry_its_trace_to_the_api(database_url: str) -> None:
+    """The web app in its own process, as in Kubernetes: its calls to the API carry the page's
+    trace, sampled by the caller or not: the API's log lines name the page's trace."""
+    env = serve_env(database_url)
+    with spawn(
+        cli("serve", "--target", "auth,expenses,reports", "--port", str(free_port())), env
+    ) as api:
+        api_url = api.wait_ready()
+        web_env = {
+            **env,
+            "EXPENSETRACKER_WEB_SESSION_KEY": SESSION_KEY,
+            **{f"EXPENSETRACKER_{name}_URL": api_url for name in ("AUTH", "EXPENSES", "REPORTS")},
+        }
+        with spawn(cli("serve", "--target", "web", "--port", str(free_port())), web_env) as web:
+            async with httpx.AsyncClient(base_url=web.wait_ready(), timeout=10) as browser:
+                await signed_up_person(browser)
+                trace_id, _, traceparent = sampled_traceparent()
+                sampled = await browser.get("/expenses", headers={"traceparent": traceparent})
+                unsampled = await browser.get("/expenses")
+            assert sampled.status_code == unsampled.status_code == 200
+            web.signal(signal.SIGTERM)
+            assert web.wait() == 0
+        api.signal(signal.SIGTERM)
+        assert api.wait() == 0
+
+    pages = request_lines(web, "/expenses")
+    assert len(pages) == 2 and pages[0]["trace_id"] == f"{trace_id:032x}"
+    assert pages[1]["trace_id"] != pages[0]["trace_id"]
+    for route in ("/api/v1/auth/session", "/api/v1/expenses", "/api/v1/categories"):
+        calls = request_lines(api, route)
+        assert [line["trace_id"] for line in calls[-2:]] == [line["trace_id"] for line in pages], (
+            route
+        )

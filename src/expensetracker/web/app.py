@@ -53,7 +53,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                     base_url=base_url,
                     timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS),
                     connector=aiohttp.TCPConnector(limit=CONNECTIONS_PER_SERVICE),
-                    trace_configs=[create_trace_config(tracer_provider=tracer_provider)],
+                    # A client span per call only when traces are exported: otherwise it goes
+                    # nowhere, for 8% of this process's CPU under load (the page's trace still
+                    # travels: RemoteTransport sends its traceparent).
+                    trace_configs=(
+                        [create_trace_config(tracer_provider=tracer_provider)]
+                        if settings.otlp_traces_endpoint is not None
+                        else []
+                    ),
+                    # The API sets no cookie, and a shared jar would hand one person's to another.
+                    cookie_jar=aiohttp.DummyCookieJar(),
                     raise_for_status=False,
                 )
                 transports[name] = RemoteTransport(name, await stack.enter_async_context(session))

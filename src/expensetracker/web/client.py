@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import aiohttp
 import httpx
+from opentelemetry import propagate
 from starlette.types import ASGIApp
 
 from expensetracker.web.schemas import (
@@ -107,18 +108,30 @@ class RemoteTransport:
         self.session = session
 
     async def request(
-        self, method: str, path: str, *, content: bytes | None = None, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str],
+        content: bytes | None = None,
+        **kwargs: Any,
     ) -> Answer:
+        propagate.inject(headers)  # the service's log lines name the page's trace
         try:
-            async with self.session.request(method, path, data=content, **kwargs) as response:
+            async with self.session.request(
+                method, path, headers=headers, data=content, **kwargs
+            ) as response:
                 return Answer(response.status, await response.read())
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ServiceUnavailable(self.service, type(exc).__name__) from exc
 
     @asynccontextmanager
-    async def stream(self, path: str, **kwargs: Any) -> AsyncIterator[Streamed]:
+    async def stream(
+        self, path: str, *, headers: dict[str, str], **kwargs: Any
+    ) -> AsyncIterator[Streamed]:
+        propagate.inject(headers)
         try:
-            async with self.session.get(path, **kwargs) as response:
+            async with self.session.get(path, headers=headers, **kwargs) as response:
                 headers = {
                     k: response.headers[k] for k in _STREAMED_HEADERS if k in response.headers
                 }

@@ -23,6 +23,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from expensetracker.platform.config import Environment
 from expensetracker.web import service, views
 from expensetracker.web.client import ApiError, ServiceUnavailable, Unauthorized
+from expensetracker.web.schemas import Expense, Page
 from expensetracker.web.service import Account, WebState
 from expensetracker.web.session import (
     CSRF_COOKIE,
@@ -361,21 +362,30 @@ async def _expense_form_context(state: WebState, account: Account) -> dict[str, 
     }
 
 
+async def _expense_list(
+    state: WebState, account: Account, *, filters: dict[str, str], cursor: str | None
+) -> tuple[Page[Expense], dict[str, str]]:
+    """A page of the list, or none and the filters' problems (the API's 422)."""
+    try:
+        page = await service.expense_page(
+            api=state.api, token=account.token, filters=filters, cursor=cursor
+        )
+    except ApiError as exc:
+        if exc.status != 422:
+            raise
+        return {"items": [], "next_cursor": None}, exc.field_errors
+    return page, {}
+
+
 @router.get("/expenses")
 async def expenses(
     request: Request, account: SignedIn, state: State, cursor: str | None = None
 ) -> Response:
     filters = service.expense_filters(request.query_params)
-    try:
-        page = await service.expense_page(
-            api=state.api, token=account.token, filters=filters, cursor=cursor
-        )
-        errors: dict[str, str] = {}
-    except ApiError as exc:
-        if exc.status != 422:
-            raise
-        page, errors = {"items": [], "next_cursor": None}, exc.field_errors
-    context = await _expense_form_context(state, account)
+    (page, errors), context = await asyncio.gather(
+        _expense_list(state, account, filters=filters, cursor=cursor),
+        _expense_form_context(state, account),
+    )
     more = (
         "/expenses?" + urlencode({**filters, "cursor": page["next_cursor"]})
         if page["next_cursor"]
@@ -383,7 +393,7 @@ async def expenses(
     )
     # htmx asks for rows only: the next page while scrolling, or the list again after an add.
     rows_only = _htmx(request) and (cursor or request.query_params.get("rows"))
-    template = "_expense_rows.html" if rows_only else "expenses.html"
+    template = "_expense_page.html" if rows_only else "expenses.html"
     return _page(
         request,
         template,
@@ -460,7 +470,7 @@ async def expense_row(
 ) -> Response:
     expense = await state.api.get_expense(token=account.token, expense_id=expense_id)
     context = await _expense_form_context(state, account)
-    return _page(request, "_expense_row.html", account, expense=expense, **context)
+    return _page(request, "_expense_rows.html", account, expenses=[expense], **context)
 
 
 @router.post("/expenses/{expense_id}")
@@ -494,7 +504,9 @@ async def update_expense(
     if not _htmx(request):
         return RedirectResponse("/expenses", status_code=303)
     context = await _expense_form_context(state, account)
-    return _page(request, "_expense_row.html", account, expense=expense, updated=True, **context)
+    return _page(
+        request, "_expense_rows.html", account, expenses=[expense], updated=True, **context
+    )
 
 
 @router.post("/expenses/{expense_id}/delete")
