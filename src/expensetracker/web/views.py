@@ -96,8 +96,8 @@ def request_locale(request: Request) -> Locale:
     return _locale(request.headers.get("accept-language", "")[:200])
 
 
-# Formatted amounts and days are kept: a page shows the same ones again (the same totals on each
-# visit, the same days down a list), and Babel takes 10-30 us for each.
+# Formatted amounts, days and months are kept: a page shows the same ones again (the same totals
+# on each visit, the same days down a list), and Babel takes 10-30 us for each.
 @lru_cache(maxsize=16384)
 def money(amount: str, currency: str, locale: Locale) -> str:
     """The API's exact decimal string in the reader's format; never rounded (the API already
@@ -115,6 +115,7 @@ def day(value: str | date, locale: Locale) -> str:
     return format_date(parsed, format="medium", locale=locale)
 
 
+@lru_cache(maxsize=1024)
 def month_name(value: str, locale: Locale) -> str:
     return format_date(date.fromisoformat(value + "-01"), format="MMM yyyy", locale=locale)
 
