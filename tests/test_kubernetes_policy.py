@@ -325,8 +325,9 @@ def cloudnative_pg_pods(env: str) -> dict[str, dict[str, str]]:
         inherited = cluster["spec"]["inheritedMetadata"]["labels"]
         pods[name] = inherited | {"cnpg.io/cluster": name, "cnpg.io/podRole": "instance"}
     for pooler in of_kind(overlay(env), "Pooler"):
+        name = pooler["metadata"]["name"]
         labels = pooler["spec"]["template"]["metadata"]["labels"]
-        pods[pooler["metadata"]["name"]] = labels | {"cnpg.io/poolerName": pooler["metadata"]["name"]}
+        pods[name] = labels | {"cnpg.io/poolerName": name}
     return pods
 
 

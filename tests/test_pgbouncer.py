@@ -7,26 +7,16 @@ settings exist."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 from collections.abc import Iterator
 
-import asyncpg
 import pytest
 from sqlalchemy import make_url
 from sqlalchemy.exc import DBAPIError
 
 from expensetracker.platform.config import Settings
 from expensetracker.platform.db import create_driver_pool, create_engine
-from tests import (
-    test_auth_accounts,
-    test_auth_tokens,
-    test_categories,
-    test_expenses,
-    test_idempotency,
-    test_import_export,
-    test_recurring,
-    test_reports,
-)
 from tests.conftest import AppFactory, admin_execute, app_factory
 from tests.kubernetes import named, overlay
 from tests.pgbouncer import pgbouncer, version
@@ -62,16 +52,17 @@ def serve_app(database_url: str, pgbouncer_url: str) -> AppFactory:
 
 # The API tests of every service that keeps data, collected here once more: they run against
 # the apps of the serve_app above (and the client fixture made from it).
-for _module in (
-    test_auth_accounts,
-    test_auth_tokens,
-    test_categories,
-    test_expenses,
-    test_idempotency,
-    test_import_export,
-    test_recurring,
-    test_reports,
-):
+API_TEST_MODULES = (
+    "auth_accounts",
+    "auth_tokens",
+    "categories",
+    "expenses",
+    "idempotency",
+    "import_export",
+    "recurring",
+    "reports",
+)
+for _module in (importlib.import_module(f"tests.test_{name}") for name in API_TEST_MODULES):
     for _name, _test in vars(_module).items():
         if _name.startswith("test_") and inspect.isfunction(_test):
             _fixtures = set(inspect.signature(_test).parameters)
@@ -128,7 +119,8 @@ async def test_startup_statement_timeout_is_refused_so_the_database_sets_it(
         await engine.dispose()
     # What the cluster runs once it has made the database (its postInitApplicationSQL).
     cluster = named(overlay("production"), "Cluster", "postgres")
-    await admin_execute(database_url, *cluster["spec"]["bootstrap"]["initdb"]["postInitApplicationSQL"])
+    bootstrap = cluster["spec"]["bootstrap"]["initdb"]
+    await admin_execute(database_url, *bootstrap["postInitApplicationSQL"])
     engine = create_engine(Settings(database_url=url, **POOLED), application_name="pgbouncer-test")
     try:
         async with engine.connect() as connection:
