@@ -7,9 +7,10 @@ PYTEST_ARGS ?=
 ARGS ?=
 # Debian packages the tests run: buildah and debootstrap build the image (tests/test_image.py);
 # Prometheus, Alertmanager (promtool, amtool) and the PostgreSQL exporter check the monitoring
-# rules and run its end-to-end test; Chromium runs the web app's browser tests. Add a package
+# rules and run its end-to-end test; PgBouncer stands in front of PostgreSQL as the cluster's
+# Pooler does (tests/test_pgbouncer.py); Chromium runs the web app's browser tests. Add a package
 # here and `make test` installs it.
-TEST_DEBIAN_PACKAGES ?= buildah debootstrap prometheus prometheus-alertmanager \
+TEST_DEBIAN_PACKAGES ?= buildah debootstrap prometheus prometheus-alertmanager pgbouncer \
 	prometheus-postgres-exporter chromium
 # A uv on PATH is used as it is; otherwise pip installs one into the venv.
 UV = $(shell command -v uv 2>/dev/null || echo $(VENV)/bin/uv)

@@ -151,9 +151,8 @@ async def running(
 AppFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
-@pytest.fixture
-def serve_app(database_url: str) -> AppFactory:
-    """``async with serve_app(services=..., **settings) as client`` on this test's database."""
+def app_factory(database_url: str) -> AppFactory:
+    """``async with factory(services=..., **settings) as client`` on ``database_url``."""
 
     def factory(
         services: list[ServiceSpec] | None = None,
@@ -173,6 +172,12 @@ def serve_app(database_url: str) -> AppFactory:
         return running(app, base_url, client_address)
 
     return factory
+
+
+@pytest.fixture
+def serve_app(database_url: str) -> AppFactory:
+    """``async with serve_app(services=..., **settings) as client`` on this test's database."""
+    return app_factory(database_url)
 
 
 @pytest.fixture

@@ -21,7 +21,14 @@ OVERLAYS = ("development", "staging", "production")
 COMPONENTS = tuple(sorted(p.name for p in (KUBERNETES / "components").iterdir() if p.is_dir()))
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
 # Custom resources, validated against their upstream CRD schemas (tests/crd-schemas/).
-CUSTOM_GROUPS = {"argoproj.io", "cert-manager.io", "external-secrets.io", "monitoring.coreos.com"}
+CUSTOM_GROUPS = {
+    "argoproj.io",
+    "barmancloud.cnpg.io",
+    "cert-manager.io",
+    "external-secrets.io",
+    "monitoring.coreos.com",
+    "postgresql.cnpg.io",
+}
 
 Manifest = dict
 # The seed's pod security context, on every pod of every environment.

@@ -42,10 +42,12 @@ def test_every_overlay_and_component_renders() -> None:
     for name in OVERLAYS:
         kinds = Counter(m["kind"] for m in overlay(name))
         # The four services (auth, expenses, reports, web); in staging and production also the
-        # database exporter and the backups' browser, with the backup CronJob.
-        assert kinds["Deployment"] == (4 if name == "development" else 6), (name, kinds)
-        assert kinds["CronJob"] == (0 if name == "development" else 1), (name, kinds)
-        assert kinds["StatefulSet"] == 1, (name, kinds)
+        # database exporter and the backups' browser, with the backup CronJob, and the
+        # database is CloudNativePG's cluster instead of the single StatefulSet.
+        single = name == "development"
+        assert kinds["Deployment"] == (4 if single else 6), (name, kinds)
+        assert kinds["CronJob"] == (0 if single else 1), (name, kinds)
+        assert (kinds["StatefulSet"], kinds["Cluster"]) == ((1, 0) if single else (0, 1)), kinds
         # The public Ingress, and the one refusing web's /livez, /readyz and /metrics.
         assert kinds["Ingress"] == 2 and kinds["NetworkPolicy"] >= 9, (name, kinds)
     # Each component adds what it is for on top of the base.
@@ -56,6 +58,7 @@ def test_every_overlay_and_component_renders() -> None:
         "external-secrets": "ExternalSecret",
         "monitoring": "Deployment",
         "backup": "CronJob",
+        "cloudnative-pg": "Cluster",
     }
     assert set(adds) <= set(COMPONENTS)
     for name in COMPONENTS:
@@ -106,6 +109,11 @@ def test_custom_resources_match_their_upstream_crd_schemas() -> None:
         "Certificate",
         "ExternalSecret",
         "SecretStore",
+        "Cluster",
+        "Pooler",
+        "Database",
+        "ScheduledBackup",
+        "ObjectStore",
     }
     assert expected <= set(validated), validated
 

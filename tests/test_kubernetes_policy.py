@@ -185,7 +185,7 @@ def test_everything_namespaced_in_expensetracker(env: str) -> None:
 
 
 def test_quota_limit_range_and_worst_case_fit(env: str) -> None:
-    [quota] = of_kind(overlay(env), "ResourceQuota")
+    quota = named(overlay(env), "ResourceQuota", "expensetracker")
     assert quota["spec"]["hard"] == QUOTA
     assert of_kind(overlay(env), "LimitRange")
     # At the HPA maximum the quota admits 20 pods: the other pods (the database, the exporter)
@@ -206,20 +206,63 @@ def test_quota_limit_range_and_worst_case_fit(env: str) -> None:
         )
         assert total_cpu <= cpu(QUOTA[f"{scope}.cpu"]), (scope, total_cpu)
         assert total_memory <= memory(QUOTA[f"{scope}.memory"]), (scope, total_memory)
+    if env != "development":
+        database_pods_fit_their_own_quota(env, quota)
 
 
-def test_postgres_statefulset(env: str) -> None:
-    postgres = named(overlay(env), "StatefulSet", "postgres")
-    [container] = pod_spec(postgres)["containers"]
-    assert container["resources"] == {
+def database_pods_fit_their_own_quota(env: str, application_quota: Manifest) -> None:
+    """CloudNativePG's pods are not in the render: the Cluster and Poolers say what they run.
+    They are left out of the application's quota and fit the database's, with one instance
+    more while the operator replaces one."""
+    priority = named(overlay(env), "Cluster", "postgres")["spec"]["priorityClassName"]
+    [scope] = application_quota["spec"]["scopeSelector"]["matchExpressions"]
+    assert scope == {"scopeName": "PriorityClass", "operator": "NotIn", "values": [priority]}
+    quota = named(overlay(env), "ResourceQuota", "expensetracker-database")["spec"]
+    [scope] = quota["scopeSelector"]["matchExpressions"]
+    assert scope == {"scopeName": "PriorityClass", "operator": "In", "values": [priority]}
+    cluster = named(overlay(env), "Cluster", "postgres")["spec"]
+    [store] = of_kind(overlay(env), "ObjectStore")
+    instance = [cluster["resources"], store["spec"]["instanceSidecarConfiguration"]["resources"]]
+    pods = [instance] * (cluster["instances"] + 1)
+    for pooler in of_kind(overlay(env), "Pooler"):
+        template = pooler["spec"]["template"]["spec"]
+        assert template["priorityClassName"] == priority
+        pods += [[c["resources"] for c in template["containers"]]] * pooler["spec"]["instances"]
+    assert len(pods) <= int(quota["hard"]["pods"])
+    for scope in ("requests", "limits"):
+        used_cpu = sum(cpu(r[scope]["cpu"]) for pod in pods for r in pod)
+        used_memory = sum(memory(r[scope]["memory"]) for pod in pods for r in pod)
+        assert used_cpu <= cpu(quota["hard"][f"{scope}.cpu"]), (scope, used_cpu)
+        assert used_memory <= memory(quota["hard"][f"{scope}.memory"]), (scope, used_memory)
+
+
+def test_the_database_has_the_seeds_resources_and_storage(env: str) -> None:
+    """The single instance in development; elsewhere the CloudNativePG cluster's instances."""
+    seed = {
         "requests": {"cpu": "500m", "memory": "1Gi"},
         "limits": {"cpu": "2000m", "memory": "4Gi"},
     }
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert container[probe]["exec"]["command"][0] == "pg_isready"
-    [claim] = postgres["spec"]["volumeClaimTemplates"]
-    assert claim["spec"]["storageClassName"]
-    assert claim["spec"]["resources"]["requests"]["storage"]
+    if env == "development":
+        postgres = named(overlay(env), "StatefulSet", "postgres")
+        [container] = pod_spec(postgres)["containers"]
+        assert container["resources"] == seed
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert container[probe]["exec"]["command"][0] == "pg_isready"
+        [claim] = postgres["spec"]["volumeClaimTemplates"]
+        assert claim["spec"]["storageClassName"]
+        assert claim["spec"]["resources"]["requests"]["storage"]
+        return
+    assert of_kind(overlay(env), "StatefulSet") == []
+    cluster = named(overlay(env), "Cluster", "postgres")["spec"]
+    assert cluster["resources"] == seed
+    assert cluster["instances"] == {"staging": 2, "production": 3}[env]
+    assert cluster["affinity"]["podAntiAffinityType"] == "required"
+    assert cluster["affinity"]["topologyKey"] == "kubernetes.io/hostname"
+    assert cluster["enablePDB"] is True
+    assert cluster["storage"]["storageClass"] and cluster["storage"]["size"]
+    assert (cluster["postgresUID"], cluster["postgresGID"]) == (65534, 65534)
+    assert cluster["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert cluster["enableSuperuserAccess"] is False
 
 
 def test_disruption_budgets_wherever_replicas_exceed_one(env: str) -> None:
@@ -272,6 +315,20 @@ def test_one_service_account_per_workload_and_no_api_access(env: str) -> None:
     # No pod here talks to the Kubernetes API: no roles at all, and nothing cluster-wide.
     kinds = {m["kind"] for m in overlay(env)}
     assert not kinds & {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+
+
+def cloudnative_pg_pods(env: str) -> dict[str, dict[str, str]]:
+    """The labels of the pods that CloudNativePG makes from the Cluster and the Poolers."""
+    pods = {}
+    for cluster in of_kind(overlay(env), "Cluster"):
+        name = cluster["metadata"]["name"]
+        inherited = cluster["spec"]["inheritedMetadata"]["labels"]
+        pods[name] = inherited | {"cnpg.io/cluster": name, "cnpg.io/podRole": "instance"}
+    for pooler in of_kind(overlay(env), "Pooler"):
+        name = pooler["metadata"]["name"]
+        labels = pooler["spec"]["template"]["metadata"]["labels"]
+        pods[name] = labels | {"cnpg.io/poolerName": name}
+    return pods
 
 
 def _selects(selector: dict, labels: dict[str, str]) -> bool:
@@ -344,7 +401,10 @@ def test_network_policies_deny_by_default_and_allow_only_the_flows(env: str) -> 
             if p["spec"]["podSelector"] and _selects(p["spec"]["podSelector"], labels)
         ]
         assert specific, f"no NetworkPolicy selects {workload['metadata']['name']}"
-    pods = {d["metadata"]["name"]: pod_labels(d) for d in workloads(env)}
+    pods = {d["metadata"]["name"]: pod_labels(d) for d in workloads(env)} | cloudnative_pg_pods(env)
+    # The services' database endpoint: the instance, or the cluster's read-write PgBouncer.
+    endpoint = pods.get("postgres-pooler-rw", pods["postgres"])
+    operator = {"namespace": "cnpg-system", "app.kubernetes.io/name": "cloudnative-pg"}
     controller = {"namespace": "ingress-nginx", "app.kubernetes.io/name": "ingress-nginx"}
     prometheus = {"namespace": "monitoring", "app.kubernetes.io/name": "prometheus"}
     backup = {"app.kubernetes.io/component": "backup"}
@@ -354,8 +414,13 @@ def test_network_policies_deny_by_default_and_allow_only_the_flows(env: str) -> 
         assert _allowed(policies, prometheus, pods[name], 8000)
         assert _allowed(policies, pods[name], dns, 53)
     for name in API_SERVICES:
-        assert _allowed(policies, pods[name], pods["postgres"], 5432)
-    assert not _allowed(policies, controller, pods["postgres"], 5432)
+        assert _allowed(policies, pods[name], endpoint, 5432)
+        if endpoint is not pods["postgres"]:  # through the pooler only
+            assert not _allowed(policies, pods[name], pods["postgres"], 5432)
+            assert _allowed(policies, endpoint, pods["postgres"], 5432)
+            assert _allowed(policies, operator, endpoint, 8000)
+            assert _allowed(policies, prometheus, endpoint, 9127)
+    assert not _allowed(policies, controller, endpoint, 5432)
     for name in ("expenses", "reports"):
         assert _allowed(policies, pods[name], pods["auth"], 8000)  # the JWKS
     assert not _allowed(policies, pods["auth"], pods["reports"], 8000)
@@ -364,7 +429,7 @@ def test_network_policies_deny_by_default_and_allow_only_the_flows(env: str) -> 
     for name in API_SERVICES:
         assert _allowed(policies, pods[WEB], pods[name], 8000)
         assert not _allowed(policies, pods[name], pods[WEB], 8000)
-    assert not _allowed(policies, pods[WEB], pods["postgres"], 5432)
+    assert not _allowed(policies, pods[WEB], endpoint, 5432)
     for name, labels in pods.items():
         if name not in API_SERVICES:
             for port in (8000, 5432, 9187, 9188):
@@ -374,6 +439,12 @@ def test_network_policies_deny_by_default_and_allow_only_the_flows(env: str) -> 
         assert _allowed(policies, prometheus, pods["postgres-exporter"], 9187)
         assert _allowed(policies, pods["postgres-exporter"], pods["postgres"], 5432)
         assert not _allowed(policies, controller, pods["postgres-exporter"], 9187)
+    if "postgres-pooler-rw" in pods:
+        # Replication between instances, the operator's status checks, the scrapes.
+        assert _allowed(policies, pods["postgres"], pods["postgres"], 5432)
+        assert _allowed(policies, operator, pods["postgres"], 8000)
+        assert _allowed(policies, prometheus, pods["postgres"], 9187)
+        assert not _allowed(policies, operator, pods["postgres"], 5432)
     stranger = {"namespace": "default", "app": "anything"}
     for name, labels in pods.items():
         assert not _allowed(policies, stranger, labels, 8000), name

@@ -54,7 +54,14 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1, le=100)
     db_max_overflow: int = Field(default=5, ge=0, le=100)
     db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Sent when connecting; 0 sends none, and the server's default applies: PgBouncer refuses
+    # the startup parameter, so behind it the database's own default is set instead
+    # (deploy/kubernetes/components/cloudnative-pg).
     db_statement_timeout_ms: int = Field(default=30_000, ge=0)
+    # asyncpg's prepared statements kept per connection (the ORM's and the hot paths'). 0 keeps
+    # none and names none: PgBouncer before 1.21 in transaction mode cannot follow a named
+    # statement from one server connection to the next (docs/deploy.md, its cost).
+    db_statement_cache_size: int = Field(default=100, ge=0)
 
     # Encrypts the auth service's private signing keys at rest.
     key_encryption_key: SecretStr | None = None

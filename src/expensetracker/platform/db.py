@@ -29,10 +29,28 @@ def async_url(url: str | URL) -> URL:
 
 
 def _server_settings(settings: Settings, *, application_name: str) -> dict[str, str]:
-    return {
-        "application_name": application_name,
-        "statement_timeout": str(settings.db_statement_timeout_ms),
+    parameters = {"application_name": application_name}
+    if settings.db_statement_timeout_ms:
+        parameters["statement_timeout"] = str(settings.db_statement_timeout_ms)
+    return parameters
+
+
+def _unique_statement_name() -> str:
+    return f"__expensetracker_{uuid.uuid4().hex}__"
+
+
+def statement_cache_arguments(cache_size: int) -> dict[str, Any]:
+    """asyncpg's connect arguments for a statement cache of ``cache_size``, with those of
+    SQLAlchemy's asyncpg dialect, which prepares every statement it runs. Without a cache its
+    statements get names unique across clients: behind PgBouncer one server connection serves
+    many clients, whose own counters would give the same names."""
+    arguments: dict[str, Any] = {
+        "statement_cache_size": cache_size,
+        "prepared_statement_cache_size": cache_size,
     }
+    if cache_size == 0:
+        arguments["prepared_statement_name_func"] = _unique_statement_name
+    return arguments
 
 
 def create_engine(settings: Settings, *, application_name: str) -> AsyncEngine:
@@ -54,6 +72,7 @@ def create_engine(settings: Settings, *, application_name: str) -> AsyncEngine:
             # A server that does not answer costs at most the pool timeout, never asyncpg's 60 s.
             "timeout": settings.db_pool_timeout_seconds,
             "server_settings": _server_settings(settings, application_name=application_name),
+            **statement_cache_arguments(settings.db_statement_cache_size),
         },
     )
 
@@ -81,6 +100,7 @@ async def create_driver_pool(settings: Settings, *, application_name: str) -> as
         reset=_roll_back_if_open,
         timeout=settings.db_pool_timeout_seconds,
         server_settings=_server_settings(settings, application_name=application_name),
+        statement_cache_size=settings.db_statement_cache_size,
     )
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from expensetracker.platform.db import async_url
+from expensetracker.platform.db import async_url, statement_cache_arguments
 from expensetracker.platform.service import ServiceSpec
 
 VERSION_TABLE = "alembic_version"
@@ -55,7 +55,14 @@ def run_migrations_from_env() -> None:
 
 
 async def _run_online(spec: ServiceSpec, url: str) -> None:
-    engine = create_async_engine(async_url(url), poolclass=pool.NullPool, hide_parameters=True)
+    # No statement cache: a migration runs each statement once, and so it works through any
+    # PgBouncer, whatever its version.
+    engine = create_async_engine(
+        async_url(url),
+        poolclass=pool.NullPool,
+        hide_parameters=True,
+        connect_args=statement_cache_arguments(0),
+    )
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_migrate, spec)
