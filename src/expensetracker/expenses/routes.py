@@ -11,14 +11,16 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from expensetracker.expenses import recurring, service, transfer
+from expensetracker.expenses import recurring, service, statements, transfer
 from expensetracker.expenses.schemas import (
     CategoryCreate,
     CategoryOut,
     CategoryUpdate,
+    DateOrder,
     ExpenseCreate,
     ExpenseOut,
     ExpenseUpdate,
+    ImportFormat,
     ImportOut,
     RecurringCreate,
     RecurringOut,
@@ -110,10 +112,19 @@ async def list_expenses(
     return JsonDocument(page)
 
 
+_IMPORT_MEDIA_TYPES = [*statements.MEDIA_TYPES, *statements.SNIFFED_MEDIA_TYPES]
+
+
 @router.post(
     "/api/v1/expenses/import",
     status_code=status.HTTP_201_CREATED,
-    openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                media_type: {"schema": {"type": "string"}} for media_type in _IMPORT_MEDIA_TYPES
+            }
+        }
+    },
 )
 async def import_expenses(
     request: Request,
@@ -123,21 +134,40 @@ async def import_expenses(
     dry_run: Annotated[
         bool, Query(description="Check and count all, list the unchanged lines, keep nothing.")
     ] = False,
+    format: Annotated[
+        ImportFormat | None, Query(description="Overrides the content type and the content.")
+    ] = None,
+    currency: Annotated[
+        str | None, Query(pattern=r"^[A-Z]{3}$", description="QIF's currency (QIF has none).")
+    ] = None,
+    date_order: Annotated[
+        DateOrder | None, Query(description="QIF's date order, where its dates do not prove it.")
+    ] = None,
 ) -> ImportOut:
-    """A CSV file (UTF-8, header row; columns as in the export): imported whole or not at all,
-    with every bad row reported by line number. Rows with an external_id seen before are
-    skipped."""
-    if request.headers.get("content-type", "").split(";")[0].strip() != "text/csv":
-        raise UnsupportedMediaType("Send the file as text/csv.")
-    result = await transfer.import_csv(
-        session, user_id=user.user_id, chunks=request.stream(), dry_run=dry_run
+    """A CSV file (UTF-8, header row; columns as in the export) or a bank statement (OFX/QFX,
+    CAMT.053, MT940, QIF): imported whole or not at all, with every bad row reported by its
+    position. Rows with an external_id seen before are skipped, and a statement's credits."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if format is None and media_type not in statements.SNIFFED_MEDIA_TYPES:
+        format = statements.MEDIA_TYPES.get(media_type)
+        if format is None:
+            raise UnsupportedMediaType(f"Send the file as one of {', '.join(_IMPORT_MEDIA_TYPES)}.")
+    result = await transfer.import_file(
+        session,
+        user_id=user.user_id,
+        chunks=request.stream(),
+        format=format,
+        options=statements.Options(currency=currency, date_order=date_order),
+        dry_run=dry_run,
     )
     if dry_run:
         response.status_code = status.HTTP_200_OK  # nothing was created
     return ImportOut(
+        format=result.format,
         rows=result.rows,
         created=result.created,
         unchanged=result.unchanged,
+        skipped=result.skipped,
         dry_run=result.dry_run,
         unchanged_lines=result.unchanged_lines,
     )

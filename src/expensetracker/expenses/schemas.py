@@ -136,12 +136,23 @@ class ExpenseOut(StrictModel):
     updated_at: datetime
 
 
+# Import formats: a CSV file (the export's) or a bank statement (statements.py).
+ImportFormat = Literal["csv", "ofx", "camt053", "mt940", "qif"]
+# QIF's dates: day first or month first.
+DateOrder = Literal["dmy", "mdy"]
+
+
 class ImportOut(StrictModel):
-    rows: int
+    format: ImportFormat
+    rows: int = Field(description="Rows (CSV) or spending transactions (statements) read.")
     created: int
     unchanged: int = Field(description="Rows whose external_id had been imported before.")
+    skipped: int = Field(
+        default=0, description="A statement's credits and zero amounts: not spending, not kept."
+    )
     dry_run: bool = Field(default=False, description="True: nothing was kept.")
     unchanged_lines: list[int] = Field(
         default_factory=list,
-        description="In a dry run, the lines of the unchanged rows (the first 1,000).",
+        description="In a dry run, the lines of the unchanged rows (the first 1,000); in a "
+        "statement, their transaction numbers.",
     )
