@@ -185,9 +185,11 @@ async def test_a_dry_run_lists_the_unchanged_lines_of_every_batch(
     preview = await upload(client, account, content, dry_run=True)
     assert preview.status_code == 200, preview.text
     assert preview.json() == {
+        "format": "csv",
         "rows": 6,
         "created": 3,
         "unchanged": 3,
+        "skipped": 0,
         "dry_run": True,
         "unchanged_lines": [3, 6, 7],
     }
