@@ -149,44 +149,48 @@ class Statement:
         western = re.search(r"CHARSET:\s*(1252|ISO-8859-1)", head) is not None
         text = io.TextIOWrapper(spool, encoding="cp1252" if western else "utf-8", newline="")
         currency = account = ""
-        transaction: dict[str, str] | None = None
-        aggregate = ""  # PAYEE, CURRENCY or ORIGCURRENCY inside a transaction
-        opened = closed = False
-        for name, value in _ofx_tags(text):
-            if name == "OFX":
-                opened = True
-            elif name == "/OFX":
-                closed = True
-            elif name == "STMTTRN":
-                transaction, aggregate = {}, ""
-            elif name == "/STMTTRN" and transaction is not None:
-                row = self._row(
-                    occurred_on=_ofx_date(transaction.get("DTPOSTED", "")),
-                    amount=transaction.get("TRNAMT", ""),
-                    currency=transaction.get("CURRENCY.CURSYM", currency),
-                    payee=transaction.get("NAME") or transaction.get("PAYEE.NAME", ""),
-                    memo=transaction.get("MEMO", ""),
-                    account=account,
-                    bank_id=transaction.get("FITID", ""),
-                )
-                transaction = None
+        opened = False
+        pending = ""
+        # Each transaction whole, its leaves in one dict; what lies between transactions (the
+        # statement's currency and account) tag by tag. Read in chunks: bounded memory.
+        while chunk := text.read(READ_CHARS):
+            pending += _ofx_checked(chunk)
+            done = 0
+            for match in _OFX_TRANSACTION.finditer(pending):
+                for name, value in _OFX_TAG.findall(pending, done, match.start()):
+                    opened |= name == "OFX"
+                    if name == "CURDEF":
+                        currency = value.strip()
+                    elif name == "ACCTID":
+                        account = value.strip()
+                done = match.end()
+                row = self._ofx_transaction(match.group(1), currency=currency, account=account)
                 if row is not None:
                     yield row
-            elif transaction is not None:
-                if name in _OFX_AGGREGATES:
-                    aggregate = name
-                elif name.startswith("/"):
-                    aggregate = "" if name[1:] == aggregate else aggregate
-                else:
-                    transaction[f"{aggregate}.{name}" if aggregate else name] = value
-            elif name == "CURDEF":
-                currency = value
-            elif name == "ACCTID":
-                account = value
-        if not opened:
+            pending = pending[done:]
+        if not opened and "<OFX>" not in pending:
             raise InvalidImport("The file is not an OFX statement: it has no <OFX> element.")
-        if transaction is not None or not closed:
+        if "<STMTTRN>" in pending or "</OFX>" not in pending:
             raise InvalidImport("The OFX file ends before its statement does (truncated?).")
+
+    def _ofx_transaction(self, body: str, *, currency: str, account: str) -> list[str] | None:
+        """One <STMTTRN>: NAME or PAYEE's NAME (never both), the CURRENCY aggregate's CURSYM
+        when the amount is in another currency than the statement's."""
+        if "&" in body:
+            body = _xml_unescaped(body)
+        leaves = dict(_OFX_TAG.findall(body))
+        if "<CURRENCY>" in body:
+            found = _OFX_CURRENCY.search(body)
+            currency = found.group(1) if found else ""
+        return self._row(
+            occurred_on=_ofx_date(leaves.get("DTPOSTED", "").strip()),
+            amount=leaves.get("TRNAMT", ""),
+            currency=currency.strip(),
+            payee=leaves.get("NAME", ""),
+            memo=leaves.get("MEMO", ""),
+            account=account,
+            bank_id=leaves.get("FITID", "").strip(),
+        )
 
     # --- CAMT.053: ISO 20022 XML, streamed, with DTDs and entities refused --------------------
 
@@ -306,38 +310,29 @@ class Statement:
                         yield row
 
 
-_OFX_AGGREGATES = frozenset({"PAYEE", "CURRENCY", "ORIGCURRENCY", "BANKACCTTO", "CCACCTTO"})
 _XML_ESCAPES = {"&lt;": "<", "&gt;": ">", "&quot;": '"', "&apos;": "'", "&nbsp;": " "}
+# A leaf and its text (the closing tags of OFX 2 leaves, with no text, match as "/NAME").
+_OFX_TAG = re.compile(r"<([A-Z0-9./]+)>([^<]*)")
+_OFX_TRANSACTION = re.compile(r"<STMTTRN>(.*?)</STMTTRN>", re.DOTALL)
+_OFX_CURRENCY = re.compile(r"<CURRENCY>(?:[^/]|/(?!CURRENCY))*?<CURSYM>([^<]*)")
+_OFX_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _QIF_DATE = re.compile(r"^D\s*(\d{1,2})\s*[/.\-]\s*(\d{1,2})", re.MULTILINE)
 
 
-def _ofx_tags(text: IO[str]) -> Iterator[tuple[str, str]]:
-    """(tag name, its text up to the next tag) for each tag, read in chunks: ``/NAME`` for a
-    closing tag. Processing instructions and comments are passed over; a DTD is refused, and the
-    five XML entities are the only ones read (no entity is ever expanded into more text)."""
-    pending = ""
-    while chunk := text.read(READ_CHARS):
-        pieces = (pending + chunk).split("<")
-        pending = pieces.pop()  # may continue in the next chunk
-        yield from _ofx_pieces(pieces)
-    if pending:
-        yield from _ofx_pieces([pending])
-
-
-def _ofx_pieces(pieces: list[str]) -> Iterator[tuple[str, str]]:
-    for piece in pieces:
-        name, separator, value = piece.partition(">")
-        if not separator or name.startswith("?"):
-            continue
-        if name.startswith("!"):
-            if name.startswith("!--"):
-                continue
+def _ofx_checked(text: str) -> str:
+    """``text`` without comments; a DTD or an entity declaration is refused (the five XML
+    entities are the only ones read: no entity is ever expanded into more text)."""
+    if "<!" in text:
+        text = _OFX_COMMENT.sub("", text)
+        if "<!" in text:
             raise InvalidImport("The OFX file declares a DTD or entities: not accepted.")
-        if "&" in value:
-            for escape, character in _XML_ESCAPES.items():
-                value = value.replace(escape, character)
-            value = value.replace("&amp;", "&")
-        yield name.strip().upper(), value.strip()
+    return text
+
+
+def _xml_unescaped(text: str) -> str:
+    for escape, character in _XML_ESCAPES.items():
+        text = text.replace(escape, character)
+    return text.replace("&amp;", "&")
 
 
 def _ofx_date(value: str) -> str:
