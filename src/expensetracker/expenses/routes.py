@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from expensetracker.expenses import recurring, service, statements, transfer
+from expensetracker.expenses import recurring, rules, service, statements, transfer
 from expensetracker.expenses.schemas import (
     CategoryCreate,
     CategoryOut,
@@ -24,6 +24,10 @@ from expensetracker.expenses.schemas import (
     ImportOut,
     RecurringCreate,
     RecurringOut,
+    RuleCreate,
+    RuleOut,
+    RulesApplied,
+    RuleUpdate,
     TagOut,
 )
 from expensetracker.platform import idempotency, money
@@ -230,6 +234,55 @@ async def list_recurring(
 async def delete_recurring(rule_id: uuid.UUID, user: CurrentUser, session: DbSession) -> None:
     """Stops the rule; the expenses it created stay."""
     await recurring.delete_rule(session, user_id=user.user_id, rule_id=rule_id)
+
+
+@router.post("/api/v1/expenses/rules", status_code=status.HTTP_201_CREATED, response_model=RuleOut)
+async def create_rule(
+    body: RuleCreate,
+    user: CurrentUser,
+    session: DbSession,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """A categorisation rule, by default after the others (the first that matches wins)."""
+    result = await rules.create_rule(
+        session, user_id=user.user_id, body=body, idempotency_key=idempotency_key
+    )
+    return idempotency.respond(result)
+
+
+@router.get("/api/v1/expenses/rules")
+async def list_rules(user: CurrentUser, session: DbSession) -> Page[RuleOut]:
+    """All the caller's rules (at most 100), in their order."""
+    return await rules.list_rules(session, user_id=user.user_id)
+
+
+@router.post("/api/v1/expenses/rules/apply")
+async def apply_rules(
+    user: CurrentUser,
+    session: DbSession,
+    dry_run: Annotated[
+        bool, Query(description="Report what would change, change nothing.")
+    ] = False,
+) -> RulesApplied:
+    """The rules over the caller's uncategorised expenses."""
+    return await rules.apply_rules(session, user_id=user.user_id, dry_run=dry_run)
+
+
+@router.get("/api/v1/expenses/rules/{rule_id}")
+async def get_rule(rule_id: uuid.UUID, user: CurrentUser, session: DbSession) -> RuleOut:
+    return await rules.get_rule(session, user_id=user.user_id, rule_id=rule_id)
+
+
+@router.patch("/api/v1/expenses/rules/{rule_id}")
+async def update_rule(
+    rule_id: uuid.UUID, body: RuleUpdate, user: CurrentUser, session: DbSession
+) -> RuleOut:
+    return await rules.update_rule(session, user_id=user.user_id, rule_id=rule_id, body=body)
+
+
+@router.delete("/api/v1/expenses/rules/{rule_id}", **_NO_CONTENT)
+async def delete_rule(rule_id: uuid.UUID, user: CurrentUser, session: DbSession) -> None:
+    await rules.delete_rule(session, user_id=user.user_id, rule_id=rule_id)
 
 
 @router.get("/api/v1/expenses/{expense_id}", response_model=ExpenseOut)

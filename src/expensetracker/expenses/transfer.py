@@ -30,6 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from expensetracker.expenses.models import Category
+from expensetracker.expenses.rules import Rule, first_match, load_rules
 from expensetracker.expenses.schemas import EARLIEST_DATE, FUTURE_DAYS
 from expensetracker.expenses.service import TAGS_OF_E, ExpenseFilter, ensure_owner
 from expensetracker.expenses.statements import (
@@ -123,6 +124,9 @@ class _Validator:
 
     header: list[str]
     categories: dict[str, uuid.UUID]
+    # The user's categorisation rules, in their order: they categorise rows that name no
+    # category, and add their tags.
+    rules: list[Rule] = field(default_factory=list)
     latest: date = field(default_factory=lambda: date.today() + timedelta(days=FUTURE_DAYS))
     # A row's cells in the order of COLUMNS; a column the header lacks reads the empty cell that
     # row() appends.
@@ -185,6 +189,17 @@ class _Validator:
         external_id = external.strip() or None
         if errors:
             return None, errors, external_id
+        if self.rules and category_id is None:
+            rule = first_match(
+                self.rules,
+                description=description,
+                merchant=merchant,
+                amount_minor=amount_minor,
+                currency=currency,
+            )
+            if rule is not None:
+                category_id = rule.category_id
+                names += rule.tags
         exponent = self._exponents.get(currency)
         if exponent is None:
             exponent = self._exponents[currency] = money.exponent(currency)
@@ -376,7 +391,7 @@ async def _load(
         header, reader = (
             _open(spool) if statement is None else (list(COLUMNS), statement.rows(spool))
         )
-        validator = _Validator(header, categories)
+        validator = _Validator(header, categories, rules=await load_rules(session, user_id=user_id))
         width = len(header)
         for line, values in reader:
             if not any(values):
