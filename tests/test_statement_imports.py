@@ -254,17 +254,19 @@ async def test_every_bad_transaction_is_reported_by_its_number(
         ("2026-03", "-4.00", "c", "Bad date"),  # 4
         ("20260305", "-5.001", "d", "Too precise"),  # 5
         ("20260306", "-x", "e", "Not a number"),  # 6
+        ("20260307", "-1E+999999", "g", "An exponent: never expanded"),  # 7
         ("20260307", "100.00", "f", "A credit: skipped, not counted as a position"),
     )
     response = await upload(client, account, content)
     assert response.status_code == 422, response.text
     body = response.json()
-    assert body["rejected_rows"] == 4
+    assert body["rejected_rows"] == 5
     assert [(error["transaction"], error["field"]) for error in body["errors"]] == [
         (3, "external_id"),
         (4, "occurred_on"),
         (5, "amount"),
         (6, "amount"),
+        (7, "amount"),
     ]
     unknown_currency = await upload(
         client, account, ofx_statement(("20260301", "-1.00", "a", "x"), currency="XYZ")
@@ -376,3 +378,15 @@ async def test_the_import_command_reads_statements(
         *SAMPLE_EXPENSES["checking.ofx"][2],
         ("2026-05-06", "10.00", "EUR", "Newsagent", "Newsagent"),  # mdy
     ]
+
+
+@pytest.mark.database
+async def test_a_statement_has_the_csv_size_limit(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    account = await signed_up(client)
+    oversized = OFX + b" " * (10 * 2**20)
+    response = await upload(client, account, oversized, content_type="application/x-ofx")
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+    assert await expense_count(database_url) == 0

@@ -17,7 +17,6 @@ from typing import Any
 
 import re2
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from expensetracker.expenses.models import CategorisationRule
@@ -28,7 +27,7 @@ from expensetracker.expenses.schemas import (
     RulesApplied,
     RuleUpdate,
 )
-from expensetracker.expenses.service import check_category, create_for_owner
+from expensetracker.expenses.service import check_category, create_for_owner, flush_unique
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import delete_owned
 from expensetracker.platform.errors import Conflict, NotFound, ValidationProblem
@@ -198,12 +197,11 @@ def _set_checked(row: CategorisationRule, values: dict[str, Any]) -> None:
 
 
 async def _flush_unique_position(session: AsyncSession) -> None:
-    try:
-        await session.flush()
-    except IntegrityError as exc:
-        if "categorisation_rules_position_key" in str(exc.orig):
-            raise Conflict("Another of your rules has this position.") from None
-        raise
+    await flush_unique(
+        session,
+        constraint="categorisation_rules_position_key",
+        conflict="Another of your rules has this position.",
+    )
 
 
 async def create_rule(

@@ -18,7 +18,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import IO
 
 import defusedxml.ElementTree
@@ -113,12 +113,10 @@ class Statement:
         bank_id: str,
     ) -> list[str] | None:
         """The cells of a CSV row for a spending transaction; None (counted) for money in. A
-        bank amount that is not a number is passed on as it is, for the validator to report."""
-        try:
-            value = Decimal(amount.strip().replace(",", "."))
-        except InvalidOperation:
-            value = None
-        if value is not None and value.is_finite():
+        bank amount that is not a plain decimal number is passed on as it is, for the validator
+        to report."""
+        if _BANK_AMOUNT.fullmatch(amount := amount.strip()):
+            value = Decimal(amount.replace(",", "."))
             if value >= 0:
                 self.skipped += 1
                 return None
@@ -128,7 +126,7 @@ class Statement:
         description = payee or memo
         notes = memo if payee and memo else ""
         if len(description) > DESCRIPTION_LIMIT:
-            notes = description
+            notes = "\n".join(filter(None, (description, notes)))
             description = description[: DESCRIPTION_LIMIT - 1] + "…"
         if not bank_id:
             # A stable hash of the fields, counted, where the bank gives no id.
@@ -312,6 +310,9 @@ class Statement:
 
 _XML_ESCAPES = {"&lt;": "<", "&gt;": ">", "&quot;": '"', "&apos;": "'", "&nbsp;": " "}
 # A leaf and its text (the closing tags of OFX 2 leaves, with no text, match as "/NAME").
+# Digits, a decimal point or comma (many European banks), a sign: nothing Decimal() alone would
+# also take (exponents, "NaN", other scripts' digits).
+_BANK_AMOUNT = re.compile(r"[+-]?[0-9]{1,15}(?:[.,][0-9]{1,15})?", re.ASCII)
 _OFX_TAG = re.compile(r"<([A-Z0-9./]+)>([^<]*)")
 _OFX_TRANSACTION = re.compile(r"<STMTTRN>(.*?)</STMTTRN>", re.DOTALL)
 _OFX_CURRENCY = re.compile(r"<CURRENCY>(?:[^/]|/(?!CURRENCY))*?<CURSYM>([^<]*)")
