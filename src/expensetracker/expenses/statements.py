@@ -155,7 +155,13 @@ class Statement:
             pending += _ofx_checked(chunk)
             done = 0
             for match in _OFX_TRANSACTION.finditer(pending):
-                for name, value in _OFX_TAG.findall(pending, done, match.start()):
+                # Most gaps between transactions are a line break: nothing to look at.
+                gap = (
+                    _OFX_TAG.findall(pending, done, match.start())
+                    if match.start() - done > 2
+                    else ()
+                )
+                for name, value in gap:
                     opened |= name == "OFX"
                     if name == "CURDEF":
                         currency = value.strip()
