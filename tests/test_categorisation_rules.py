@@ -265,4 +265,5 @@ async def test_the_import_command_runs_the_rules(
     assert await expenses_by_description(client, account) == {
         "BAKERY SUNRISE BREAD AND COFFEE": (ids["Groceries"], []),
         "STREAMING SERVICE MONTHLY": (None, []),
+        "BAECKEREI SONNE": (None, []),
     }

@@ -108,6 +108,7 @@ SAMPLE_EXPENSES = {
         {},
         [
             ("2026-05-02", "23.40", "EUR", "BAKERY SUNRISE BREAD AND COFFEE", ""),
+            ("2026-05-04", "5.60", "EUR", "BAECKEREI SONNE", "BAECKEREI SONNE"),  # structured
             ("2026-05-04", "9.99", "EUR", "STREAMING SERVICE MONTHLY", ""),
         ],
     ),

@@ -272,7 +272,9 @@ class Statement:
         for transaction in transactions:
             data = transaction.data
             amount = data.get("amount")
-            details = str(data.get("transaction_details") or "")
+            # A structured :86: (?20 purpose, ?32 name: German banks' layout) is split by the
+            # package; any other is its whole text.
+            details = str(data.get("purpose") or data.get("transaction_details") or "")
             row = self._row(
                 occurred_on=str(data.get("date", "")),
                 amount=str(amount.amount) if amount is not None else "",
