@@ -1,11 +1,13 @@
-"""Benchmark of the 100,000-row CSV import (issue 14), through the command line and the API.
+"""Benchmark of the 100,000-row CSV import (issue 14) and of a 100,000-transaction OFX
+statement (issue 15), through the command line and the API.
 
     .venv/bin/python bench/imports.py
 
 `measure_imports` is the part `bench/expenses.py` runs once its servers are up: it writes a
-generated CSV file (the same rows every time; only the external ids' prefix is new on each
-call, so that nothing is "unchanged"), imports it once with `expensetracker expenses import`
-and once with `POST /api/v1/expenses/import` (the file streamed, with the user's token), and
+generated CSV file and a generated OFX statement (the same rows every time; only the external
+ids' prefix is new on each call, so that nothing is "unchanged"), imports each once with
+`expensetracker expenses import` and once with `POST /api/v1/expenses/import` (the file
+streamed, with the user's token), and
 gives each one's wall time and the peak RSS of the process that did the work: the command's
 own process, and the serving process for the API (its high-water mark is reset just before
 the upload where the kernel allows it). The command's time is all of it, Python's start
@@ -54,6 +56,9 @@ CATEGORIES_PER_USER = 12
 EMAIL = "imports@bench.example"
 SEED = 14
 TIMEOUT_SECONDS = 300
+# 100,000 OFX transactions are 11 MiB, over the API's default limit of 10 MiB (about 90,000 of
+# them fit): the serving processes of the benchmarks take up to 16 MiB.
+IMPORT_SETTINGS = {"EXPENSETRACKER_MAX_IMPORT_BODY_BYTES": str(16 * 2**20)}
 TARGET_SECONDS = {"command line": 5.0, "API": 8.0}
 HEADER = "occurred_on,amount,currency,description,notes,merchant,category,tags,external_id\n"
 # Mostly EUR, as a real account's file would be; (code, decimals, share in percent).
@@ -96,6 +101,36 @@ def csv_rows(*, rows: int, categories: list[str], id_prefix: str) -> Iterator[st
             f"{day},{amount},{currency},{description},{notes},{merchant},{category},{tags},"
             f"{external_id}\n"
         )
+
+
+def ofx_lines(*, rows: int, id_prefix: str) -> Iterator[str]:
+    """An OFX 1.x bank statement of ``rows`` debits (a fixed seed), one transaction a line as
+    many banks write them (11 MiB for 100,000: see IMPORT_SETTINGS): EUR, 6% charged in USD,
+    each with a FITID ``{id_prefix}-{n}`` and a payee, 40% with a memo."""
+    rng = random.Random(SEED)
+    first_day = date(2025, 1, 1)
+    yield (
+        "OFXHEADER:100\nDATA:OFXSGML\nVERSION:102\nENCODING:UTF-8\nCHARSET:NONE\n\n<OFX>\n"
+        "<BANKMSGSRSV1><STMTTRNRS><TRNUID>1<STMTRS>\n<CURDEF>EUR\n<BANKACCTFROM>"
+        "<BANKID>99990000<ACCTID>0012345678<ACCTTYPE>CHECKING</BANKACCTFROM>\n<BANKTRANLIST>\n"
+    )
+    for n in range(rows):
+        day = first_day + timedelta(days=rng.randrange(700))
+        amount = _amount(rng.randint(1, 50_000), 2)
+        currency = "<CURRENCY><CURRATE>1.08<CURSYM>USD</CURRENCY>" if rng.random() < 0.06 else ""
+        memo = f"<MEMO>{rng.choice(WORDS)} {n}" if rng.random() < 0.4 else ""
+        yield (
+            f"<STMTTRN><TRNTYPE>POS<DTPOSTED>{day:%Y%m%d}<TRNAMT>-{amount}"
+            f"<FITID>{id_prefix}-{n}<NAME>{rng.choice(MERCHANTS)}{memo}{currency}</STMTTRN>\n"
+        )
+    yield "</BANKTRANLIST>\n</STMTRS></STMTTRNRS></BANKMSGSRSV1>\n</OFX>\n"
+
+
+def write_ofx(path: Path, *, rows: int, id_prefix: str) -> int:
+    """Writes the statement; its size in bytes."""
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        handle.writelines(ofx_lines(rows=rows, id_prefix=id_prefix))
+    return path.stat().st_size
 
 
 def write_csv(path: Path, *, rows: int, categories: list[str], id_prefix: str) -> int:
@@ -216,7 +251,7 @@ def import_by_command(csv_file: Path, *, email: str, env: dict[str, str]) -> dic
 
 
 def import_by_api(
-    csv_file: Path, *, api_url: str, token: str, rows: int, serving_pid: int
+    csv_file: Path, *, api_url: str, token: str, rows: int, serving_pid: int, content_type: str
 ) -> dict[str, float]:
     """`POST /api/v1/expenses/import`, the file streamed in 64 KiB chunks: wall time from the
     first byte sent to the answer, and the serving process's peak RSS meanwhile."""
@@ -231,7 +266,7 @@ def import_by_api(
     response = httpx.post(
         f"{api_url}/api/v1/expenses/import",
         content=chunks(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "text/csv"},
+        headers={"Authorization": f"Bearer {token}", "Content-Type": content_type},
         timeout=TIMEOUT_SECONDS,
     )
     seconds = time.perf_counter() - started
@@ -262,21 +297,31 @@ def measure_imports(
     run = uuid.uuid4().hex[:8]
     _warm_up(folder, email=email, env=env)
     results = []
-    for how, slug in (("command line", "cli"), ("API", "api")):
-        csv_file = folder / f"{slug}.csv"
-        size = write_csv(csv_file, rows=rows, categories=categories, id_prefix=f"{run}-{slug}")
-        log(f"importing {rows:,} rows ({size / 2**20:.1f} MiB) by the {how}")
-        if how == "command line":
-            result = import_by_command(csv_file, email=email, env=env)
-        else:
-            pid = _serving_pid(api_url)
-            result = import_by_api(
-                csv_file, api_url=api_url, token=token, rows=rows, serving_pid=pid
-            )
-        result["rows_per_s"] = rows / result["seconds"]
-        log(f"{result['seconds']:.2f} s, peak RSS {result['peak_rss_mb']:.0f} MiB")
-        results.append((f"import {rows:,} rows, {how}", result))
-        csv_file.unlink()
+    for kind, content_type in (("CSV", "text/csv"), ("OFX", "application/x-ofx")):
+        for how, slug in (("command line", "cli"), ("API", "api")):
+            path = folder / f"{slug}.{kind.lower()}"
+            prefix = f"{run}-{kind}-{slug}"
+            if kind == "CSV":
+                size = write_csv(path, rows=rows, categories=categories, id_prefix=prefix)
+            else:
+                size = write_ofx(path, rows=rows, id_prefix=prefix)
+            log(f"importing {rows:,} {kind} rows ({size / 2**20:.1f} MiB) by the {how}")
+            if how == "command line":
+                result = import_by_command(path, email=email, env=env)
+            else:
+                pid = _serving_pid(api_url)
+                result = import_by_api(
+                    path,
+                    api_url=api_url,
+                    token=token,
+                    rows=rows,
+                    serving_pid=pid,
+                    content_type=content_type,
+                )
+            result["rows_per_s"] = rows / result["seconds"]
+            log(f"{result['seconds']:.2f} s, peak RSS {result['peak_rss_mb']:.0f} MiB")
+            results.append((f"import {rows:,} {kind} rows, {how}", result))
+            path.unlink()
     return results
 
 
@@ -355,7 +400,8 @@ def main() -> int:
         env = bench_env(url)
         auth_url = serve(stack, "auth", env)[0]
         user_id, token = asyncio.run(register(auth_url, EMAIL))
-        api_url = serve(stack, "expenses", {**env, "EXPENSETRACKER_AUTH_URL": auth_url})[0]
+        api_env = {**env, **IMPORT_SETTINGS, "EXPENSETRACKER_AUTH_URL": auth_url}
+        api_url = serve(stack, "expenses", api_env)[0]
         _category_names(api_url, token)  # the owner row and default categories
         if asyncio.run(_loaded(url)):
             log("the database holds the expenses of an earlier run")

@@ -185,9 +185,11 @@ async def test_a_dry_run_lists_the_unchanged_lines_of_every_batch(
     preview = await upload(client, account, content, dry_run=True)
     assert preview.status_code == 200, preview.text
     assert preview.json() == {
+        "format": "csv",
         "rows": 6,
         "created": 3,
         "unchanged": 3,
+        "skipped": 0,
         "dry_run": True,
         "unchanged_lines": [3, 6, 7],
     }
@@ -213,9 +215,9 @@ def test_the_benchmark_file_is_valid_and_the_same_every_time() -> None:
     header, reader = transfer._open(io.BytesIO("".join(lines).encode()))
     validator = transfer._Validator(header, {name.casefold(): uuid.uuid4() for name in categories})
     expenses = []
-    for values in reader:
-        expense, errors, _ = validator.row(reader.line_num, values)
-        assert errors == [], (reader.line_num, values)
+    for line, values in reader:
+        expense, errors, _ = validator.row(line, values)
+        assert errors == [], (line, values)
         expenses.append(expense)
     assert len(expenses) == 2_000
     assert sum(expense[9] is not None for expense in expenses) == 1_000  # external ids

@@ -26,9 +26,11 @@ HEADER = "occurred_on,amount,currency,description,notes,merchant,category,tags,e
 def imported(*, rows: int, created: int, unchanged: int) -> dict[str, object]:
     """The answer of an import that kept what it did."""
     return {
+        "format": "csv",
         "rows": rows,
         "created": created,
         "unchanged": unchanged,
+        "skipped": 0,
         "dry_run": False,
         "unchanged_lines": [],
     }
@@ -261,9 +263,11 @@ async def test_a_dry_run_reports_what_an_import_would_do_and_keeps_nothing(
     preview = await upload(client, account, content, dry_run=True)
     assert preview.status_code == 200, preview.text
     assert preview.json() == {
+        "format": "csv",
         "rows": 3,
         "created": 2,
         "unchanged": 1,
+        "skipped": 0,
         "dry_run": True,
         "unchanged_lines": [3],
     }

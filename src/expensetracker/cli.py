@@ -284,22 +284,49 @@ cli.add_typer(expenses_cli, name="expenses")
 @expenses_cli.command("import")
 def import_expenses(
     file: Annotated[
-        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A CSV file.")
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, readable=True, help="A CSV file or a bank statement."
+        ),
     ],
     user: Annotated[str, typer.Option("--user", help="Email address of the account.")],
+    format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="csv, ofx, camt053, mt940 or qif (default: from the content)."
+        ),
+    ] = None,
+    currency: Annotated[
+        str | None, typer.Option("--currency", help="A QIF file's currency (QIF has none).")
+    ] = None,
+    date_order: Annotated[
+        str | None,
+        typer.Option("--date-order", help="dmy or mdy: a QIF file's dates, if they do not show."),
+    ] = None,
 ) -> None:
-    """Import a CSV file (the format of the export) into an account: whole or not at all."""
+    """Import a CSV file (the format of the export) or a bank statement (OFX/QFX, CAMT.053,
+    MT940, QIF) into an account: whole or not at all."""
     import asyncio
+    from typing import get_args
 
     from rich.progress import Progress
     from sqlalchemy import text
 
-    from expensetracker.expenses.transfer import InvalidImport, import_csv
+    from expensetracker.expenses.schemas import DateOrder, ImportFormat
+    from expensetracker.expenses.statements import SNIFF_BYTES, Options, detect
+    from expensetracker.expenses.transfer import InvalidImport, import_file
 
+    if format is not None and format not in get_args(ImportFormat):
+        _fail(f"--format must be one of {', '.join(get_args(ImportFormat))}")
+    if date_order is not None and date_order not in get_args(DateOrder):
+        _fail("--date-order must be dmy or mdy")
     # Warnings only: the progress bar is the output.
     settings = _operator_settings(service="expenses", level="WARNING")
     with file.open("rb") as handle:
-        total_rows = max(sum(1 for _ in handle) - 1, 0)
+        format = format or detect(handle.read(SNIFF_BYTES))
+        handle.seek(0)
+        # A CSV file's rows are its lines; a statement's transactions are known as they come.
+        total_rows = max(sum(1 for _ in handle) - 1, 0) if format == "csv" else None
 
     async def chunks() -> AsyncIterator[bytes]:
         with file.open("rb") as handle:
@@ -319,20 +346,28 @@ def import_expenses(
             await session.rollback()
             if user_id is None:
                 _fail(f"no account with the email address {user}")
-            result = await import_csv(
+            result = await import_file(
                 session,
                 user_id=user_id,
                 chunks=chunks(),
+                format=format,
+                options=Options(currency=currency, date_order=date_order),
                 progress=lambda rows: progress.update(task, completed=rows),
             )
-        return f"{result.rows} rows: {result.created} created, {result.unchanged} already there"
+        summary = f"{result.rows} rows: {result.created} created, {result.unchanged} already there"
+        return summary + (f", {result.skipped} credits skipped" if format != "csv" else "")
 
     try:
         with Progress(transient=True) as progress:
             summary = asyncio.run(run(progress))
     except InvalidImport as exc:
         for error in exc.extensions.get("errors", []):
-            typer.echo(f"line {error['line']}: {error['field']}: {error['message']}", err=True)
+            position = (
+                f"line {error['line']}"
+                if "line" in error
+                else f"transaction {error['transaction']}"
+            )
+            typer.echo(f"{position}: {error['field']}: {error['message']}", err=True)
         _fail(exc.detail)
     typer.echo(summary)
 

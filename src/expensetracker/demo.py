@@ -105,7 +105,7 @@ async def load(
             text("SELECT user_id FROM auth.accounts_v1 WHERE email = :email"), {"email": EMAIL}
         )
         await session.rollback()
-        await transfer.import_csv(
+        await transfer.import_file(
             session, user_id=user_id, chunks=_one_chunk(year_of_spending(today))
         )
     async with sessionmaker() as session:

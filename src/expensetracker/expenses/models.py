@@ -22,6 +22,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    UniqueConstraint,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -172,6 +173,36 @@ class RecurringRule(Base):
     # Occurrences already turned into expenses; the next one is occurrence number `done`.
     done: Mapped[int] = mapped_column(Integer, default=0)
     next_due_on: Mapped[date | None] = mapped_column(Date)  # None when the rule has ended
+    created_at: Mapped[datetime] = _timestamp()
+
+
+class CategorisationRule(Base):
+    """A pattern on an expense's description or merchant (and optionally an amount range in one
+    currency) that sets a category and adds tags; the lowest position that matches wins
+    (rules.py, migration 0012)."""
+
+    __tablename__ = "categorisation_rules"
+    __table_args__ = (
+        ForeignKeyConstraint(["user_id"], [f"{SCHEMA}.owners.user_id"], ondelete="CASCADE"),
+        ForeignKeyConstraint(
+            ["user_id", "category_id"],
+            [f"{SCHEMA}.categories.user_id", f"{SCHEMA}.categories.id"],
+            ondelete="SET NULL (category_id)",
+        ),
+        UniqueConstraint("user_id", "position", name="categorisation_rules_position_key"),
+    )
+
+    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    position: Mapped[int] = mapped_column(Integer)
+    field: Mapped[str] = mapped_column(String(11))  # any | description | merchant
+    match: Mapped[str] = mapped_column(String(8))  # contains | regex
+    pattern: Mapped[str] = mapped_column(String(200))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    min_amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    max_amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    category_id: Mapped[uuid.UUID | None] = mapped_column()
+    tags: Mapped[list[str]] = mapped_column(ARRAY(String(50)))
     created_at: Mapped[datetime] = _timestamp()
 
 

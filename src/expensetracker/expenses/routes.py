@@ -11,17 +11,23 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from expensetracker.expenses import recurring, service, transfer
+from expensetracker.expenses import recurring, rules, service, statements, transfer
 from expensetracker.expenses.schemas import (
     CategoryCreate,
     CategoryOut,
     CategoryUpdate,
+    DateOrder,
     ExpenseCreate,
     ExpenseOut,
     ExpenseUpdate,
+    ImportFormat,
     ImportOut,
     RecurringCreate,
     RecurringOut,
+    RuleCreate,
+    RuleOut,
+    RulesApplied,
+    RuleUpdate,
     TagOut,
 )
 from expensetracker.platform import idempotency, money
@@ -110,10 +116,19 @@ async def list_expenses(
     return JsonDocument(page)
 
 
+_IMPORT_MEDIA_TYPES = [*statements.MEDIA_TYPES, *statements.SNIFFED_MEDIA_TYPES]
+
+
 @router.post(
     "/api/v1/expenses/import",
     status_code=status.HTTP_201_CREATED,
-    openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                media_type: {"schema": {"type": "string"}} for media_type in _IMPORT_MEDIA_TYPES
+            }
+        }
+    },
 )
 async def import_expenses(
     request: Request,
@@ -123,21 +138,40 @@ async def import_expenses(
     dry_run: Annotated[
         bool, Query(description="Check and count all, list the unchanged lines, keep nothing.")
     ] = False,
+    format: Annotated[
+        ImportFormat | None, Query(description="Overrides the content type and the content.")
+    ] = None,
+    currency: Annotated[
+        str | None, Query(pattern=r"^[A-Z]{3}$", description="QIF's currency (QIF has none).")
+    ] = None,
+    date_order: Annotated[
+        DateOrder | None, Query(description="QIF's date order, where its dates do not prove it.")
+    ] = None,
 ) -> ImportOut:
-    """A CSV file (UTF-8, header row; columns as in the export): imported whole or not at all,
-    with every bad row reported by line number. Rows with an external_id seen before are
-    skipped."""
-    if request.headers.get("content-type", "").split(";")[0].strip() != "text/csv":
-        raise UnsupportedMediaType("Send the file as text/csv.")
-    result = await transfer.import_csv(
-        session, user_id=user.user_id, chunks=request.stream(), dry_run=dry_run
+    """A CSV file (UTF-8, header row; columns as in the export) or a bank statement (OFX/QFX,
+    CAMT.053, MT940, QIF): imported whole or not at all, with every bad row reported by its
+    position. Rows with an external_id seen before are skipped, and a statement's credits."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if format is None and media_type not in statements.SNIFFED_MEDIA_TYPES:
+        format = statements.MEDIA_TYPES.get(media_type)
+        if format is None:
+            raise UnsupportedMediaType(f"Send the file as one of {', '.join(_IMPORT_MEDIA_TYPES)}.")
+    result = await transfer.import_file(
+        session,
+        user_id=user.user_id,
+        chunks=request.stream(),
+        format=format,
+        options=statements.Options(currency=currency, date_order=date_order),
+        dry_run=dry_run,
     )
     if dry_run:
         response.status_code = status.HTTP_200_OK  # nothing was created
     return ImportOut(
+        format=result.format,
         rows=result.rows,
         created=result.created,
         unchanged=result.unchanged,
+        skipped=result.skipped,
         dry_run=result.dry_run,
         unchanged_lines=result.unchanged_lines,
     )
@@ -200,6 +234,55 @@ async def list_recurring(
 async def delete_recurring(rule_id: uuid.UUID, user: CurrentUser, session: DbSession) -> None:
     """Stops the rule; the expenses it created stay."""
     await recurring.delete_rule(session, user_id=user.user_id, rule_id=rule_id)
+
+
+@router.post("/api/v1/expenses/rules", status_code=status.HTTP_201_CREATED, response_model=RuleOut)
+async def create_rule(
+    body: RuleCreate,
+    user: CurrentUser,
+    session: DbSession,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """A categorisation rule, by default after the others (the first that matches wins)."""
+    result = await rules.create_rule(
+        session, user_id=user.user_id, body=body, idempotency_key=idempotency_key
+    )
+    return idempotency.respond(result)
+
+
+@router.get("/api/v1/expenses/rules")
+async def list_rules(user: CurrentUser, session: DbSession) -> Page[RuleOut]:
+    """All the caller's rules (at most 100), in their order."""
+    return await rules.list_rules(session, user_id=user.user_id)
+
+
+@router.post("/api/v1/expenses/rules/apply")
+async def apply_rules(
+    user: CurrentUser,
+    session: DbSession,
+    dry_run: Annotated[
+        bool, Query(description="Report what would change, change nothing.")
+    ] = False,
+) -> RulesApplied:
+    """The rules over the caller's uncategorised expenses."""
+    return await rules.apply_rules(session, user_id=user.user_id, dry_run=dry_run)
+
+
+@router.get("/api/v1/expenses/rules/{rule_id}")
+async def get_rule(rule_id: uuid.UUID, user: CurrentUser, session: DbSession) -> RuleOut:
+    return await rules.get_rule(session, user_id=user.user_id, rule_id=rule_id)
+
+
+@router.patch("/api/v1/expenses/rules/{rule_id}")
+async def update_rule(
+    rule_id: uuid.UUID, body: RuleUpdate, user: CurrentUser, session: DbSession
+) -> RuleOut:
+    return await rules.update_rule(session, user_id=user.user_id, rule_id=rule_id, body=body)
+
+
+@router.delete("/api/v1/expenses/rules/{rule_id}", **_NO_CONTENT)
+async def delete_rule(rule_id: uuid.UUID, user: CurrentUser, session: DbSession) -> None:
+    await rules.delete_rule(session, user_id=user.user_id, rule_id=rule_id)
 
 
 @router.get("/api/v1/expenses/{expense_id}", response_model=ExpenseOut)

@@ -136,12 +136,89 @@ class ExpenseOut(StrictModel):
     updated_at: datetime
 
 
+# Import formats: a CSV file (the export's) or a bank statement (statements.py).
+ImportFormat = Literal["csv", "ofx", "camt053", "mt940", "qif"]
+# QIF's dates: day first or month first.
+DateOrder = Literal["dmy", "mdy"]
+
+
 class ImportOut(StrictModel):
-    rows: int
+    format: ImportFormat
+    rows: int = Field(description="Rows (CSV) or spending transactions (statements) read.")
     created: int
     unchanged: int = Field(description="Rows whose external_id had been imported before.")
+    skipped: int = Field(
+        default=0, description="A statement's credits and zero amounts: not spending, not kept."
+    )
     dry_run: bool = Field(default=False, description="True: nothing was kept.")
     unchanged_lines: list[int] = Field(
         default_factory=list,
-        description="In a dry run, the lines of the unchanged rows (the first 1,000).",
+        description="In a dry run, the lines of the unchanged rows (the first 1,000); in a "
+        "statement, their transaction numbers.",
     )
+
+
+# Categorisation rules (rules.py): what a pattern is matched against, and how.
+RuleField = Literal["any", "description", "merchant"]
+RuleMatch = Literal["contains", "regex"]
+Pattern = Annotated[str, Field(min_length=1, max_length=200), TEXT]
+Position = Annotated[int, Field(ge=1, le=1_000_000)]
+
+
+class RuleCreate(StrictModel):
+    position: Position | None = Field(default=None, description="Default: after the last rule.")
+    field: RuleField = Field(
+        default="any", description="any: the description or the merchant (a statement's payee)."
+    )
+    match: RuleMatch = Field(
+        default="contains",
+        description="contains: the text, case-insensitively; regex: RE2 syntax, linear time.",
+    )
+    pattern: Pattern
+    currency: Currency | None = Field(default=None, description="Only expenses in it.")
+    min_amount: Amount | None = Field(default=None, description="Inclusive; needs currency.")
+    max_amount: Amount | None = Field(default=None, description="Inclusive; needs currency.")
+    category_id: uuid.UUID | None = None
+    tags: TagNames = Field(default_factory=list)
+
+
+class RuleUpdate(StrictModel):
+    """The fields sent change; ``null`` clears an optional one."""
+
+    position: Position | None = None
+    field: RuleField | None = None
+    match: RuleMatch | None = None
+    pattern: Pattern | None = None
+    currency: Currency | None = None
+    min_amount: Amount | None = None
+    max_amount: Amount | None = None
+    category_id: uuid.UUID | None = None
+    tags: TagNames | None = None
+
+
+class RuleOut(StrictModel):
+    id: uuid.UUID
+    position: int
+    field: RuleField
+    match: RuleMatch
+    pattern: str
+    currency: str | None
+    min_amount: str | None
+    max_amount: str | None
+    category_id: uuid.UUID | None
+    tags: list[str]
+    created_at: datetime
+
+
+class RuleChange(StrictModel):
+    expense_id: uuid.UUID
+    rule_id: uuid.UUID
+    description: str
+    category_id: uuid.UUID | None
+    tags: list[str]
+
+
+class RulesApplied(StrictModel):
+    matched: int = Field(description="Uncategorised expenses a rule matched.")
+    dry_run: bool
+    changes: list[RuleChange] = Field(description="The first 100 of them, oldest first.")

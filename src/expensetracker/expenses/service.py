@@ -196,13 +196,23 @@ async def _check_parent(
             )
 
 
-async def _flush_unique_name(session: AsyncSession) -> None:
+async def flush_unique(session: AsyncSession, *, constraint: str, conflict: str) -> None:
+    """Flushes the session; a row breaking the unique ``constraint`` is a 409 saying
+    ``conflict``."""
     try:
         await session.flush()
     except IntegrityError as exc:
-        if "uq_categories_user_name" in str(exc.orig):
-            raise Conflict("You already have a category with this name.") from None
+        if constraint in str(exc.orig):
+            raise Conflict(conflict) from None
         raise
+
+
+async def _flush_unique_name(session: AsyncSession) -> None:
+    await flush_unique(
+        session,
+        constraint="uq_categories_user_name",
+        conflict="You already have a category with this name.",
+    )
 
 
 async def create_category(

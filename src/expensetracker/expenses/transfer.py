@@ -1,11 +1,12 @@
-"""CSV import and CSV/JSON export of expenses.
+"""Import of CSV files and bank statements, and CSV/JSON export of expenses.
 
 Import streams the upload to a spooled file (constant memory) and reads it row by row, in
 batches: while PostgreSQL writes one batch (one statement: the expenses, their tags, and the
 external ids seen in the file so far, kept in a temporary table), Python reads and checks the
 next. All of it happens in one transaction, so a file is accepted whole or not at all: once a
 row is bad nothing more is written, the rest is only checked, and the transaction rolls back.
-A row's optional ``external_id`` makes importing the same file again create nothing.
+A row's optional ``external_id`` makes importing the same file again create nothing. Bank
+statements (statements.py) are read as rows of the same columns and go the same way.
 """
 
 from __future__ import annotations
@@ -29,10 +30,18 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from expensetracker.expenses.models import Category
+from expensetracker.expenses.rules import Rule, first_match, load_rules
 from expensetracker.expenses.schemas import EARLIEST_DATE, FUTURE_DAYS
 from expensetracker.expenses.service import TAGS_OF_E, ExpenseFilter, ensure_owner
+from expensetracker.expenses.statements import (
+    SNIFF_BYTES,
+    Format,
+    InvalidImport,
+    Options,
+    Statement,
+    detect,
+)
 from expensetracker.platform import money
-from expensetracker.platform.errors import Problem
 from expensetracker.platform.schemas import check_text
 
 COLUMNS = (
@@ -76,10 +85,12 @@ def restore(cell: str) -> str:
 
 
 IMPORT_ROWS = Counter(
-    "expensetracker_import_rows_total", "Imported CSV rows by outcome.", ["outcome"]
+    "expensetracker_import_rows_total",
+    "Imported rows (CSV rows, transactions) by outcome.",
+    ["outcome"],
 )  # accepted | rejected
 IMPORTS = Counter(
-    "expensetracker_imports_total", "CSV imports (whole files) by outcome.", ["outcome"]
+    "expensetracker_imports_total", "Imports (whole files) by outcome.", ["outcome"]
 )  # succeeded | rejected (invalid: nothing imported)
 for _outcome in ("accepted", "rejected"):
     IMPORT_ROWS.labels(_outcome)
@@ -87,17 +98,13 @@ for _outcome in ("succeeded", "rejected"):
     IMPORTS.labels(_outcome)
 
 
-class InvalidImport(Problem):
-    status = 422
-    type_ = "urn:expensetracker:problem:invalid-import"
-    title = "Invalid import"
-
-
 @dataclass
 class ImportResult:
     rows: int
     created: int
     unchanged: int  # rows whose external_id was imported before
+    format: Format = "csv"
+    skipped: int = 0  # a statement's transactions that are not spending (credits)
     # A dry run: what an import would do, then rolled back. Lists the lines of the first
     # unchanged rows (MAX_REPORTED_ERRORS of them).
     dry_run: bool = False
@@ -117,6 +124,9 @@ class _Validator:
 
     header: list[str]
     categories: dict[str, uuid.UUID]
+    # The user's categorisation rules, in their order: they categorise rows that name no
+    # category, and add their tags.
+    rules: list[Rule] = field(default_factory=list)
     latest: date = field(default_factory=lambda: date.today() + timedelta(days=FUTURE_DAYS))
     # A row's cells in the order of COLUMNS; a column the header lacks reads the empty cell that
     # row() appends.
@@ -179,6 +189,17 @@ class _Validator:
         external_id = external.strip() or None
         if errors:
             return None, errors, external_id
+        if self.rules and category_id is None:
+            rule = first_match(
+                self.rules,
+                description=description,
+                merchant=merchant,
+                amount_minor=amount_minor,
+                currency=currency,
+            )
+            if rule is not None:
+                category_id = rule.category_id
+                names += rule.tags
         exponent = self._exponents.get(currency)
         if exponent is None:
             exponent = self._exponents[currency] = money.exponent(currency)
@@ -191,8 +212,8 @@ class _Validator:
 _POSITIONS = {name: position for position, name in enumerate(COLUMNS)}
 
 
-def _open(spool: Any) -> tuple[list[str], Iterator[list[str]]]:
-    """The header, checked, and a reader of the rows after it."""
+def _open(spool: Any) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    """A CSV file's header, checked, and its rows after it, with their line numbers."""
     reader = csv.reader(io.TextIOWrapper(spool, encoding="utf-8-sig", newline=""))
     try:
         header = [name.strip().lower() for name in next(reader)]
@@ -205,26 +226,35 @@ def _open(spool: Any) -> tuple[list[str], Iterator[list[str]]]:
             f"Header must name columns among {', '.join(COLUMNS)} once each, with "
             f"{', '.join(REQUIRED)}; unknown: {unknown or 'none'}, missing: {missing or 'none'}."
         )
-    return header, reader
+    return header, ((reader.line_num, values) for values in reader)
 
 
-async def import_csv(
+async def import_file(
     session: AsyncSession,
     *,
     user_id: uuid.UUID,
     chunks: AsyncIterator[bytes],
+    format: Format | None = None,
+    options: Options | None = None,
     progress: Callable[[int], None] | None = None,
     dry_run: bool = False,
 ) -> ImportResult:
-    """``dry_run`` does everything an import would, reports it, and keeps nothing."""
+    """A CSV file or a bank statement (``format``, or detected from the content when None).
+    ``dry_run`` does everything an import would, reports it, and keeps nothing."""
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES) as spool:
         async for chunk in chunks:
             spool.write(chunk)
         spool.seek(0)
+        if format is None:
+            format = detect(spool.read(SNIFF_BYTES))
+            spool.seek(0)
+        statement = None if format == "csv" else Statement(format, options or Options())
         try:
             async with session.begin():
                 await ensure_owner(session, user_id=user_id)
-                result = await _load(session, user_id=user_id, spool=spool, progress=progress)
+                result = await _load(
+                    session, user_id=user_id, spool=spool, statement=statement, progress=progress
+                )
                 if dry_run:
                     raise _RolledBack(dataclasses.replace(result, dry_run=True))
                 result.unchanged_lines = []  # listed by a dry run only
@@ -330,6 +360,7 @@ async def _load(
     *,
     user_id: uuid.UUID,
     spool: Any,
+    statement: Statement | None,
     progress: Callable[[int], None] | None,
 ) -> ImportResult:
     categories = {
@@ -357,14 +388,15 @@ async def _load(
             progress(rows)
 
     try:
-        header, reader = _open(spool)
-        validator = _Validator(header, categories)
+        header, reader = (
+            _open(spool) if statement is None else (list(COLUMNS), statement.rows(spool))
+        )
+        validator = _Validator(header, categories, rules=await load_rules(session, user_id=user_id))
         width = len(header)
-        for values in reader:
+        for line, values in reader:
             if not any(values):
                 continue
             rows += 1
-            line = reader.line_num
             if len(values) != width:
                 batches.reject(line, [("row", f"has {len(values)} fields, not {width}")])
                 rejected_lines.add(line)
@@ -394,15 +426,20 @@ async def _load(
         raise
     if batches.rejected:
         IMPORT_ROWS.labels("rejected").inc(batches.rejected)
+        errors = batches.reported_errors()
+        if statement is not None:  # a position in a statement is a transaction's number
+            errors = [{"transaction": error.pop("line"), **error} for error in errors]
         raise InvalidImport(
             f"{batches.rejected} of {rows} rows are invalid; nothing was imported.",
             rejected_rows=batches.rejected,
-            errors=batches.reported_errors(),
+            errors=errors,
         )
     return ImportResult(
         rows=rows,
         created=batches.created,
         unchanged=rows - batches.created,
+        format=statement.format if statement else "csv",
+        skipped=statement.skipped if statement else 0,
         unchanged_lines=batches.unchanged_lines,
     )
 

@@ -1,0 +1,386 @@
+"""Categorisation rules: per user, in an explicit order, the first rule whose pattern matches an
+expense's description or merchant (and whose amount range, if any, holds its amount) sets the
+category and adds tags. Rules run on every import (transfer.py) and on demand over the
+uncategorised expenses (``apply_rules``).
+
+Patterns are at most 200 characters: ``contains`` is a case-insensitive substring, ``regex`` is
+RE2 syntax (google-re2): linear time in the text, no backreferences or lookarounds, so no
+pattern can backtrack catastrophically; its compiled program is bounded too.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import re2
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from expensetracker.expenses.models import CategorisationRule
+from expensetracker.expenses.schemas import (
+    RuleChange,
+    RuleCreate,
+    RuleOut,
+    RulesApplied,
+    RuleUpdate,
+)
+from expensetracker.expenses.service import check_category, create_for_owner, flush_unique
+from expensetracker.platform import idempotency, money
+from expensetracker.platform.db import delete_owned
+from expensetracker.platform.errors import Conflict, NotFound, ValidationProblem
+from expensetracker.platform.pagination import Page
+
+MAX_RULES = 100
+REGEX_MEMORY_BYTES = 256 * 1024
+REPORTED_CHANGES = 100
+APPLY_BATCH = 5000
+TAG_SEPARATOR = ";"  # as in transfer.py: no tag name contains it
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A rule ready to match: its pattern compiled, its amounts in minor units."""
+
+    id: uuid.UUID
+    field: str
+    contains: str | None  # casefolded; None for a regex
+    regex: Any  # a compiled re2 pattern, or None
+    currency: str | None
+    min_minor: int | None
+    max_minor: int | None
+    category_id: uuid.UUID | None
+    tags: tuple[str, ...]
+
+    def matches(
+        self, *, description: str, merchant: str | None, amount_minor: int, currency: str
+    ) -> bool:
+        if self.currency is not None:
+            if currency != self.currency:
+                return False
+            if self.min_minor is not None and amount_minor < self.min_minor:
+                return False
+            if self.max_minor is not None and amount_minor > self.max_minor:
+                return False
+        texts = {"any": (description, merchant), "description": (description,)}.get(
+            self.field, (merchant,)
+        )
+        for text in texts:
+            if not text:
+                continue
+            if self.regex is not None:
+                if self.regex.search(text) is not None:
+                    return True
+            elif self.contains in text.casefold():  # type: ignore[operator]
+                return True
+        return False
+
+
+def first_match(
+    rules: Sequence[Rule],
+    *,
+    description: str,
+    merchant: str | None,
+    amount_minor: int,
+    currency: str,
+) -> Rule | None:
+    """The first rule, in their order, that matches: the one that applies."""
+    for rule in rules:
+        if rule.matches(
+            description=description, merchant=merchant, amount_minor=amount_minor, currency=currency
+        ):
+            return rule
+    return None
+
+
+def _regex(pattern: str) -> Any:
+    options = re2.Options()
+    options.case_sensitive = False
+    options.max_mem = REGEX_MEMORY_BYTES
+    options.log_errors = False
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValidationProblem.of_field(
+            "body.pattern", f"Not an RE2 regular expression: {reason}.", "pattern"
+        ) from None
+
+
+def _ready(row: CategorisationRule) -> Rule:
+    regex = _regex(row.pattern) if row.match == "regex" else None
+    return Rule(
+        id=row.id,
+        field=row.field,
+        contains=row.pattern.casefold() if regex is None else None,
+        regex=regex,
+        currency=row.currency,
+        min_minor=row.min_amount_minor,
+        max_minor=row.max_amount_minor,
+        category_id=row.category_id,
+        tags=tuple(row.tags),
+    )
+
+
+async def load_rules(session: AsyncSession, *, user_id: uuid.UUID) -> list[Rule]:
+    """The user's rules in their order, ready to match."""
+    rows = await session.scalars(
+        select(CategorisationRule)
+        .where(CategorisationRule.user_id == user_id)
+        .order_by(CategorisationRule.position)
+    )
+    return [_ready(row) for row in rows]
+
+
+# --- the API's rules ---------------------------------------------------------------------------
+
+
+def _out(row: CategorisationRule) -> RuleOut:
+    def amount(minor: int | None) -> str | None:
+        return None if minor is None else money.format_amount(minor, row.currency or "")
+
+    return RuleOut(
+        id=row.id,
+        position=row.position,
+        field=row.field,  # type: ignore[arg-type]
+        match=row.match,  # type: ignore[arg-type]
+        pattern=row.pattern,
+        currency=row.currency,
+        min_amount=amount(row.min_amount_minor),
+        max_amount=amount(row.max_amount_minor),
+        category_id=row.category_id,
+        tags=row.tags,
+        created_at=row.created_at,
+    )
+
+
+def _set_checked(row: CategorisationRule, values: dict[str, Any]) -> None:
+    """Sets ``values`` (a body's fields, amounts as decimal strings) on ``row``, then checks the
+    whole: a pattern that compiles, amounts that fit the currency, in order, and something to
+    do."""
+    for name in ("position", "field", "match", "pattern", "currency", "category_id", "tags"):
+        if name in values:
+            setattr(row, name, values[name])
+    for name in ("min_amount", "max_amount"):
+        if name in values:
+            amount = values[name]
+            if amount is not None and row.currency is None:
+                raise ValidationProblem.of_field(
+                    "body.currency", "An amount range needs a currency.", "currency"
+                )
+            try:
+                minor = None if amount is None else money.parse_amount(amount, row.currency or "")
+            except ValueError as exc:
+                raise ValidationProblem.of_field(f"body.{name}", str(exc), "amount") from None
+            setattr(row, f"{name}_minor", minor)
+    has_range = row.min_amount_minor is not None or row.max_amount_minor is not None
+    if row.currency is None and has_range:
+        raise ValidationProblem.of_field(
+            "body.currency", "An amount range needs a currency.", "currency"
+        )
+    if (
+        row.min_amount_minor is not None
+        and row.max_amount_minor is not None
+        and row.min_amount_minor > row.max_amount_minor
+    ):
+        raise ValidationProblem.of_field(
+            "body.max_amount", "max_amount is below min_amount.", "amount"
+        )
+    if row.match == "regex":
+        _regex(row.pattern)
+    if row.category_id is None and not row.tags:
+        raise ValidationProblem.of_field(
+            "body.category_id", "A rule sets a category, adds tags, or both.", "missing"
+        )
+
+
+async def _flush_unique_position(session: AsyncSession) -> None:
+    await flush_unique(
+        session,
+        constraint="categorisation_rules_position_key",
+        conflict="Another of your rules has this position.",
+    )
+
+
+async def create_rule(
+    session: AsyncSession, *, user_id: uuid.UUID, body: RuleCreate, idempotency_key: str | None
+) -> RuleOut | idempotency.Stored:
+    async def create() -> RuleOut:
+        count, last = (
+            await session.execute(
+                select(func.count(), func.max(CategorisationRule.position)).where(
+                    CategorisationRule.user_id == user_id
+                )
+            )
+        ).one()
+        if count >= MAX_RULES:
+            raise Conflict(f"You have {MAX_RULES} rules, the most there may be.")
+        await check_category(session, user_id=user_id, category_id=body.category_id)
+        row = CategorisationRule(user_id=user_id, min_amount_minor=None, max_amount_minor=None)
+        values = body.model_dump()
+        values["position"] = body.position or (last or 0) + 1
+        _set_checked(row, values)
+        session.add(row)
+        await _flush_unique_position(session)
+        await session.refresh(row)
+        return _out(row)
+
+    return await create_for_owner(
+        session,
+        user_id=user_id,
+        idempotency_key=idempotency_key,
+        route="POST /api/v1/expenses/rules",
+        body=body,
+        create=create,
+    )
+
+
+async def list_rules(session: AsyncSession, *, user_id: uuid.UUID) -> Page[RuleOut]:
+    """All of them (at most MAX_RULES), in their order."""
+    rows = await session.scalars(
+        select(CategorisationRule)
+        .where(CategorisationRule.user_id == user_id)
+        .order_by(CategorisationRule.position)
+    )
+    return Page[RuleOut](items=[_out(row) for row in rows], next_cursor=None)
+
+
+async def _rule(
+    session: AsyncSession, *, user_id: uuid.UUID, rule_id: uuid.UUID
+) -> CategorisationRule:
+    row = await session.get(CategorisationRule, (user_id, rule_id))
+    if row is None:
+        raise NotFound("No rule with this id.")
+    return row
+
+
+async def get_rule(session: AsyncSession, *, user_id: uuid.UUID, rule_id: uuid.UUID) -> RuleOut:
+    return _out(await _rule(session, user_id=user_id, rule_id=rule_id))
+
+
+async def update_rule(
+    session: AsyncSession, *, user_id: uuid.UUID, rule_id: uuid.UUID, body: RuleUpdate
+) -> RuleOut:
+    async with session.begin():
+        row = await _rule(session, user_id=user_id, rule_id=rule_id)
+        values = body.model_dump(include=body.model_fields_set)
+        for name in ("position", "field", "match", "pattern", "tags"):
+            if name in values and values[name] is None:
+                raise ValidationProblem.of_field(
+                    f"body.{name}", "This field cannot be null.", "null"
+                )
+        if "category_id" in values:
+            await check_category(session, user_id=user_id, category_id=body.category_id)
+        if "currency" in values:
+            # A bound not sent stays as written: read again in the new currency.
+            values.setdefault("min_amount", _amount_text(row.min_amount_minor, row.currency))
+            values.setdefault("max_amount", _amount_text(row.max_amount_minor, row.currency))
+        _set_checked(row, values)
+        await _flush_unique_position(session)
+        return _out(row)
+
+
+def _amount_text(minor: int | None, currency: str | None) -> str | None:
+    return None if minor is None or currency is None else money.format_amount(minor, currency)
+
+
+async def delete_rule(session: AsyncSession, *, user_id: uuid.UUID, rule_id: uuid.UUID) -> None:
+    async with session.begin():
+        await delete_owned(
+            session,
+            CategorisationRule,
+            user_id=user_id,
+            id=rule_id,
+            missing="No rule with this id.",
+        )
+
+
+# --- on demand ---------------------------------------------------------------------------------
+
+
+async def apply_rules(session: AsyncSession, *, user_id: uuid.UUID, dry_run: bool) -> RulesApplied:
+    """Runs the rules over the user's uncategorised expenses (a category someone chose is never
+    changed), oldest first: the first matching rule sets its category and adds its tags. A dry
+    run reports the same and writes nothing."""
+    matched = 0
+    changes: list[RuleChange] = []
+    async with session.begin():
+        rules = await load_rules(session, user_id=user_id)
+        if not rules:
+            return RulesApplied(matched=matched, dry_run=dry_run, changes=changes)
+        connection = (await (await session.connection()).get_raw_connection()).driver_connection
+        pending: list[tuple[uuid.UUID, Rule]] = []
+        async for row in connection.cursor(_UNCATEGORISED, user_id, prefetch=1000):
+            rule = first_match(
+                rules,
+                description=row["description"],
+                merchant=row["merchant"],
+                amount_minor=row["amount_minor"],
+                currency=row["currency"],
+            )
+            if rule is None:
+                continue
+            matched += 1
+            if len(changes) < REPORTED_CHANGES:
+                changes.append(
+                    RuleChange(
+                        expense_id=row["id"],
+                        rule_id=rule.id,
+                        description=row["description"],
+                        category_id=rule.category_id,
+                        tags=list(rule.tags),
+                    )
+                )
+            if not dry_run:
+                pending.append((row["id"], rule))
+                if len(pending) == APPLY_BATCH:
+                    await _write(connection, user_id=user_id, pending=pending)
+                    pending.clear()
+        if pending:
+            await _write(connection, user_id=user_id, pending=pending)
+    return RulesApplied(matched=matched, dry_run=dry_run, changes=changes)
+
+
+async def _write(
+    connection: Any, *, user_id: uuid.UUID, pending: list[tuple[uuid.UUID, Rule]]
+) -> None:
+    ids = [expense_id for expense_id, _ in pending]
+    await connection.execute(
+        _SET_CATEGORIES, user_id, ids, [rule.category_id for _, rule in pending]
+    )
+    tagged = [
+        (expense_id, TAG_SEPARATOR.join(rule.tags)) for expense_id, rule in pending if rule.tags
+    ]
+    if tagged:
+        expense_ids, tags = zip(*tagged, strict=True)
+        await connection.execute(_NEW_TAGS, user_id, list(tags))
+        await connection.execute(_LINK_TAGS, user_id, list(expense_ids), list(tags))
+
+
+_UNCATEGORISED = """
+    SELECT id, description, merchant, amount_minor, currency FROM expenses.expenses
+    WHERE user_id = $1 AND category_id IS NULL ORDER BY occurred_on, id
+"""
+_SET_CATEGORIES = """
+    UPDATE expenses.expenses e SET category_id = r.category_id, updated_at = now()
+    FROM unnest($2::uuid[], $3::uuid[]) AS r(id, category_id)
+    WHERE e.user_id = $1 AND e.id = r.id AND r.category_id IS NOT NULL
+"""
+# A new tag is named by its first spelling; PostgreSQL's lower() decides which names are one.
+_NEW_TAGS = """
+    INSERT INTO expenses.tags (user_id, id, name)
+    SELECT DISTINCT ON (lower(tag)) $1::uuid, gen_random_uuid(), tag
+    FROM unnest($2::text[]) AS r(tags) CROSS JOIN unnest(string_to_array(r.tags, ';')) AS tag
+    ORDER BY lower(tag)
+    ON CONFLICT DO NOTHING
+"""
+_LINK_TAGS = """
+    INSERT INTO expenses.expense_tags (user_id, expense_id, tag_id)
+    SELECT DISTINCT $1::uuid, r.expense_id, t.id
+    FROM unnest($2::uuid[], $3::text[]) AS r(expense_id, tags)
+    CROSS JOIN unnest(string_to_array(r.tags, ';')) AS tag
+    JOIN expenses.tags t ON t.user_id = $1::uuid AND lower(t.name) = lower(tag)
+    ON CONFLICT DO NOTHING
+"""
