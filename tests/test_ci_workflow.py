@@ -4,11 +4,13 @@ image with kustomize."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -114,3 +116,50 @@ def test_a_normal_user_is_told_the_one_command_to_run() -> None:
         "sudo apt-get update && sudo apt-get install -y --no-install-recommends "
         "expensetracker-no-such-package"
     )
+
+
+def _runtime_packages_in_lock() -> dict[str, dict]:
+    """uv.lock's packages that the image installs: the project's own dependencies (with the
+    extras it asks for), transitively, without the dev group."""
+    packages = {p["name"]: p for p in tomllib.loads((REPO / "uv.lock").read_text())["package"]}
+    project = next(p for p in packages.values() if p["source"].get("editable") == ".")
+    wanted, pending = {}, list(project["dependencies"])
+    while pending:
+        dependency = pending.pop()
+        package = packages[dependency["name"]]
+        pending += [] if package["name"] in wanted else package.get("dependencies", [])
+        for extra in dependency.get("extra", []):
+            pending += package["optional-dependencies"][extra]
+        wanted[package["name"]] = package
+    return wanted
+
+
+def test_the_sbom_lists_the_locked_runtime_packages(tmp_path: Path) -> None:
+    """`make sbom`, a real cyclonedx-py run on uv.lock's export: every package the image
+    installs, at its locked version and with the lock's hashes, and none of the dev tools."""
+    sbom_path = tmp_path / "sbom.cdx.json"
+    subprocess.run(
+        ["make", "-s", "--no-print-directory", "sbom", f"SBOM={sbom_path}"],
+        cwd=REPO,
+        check=True,
+        timeout=300,
+    )
+    sbom = json.loads(sbom_path.read_text())
+    assert sbom["bomFormat"] == "CycloneDX" and sbom["specVersion"] >= "1.5"
+    listed = {c["name"].lower(): c for c in sbom["components"]}
+    locked = _runtime_packages_in_lock()
+    assert set(listed) == set(locked)
+    assert {"fastapi", "asyncpg", "sqlalchemy", "pydantic-settings"} <= set(listed)
+    for name, component in listed.items():
+        assert component["version"] == locked[name]["version"], name
+        assert component["purl"] == f"pkg:pypi/{name}@{locked[name]['version']}"
+        lock_hashes = {
+            artifact["hash"].removeprefix("sha256:")
+            for artifact in [*locked[name].get("wheels", []), locked[name].get("sdist", {})]
+            if "hash" in artifact
+        }
+        sbom_hashes = {
+            h["content"] for ref in component["externalReferences"] for h in ref["hashes"]
+        }
+        assert sbom_hashes and sbom_hashes <= lock_hashes, name
+    assert not {"checkov", "pytest", "cyclonedx-bom"} & set(listed)
