@@ -16,7 +16,7 @@ TEST_DEBIAN_PACKAGES ?= buildah debootstrap prometheus prometheus-alertmanager p
 UV = $(shell command -v uv 2>/dev/null || echo $(VENV)/bin/uv)
 
 .PHONY: bootstrap up test test-deps fuzz properties lint bench bench-backup bench-expenses \
-	bench-web soak screenshots clean
+	bench-web soak screenshots clean sbom
 
 bootstrap:
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,17 @@ properties: bootstrap
 	EXPENSETRACKER_PROPERTY_EXAMPLES=$(PROPERTY_EXAMPLES) EXPENSETRACKER_PROPERTY_STEPS=$(PROPERTY_STEPS) \
 		EXPENSETRACKER_PROPERTY_SHRINK=1 $(VENV)/bin/python -m pytest tests/test_expense_properties.py \
 		-p no:cacheprovider -o timeout=3600 $(PYTEST_ARGS)
+
+# The CycloneDX SBOM (JSON) of the image's Python environment, read from uv.lock: the packages and
+# versions the Dockerfile's `uv sync --locked --no-dev` installs, with the lock's hashes. CI
+# attaches it to the image (.github/workflows/ci.yaml).
+SBOM ?= sbom.cdx.json
+sbom: bootstrap
+	@$(UV) export --frozen --no-dev --no-emit-project --format requirements-txt --quiet \
+		--output-file $(SBOM).requirements.txt
+	$(VENV)/bin/cyclonedx-py requirements --mc-type application --output-reproducible \
+		--output-format JSON --outfile $(SBOM) $(SBOM).requirements.txt
+	@rm $(SBOM).requirements.txt
 
 lint: bootstrap
 	$(VENV)/bin/ruff check src tests bench scripts

@@ -4,11 +4,13 @@ image with kustomize."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -29,6 +31,16 @@ def commands(job: dict) -> str:
     return "\n".join(step.get("run", "") for step in job["steps"])
 
 
+def _step(job: dict, **match: str) -> tuple[int, dict]:
+    """The one step whose `uses`/`name`/`run` contains each given text, and its position."""
+    [found] = [
+        (index, step)
+        for index, step in enumerate(job["steps"])
+        if all(text in str(step.get(key, "")) for key, text in match.items())
+    ]
+    return found
+
+
 def test_workflow_tests_builds_and_updates_the_overlay() -> None:
     document = workflow()
     assert set(document["on"]) == {"push", "pull_request"}
@@ -43,7 +55,7 @@ def test_workflow_tests_builds_and_updates_the_overlay() -> None:
     assert "GITHUB_SHA" in commands(image)
     deploy = jobs["deploy-development"]
     assert deploy["needs"] == "image"
-    [edit] = [step for step in deploy["steps"] if "kustomize edit set image" in step.get("run", "")]
+    _, edit = _step(deploy, name="development overlay", run="kustomize edit set image")
     overlay_dir = REPO / edit["working-directory"]
     assert overlay_dir.parent == KUBERNETES / "overlays"
     # The image name it sets is the one the overlay's `images:` rewrites.
@@ -113,4 +125,87 @@ def test_a_normal_user_is_told_the_one_command_to_run() -> None:
     assert result.stderr.splitlines()[-1].strip() == (
         "sudo apt-get update && sudo apt-get install -y --no-install-recommends "
         "expensetracker-no-such-package"
+    )
+
+
+def _runtime_packages_in_lock() -> dict[str, dict]:
+    """uv.lock's packages that the image installs: the project's own dependencies (with the
+    extras it asks for), transitively, without the dev group."""
+    packages = {p["name"]: p for p in tomllib.loads((REPO / "uv.lock").read_text())["package"]}
+    project = next(p for p in packages.values() if p["source"].get("editable") == ".")
+    wanted, pending = {}, list(project["dependencies"])
+    while pending:
+        dependency = pending.pop()
+        package = packages[dependency["name"]]
+        pending += [] if package["name"] in wanted else package.get("dependencies", [])
+        for extra in dependency.get("extra", []):
+            pending += package["optional-dependencies"][extra]
+        wanted[package["name"]] = package
+    return wanted
+
+
+def test_the_sbom_lists_the_locked_runtime_packages(tmp_path: Path) -> None:
+    """`make sbom`, a real cyclonedx-py run on uv.lock's export: every package the image
+    installs, at its locked version and with the lock's hashes, and none of the dev tools."""
+    sbom_path = tmp_path / "sbom.cdx.json"
+    subprocess.run(
+        ["make", "-s", "--no-print-directory", "sbom", f"SBOM={sbom_path}"],
+        cwd=REPO,
+        check=True,
+        timeout=300,
+    )
+    sbom = json.loads(sbom_path.read_text())
+    assert sbom["bomFormat"] == "CycloneDX" and sbom["specVersion"] >= "1.5"
+    listed = {c["name"].lower(): c for c in sbom["components"]}
+    locked = _runtime_packages_in_lock()
+    assert set(listed) == set(locked)
+    assert {"fastapi", "asyncpg", "sqlalchemy", "pydantic-settings"} <= set(listed)
+    for name, component in listed.items():
+        assert component["version"] == locked[name]["version"], name
+        assert component["purl"] == f"pkg:pypi/{name}@{locked[name]['version']}"
+        lock_hashes = {
+            artifact["hash"].removeprefix("sha256:")
+            for artifact in [*locked[name].get("wheels", []), locked[name].get("sdist", {})]
+            if "hash" in artifact
+        }
+        sbom_hashes = {
+            h["content"] for ref in component["externalReferences"] for h in ref["hashes"]
+        }
+        assert sbom_hashes and sbom_hashes <= lock_hashes, name
+    assert not {"checkov", "pytest", "cyclonedx-bom"} & set(listed)
+
+
+def test_workflow_audits_scans_and_attaches_the_sbom() -> None:
+    """The supply-chain steps, which need the vulnerability databases and a registry and so run
+    only on GitHub: present, in order, and wired to each other (docs/deploy.md)."""
+    jobs = workflow()["jobs"]
+    _, audit = _step(jobs["test"], run="pip-audit")
+    assert "uv export --frozen --no-dev --no-emit-project" in audit["run"]
+    assert re.search(r"pip-audit==\d+\.\d+\.\d+ --requirement requirements\.txt", audit["run"])
+    assert "--require-hashes" in audit["run"] and "--strict" in audit["run"]
+
+    image = jobs["image"]
+    sbom_at, sbom = _step(image, run="make sbom")
+    assert "SBOM=sbom.cdx.json" in sbom["run"]
+    upload_at, upload = _step(image, uses="actions/upload-artifact@")
+    assert upload["with"]["path"] == "sbom.cdx.json"
+    build_at, build = _step(image, name="Build", run="docker build")
+    assert '--label "org.cyclonedx.sbom.sha256=$(sha256sum sbom.cdx.json' in build["run"]
+    scan_at, scan = _step(image, uses="aquasecurity/trivy-action@")
+    assert re.fullmatch(r"aquasecurity/trivy-action@\d+\.\d+\.\d+", scan["uses"])
+    assert scan["with"] == {
+        "image-ref": "${{ env.IMAGE }}:${{ steps.tag.outputs.tag }}",
+        "severity": "CRITICAL",
+        "exit-code": "1",
+    }
+    push_at, push = _step(image, run="docker push")
+    # The SBOM exists before the build labels it; nothing unscanned is pushed.
+    assert sbom_at < upload_at < build_at < scan_at < push_at
+    assert image["outputs"]["digest"] == "${{ steps.push.outputs.digest }}"
+    assert push["id"] == "push" and 'echo "digest=${digest#*@}" >> "$GITHUB_OUTPUT"' in push["run"]
+
+    _, pin = _step(jobs["deploy-development"], name="production")
+    assert REPO / pin["working-directory"] == KUBERNETES / "overlays" / "production"
+    assert pin["run"] == (
+        'kustomize edit set image "expensetracker=$IMAGE@${{ needs.image.outputs.digest }}"'
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -142,3 +144,26 @@ def test_wildcard_cors_with_credentials_refused() -> None:
 def test_rate_limit_accepts_limits_notation_and_off() -> None:
     assert Settings(rate_limit="10/second;1000/hour").rate_limit == "10/second;1000/hour"
     assert Settings(rate_limit="OFF").rate_limit == "off"
+
+
+def test_secrets_are_read_from_files_in_the_secrets_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EXPENSETRACKER_SECRETS_DIR: a mounted Secret, one file per setting (as in staging and
+    production), read by Settings itself; an environment variable still wins."""
+    (tmp_path / "expensetracker_database_url").write_text(REAL_DB + "\n")
+    (tmp_path / "expensetracker_key_encryption_key").write_text(REAL_KEK)
+    monkeypatch.setenv("EXPENSETRACKER_SECRETS_DIR", str(tmp_path))
+    monkeypatch.delenv("EXPENSETRACKER_DATABASE_URL", raising=False)
+    monkeypatch.delenv("EXPENSETRACKER_KEY_ENCRYPTION_KEY", raising=False)
+    settings = Settings(env="production")
+    assert settings.database_url.get_secret_value() == REAL_DB
+    assert settings.key_encryption_key.get_secret_value() == REAL_KEK
+    other_db = REAL_DB.replace("@db:", "@other:")
+    monkeypatch.setenv("EXPENSETRACKER_DATABASE_URL", other_db)
+    assert Settings(env="production").database_url.get_secret_value() == other_db
+    # A placeholder in a file is refused like one in the environment.
+    monkeypatch.delenv("EXPENSETRACKER_DATABASE_URL")
+    (tmp_path / "expensetracker_key_encryption_key").write_text("change-me")
+    with pytest.raises(ValidationError, match="KEY_ENCRYPTION_KEY"):
+        Settings(env="production")

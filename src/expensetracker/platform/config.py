@@ -7,6 +7,7 @@ secrets.
 
 from __future__ import annotations
 
+import os
 import re
 from enum import StrEnum
 from functools import lru_cache
@@ -14,7 +15,13 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
 from sqlalchemy.engine import make_url
 
 MIB = 1024 * 1024
@@ -148,6 +155,23 @@ class Settings(BaseSettings):
     backup_dir: Path | None = None
     backup_retention_days: int = Field(default=7, ge=1)
     pg_bin_dir: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Secrets may come as files, one per setting, named like its variable
+        (``expensetracker_database_url``), in the folder EXPENSETRACKER_SECRETS_DIR names: in
+        Kubernetes, a Secret mounted read-only, which no `env` or crash dump shows. A variable
+        set in the environment still wins."""
+        secrets_dir = os.environ.get("EXPENSETRACKER_SECRETS_DIR") or None
+        files = SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir)
+        return init_settings, env_settings, dotenv_settings, files
 
     @field_validator("cors_origins", mode="before")
     @classmethod
