@@ -77,6 +77,8 @@ STATEMENTS = [
         CONSTRAINT rates_key UNIQUE NULLS NOT DISTINCT (base, quote, day, source, user_id)
     )
     """,
+    # Reports read a range of days of the currencies they convert (reports/conversion.py).
+    f"CREATE INDEX rates_quote_day ON {SCHEMA}.rates (quote, day)",
     f"CREATE OR REPLACE VIEW {SCHEMA}.spending_v1 AS "
     + SPENDING_V1.format(", e.charged_minor, e.charged_currency"),
     f"""
