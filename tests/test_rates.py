@@ -342,3 +342,41 @@ async def test_home_currency_command(client: httpx.AsyncClient, database_url: st
     for refused in (await run("gbp", "--user", account.email), await run("GBP", "--user", "x@y.z")):
         assert refused.popen.returncode == 2, refused.output
     assert await home(client, account) == "GBP"
+
+
+async def test_the_charged_amount_is_imported_and_exported(client: httpx.AsyncClient) -> None:
+    account = await signed_up(client)
+    header = "occurred_on,amount,currency,description,charged_amount,charged_currency\n"
+    good = header + "2026-01-09,20.00,USD,Taxi,18.41,EUR\n2026-01-09,5.00,USD,Bus,,\n"
+    response = await client.post(
+        "/api/v1/expenses/import",
+        content=good.encode(),
+        headers={**account.headers, "Content-Type": "text/csv"},
+    )
+    assert response.status_code == 201, response.text
+    exported = await client.get("/api/v1/expenses/export?format=json", headers=account.headers)
+    charged = {
+        row["description"]: (row["charged_amount"], row["charged_currency"])
+        for row in exported.json()
+    }
+    assert charged == {"Taxi": ("18.41", "EUR"), "Bus": (None, None)}
+    as_csv = await client.get("/api/v1/expenses/export", headers=account.headers)
+    assert as_csv.text.splitlines()[0].endswith(",charged_amount,charged_currency")
+    assert ",18.41,EUR" in as_csv.text
+    bad = header + (
+        "2026-01-09,1.00,USD,Half,18.41,\n"  # line 2
+        "2026-01-09,1.00,USD,Too precise,1.001,EUR\n"  # line 3
+        "2026-01-09,1.00,USD,Unknown,1.00,XXX\n"  # line 4
+    )
+    refused = await client.post(
+        "/api/v1/expenses/import",
+        content=bad.encode(),
+        headers={**account.headers, "Content-Type": "text/csv"},
+    )
+    assert refused.status_code == 422
+    assert [(e["line"], e["field"]) for e in refused.json()["errors"]] == [
+        (2, "charged_amount"),
+        (3, "charged_amount"),
+        (4, "charged_amount"),
+    ]
+    assert len((await client.get("/api/v1/expenses", headers=account.headers)).json()["items"]) == 2
