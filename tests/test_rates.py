@@ -380,3 +380,52 @@ async def test_the_charged_amount_is_imported_and_exported(client: httpx.AsyncCl
         (4, "charged_amount"),
     ]
     assert len((await client.get("/api/v1/expenses", headers=account.headers)).json()["items"]) == 2
+
+
+async def test_migrations_0011_and_0004_backfill_and_go_down_and_up_again(
+    empty_database_url: str,
+) -> None:
+    from alembic import command
+
+    from expensetracker.platform.migrations import alembic_config, upgrade
+    from expensetracker.targets import SERVICES
+
+    expenses, reports = SERVICES["expenses"], SERVICES["reports"]
+    await asyncio.to_thread(upgrade, expenses, empty_database_url, "0010")
+    user = "00000000-0000-0000-0000-000000000015"
+    connection = await asyncpg.connect(empty_database_url)
+    try:
+        await connection.execute("INSERT INTO expenses.owners (user_id) VALUES ($1)", user)
+        for day, currency in (("2026-01-02", "GBP"), ("2026-01-01", "USD")):
+            await connection.execute(
+                "INSERT INTO expenses.expenses (user_id, id, amount_minor, currency, "
+                "currency_exponent, occurred_on, description) "
+                "VALUES ($1, gen_random_uuid(), 100, $2, 2, $3::date, 'x')",
+                user,
+                currency,
+                date.fromisoformat(day),
+            )
+        await asyncio.to_thread(upgrade, expenses, empty_database_url)
+        await asyncio.to_thread(upgrade, reports, empty_database_url)
+        # The earliest recorded expense names an existing user's home currency.
+        backfilled = await connection.fetchval(
+            "SELECT home_currency FROM expenses.home_currencies_v1 WHERE user_id = $1", user
+        )
+        for spec, previous in ((expenses, "0010"), (reports, "0003")):
+            await asyncio.to_thread(
+                command.downgrade, alembic_config(spec, empty_database_url), previous
+            )
+        columns = await connection.fetchval(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'expenses' "
+            "AND table_name = 'spending_v1'"
+        )
+        gone = await connection.fetchval("SELECT to_regclass('expenses.rates') IS NULL")
+        for spec in (expenses, reports):
+            await asyncio.to_thread(upgrade, spec, empty_database_url)
+        again = await connection.fetchval(
+            "SELECT home_currency FROM expenses.home_currencies_v1 WHERE user_id = $1", user
+        )
+    finally:
+        await connection.close()
+    assert backfilled == "GBP"
+    assert (columns, gone, again) == (9, True, "GBP")
