@@ -55,6 +55,17 @@ async def ecb_rates(database_url: str) -> None:
         await connection.close()
 
 
+async def spend(
+    client: httpx.AsyncClient, account: Account, amount: str, currency: str, day: str, **fields
+) -> None:
+    await create(client, account, amount=amount, currency=currency, occurred_on=day, **fields)
+
+
+def in_euros(amount: str) -> dict[str, str]:
+    """An expense's fields saying it was charged ``amount`` EUR."""
+    return {"charged_amount": amount, "charged_currency": "EUR"}
+
+
 async def converted(client: httpx.AsyncClient, account: Account, path: str, **params) -> dict:
     response = await client.get(
         f"/api/v1/reports/{path}", params={"in": "home", **params}, headers=account.headers
@@ -72,33 +83,19 @@ async def test_a_summary_in_the_home_currency_says_how_it_was_made(
 ) -> None:
     account, other = await signed_up(client), await signed_up(client)
     groceries = (await categories(client, account))["Groceries"]
-    await create(client, account, amount="10.00", currency="EUR", occurred_on="2026-01-09")
+    await spend(client, account, "10.00", "EUR", "2026-01-09")
     rows = [
         ("10.00", "USD", "2026-01-09"),  # the day's rate
         ("5.00", "USD", "2026-01-11"),  # a Sunday: Friday's
         ("3.00", "GBP", "2026-01-07"),  # Monday's, two days old: the oldest used
     ]
     for amount, currency, day in rows:
-        await create(
-            client,
-            account,
-            amount=amount,
-            currency=currency,
-            occurred_on=day,
-            category_id=groceries,
-        )
-    await create(client, account, amount="7.00", currency="USD", occurred_on="2026-01-20")
-    await create(
-        client,
-        account,
-        amount="1000",
-        currency="JPY",
-        occurred_on="2026-01-09",
-        charged_amount="6.50",
-        charged_currency="EUR",
-        category_id=groceries,
+        await spend(client, account, amount, currency, day, category_id=groceries)
+    await spend(client, account, "7.00", "USD", "2026-01-20")
+    await spend(
+        client, account, "1000", "JPY", "2026-01-09", **in_euros("6.50"), category_id=groceries
     )
-    await create(client, other, amount="99.00", currency="USD", occurred_on="2026-01-09")
+    await spend(client, other, "99.00", "USD", "2026-01-09")
 
     summary = await converted(client, account, "summary", **JANUARY)
     expected = (
@@ -151,7 +148,7 @@ async def test_rounding_is_half_even_per_expense_and_a_user_rate_comes_first(
     )
     assert made.status_code == 200
     for amount in ("1.00", "3.00", "1.00"):  # 12.5, 37.5, 12.5 cents
-        await create(client, account, amount=amount, currency="USD", occurred_on="2026-01-09")
+        await spend(client, account, amount, "USD", "2026-01-09")
     summary = await converted(client, account, "summary", **JANUARY)
     # Half-even per expense: 12 + 38 + 12. Rounding the sum (62.5) or halves up (13 + 38 + 13)
     # would not give this.
@@ -162,10 +159,10 @@ async def test_rounding_is_half_even_per_expense_and_a_user_rate_comes_first(
 @pytest.mark.usefixtures("ecb_rates")
 async def test_cross_rates_and_currencies_of_other_decimals(client: httpx.AsyncClient) -> None:
     account = await signed_up(client)
-    await create(client, account, amount="1.00", currency="USD", occurred_on="2026-01-05")
+    await spend(client, account, "1.00", "USD", "2026-01-05")
     rows = [("10.00", "GBP"), ("1000", "JPY"), ("12.34", "SEK")]
     for amount, currency in rows:
-        await create(client, account, amount=amount, currency=currency, occurred_on="2026-01-09")
+        await spend(client, account, amount, currency, "2026-01-09")
     summary = await converted(client, account, "summary", **JANUARY)
     expected = 100 + sum(
         reference(amount, currency, date(2026, 1, 9), "USD") for amount, currency in rows
@@ -194,10 +191,10 @@ async def test_cross_rates_and_currencies_of_other_decimals(client: httpx.AsyncC
 async def test_the_age_of_a_usable_rate_is_a_setting(serve_app: AppFactory, max_age: int) -> None:
     async with serve_app(rates_max_age_days=max_age) as client:
         account = await signed_up(client)
-        await create(client, account, amount="1.00", currency="EUR", occurred_on="2026-01-09")
+        await spend(client, account, "1.00", "EUR", "2026-01-09")
         days = ["2026-01-09", "2026-01-11", "2026-01-20"]
         for day in days:
-            await create(client, account, amount="10.00", currency="USD", occurred_on=day)
+            await spend(client, account, "10.00", "USD", day)
         summary = await converted(client, account, "summary", **JANUARY)
     usable = [
         day for day in days if reference("10.00", "USD", date.fromisoformat(day), "EUR", max_age)
@@ -232,40 +229,15 @@ async def test_without_a_home_currency_a_converted_report_is_a_problem(
 async def test_trends_and_merchants_in_the_home_currency(client: httpx.AsyncClient) -> None:
     account = await signed_up(client)
     groceries = (await categories(client, account))["Groceries"]
-    await create(
-        client,
-        account,
-        amount="20.00",
-        currency="EUR",
-        occurred_on="2025-12-15",
-        category_id=groceries,
-        merchant="Corner shop",
+    await spend(
+        client, account, "20.00", "EUR", "2025-12-15", category_id=groceries, merchant="Corner shop"
     )
-    await create(
-        client,
-        account,
-        amount="30.00",
-        currency="USD",
-        occurred_on="2026-01-09",
-        category_id=groceries,
-        merchant="Corner shop",
+    await spend(
+        client, account, "30.00", "USD", "2026-01-09", category_id=groceries, merchant="Corner shop"
     )
-    await create(
-        client,
-        account,
-        amount="25.00",
-        currency="EUR",
-        occurred_on="2026-01-10",
-        merchant="Bakery",
-    )
-    await create(
-        client,
-        account,
-        amount="500",
-        currency="JPY",
-        occurred_on="2026-01-25",
-        category_id=groceries,
-        merchant="Kiosk",
+    await spend(client, account, "25.00", "EUR", "2026-01-10", merchant="Bakery")
+    await spend(
+        client, account, "500", "JPY", "2026-01-25", category_id=groceries, merchant="Kiosk"
     )
     usd = reference("30.00", "USD", date(2026, 1, 9), "EUR")
     trends = await converted(client, account, "trends", month="2026-01", months=2)
@@ -298,40 +270,12 @@ async def test_a_converted_budget_counts_every_currency(client: httpx.AsyncClien
     account = await signed_up(client)
     groceries = (await categories(client, account))["Groceries"]
     food = (await categories(client, account))["Food"]
-    await create(
-        client,
-        account,
-        amount="40.00",
-        currency="EUR",
-        occurred_on="2026-01-08",
-        category_id=groceries,
+    await spend(client, account, "40.00", "EUR", "2026-01-08", category_id=groceries)
+    await spend(client, account, "50.00", "USD", "2026-01-09", category_id=groceries)
+    await spend(
+        client, account, "1000", "JPY", "2026-01-09", **in_euros("6.10"), category_id=groceries
     )
-    await create(
-        client,
-        account,
-        amount="50.00",
-        currency="USD",
-        occurred_on="2026-01-09",
-        category_id=groceries,
-    )
-    await create(
-        client,
-        account,
-        amount="1000",
-        currency="JPY",
-        occurred_on="2026-01-09",
-        category_id=groceries,
-        charged_amount="6.10",
-        charged_currency="EUR",
-    )
-    await create(
-        client,
-        account,
-        amount="9.00",
-        currency="CAD",
-        occurred_on="2026-01-09",
-        category_id=groceries,
-    )
+    await spend(client, account, "9.00", "CAD", "2026-01-09", category_id=groceries)
     made = await budget(
         client,
         account,
@@ -372,7 +316,7 @@ async def test_a_converted_budget_counts_every_currency(client: httpx.AsyncClien
 @pytest.mark.usefixtures("ecb_rates")
 async def test_totals_equal_the_sum_of_their_rows(client: httpx.AsyncClient) -> None:
     account = await signed_up(client)
-    await create(client, account, amount="0.01", currency="EUR", occurred_on="2026-01-01")
+    await spend(client, account, "0.01", "EUR", "2026-01-01")
     generator = random.Random(15)
     expected_by_day: dict[str, int] = defaultdict(int)
     missing = 0

@@ -6,7 +6,7 @@ import uuid
 from datetime import date
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from expensetracker.platform import idempotency
 from expensetracker.platform.db import DbConnection, DbSession
@@ -43,6 +43,10 @@ In = Annotated[
 
 def _max_rate_age(request: Request) -> int:
     return request.app.state.settings.rates_max_age_days
+
+
+# How old a rate may be for a day without one (EXPENSETRACKER_RATES_MAX_AGE_DAYS).
+MaxRateAge = Annotated[int, Depends(_max_rate_age)]
 
 
 def _month(value: str | None) -> date:
@@ -91,20 +95,20 @@ async def delete_budget(budget_id: uuid.UUID, user: CurrentUser, session: DbSess
 
 @router.get("/api/v1/reports/budgets")
 async def budget_report(
-    request: Request, user: CurrentUser, db: DbConnection, month: MonthQuery = None
+    user: CurrentUser, db: DbConnection, max_rate_age: MaxRateAge, month: MonthQuery = None
 ) -> BudgetReport:
     """Per budget in the month: limit, rollover in, spent, remaining, percent used, state; a
     converted budget also says how its spending was converted."""
     return await service.budget_report(
-        db, user_id=user.user_id, month=_month(month), max_rate_age=_max_rate_age(request)
+        db, user_id=user.user_id, month=_month(month), max_rate_age=max_rate_age
     )
 
 
 @router.get("/api/v1/reports/summary")
 async def summary(
-    request: Request,
     user: CurrentUser,
     db: DbConnection,
+    max_rate_age: MaxRateAge,
     from_: From,
     to: To,
     group_by: Literal["category", "month", "tag"] = "category",
@@ -119,16 +123,16 @@ async def summary(
             from_=from_,
             to=to,
             group_by=group_by,
-            max_rate_age=_max_rate_age(request),
+            max_rate_age=max_rate_age,
         )
     return await service.summary(db, user_id=user.user_id, from_=from_, to=to, group_by=group_by)
 
 
 @router.get("/api/v1/reports/trends")
 async def trends(
-    request: Request,
     user: CurrentUser,
     db: DbConnection,
+    max_rate_age: MaxRateAge,
     month: MonthQuery = None,
     months: Annotated[int, Query(ge=2, le=24)] = 6,
     in_: In = None,
@@ -141,16 +145,16 @@ async def trends(
             user_id=user.user_id,
             month=_month(month),
             months=months,
-            max_rate_age=_max_rate_age(request),
+            max_rate_age=max_rate_age,
         )
     return await service.trends(db, user_id=user.user_id, month=_month(month), months=months)
 
 
 @router.get("/api/v1/reports/merchants")
 async def top_merchants(
-    request: Request,
     user: CurrentUser,
     db: DbConnection,
+    max_rate_age: MaxRateAge,
     from_: From,
     to: To,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
@@ -164,7 +168,7 @@ async def top_merchants(
             from_=from_,
             to=to,
             limit=limit,
-            max_rate_age=_max_rate_age(request),
+            max_rate_age=max_rate_age,
         )
     return await service.top_merchants(db, user_id=user.user_id, from_=from_, to=to, limit=limit)
 
