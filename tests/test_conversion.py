@@ -336,6 +336,17 @@ async def test_totals_equal_the_sum_of_their_rows(client: httpx.AsyncClient) -> 
         1 + sum(expected_by_day.values()), "EUR"
     )
     assert summary["total"]["conversion"]["missing"] == missing
+    # Whole months come from the monthly totals, the days around them row by row: the same.
+    around = await converted(
+        client, account, "summary", **{"from": "2025-12-20", "to": "2026-02-03"}
+    )
+    assert around["total"] == summary["total"]
+    partial = await converted(
+        client, account, "summary", **{"from": "2026-01-01", "to": "2026-01-30"}
+    )
+    assert partial["total"]["amount"] == money.format_amount(
+        1 + sum(value for day, value in expected_by_day.items() if day != "2026-01-31"), "EUR"
+    )
     # Day by day, each day's total is its rows' sum.
     for day, value in expected_by_day.items():
         one_day = await converted(client, account, "summary", **{"from": day, "to": day})

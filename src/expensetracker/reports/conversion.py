@@ -28,6 +28,7 @@ import asyncpg
 
 from expensetracker.platform import money
 from expensetracker.platform.errors import ValidationProblem
+from expensetracker.reports.months import whole_months
 from expensetracker.reports.schemas import Conversion, ConvertedTotal, CurrencyTotal
 
 # The user's own rates first, then the providers'.
@@ -197,6 +198,9 @@ WHERE user_id = $1 AND month BETWEEN date_trunc('month', $2::date) AND $3 AND cu
 _HALF_EVEN = (
     "CASE WHEN {v} - floor({v}) = 0.5 THEN floor({v}) + mod(floor({v}), 2) ELSE round({v}) END"
 )
+# The expense rows converted one by one, summed per key and way of conversion. Expenses in the
+# target currency need no conversion: those of whole months ($9 to $10) may come from the
+# monthly totals instead ({rollup}), and only the rest is read row by row.
 _CONVERTED = """
 WITH f AS (
   SELECT * FROM unnest($2::text[], $3::date[], $4::numeric[], $5::date[])
@@ -211,12 +215,20 @@ WITH f AS (
   FROM expenses.spending_v1 s {join}
   LEFT JOIN f ON f.currency = s.currency AND f.day = s.occurred_on
   WHERE s.user_id = $1 AND s.occurred_on BETWEEN $7 AND $8{where}
+    AND (s.currency = ANY($11::text[]) OR s.currency = $6
+         AND (s.occurred_on < $9 OR s.occurred_on >= ($10::date + interval '1 month')::date))
 )
 SELECT {names}, how, CASE WHEN how = 3 THEN currency END,
        sum(CASE how WHEN 3 THEN amount_minor WHEN 2 THEN {half_even} ELSE exact END),
        count(*), min(rate_day)
-FROM e GROUP BY {groups}, how, {currency_column}
+FROM e GROUP BY {groups}, how, {currency_column}{rollup}
 """
+_ROLLUP = """
+UNION ALL
+SELECT {rollup_keys}, 0, NULL, sum(total_minor), sum(expense_count), NULL::date
+FROM expenses.monthly_spending_v1
+WHERE user_id = $1 AND currency = $6 AND month BETWEEN $9 AND $10
+GROUP BY {groups}"""
 
 
 async def converted(
@@ -225,6 +237,7 @@ async def converted(
     user_id: uuid.UUID,
     target: str,
     keys: Sequence[str],
+    rollup_keys: Sequence[str] | None = None,
     join: str = "",
     where: str = "",
     from_: date,
@@ -233,7 +246,9 @@ async def converted(
 ) -> dict[tuple, Converted]:
     """The expenses from ``from_`` to ``to`` (``spending_v1 s``, with ``join``, and the further
     conditions ``where``), converted to ``target`` and summed per value of the SQL expressions
-    ``keys``. Only fixed SQL fragments go into the text."""
+    ``keys``. With ``rollup_keys``, the same keys over ``monthly_spending_v1``, the expenses in
+    ``target`` of whole months are summed from the monthly totals. Only fixed SQL fragments go
+    into the text."""
     currencies = [row[0] for row in await db.fetch(_CURRENCIES, user_id, from_, to, target)]
     table = await factors(
         db,
@@ -245,14 +260,21 @@ async def converted(
         max_age=max_age,
     )
     width = len(keys)
+    groups = ", ".join(str(n + 1) for n in range(width))
+    months = whole_months(from_, to) if rollup_keys is not None else None
+    # Without whole months to read from the totals, an empty span: every row is read.
+    first_month, last_month = months or (to + timedelta(days=1), to.replace(day=1))
     sql = _CONVERTED.format(
         keys=", ".join(f"{key} AS k{n}" for n, key in enumerate(keys)),
         names=", ".join(f"k{n}" for n in range(width)),
-        groups=", ".join(str(n + 1) for n in range(width)),
+        groups=groups,
         currency_column=width + 2,
         join=join,
         where=f" AND {where}" if where else "",
         half_even=_HALF_EVEN.format(v="raw"),
+        rollup=_ROLLUP.format(rollup_keys=", ".join(rollup_keys or ()), groups=groups)
+        if months
+        else "",
     )
     totals: dict[tuple, Converted] = defaultdict(Converted)
     for row in await db.fetch(
@@ -265,6 +287,9 @@ async def converted(
         target,
         from_,
         to,
+        first_month,
+        last_month,
+        currencies,
     ):
         *key, how, currency, minor, count, rate_day = row
         totals[tuple(key)].add(how, currency, int(minor), count, rate_day)

@@ -4,7 +4,6 @@ only its own schema. Sums are always per currency."""
 
 from __future__ import annotations
 
-import calendar
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -27,6 +26,13 @@ from expensetracker.platform.tokens import InvalidToken
 from expensetracker.reports import conversion
 from expensetracker.reports.conversion import Converted
 from expensetracker.reports.models import Budget, BudgetAlert, ForgottenUser, idempotency_keys
+from expensetracker.reports.months import (
+    add_months,
+    month_end,
+    month_label,
+    parse_month,
+    whole_months,
+)
 from expensetracker.reports.schemas import (
     AlertOut,
     BudgetIn,
@@ -54,34 +60,6 @@ BUDGETS_EXCEEDED = Counter(
 _CATEGORY_NAMES = "SELECT category_id, name FROM expenses.categories_v1 WHERE user_id = $1"
 # Reports span at most this long: a decade of months is plenty and bounds the work.
 MAX_RANGE_DAYS = 3660
-
-
-# --- months ------------------------------------------------------------------------------------
-
-
-def parse_month(value: str) -> date:
-    year, month = value.split("-")
-    return date(int(year), int(month), 1)
-
-
-def month_label(value: date) -> str:
-    return f"{value.year:04d}-{value.month:02d}"
-
-
-def add_months(value: date, months: int) -> date:
-    year, month = divmod(value.month - 1 + months, 12)
-    return date(value.year + year, month + 1, 1)
-
-
-def month_end(value: date) -> date:
-    return value.replace(day=calendar.monthrange(value.year, value.month)[1])
-
-
-def whole_months(start: date, end: date) -> tuple[date, date] | None:
-    """The first and last month lying entirely within [start, end], if any."""
-    first = start if start.day == 1 else add_months(start.replace(day=1), 1)
-    last = end.replace(day=1) if end == month_end(end) else add_months(end.replace(day=1), -1)
-    return (first, last) if first <= last else None
 
 
 # --- budgets -----------------------------------------------------------------------------------
@@ -324,6 +302,7 @@ async def _converted_months(
                 "s.category_id",
                 "s.category_parent_id",
             ),
+            rollup_keys=("month", "category_id", "category_parent_id"),
             from_=first,
             to=month_end(month),
             max_age=max_age,
@@ -564,16 +543,20 @@ async def converted_summary(
     target = await conversion.home_currency(db, user_id=user_id)
     range_ = {"target": target, "from_": from_, "to": to, "max_age": max_rate_age}
     tagged = group_by == "tag"
+    rollup_key, raw_key = _GROUP_KEYS[group_by]
     groups = await conversion.converted(
         db,
         user_id=user_id,
-        keys=(_GROUP_KEYS[group_by][1],),
+        keys=(raw_key,),
+        rollup_keys=(rollup_key,) if rollup_key else None,
         join=_TAG_JOIN if tagged else "",
         **range_,
     )
     # An expense with several tags is in several groups, but once in the overall total.
     every = (
-        await conversion.converted(db, user_id=user_id, keys=("s.user_id",), **range_)
+        await conversion.converted(
+            db, user_id=user_id, keys=("s.user_id",), rollup_keys=("user_id",), **range_
+        )
         if tagged
         else groups
     )
@@ -656,6 +639,7 @@ async def converted_trends(
         user_id=user_id,
         target=target,
         keys=("s.category_id", "date_trunc('month', s.occurred_on)::date"),
+        rollup_keys=("category_id", "month"),
         from_=first,
         to=month_end(month),
         max_age=max_rate_age,
