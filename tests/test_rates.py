@@ -429,3 +429,20 @@ async def test_migrations_0011_and_0004_backfill_and_go_down_and_up_again(
         await connection.close()
     assert backfilled == "GBP"
     assert (columns, gone, again) == (9, True, "GBP")
+
+
+async def test_a_first_import_sets_its_most_common_currency_as_home(
+    client: httpx.AsyncClient,
+) -> None:
+    account = await signed_up(client)
+    rows = "".join(
+        f"2026-01-{day:02d},1.00,{'USD' if day % 4 == 0 else 'GBP'},Day {day}\n"
+        for day in range(1, 13)
+    )
+    response = await client.post(
+        "/api/v1/expenses/import",
+        content=("occurred_on,amount,currency,description\n" + rows).encode(),
+        headers={**account.headers, "Content-Type": "text/csv"},
+    )
+    assert response.status_code == 201, response.text
+    assert await home(client, account) == "GBP"

@@ -52,7 +52,19 @@ def year_of_spending(today: date) -> str:
             when = month.replace(day=day)
             if start <= when <= today:
                 rows.append(
-                    (when, amount, "EUR", merchant, "", merchant, category, "fixed", f"demo-{n}")
+                    (
+                        when,
+                        amount,
+                        "EUR",
+                        merchant,
+                        "",
+                        merchant,
+                        category,
+                        "fixed",
+                        f"demo-{n}",
+                        "",
+                        "",
+                    )
                 )
                 n += 1
         for category, merchants, (low, high), per_month in HABITS:
@@ -62,13 +74,27 @@ def year_of_spending(today: date) -> str:
                     merchant = rng.choice(merchants)
                     amount = f"{rng.uniform(low, high):.2f}"
                     rows.append(
-                        (when, amount, "EUR", merchant, "", merchant, category, "", f"demo-{n}")
+                        (
+                            when,
+                            amount,
+                            "EUR",
+                            merchant,
+                            "",
+                            merchant,
+                            category,
+                            "",
+                            f"demo-{n}",
+                            "",
+                            "",
+                        )
                     )
                     n += 1
         month = (month + timedelta(days=32)).replace(day=1)
-    # A week abroad, in another currency: sums are per currency.
+    # A week abroad, in another currency: sums are per currency. The card statement gave what two
+    # of them cost in euros (the charged amount); the third waits for a rate.
     trip = today - timedelta(days=120)
-    for i, (what, amount) in enumerate([("Hotel", "48000"), ("Sushi", "3200"), ("Train", "14170")]):
+    abroad = [("Hotel", "48000", "295.80"), ("Sushi", "3200", ""), ("Train", "14170", "87.30")]
+    for i, (what, amount, charged) in enumerate(abroad):
         rows.append(
             (
                 trip + timedelta(days=i),
@@ -80,6 +106,8 @@ def year_of_spending(today: date) -> str:
                 "Travel",
                 "japan",
                 f"demo-jp-{i}",
+                charged,
+                "EUR" if charged else "",
             )
         )
     return "".join(",".join(str(value) for value in row) + "\n" for row in rows)

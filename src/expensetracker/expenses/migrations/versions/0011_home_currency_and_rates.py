@@ -2,8 +2,8 @@
 published to reports (docs/contracts/expenses-spending-v1.md).
 
 - ``owners.home_currency``: set by the user, or by the first expense written (a statement-level
-  trigger on insert, so every way of writing expenses sets it; existing users get the currency
-  of their earliest expense).
+  trigger on insert, so every way of writing expenses sets it; a first import, the file's most
+  common currency; existing users get the currency of their earliest expense).
 - ``expenses.charged_minor``, ``charged_currency``, ``charged_exponent``: what the bank took,
   when known.
 - ``rates``: one rate per day, pair, source and owner (null: a provider's rate, for everyone;
@@ -45,15 +45,16 @@ STATEMENTS = [
         SELECT e.currency FROM {SCHEMA}.expenses e WHERE e.user_id = o.user_id
         ORDER BY e.created_at, e.id LIMIT 1)
     """,
-    # The owner's first expense names their home currency; later ones find it set and change
-    # nothing (a primary-key lookup per user of the statement).
+    # The owner's first expense names their home currency (a first import of many: its most
+    # common currency, the rows of one statement having no order); later ones find it set and
+    # change nothing (a primary-key lookup per user of the statement).
     f"""
     CREATE FUNCTION {SCHEMA}.home_currency_from_first_expense() RETURNS trigger
     LANGUAGE plpgsql AS $$
     BEGIN
         UPDATE {SCHEMA}.owners o SET home_currency = first.currency
-        FROM (SELECT DISTINCT ON (user_id) user_id, currency FROM new_rows
-              ORDER BY user_id, created_at, id) first
+        FROM (SELECT user_id, mode() WITHIN GROUP (ORDER BY currency) AS currency
+              FROM new_rows GROUP BY user_id) first
         WHERE o.user_id = first.user_id AND o.home_currency IS NULL;
         RETURN NULL;
     END $$
