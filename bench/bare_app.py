@@ -82,6 +82,7 @@ async def create(
         None,
         None,
         body.category_id,
+        *(None, None, None),  # no charged amount
     ]
     if body.tags:
         args.append(body.tags)

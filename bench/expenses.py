@@ -301,6 +301,7 @@ def pgbench_lines(pgbench: str, url: str, users: list[BenchUser]) -> list[tuple[
             "NULL",
             "NULL",
             category,
+            *("NULL", "NULL", "NULL"),  # no charged amount
         ],
     )
     sql, _ = service.page_statement(

@@ -1,4 +1,5 @@
-"""The one command line: ``expensetracker up | serve | migrate | auth | expenses | backup``."""
+"""The one command line: ``expensetracker up | serve | migrate | auth | expenses | rates |
+backup``."""
 
 from __future__ import annotations
 
@@ -388,6 +389,79 @@ def run_jobs() -> None:
             return await run_maintenance(sessionmaker, today=date.today())
 
     typer.echo(f"recurring expenses created: {asyncio.run(run())}")
+
+
+@expenses_cli.command("home-currency")
+def home_currency(
+    currency: Annotated[str, typer.Argument(help="An ISO 4217 code, e.g. EUR.")],
+    user: Annotated[str, typer.Option("--user", help="Email address of the account.")],
+) -> None:
+    """Set an account's home currency: what reports convert to with in=home."""
+    import asyncio
+
+    from expensetracker.expenses.rates import set_home_currency
+    from expensetracker.platform import money
+
+    try:
+        money.exponent(currency)
+    except ValueError as exc:
+        _fail(str(exc))
+    settings = _operator_settings(service="expenses")
+
+    async def run() -> None:
+        async with _driver_connection(settings, purpose="home-currency") as connection:
+            user_id = await connection.fetchval(
+                "SELECT user_id FROM auth.accounts_v1 WHERE email = lower($1)", user
+            )
+            if user_id is None:
+                _fail(f"no account with the email address {user}")
+            await set_home_currency(connection, user_id=user_id, currency=currency)
+
+    asyncio.run(run())
+    typer.echo(f"home currency of {user}: {currency}")
+
+
+@asynccontextmanager
+async def _driver_connection(settings: Settings, *, purpose: str) -> AsyncIterator[Any]:
+    from expensetracker.platform.db import create_driver_pool
+
+    pool = await create_driver_pool(settings, application_name=f"expensetracker-{purpose}")
+    try:
+        async with pool.acquire() as connection:
+            yield connection
+    finally:
+        await pool.close()
+
+
+rates_cli = typer.Typer(help="Exchange rates (kept by the expenses service).", no_args_is_help=True)
+cli.add_typer(rates_cli, name="rates")
+
+
+@rates_cli.command("load")
+def load_rates(
+    location: Annotated[
+        str, typer.Argument(help="The ECB's reference-rate XML file: a path or an http(s) URL.")
+    ],
+) -> None:
+    """Load the ECB's reference rates (daily, 90-day or full history file); a day's rates
+    already there are replaced. The file is kept whole or not at all."""
+    import asyncio
+
+    import httpx
+
+    from expensetracker.expenses.rates import InvalidRates, load_ecb
+
+    settings = _operator_settings(service="expenses")
+
+    async def run() -> int:
+        async with _driver_connection(settings, purpose="rates") as connection:
+            return await load_ecb(connection, location)
+
+    try:
+        kept = asyncio.run(run())
+    except (InvalidRates, httpx.HTTPError, OSError) as exc:
+        _fail(f"{location}: {getattr(exc, 'detail', None) or exc}", code=1)
+    typer.echo(f"rates kept: {kept}")
 
 
 backup_cli = typer.Typer(

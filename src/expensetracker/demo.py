@@ -41,6 +41,33 @@ MONTHLY = [
 ]
 
 
+def _row(
+    when: date,
+    amount: str,
+    currency: str,
+    what: str,
+    category: str,
+    tags: str,
+    external_id: str,
+    charged: str = "",
+) -> tuple[object, ...]:
+    """A CSV row (transfer.COLUMNS) of ``what``, its description and merchant; ``charged``: what
+    the card took in euros, when given."""
+    return (
+        when,
+        amount,
+        currency,
+        what,
+        "",
+        what,
+        category,
+        tags,
+        external_id,
+        charged,
+        "EUR" if charged else "",
+    )
+
+
 def year_of_spending(today: date) -> str:
     rng = random.Random(2026)  # noqa: S311 - made-up spending, the same year every time
     start = today.replace(day=1) - timedelta(days=365)
@@ -51,9 +78,7 @@ def year_of_spending(today: date) -> str:
         for category, merchant, amount, day in MONTHLY:
             when = month.replace(day=day)
             if start <= when <= today:
-                rows.append(
-                    (when, amount, "EUR", merchant, "", merchant, category, "fixed", f"demo-{n}")
-                )
+                rows.append(_row(when, amount, "EUR", merchant, category, "fixed", f"demo-{n}"))
                 n += 1
         for category, merchants, (low, high), per_month in HABITS:
             for _ in range(per_month):
@@ -61,25 +86,24 @@ def year_of_spending(today: date) -> str:
                 if start <= when <= today:
                     merchant = rng.choice(merchants)
                     amount = f"{rng.uniform(low, high):.2f}"
-                    rows.append(
-                        (when, amount, "EUR", merchant, "", merchant, category, "", f"demo-{n}")
-                    )
+                    rows.append(_row(when, amount, "EUR", merchant, category, "", f"demo-{n}"))
                     n += 1
         month = (month + timedelta(days=32)).replace(day=1)
-    # A week abroad, in another currency: sums are per currency.
+    # A week abroad, in another currency: sums are per currency. The card statement gave what two
+    # of them cost in euros (the charged amount); the third waits for a rate.
     trip = today - timedelta(days=120)
-    for i, (what, amount) in enumerate([("Hotel", "48000"), ("Sushi", "3200"), ("Train", "14170")]):
+    abroad = [("Hotel", "48000", "295.80"), ("Sushi", "3200", ""), ("Train", "14170", "87.30")]
+    for i, (what, amount, charged) in enumerate(abroad):
         rows.append(
-            (
+            _row(
                 trip + timedelta(days=i),
                 amount,
                 "JPY",
                 what,
-                "",
-                what,
                 "Travel",
                 "japan",
                 f"demo-jp-{i}",
+                charged,
             )
         )
     return "".join(",".join(str(value) for value in row) + "\n" for row in rows)

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import date
 from pathlib import Path
 
 from fastapi import FastAPI
 
-from expensetracker.expenses import models, routes
+from expensetracker.expenses import models, rates, routes
 from expensetracker.expenses.recurring import run_maintenance
 from expensetracker.expenses.service import forget_user
 from expensetracker.platform.application import create_app as create_platform_app
-from expensetracker.platform.background import service_jobs
+from expensetracker.platform.background import periodically, service_jobs
 from expensetracker.platform.config import Settings, get_settings
 from expensetracker.platform.events import UserEventConsumer
 from expensetracker.platform.service import ServiceSpec
@@ -35,9 +35,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     async def maintenance() -> int:
         return await run_maintenance(app.state.sessionmaker, today=date.today())
 
-    async with service_jobs(
-        app.state.settings, user_events=consumer.catch_up, maintenance=maintenance
-    ):
+    async def refresh_rates() -> int:
+        return await rates.refresh_providers(app.state.driver_pool, settings)
+
+    settings = app.state.settings
+    async with AsyncExitStack() as jobs:
+        await jobs.enter_async_context(
+            service_jobs(settings, user_events=consumer.catch_up, maintenance=maintenance)
+        )
+        if settings.rates_ecb_url or settings.rates_frankfurter_url:
+            await jobs.enter_async_context(
+                periodically("rates", refresh_rates, interval=settings.rates_fetch_interval_seconds)
+            )
         yield
 
 

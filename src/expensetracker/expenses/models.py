@@ -53,6 +53,8 @@ class Owner(Base):
     __tablename__ = "owners"
 
     user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    # What reports convert to (in=home): set by the user, else by their first expense (0011).
+    home_currency: Mapped[str | None] = mapped_column(String(3))
     created_at: Mapped[datetime] = _timestamp()
 
 
@@ -131,6 +133,10 @@ class Expense(Base):
     notes: Mapped[str | None] = mapped_column(Text)
     merchant: Mapped[str | None] = mapped_column(String(100))
     category_id: Mapped[uuid.UUID | None] = mapped_column()
+    # What the bank took, in the currency it charged (the home currency): beats any rate.
+    charged_minor: Mapped[int | None] = mapped_column(BigInteger)
+    charged_currency: Mapped[str | None] = mapped_column(String(3))
+    charged_exponent: Mapped[int | None] = mapped_column(SmallInteger)
     # Set by imports: importing the same row again finds it instead of creating it twice.
     external_id: Mapped[str | None] = mapped_column(String(100))
     search_text: Mapped[str] = mapped_column(
@@ -230,6 +236,14 @@ class ExpenseTag(Base):
 idempotency_keys = idempotency_table(metadata)
 event_positions = event_positions_table(metadata)
 
-# Views of the read contract for the reports service (migrations 0005 and 0007). The table
-# behind monthly_spending_v1, monthly_totals, is kept by triggers written in SQL (0007).
-READ_CONTRACT = ("spending_v1", "categories_v1", "expense_tags_v1", "monthly_spending_v1")
+# Views of the read contract for the reports service (migrations 0005, 0007 and 0011). The table
+# behind monthly_spending_v1, monthly_totals, is kept by triggers written in SQL (0007); the
+# rates table (0011) is written by rates.py in SQL too.
+READ_CONTRACT = (
+    "spending_v1",
+    "categories_v1",
+    "expense_tags_v1",
+    "monthly_spending_v1",
+    "home_currencies_v1",
+    "rates_v1",
+)

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from expensetracker.expenses import recurring, rules, service, statements, transfer
+from expensetracker.expenses import rates, recurring, rules, service, statements, transfer
 from expensetracker.expenses.schemas import (
     CategoryCreate,
     CategoryOut,
@@ -20,8 +20,12 @@ from expensetracker.expenses.schemas import (
     ExpenseCreate,
     ExpenseOut,
     ExpenseUpdate,
+    HomeCurrency,
+    HomeCurrencyIn,
     ImportFormat,
     ImportOut,
+    RateIn,
+    RateOut,
     RecurringCreate,
     RecurringOut,
     RuleCreate,
@@ -35,7 +39,7 @@ from expensetracker.platform.db import DbConnection, DbSession
 from expensetracker.platform.errors import Problem, ValidationProblem
 from expensetracker.platform.idempotency import IdempotencyKey
 from expensetracker.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
-from expensetracker.platform.schemas import TEXT, Day, JsonDocument
+from expensetracker.platform.schemas import TEXT, Currency, Day, JsonDocument
 from expensetracker.platform.tokens import CurrentUser
 
 router = APIRouter(tags=["expenses"])
@@ -283,6 +287,70 @@ async def update_rule(
 @router.delete("/api/v1/expenses/rules/{rule_id}", **_NO_CONTENT)
 async def delete_rule(rule_id: uuid.UUID, user: CurrentUser, session: DbSession) -> None:
     await rules.delete_rule(session, user_id=user.user_id, rule_id=rule_id)
+
+
+@router.get("/api/v1/expenses/home-currency")
+async def get_home_currency(user: CurrentUser, connection: DbConnection) -> HomeCurrency:
+    """What reports convert to with ``in=home``: as set, else the first expense's currency."""
+    currency = await rates.home_currency(connection, user_id=user.user_id)
+    return HomeCurrency(currency=currency)
+
+
+@router.put("/api/v1/expenses/home-currency")
+async def set_home_currency(
+    body: HomeCurrencyIn, user: CurrentUser, connection: DbConnection
+) -> HomeCurrency:
+    await rates.set_home_currency(connection, user_id=user.user_id, currency=body.currency)
+    return HomeCurrency(currency=body.currency)
+
+
+@router.get("/api/v1/expenses/rates", response_model=Page[RateOut])
+async def list_rates(
+    user: CurrentUser,
+    connection: DbConnection,
+    base: Annotated[Currency | None, Query()] = None,
+    quote: Annotated[Currency | None, Query()] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Response:
+    """The exchange rates in use for the caller: the providers' and their own, newest first."""
+    page = await rates.list_rates(
+        connection, user_id=user.user_id, base=base, quote=quote, limit=limit, cursor=cursor
+    )
+    return JsonDocument(page)
+
+
+RatePath = "/api/v1/expenses/rates/{day}/{base}/{quote}"
+
+
+@router.put(RatePath)
+async def put_rate(
+    day: Day,
+    base: Currency,
+    quote: Currency,
+    body: RateIn,
+    user: CurrentUser,
+    connection: DbConnection,
+) -> RateOut:
+    """The caller's own rate, 1 ``base`` = ``rate`` ``quote`` on ``day``: theirs alone, and
+    preferred to a provider's of the same day."""
+    if base == quote:
+        raise ValidationProblem.of_field("path.quote", "Must differ from base.", "pair")
+    try:
+        rate = rates.parse_rate(body.rate)
+    except ValueError as exc:
+        raise ValidationProblem.of_field("body.rate", f"rate {exc}", "rate") from None
+    await rates.put_rate(
+        connection, user_id=user.user_id, day=day, base=base, quote=quote, rate=rate
+    )
+    return RateOut(day=day, base=base, quote=quote, rate=str(rate), source="user")
+
+
+@router.delete(RatePath, **_NO_CONTENT)
+async def delete_rate(
+    day: Day, base: Currency, quote: Currency, user: CurrentUser, connection: DbConnection
+) -> None:
+    await rates.delete_rate(connection, user_id=user.user_id, day=day, base=base, quote=quote)
 
 
 @router.get("/api/v1/expenses/{expense_id}", response_model=ExpenseOut)

@@ -6,9 +6,17 @@ import uuid
 from datetime import date, datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from expensetracker.platform.schemas import TEXT, Amount, Currency, PricedModel, StrictModel
+from expensetracker.platform import money
+from expensetracker.platform.schemas import TEXT, Amount, Currency, Day, PricedModel, StrictModel
 
 EARLIEST_DATE = date(1970, 1, 1)
 # Planned expenses may lie ahead, but not beyond a year.
@@ -58,7 +66,24 @@ class TagOut(StrictModel):
     name: str
 
 
-class ExpenseCreate(PricedModel):
+class Charged(StrictModel):
+    """What the bank actually took, in the home currency: given together, or not at all."""
+
+    charged_amount: Amount | None = Field(
+        default=None, description="Beats any exchange rate in reports converted to it."
+    )
+    charged_currency: Currency | None = None
+
+    @model_validator(mode="after")
+    def _charged_whole(self) -> Charged:
+        if (self.charged_amount is None) != (self.charged_currency is None):
+            raise ValueError("charged_amount and charged_currency go together")
+        if self.charged_amount is not None and self.charged_currency is not None:
+            money.parse_amount(self.charged_amount, self.charged_currency)
+        return self
+
+
+class ExpenseCreate(PricedModel, Charged):
     occurred_on: OccurredOn
     description: Description
     notes: Notes | None = None
@@ -109,8 +134,9 @@ class RecurringOut(StrictModel):
     created_at: datetime
 
 
-class ExpenseUpdate(StrictModel):
-    """Only the fields sent change; ``null`` clears an optional field."""
+class ExpenseUpdate(Charged):
+    """Only the fields sent change; ``null`` clears an optional field (the charged amount: both
+    of its fields, sent together)."""
 
     currency: Currency | None = None
     amount: Amount | None = None
@@ -132,6 +158,8 @@ class ExpenseOut(StrictModel):
     merchant: str | None
     category_id: uuid.UUID | None
     tags: list[str]
+    charged_amount: str | None
+    charged_currency: str | None
     created_at: datetime
     updated_at: datetime
 
@@ -222,3 +250,27 @@ class RulesApplied(StrictModel):
     matched: int = Field(description="Uncategorised expenses a rule matched.")
     dry_run: bool
     changes: list[RuleChange] = Field(description="The first 100 of them, oldest first.")
+
+
+class HomeCurrency(StrictModel):
+    currency: Currency | None = Field(
+        description="What reports convert to with in=home; until set, the first expense's."
+    )
+
+
+class HomeCurrencyIn(StrictModel):
+    currency: Currency
+
+
+class RateIn(StrictModel):
+    rate: Annotated[str, Field(max_length=30, examples=["1.0832"]), TEXT] = Field(
+        description="1 base = rate quote, a decimal string."
+    )
+
+
+class RateOut(StrictModel):
+    day: Day
+    base: str
+    quote: str
+    rate: str
+    source: Literal["ecb", "frankfurter", "user"]

@@ -351,6 +351,9 @@ EXPENSE_JSON = (
     "'merchant', e.merchant, "
     "'category_id', e.category_id, "
     "'tags', {tags}, "
+    "'charged_amount', round(e.charged_minor::numeric / 10::numeric ^ e.charged_exponent, "
+    "e.charged_exponent)::text, "
+    "'charged_currency', e.charged_currency, "
     f"'created_at', {_UTC_TIMESTAMP.format('e.created_at')}, "
     f"'updated_at', {_UTC_TIMESTAMP.format('e.updated_at')}"
     ")::text"
@@ -367,16 +370,20 @@ _NO_TAGS = "'{}'::text[]"
 # The parameters' types, given: INSERT ... SELECT does not infer them from the columns.
 _COLUMN_TYPES = (
     *("uuid", "uuid", "bigint", "text", "smallint", "date", "text", "text", "text", "uuid"),
+    *("bigint", "text", "smallint"),
 )
 _COLUMNS = (
     "user_id, id, amount_minor, currency, currency_exponent, occurred_on, description, notes, "
-    "merchant, category_id"
+    "merchant, category_id, charged_minor, charged_currency, charged_exponent"
 )
+# The parameter of the tag names, after the columns'.
+_TAGS = len(_COLUMN_TYPES) + 1
 
 
 def create_statement(*, tagged: bool, key: Literal["new", "claimed"] | None) -> str:
-    """Creates the caller's ($1) expense $2 from columns $3-$10 (see _COLUMNS), with tags $11
-    when ``tagged``, and answers it as JSON. With an Idempotency-Key (the next parameter):
+    """Creates the caller's ($1) expense $2 from columns $3-$13 (see _COLUMNS), with tags $14
+    (_TAGS) when ``tagged``, and answers it as JSON. With an Idempotency-Key (the next
+    parameter):
 
     - ``claimed``: the key was claimed earlier in the transaction; its answer is stored.
     - ``new``: one statement for a key never seen, then the request hash and the key's lock
@@ -384,7 +391,7 @@ def create_statement(*, tagged: bool, key: Literal["new", "claimed"] | None) -> 
       free and the key unknown; answers (lock taken, the expense or null). A key stored
       meanwhile by another transaction fails the key's primary key: nothing is written.
     """
-    n = 11 + tagged
+    n = _TAGS + tagged
     values = ", ".join(f"${i}::{kind}" for i, kind in enumerate(_COLUMN_TYPES, 1))
     if key == "new":
         ctes = [
@@ -396,7 +403,9 @@ def create_statement(*, tagged: bool, key: Literal["new", "claimed"] | None) -> 
     else:
         ctes = [f"e AS (INSERT INTO expenses.expenses ({_COLUMNS}) VALUES ({values}) RETURNING *)"]
     if tagged:
-        ctes.append(_tagging(expense="$2", names="$11", expense_exists="EXISTS (SELECT FROM e)"))
+        ctes.append(
+            _tagging(expense="$2", names=f"${_TAGS}", expense_exists="EXISTS (SELECT FROM e)")
+        )
     answer = EXPENSE_JSON.format(tags=_TAGGED_NAMES if tagged else _NO_TAGS)
     if key is None:
         return f"WITH {', '.join(ctes)} SELECT {answer} FROM e"
@@ -416,18 +425,6 @@ def create_statement(*, tagged: bool, key: Literal["new", "claimed"] | None) -> 
     return f"WITH {', '.join(ctes)} SELECT taken, (SELECT body FROM answer) FROM lock"
 
 
-_COLUMN_TYPES = (
-    "uuid",
-    "uuid",
-    "bigint",
-    "text",
-    "smallint",
-    "date",
-    "text",
-    "text",
-    "text",
-    "uuid",
-)
 CREATE_STATEMENTS = {
     (tagged, key): create_statement(tagged=tagged, key=key)
     for tagged in (False, True)
@@ -473,6 +470,17 @@ async def _fetch_created(
         raise
 
 
+def charged_columns(amount: str | None, currency: str | None) -> dict[str, int | str | None]:
+    """The columns of an expense's charged amount (all None when it has none)."""
+    if amount is None or currency is None:
+        return {"charged_minor": None, "charged_currency": None, "charged_exponent": None}
+    return {
+        "charged_minor": money.parse_amount(amount, currency),
+        "charged_currency": currency,
+        "charged_exponent": money.exponent(currency),
+    }
+
+
 async def create_expense(
     connection: asyncpg.Connection,
     *,
@@ -495,6 +503,7 @@ async def create_expense(
         body.notes,
         body.merchant,
         body.category_id,
+        *charged_columns(body.charged_amount, body.charged_currency).values(),
     ]
     if body.tags:
         args.append(body.tags)
@@ -616,6 +625,16 @@ async def update_expense(
                 raise ValidationProblem.of_field("body.amount", str(exc), "amount") from None
             columns += stored
             values += stored.values()
+        if {"charged_amount", "charged_currency"} & changes.keys():
+            if not {"charged_amount", "charged_currency"} <= changes.keys():
+                raise ValidationProblem.of_field(
+                    "body.charged_currency",
+                    "charged_amount and charged_currency go together.",
+                    "charged",
+                )
+            charged = charged_columns(changes["charged_amount"], changes["charged_currency"])
+            columns += charged
+            values += charged.values()
         for field in _SETTABLE:
             if field in changes:
                 columns.append(field)

@@ -1,8 +1,9 @@
 """Bank statements (OFX/QFX, CAMT.053, MT940, QIF) read as rows of the CSV import's columns.
 
-Each reader turns the statement's transactions into the cells of a CSV row (``transfer.COLUMNS``
-order), so that one validator, one batched writer and one transaction serve every format: the
-same checks, the whole file or nothing, external ids that make a second import create nothing.
+Each reader turns the statement's transactions into the cells of a CSV row (in the order of
+``transfer.STATEMENT_COLUMNS``), so that one validator, one batched writer and one transaction
+serve every format: the same checks, the whole file or nothing, external ids that make a second
+import create nothing.
 A row's position is the transaction's number in the file (1 for the first).
 
 Money coming in (credits) and zero amounts are not spending: they are counted as skipped and

@@ -54,7 +54,13 @@ COLUMNS = (
     "category",
     "tags",
     "external_id",
+    # What the bank took in the home currency, when known (docs/expenses.md).
+    "charged_amount",
+    "charged_currency",
 )
+# A bank statement's rows (statements.py): every column but the charged amount, which no
+# statement gives.
+STATEMENT_COLUMNS = COLUMNS[:9]
 REQUIRED = ("occurred_on", "amount", "currency", "description")
 LIMITS = {"description": 200, "notes": 2000, "merchant": 100, "external_id": 100}
 TAG_SEPARATOR = ";"
@@ -159,7 +165,9 @@ class _Validator:
         cells = self._cells(values)
         if ESCAPE in joined:
             cells = tuple(map(restore, cells))
-        occurred, amount, currency, description, notes, merchant, category, tags, external = cells
+        # The columns of the expense, of its charged amount.
+        own, paid = cells[: len(STATEMENT_COLUMNS)], cells[len(STATEMENT_COLUMNS) :]
+        occurred, amount, currency, description, notes, merchant, category, tags, external = own
         errors = [(name, "is required") for name in REQUIRED if not cells[_POSITIONS[name]].strip()]
         for name, limit in LIMITS.items():
             if len(cells[_POSITIONS[name]]) > limit:
@@ -183,6 +191,7 @@ class _Validator:
             category_id = self.categories.get(category.casefold())
             if category_id is None:
                 errors.append(("category", f"no category named {category!r}"))
+        charged = _charged(*map(str.strip, paid), errors)
         names = [tag for tag in map(str.strip, tags.split(TAG_SEPARATOR)) if tag] if tags else []
         if len(names) > 20 or any(len(tag) > 50 for tag in names):
             errors.append(("tags", "at most 20 tags of at most 50 characters"))
@@ -206,10 +215,26 @@ class _Validator:
         # Names differing in case only are one tag: PostgreSQL's lower() decides, in SQL.
         tag_list = TAG_SEPARATOR.join(names) or None
         expense = (line, occurred_on, amount_minor, currency, exponent, description, notes or None)
-        return (*expense, merchant or None, category_id, external_id, tag_list), [], external_id
+        row = (*expense, merchant or None, category_id, *charged, external_id, tag_list)
+        return row, [], external_id
 
 
 _POSITIONS = {name: position for position, name in enumerate(COLUMNS)}
+
+
+def _charged(amount: str, currency: str, errors: list[tuple[str, str]]) -> tuple[Any, ...]:
+    """A row's charged amount as its three columns (None when it has none); a problem with it
+    is added to ``errors``."""
+    if not (amount or currency):
+        return (None, None, None)
+    if not (amount and currency):
+        errors.append(("charged_amount", "charged_amount and charged_currency go together"))
+        return (None, None, None)
+    try:
+        return (money.parse_amount(amount, currency), currency, money.exponent(currency))
+    except ValueError as exc:
+        errors.append(("charged_amount", str(exc)))
+        return (None, None, None)
 
 
 def _open(spool: Any) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
@@ -389,7 +414,7 @@ async def _load(
 
     try:
         header, reader = (
-            _open(spool) if statement is None else (list(COLUMNS), statement.rows(spool))
+            _open(spool) if statement is None else (list(STATEMENT_COLUMNS), statement.rows(spool))
         )
         validator = _Validator(header, categories, rules=await load_rules(session, user_id=user_id))
         width = len(header)
@@ -468,9 +493,11 @@ _INSERT_EXPENSES = """
     WITH input AS MATERIALIZED (
       SELECT gen_random_uuid() AS id, r.*
       FROM unnest($2::int[], $3::date[], $4::bigint[], $5::text[], $6::smallint[], $7::text[],
-                  $8::text[], $9::text[], $10::uuid[], $11::text[], $12::text[])
+                  $8::text[], $9::text[], $10::uuid[], $11::bigint[], $12::text[],
+                  $13::smallint[], $14::text[], $15::text[])
         AS r(line, occurred_on, amount_minor, currency, currency_exponent, description, notes,
-             merchant, category_id, external_id, tags)
+             merchant, category_id, charged_minor, charged_currency, charged_exponent,
+             external_id, tags)
     ),
     first_seen AS (
       INSERT INTO pg_temp.import_external_ids (external_id, line)
@@ -480,9 +507,11 @@ _INSERT_EXPENSES = """
     ),
     inserted AS (
       INSERT INTO expenses.expenses (user_id, id, amount_minor, currency, currency_exponent,
-        occurred_on, description, notes, merchant, category_id, external_id)
+        occurred_on, description, notes, merchant, category_id, charged_minor, charged_currency,
+        charged_exponent, external_id)
       SELECT $1::uuid, id, amount_minor, currency, currency_exponent, occurred_on, description,
-             notes, merchant, category_id, external_id
+             notes, merchant, category_id, charged_minor, charged_currency, charged_exponent,
+             external_id
       FROM input ORDER BY line
       ON CONFLICT (user_id, external_id) DO NOTHING
       RETURNING id
@@ -521,7 +550,7 @@ _CHECK_EXTERNAL_IDS = """
 # Conditions on expenses `e` by ExpenseFilter.where.
 _EXPORT = """
 SELECT e.id, e.occurred_on, e.amount_minor, e.currency, e.description, e.notes, e.merchant,
-       e.external_id, c.name AS category_name,
+       e.external_id, e.charged_minor, e.charged_currency, c.name AS category_name,
        {tags} AS tag_names
 FROM expenses.expenses e
 LEFT JOIN expenses.categories c ON c.user_id = e.user_id AND c.id = e.category_id
@@ -542,6 +571,12 @@ def _export_row(row: asyncpg.Record) -> dict[str, Any]:
         "category": row["category_name"],
         "tags": row["tag_names"],
         "external_id": row["external_id"],
+        "charged_amount": (
+            None
+            if row["charged_currency"] is None
+            else money.format_amount(row["charged_minor"], row["charged_currency"])
+        ),
+        "charged_currency": row["charged_currency"],
     }
 
 
@@ -572,6 +607,8 @@ async def as_csv(rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
             row["category"] or "",
             TAG_SEPARATOR.join(row["tags"]),
             row["external_id"] or "",
+            row["charged_amount"] or "",
+            row["charged_currency"] or "",
         ]
         writer.writerow([neutralise(cell) for cell in cells])
         if buffer.tell() > 64 * 1024:

@@ -92,6 +92,14 @@ class Settings(BaseSettings):
     # How often periodic work runs (recurring expenses falling due, expiry of idempotency keys).
     maintenance_interval_seconds: float = Field(default=600.0, gt=0)
 
+    # Exchange rates (expenses/rates.py, docs/expenses.md): providers fetched by the expenses
+    # service's background job every interval (unset: not fetched), and how old the latest
+    # earlier rate may be for a day without one before that day's rate counts as missing.
+    rates_ecb_url: str | None = None
+    rates_frankfurter_url: str | None = None
+    rates_fetch_interval_seconds: float = Field(default=24 * 3600.0, gt=0)
+    rates_max_age_days: int = Field(default=7, ge=0, le=366)
+
     # Failed logins per window (auth/throttle.py, docs/auth.md): an address is refused past its
     # limit across accounts, and on one account past the account+address limit. Past the much
     # higher per-account limit, only addresses that failed on that account wait, a delay that

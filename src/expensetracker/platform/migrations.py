@@ -98,5 +98,12 @@ def _grant_readers(connection: Connection, spec: ServiceSpec) -> None:
         if not exists:
             continue
         connection.execute(text(f'GRANT USAGE ON SCHEMA "{spec.schema}" TO "{role}"'))
-        objects = ", ".join(f'"{spec.schema}"."{view}"' for view in views)
-        connection.execute(text(f'GRANT SELECT ON {objects} TO "{role}"'))
+        # Those of the contract that exist: a migration to an earlier revision has fewer.
+        names = [f'"{spec.schema}"."{view}"' for view in views]
+        present = [
+            name
+            for name in names
+            if connection.scalar(text("SELECT to_regclass(:name)"), {"name": name}) is not None
+        ]
+        if present:
+            connection.execute(text(f'GRANT SELECT ON {", ".join(present)} TO "{role}"'))

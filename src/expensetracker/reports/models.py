@@ -46,7 +46,7 @@ class ForgottenUser(Base):
 
 class Budget(Base):
     """A monthly limit for one category (with its subcategories) or for everything, in one
-    currency, from ``starts_on``'s month on."""
+    currency (or in every currency, converted to it), from ``starts_on``'s month on."""
 
     __tablename__ = "budgets"
 
@@ -57,6 +57,8 @@ class Budget(Base):
     currency: Mapped[str] = mapped_column(String(3))
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     rollover: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Spending in every currency counts, converted to ``currency`` (reports/conversion.py).
+    converted: Mapped[bool] = mapped_column(Boolean, default=False)
     thresholds: Mapped[list[int]] = mapped_column(ARRAY(SmallInteger))
     starts_on: Mapped[date] = mapped_column(Date)  # the first day of the budget's first month
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

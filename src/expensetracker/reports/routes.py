@@ -6,7 +6,7 @@ import uuid
 from datetime import date
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from expensetracker.platform import idempotency
 from expensetracker.platform.db import DbConnection, DbSession
@@ -20,6 +20,9 @@ from expensetracker.reports.schemas import (
     BudgetIn,
     BudgetOut,
     BudgetReport,
+    ConvertedMerchant,
+    ConvertedSummary,
+    ConvertedTrends,
     MerchantTotal,
     Month,
     Summary,
@@ -32,6 +35,18 @@ _NO_CONTENT = {"status_code": status.HTTP_204_NO_CONTENT, "response_class": Resp
 MonthQuery = Annotated[Month | None, Query(description="YYYY-MM; default: this month")]
 From = Annotated[Day, Query(alias="from", description="First day, inclusive.")]
 To = Annotated[Day, Query(description="Last day, inclusive.")]
+In = Annotated[
+    Literal["home"] | None,
+    Query(alias="in", description="home: converted to the home currency (docs/reports.md)."),
+]
+
+
+def _max_rate_age(request: Request) -> int:
+    return request.app.state.settings.rates_max_age_days
+
+
+# How old a rate may be for a day without one (EXPENSETRACKER_RATES_MAX_AGE_DAYS).
+MaxRateAge = Annotated[int, Depends(_max_rate_age)]
 
 
 def _month(value: str | None) -> date:
@@ -80,21 +95,36 @@ async def delete_budget(budget_id: uuid.UUID, user: CurrentUser, session: DbSess
 
 @router.get("/api/v1/reports/budgets")
 async def budget_report(
-    user: CurrentUser, db: DbConnection, month: MonthQuery = None
+    user: CurrentUser, db: DbConnection, max_rate_age: MaxRateAge, month: MonthQuery = None
 ) -> BudgetReport:
-    """Per budget in the month: limit, rollover in, spent, remaining, percent used, state."""
-    return await service.budget_report(db, user_id=user.user_id, month=_month(month))
+    """Per budget in the month: limit, rollover in, spent, remaining, percent used, state; a
+    converted budget also says how its spending was converted."""
+    return await service.budget_report(
+        db, user_id=user.user_id, month=_month(month), max_rate_age=max_rate_age
+    )
 
 
 @router.get("/api/v1/reports/summary")
 async def summary(
     user: CurrentUser,
     db: DbConnection,
+    max_rate_age: MaxRateAge,
     from_: From,
     to: To,
     group_by: Literal["category", "month", "tag"] = "category",
-) -> Summary:
-    """Totals and counts per group and per currency (never added across currencies)."""
+    in_: In = None,
+) -> Summary | ConvertedSummary:
+    """Totals and counts per group and per currency (never added across currencies); with
+    ``in=home``, per group in the home currency, saying how each total was converted."""
+    if in_ == "home":
+        return await service.converted_summary(
+            db,
+            user_id=user.user_id,
+            from_=from_,
+            to=to,
+            group_by=group_by,
+            max_rate_age=max_rate_age,
+        )
     return await service.summary(db, user_id=user.user_id, from_=from_, to=to, group_by=group_by)
 
 
@@ -102,10 +132,21 @@ async def summary(
 async def trends(
     user: CurrentUser,
     db: DbConnection,
+    max_rate_age: MaxRateAge,
     month: MonthQuery = None,
     months: Annotated[int, Query(ge=2, le=24)] = 6,
-) -> Trends:
-    """Month over month per category and currency, up to ``month``."""
+    in_: In = None,
+) -> Trends | ConvertedTrends:
+    """Month over month per category and currency (with ``in=home``: per category in the home
+    currency), up to ``month``."""
+    if in_ == "home":
+        return await service.converted_trends(
+            db,
+            user_id=user.user_id,
+            month=_month(month),
+            months=months,
+            max_rate_age=max_rate_age,
+        )
     return await service.trends(db, user_id=user.user_id, month=_month(month), months=months)
 
 
@@ -113,10 +154,22 @@ async def trends(
 async def top_merchants(
     user: CurrentUser,
     db: DbConnection,
+    max_rate_age: MaxRateAge,
     from_: From,
     to: To,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
-) -> list[MerchantTotal]:
+    in_: In = None,
+) -> list[MerchantTotal] | list[ConvertedMerchant]:
+    """The first ``limit`` merchants of each currency (with ``in=home``: of all, converted)."""
+    if in_ == "home":
+        return await service.converted_merchants(
+            db,
+            user_id=user.user_id,
+            from_=from_,
+            to=to,
+            limit=limit,
+            max_rate_age=max_rate_age,
+        )
     return await service.top_merchants(db, user_id=user.user_id, from_=from_, to=to, limit=limit)
 
 

@@ -43,6 +43,10 @@ class BudgetIn(PricedModel):
     )
     thresholds: Thresholds = Field(default_factory=lambda: [80, 100])
     starts: Month | None = Field(default=None, description="First month, YYYY-MM (default: now).")
+    converted: bool = Field(
+        default=False,
+        description="Count spending in every currency, converted to this one (as in=home).",
+    )
 
 
 class BudgetOut(StrictModel):
@@ -54,6 +58,7 @@ class BudgetOut(StrictModel):
     rollover: bool
     thresholds: list[int]
     starts: str
+    converted: bool
     created_at: datetime
     updated_at: datetime
 
@@ -73,6 +78,12 @@ class BudgetStatus(StrictModel):
     )
     thresholds: list[int] = Field(description="The budget's alert thresholds, in percent.")
     state: Literal["ok", "warning", "over"]
+    conversion: Conversion | None = Field(
+        default=None, description="A converted budget's: how its spending was converted."
+    )
+    unconverted: list[CurrencyTotal] | None = Field(
+        default=None, description="A converted budget's spending without a rate (not in spent)."
+    )
 
 
 class BudgetReport(StrictModel):
@@ -86,6 +97,26 @@ class CurrencyTotal(StrictModel):
     count: int
 
 
+class Conversion(StrictModel):
+    """How a converted total was made (reports/conversion.py)."""
+
+    in_currency: int = Field(description="Expenses already in the currency.")
+    charged: int = Field(description="Expenses counted at the amount charged in the currency.")
+    rated: int = Field(description="Expenses converted at an exchange rate.")
+    oldest_rate_day: date | None = Field(description="The day of the oldest rate used.")
+    missing: int = Field(description="Expenses without a rate: left out, listed in unconverted.")
+
+
+class ConvertedTotal(StrictModel):
+    currency: str
+    amount: str
+    count: int = Field(description="Expenses in the amount (in_currency + charged + rated).")
+    conversion: Conversion
+    unconverted: list[CurrencyTotal] = Field(
+        description="Expenses without a rate, per their own currency: not in the amount."
+    )
+
+
 class SummaryGroup(StrictModel):
     key: str | None = Field(description="Category id, month (YYYY-MM) or tag; null: none")
     name: str | None
@@ -97,6 +128,24 @@ class Summary(StrictModel):
     to: date
     group_by: Literal["category", "month", "tag"]
     groups: list[SummaryGroup]
+
+
+class ConvertedGroup(StrictModel):
+    key: str | None = Field(description="Category id, month (YYYY-MM) or tag; null: none")
+    name: str | None
+    total: ConvertedTotal
+
+
+class ConvertedSummary(StrictModel):
+    from_: date = Field(alias="from")
+    to: date
+    group_by: Literal["category", "month", "tag"]
+    currency: str
+    total: ConvertedTotal = Field(
+        description="Everything in the range (with group_by=tag, an "
+        "expense with several tags counts once here)."
+    )
+    groups: list[ConvertedGroup]
 
 
 class TrendLine(StrictModel):
@@ -129,3 +178,18 @@ class AlertOut(StrictModel):
     available: str
     currency: str
     created_at: datetime
+
+
+class ConvertedTrendLine(TrendLine):
+    conversion: Conversion = Field(description="How the line's months were converted.")
+    unconverted: list[CurrencyTotal]
+
+
+class ConvertedTrends(StrictModel):
+    months: list[str]
+    currency: str
+    categories: list[ConvertedTrendLine]
+
+
+class ConvertedMerchant(ConvertedTotal):
+    merchant: str

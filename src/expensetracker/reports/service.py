@@ -4,7 +4,6 @@ only its own schema. Sums are always per currency."""
 
 from __future__ import annotations
 
-import calendar
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -24,13 +23,27 @@ from expensetracker.platform.errors import NotFound, ValidationProblem
 from expensetracker.platform.events import USER_DELETED, UserEvent
 from expensetracker.platform.pagination import Page, keyset_page
 from expensetracker.platform.tokens import InvalidToken
+from expensetracker.reports import conversion
+from expensetracker.reports.conversion import Converted
 from expensetracker.reports.models import Budget, BudgetAlert, ForgottenUser, idempotency_keys
+from expensetracker.reports.months import (
+    add_months,
+    month_end,
+    month_label,
+    parse_month,
+    whole_months,
+)
 from expensetracker.reports.schemas import (
     AlertOut,
     BudgetIn,
     BudgetOut,
     BudgetReport,
     BudgetStatus,
+    ConvertedGroup,
+    ConvertedMerchant,
+    ConvertedSummary,
+    ConvertedTrendLine,
+    ConvertedTrends,
     CurrencyTotal,
     MerchantTotal,
     Summary,
@@ -43,36 +56,10 @@ BUDGETS_EXCEEDED = Counter(
     "expensetracker_budgets_exceeded_total",
     "Budgets that reached one of their alert thresholds (once per budget, month and threshold).",
 )
+# Whatever a report converts to: the user's home currency (in=home), or a converted budget's.
+_CATEGORY_NAMES = "SELECT category_id, name FROM expenses.categories_v1 WHERE user_id = $1"
 # Reports span at most this long: a decade of months is plenty and bounds the work.
 MAX_RANGE_DAYS = 3660
-
-
-# --- months ------------------------------------------------------------------------------------
-
-
-def parse_month(value: str) -> date:
-    year, month = value.split("-")
-    return date(int(year), int(month), 1)
-
-
-def month_label(value: date) -> str:
-    return f"{value.year:04d}-{value.month:02d}"
-
-
-def add_months(value: date, months: int) -> date:
-    year, month = divmod(value.month - 1 + months, 12)
-    return date(value.year + year, month + 1, 1)
-
-
-def month_end(value: date) -> date:
-    return value.replace(day=calendar.monthrange(value.year, value.month)[1])
-
-
-def whole_months(start: date, end: date) -> tuple[date, date] | None:
-    """The first and last month lying entirely within [start, end], if any."""
-    first = start if start.day == 1 else add_months(start.replace(day=1), 1)
-    last = end.replace(day=1) if end == month_end(end) else add_months(end.replace(day=1), -1)
-    return (first, last) if first <= last else None
 
 
 # --- budgets -----------------------------------------------------------------------------------
@@ -106,6 +93,7 @@ def _budget_out(budget: Budget) -> BudgetOut:
         rollover=budget.rollover,
         thresholds=budget.thresholds,
         starts=month_label(budget.starts_on),
+        converted=budget.converted,
         created_at=budget.created_at,
         updated_at=budget.updated_at,
     )
@@ -118,6 +106,7 @@ def _apply(budget: Budget, body: BudgetIn, *, today: date) -> None:
     budget.amount_minor = money.parse_amount(body.amount, body.currency)
     budget.rollover = body.rollover
     budget.thresholds = body.thresholds
+    budget.converted = body.converted
     budget.starts_on = parse_month(body.starts) if body.starts else today.replace(day=1)
 
 
@@ -215,6 +204,7 @@ class _Plan:
     rollover: bool
     starts_on: date
     thresholds: list[int]
+    converted: bool  # spending in every currency counts, converted to `currency`
     recorded: frozenset[int]  # thresholds already recorded as alerts in the month asked for
 
 
@@ -266,7 +256,7 @@ def _state(plan: _Plan, available: int, spent: int) -> tuple[str, float | None, 
 # (docs/performance.md).
 _BUDGETS_IN_MONTH = """
 SELECT b.id, b.name, b.category_id, b.currency, b.amount_minor, b.rollover, b.starts_on,
-       b.thresholds,
+       b.thresholds, b.converted,
        ARRAY(SELECT a.threshold FROM reports.budget_alerts a
              WHERE a.user_id = b.user_id AND a.budget_id = b.id AND a.month = $2) AS recorded
 FROM reports.budgets b WHERE b.user_id = $1 AND b.starts_on <= $2 ORDER BY b.name, b.id
@@ -284,20 +274,73 @@ ON CONFLICT DO NOTHING RETURNING id
 """
 
 
-async def budget_report(db: asyncpg.Connection, *, user_id: uuid.UUID, month: date) -> BudgetReport:
-    """Every budget in ``month`` (those started by then); thresholds newly reached are recorded."""
+def _first_month(plans: list[_Plan], month: date) -> date:
+    """The first month whose spending the budgets' status needs."""
+    return min((plan.starts_on if plan.rollover else month) for plan in plans)
+
+
+async def _converted_months(
+    db: asyncpg.Connection,
+    *,
+    user_id: uuid.UUID,
+    plans: list[_Plan],
+    month: date,
+    max_age: int,
+) -> tuple[dict[date, MonthSums], dict[tuple[str, uuid.UUID | None], Converted]]:
+    """Converted budgets' spending: the sums per month as _month_sums gives them (each in the
+    currency of the budgets converting to it), and how ``month``'s were made."""
+    by_month: dict[date, MonthSums] = defaultdict(lambda: defaultdict(int))
+    made: dict[tuple[str, uuid.UUID | None], Converted] = defaultdict(Converted)
+    for target in sorted({plan.currency for plan in plans}):
+        first = _first_month([plan for plan in plans if plan.currency == target], month)
+        totals = await conversion.converted(
+            db,
+            user_id=user_id,
+            target=target,
+            keys=(
+                "date_trunc('month', s.occurred_on)::date",
+                "s.category_id",
+                "s.category_parent_id",
+            ),
+            rollup_keys=("month", "category_id", "category_parent_id"),
+            from_=first,
+            to=month_end(month),
+            max_age=max_age,
+        )
+        for (at, category_id, parent_id), total in totals.items():
+            # Everything (None), the category, and its parent: as _month_sums counts.
+            for category in (None, *(c for c in (category_id, parent_id) if c is not None)):
+                by_month[at][(target, category)] += total.minor
+                if at == month:
+                    made[(target, category)].merge(total)
+    return by_month, made
+
+
+async def budget_report(
+    db: asyncpg.Connection, *, user_id: uuid.UUID, month: date, max_rate_age: int
+) -> BudgetReport:
+    """Every budget in ``month`` (those started by then); thresholds newly reached are recorded.
+    A converted budget counts the spending of every currency converted to its own."""
     plans = [
         _Plan(**{**row, "recorded": frozenset(row["recorded"])})
         for row in await db.fetch(_BUDGETS_IN_MONTH, user_id, month)
     ]
     if not plans:
         return BudgetReport(month=month_label(month), budgets=[])
-    first = min((plan.starts_on if plan.rollover else month) for plan in plans)
-    currencies = sorted({plan.currency for plan in plans})
-    by_month = _month_sums(await db.fetch(_SPENT_PER_MONTH, user_id, first, month, currencies))
+    kept = [plan for plan in plans if not plan.converted]
+    by_month: dict[date, MonthSums] = {}
+    if kept:
+        currencies = sorted({plan.currency for plan in kept})
+        first = _first_month(kept, month)
+        by_month = _month_sums(await db.fetch(_SPENT_PER_MONTH, user_id, first, month, currencies))
+    converting = [plan for plan in plans if plan.converted]
+    converted_by_month, made = await _converted_months(
+        db, user_id=user_id, plans=converting, month=month, max_age=max_rate_age
+    )
     statuses, crossings = [], []
     for plan in plans:
-        carry, available, spent = _status(plan, month, by_month)
+        months = converted_by_month if plan.converted else by_month
+        carry, available, spent = _status(plan, month, months)
         state, percent, reached = _state(plan, available, spent)
         crossings += [
             (plan.id, threshold, spent, available)
@@ -319,6 +362,7 @@ async def budget_report(db: asyncpg.Connection, *, user_id: uuid.UUID, month: da
                 percent_used=percent,
                 thresholds=list(plan.thresholds),
                 state=state,
+                **_made(made[(plan.currency, plan.category_id)]) if plan.converted else {},
             )
         )
     if crossings:
@@ -332,6 +376,10 @@ async def budget_report(db: asyncpg.Connection, *, user_id: uuid.UUID, month: da
     return BudgetReport(month=month_label(month), budgets=statuses)
 
 
+def _made(total: Converted) -> dict:
+    return {"conversion": total.conversion(), "unconverted": total.unconverted()}
+
+
 async def evaluate_alerts(app: FastAPI, *, today: date) -> None:
     """Background: the current month of every user with a budget, so alerts are recorded even
     when nobody looks."""
@@ -341,7 +389,12 @@ async def evaluate_alerts(app: FastAPI, *, today: date) -> None:
             "SELECT DISTINCT user_id FROM reports.budgets WHERE starts_on <= $1", month
         )
         for (user_id,) in users:
-            await budget_report(db, user_id=user_id, month=month)
+            await budget_report(
+                db,
+                user_id=user_id,
+                month=month,
+                max_rate_age=app.state.settings.rates_max_age_days,
+            )
 
 
 async def list_alerts(
@@ -476,6 +529,61 @@ async def summary(
     )
 
 
+async def converted_summary(
+    db: asyncpg.Connection,
+    *,
+    user_id: uuid.UUID,
+    from_: date,
+    to: date,
+    group_by: str,
+    max_rate_age: int,
+) -> ConvertedSummary:
+    """Totals per group in the home currency, each saying how it was converted."""
+    _check_range(from_, to)
+    target = await conversion.home_currency(db, user_id=user_id)
+    range_ = {"target": target, "from_": from_, "to": to, "max_age": max_rate_age}
+    tagged = group_by == "tag"
+    rollup_key, raw_key = _GROUP_KEYS[group_by]
+    groups = await conversion.converted(
+        db,
+        user_id=user_id,
+        keys=(raw_key,),
+        rollup_keys=(rollup_key,) if rollup_key else None,
+        join=_TAG_JOIN if tagged else "",
+        **range_,
+    )
+    # An expense with several tags is in several groups, but once in the overall total.
+    every = (
+        await conversion.converted(
+            db, user_id=user_id, keys=("s.user_id",), rollup_keys=("user_id",), **range_
+        )
+        if tagged
+        else groups
+    )
+    overall = Converted()
+    for total in every.values():
+        overall.merge(total)
+    names = dict(await db.fetch(_CATEGORY_NAMES, user_id)) if group_by == "category" else {}
+    keys = sorted((key for (key,) in groups), key=lambda key: _nulls_last(key and str(key)))
+    return ConvertedSummary.model_validate(
+        {
+            "from": from_,
+            "to": to,
+            "group_by": group_by,
+            "currency": target,
+            "total": overall.total(target),
+            "groups": [
+                ConvertedGroup(
+                    key=None if key is None else str(key),
+                    name=names.get(key) if group_by == "category" else key,
+                    total=groups[(key,)].total(target),
+                )
+                for key in keys
+            ],
+        }
+    )
+
+
 _MONTHLY_PER_CATEGORY = """
 SELECT t.category_id, c.name, t.currency, t.month, t.total FROM (
   SELECT category_id, currency, month, sum(total_minor) AS total
@@ -498,19 +606,70 @@ async def trends(db: asyncpg.Connection, *, user_id: uuid.UUID, month: date, mon
     lines = []
     for (category_id, name, currency), values in series.items():
         totals = [values.get(label, 0) for label in labels]
-        last, before = totals[-1], totals[-2]
+        change, percent = _change(totals)
         lines.append(
             TrendLine(
                 category_id=category_id,
                 name=name,
                 currency=currency,
                 totals=[money.format_amount(total, currency) for total in totals],
-                change=money.format_amount(last - before, currency),
-                change_percent=round((last - before) * 100 / before, 1) if before else None,
+                change=money.format_amount(change, currency),
+                change_percent=percent,
             )
         )
     lines.sort(key=lambda line: (*_nulls_last(line.name), line.currency))
     return Trends(months=labels, categories=lines)
+
+
+def _change(totals: list[int]) -> tuple[int, float | None]:
+    """The last month minus the one before, and that in percent of the one before."""
+    last, before = totals[-1], totals[-2]
+    return last - before, (round((last - before) * 100 / before, 1) if before else None)
+
+
+async def converted_trends(
+    db: asyncpg.Connection, *, user_id: uuid.UUID, month: date, months: int, max_rate_age: int
+) -> ConvertedTrends:
+    """The trends in the home currency: per category, its months converted, and how."""
+    target = await conversion.home_currency(db, user_id=user_id)
+    first = add_months(month, -(months - 1))
+    labels = [month_label(add_months(first, n)) for n in range(months)]
+    per_month = await conversion.converted(
+        db,
+        user_id=user_id,
+        target=target,
+        keys=("s.category_id", "date_trunc('month', s.occurred_on)::date"),
+        rollup_keys=("category_id", "month"),
+        from_=first,
+        to=month_end(month),
+        max_age=max_rate_age,
+    )
+    lines: dict[uuid.UUID | None, tuple[dict[str, int], Converted]] = defaultdict(
+        lambda: ({}, Converted())
+    )
+    for (category_id, at), total in per_month.items():
+        values, made = lines[category_id]
+        values[month_label(at)] = total.minor
+        made.merge(total)
+    names = dict(await db.fetch(_CATEGORY_NAMES, user_id))
+    result = []
+    for category_id, (values, made) in lines.items():
+        totals = [values.get(label, 0) for label in labels]
+        change, percent = _change(totals)
+        result.append(
+            ConvertedTrendLine(
+                category_id=category_id,
+                name=names.get(category_id),
+                currency=target,
+                totals=[money.format_amount(total, target) for total in totals],
+                change=money.format_amount(change, target),
+                change_percent=percent,
+                conversion=made.conversion(),
+                unconverted=made.unconverted(),
+            )
+        )
+    result.sort(key=lambda line: _nulls_last(line.name))
+    return ConvertedTrends(months=labels, currency=target, categories=result)
 
 
 _TOP_MERCHANTS = """
@@ -540,6 +699,35 @@ async def top_merchants(
         for merchant, currency, total, n in await db.fetch(
             _TOP_MERCHANTS, user_id, from_, to, limit
         )
+    ]
+
+
+async def converted_merchants(
+    db: asyncpg.Connection,
+    *,
+    user_id: uuid.UUID,
+    from_: date,
+    to: date,
+    limit: int,
+    max_rate_age: int,
+) -> list[ConvertedMerchant]:
+    """The merchants where most money went, in the home currency: the first ``limit``."""
+    _check_range(from_, to)
+    target = await conversion.home_currency(db, user_id=user_id)
+    per_merchant = await conversion.converted(
+        db,
+        user_id=user_id,
+        target=target,
+        keys=("s.merchant",),
+        where="s.merchant IS NOT NULL",
+        from_=from_,
+        to=to,
+        max_age=max_rate_age,
+    )
+    ranked = sorted(per_merchant.items(), key=lambda item: (-item[1].minor, item[0][0]))
+    return [
+        ConvertedMerchant(merchant=merchant, **total.total(target).model_dump())
+        for (merchant,), total in ranked[:limit]
     ]
 
 

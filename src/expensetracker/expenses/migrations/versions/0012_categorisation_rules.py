@@ -4,7 +4,7 @@ merchant (and optionally an amount range) that sets a category and adds tags (is
 Numbered 0012 after 0010 here; it follows 0011 (home currency and rates) once both are merged.
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 """
 
 import sqlalchemy as sa
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0012"
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,355 @@
+"""Reports converted to the home currency (in=home) and converted budgets: checked against a
+reference conversion in Python over the ECB sample's rates, with rounding half-even per
+expense, the charged amount first, the rate age limit, user rates first, and isolation."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from datetime import date, timedelta
+from decimal import ROUND_HALF_EVEN, Context, Decimal
+
+import asyncpg
+import httpx
+import pytest
+
+from expensetracker.expenses import rates
+from expensetracker.platform import money
+from tests.conftest import AppFactory
+from tests.test_expenses import create
+from tests.test_rates import SAMPLE
+from tests.test_reports import budget, categories, status_of
+from tests.users import Account, signed_up
+
+pytestmark = pytest.mark.database
+
+# The sample's rates: 1 EUR in each currency, per day.
+ECB = defaultdict(dict)
+for _rate in rates.parse_ecb(SAMPLE.read_bytes()):
+    ECB[_rate.day][_rate.quote] = _rate.rate
+for _day in ECB:
+    ECB[_day]["EUR"] = Decimal(1)
+
+
+def reference(amount: str, currency: str, day: date, home: str, max_age: int = 7) -> int | None:
+    """An expense converted as docs/reports.md says, from the sample alone: minor units of
+    ``home``, or None when no rate is recent enough."""
+    if currency == home:
+        return money.parse_amount(amount, currency)
+    days = [d for d in ECB if d <= day and (day - d).days <= max_age]
+    if not days:
+        return None
+    rates_of = ECB[max(days)]
+    # Cross rates through EUR, to 28 significant digits, as the service divides.
+    factor = Context(prec=28).divide(rates_of[home], rates_of[currency])
+    value = Decimal(amount) * factor * 10 ** money.exponent(home)
+    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+@pytest.fixture
+async def ecb_rates(database_url: str) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        await rates.store(connection, rates.parse_ecb(SAMPLE.read_bytes()), source="ecb")
+    finally:
+        await connection.close()
+
+
+async def spend(
+    client: httpx.AsyncClient, account: Account, amount: str, currency: str, day: str, **fields
+) -> None:
+    await create(client, account, amount=amount, currency=currency, occurred_on=day, **fields)
+
+
+def in_euros(amount: str) -> dict[str, str]:
+    """An expense's fields saying it was charged ``amount`` EUR."""
+    return {"charged_amount": amount, "charged_currency": "EUR"}
+
+
+async def converted(client: httpx.AsyncClient, account: Account, path: str, **params) -> dict:
+    response = await client.get(
+        f"/api/v1/reports/{path}", params={"in": "home", **params}, headers=account.headers
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+JANUARY = {"from": "2026-01-01", "to": "2026-01-31"}
+
+
+@pytest.mark.usefixtures("ecb_rates")
+async def test_a_summary_in_the_home_currency_says_how_it_was_made(
+    client: httpx.AsyncClient,
+) -> None:
+    account, other = await signed_up(client), await signed_up(client)
+    groceries = (await categories(client, account))["Groceries"]
+    await spend(client, account, "10.00", "EUR", "2026-01-09")
+    rows = [
+        ("10.00", "USD", "2026-01-09"),  # the day's rate
+        ("5.00", "USD", "2026-01-11"),  # a Sunday: Friday's
+        ("3.00", "GBP", "2026-01-07"),  # Monday's, two days old: the oldest used
+    ]
+    for amount, currency, day in rows:
+        await spend(client, account, amount, currency, day, category_id=groceries)
+    await spend(client, account, "7.00", "USD", "2026-01-20")
+    await spend(
+        client, account, "1000", "JPY", "2026-01-09", **in_euros("6.50"), category_id=groceries
+    )
+    await spend(client, other, "99.00", "USD", "2026-01-09")
+
+    summary = await converted(client, account, "summary", **JANUARY)
+    expected = (
+        1000
+        + 650
+        + sum(
+            reference(amount, currency, date.fromisoformat(day), "EUR")
+            for amount, currency, day in rows
+        )
+    )
+    assert summary["currency"] == "EUR"
+    assert summary["total"] == {
+        "currency": "EUR",
+        "amount": money.format_amount(expected, "EUR"),
+        "count": 5,
+        "conversion": {
+            "in_currency": 1,
+            "charged": 1,
+            "rated": 3,
+            "oldest_rate_day": "2026-01-05",
+            "missing": 1,
+        },
+        # Eleven days after the last rate: missing, never 1:1.
+        "unconverted": [{"currency": "USD", "amount": "7.00", "count": 1}],
+    }
+    by_key = {group["key"]: group for group in summary["groups"]}
+    assert by_key[groceries]["name"] == "Groceries"
+    assert by_key[groceries]["total"]["conversion"]["rated"] == 3
+    assert by_key[None]["total"]["unconverted"] == summary["total"]["unconverted"]
+    # A total is the sum of its rows: the groups add up to it.
+    assert sum(Decimal(g["total"]["amount"]) for g in summary["groups"]) == Decimal(
+        summary["total"]["amount"]
+    )
+    by_month = await converted(client, account, "summary", group_by="month", **JANUARY)
+    assert [g["key"] for g in by_month["groups"]] == ["2026-01"]
+    assert by_month["groups"][0]["total"] == summary["total"]
+
+
+@pytest.mark.usefixtures("ecb_rates")
+async def test_rounding_is_half_even_per_expense_and_a_user_rate_comes_first(
+    client: httpx.AsyncClient,
+) -> None:
+    account = await signed_up(client)
+    await client.put(
+        "/api/v1/expenses/home-currency", json={"currency": "EUR"}, headers=account.headers
+    )
+    # The user's own rate of the day beats the ECB's: 1 USD = 0.125 EUR.
+    made = await client.put(
+        "/api/v1/expenses/rates/2026-01-09/USD/EUR", json={"rate": "0.125"}, headers=account.headers
+    )
+    assert made.status_code == 200
+    for amount in ("1.00", "3.00", "1.00"):  # 12.5, 37.5, 12.5 cents
+        await spend(client, account, amount, "USD", "2026-01-09")
+    summary = await converted(client, account, "summary", **JANUARY)
+    # Half-even per expense: 12 + 38 + 12. Rounding the sum (62.5) or halves up (13 + 38 + 13)
+    # would not give this.
+    assert summary["total"]["amount"] == "0.62"
+    assert summary["total"]["conversion"]["oldest_rate_day"] == "2026-01-09"
+
+
+@pytest.mark.usefixtures("ecb_rates")
+async def test_cross_rates_and_currencies_of_other_decimals(client: httpx.AsyncClient) -> None:
+    account = await signed_up(client)
+    await spend(client, account, "1.00", "USD", "2026-01-05")
+    rows = [("10.00", "GBP"), ("1000", "JPY"), ("12.34", "SEK")]
+    for amount, currency in rows:
+        await spend(client, account, amount, currency, "2026-01-09")
+    summary = await converted(client, account, "summary", **JANUARY)
+    expected = 100 + sum(
+        reference(amount, currency, date(2026, 1, 9), "USD") for amount, currency in rows
+    )
+    assert summary["currency"] == "USD"  # the first expense's
+    assert summary["total"]["amount"] == money.format_amount(expected, "USD")
+    assert summary["total"]["conversion"]["rated"] == 3
+    # The home currency set to one of zero decimals: whole yen.
+    await client.put(
+        "/api/v1/expenses/home-currency", json={"currency": "JPY"}, headers=account.headers
+    )
+    in_yen = await converted(client, account, "summary", **JANUARY)
+    assert in_yen["total"]["amount"] == str(
+        1000
+        + reference("1.00", "USD", date(2026, 1, 5), "JPY")
+        + sum(
+            reference(amount, currency, date(2026, 1, 9), "JPY")
+            for amount, currency in rows
+            if currency != "JPY"
+        )
+    )
+
+
+@pytest.mark.usefixtures("ecb_rates")
+@pytest.mark.parametrize("max_age", [0, 15])
+async def test_the_age_of_a_usable_rate_is_a_setting(serve_app: AppFactory, max_age: int) -> None:
+    async with serve_app(rates_max_age_days=max_age) as client:
+        account = await signed_up(client)
+        await spend(client, account, "1.00", "EUR", "2026-01-09")
+        days = ["2026-01-09", "2026-01-11", "2026-01-20"]
+        for day in days:
+            await spend(client, account, "10.00", "USD", day)
+        summary = await converted(client, account, "summary", **JANUARY)
+    usable = [
+        day for day in days if reference("10.00", "USD", date.fromisoformat(day), "EUR", max_age)
+    ]
+    assert summary["total"]["conversion"]["rated"] == len(usable)
+    assert summary["total"]["conversion"]["missing"] == 3 - len(usable)
+    assert len(usable) == (1 if max_age == 0 else 3)
+
+
+async def test_without_a_home_currency_a_converted_report_is_a_problem(
+    client: httpx.AsyncClient,
+) -> None:
+    account = await signed_up(client)
+    for path, params in (
+        ("summary", JANUARY),
+        ("trends", {"month": "2026-01"}),
+        ("merchants", JANUARY),
+    ):
+        response = await client.get(
+            f"/api/v1/reports/{path}", params={"in": "home", **params}, headers=account.headers
+        )
+        assert response.status_code == 422, path
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "home currency" in response.json()["errors"][0]["message"]
+    other = await client.get(
+        "/api/v1/reports/summary", params={"in": "away", **JANUARY}, headers=account.headers
+    )
+    assert other.status_code == 422
+
+
+@pytest.mark.usefixtures("ecb_rates")
+async def test_trends_and_merchants_in_the_home_currency(client: httpx.AsyncClient) -> None:
+    account = await signed_up(client)
+    groceries = (await categories(client, account))["Groceries"]
+    await spend(
+        client, account, "20.00", "EUR", "2025-12-15", category_id=groceries, merchant="Corner shop"
+    )
+    await spend(
+        client, account, "30.00", "USD", "2026-01-09", category_id=groceries, merchant="Corner shop"
+    )
+    await spend(client, account, "25.00", "EUR", "2026-01-10", merchant="Bakery")
+    await spend(
+        client, account, "500", "JPY", "2026-01-25", category_id=groceries, merchant="Kiosk"
+    )
+    usd = reference("30.00", "USD", date(2026, 1, 9), "EUR")
+    trends = await converted(client, account, "trends", month="2026-01", months=2)
+    assert trends["months"] == ["2025-12", "2026-01"]
+    line = next(line for line in trends["categories"] if line["name"] == "Groceries")
+    assert line["totals"] == ["20.00", money.format_amount(usd, "EUR")]
+    assert line["change"] == money.format_amount(usd - 2000, "EUR")
+    assert line["conversion"] == {
+        "in_currency": 1,
+        "charged": 0,
+        "rated": 1,
+        "oldest_rate_day": "2026-01-09",
+        "missing": 1,
+    }
+    assert line["unconverted"] == [{"currency": "JPY", "amount": "500", "count": 1}]
+
+    merchants = await converted(client, account, "merchants", **JANUARY, limit=2)
+    assert [(m["merchant"], m["amount"]) for m in merchants] == [
+        ("Corner shop", money.format_amount(usd, "EUR")),
+        ("Bakery", "25.00"),
+    ]
+    everything = await converted(client, account, "merchants", **JANUARY)
+    assert everything[-1]["merchant"] == "Kiosk"
+    assert everything[-1]["amount"] == "0.00"
+    assert everything[-1]["unconverted"] == [{"currency": "JPY", "amount": "500", "count": 1}]
+
+
+@pytest.mark.usefixtures("ecb_rates")
+async def test_a_converted_budget_counts_every_currency(client: httpx.AsyncClient) -> None:
+    account = await signed_up(client)
+    groceries = (await categories(client, account))["Groceries"]
+    food = (await categories(client, account))["Food"]
+    await spend(client, account, "40.00", "EUR", "2026-01-08", category_id=groceries)
+    await spend(client, account, "50.00", "USD", "2026-01-09", category_id=groceries)
+    await spend(
+        client, account, "1000", "JPY", "2026-01-09", **in_euros("6.10"), category_id=groceries
+    )
+    await spend(client, account, "9.00", "CAD", "2026-01-09", category_id=groceries)
+    made = await budget(
+        client,
+        account,
+        name="Food",
+        amount="90.00",
+        currency="EUR",
+        category_id=food,
+        converted=True,
+        starts="2026-01",
+    )
+    await budget(
+        client,
+        account,
+        name="Food (EUR only)",
+        amount="100.00",
+        currency="EUR",
+        category_id=food,
+        starts="2026-01",
+    )
+    assert made["converted"] is True
+    status = await status_of(client, account, "2026-01")
+    spent = 4000 + 610 + reference("50.00", "USD", date(2026, 1, 9), "EUR")
+    assert status["Food"]["spent"] == money.format_amount(spent, "EUR")
+    assert status["Food"]["state"] == "over"
+    assert status["Food"]["conversion"] == {
+        "in_currency": 1,
+        "charged": 1,
+        "rated": 1,
+        "oldest_rate_day": "2026-01-09",
+        "missing": 1,
+    }
+    assert status["Food"]["unconverted"] == [{"currency": "CAD", "amount": "9.00", "count": 1}]
+    # A budget not converted counts its own currency only, as before.
+    assert status["Food (EUR only)"]["spent"] == "40.00"
+    assert status["Food (EUR only)"]["conversion"] is None
+
+
+@pytest.mark.usefixtures("ecb_rates")
+async def test_totals_equal_the_sum_of_their_rows(client: httpx.AsyncClient) -> None:
+    account = await signed_up(client)
+    await spend(client, account, "0.01", "EUR", "2026-01-01")
+    generator = random.Random(15)
+    expected_by_day: dict[str, int] = defaultdict(int)
+    missing = 0
+    for _ in range(120):
+        currency = generator.choice(["EUR", "USD", "GBP", "JPY", "CHF"])
+        exponent = money.exponent(currency)
+        amount = money.format_amount(generator.randint(1, 10 ** (exponent + 3)), currency)
+        day = date(2026, 1, 1) + timedelta(days=generator.randint(0, 30))
+        await create(client, account, amount=amount, currency=currency, occurred_on=str(day))
+        value = reference(amount, currency, day, "EUR")
+        if value is None:
+            missing += 1
+        else:
+            expected_by_day[str(day)] += value
+    summary = await converted(client, account, "summary", **JANUARY)
+    assert summary["total"]["amount"] == money.format_amount(
+        1 + sum(expected_by_day.values()), "EUR"
+    )
+    assert summary["total"]["conversion"]["missing"] == missing
+    # Whole months come from the monthly totals, the days around them row by row: the same.
+    around = await converted(
+        client, account, "summary", **{"from": "2025-12-20", "to": "2026-02-03"}
+    )
+    assert around["total"] == summary["total"]
+    partial = await converted(
+        client, account, "summary", **{"from": "2026-01-01", "to": "2026-01-30"}
+    )
+    assert partial["total"]["amount"] == money.format_amount(
+        1 + sum(value for day, value in expected_by_day.items() if day != "2026-01-31"), "EUR"
+    )
+    # Day by day, each day's total is its rows' sum.
+    for day, value in expected_by_day.items():
+        one_day = await converted(client, account, "summary", **{"from": day, "to": day})
+        assert one_day["total"]["amount"] == money.format_amount(
+            value + (day == "2026-01-01"), "EUR"
+        )
