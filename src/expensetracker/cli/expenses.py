@@ -23,12 +23,15 @@ from expensetracker.cli.common import (
 )
 from expensetracker.expenses.rates import InvalidRates, load_ecb, set_home_currency
 from expensetracker.expenses.recurring import run_maintenance
+from expensetracker.expenses.rules import apply_rules
 from expensetracker.expenses.schemas import DateOrder, ImportFormat
 from expensetracker.expenses.statements import SNIFF_BYTES, Options, detect
 from expensetracker.expenses.transfer import InvalidImport, import_file
 from expensetracker.platform import money
 
 cli = typer.Typer(help="Operations of the expenses service.", no_args_is_help=True)
+rules_cli = typer.Typer(help="The categorisation rules of an account.", no_args_is_help=True)
+cli.add_typer(rules_cli, name="rules")
 rates_cli = typer.Typer(help="Exchange rates (kept by the expenses service).", no_args_is_help=True)
 
 
@@ -142,6 +145,39 @@ def home_currency(
 
     asyncio.run(run())
     typer.echo(f"home currency of {user}: {currency}")
+
+
+@rules_cli.command("apply")
+def apply(
+    email: EmailOption,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would change, change nothing.")
+    ] = False,
+) -> None:
+    """Run the account's categorisation rules over its uncategorised expenses (a category someone
+    chose is never changed), as POST /api/v1/expenses/rules/apply does."""
+    settings = operator_settings(service="expenses")
+
+    async def run() -> None:
+        async with (
+            database(settings, purpose="rules-apply") as sessionmaker,
+            sessionmaker() as session,
+        ):
+            applied = await apply_rules(
+                session, user_id=await account(session, email), dry_run=dry_run
+            )
+        for change in applied.changes:
+            tags = f" +{','.join(change.tags)}" if change.tags else ""
+            typer.echo(
+                f"{change.expense_id} {change.description!r}: category {change.category_id}"
+                f"{tags} (rule {change.rule_id})"
+            )
+        if applied.matched > len(applied.changes):
+            typer.echo(f"... and {applied.matched - len(applied.changes)} more")
+        verb = "would change" if dry_run else "changed"
+        typer.echo(f"{applied.matched} uncategorised expense(s) {verb}")
+
+    asyncio.run(run())
 
 
 @rates_cli.command("load")
