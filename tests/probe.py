@@ -56,6 +56,7 @@ if __name__ == "__main__":
     from expensetracker.platform.application import create_app
     from expensetracker.platform.config import Settings
     from expensetracker.platform.logging import configure_logging
+    from expensetracker.platform.state import app_state
 
     settings = Settings()
     configure_logging(level="INFO", fmt="json", service="probe")
@@ -66,6 +67,7 @@ if __name__ == "__main__":
         settings=settings,
         host="127.0.0.1",
         port=port,
+        readiness=app_state(app).readiness,
         on_ready=lambda: print(f"ready http://127.0.0.1:{port}", flush=True),
     )
     sys.exit(0 if ok else 1)

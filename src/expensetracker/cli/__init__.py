@@ -101,6 +101,7 @@ def _prepare(services: list[ServiceSpec], settings: Settings, *, demo: bool) -> 
 def _serve(services: list[ServiceSpec], settings: Settings, host: str, port: int) -> None:
     from expensetracker.platform import server  # lazy: uvicorn
     from expensetracker.platform.application import create_app  # lazy: FastAPI app set-up
+    from expensetracker.platform.state import app_state  # lazy: with create_app
 
     try:
         app = create_app(services, settings)
@@ -111,7 +112,10 @@ def _serve(services: list[ServiceSpec], settings: Settings, host: str, port: int
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
         typer.echo(f"ExpenseTracker ({_process_name(services)}) is ready: http://{shown}:{port}")
 
-    if not server.run(app, settings=settings, host=host, port=port, on_ready=announce):
+    readiness = app_state(app).readiness
+    if not server.run(
+        app, settings=settings, host=host, port=port, readiness=readiness, on_ready=announce
+    ):
         fail("the server did not start (see the log above)", code=1)
 
 

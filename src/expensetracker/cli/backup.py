@@ -328,6 +328,7 @@ def backup_serve_metrics(
     each scrape) and /livez."""
     from expensetracker.backup.metrics import create_app  # lazy: see above
     from expensetracker.platform import server  # lazy: uvicorn
+    from expensetracker.platform.health import Readiness  # lazy: alembic, for /readyz
 
     settings = operator_settings(service="backup", needs_database=False)
     target = _backup_folder(settings, folder)
@@ -337,7 +338,13 @@ def backup_serve_metrics(
 
     # Nothing routes requests to it: no drain on SIGTERM.
     settings = settings.model_copy(update={"shutdown_drain_seconds": 0.0})
+    # Nothing routes traffic to it: its readiness only records the shutdown.
     if not server.run(
-        create_app(target), settings=settings, host=host, port=port, on_ready=announce
+        create_app(target),
+        settings=settings,
+        host=host,
+        port=port,
+        readiness=Readiness(),
+        on_ready=announce,
     ):
         fail("the server did not start (see the log above)", code=1)
