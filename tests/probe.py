@@ -46,7 +46,7 @@ async def boom() -> None:
 
 def probe_service():  # type: ignore[no-untyped-def]
     """The auth service's schema and migrations, with the probe's routes."""
-    from expensetracker.auth.app import service as auth
+    from expensetracker.auth.app import SPEC as auth
 
     return dataclasses.replace(auth, name="probe", router=router, path_prefixes=("/api/v1/probe",))
 

@@ -15,7 +15,7 @@ from expensetracker.auth.passwords import PasswordHasher
 from expensetracker.auth.service import AuthContext
 from expensetracker.platform.application import create_app as create_platform_app
 from expensetracker.platform.config import Settings, get_settings
-from expensetracker.platform.service import ServiceSpec
+from expensetracker.platform.spec import ServiceSpec
 from expensetracker.platform.state import app_state
 
 log = structlog.get_logger(__name__)
@@ -50,7 +50,7 @@ async def readiness(app: FastAPI) -> dict[str, str]:
     return {"signing_key": "ok" if keys.loaded else "not loaded"}
 
 
-service = ServiceSpec(
+SPEC = ServiceSpec(
     name="auth",
     router=routes.router,
     metadata=models.metadata,
@@ -67,4 +67,4 @@ service = ServiceSpec(
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_platform_app([service], settings or get_settings())
+    return create_platform_app([SPEC], settings or get_settings())

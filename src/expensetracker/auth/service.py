@@ -29,6 +29,7 @@ from expensetracker.auth.passwords import PasswordHasher, policy_violation
 from expensetracker.auth.schemas import TokenPair
 from expensetracker.platform.config import Settings
 from expensetracker.platform.errors import Problem, ValidationProblem
+from expensetracker.platform.events import USER_DELETED
 from expensetracker.platform.tokens import InvalidToken, Principal
 
 audit = structlog.get_logger("expensetracker.audit")
@@ -54,8 +55,6 @@ REFRESH_REUSE_DETECTED = Counter(
 )
 for _outcome in ("succeeded", "failed", "throttled"):
     LOGINS.labels(_outcome)  # present at 0 from the start, so rates work at once
-
-USER_DELETED = "user.deleted"
 
 
 class InvalidCredentials(Problem):

@@ -30,7 +30,7 @@ from expensetracker.platform.config import Settings
 from expensetracker.platform.embedded import DataDirInUse, EmbeddedPostgres
 
 if TYPE_CHECKING:
-    from expensetracker.platform.service import ServiceSpec
+    from expensetracker.platform.spec import ServiceSpec
 
 # expensetracker.targets.TARGET_NAMES, which imports every service to list them (a test checks
 # that both agree).

@@ -13,7 +13,7 @@ from expensetracker.expenses.service import forget_user
 from expensetracker.platform.application import create_app as create_platform_app
 from expensetracker.platform.config import Settings, get_settings
 from expensetracker.platform.events import UserEventHandling
-from expensetracker.platform.service import BackgroundJob, ServiceSpec
+from expensetracker.platform.spec import BackgroundJob, ServiceSpec
 from expensetracker.platform.state import AppState
 
 
@@ -29,7 +29,7 @@ def _fetches_rates(settings: Settings) -> bool:
     return bool(settings.rates_ecb_url or settings.rates_frankfurter_url)
 
 
-service = ServiceSpec(
+SPEC = ServiceSpec(
     name="expenses",
     router=routes.router,
     metadata=models.metadata,
@@ -49,4 +49,4 @@ service = ServiceSpec(
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_platform_app([service], settings or get_settings())
+    return create_platform_app([SPEC], settings or get_settings())

@@ -29,7 +29,7 @@ from expensetracker.platform.metrics import DB_POOLS
 from expensetracker.platform.middleware import BodySizeLimit, RequestContext, SecurityHeaders
 from expensetracker.platform.migrations import head_revision
 from expensetracker.platform.ratelimit import IN_PROCESS, RateLimit, storage_uri
-from expensetracker.platform.service import ServiceSpec
+from expensetracker.platform.spec import ServiceSpec
 from expensetracker.platform.state import AppState, Database, app_state
 from expensetracker.platform.tokens import JWKS_PATH, TokenVerifier
 from expensetracker.platform.tracing import configure_tracing

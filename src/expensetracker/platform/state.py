@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from expensetracker.platform.db import DriverPool
     from expensetracker.platform.events import UserEventConsumer
     from expensetracker.platform.health import Readiness
-    from expensetracker.platform.service import ServiceSpec
+    from expensetracker.platform.spec import ServiceSpec
     from expensetracker.platform.tokens import TokenVerifier
 
 T = TypeVar("T")

@@ -11,7 +11,7 @@ from expensetracker.platform import idempotency
 from expensetracker.platform.application import create_app as create_platform_app
 from expensetracker.platform.config import Settings, get_settings
 from expensetracker.platform.events import UserEventHandling
-from expensetracker.platform.service import BackgroundJob, ServiceSpec
+from expensetracker.platform.spec import BackgroundJob, ServiceSpec
 from expensetracker.platform.state import AppState
 from expensetracker.reports import models, routes
 from expensetracker.reports.service import evaluate_alerts, forget_user
@@ -25,7 +25,7 @@ async def _maintenance(state: AppState) -> None:
         await idempotency.purge_expired(session, models.idempotency_keys)
 
 
-service = ServiceSpec(
+SPEC = ServiceSpec(
     name="reports",
     router=routes.router,
     metadata=models.metadata,
@@ -38,4 +38,4 @@ service = ServiceSpec(
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_platform_app([service], settings or get_settings())
+    return create_platform_app([SPEC], settings or get_settings())

@@ -14,7 +14,7 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from expensetracker.platform.application import create_app as create_platform_app
 from expensetracker.platform.config import Settings, get_settings
 from expensetracker.platform.ratelimit import IN_PROCESS
-from expensetracker.platform.service import ServiceSpec
+from expensetracker.platform.spec import ServiceSpec
 from expensetracker.platform.state import app_state
 from expensetracker.web import routes, views
 from expensetracker.web.client import (
@@ -78,7 +78,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
 
 
-WEB = ServiceSpec(
+SPEC = ServiceSpec(
     name="web",
     router=routes.router,
     path_prefixes=("/",),
@@ -91,4 +91,4 @@ WEB = ServiceSpec(
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_platform_app([WEB], settings or get_settings())
+    return create_platform_app([SPEC], settings or get_settings())
