@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 
@@ -171,6 +171,18 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
     for spec in services:
         app.include_router(spec.router)
 
+    _add_middleware(app, settings, services, owner=owner, tracer_provider=tracer_provider)
+    return app
+
+
+def _add_middleware(
+    app: FastAPI,
+    settings: Settings,
+    services: Sequence[ServiceSpec],
+    *,
+    owner: Callable[[str], ServiceSpec | None],
+    tracer_provider: TracerProvider,
+) -> None:
     # Added innermost first: a request meets RequestContext first, the rate limit last.
     if settings.rate_limit != "off":
         redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
@@ -201,4 +213,3 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
         service_for_path=lambda path: spec.name if (spec := owner(path)) else "platform",
         tracer=tracer_provider.get_tracer("expensetracker.http"),
     )
-    return app
