@@ -2,7 +2,7 @@
 
 A session is a family of refresh tokens rotated from one login; its id is the ``sid`` claim of
 the access tokens issued in it. Every security event is an audit log line (never a secret) and,
-where the SPEC asks for it, a metric.
+where docs/auth.md lists one, a metric.
 """
 
 from __future__ import annotations
