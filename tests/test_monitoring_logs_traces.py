@@ -29,8 +29,9 @@ from tests.kubernetes import (
     overlay,
     pod_spec,
 )
-from tests.processes import clean_env, cli, free_port, spawn
+from tests.processes import cli, free_port, spawn
 from tests.test_kubernetes_admission import constraints, expanded, matches
+from tests.test_tracing import serve_env
 
 ALLOY_CONFIG = MONITORING / "alloy" / "config.alloy"
 LABELS = {"namespace", "container", "stream", "service", "level"}
@@ -124,12 +125,7 @@ def cri(line: str, stream: str = "stderr") -> str:
 async def test_a_real_request_log_line_becomes_labels_and_structured_metadata(
     database_url: str,
 ) -> None:
-    env = clean_env(
-        EXPENSETRACKER_DATABASE_URL=database_url,
-        EXPENSETRACKER_LOG_FORMAT="json",
-        EXPENSETRACKER_LOG_LEVEL="INFO",
-        EXPENSETRACKER_RATE_LIMIT="off",
-    )
+    env = serve_env(database_url)
     with spawn(cli("serve", "--target", "auth", "--port", str(free_port())), env) as auth:
         url = auth.wait_ready()
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
