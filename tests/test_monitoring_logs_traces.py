@@ -31,7 +31,7 @@ from tests.kubernetes import (
 )
 from tests.processes import cli, free_port, spawn
 from tests.test_kubernetes_admission import constraints, expanded, matches
-from tests.test_tracing import serve_env
+from tests.test_tracing import JWKS_ROUTE, request_lines, serve_env
 
 ALLOY_CONFIG = MONITORING / "alloy" / "config.alloy"
 LABELS = {"namespace", "container", "stream", "service", "level"}
@@ -129,16 +129,14 @@ async def test_a_real_request_log_line_becomes_labels_and_structured_metadata(
     with spawn(cli("serve", "--target", "auth", "--port", str(free_port())), env) as auth:
         url = auth.wait_ready()
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-            response = await client.get("/api/v1/auth/.well-known/jwks.json")
+            response = await client.get(JWKS_ROUTE)
         auth.stop()
     assert response.status_code == 200
     request_id = response.headers["X-Request-ID"]
-    [line] = [
-        text
-        for text in auth.lines
-        if text.startswith("{") and json.loads(text).get("request_id") == request_id
+    [logged] = [
+        line for line in request_lines(auth, JWKS_ROUTE) if line["request_id"] == request_id
     ]
-    logged = json.loads(line)
+    [line] = [text for text in auth.lines if text.startswith("{") and json.loads(text) == logged]
 
     config = parse(ALLOY_CONFIG.read_text())
     pod = "auth-7d9f8b6c4-x2k8q"
@@ -304,6 +302,9 @@ def test_collector_endpoints_probes_and_tempo_agree() -> None:
     assert container["args"] == [f"--config={folder}/config.yaml"]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"]["port"] == "health"
+    [reader] = config["service"]["telemetry"]["metrics"]["readers"]
+    metrics = reader["pull"]["exporter"]["prometheus"]
+    assert metrics["port"] == container_port("otel-collector", "Deployment", "metrics")
     [exporter] = config["exporters"].values()
     assert exporter["endpoint"] == f"tempo:{port_of('tempo', 'otlp-grpc')}"
 
@@ -350,7 +351,7 @@ def test_staging_and_production_services_send_sampled_traces_to_the_collector(en
     assert rule["ports"] == [{"protocol": "TCP", "port": port}]
     # And the collector lets them in.
     collector = named(monitoring(), "NetworkPolicy", "otel-collector")["spec"]
-    [inbound] = collector["ingress"]
+    [inbound] = [rule for rule in collector["ingress"] if rule["ports"][0]["port"] == port]
     [source] = inbound["from"]
     selector = source["podSelector"]["matchLabels"]
     assert selector.items() <= policy["podSelector"]["matchLabels"].items()
@@ -383,6 +384,10 @@ def allowed(policy: dict, direction: str, peer: str, port: int) -> bool:
         ("otel-collector", "tempo", 4317),
         ("grafana", "loki", 3100),
         ("grafana", "tempo", 3200),
+        ("prometheus", "loki", 3100),
+        ("prometheus", "tempo", 3200),
+        ("prometheus", "otel-collector", 8888),
+        ("prometheus", "alloy", 12345),
     ],
 )
 def test_network_policies_open_each_path_at_both_ends(source: str, target: str, port: int) -> None:
@@ -416,3 +421,22 @@ def test_the_monitoring_pods_meet_the_applications_admission_rules() -> None:
                     if made["kind"] == "Pod":
                         evaluated.add(obj["metadata"]["name"])
     assert {"loki", "alloy", "tempo", "otel-collector"} <= evaluated
+
+
+def test_prometheus_scrapes_the_pipelines_on_their_metrics_ports() -> None:
+    """The jobs that rules/logs-traces.yaml reads keep the right pods' ports."""
+    config = yaml.safe_load(config_map("prometheus-config")["data"]["prometheus.yml"])
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    for job, kind in (("otel-collector", "Deployment"), ("alloy", "DaemonSet")):
+        keep = jobs[job]["relabel_configs"][0]
+        assert keep["action"] == "keep"
+        assert keep["source_labels"] == [
+            "__meta_kubernetes_pod_label_app_kubernetes_io_name",
+            "__meta_kubernetes_pod_container_port_name",
+        ]
+        workload, port_name = keep["regex"].split(";")
+        assert workload == job
+        container_port(workload, kind, port_name)  # the port exists, by that name
+    for job, port_name in (("loki", "http"), ("tempo", "http")):
+        [target] = jobs[job]["static_configs"][0]["targets"]
+        assert target == f"{job}:{port_of(job, port_name)}"
