@@ -403,7 +403,7 @@ async def test_a_statement_rates_rules_and_the_home_currency_in_the_browser(
     await expect(page.get_by_label("Format")).to_have_value("")
     await page.get_by_role("button", name="Check the file").click()
     preview = page.locator(".preview")
-    await expect(preview).to_contain_text("A OFX / QFX file. 3 payments read: 3 will be added.")
+    await expect(preview).to_contain_text("Read as OFX / QFX. 3 payments read: 3 will be added.")
     await expect(preview).to_contain_text("1 credit (money coming in) will be skipped")
     await audit("import (statement preview)")
     other = await context.new_page()  # nothing is saved before the confirmation

@@ -616,7 +616,7 @@ async def test_statements_are_detected_previewed_and_imported_whole(
         files={"file": ("statement.xml", camt, "application/xml")},
     )
     assert preview.status_code == 200, preview.text
-    assert "A CAMT.053 file. 2 payments read: 2 will be added." in preview.text
+    assert "Read as CAMT.053. 2 payments read: 2 will be added." in preview.text
     assert "1 credit (money coming in) will be skipped" in preview.text
     assert expense_ids((await web.get("/expenses")).text) == []
     done = await person.submit(
@@ -655,7 +655,7 @@ async def test_a_qif_file_needs_its_currency_and_date_order(web: httpx.AsyncClie
     bad_order = await upload(currency="EUR", date_order="ymd")
     assert bad_order.status_code == 422 and 'id="import-date_order-error"' in bad_order.text
     preview = await upload(currency="eur", date_order="dmy")
-    assert preview.status_code == 200 and "A QIF file. 1 payment read" in preview.text
+    assert preview.status_code == 200 and "Read as QIF. 1 payment read" in preview.text
     # The confirm form carries the options with the file.
     assert '<input type="hidden" name="date_order" value="dmy">' in preview.text
     assert '<input type="hidden" name="currency" value="eur">' in preview.text

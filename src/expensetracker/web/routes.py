@@ -372,15 +372,19 @@ async def dashboard(request: Request, account: SignedIn, state: State) -> Respon
 # Expenses
 
 
-async def _expense_form_context(state: WebState, account: Account) -> dict[str, Any]:
-    categories, home = await asyncio.gather(
+async def _expense_form_context(
+    state: WebState, account: Account, *, charged: bool = False
+) -> dict[str, Any]:
+    """The categories; with ``charged`` (an expense form), the home currency too: the currency
+    its charged amount is prefilled with. The list pages go without that call."""
+    categories, *home = await asyncio.gather(
         state.api.list_categories(token=account.token),
-        state.api.home_currency(token=account.token),
+        *([state.api.home_currency(token=account.token)] if charged else []),
     )
     return {
         "categories": service.category_tree(categories),
         "category_names": service.category_names(categories),
-        "home_currency": home["currency"],
+        "home_currency": home[0]["currency"] if home else None,
     }
 
 
@@ -432,7 +436,7 @@ async def expenses(
 
 @router.get("/expenses/new")
 async def new_expense(request: Request, account: SignedIn, state: State) -> Response:
-    context = await _expense_form_context(state, account)
+    context = await _expense_form_context(state, account, charged=True)
     template = "_expense_form.html" if _htmx(request) else "expense_new.html"
     return _page(
         request,
@@ -458,7 +462,7 @@ async def create_expense(request: Request, account: SignedIn, state: State) -> R
     except ApiError as exc:
         if exc.status != 422:
             raise
-        context = await _expense_form_context(state, account)
+        context = await _expense_form_context(state, account, charged=True)
         template = "_expense_form.html" if _htmx(request) else "expense_new.html"
         return _page(
             request,
@@ -483,7 +487,7 @@ async def edit_expense(
     request: Request, expense_id: str, account: SignedIn, state: State
 ) -> Response:
     expense = await state.api.get_expense(token=account.token, expense_id=expense_id)
-    context = await _expense_form_context(state, account)
+    context = await _expense_form_context(state, account, charged=True)
     template = "_expense_edit_row.html" if _htmx(request) else "expense_edit.html"
     form = {
         **expense,
@@ -517,7 +521,7 @@ async def update_expense(
         if exc.status != 422:
             raise
         expense = await state.api.get_expense(token=account.token, expense_id=expense_id)
-        context = await _expense_form_context(state, account)
+        context = await _expense_form_context(state, account, charged=True)
         template = "_expense_edit_row.html" if _htmx(request) else "expense_edit.html"
         return _page(
             request,

@@ -178,48 +178,35 @@ def category_tree(categories: list[Category]) -> list[tuple[Category, list[Categ
 
 
 async def dashboard(*, api: ApiClient, token: str, today: date, home: bool) -> dict[str, Any]:
-    """The dashboard's data; with ``home``, the month and the trend in the home currency (the
-    API's 422 when there is none yet goes to the caller)."""
+    """The dashboard's data, its API calls at once; with ``home``, the month and the trend in
+    the home currency (the API's 422 when there is none yet goes to the caller)."""
     first, last = month_bounds(today)
     trend_start = months_back(today, TREND_MONTHS)
-    if home:
-        month, trend = await asyncio.gather(
-            api.converted_summary(
-                token=token, start=first.isoformat(), end=last.isoformat(), group_by="category"
-            ),
-            api.converted_summary(
-                token=token, start=trend_start.isoformat(), end=last.isoformat(), group_by="month"
-            ),
-        )
-        shown: dict[str, Any] = {
-            "home_currency": month["currency"],
-            "by_category": month["groups"],
-            "month_total": month["total"],
-            "trend": converted_months(trend["groups"], start=trend_start, months=TREND_MONTHS),
-        }
-    else:
-        by_category, by_month = await asyncio.gather(
-            api.summary(
-                token=token, start=first.isoformat(), end=last.isoformat(), group_by="category"
-            ),
-            api.summary(
-                token=token, start=trend_start.isoformat(), end=last.isoformat(), group_by="month"
-            ),
-        )
-        shown = {
-            "home_currency": None,
-            "by_category": by_category["groups"],
-            "category_currencies": currencies_of(by_category["groups"]),
-            "category_totals": totals_by_currency(by_category["groups"]),
-            "trend": month_series(by_month["groups"], start=trend_start, months=TREND_MONTHS),
-        }
-    budgets, latest, categories = await asyncio.gather(
+    summary = api.converted_summary if home else api.summary
+    by_category, by_month, budgets, latest, categories = await asyncio.gather(
+        summary(token=token, start=first.isoformat(), end=last.isoformat(), group_by="category"),
+        summary(token=token, start=trend_start.isoformat(), end=last.isoformat(), group_by="month"),
         api.budget_report(token=token, month=today.strftime("%Y-%m")),
         api.list_expenses(token=token, filters={}, cursor=None, limit=LATEST_EXPENSES),
         api.list_categories(token=token),
     )
+    shown: dict[str, Any] = (
+        {
+            "home_currency": by_category["currency"],
+            "month_total": by_category["total"],
+            "trend": converted_months(by_month["groups"], start=trend_start, months=TREND_MONTHS),
+        }
+        if home
+        else {
+            "home_currency": None,
+            "category_currencies": currencies_of(by_category["groups"]),
+            "category_totals": totals_by_currency(by_category["groups"]),
+            "trend": month_series(by_month["groups"], start=trend_start, months=TREND_MONTHS),
+        }
+    )
     return {
         "month": today.strftime("%Y-%m"),
+        "by_category": by_category["groups"],
         "budgets": budgets["budgets"],
         "latest": latest["items"],
         "category_names": category_names(categories),
