@@ -202,6 +202,14 @@ class ApiClient:
     async def _json(self, service: str, method: str, path: str, **kwargs: Any) -> Any:
         return (await self._send(service, method, path, **kwargs)).json()
 
+    async def _created(
+        self, service: str, path: str, *, token: str, body: dict[str, Any], key: str
+    ) -> Any:
+        """A POST that creates, under the form's Idempotency-Key: sent twice, it creates once."""
+        return await self._json(
+            service, "POST", path, token=token, json=body, headers={"Idempotency-Key": key}
+        )
+
     # auth
 
     async def register(self, *, email: str, password: str, display_name: str) -> None:
@@ -267,13 +275,8 @@ class ApiClient:
     ) -> Expense:
         return cast(
             Expense,
-            await self._json(
-                "expenses",
-                "POST",
-                "/api/v1/expenses",
-                token=token,
-                json=body,
-                headers={"Idempotency-Key": idempotency_key},
+            await self._created(
+                "expenses", "/api/v1/expenses", token=token, body=body, key=idempotency_key
             ),
         )
 
@@ -294,13 +297,12 @@ class ApiClient:
     ) -> Category:
         return cast(
             Category,
-            await self._json(
+            await self._created(
                 "expenses",
-                "POST",
                 "/api/v1/categories",
                 token=token,
-                json={"name": name, "parent_id": parent_id},
-                headers={"Idempotency-Key": idempotency_key},
+                body={"name": name, "parent_id": parent_id},
+                key=idempotency_key,
             ),
         )
 
@@ -324,13 +326,12 @@ class ApiClient:
     ) -> Recurring:
         return cast(
             Recurring,
-            await self._json(
+            await self._created(
                 "expenses",
-                "POST",
                 "/api/v1/expenses/recurring",
                 token=token,
-                json=body,
-                headers={"Idempotency-Key": idempotency_key},
+                body=body,
+                key=idempotency_key,
             ),
         )
 
@@ -412,13 +413,8 @@ class ApiClient:
     async def create_rule(self, *, token: str, body: dict[str, Any], idempotency_key: str) -> Rule:
         return cast(
             Rule,
-            await self._json(
-                "expenses",
-                "POST",
-                "/api/v1/expenses/rules",
-                token=token,
-                json=body,
-                headers={"Idempotency-Key": idempotency_key},
+            await self._created(
+                "expenses", "/api/v1/expenses/rules", token=token, body=body, key=idempotency_key
             ),
         )
 
@@ -469,13 +465,8 @@ class ApiClient:
     ) -> Budget:
         return cast(
             Budget,
-            await self._json(
-                "reports",
-                "POST",
-                "/api/v1/budgets",
-                token=token,
-                json=body,
-                headers={"Idempotency-Key": idempotency_key},
+            await self._created(
+                "reports", "/api/v1/budgets", token=token, body=body, key=idempotency_key
             ),
         )
 
