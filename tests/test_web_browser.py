@@ -457,6 +457,12 @@ async def test_a_statement_rates_rules_and_the_home_currency_in_the_browser(
     await page.get_by_role("button", name="Add the rule").click()
     await expect(page.locator("ol.rules")).to_contain_text("Merchant contains “ramen”")
     await audit("rules")
+    await page.get_by_role("link", name="Edit the rule").click()
+    await expect(page.get_by_label("Pattern")).to_have_value("ramen")
+    await audit("rule edit")
+    await page.get_by_label("Add tags").fill("food, travel, japan")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.locator("ol.rules")).to_contain_text("japan")
     await page.get_by_role("button", name="Apply to my existing expenses").click()
     await expect(page.locator(".preview")).to_contain_text(
         "1 uncategorised expense would be changed. Nothing has changed yet."

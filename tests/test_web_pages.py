@@ -695,6 +695,31 @@ async def test_rules_are_created_ordered_applied_with_a_preview_and_deleted(
     assert _RULE_ID.findall((await web.get("/rules")).text) == [second]
 
 
+async def test_a_rule_is_edited_with_its_fields_kept_on_a_refusal_and_cleared_when_emptied(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    created = await person.submit(
+        "/rules",
+        "/rules",
+        {"pattern": "bakery", "currency": "EUR", "min_amount": "5", "tags": "daily, bread"},
+    )
+    assert created.status_code == 303, created.text
+    [rule] = _RULE_ID.findall((await web.get("/rules")).text)
+    form = (await web.get(f"/rules/{rule}/edit")).text
+    assert 'value="bakery"' in form and 'value="EUR"' in form and 'value="5.00"' in form
+    assert 'value="daily, bread"' in form
+    edit = f"/rules/{rule}/edit"
+    refused = await person.submit(edit, f"/rules/{rule}", {"pattern": "caf(", "match": "regex"})
+    assert refused.status_code == 422 and 'id="rule-pattern-error"' in refused.text
+    assert 'value="caf("' in refused.text
+    saved = await person.submit(edit, f"/rules/{rule}", {"pattern": "cafe", "tags": "coffee"})
+    assert saved.status_code == 303, saved.text
+    page = (await web.get("/rules")).text
+    assert "“cafe”" in page and "“bakery”" not in page
+    assert "in EUR" not in page and "coffee" in page and "bread" not in page
+
+
 async def test_another_users_rules_and_rates_answer_not_found(web: httpx.AsyncClient) -> None:
     alice = await signed_up_person(web)
     created = await alice.submit("/rules", "/rules", {"pattern": "alice", "tags": "mine"})
@@ -708,10 +733,12 @@ async def test_another_users_rules_and_rates_answer_not_found(web: httpx.AsyncCl
     for action, data in (
         (f"/rules/{rule}/delete", {}),
         (f"/rules/{rule}/move", {"direction": "down"}),
+        (f"/rules/{rule}", {"pattern": "bob"}),
         ("/rates/2026-11-02/USD/EUR/delete", {}),
     ):
         response = await bob.submit("/rules", action, data)
         assert response.status_code == 404, action
+    assert (await web.get(f"/rules/{rule}/edit")).status_code == 404
     assert "alice" not in (await web.get("/rules")).text
     assert "No rates yet" in (await web.get("/rates")).text
 

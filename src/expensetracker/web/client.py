@@ -418,6 +418,10 @@ class ApiClient:
             ),
         )
 
+    async def get_rule(self, *, token: str, rule_id: str) -> Rule:
+        path = f"/api/v1/expenses/rules/{_segment(rule_id)}"
+        return cast(Rule, await self._json("expenses", "GET", path, token=token))
+
     async def update_rule(self, *, token: str, rule_id: str, body: dict[str, Any]) -> Rule:
         path = f"/api/v1/expenses/rules/{_segment(rule_id)}"
         return cast(Rule, await self._json("expenses", "PATCH", path, token=token, json=body))

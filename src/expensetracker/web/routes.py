@@ -920,6 +920,50 @@ async def apply_rules(request: Request, account: SignedIn, state: State) -> Resp
     return await _rules_page(request, account, state, applied=applied)
 
 
+async def _rule_edit_page(
+    request: Request,
+    account: Account,
+    state: WebState,
+    rule_id: str,
+    *,
+    status: int = 200,
+    form: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    rule, context = await asyncio.gather(
+        state.api.get_rule(token=account.token, rule_id=rule_id),
+        _expense_form_context(state, account),
+    )
+    return _page(
+        request,
+        "rule_edit.html",
+        account,
+        status=status,
+        rule=rule,
+        form=form or service.rule_form(rule),
+        fields=RULE_FIELDS,
+        matches=RULE_MATCHES,
+        **extra,
+        **context,
+    )
+
+
+@router.get("/rules/{rule_id}/edit")
+async def edit_rule(request: Request, rule_id: str, account: SignedIn, state: State) -> Response:
+    return await _rule_edit_page(request, account, state, rule_id)
+
+
+@router.post("/rules/{rule_id}")
+async def update_rule(request: Request, rule_id: str, account: SignedIn, state: State) -> Response:
+    form = _text(await request.form())
+    return await _submitted(
+        request,
+        state.api.update_rule(token=account.token, rule_id=rule_id, body=service.rule_body(form)),
+        invalid=partial(_rule_edit_page, request, account, state, rule_id, form=form),
+        then="/rules",
+    )
+
+
 @router.post("/rules/{rule_id}/move")
 async def move_rule(request: Request, rule_id: str, account: SignedIn, state: State) -> Response:
     direction = "up" if (await request.form()).get("direction") == "up" else "down"

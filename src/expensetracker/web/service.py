@@ -27,6 +27,7 @@ from expensetracker.web.schemas import (
     Expense,
     ImportPreview,
     Page,
+    Rule,
     SummaryGroup,
     User,
 )
@@ -433,21 +434,33 @@ def own_rate(form: Mapping[str, str]) -> dict[str, str]:
 
 
 def rule_body(form: Mapping[str, str]) -> dict[str, Any]:
-    """The API body of the new-rule form; empty optional fields left out."""
-    body: dict[str, Any] = {
+    """The API body of a rule form. An empty optional field is sent as null: a new rule leaves it
+    unset, an edited one has it cleared."""
+    currency = form.get("currency", "").strip().upper()
+    return {
         "field": form.get("field", "any"),
         "match": form.get("match", "contains"),
         "pattern": form.get("pattern", ""),
         "tags": _tags(form),
+        "currency": currency or None,
+        "min_amount": _typed_amount(form, "min_amount") or None,
+        "max_amount": _typed_amount(form, "max_amount") or None,
+        "category_id": form.get("category_id") or None,
     }
-    for name in ("min_amount", "max_amount"):
-        if _typed_amount(form, name):
-            body[name] = _typed_amount(form, name)
-    if form.get("currency", "").strip():
-        body["currency"] = form["currency"].strip().upper()
-    if form.get("category_id"):
-        body["category_id"] = form["category_id"]
-    return body
+
+
+def rule_form(rule: Rule) -> dict[str, str]:
+    """A rule as its edit form shows it."""
+    return {
+        "field": rule["field"],
+        "match": rule["match"],
+        "pattern": rule["pattern"],
+        "currency": rule["currency"] or "",
+        "min_amount": rule["min_amount"] or "",
+        "max_amount": rule["max_amount"] or "",
+        "category_id": rule["category_id"] or "",
+        "tags": ", ".join(rule["tags"]),
+    }
 
 
 async def move_rule(*, api: ApiClient, token: str, rule_id: str, direction: str) -> None:
