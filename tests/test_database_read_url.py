@@ -24,7 +24,7 @@ async def test_reports_read_from_the_read_url_and_write_to_the_primary(
     database_url: str, serve_app: AppFactory
 ) -> None:
     reader = f"et_reader_{uuid.uuid4().hex[:10]}"
-    password = "read-only-test-password"  # noqa: S105 - a throwaway role of this test
+    password = "read-only-test-password"
     await admin_execute(
         database_url,
         f"CREATE ROLE {reader} LOGIN PASSWORD '{password}'",
