@@ -246,26 +246,9 @@ def test_the_digest_ci_writes_pins_our_image_but_not_the_third_party_ones(tmp_pa
     }
     assert ours == {f"{image['newName']}@{digest}"}
 
-    manifests = tmp_path / "production.yaml"
-    manifests.write_text(yaml.safe_dump_all(rendered))
-    result = subprocess.run(
-        [
-            *checkov(),
-            "--framework",
-            "kubernetes",
-            "--check",
-            "CKV_K8S_43",
-            "--file",
-            str(manifests),
-            "--output",
-            "json",
-            "--compact",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    report, _, _ = checkov(
+        rendered, tmp_path / "production.yaml", "--framework", "kubernetes", "--check", "CKV_K8S_43"
     )
-    report = json.loads(result.stdout)
     failed = {c["resource"] for c in report["results"]["failed_checks"]}
     passed = {c["resource"] for c in report["results"]["passed_checks"]}
     assert {"Deployment.expensetracker.auth", "CronJob.expensetracker.postgres-backup"} <= passed
