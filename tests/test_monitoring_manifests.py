@@ -25,8 +25,12 @@ from tests.kubernetes import (
     pod_spec,
 )
 
-# The only pod that reads the host: node-exporter, through read-only hostPath volumes.
-HOST_READERS = {"node-exporter"}
+# The only pods that read the host, through read-only hostPath volumes: node-exporter, and
+# Alloy (the pods' log files).
+HOST_READERS = {"node-exporter", "alloy"}
+# Alloy reads the log files the container runtime writes as root:root 0640 through group 0,
+# added to the seed's context (tests/test_monitoring_logs_traces.py).
+EXTRA_POD_SECURITY = {"alloy": {"supplementalGroups": [0]}}
 
 
 def workloads() -> list[dict]:
@@ -48,7 +52,7 @@ def test_every_pod_is_hardened_like_the_application() -> None:
         name = workload["metadata"]["name"]
         names.add(name)
         spec = pod_spec(workload)
-        assert spec["securityContext"] == POD_SECURITY, name
+        assert spec["securityContext"] == POD_SECURITY | EXTRA_POD_SECURITY.get(name, {}), name
         assert not spec.get("hostNetwork") and not spec.get("hostPID"), name
         for container in containers(workload):
             security = container["securityContext"]
@@ -76,6 +80,10 @@ def test_every_pod_is_hardened_like_the_application() -> None:
         "grafana",
         "kube-state-metrics",
         "node-exporter",
+        "loki",
+        "alloy",
+        "tempo",
+        "otel-collector",
     }
 
 
@@ -137,7 +145,7 @@ def test_grafana_admin_from_a_secret_provisioned_and_persistent() -> None:
     dashboards_folder = provider["options"]["path"]
     assert volumes[mounts[dashboards_folder]]["configMap"]["name"].startswith("grafana-dashboards")
     sources = yaml.safe_load(config_map("grafana-datasources")["data"]["datasources.yaml"])
-    [source] = sources["datasources"]
+    source = next(s for s in sources["datasources"] if s["uid"] == "prometheus")
     assert source["type"] == "prometheus" and "prometheus:9090/prometheus" in source["url"]
 
 

@@ -141,6 +141,22 @@ class Settings(BaseSettings):
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
         ),
     )
+    # OpenTelemetry's standard sampler variables, for the traces that start here while export
+    # is on (platform/tracing.py): parentbased_traceidratio with a ratio keeps that share of new
+    # traces and follows the caller's decision for the others.
+    otel_traces_sampler: Literal[
+        "always_on",
+        "always_off",
+        "traceidratio",
+        "parentbased_always_on",
+        "parentbased_always_off",
+        "parentbased_traceidratio",
+    ] = Field(default="parentbased_always_on", validation_alias="OTEL_TRACES_SAMPLER")
+    otel_traces_sampler_arg: float = Field(
+        default=1.0, ge=0, le=1, validation_alias="OTEL_TRACES_SAMPLER_ARG"
+    )
+    # The traces' service.name; unset: expensetracker-<targets> (expensetracker-auth).
+    otel_service_name: str | None = Field(default=None, validation_alias="OTEL_SERVICE_NAME")
 
     # The web app: the key that encrypts its session cookies (required outside development;
     # in development a key is made per process), and where it reaches the APIs when they run in
@@ -192,9 +208,9 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("otlp_traces_endpoint", mode="before")
+    @field_validator("otlp_traces_endpoint", "otel_service_name", mode="before")
     @classmethod
-    def _blank_endpoint_is_unset(cls, value: object) -> object:
+    def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("rate_limit")
