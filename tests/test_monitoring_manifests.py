@@ -125,12 +125,20 @@ def test_grafana_admin_from_a_secret_provisioned_and_persistent() -> None:
     grafana = named(monitoring(), "Deployment", "grafana")
     [container] = pod_spec(grafana)["containers"]
     env = {e["name"]: e for e in container["env"]}
-    for name in ("GF_SECURITY_ADMIN_USER", "GF_SECURITY_ADMIN_PASSWORD"):
-        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "grafana-admin"
-    assert env["GF_SERVER_ROOT_URL"]["value"].endswith("/grafana")
-    assert container["envFrom"][0]["configMapRef"]["name"].startswith("grafana-plugins")
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod_spec(grafana)["volumes"]}
+    # As files, not environment variables (Grafana's <variable>__FILE).
+    for name, key in (
+        ("GF_SECURITY_ADMIN_USER", "admin-user"),
+        ("GF_SECURITY_ADMIN_PASSWORD", "admin-password"),
+    ):
+        assert name not in env
+        folder, file = env[f"{name}__FILE"]["value"].rsplit("/", 1)
+        secret = volumes[mounts[folder]]["secret"]
+        assert secret["secretName"] == "grafana-admin"
+        assert {"key": key, "path": file} in secret["items"]
+    assert env["GF_SERVER_ROOT_URL"]["value"].endswith("/grafana")
+    assert container["envFrom"][0]["configMapRef"]["name"].startswith("grafana-plugins")
     assert volumes[mounts["/var/lib/grafana"]]["persistentVolumeClaim"]["claimName"] == "grafana"
     providers = yaml.safe_load(config_map("grafana-dashboard-providers")["data"]["dashboards.yaml"])
     [provider] = providers["providers"]

@@ -90,9 +90,19 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
                 DB_POOLS.track_driver(driver_pool, name=name)
                 stack.push_async_callback(driver_pool.close)
                 stack.callback(DB_POOLS.untrack_driver, driver_pool)
-                app.state.driver_pool = DriverPool(
+                app.state.driver_pool = app.state.read_driver_pool = DriverPool(
                     driver_pool, wait_seconds=settings.db_pool_timeout_seconds
                 )
+                if settings.database_read_url is not None:
+                    read_pool = await create_driver_pool(
+                        settings, application_name=f"expensetracker-{name}", read_only=True
+                    )
+                    DB_POOLS.track_driver(read_pool, name=f"{name}-read")
+                    stack.push_async_callback(read_pool.close)
+                    stack.callback(DB_POOLS.untrack_driver, read_pool)
+                    app.state.read_driver_pool = DriverPool(
+                        read_pool, wait_seconds=settings.db_pool_timeout_seconds
+                    )
             jwks_client = await stack.enter_async_context(
                 _jwks_client(app, settings, tracer_provider)
             )

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     # A SQLAlchemy URL (postgresql://, postgresql+asyncpg://). Unset in development means
     # "use the embedded server" for `expensetracker up`.
     database_url: SecretStr | None = None
+    # Where a service's read-only paths may read instead, when they can show data a little
+    # behind the primary (a replica's lag): e.g. CloudNativePG's read-only Pooler. Unset: the
+    # database URL. Writes, and reads that decide a write, always go to the database URL.
+    database_read_url: SecretStr | None = None
     db_pool_size: int = Field(default=10, ge=1, le=100)
     db_max_overflow: int = Field(default=5, ge=0, le=100)
     db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -222,7 +226,7 @@ class Settings(BaseSettings):
             raise ValueError(f"not a rate limit in `limits` notation: {value!r}") from exc
         return value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_read_url")
     @classmethod
     def _valid_database_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
@@ -239,10 +243,12 @@ class Settings(BaseSettings):
             return self
         problems = []
         # Required by the services that keep data (ServiceSpec.required_settings); given, real.
-        if self.database_url is not None:
-            password = make_url(self.database_url.get_secret_value()).password
-            if is_placeholder(password):
-                problems.append("EXPENSETRACKER_DATABASE_URL has a missing or placeholder password")
+        for name, url in (
+            ("DATABASE_URL", self.database_url),
+            ("DATABASE_READ_URL", self.database_read_url),
+        ):
+            if url is not None and is_placeholder(make_url(url.get_secret_value()).password):
+                problems.append(f"EXPENSETRACKER_{name} has a missing or placeholder password")
         # Only the auth service needs the key, only web the session key; given, they are real.
         for secret, problem in (
             (self.key_encryption_key, KEK_PROBLEM),
