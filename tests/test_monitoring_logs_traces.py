@@ -12,8 +12,10 @@ through the Kubernetes schemas and checkov with the rest (tests/test_kubernetes_
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 
 import httpx
 import pytest
@@ -130,12 +132,19 @@ async def test_a_real_request_log_line_becomes_labels_and_structured_metadata(
         url = auth.wait_ready()
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
             response = await client.get(JWKS_ROUTE)
+        assert response.status_code == 200
+        request_id = response.headers["X-Request-ID"]
+        # The line is written once the response has gone: wait for it, then stop the server.
+        deadline = time.monotonic() + 30
+        while not (
+            logged_lines := [
+                line for line in request_lines(auth, JWKS_ROUTE) if line["request_id"] == request_id
+            ]
+        ):
+            assert time.monotonic() < deadline, auth.output
+            await asyncio.sleep(0.05)
         auth.stop()
-    assert response.status_code == 200
-    request_id = response.headers["X-Request-ID"]
-    [logged] = [
-        line for line in request_lines(auth, JWKS_ROUTE) if line["request_id"] == request_id
-    ]
+    [logged] = logged_lines
     [line] = [text for text in auth.lines if text.startswith("{") and json.loads(text) == logged]
 
     config = parse(ALLOY_CONFIG.read_text())
