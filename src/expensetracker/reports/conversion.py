@@ -121,7 +121,9 @@ async def home_currency(db: asyncpg.Connection, *, user_id: uuid.UUID) -> str:
 # base); each rate holding from its day to the next one's or to the maximum age. Then the
 # expense rows converted one by one ($6: the target's decimals), summed per key and way of
 # conversion. Expenses in the target currency need no conversion: those of whole months ($7 to
-# $8) may come from the monthly totals instead ({rollup}), and only the rest is read row by row.
+# $8) may come from the monthly totals instead ({rollup}), and only the rest is read row by row,
+# each currency to read on its own (OFFSET 0 keeps it a subquery of its own), so that the
+# expenses' index by user, currency and day finds them without reading the user's other rows.
 _CONVERTED = """
 WITH foreign_currencies AS MATERIALIZED (
   SELECT DISTINCT currency FROM expenses.monthly_spending_v1
@@ -133,17 +135,21 @@ WITH foreign_currencies AS MATERIALIZED (
   WHERE (user_id = $1 OR user_id IS NULL) AND day BETWEEN $3::date - $5::int AND $4
     AND (quote = $2 OR quote IN (SELECT currency FROM foreign_currencies))
 ), candidates AS (
-  SELECT base AS currency, day, preference, 0 AS way, NULL::text AS via, rate AS factor
+  SELECT base AS currency, day, preference, 0 AS way, NULL::text AS via, rate AS dividend,
+         NULL::numeric AS divisor
   FROM rates WHERE quote = $2
   UNION ALL
-  SELECT quote, day, preference, 1, NULL, reports.divide_28(1, rate) FROM rates WHERE base = $2
+  SELECT quote, day, preference, 1, NULL, 1, rate FROM rates WHERE base = $2
   UNION ALL
-  SELECT c.quote, c.day, c.preference, 2, c.base, reports.divide_28(t.rate, c.rate)
+  SELECT c.quote, c.day, c.preference, 2, c.base, t.rate, c.rate
   FROM rates c JOIN rates t USING (day, preference, base)
   WHERE t.quote = $2 AND c.quote <> $2 AND c.base <> $2
 ), chosen AS (
-  SELECT DISTINCT ON (currency, day) currency, day, factor FROM candidates
-  ORDER BY currency, day, preference, way, via
+  SELECT currency, day,
+         CASE WHEN divisor IS NULL THEN dividend ELSE reports.divide_28(dividend, divisor) END
+           AS factor
+  FROM (SELECT DISTINCT ON (currency, day) * FROM candidates
+        ORDER BY currency, day, preference, way, via) first_choices
 ), holding AS (
   SELECT currency, day, factor,
          least(lead(day) OVER (PARTITION BY currency ORDER BY day) - 1, day + $5::int, $4) AS last
@@ -161,11 +167,17 @@ WITH foreign_currencies AS MATERIALIZED (
       * CASE WHEN s.currency_exponent = $6::int THEN 1
              ELSE ('1e' || ($6::int - s.currency_exponent))::numeric END AS raw,
     f.rate_day
-  FROM expenses.spending_v1 s {join}
+  FROM (SELECT currency FROM foreign_currencies
+        UNION ALL
+        SELECT $2 WHERE $3 < $7 OR $4 >= ($8::date + interval '1 month')::date) read
+  CROSS JOIN LATERAL (
+    SELECT * FROM expenses.spending_v1 s
+    WHERE s.user_id = $1 AND s.currency = read.currency AND s.occurred_on BETWEEN $3 AND $4
+    OFFSET 0
+  ) s {join}
   LEFT JOIN factors f ON f.currency = s.currency AND f.day = s.occurred_on
-  WHERE s.user_id = $1 AND s.occurred_on BETWEEN $3 AND $4{where}
-    AND (s.currency <> $2
-         OR s.occurred_on < $7 OR s.occurred_on >= ($8::date + interval '1 month')::date)
+  WHERE (s.currency <> $2
+         OR s.occurred_on < $7 OR s.occurred_on >= ($8::date + interval '1 month')::date){where}
 )
 SELECT {names}, how, CASE WHEN how = 3 THEN currency END,
        sum(CASE how WHEN 3 THEN amount_minor WHEN 2 THEN reports.round_half_even(raw)
