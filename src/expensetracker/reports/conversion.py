@@ -123,7 +123,9 @@ async def home_currency(db: asyncpg.Connection, *, user_id: uuid.UUID) -> str:
 # conversion. Expenses in the target currency need no conversion: those of whole months ($7 to
 # $8) may come from the monthly totals instead ({rollup}), and only the rest is read row by row,
 # each currency to read on its own (OFFSET 0 keeps it a subquery of its own), so that the
-# expenses' index by user, currency and day finds them without reading the user's other rows.
+# expenses' index by user, currency and day finds them without reading the user's other rows;
+# the rows are materialised so that each product is computed once, not once per use in the
+# rounding.
 _CONVERTED = """
 WITH foreign_currencies AS MATERIALIZED (
   SELECT DISTINCT currency FROM expenses.monthly_spending_v1
@@ -157,7 +159,7 @@ WITH foreign_currencies AS MATERIALIZED (
 ), factors AS (
   SELECT currency, day + held AS day, factor, day AS rate_day
   FROM holding, generate_series(greatest($3::date - day, 0), last - day) AS held
-), e AS (
+), e AS MATERIALIZED (
   SELECT {keys}, s.currency, s.amount_minor,
     CASE WHEN s.currency = $2 THEN 0 WHEN s.charged_currency = $2 THEN 1
          WHEN f.factor IS NOT NULL THEN 2 ELSE 3 END AS how,
