@@ -39,7 +39,9 @@ sys.path.insert(0, str(REPO))
 from bench.pgbench import pgbench_sql, run_pgbench  # noqa: E402
 from bench.setup import bench_env, log, migrated_database, register, serve  # noqa: E402
 from bench.wrk import run_wrk  # noqa: E402
+from expensetracker.platform.config import Settings  # noqa: E402
 from expensetracker.platform.embedded import pg_bin  # noqa: E402
+from expensetracker.reports import conversion  # noqa: E402
 from expensetracker.reports import service as reports_service  # noqa: E402
 
 USERS = 100
@@ -63,6 +65,33 @@ def summary_sql() -> str:
         group_by="category", from_=date(YEAR, 1, 1), to=date(YEAR, 12, 31)
     )
     return pgbench_sql(sql, [":user::uuid"] + [f"'{value}'::date" for value in args])
+
+
+def converted_sql() -> str:
+    """The statement behind the converted summary by category (EUR, the default rate age)."""
+    rollup_key, raw_key = reports_service._GROUP_KEYS["category"]
+    sql, args = conversion.converted_query(
+        target="EUR",
+        keys=(raw_key,),
+        rollup_keys=(rollup_key,),
+        from_=date(YEAR, 1, 1),
+        to=date(YEAR, 12, 31),
+        max_age=Settings.model_fields["rates_max_age_days"].default,
+    )
+    target, first, last, max_age, exponent, first_month, last_month = args
+    return pgbench_sql(
+        sql,
+        [
+            ":user::uuid",
+            f"'{target}'::bpchar",
+            f"'{first}'::date",
+            f"'{last}'::date",
+            f"{max_age}::int",
+            f"{exponent}::int",
+            f"'{first_month}'::date",
+            f"'{last_month}'::date",
+        ],
+    )
 
 
 def budget_sql() -> str:
@@ -228,7 +257,7 @@ def main() -> int:
                 summary_path + "&in=home",
                 summary_token,
                 summary_user,
-                None,  # its statement's arrays come from Python: no pgbench line
+                converted_sql(),
             ),
             (
                 "budget status, 20 budgets",

@@ -195,6 +195,37 @@ WHERE user_id = $1 AND currency = $2 AND month BETWEEN $7 AND $8
 GROUP BY {groups}"""
 
 
+def converted_query(
+    *,
+    target: str,
+    keys: Sequence[str],
+    rollup_keys: Sequence[str] | None = None,
+    join: str = "",
+    where: str = "",
+    from_: date,
+    to: date,
+    max_age: int,
+) -> tuple[str, list]:
+    """The statement of ``converted`` and its parameters after the user's id."""
+    width = len(keys)
+    groups = ", ".join(str(n + 1) for n in range(width))
+    months = whole_months(from_, to) if rollup_keys is not None else None
+    # Without whole months to read from the totals, an empty span: every row is read.
+    first_month, last_month = months or (to + timedelta(days=1), to.replace(day=1))
+    sql = _CONVERTED.format(
+        keys=", ".join(f"{key} AS k{n}" for n, key in enumerate(keys)),
+        names=", ".join(f"k{n}" for n in range(width)),
+        groups=groups,
+        currency_column=width + 2,
+        join=join,
+        where=f" AND {where}" if where else "",
+        rollup=_ROLLUP.format(rollup_keys=", ".join(rollup_keys or ()), groups=groups)
+        if months
+        else "",
+    )
+    return sql, [target, from_, to, max_age, money.exponent(target), first_month, last_month]
+
+
 async def converted(
     db: asyncpg.Connection,
     *,
@@ -213,34 +244,18 @@ async def converted(
     ``keys``, in one statement. With ``rollup_keys``, the same keys over
     ``monthly_spending_v1``, the expenses in ``target`` of whole months are summed from the
     monthly totals. Only fixed SQL fragments go into the text."""
-    width = len(keys)
-    groups = ", ".join(str(n + 1) for n in range(width))
-    months = whole_months(from_, to) if rollup_keys is not None else None
-    # Without whole months to read from the totals, an empty span: every row is read.
-    first_month, last_month = months or (to + timedelta(days=1), to.replace(day=1))
-    sql = _CONVERTED.format(
-        keys=", ".join(f"{key} AS k{n}" for n, key in enumerate(keys)),
-        names=", ".join(f"k{n}" for n in range(width)),
-        groups=groups,
-        currency_column=width + 2,
+    sql, args = converted_query(
+        target=target,
+        keys=keys,
+        rollup_keys=rollup_keys,
         join=join,
-        where=f" AND {where}" if where else "",
-        rollup=_ROLLUP.format(rollup_keys=", ".join(rollup_keys or ()), groups=groups)
-        if months
-        else "",
+        where=where,
+        from_=from_,
+        to=to,
+        max_age=max_age,
     )
     totals: dict[tuple, Converted] = defaultdict(Converted)
-    for row in await db.fetch(
-        sql,
-        user_id,
-        target,
-        from_,
-        to,
-        max_age,
-        money.exponent(target),
-        first_month,
-        last_month,
-    ):
+    for row in await db.fetch(sql, user_id, *args):
         *key, how, currency, minor, count, rate_day = row
         totals[tuple(key)].add(how, currency, int(minor), count, rate_day)
     return totals
