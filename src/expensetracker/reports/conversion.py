@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -227,33 +228,15 @@ def converted_query(
 
 
 async def converted(
-    db: asyncpg.Connection,
-    *,
-    user_id: uuid.UUID,
-    target: str,
-    keys: Sequence[str],
-    rollup_keys: Sequence[str] | None = None,
-    join: str = "",
-    where: str = "",
-    from_: date,
-    to: date,
-    max_age: int,
+    db: asyncpg.Connection, *, user_id: uuid.UUID, **query: Any
 ) -> dict[tuple, Converted]:
     """The expenses from ``from_`` to ``to`` (``spending_v1 s``, with ``join``, and the further
     conditions ``where``), converted to ``target`` and summed per value of the SQL expressions
-    ``keys``, in one statement. With ``rollup_keys``, the same keys over
-    ``monthly_spending_v1``, the expenses in ``target`` of whole months are summed from the
-    monthly totals. Only fixed SQL fragments go into the text."""
-    sql, args = converted_query(
-        target=target,
-        keys=keys,
-        rollup_keys=rollup_keys,
-        join=join,
-        where=where,
-        from_=from_,
-        to=to,
-        max_age=max_age,
-    )
+    ``keys``, in one statement (``query``: the arguments of ``converted_query``). With
+    ``rollup_keys``, the same keys over ``monthly_spending_v1``, the expenses in ``target`` of
+    whole months are summed from the monthly totals. Only fixed SQL fragments go into the
+    text."""
+    sql, args = converted_query(**query)
     totals: dict[tuple, Converted] = defaultdict(Converted)
     for row in await db.fetch(sql, user_id, *args):
         *key, how, currency, minor, count, rate_day = row
