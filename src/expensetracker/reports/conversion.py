@@ -124,7 +124,8 @@ async def home_currency(db: asyncpg.Connection, *, user_id: uuid.UUID) -> str:
 # conversion. Expenses in the target currency need no conversion: those of whole months ($7 to
 # $8) may come from the monthly totals instead ({rollup}), and only the rest is read row by row,
 # each currency to read on its own (OFFSET 0 keeps it a subquery of its own), so that the
-# expenses' index by user, currency and day finds them without reading the user's other rows;
+# expenses' index by user, currency and day finds them without reading the user's other rows
+# (as text, the index's type: compared as char(3) the currency was only a filter on every row);
 # the rows are materialised so that each product is computed once, not once per use in the
 # rounding.
 _CONVERTED = """
@@ -170,9 +171,9 @@ WITH foreign_currencies AS MATERIALIZED (
       * CASE WHEN s.currency_exponent = $6::int THEN 1
              ELSE ('1e' || ($6::int - s.currency_exponent))::numeric END AS raw,
     f.rate_day
-  FROM (SELECT currency FROM foreign_currencies
+  FROM (SELECT currency::text FROM foreign_currencies
         UNION ALL
-        SELECT $2 WHERE $3 < $7 OR $4 >= ($8::date + interval '1 month')::date) read
+        SELECT $2::text WHERE $3 < $7 OR $4 >= ($8::date + interval '1 month')::date) read
   CROSS JOIN LATERAL (
     SELECT * FROM expenses.spending_v1 s
     WHERE s.user_id = $1 AND s.currency = read.currency AND s.occurred_on BETWEEN $3 AND $4
