@@ -137,3 +137,38 @@ def containers(workload: Manifest) -> Iterator[dict]:
 
 def is_custom(manifest: Manifest) -> bool:
     return manifest["apiVersion"].split("/")[0] in CUSTOM_GROUPS
+
+
+def mounted_secrets(workload: Manifest) -> dict[str, dict[str, str]]:
+    """The Secrets a pod mounts as files (secret and projected volumes): per Secret, each key
+    and the file it becomes."""
+    mounted: dict[str, dict[str, str]] = {}
+    for volume in pod_spec(workload).get("volumes", []):
+        sources = [volume] if "secret" in volume else volume.get("projected", {}).get("sources", [])
+        for source in sources:
+            if secret := source.get("secret"):
+                name = secret.get("secretName") or secret["name"]
+                items = {item["key"]: item["path"] for item in secret.get("items", [])}
+                mounted.setdefault(name, {}).update(items)
+    return mounted
+
+
+def secret_environment(workload: Manifest) -> list[str]:
+    """Where a secret reaches a container as an environment variable (secretKeyRef, or a whole
+    Secret in envFrom)."""
+    return [
+        f"{container['name']}: {source}"
+        for container in containers(workload)
+        for source in [
+            *(
+                e["name"]
+                for e in container.get("env", [])
+                if "secretKeyRef" in e.get("valueFrom", {})
+            ),
+            *(
+                f"envFrom {e['secretRef']['name']}"
+                for e in container.get("envFrom", [])
+                if "secretRef" in e
+            ),
+        ]
+    ]

@@ -353,3 +353,271 @@ async def test_totals_equal_the_sum_of_their_rows(client: httpx.AsyncClient) -> 
         assert one_day["total"]["amount"] == money.format_amount(
             value + (day == "2026-01-01"), "EUR"
         )
+
+
+# The arithmetic of reports migration 0005, which the statement uses, against Python's decimal.
+_TIES = [
+    ("0.5", "0"),
+    ("1.5", "2"),
+    ("2.5", "2"),
+    ("3.5", "4"),
+    ("-0.5", "0"),
+    ("-2.5", "-2"),
+    ("-3.5", "-4"),
+    ("2.4999999999999999999999999999", "2"),
+    ("2.5000000000000000000000000001", "3"),
+    ("7", "7"),
+    ("12.51", "13"),
+]
+
+
+async def test_sql_rounding_is_half_even_and_division_keeps_28_digits(database_url: str) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        for value, rounded in _TIES:
+            result = await connection.fetchval(
+                "SELECT reports.round_half_even($1::numeric)", Decimal(value)
+            )
+            assert result == Decimal(rounded), value
+        generator = random.Random(28)
+        pairs = [
+            # Exactly half at the 29th digit: to the even 28th, down then up.
+            ("2469135780246913578024691357", "2"),
+            ("2469135780246913578024691359", "2"),
+            ("1", "3"),
+            ("2", "3"),
+            ("1", "8"),
+            ("10", "1"),
+            ("1", "0.1"),
+            ("0.999999999999999999999999999999", "1"),
+            ("1", "0.999999999999999999999999999999"),
+            ("1", "1.0832"),
+            ("158.93", "1.0832"),
+            ("0.84515", "1.0832"),
+        ]
+        for _ in range(300):
+            dividend = Decimal(generator.randint(1, 10**9)).scaleb(-generator.randint(0, 12))
+            divisor = Decimal(generator.randint(1, 10**9)).scaleb(-generator.randint(0, 12))
+            pairs.append((str(dividend), str(divisor)))
+        for dividend, divisor in pairs:
+            result = await connection.fetchval(
+                "SELECT reports.divide_28($1::numeric, $2::numeric)",
+                Decimal(dividend),
+                Decimal(divisor),
+            )
+            expected = Context(prec=28).divide(Decimal(dividend), Decimal(divisor))
+            assert result == expected, (dividend, divisor)
+        assert await connection.fetchval(
+            "SELECT reports.divide_28(2469135780246913578024691357, 2)"
+        ) == Decimal("1234567890123456789012345678")
+    finally:
+        await connection.close()
+
+
+async def put_rate(
+    client: httpx.AsyncClient, account: Account, day: date, base: str, quote: str, rate: str
+) -> None:
+    made = await client.put(
+        f"/api/v1/expenses/rates/{day}/{base}/{quote}", json={"rate": rate}, headers=account.headers
+    )
+    assert made.status_code == 200, made.text
+
+
+async def test_a_rate_holds_exactly_the_maximum_age_and_a_later_day_beats_a_preferred_source(
+    serve_app: AppFactory, database_url: str
+) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        await rates.store(
+            connection, [rates.Rate(date(2026, 3, 12), "EUR", "USD", Decimal("1.25"))], source="ecb"
+        )
+    finally:
+        await connection.close()
+    async with serve_app(rates_max_age_days=3) as client:
+        account = await signed_up(client)
+        await spend(client, account, "1.00", "EUR", "2026-03-01")
+        # The user's own rate of the 10th, then the ECB's of the 12th: 1 USD = 0.5, then 0.8 EUR.
+        await put_rate(client, account, date(2026, 3, 10), "USD", "EUR", "0.5")
+        for day in ("2026-03-09", "2026-03-10", "2026-03-11", "2026-03-12", "2026-03-15"):
+            await spend(client, account, "10.00", "USD", day)
+        await spend(client, account, "10.00", "USD", "2026-03-16")  # four days old: missing
+        march = {"from": "2026-03-01", "to": "2026-03-31"}
+        summary = await converted(client, account, "summary", **march, group_by="month")
+        # 10.00 at 0.5 (10th, 11th), at 0.8 (12th, and the 15th: three days old).
+        assert summary["total"]["amount"] == money.format_amount(100 + 2 * 500 + 2 * 800, "EUR")
+        assert summary["total"]["conversion"] == {
+            "in_currency": 1,
+            "charged": 0,
+            "rated": 4,
+            "oldest_rate_day": "2026-03-10",
+            "missing": 2,  # the 9th, before any rate, and the 16th
+        }
+        assert summary["total"]["unconverted"] == [
+            {"currency": "USD", "amount": "20.00", "count": 2}
+        ]
+        one_day = await converted(
+            client, account, "summary", **{"from": "2026-03-15", "to": "2026-03-15"}
+        )
+        assert one_day["total"]["amount"] == "8.00"
+        assert one_day["total"]["conversion"]["oldest_rate_day"] == "2026-03-12"
+
+
+@pytest.mark.usefixtures("ecb_rates")
+async def test_a_charged_amount_beats_any_rate_only_in_the_home_currency(
+    client: httpx.AsyncClient,
+) -> None:
+    account = await signed_up(client)
+    await spend(client, account, "1.00", "EUR", "2026-01-09")
+    await put_rate(client, account, date(2026, 1, 9), "USD", "EUR", "0.5")
+    await spend(client, account, "10.00", "USD", "2026-01-09", **in_euros("9.13"))
+    # Charged in pounds while the home currency is the euro: the rate of dollars counts.
+    await spend(
+        client, account, "10.00", "USD", "2026-01-09", charged_amount="7.00", charged_currency="GBP"
+    )
+    # A charged amount needs no rate at all: a day with none.
+    await spend(client, account, "10.00", "USD", "2026-01-30", **in_euros("9.20"))
+    summary = await converted(client, account, "summary", **JANUARY)
+    assert summary["total"]["amount"] == money.format_amount(100 + 913 + 500 + 920, "EUR")
+    assert summary["total"]["conversion"] == {
+        "in_currency": 1,
+        "charged": 2,
+        "rated": 1,
+        "oldest_rate_day": "2026-01-09",
+        "missing": 0,
+    }
+
+
+# The cross-check: random rates of every source and way, random expenses, random ranges and ages,
+# converted by the service's statement and by the rules of docs/reports.md written out in Python.
+_POOL = ["EUR", "USD", "GBP", "JPY", "CHF"]
+_PREFERRED = ("user", "ecb", "frankfurter")
+_EXACT = Context(prec=200)
+
+
+def _day_rate(of_day: dict[tuple[str, str], Decimal], currency: str, home: str) -> Decimal | None:
+    if (currency, home) in of_day:
+        return of_day[currency, home]
+    if (home, currency) in of_day:
+        return Context(prec=28).divide(1, of_day[home, currency])
+    bases = sorted(base for base, quote in of_day if quote == currency and (base, home) in of_day)
+    if bases:
+        return Context(prec=28).divide(of_day[bases[0], home], of_day[bases[0], currency])
+    return None
+
+
+def _reference_rate(
+    known: dict[tuple[date, str], dict], currency: str, home: str, day: date, max_age: int
+) -> tuple[Decimal, date] | None:
+    for age in range(max_age + 1):
+        at = day - timedelta(days=age)
+        for source in _PREFERRED:
+            rate = _day_rate(known.get((at, source), {}), currency, home)
+            if rate is not None:
+                return rate, at
+    return None
+
+
+def _random_rate(generator: random.Random, base: str, quote: str) -> Decimal:
+    size = {"JPY": 150}.get(quote, 1) / {"JPY": 150}.get(base, 1)
+    return (Decimal(str(size)) * Decimal(generator.randint(5000, 20000)) / 10000).quantize(
+        Decimal("0.000001")
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_the_statement_equals_the_rules_written_out_on_random_data(
+    serve_app: AppFactory, database_url: str, seed: int
+) -> None:
+    generator = random.Random(seed)
+    home = generator.choice(["EUR", "USD", "JPY"])
+    max_age = generator.choice([0, 2, 7])
+    known: dict[tuple[date, str], dict[tuple[str, str], Decimal]] = defaultdict(dict)
+    start = date(2025, 12, 20)
+    connection = await asyncpg.connect(database_url)
+    try:
+        for source in ("ecb", "frankfurter"):
+            published = []
+            for offset in range(45):
+                day = start + timedelta(days=offset)
+                if generator.random() < 0.5:
+                    continue
+                for quote in _POOL[1:]:
+                    if generator.random() < 0.8:
+                        rate = _random_rate(generator, "EUR", quote)
+                        published.append(rates.Rate(day, "EUR", quote, rate))
+                        known[day, source]["EUR", quote] = rate
+            await rates.store(connection, published, source=source)
+    finally:
+        await connection.close()
+    async with serve_app(rates_max_age_days=max_age) as client:
+        account = await signed_up(client)
+        await client.put(
+            "/api/v1/expenses/home-currency", json={"currency": home}, headers=account.headers
+        )
+        for _ in range(12):  # direct, inverse and crossed through another base
+            day = start + timedelta(days=generator.randint(0, 44))
+            base, quote = generator.sample(_POOL, 2)
+            rate = _random_rate(generator, base, quote)
+            await put_rate(client, account, day, base, quote, str(rate))
+            known[day, "user"][base, quote] = rate
+        expenses = []
+        for _ in range(60):
+            currency = generator.choice(_POOL)
+            minor = generator.randint(1, 10 ** (money.exponent(currency) + 4))
+            day = date(2026, 1, 1) + timedelta(days=generator.randint(-5, 35))
+            fields = {}
+            if generator.random() < 0.2:
+                charged_currency = generator.choice(_POOL)
+                fields = {
+                    "charged_amount": money.format_amount(minor, charged_currency),
+                    "charged_currency": charged_currency,
+                }
+            await spend(
+                client, account, money.format_amount(minor, currency), currency, str(day), **fields
+            )
+            expenses.append((currency, minor, day, fields.get("charged_currency")))
+
+        for first, last in [
+            (date(2026, 1, 1), date(2026, 1, 31)),
+            (date(2025, 12, 27), date(2026, 2, 4)),
+            (date(2026, 1, 3), date(2026, 1, 17)),
+        ]:
+            total, made, oldest = 0, [0, 0, 0, 0], None
+            missing: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+            for currency, minor, day, charged_currency in expenses:
+                if not first <= day <= last:
+                    continue
+                if currency == home:
+                    total, made[0] = total + minor, made[0] + 1
+                elif charged_currency == home:
+                    total, made[1] = total + minor, made[1] + 1  # charged: the same minor units
+                elif found := _reference_rate(known, currency, home, day, max_age):
+                    rate, rate_day = found
+                    scale = money.exponent(home) - money.exponent(currency)
+                    value = _EXACT.multiply(Decimal(minor), rate).scaleb(scale)
+                    total += int(value.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+                    made[2] += 1
+                    oldest = rate_day if oldest is None else min(oldest, rate_day)
+                else:
+                    made[3] += 1
+                    missing[currency][0] += minor
+                    missing[currency][1] += 1
+            summary = await converted(
+                client, account, "summary", **{"from": str(first), "to": str(last)}
+            )
+            assert summary["total"] == {
+                "currency": home,
+                "amount": money.format_amount(total, home),
+                "count": made[0] + made[1] + made[2],
+                "conversion": {
+                    "in_currency": made[0],
+                    "charged": made[1],
+                    "rated": made[2],
+                    "oldest_rate_day": oldest and str(oldest),
+                    "missing": made[3],
+                },
+                "unconverted": [
+                    {"currency": c, "amount": money.format_amount(m, c), "count": n}
+                    for c, (m, n) in sorted(missing.items())
+                ],
+            }, (seed, first, last)

@@ -8,7 +8,15 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.kubernetes import KUBERNETES, containers, named, of_kind, overlay, pod_spec
+from tests.kubernetes import (
+    KUBERNETES,
+    containers,
+    mounted_secrets,
+    named,
+    of_kind,
+    overlay,
+    pod_spec,
+)
 
 RESTORE_TEMPLATE = KUBERNETES / "components" / "backup" / "restore-job.yaml"
 
@@ -28,9 +36,12 @@ def test_daily_backup_create_verify_prune(env: str) -> None:
         env_vars = {e["name"]: e for e in container["env"]}
         assert env_vars["EXPENSETRACKER_BACKUP_DIR"]["value"] == "/backup"
         assert env_vars["EXPENSETRACKER_BACKUP_RETENTION_DAYS"]["value"] == "7"
-        secret = env_vars["EXPENSETRACKER_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"]
-        assert secret == "postgres-backup-db"
-        assert {m["mountPath"] for m in container["volumeMounts"]} == {"/backup", "/tmp"}
+        # The database URL as a file where the settings look for it.
+        folder = env_vars["EXPENSETRACKER_SECRETS_DIR"]["value"]
+        assert {m["mountPath"] for m in container["volumeMounts"]} == {"/backup", "/tmp", folder}
+    assert mounted_secrets(cronjob) == {
+        "postgres-backup-db": {"url": "expensetracker_database_url"}
+    }
     volumes = {v["name"]: v for v in pod_spec(cronjob)["volumes"]}
     claim = volumes["backup"]["persistentVolumeClaim"]["claimName"]
     assert named(overlay(env), "PersistentVolumeClaim", claim)["spec"]["resources"]

@@ -10,7 +10,9 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import kubernetes_validate
@@ -130,34 +132,28 @@ def test_crd_schemas_are_strict_enough_to_catch_a_mistake() -> None:
     assert list(jsonschema.Draft7Validator(schema).iter_errors(broken))
 
 
-def checkov() -> list[str]:
-    """checkov from the test environment (the lock file's dev group)."""
+def checkov(manifests: Sequence[Manifest], file: Path, *options: str) -> tuple[Any, str, int]:
+    """checkov from the test environment (the lock file's dev group) on ``manifests``, written
+    to ``file``: its JSON report, its standard error and its exit code."""
     found = shutil.which("checkov", path=str(Path(sys.executable).parent))
     assert found, "checkov is a dev dependency: uv sync installs it"
-    return [found]
+    file.write_text(yaml.safe_dump_all(manifests))
+    result = subprocess.run(
+        [found, *options, "--file", str(file), "--output", "json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return json.loads(result.stdout), result.stderr, result.returncode
 
 
 @pytest.mark.parametrize("render", ["production", "monitoring"])
 def test_checkov_passes_on_the_production_render(render: str, tmp_path: Path) -> None:
     """The production overlay, and the monitoring stack it runs beside."""
-    rendered = tmp_path / f"{render}.yaml"
     manifests = monitoring() if render == "monitoring" else overlay(render)
-    rendered.write_text(yaml.safe_dump_all(manifests))
-    result = subprocess.run(
-        [
-            *checkov(),
-            "--config-file",
-            str(CHECKOV_CONFIG),
-            "--file",
-            str(rendered),
-            "--output",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    report, stderr, returncode = checkov(
+        manifests, tmp_path / f"{render}.yaml", "--config-file", str(CHECKOV_CONFIG)
     )
-    report = json.loads(result.stdout)
     reports = report if isinstance(report, list) else [report]
     summary = Counter()
     failed = []
@@ -171,7 +167,7 @@ def test_checkov_passes_on_the_production_render(render: str, tmp_path: Path) ->
     assert not failed, "\n".join(failed)
     assert summary["passed"] > 200, summary
     # Every skip is listed, with its reason, in deploy/kubernetes/.checkov.yaml.
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert returncode == 0, stderr[-2000:]
 
 
 def test_forwarded_headers_are_trusted_from_the_ingress_controller_only() -> None:

@@ -21,6 +21,7 @@ from tests.kubernetes import (
     Manifest,
     argocd,
     containers,
+    mounted_secrets,
     named,
     of_kind,
     overlay,
@@ -154,7 +155,8 @@ def test_service_deployments_probes_rollout_and_shutdown(env: str) -> None:
 def test_web_has_no_database_and_reaches_the_apis_by_their_services(env: str) -> None:
     web = named(overlay(env), "Deployment", WEB)
     [container] = pod_spec(web)["containers"]
-    assert [e["name"] for e in container["env"]] == ["EXPENSETRACKER_WEB_SESSION_KEY"]
+    assert [e["name"] for e in container["env"]] == ["EXPENSETRACKER_SECRETS_DIR"]
+    assert mounted_secrets(web) == {"web-session": {"key": "expensetracker_web_session_key"}}
     assert container["envFrom"] == [{"configMapRef": {"name": "expensetracker-config"}}]
     settings = config(env)
     for name in API_SERVICES:
@@ -474,27 +476,15 @@ def test_secrets_are_placeholders_or_come_from_the_store(env: str) -> None:
     # Staging and production: not one Secret in Git, every one from an ExternalSecret.
     assert secrets == []
     made = {e["spec"]["target"]["name"] for e in of_kind(overlay(env), "ExternalSecret")}
-    referenced = {
-        ref["secretKeyRef"]["name"]
-        for workload in workloads(env)
-        for container in containers(workload)
-        for env_var in container.get("env", [])
-        if (ref := env_var.get("valueFrom"))
-    }
+    referenced = {name for workload in workloads(env) for name in mounted_secrets(workload)}
     assert referenced <= made, referenced - made
 
 
 def test_each_pod_gets_only_its_own_secrets(env: str) -> None:
     for deployment in services(env):
         name = deployment["metadata"]["name"]
-        secrets = {
-            e["valueFrom"]["secretKeyRef"]["name"]
-            for c in containers(deployment)
-            for e in c.get("env", [])
-            if "valueFrom" in e
-        }
         own = {"auth": {"auth-db", "auth-keys"}, WEB: {"web-session"}}
-        assert secrets == own.get(name, {f"{name}-db"}), name
+        assert set(mounted_secrets(deployment)) == own.get(name, {f"{name}-db"}), name
 
 
 def test_environment_settings(env: str) -> None:

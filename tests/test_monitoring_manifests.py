@@ -25,8 +25,12 @@ from tests.kubernetes import (
     pod_spec,
 )
 
-# The only pod that reads the host: node-exporter, through read-only hostPath volumes.
-HOST_READERS = {"node-exporter"}
+# The only pods that read the host, through read-only hostPath volumes: node-exporter, and
+# Alloy (the pods' log files).
+HOST_READERS = {"node-exporter", "alloy"}
+# Alloy reads the log files the container runtime writes as root:root 0640 through group 0,
+# added to the seed's context (tests/test_monitoring_logs_traces.py).
+EXTRA_POD_SECURITY = {"alloy": {"supplementalGroups": [0]}}
 
 
 def workloads() -> list[dict]:
@@ -48,7 +52,7 @@ def test_every_pod_is_hardened_like_the_application() -> None:
         name = workload["metadata"]["name"]
         names.add(name)
         spec = pod_spec(workload)
-        assert spec["securityContext"] == POD_SECURITY, name
+        assert spec["securityContext"] == POD_SECURITY | EXTRA_POD_SECURITY.get(name, {}), name
         assert not spec.get("hostNetwork") and not spec.get("hostPID"), name
         for container in containers(workload):
             security = container["securityContext"]
@@ -76,6 +80,10 @@ def test_every_pod_is_hardened_like_the_application() -> None:
         "grafana",
         "kube-state-metrics",
         "node-exporter",
+        "loki",
+        "alloy",
+        "tempo",
+        "otel-collector",
     }
 
 
@@ -117,19 +125,27 @@ def test_grafana_admin_from_a_secret_provisioned_and_persistent() -> None:
     grafana = named(monitoring(), "Deployment", "grafana")
     [container] = pod_spec(grafana)["containers"]
     env = {e["name"]: e for e in container["env"]}
-    for name in ("GF_SECURITY_ADMIN_USER", "GF_SECURITY_ADMIN_PASSWORD"):
-        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "grafana-admin"
-    assert env["GF_SERVER_ROOT_URL"]["value"].endswith("/grafana")
-    assert container["envFrom"][0]["configMapRef"]["name"].startswith("grafana-plugins")
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod_spec(grafana)["volumes"]}
+    # As files, not environment variables (Grafana's <variable>__FILE).
+    for name, key in (
+        ("GF_SECURITY_ADMIN_USER", "admin-user"),
+        ("GF_SECURITY_ADMIN_PASSWORD", "admin-password"),
+    ):
+        assert name not in env
+        folder, file = env[f"{name}__FILE"]["value"].rsplit("/", 1)
+        secret = volumes[mounts[folder]]["secret"]
+        assert secret["secretName"] == "grafana-admin"
+        assert {"key": key, "path": file} in secret["items"]
+    assert env["GF_SERVER_ROOT_URL"]["value"].endswith("/grafana")
+    assert container["envFrom"][0]["configMapRef"]["name"].startswith("grafana-plugins")
     assert volumes[mounts["/var/lib/grafana"]]["persistentVolumeClaim"]["claimName"] == "grafana"
     providers = yaml.safe_load(config_map("grafana-dashboard-providers")["data"]["dashboards.yaml"])
     [provider] = providers["providers"]
     dashboards_folder = provider["options"]["path"]
     assert volumes[mounts[dashboards_folder]]["configMap"]["name"].startswith("grafana-dashboards")
     sources = yaml.safe_load(config_map("grafana-datasources")["data"]["datasources.yaml"])
-    [source] = sources["datasources"]
+    source = next(s for s in sources["datasources"] if s["uid"] == "prometheus")
     assert source["type"] == "prometheus" and "prometheus:9090/prometheus" in source["url"]
 
 

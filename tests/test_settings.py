@@ -100,8 +100,10 @@ def test_only_the_auth_service_requires_the_key_encryption_key() -> None:
     ],
 )
 def test_placeholder_database_password_refused_in_production(database_url: str) -> None:
-    with pytest.raises(ValidationError, match="placeholder password"):
+    with pytest.raises(ValidationError, match="DATABASE_URL has a missing or placeholder"):
         production(database_url=database_url)
+    with pytest.raises(ValidationError, match="DATABASE_READ_URL has a missing or placeholder"):
+        production(database_read_url=database_url)
 
 
 @pytest.mark.parametrize("kek", ["change-me-" * 4, "short-but-real-9f2", "PLACEHOLDER" * 4])

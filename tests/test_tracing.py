@@ -303,6 +303,35 @@ async def test_services_in_separate_processes_export_one_trace_over_otlp(
     assert jwks_line["trace_id"] == f"{trace_id:032x}"
 
 
+async def test_the_sampler_and_the_service_name_come_from_the_standard_variables(
+    database_url: str,
+) -> None:
+    """parentbased_traceidratio at 0 keeps no trace that starts here but follows a caller's
+    sampled one; OTEL_SERVICE_NAME names the resource."""
+    with OtlpReceiver().running() as receiver:
+        env = serve_env(
+            database_url,
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+            OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+            OTEL_TRACES_SAMPLER_ARG="0",
+            OTEL_SERVICE_NAME="auth-eu-west",
+            OTEL_BSP_SCHEDULE_DELAY="600000",
+        )
+        with spawn(cli("serve", "--target", "auth", "--port", str(free_port())), env) as auth:
+            url = auth.wait_ready()
+            trace_id, _, traceparent = sampled_traceparent()
+            async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+                assert (await client.get(JWKS_ROUTE)).status_code == 200
+                response = await client.get(JWKS_ROUTE, headers={"traceparent": traceparent})
+                assert response.status_code == 200
+            auth.signal(signal.SIGTERM)
+            assert auth.wait() == 0
+        received = receiver.spans()
+    assert {resource["service.name"] for resource, _ in received} == {"auth-eu-west"}
+    assert {int.from_bytes(span.trace_id, "big") for _, span in received} == {trace_id}
+    assert f"GET {JWKS_ROUTE}" in {span.name for _, span in received}
+
+
 async def test_without_an_endpoint_nothing_is_exported_and_logs_still_carry_trace_ids(
     database_url: str,
 ) -> None:

@@ -28,6 +28,7 @@ from tests.web import PAGES
 pytestmark = [pytest.mark.database, pytest.mark.browser]
 
 FIRST_LOAD_BUDGET_BYTES = 150 * 1024
+STATEMENTS = Path(__file__).with_name("statements")
 HEADER = "occurred_on,amount,currency,description,notes,merchant,category,tags,external_id\n"
 
 
@@ -170,7 +171,7 @@ async def test_the_journey(context: BrowserContext, base_url: str, tmp_path: Pat
     (tmp_path / "good.csv").write_text(good)
     await page.goto(f"{base_url}/import")
     await audit("import")
-    await page.get_by_label("CSV file", exact=True).set_input_files(tmp_path / "bad.csv")
+    await page.get_by_label("File to import").set_input_files(tmp_path / "bad.csv")
     await page.get_by_role("button", name="Check the file").click()
     errors = page.get_by_role("table", name="Rows to fix (nothing has been saved)")
     await expect(errors).to_contain_text("3")
@@ -179,7 +180,7 @@ async def test_the_journey(context: BrowserContext, base_url: str, tmp_path: Pat
     await page.goto(f"{base_url}/expenses?q=Bakery")
     assert await expense_rows(page) == 0
     await page.goto(f"{base_url}/import")
-    await page.get_by_label("CSV file", exact=True).set_input_files(tmp_path / "good.csv")
+    await page.get_by_label("File to import").set_input_files(tmp_path / "good.csv")
     await page.get_by_role("button", name="Check the file").click()
     await expect(page.get_by_text("2 will be added")).to_be_visible()
     await audit("import (preview)")
@@ -371,3 +372,106 @@ async def test_the_first_load_of_the_dashboard_is_light(browser: Browser, base_u
     assert any("chart.umd.min" in url for url, _ in transferred)
     assert total <= FIRST_LOAD_BUDGET_BYTES
     await fresh.close()
+
+
+async def test_a_statement_rates_rules_and_the_home_currency_in_the_browser(
+    context: BrowserContext, base_url: str
+) -> None:
+    """Issue 15 on the web: each new screen works, shows the API's problems next to the field,
+    and has no serious accessibility problem."""
+    email, password = await new_account(base_url)
+    page = await context.new_page()
+    csp_violations = watch_csp(page)
+    await sign_in(page, base_url, email, password)
+    problems: dict[str, list[str]] = {}
+
+    async def audit(name: str) -> None:
+        found = await serious_accessibility_problems(page)
+        if found:
+            problems[name] = found
+
+    # The home currency, on the account page.
+    await page.get_by_role("link", name="Account").click()
+    await page.get_by_role("combobox", name="Home currency").fill("EUR")
+    await page.get_by_role("button", name="Save the home currency").click()
+    await expect(page.get_by_role("status").first).to_have_text("Your home currency is saved.")
+    await audit("account")
+
+    # A bank statement, detected, previewed (credits counted), then imported whole.
+    await page.get_by_role("link", name="Import & export").click()
+    await page.get_by_label("File to import").set_input_files(STATEMENTS / "checking.ofx")
+    await expect(page.get_by_label("Format")).to_have_value("")
+    await page.get_by_role("button", name="Check the file").click()
+    preview = page.locator(".preview")
+    await expect(preview).to_contain_text("Read as OFX / QFX. 3 payments read: 3 will be added.")
+    await expect(preview).to_contain_text("1 credit (money coming in) will be skipped")
+    await audit("import (statement preview)")
+    other = await context.new_page()  # nothing is saved before the confirmation
+    await other.goto(f"{base_url}/expenses")
+    assert await expense_rows(other) == 0
+    await other.close()
+    await page.get_by_role("button", name="Import 3 expenses").click()
+    await expect(page.get_by_text("Imported: 3 new expenses")).to_be_visible()
+    await page.goto(f"{base_url}/expenses")
+    assert await expense_rows(page) == 3
+
+    # A rate of their own: a bad one is refused next to its field, then one is saved.
+    await page.get_by_role("link", name="Rates").click()
+    await page.get_by_label("From", exact=True).fill("JPY")
+    await page.get_by_label("To", exact=True).fill("EUR")
+    await page.get_by_label("Rate", exact=True).fill("0,00x")
+    await page.get_by_label("Day").fill("2026-03-05")
+    await page.get_by_role("button", name="Save the rate").click()
+    rate = page.get_by_label("Rate", exact=True)
+    await expect(rate).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator("#rate-rate-error")).to_be_visible()
+    await expect(rate).to_have_value("0,00x")
+    await audit("rates (refused)")
+    await rate.fill("0.0062")
+    await page.get_by_role("button", name="Save the rate").click()
+    await expect(page.get_by_role("row", name=re.compile("1 JPY → EUR"))).to_contain_text("Yours")
+    await audit("rates")
+
+    # The converted view: totals in EUR, each saying how it was made, chart and table.
+    await page.goto(f"{base_url}/reports?from=2026-03-01&to=2026-03-31")
+    await page.get_by_role("link", name="In my home currency").click()
+    await page.wait_for_url(re.compile(r"in=home"))
+    await expect(page.get_by_text("In all: €71.79")).to_be_visible()  # 12.50 + 49.99 + 9.30
+    table = page.locator("#by-month")
+    await expect(table).to_contain_text(
+        "2 already in EUR; 1 at an exchange rate (oldest 2026-03-05)"
+    )
+    await expect(page.locator("figure[data-table=by-month] canvas")).to_have_count(1)
+    await audit("reports (home currency)")
+    await page.goto(f"{base_url}/?in=home")
+    await expect(page.get_by_role("link", name="In my home currency")).to_have_attribute(
+        "aria-current", "page"
+    )
+    await audit("dashboard (home currency)")
+
+    # A rule, previewed over the existing expenses, then applied.
+    await page.get_by_role("link", name="Rules").click()
+    await page.get_by_label("Look at").select_option("merchant")
+    await page.get_by_label("Pattern").fill("ramen")
+    await page.get_by_label("Add tags").fill("food, travel")
+    await page.get_by_role("button", name="Add the rule").click()
+    await expect(page.locator("ol.rules")).to_contain_text("Merchant contains “ramen”")
+    await audit("rules")
+    await page.get_by_role("link", name="Edit the rule").click()
+    await expect(page.get_by_label("Pattern")).to_have_value("ramen")
+    await audit("rule edit")
+    await page.get_by_label("Add tags").fill("food, travel, japan")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.locator("ol.rules")).to_contain_text("japan")
+    await page.get_by_role("button", name="Apply to my existing expenses").click()
+    await expect(page.locator(".preview")).to_contain_text(
+        "1 uncategorised expense would be changed. Nothing has changed yet."
+    )
+    await audit("rules (preview)")
+    await page.get_by_role("button", name="Apply to 1 expense").click()
+    await expect(page.get_by_text("1 expense changed.")).to_be_visible()
+    await page.goto(f"{base_url}/expenses?tag=travel")
+    assert await expense_rows(page) == 1
+
+    assert problems == {}
+    assert csp_violations == []

@@ -333,7 +333,7 @@ async def test_an_import_with_a_bad_row_shows_its_line_and_saves_nothing(
         "/import", data={"csrf_token": token}, files={"file": ("a.csv", good.encode(), "text/csv")}
     )
     assert "2 will be skipped as already imported" in again.text
-    assert "Skipped lines: 2, 3" in again.text
+    assert "Already imported: lines 2, 3" in again.text
     export = await web.get("/export?format=csv")
     assert export.headers["content-disposition"] == 'attachment; filename="expenses.csv"'
     assert export.text.count("\n") == 4 and "Fixed" in export.text
@@ -523,3 +523,273 @@ async def test_malformed_input_never_answers_a_server_error(web: httpx.AsyncClie
             assert response.status_code < 500, (field, value, response.status_code)
         for path in (f"/expenses/{encoded(value)}/edit", f"/budgets/{encoded(value)}/edit"):
             assert (await web.get(path)).status_code < 500, path
+
+
+# Issue 15 on the web: the home currency, rates, charged amounts, statements, rules.
+
+STATEMENTS = Path(__file__).with_name("statements")
+_RULE_ID = re.compile(r'action="/rules/([0-9a-f-]{36})/delete"')
+
+
+def packed_upload(html: str) -> str:
+    match = re.search(r'name="packed" value="([^"]+)"', html)
+    assert match, "the page has no confirm form"
+    return match.group(1)
+
+
+async def test_the_home_currency_is_shown_and_set_on_the_account_page(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    assert "Not set yet" in (await web.get("/account")).text
+    refused = await person.submit("/account", "/account/home-currency", {"currency": "EURO"})
+    assert refused.status_code == 422
+    assert 'id="home-currency-error"' in refused.text and 'value="EURO"' in refused.text
+    saved = await person.submit("/account", "/account/home-currency", {"currency": "chf"})
+    assert (saved.status_code, saved.headers["location"]) == (303, "/account?home=1")
+    page = (await web.get("/account?home=1")).text
+    assert "<strong>CHF</strong>" in page and "Your home currency is saved" in page
+
+
+async def test_own_rates_are_added_replaced_listed_and_deleted(web: httpx.AsyncClient) -> None:
+    person = await signed_up_person(web)
+    rate = {"day": "2026-11-02", "base": "usd", "quote": "eur", "rate": "0,9177"}
+    assert (await person.submit("/rates", "/rates", rate)).status_code == 303
+    assert (await person.submit("/rates", "/rates", {**rate, "rate": "0.95"})).status_code == 303
+    page = (await web.get("/rates")).text
+    assert "1 USD → EUR" in page and "0.95" in page and "0.9177" not in page and "Yours" in page
+    bad = await person.submit("/rates", "/rates", {**rate, "rate": "-1"})
+    assert bad.status_code == 422 and 'id="rate-rate-error"' in bad.text
+    assert 'value="-1"' in bad.text  # what was typed stays
+    same = await person.submit("/rates", "/rates", {**rate, "quote": "USD"})
+    assert same.status_code == 422 and 'id="rate-quote-error"' in same.text
+    filtered = await web.get("/rates?base=US")
+    assert filtered.status_code == 422 and 'id="filter-base-error"' in filtered.text
+    assert "0.95" in (await web.get("/rates?base=USD&quote=EUR")).text
+    assert "No rates for this pair" in (await web.get("/rates?base=GBP")).text
+    delete = "/rates/2026-11-02/USD/EUR/delete"
+    assert (await person.submit("/rates", delete, {})).status_code == 303
+    assert "0.95" not in (await web.get("/rates")).text
+    assert (await person.submit("/rates", delete, {})).status_code == 404
+
+
+async def test_the_charged_amount_is_added_shown_and_cleared(web: httpx.AsyncClient) -> None:
+    person = await signed_up_person(web)
+    await person.submit("/account", "/account/home-currency", {"currency": "EUR"})
+    assert (
+        'name="charged_currency" type="text" value="EUR"' in (await web.get("/expenses/new")).text
+    )
+    refused = await person.add_expense(
+        currency="USD", charged_amount="9.999", charged_currency="EUR"
+    )
+    assert refused.status_code == 422 and 'value="9.999"' in refused.text
+    assert 'id="new-charged_amount-error"' in refused.text
+    added = await person.add_expense(
+        description="Hotel",
+        amount="120.00",
+        currency="USD",
+        charged_amount="110,40",
+        charged_currency="EUR",
+    )
+    assert added.status_code == 303
+    listed = (await web.get("/expenses")).text
+    assert "charged €110.40" in listed
+    [expense] = expense_ids(listed)
+    edit = (await web.get(f"/expenses/{expense}/edit")).text
+    assert 'value="110.40"' in edit
+    cleared = await person.submit(
+        f"/expenses/{expense}/edit",
+        f"/expenses/{expense}",
+        {"charged_amount": "", "charged_currency": "EUR", "description": "Hotel"},
+    )
+    assert cleared.status_code == 303
+    assert "charged" not in (await web.get(f"/expenses/{expense}/row")).text
+
+
+async def test_statements_are_detected_previewed_and_imported_whole(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    token = csrf_token((await web.get("/import")).text)
+    camt = (STATEMENTS / "statement.camt053.xml").read_bytes()
+    preview = await web.post(
+        "/import",
+        data={"csrf_token": token, "format": ""},
+        files={"file": ("statement.xml", camt, "application/xml")},
+    )
+    assert preview.status_code == 200, preview.text
+    assert "Read as CAMT.053. 2 payments read: 2 will be added." in preview.text
+    assert "1 credit (money coming in) will be skipped" in preview.text
+    assert expense_ids((await web.get("/expenses")).text) == []
+    done = await person.submit(
+        "/import", "/import/confirm", {"packed": packed_upload(preview.text), "format": ""}
+    )
+    assert "Imported: 2 new expenses" in done.text
+    assert len(expense_ids((await web.get("/expenses")).text)) == 2
+    again = await web.post(
+        "/import", data={"csrf_token": token}, files={"file": ("s.xml", camt, "text/xml")}
+    )
+    assert "2 will be skipped as already imported" in again.text
+    # The wrong format chosen by hand is refused whole, and said.
+    wrong = await web.post(
+        "/import",
+        data={"csrf_token": token, "format": "ofx"},
+        files={"file": ("s.xml", camt, "text/xml")},
+    )
+    assert wrong.status_code == 422 and 'role="alert"' in wrong.text
+    assert '<option value="ofx" selected>' in wrong.text
+
+
+async def test_a_qif_file_needs_its_currency_and_date_order(web: httpx.AsyncClient) -> None:
+    await signed_up_person(web)
+    token = csrf_token((await web.get("/import")).text)
+    ambiguous = (STATEMENTS / "ambiguous.qif").read_bytes()
+
+    async def upload(**options: str) -> httpx.Response:
+        return await web.post(
+            "/import",
+            data={"csrf_token": token, **options},
+            files={"file": ("a.qif", ambiguous, "application/octet-stream")},
+        )
+
+    unsaid = await upload(currency="EUR")
+    assert unsaid.status_code == 422 and 'id="import-date_order-error"' in unsaid.text
+    bad_order = await upload(currency="EUR", date_order="ymd")
+    assert bad_order.status_code == 422 and 'id="import-date_order-error"' in bad_order.text
+    preview = await upload(currency="eur", date_order="dmy")
+    assert preview.status_code == 200 and "Read as QIF. 1 payment read" in preview.text
+    # The confirm form carries the options with the file.
+    assert '<input type="hidden" name="date_order" value="dmy">' in preview.text
+    assert '<input type="hidden" name="currency" value="eur">' in preview.text
+
+
+async def test_rules_are_created_ordered_applied_with_a_preview_and_deleted(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    await person.submit("/categories", "/categories", {"name": "Food"})
+    food = re.search(
+        r'<option value="([0-9a-f-]{36})"[^>]*>Food</option>', (await web.get("/rules")).text
+    ).group(1)
+    refused = await person.submit("/rules", "/rules", {"pattern": "(", "match": "regex"})
+    assert refused.status_code == 422 and 'id="new-rule-pattern-error"' in refused.text
+    for pattern in ("bakery", "cafe"):
+        created = await person.submit(
+            "/rules", "/rules", {"pattern": pattern, "category_id": food, "tags": "daily"}
+        )
+        assert created.status_code == 303, created.text
+    page = (await web.get("/rules")).text
+    first, second = _RULE_ID.findall(page)
+    assert page.index("“bakery”") < page.index("“cafe”")
+    await person.submit("/rules", f"/rules/{second}/move", {"direction": "up"})
+    page = (await web.get("/rules")).text
+    assert _RULE_ID.findall(page) == [second, first]
+    await person.add_expense(description="Village Bakery")
+    await person.add_expense(description="Bookshop")
+    preview = await person.submit("/rules", "/rules/apply", {})
+    assert "1 uncategorised expense would be changed" in preview.text
+    assert "Nothing has changed yet" in preview.text and "Village Bakery" in preview.text
+    assert "Food" not in (await web.get("/expenses")).text.split("<tbody")[1]
+    applied = await person.submit("/rules", "/rules/apply/confirm", {})
+    assert "1 expense changed" in applied.text
+    assert "Food" in (await web.get("/expenses?q=Bakery")).text.split("<tbody")[1]
+    assert (await person.submit("/rules", f"/rules/{first}/delete", {})).status_code == 303
+    assert _RULE_ID.findall((await web.get("/rules")).text) == [second]
+
+
+async def test_a_rule_is_edited_with_its_fields_kept_on_a_refusal_and_cleared_when_emptied(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    created = await person.submit(
+        "/rules",
+        "/rules",
+        {"pattern": "bakery", "currency": "EUR", "min_amount": "5", "tags": "daily, bread"},
+    )
+    assert created.status_code == 303, created.text
+    [rule] = _RULE_ID.findall((await web.get("/rules")).text)
+    form = (await web.get(f"/rules/{rule}/edit")).text
+    assert 'value="bakery"' in form and 'value="EUR"' in form and 'value="5.00"' in form
+    assert 'value="daily, bread"' in form
+    edit = f"/rules/{rule}/edit"
+    refused = await person.submit(edit, f"/rules/{rule}", {"pattern": "caf(", "match": "regex"})
+    assert refused.status_code == 422 and 'id="rule-pattern-error"' in refused.text
+    assert 'value="caf("' in refused.text
+    saved = await person.submit(edit, f"/rules/{rule}", {"pattern": "cafe", "tags": "coffee"})
+    assert saved.status_code == 303, saved.text
+    page = (await web.get("/rules")).text
+    assert "“cafe”" in page and "“bakery”" not in page
+    assert "in EUR" not in page and "coffee" in page and "bread" not in page
+
+
+async def test_another_users_rules_and_rates_answer_not_found(web: httpx.AsyncClient) -> None:
+    alice = await signed_up_person(web)
+    created = await alice.submit("/rules", "/rules", {"pattern": "alice", "tags": "mine"})
+    assert created.status_code == 303, created.text
+    await alice.submit(
+        "/rates", "/rates", {"day": "2026-11-02", "base": "USD", "quote": "EUR", "rate": "0.9"}
+    )
+    [rule] = _RULE_ID.findall((await web.get("/rules")).text)
+    web.cookies.clear()
+    bob = await signed_up_person(web)
+    for action, data in (
+        (f"/rules/{rule}/delete", {}),
+        (f"/rules/{rule}/move", {"direction": "down"}),
+        (f"/rules/{rule}", {"pattern": "bob"}),
+        ("/rates/2026-11-02/USD/EUR/delete", {}),
+    ):
+        response = await bob.submit("/rules", action, data)
+        assert response.status_code == 404, action
+    assert (await web.get(f"/rules/{rule}/edit")).status_code == 404
+    assert "alice" not in (await web.get("/rules")).text
+    assert "No rates yet" in (await web.get("/rates")).text
+
+
+async def test_reports_and_the_dashboard_in_the_home_currency_say_how(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    today = date.today().isoformat()
+    unset = await web.get("/reports?in=home")
+    assert unset.status_code == 200 and "Set your home currency" in unset.text
+    await person.submit("/account", "/account/home-currency", {"currency": "EUR"})
+    await person.add_expense(description="Bread", amount="4.00", occurred_on=today)
+    hotel = await person.add_expense(
+        description="Hotel",
+        amount="100.00",
+        currency="USD",
+        charged_amount="93.10",
+        charged_currency="EUR",
+        occurred_on=today,
+    )
+    assert hotel.status_code == 303, hotel.text
+    await person.add_expense(description="Taxi", amount="20.00", currency="USD", occurred_on=today)
+    await person.add_expense(description="Tea", amount="5.00", currency="GBP", occurred_on=today)
+    await person.submit(
+        "/rates", "/rates", {"day": today, "base": "USD", "quote": "EUR", "rate": "0.9"}
+    )
+    report = (await web.get("/reports?in=home")).text
+    # 4.00 + 93.10 + 18.00; the pound has no rate: listed apart, not added.
+    assert "€115.10" in report
+    assert "1 already in EUR; 1 at the amount charged; 1 at an exchange rate (oldest " in report
+    assert "1 without a rate, not included" in report and "£5.00" in report
+    assert 'data-series="EUR"' in report and 'aria-current="page">In my home currency' in report
+    dashboard = (await web.get("/?in=home")).text
+    assert "€115.10" in dashboard and "without a rate" in dashboard
+    assert "£5.00" in (await web.get("/")).text  # each currency apart, as before
+    budget = await person.submit(
+        "/budgets",
+        "/budgets",
+        {
+            "name": "Travel",
+            "amount": "100.00",
+            "currency": "EUR",
+            "converted": "on",
+            "thresholds": "80, 100",
+        },
+    )
+    assert budget.status_code == 303, budget.text
+    budgets = (await web.get("/budgets")).text
+    assert (
+        "Every currency, converted to EUR" in budgets and "Without a rate (not counted)" in budgets
+    )

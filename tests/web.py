@@ -21,6 +21,8 @@ PAGES = (
     "/reports",
     "/categories",
     "/recurring",
+    "/rules",
+    "/rates",
     "/import",
     "/account",
 )

@@ -64,11 +64,22 @@ async def _open_database(stack: AsyncExitStack, settings: Settings, *, name: str
     DB_POOLS.track_driver(driver_pool, name=name)
     stack.push_async_callback(driver_pool.close)
     stack.callback(DB_POOLS.untrack_driver, driver_pool)
+    primary = DriverPool(driver_pool, wait_seconds=settings.db_pool_timeout_seconds)
+    read_pool = primary
+    if settings.database_read_url is not None:
+        replica = await create_driver_pool(
+            settings, application_name=f"expensetracker-{name}", read_only=True
+        )
+        DB_POOLS.track_driver(replica, name=f"{name}-read")
+        stack.push_async_callback(replica.close)
+        stack.callback(DB_POOLS.untrack_driver, replica)
+        read_pool = DriverPool(replica, wait_seconds=settings.db_pool_timeout_seconds)
     return Database(
         engine=engine,
         sessionmaker=async_sessionmaker(engine, expire_on_commit=False),
         pool_turns=pool_turns(settings),
-        driver_pool=DriverPool(driver_pool, wait_seconds=settings.db_pool_timeout_seconds),
+        driver_pool=primary,
+        read_driver_pool=read_pool,
     )
 
 

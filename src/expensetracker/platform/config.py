@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     # A SQLAlchemy URL (postgresql://, postgresql+asyncpg://). Unset in development means
     # "use the embedded server" for `expensetracker up`.
     database_url: SecretStr | None = None
+    # Where a service's read-only paths may read instead, when they can show data a little
+    # behind the primary (a replica's lag): e.g. CloudNativePG's read-only Pooler. Unset: the
+    # database URL. Writes, and reads that decide a write, always go to the database URL.
+    database_read_url: SecretStr | None = None
     db_pool_size: int = Field(default=10, ge=1, le=100)
     db_max_overflow: int = Field(default=5, ge=0, le=100)
     db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -137,6 +141,22 @@ class Settings(BaseSettings):
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
         ),
     )
+    # OpenTelemetry's standard sampler variables, for the traces that start here while export
+    # is on (platform/tracing.py): parentbased_traceidratio with a ratio keeps that share of new
+    # traces and follows the caller's decision for the others.
+    otel_traces_sampler: Literal[
+        "always_on",
+        "always_off",
+        "traceidratio",
+        "parentbased_always_on",
+        "parentbased_always_off",
+        "parentbased_traceidratio",
+    ] = Field(default="parentbased_always_on", validation_alias="OTEL_TRACES_SAMPLER")
+    otel_traces_sampler_arg: float = Field(
+        default=1.0, ge=0, le=1, validation_alias="OTEL_TRACES_SAMPLER_ARG"
+    )
+    # The traces' service.name; unset: expensetracker-<targets> (expensetracker-auth).
+    otel_service_name: str | None = Field(default=None, validation_alias="OTEL_SERVICE_NAME")
 
     # The web app: the key that encrypts its session cookies (required outside development;
     # in development a key is made per process), and where it reaches the APIs when they run in
@@ -188,9 +208,9 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("otlp_traces_endpoint", mode="before")
+    @field_validator("otlp_traces_endpoint", "otel_service_name", mode="before")
     @classmethod
-    def _blank_endpoint_is_unset(cls, value: object) -> object:
+    def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("rate_limit")
@@ -206,7 +226,7 @@ class Settings(BaseSettings):
             raise ValueError(f"not a rate limit in `limits` notation: {value!r}") from exc
         return value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_read_url")
     @classmethod
     def _valid_database_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
@@ -223,10 +243,12 @@ class Settings(BaseSettings):
             return self
         problems = []
         # Required by the services that keep data (ServiceSpec.required_settings); given, real.
-        if self.database_url is not None:
-            password = make_url(self.database_url.get_secret_value()).password
-            if is_placeholder(password):
-                problems.append("EXPENSETRACKER_DATABASE_URL has a missing or placeholder password")
+        for name, url in (
+            ("DATABASE_URL", self.database_url),
+            ("DATABASE_READ_URL", self.database_read_url),
+        ):
+            if url is not None and is_placeholder(make_url(url.get_secret_value()).password):
+                problems.append(f"EXPENSETRACKER_{name} has a missing or placeholder password")
         # Only the auth service needs the key, only web the session key; given, they are real.
         for secret, problem in (
             (self.key_encryption_key, KEK_PROBLEM),

@@ -85,13 +85,16 @@ async def _roll_back_if_open(connection: asyncpg.Connection) -> None:
         await connection.execute("ROLLBACK")
 
 
-async def create_driver_pool(settings: Settings, *, application_name: str) -> asyncpg.Pool:
+async def create_driver_pool(
+    settings: Settings, *, application_name: str, read_only: bool = False
+) -> asyncpg.Pool:
     """The hot paths' pool: asyncpg's own, without the ORM's layers (about 100 us less per
     request). Connections open on demand, up to the same size as the engine's pool, and close
-    after five idle minutes."""
-    if settings.database_url is None:
+    after five idle minutes. ``read_only``: on the read URL (EXPENSETRACKER_DATABASE_READ_URL)."""
+    secret = settings.database_read_url if read_only else settings.database_url
+    if secret is None:
         raise RuntimeError("EXPENSETRACKER_DATABASE_URL is not set")
-    url = make_url(settings.database_url.get_secret_value()).set(drivername="postgresql")
+    url = make_url(secret.get_secret_value()).set(drivername="postgresql")
     return await asyncpg.create_pool(
         url.render_as_string(hide_password=False),
         min_size=0,
@@ -228,6 +231,16 @@ async def get_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
 
 
 DbConnection = Annotated[asyncpg.Connection, Depends(get_connection)]
+
+
+async def get_read_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    async with app_state(request.app).db.read_driver_pool.connection() as connection:
+        yield connection
+
+
+# For paths that only read and may lag the primary (a replica, with the read URL): never one
+# that writes, nor one whose reads decide a write.
+DbReadConnection = Annotated[asyncpg.Connection, Depends(get_read_connection)]
 
 
 # Statements written once, in asyncpg's $n style, run on the hot paths through the driver

@@ -33,6 +33,9 @@ class Database:
     # Turns taken before the ORM's pool, first come, first served (db.pool_turns).
     pool_turns: asyncio.Semaphore
     driver_pool: DriverPool
+    # For reads that may lag the primary: a replica's with EXPENSETRACKER_DATABASE_READ_URL,
+    # else driver_pool itself.
+    read_driver_pool: DriverPool
 
 
 @dataclass

@@ -7,8 +7,9 @@ paths alike) and the JWKS fetch are spans inside it, and the fetch carries ``tra
 the auth service. Spans always exist,
 so that log lines carry a trace id and callees see the caller's trace, but they are recorded
 and exported (OTLP over HTTP, in batches) only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
-``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set. Without it a span is recorded only when the
-caller's ``traceparent`` says its trace is sampled (so that its decision travels on), and
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set; then ``OTEL_TRACES_SAMPLER`` (and its
+``OTEL_TRACES_SAMPLER_ARG``) decides which traces are. Without it a span is recorded only when
+the caller's ``traceparent`` says its trace is sampled (so that its decision travels on), and
 nothing leaves the process.
 """
 
@@ -23,7 +24,14 @@ from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    TraceIdRatioBased,
+)
 
 from expensetracker import __version__
 from expensetracker.platform.config import Settings
@@ -55,18 +63,38 @@ class _RecordedTracesOnly(AsyncPGInstrumentor):
         return await _when_recording(super()._do_cursor_execute, *call)
 
 
+def sampler(settings: Settings) -> Sampler:
+    """The sampler that OTEL_TRACES_SAMPLER names (OpenTelemetry's names) while export is on;
+    without export, new traces are not recorded and a caller's decision is followed."""
+    if settings.otlp_traces_endpoint is None:
+        return ParentBased(root=ALWAYS_OFF)
+    ratio = settings.otel_traces_sampler_arg
+    return {
+        "always_on": lambda: ALWAYS_ON,
+        "always_off": lambda: ALWAYS_OFF,
+        "traceidratio": lambda: TraceIdRatioBased(ratio),
+        "parentbased_always_on": lambda: ParentBased(root=ALWAYS_ON),
+        "parentbased_always_off": lambda: ParentBased(root=ALWAYS_OFF),
+        "parentbased_traceidratio": lambda: ParentBasedTraceIdRatio(ratio),
+    }[settings.otel_traces_sampler]()
+
+
 def configure_tracing(settings: Settings, *, process: str) -> TracerProvider:
     """The process's TracerProvider, set up by the first call (the process's app, named
     ``expensetracker-<process>``); later calls, from more apps in one process as in the tests,
-    share it: asyncpg's instrumentation patches the driver's classes, once per process."""
+    share it: asyncpg's instrumentation patches the driver's classes, once per process.
+    OTEL_SERVICE_NAME, when set, names it instead."""
     global _provider
     if _provider is None:
         exporting = settings.otlp_traces_endpoint is not None
         provider = TracerProvider(
             resource=Resource.create(
-                {SERVICE_NAME: f"expensetracker-{process}", SERVICE_VERSION: __version__}
+                {
+                    SERVICE_NAME: settings.otel_service_name or f"expensetracker-{process}",
+                    SERVICE_VERSION: __version__,
+                }
             ),
-            sampler=ParentBased(root=ALWAYS_ON if exporting else ALWAYS_OFF),
+            sampler=sampler(settings),
         )
         if exporting:
             # The exporter reads the endpoint, headers, timeout and compression from OTEL_*.

@@ -12,7 +12,8 @@ An expense of ``amount`` in currency C on day D, converted to T, is, in this ord
 A day's rate from C to T is taken from the user's own rates first, then the ECB's, then
 Frankfurter's; within one source it is direct (C/T), inverse (T/C) or crossed through a common
 base (P/C and P/T, as the providers publish everything against EUR). Inverse and crossed rates
-are divided to 28 significant digits.
+are divided to 28 significant digits. All of it happens in one statement per total
+(``_CONVERTED``), with the division and the rounding of the reports migration 0005.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from decimal import Context, Decimal
+from typing import Any
 
 import asyncpg
 
@@ -30,10 +31,6 @@ from expensetracker.platform import money
 from expensetracker.platform.errors import ValidationProblem
 from expensetracker.reports.months import whole_months
 from expensetracker.reports.schemas import Conversion, ConvertedTotal, CurrencyTotal
-
-# The user's own rates first, then the providers'.
-_PREFERENCE = {"user": 0, "ecb": 1, "frankfurter": 2}
-_DIVISION = Context(prec=28)
 
 # How each expense was converted (the `how` column of _CONVERTED).
 IN_TARGET, CHARGED, RATED, MISSING = range(4)
@@ -117,109 +114,78 @@ async def home_currency(db: asyncpg.Connection, *, user_id: uuid.UUID) -> str:
     return currency
 
 
-def _day_rate(rates: dict[tuple[str, str], Decimal], currency: str, target: str) -> Decimal | None:
-    """1 ``currency`` in ``target`` from one source's rates of one day, if they tell."""
-    if (currency, target) in rates:
-        return rates[currency, target]
-    if (target, currency) in rates:
-        return _DIVISION.divide(1, rates[target, currency])
-    for (base, quote), rate in rates.items():
-        if quote == currency and (base, target) in rates:
-            return _DIVISION.divide(rates[base, target], rate)
-    return None
-
-
-@dataclass(frozen=True)
-class Factors:
-    """Per currency and day of a range, the factor from its minor units to the target's, and
-    the day of the rate it comes from: the arrays of a statement's ``unnest``."""
-
-    currencies: list[str]
-    days: list[date]
-    factors: list[Decimal]
-    rate_days: list[date]
-
-
-_RATES = """
-SELECT day, source, base, quote, rate FROM expenses.rates_v1
-WHERE (user_id = $1 OR user_id IS NULL) AND quote = ANY($2::text[]) AND day BETWEEN $3 AND $4
-"""
-
-
-async def factors(
-    db: asyncpg.Connection,
-    *,
-    user_id: uuid.UUID,
-    target: str,
-    currencies: Sequence[str],
-    first: date,
-    last: date,
-    max_age: int,
-) -> Factors:
-    """The factors of ``currencies`` to ``target`` for every day from ``first`` to ``last`` that
-    has a rate within ``max_age`` days before it."""
-    by_day: dict[date, dict[int, dict[tuple[str, str], Decimal]]] = defaultdict(
-        lambda: defaultdict(dict)
-    )
-    earliest = first - timedelta(days=max_age)
-    for day, source, base, quote, rate in await db.fetch(
-        _RATES, user_id, [*currencies, target], earliest, last
-    ):
-        by_day[day][_PREFERENCE[source]][base, quote] = rate
-    result = Factors([], [], [], [])
-    for currency in currencies:
-        scale = money.exponent(target) - money.exponent(currency)
-        found: list[tuple[date, Decimal]] = []  # (day, factor), by day
-        for day in sorted(by_day):
-            for _, rates in sorted(by_day[day].items()):
-                rate = _day_rate(rates, currency, target)
-                if rate is not None:
-                    found.append((day, rate.scaleb(scale)))
-                    break
-        latest = -1
-        for offset in range((last - first).days + 1):
-            day = first + timedelta(days=offset)
-            while latest + 1 < len(found) and found[latest + 1][0] <= day:
-                latest += 1
-            if latest >= 0 and (day - found[latest][0]).days <= max_age:
-                result.currencies.append(currency)
-                result.days.append(day)
-                result.factors.append(found[latest][1])
-                result.rate_days.append(found[latest][0])
-    return result
-
-
-_CURRENCIES = """
-SELECT DISTINCT currency FROM expenses.monthly_spending_v1
-WHERE user_id = $1 AND month BETWEEN date_trunc('month', $2::date) AND $3 AND currency <> $4
-"""
-
-# Rounded half-even: PostgreSQL's round() takes halves away from zero (amounts are positive).
-_HALF_EVEN = (
-    "CASE WHEN {v} - floor({v}) = 0.5 THEN floor({v}) + mod(floor({v}), 2) ELSE round({v}) END"
-)
-# The expense rows converted one by one, summed per key and way of conversion. Expenses in the
-# target currency need no conversion: those of whole months ($9 to $10) may come from the
-# monthly totals instead ({rollup}), and only the rest is read row by row.
+# The rates a conversion may use, and per currency and day of the range the factor from its
+# minor units to the target's and the day of the rate it comes from ($1 the user, $2 the target,
+# $3 to $4 the range, $5 the maximum age in days): the currencies of the range, from the monthly
+# totals; their rates of the range and of the maximum age before it; per currency and day, the
+# rate of the preferred source and within it direct, inverse or crossed (through the lowest
+# base); each rate holding from its day to the next one's or to the maximum age. Then the
+# expense rows converted one by one ($6: the target's decimals), summed per key and way of
+# conversion. Expenses in the target currency need no conversion: those of whole months ($7 to
+# $8) may come from the monthly totals instead ({rollup}), and only the rest is read row by row,
+# each currency to read on its own (OFFSET 0 keeps it a subquery of its own), so that the
+# expenses' index by user, currency and day finds them without reading the user's other rows
+# (as text, the index's type: compared as char(3) the currency was only a filter on every row);
+# the rows are materialised so that each product is computed once, not once per use in the
+# rounding.
 _CONVERTED = """
-WITH f AS (
-  SELECT * FROM unnest($2::text[], $3::date[], $4::numeric[], $5::date[])
-    AS f(currency, day, factor, rate_day)
-), e AS (
+WITH foreign_currencies AS MATERIALIZED (
+  SELECT DISTINCT currency FROM expenses.monthly_spending_v1
+  WHERE user_id = $1 AND month BETWEEN date_trunc('month', $3::date) AND $4 AND currency <> $2
+), rates AS MATERIALIZED (
+  SELECT day, array_position(ARRAY['user', 'ecb', 'frankfurter'], source) AS preference,
+         base, quote, rate
+  FROM expenses.rates_v1
+  WHERE (user_id = $1 OR user_id IS NULL) AND day BETWEEN $3::date - $5::int AND $4
+    AND (quote = $2 OR quote IN (SELECT currency FROM foreign_currencies))
+), candidates AS (
+  SELECT base AS currency, day, preference, 0 AS way, NULL::text AS via, rate AS dividend,
+         NULL::numeric AS divisor
+  FROM rates WHERE quote = $2
+  UNION ALL
+  SELECT quote, day, preference, 1, NULL, 1, rate FROM rates WHERE base = $2
+  UNION ALL
+  SELECT c.quote, c.day, c.preference, 2, c.base, t.rate, c.rate
+  FROM rates c JOIN rates t USING (day, preference, base)
+  WHERE t.quote = $2 AND c.quote <> $2 AND c.base <> $2
+), chosen AS (
+  SELECT currency, day,
+         CASE WHEN divisor IS NULL THEN dividend ELSE reports.divide_28(dividend, divisor) END
+           AS factor
+  FROM (SELECT DISTINCT ON (currency, day) * FROM candidates
+        ORDER BY currency, day, preference, way, via) first_choices
+), holding AS (
+  SELECT currency, day, factor,
+         least(lead(day) OVER (PARTITION BY currency ORDER BY day) - 1, day + $5::int, $4) AS last
+  FROM chosen
+), factors AS (
+  SELECT currency, day + held AS day, factor, day AS rate_day
+  FROM holding, generate_series(greatest($3::date - day, 0), last - day) AS held
+), e AS MATERIALIZED (
   SELECT {keys}, s.currency, s.amount_minor,
-    CASE WHEN s.currency = $6 THEN 0 WHEN s.charged_currency = $6 THEN 1
+    CASE WHEN s.currency = $2 THEN 0 WHEN s.charged_currency = $2 THEN 1
          WHEN f.factor IS NOT NULL THEN 2 ELSE 3 END AS how,
-    CASE WHEN s.currency = $6 THEN s.amount_minor WHEN s.charged_currency = $6 THEN s.charged_minor
+    CASE WHEN s.currency = $2 THEN s.amount_minor WHEN s.charged_currency = $2 THEN s.charged_minor
     END AS exact,
-    s.amount_minor * f.factor AS raw, f.rate_day
-  FROM expenses.spending_v1 s {join}
-  LEFT JOIN f ON f.currency = s.currency AND f.day = s.occurred_on
-  WHERE s.user_id = $1 AND s.occurred_on BETWEEN $7 AND $8{where}
-    AND (s.currency = ANY($11::text[]) OR s.currency = $6
-         AND (s.occurred_on < $9 OR s.occurred_on >= ($10::date + interval '1 month')::date))
+    s.amount_minor * f.factor
+      * CASE WHEN s.currency_exponent = $6::int THEN 1
+             ELSE ('1e' || ($6::int - s.currency_exponent))::numeric END AS raw,
+    f.rate_day
+  FROM (SELECT currency::text FROM foreign_currencies
+        UNION ALL
+        SELECT $2::text WHERE $3 < $7 OR $4 >= ($8::date + interval '1 month')::date) read
+  CROSS JOIN LATERAL (
+    SELECT * FROM expenses.spending_v1 s
+    WHERE s.user_id = $1 AND s.currency = read.currency AND s.occurred_on BETWEEN $3 AND $4
+    OFFSET 0
+  ) s {join}
+  LEFT JOIN factors f ON f.currency = s.currency AND f.day = s.occurred_on
+  WHERE (s.currency <> $2
+         OR s.occurred_on < $7 OR s.occurred_on >= ($8::date + interval '1 month')::date){where}
 )
 SELECT {names}, how, CASE WHEN how = 3 THEN currency END,
-       sum(CASE how WHEN 3 THEN amount_minor WHEN 2 THEN {half_even} ELSE exact END),
+       sum(CASE how WHEN 3 THEN amount_minor WHEN 2 THEN reports.round_half_even(raw)
+           ELSE exact END),
        count(*), min(rate_day)
 FROM e GROUP BY {groups}, how, {currency_column}{rollup}
 """
@@ -227,14 +193,12 @@ _ROLLUP = """
 UNION ALL
 SELECT {rollup_keys}, 0, NULL, sum(total_minor), sum(expense_count), NULL::date
 FROM expenses.monthly_spending_v1
-WHERE user_id = $1 AND currency = $6 AND month BETWEEN $9 AND $10
+WHERE user_id = $1 AND currency = $2 AND month BETWEEN $7 AND $8
 GROUP BY {groups}"""
 
 
-async def converted(
-    db: asyncpg.Connection,
+def converted_query(
     *,
-    user_id: uuid.UUID,
     target: str,
     keys: Sequence[str],
     rollup_keys: Sequence[str] | None = None,
@@ -243,22 +207,8 @@ async def converted(
     from_: date,
     to: date,
     max_age: int,
-) -> dict[tuple, Converted]:
-    """The expenses from ``from_`` to ``to`` (``spending_v1 s``, with ``join``, and the further
-    conditions ``where``), converted to ``target`` and summed per value of the SQL expressions
-    ``keys``. With ``rollup_keys``, the same keys over ``monthly_spending_v1``, the expenses in
-    ``target`` of whole months are summed from the monthly totals. Only fixed SQL fragments go
-    into the text."""
-    currencies = [row[0] for row in await db.fetch(_CURRENCIES, user_id, from_, to, target)]
-    table = await factors(
-        db,
-        user_id=user_id,
-        target=target,
-        currencies=currencies,
-        first=from_,
-        last=to,
-        max_age=max_age,
-    )
+) -> tuple[str, list]:
+    """The statement of ``converted`` and its parameters after the user's id."""
     width = len(keys)
     groups = ", ".join(str(n + 1) for n in range(width))
     months = whole_months(from_, to) if rollup_keys is not None else None
@@ -271,26 +221,25 @@ async def converted(
         currency_column=width + 2,
         join=join,
         where=f" AND {where}" if where else "",
-        half_even=_HALF_EVEN.format(v="raw"),
         rollup=_ROLLUP.format(rollup_keys=", ".join(rollup_keys or ()), groups=groups)
         if months
         else "",
     )
+    return sql, [target, from_, to, max_age, money.exponent(target), first_month, last_month]
+
+
+async def converted(
+    db: asyncpg.Connection, *, user_id: uuid.UUID, **query: Any
+) -> dict[tuple, Converted]:
+    """The expenses from ``from_`` to ``to`` (``spending_v1 s``, with ``join``, and the further
+    conditions ``where``), converted to ``target`` and summed per value of the SQL expressions
+    ``keys``, in one statement (``query``: the arguments of ``converted_query``). With
+    ``rollup_keys``, the same keys over ``monthly_spending_v1``, the expenses in ``target`` of
+    whole months are summed from the monthly totals. Only fixed SQL fragments go into the
+    text."""
+    sql, args = converted_query(**query)
     totals: dict[tuple, Converted] = defaultdict(Converted)
-    for row in await db.fetch(
-        sql,
-        user_id,
-        table.currencies,
-        table.days,
-        table.factors,
-        table.rate_days,
-        target,
-        from_,
-        to,
-        first_month,
-        last_month,
-        currencies,
-    ):
+    for row in await db.fetch(sql, user_id, *args):
         *key, how, currency, minor, count, rate_day = row
         totals[tuple(key)].add(how, currency, int(minor), count, rate_day)
     return totals

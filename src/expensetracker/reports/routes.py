@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from expensetracker.platform import idempotency
-from expensetracker.platform.db import DbConnection, DbSession
+from expensetracker.platform.db import DbConnection, DbReadConnection, DbSession
 from expensetracker.platform.idempotency import IdempotencyKey
 from expensetracker.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from expensetracker.platform.schemas import Day
@@ -100,6 +100,7 @@ async def budget_report(
 ) -> BudgetReport:
     """Per budget in the month: limit, rollover in, spent, remaining, percent used, state; a
     converted budget also says how its spending was converted."""
+    # On the primary, not the read URL: it records the thresholds it finds newly reached.
     return await service.budget_report(
         db, user_id=user.user_id, month=_month(month), max_rate_age=max_rate_age
     )
@@ -108,7 +109,7 @@ async def budget_report(
 @router.get("/api/v1/reports/summary")
 async def summary(
     user: CurrentUser,
-    db: DbConnection,
+    db: DbReadConnection,
     max_rate_age: MaxRateAge,
     from_: From,
     to: To,
@@ -132,7 +133,7 @@ async def summary(
 @router.get("/api/v1/reports/trends")
 async def trends(
     user: CurrentUser,
-    db: DbConnection,
+    db: DbReadConnection,
     max_rate_age: MaxRateAge,
     month: MonthQuery = None,
     months: Annotated[int, Query(ge=2, le=24)] = 6,
@@ -154,7 +155,7 @@ async def trends(
 @router.get("/api/v1/reports/merchants")
 async def top_merchants(
     user: CurrentUser,
-    db: DbConnection,
+    db: DbReadConnection,
     max_rate_age: MaxRateAge,
     from_: From,
     to: To,

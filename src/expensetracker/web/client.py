@@ -25,11 +25,18 @@ from expensetracker.web.schemas import (
     Budget,
     BudgetReport,
     Category,
+    ConvertedMerchant,
+    ConvertedSummary,
+    ConvertedTrends,
     Expense,
+    HomeCurrency,
     ImportPreview,
     Merchant,
     Page,
+    Rate,
     Recurring,
+    Rule,
+    RulesApplied,
     Summary,
     Tag,
     TokenPair,
@@ -195,6 +202,14 @@ class ApiClient:
     async def _json(self, service: str, method: str, path: str, **kwargs: Any) -> Any:
         return (await self._send(service, method, path, **kwargs)).json()
 
+    async def _created(
+        self, service: str, path: str, *, token: str, body: dict[str, Any], key: str
+    ) -> Any:
+        """A POST that creates, under the form's Idempotency-Key: sent twice, it creates once."""
+        return await self._json(
+            service, "POST", path, token=token, json=body, headers={"Idempotency-Key": key}
+        )
+
     # auth
 
     async def register(self, *, email: str, password: str, display_name: str) -> None:
@@ -260,13 +275,8 @@ class ApiClient:
     ) -> Expense:
         return cast(
             Expense,
-            await self._json(
-                "expenses",
-                "POST",
-                "/api/v1/expenses",
-                token=token,
-                json=body,
-                headers={"Idempotency-Key": idempotency_key},
+            await self._created(
+                "expenses", "/api/v1/expenses", token=token, body=body, key=idempotency_key
             ),
         )
 
@@ -287,13 +297,12 @@ class ApiClient:
     ) -> Category:
         return cast(
             Category,
-            await self._json(
+            await self._created(
                 "expenses",
-                "POST",
                 "/api/v1/categories",
                 token=token,
-                json={"name": name, "parent_id": parent_id},
-                headers={"Idempotency-Key": idempotency_key},
+                body={"name": name, "parent_id": parent_id},
+                key=idempotency_key,
             ),
         )
 
@@ -317,13 +326,12 @@ class ApiClient:
     ) -> Recurring:
         return cast(
             Recurring,
-            await self._json(
+            await self._created(
                 "expenses",
-                "POST",
                 "/api/v1/expenses/recurring",
                 token=token,
-                json=body,
-                headers={"Idempotency-Key": idempotency_key},
+                body=body,
+                key=idempotency_key,
             ),
         )
 
@@ -331,7 +339,20 @@ class ApiClient:
         path = f"/api/v1/expenses/recurring/{_segment(rule_id)}"
         await self._send("expenses", "DELETE", path, token=token)
 
-    async def import_csv(self, *, token: str, content: bytes, dry_run: bool) -> ImportPreview:
+    async def import_file(
+        self,
+        *,
+        token: str,
+        content: bytes,
+        dry_run: bool,
+        format: str | None = None,
+        options: Mapping[str, str] | None = None,
+    ) -> ImportPreview:
+        """A CSV file or a bank statement. Without ``format``, the API detects it from the
+        content (sent as application/octet-stream, a type it looks into)."""
+        params = {"dry_run": "true" if dry_run else "false", **(options or {})}
+        if format:
+            params["format"] = format
         return cast(
             ImportPreview,
             await self._json(
@@ -340,8 +361,84 @@ class ApiClient:
                 "/api/v1/expenses/import",
                 token=token,
                 content=content,
+                params=params,
+                headers={"Content-Type": "application/octet-stream"},
+            ),
+        )
+
+    async def home_currency(self, *, token: str) -> HomeCurrency:
+        return cast(
+            HomeCurrency,
+            await self._json("expenses", "GET", "/api/v1/expenses/home-currency", token=token),
+        )
+
+    async def set_home_currency(self, *, token: str, currency: str) -> HomeCurrency:
+        return cast(
+            HomeCurrency,
+            await self._json(
+                "expenses",
+                "PUT",
+                "/api/v1/expenses/home-currency",
+                token=token,
+                json={"currency": currency},
+            ),
+        )
+
+    async def list_rates(
+        self, *, token: str, filters: Mapping[str, str], cursor: str | None, limit: int
+    ) -> Page[Rate]:
+        params = {**filters, "limit": str(limit), **({"cursor": cursor} if cursor else {})}
+        return cast(
+            Page[Rate],
+            await self._json(
+                "expenses", "GET", "/api/v1/expenses/rates", token=token, params=params
+            ),
+        )
+
+    async def put_rate(self, *, token: str, day: str, base: str, quote: str, rate: str) -> Rate:
+        return cast(
+            Rate,
+            await self._json(
+                "expenses", "PUT", _rate_path(day, base, quote), token=token, json={"rate": rate}
+            ),
+        )
+
+    async def delete_rate(self, *, token: str, day: str, base: str, quote: str) -> None:
+        await self._send("expenses", "DELETE", _rate_path(day, base, quote), token=token)
+
+    async def list_rules(self, *, token: str) -> list[Rule]:
+        page = await self._json("expenses", "GET", "/api/v1/expenses/rules", token=token)
+        return cast(list[Rule], page["items"])
+
+    async def create_rule(self, *, token: str, body: dict[str, Any], idempotency_key: str) -> Rule:
+        return cast(
+            Rule,
+            await self._created(
+                "expenses", "/api/v1/expenses/rules", token=token, body=body, key=idempotency_key
+            ),
+        )
+
+    async def get_rule(self, *, token: str, rule_id: str) -> Rule:
+        path = f"/api/v1/expenses/rules/{_segment(rule_id)}"
+        return cast(Rule, await self._json("expenses", "GET", path, token=token))
+
+    async def update_rule(self, *, token: str, rule_id: str, body: dict[str, Any]) -> Rule:
+        path = f"/api/v1/expenses/rules/{_segment(rule_id)}"
+        return cast(Rule, await self._json("expenses", "PATCH", path, token=token, json=body))
+
+    async def delete_rule(self, *, token: str, rule_id: str) -> None:
+        path = f"/api/v1/expenses/rules/{_segment(rule_id)}"
+        await self._send("expenses", "DELETE", path, token=token)
+
+    async def apply_rules(self, *, token: str, dry_run: bool) -> RulesApplied:
+        return cast(
+            RulesApplied,
+            await self._json(
+                "expenses",
+                "POST",
+                "/api/v1/expenses/rules/apply",
+                token=token,
                 params={"dry_run": "true" if dry_run else "false"},
-                headers={"Content-Type": "text/csv"},
             ),
         )
 
@@ -372,13 +469,8 @@ class ApiClient:
     ) -> Budget:
         return cast(
             Budget,
-            await self._json(
-                "reports",
-                "POST",
-                "/api/v1/budgets",
-                token=token,
-                json=body,
-                headers={"Idempotency-Key": idempotency_key},
+            await self._created(
+                "reports", "/api/v1/budgets", token=token, body=body, key=idempotency_key
             ),
         )
 
@@ -406,6 +498,17 @@ class ApiClient:
             ),
         )
 
+    async def converted_summary(
+        self, *, token: str, start: str, end: str, group_by: str
+    ) -> ConvertedSummary:
+        params = {"from": start, "to": end, "group_by": group_by, "in": "home"}
+        return cast(
+            ConvertedSummary,
+            await self._json(
+                "reports", "GET", "/api/v1/reports/summary", token=token, params=params
+            ),
+        )
+
     async def trends(self, *, token: str, month: str, months: int) -> Trends:
         params = {"month": month, "months": str(months)}
         return cast(
@@ -415,10 +518,30 @@ class ApiClient:
             ),
         )
 
+    async def converted_trends(self, *, token: str, month: str, months: int) -> ConvertedTrends:
+        params = {"month": month, "months": str(months), "in": "home"}
+        return cast(
+            ConvertedTrends,
+            await self._json(
+                "reports", "GET", "/api/v1/reports/trends", token=token, params=params
+            ),
+        )
+
     async def merchants(self, *, token: str, start: str, end: str, limit: int) -> list[Merchant]:
         params = {"from": start, "to": end, "limit": str(limit)}
         return cast(
             list[Merchant],
+            await self._json(
+                "reports", "GET", "/api/v1/reports/merchants", token=token, params=params
+            ),
+        )
+
+    async def converted_merchants(
+        self, *, token: str, start: str, end: str, limit: int
+    ) -> list[ConvertedMerchant]:
+        params = {"from": start, "to": end, "limit": str(limit), "in": "home"}
+        return cast(
+            list[ConvertedMerchant],
             await self._json(
                 "reports", "GET", "/api/v1/reports/merchants", token=token, params=params
             ),
@@ -441,6 +564,10 @@ def _segment(value: str) -> str:
     """An id from a page's URL as one path segment of the API's: whatever it holds (a slash, a
     NUL, a lone surrogate) it names no other path, and the API judges it."""
     return quote(value.encode("utf-8", "surrogatepass"), safe="")
+
+
+def _rate_path(day: str, base: str, quote: str) -> str:
+    return f"/api/v1/expenses/rates/{_segment(day)}/{_segment(base)}/{_segment(quote)}"
 
 
 def _raise_for(service: str, answer: Answer) -> None:

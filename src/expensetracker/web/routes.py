@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import date
 from functools import partial
 from typing import Annotated, Any
@@ -24,7 +24,7 @@ from expensetracker.platform.config import Environment
 from expensetracker.platform.state import app_state
 from expensetracker.web import service, views
 from expensetracker.web.client import ApiError, ServiceUnavailable, Unauthorized
-from expensetracker.web.schemas import Expense, Page
+from expensetracker.web.schemas import RULE_FIELDS, RULE_MATCHES, Expense, Page
 from expensetracker.web.service import Account, WebState
 from expensetracker.web.session import (
     CSRF_COOKIE,
@@ -346,20 +346,46 @@ async def logout(request: Request, state: State) -> Response:
 # Dashboard
 
 
+def _in_home(request: Request) -> bool:
+    return request.query_params.get("in") == "home"
+
+
+_NO_HOME_CURRENCY = "Set your home currency on the Account page to see totals converted to it."
+
+
 @router.get("/")
 async def dashboard(request: Request, account: SignedIn, state: State) -> Response:
-    data = await service.dashboard(api=state.api, token=account.token, today=date.today())
-    return _page(request, "dashboard.html", account, **data)
+    home, notice = _in_home(request), None
+    try:
+        data = await service.dashboard(
+            api=state.api, token=account.token, today=date.today(), home=home
+        )
+    except ApiError as exc:
+        if exc.status != 422 or not home:
+            raise
+        home, notice = False, _NO_HOME_CURRENCY
+        data = await service.dashboard(
+            api=state.api, token=account.token, today=date.today(), home=False
+        )
+    return _page(request, "dashboard.html", account, home=home, notice=notice, **data)
 
 
 # Expenses
 
 
-async def _expense_form_context(state: WebState, account: Account) -> dict[str, Any]:
-    categories = await state.api.list_categories(token=account.token)
+async def _expense_form_context(
+    state: WebState, account: Account, *, charged: bool = False
+) -> dict[str, Any]:
+    """The categories; with ``charged`` (an expense form), the home currency too: the currency
+    its charged amount is prefilled with. The list pages go without that call."""
+    categories, *home = await asyncio.gather(
+        state.api.list_categories(token=account.token),
+        *([state.api.home_currency(token=account.token)] if charged else []),
+    )
     return {
         "categories": service.category_tree(categories),
         "category_names": service.category_names(categories),
+        "home_currency": home[0]["currency"] if home else None,
     }
 
 
@@ -411,13 +437,16 @@ async def expenses(
 
 @router.get("/expenses/new")
 async def new_expense(request: Request, account: SignedIn, state: State) -> Response:
-    context = await _expense_form_context(state, account)
+    context = await _expense_form_context(state, account, charged=True)
     template = "_expense_form.html" if _htmx(request) else "expense_new.html"
     return _page(
         request,
         template,
         account,
-        form={"occurred_on": date.today().isoformat()},
+        form={
+            "occurred_on": date.today().isoformat(),
+            "charged_currency": context["home_currency"] or "",
+        },
         idempotency_key=service.new_form_key(),
         **context,
     )
@@ -434,7 +463,7 @@ async def create_expense(request: Request, account: SignedIn, state: State) -> R
     except ApiError as exc:
         if exc.status != 422:
             raise
-        context = await _expense_form_context(state, account)
+        context = await _expense_form_context(state, account, charged=True)
         template = "_expense_form.html" if _htmx(request) else "expense_new.html"
         return _page(
             request,
@@ -442,7 +471,7 @@ async def create_expense(request: Request, account: SignedIn, state: State) -> R
             account,
             status=422,
             form=form,
-            errors=exc.field_errors,
+            errors=service.expense_errors(exc.field_errors, form),
             error=exc.detail,
             idempotency_key=key,
             **context,
@@ -459,9 +488,13 @@ async def edit_expense(
     request: Request, expense_id: str, account: SignedIn, state: State
 ) -> Response:
     expense = await state.api.get_expense(token=account.token, expense_id=expense_id)
-    context = await _expense_form_context(state, account)
+    context = await _expense_form_context(state, account, charged=True)
     template = "_expense_edit_row.html" if _htmx(request) else "expense_edit.html"
-    form = {**expense, "tags": ", ".join(expense["tags"])}
+    form = {
+        **expense,
+        "tags": ", ".join(expense["tags"]),
+        "charged_currency": expense["charged_currency"] or context["home_currency"] or "",
+    }
     return _page(request, template, account, expense=expense, form=form, **context)
 
 
@@ -489,7 +522,7 @@ async def update_expense(
         if exc.status != 422:
             raise
         expense = await state.api.get_expense(token=account.token, expense_id=expense_id)
-        context = await _expense_form_context(state, account)
+        context = await _expense_form_context(state, account, charged=True)
         template = "_expense_edit_row.html" if _htmx(request) else "expense_edit.html"
         return _page(
             request,
@@ -498,7 +531,7 @@ async def update_expense(
             status=422,
             expense=expense,
             form=form,
-            errors=exc.field_errors,
+            errors=service.expense_errors(exc.field_errors, form),
             error=exc.detail,
             **context,
         )
@@ -759,6 +792,194 @@ async def delete_budget(
     return _redirect(request, "/budgets")
 
 
+# Exchange rates and categorisation rules
+
+
+async def _rates_page(
+    request: Request,
+    account: Account,
+    state: WebState,
+    *,
+    status: int = 200,
+    query: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    query = request.query_params if query is None else query
+    filters = service.rate_filters(query)
+    try:
+        page, home = await asyncio.gather(
+            state.api.list_rates(
+                token=account.token,
+                filters=filters,
+                cursor=query.get("cursor"),
+                limit=service.RATES_PAGE_SIZE,
+            ),
+            state.api.home_currency(token=account.token),
+        )
+    except ApiError as exc:
+        if exc.status != 422 or not query:
+            raise
+        # A filter (or cursor) the API refused: its problem next to it, and every rate.
+        return await _rates_page(
+            request, account, state, status=422, query={}, filter_errors=exc.field_errors
+        )
+    more = (
+        "/rates?" + urlencode({**filters, "cursor": page["next_cursor"]})
+        if page["next_cursor"]
+        else None
+    )
+    extra.setdefault("form", {"day": date.today().isoformat(), "quote": home["currency"] or ""})
+    return _page(
+        request,
+        "rates.html",
+        account,
+        status=status,
+        rates=page["items"],
+        filters=filters,
+        more=more,
+        home_currency=home["currency"],
+        **extra,
+    )
+
+
+@router.get("/rates")
+async def rates(request: Request, account: SignedIn, state: State) -> Response:
+    return await _rates_page(request, account, state)
+
+
+@router.post("/rates")
+async def put_rate(request: Request, account: SignedIn, state: State) -> Response:
+    form = _text(await request.form())
+    return await _submitted(
+        request,
+        state.api.put_rate(token=account.token, **service.own_rate(form)),
+        invalid=partial(_rates_page, request, account, state, form=form),
+        then="/rates",
+    )
+
+
+@router.post("/rates/{day}/{base}/{quote}/delete")
+async def delete_rate(
+    request: Request, day: str, base: str, quote: str, account: SignedIn, state: State
+) -> Response:
+    await state.api.delete_rate(token=account.token, day=day, base=base, quote=quote)
+    return _redirect(request, "/rates")
+
+
+async def _rules_page(
+    request: Request, account: Account, state: WebState, *, status: int = 200, **extra: Any
+) -> Response:
+    rules, context = await asyncio.gather(
+        state.api.list_rules(token=account.token), _expense_form_context(state, account)
+    )
+    extra.setdefault("form", {"field": "any", "match": "contains"})
+    return _page(
+        request,
+        "rules.html",
+        account,
+        status=status,
+        rules=rules,
+        fields=RULE_FIELDS,
+        matches=RULE_MATCHES,
+        idempotency_key=service.new_form_key(),
+        **extra,
+        **context,
+    )
+
+
+@router.get("/rules")
+async def rules(request: Request, account: SignedIn, state: State) -> Response:
+    return await _rules_page(request, account, state)
+
+
+@router.post("/rules")
+async def create_rule(request: Request, account: SignedIn, state: State) -> Response:
+    form = _text(await request.form())
+    return await _submitted(
+        request,
+        state.api.create_rule(
+            token=account.token,
+            body=service.rule_body(form),
+            idempotency_key=form.get("idempotency_key") or service.new_form_key(),
+        ),
+        invalid=partial(_rules_page, request, account, state, form=form),
+        then="/rules",
+        refusals=(409, 422),
+    )
+
+
+@router.post("/rules/apply")
+async def preview_rules(request: Request, account: SignedIn, state: State) -> Response:
+    """What the rules would change in the uncategorised expenses: nothing changes yet."""
+    preview = await state.api.apply_rules(token=account.token, dry_run=True)
+    return await _rules_page(request, account, state, preview=preview)
+
+
+@router.post("/rules/apply/confirm")
+async def apply_rules(request: Request, account: SignedIn, state: State) -> Response:
+    applied = await state.api.apply_rules(token=account.token, dry_run=False)
+    return await _rules_page(request, account, state, applied=applied)
+
+
+async def _rule_edit_page(
+    request: Request,
+    account: Account,
+    state: WebState,
+    rule_id: str,
+    *,
+    status: int = 200,
+    form: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    rule, context = await asyncio.gather(
+        state.api.get_rule(token=account.token, rule_id=rule_id),
+        _expense_form_context(state, account),
+    )
+    return _page(
+        request,
+        "rule_edit.html",
+        account,
+        status=status,
+        rule=rule,
+        form=form or service.rule_form(rule),
+        fields=RULE_FIELDS,
+        matches=RULE_MATCHES,
+        **extra,
+        **context,
+    )
+
+
+@router.get("/rules/{rule_id}/edit")
+async def edit_rule(request: Request, rule_id: str, account: SignedIn, state: State) -> Response:
+    return await _rule_edit_page(request, account, state, rule_id)
+
+
+@router.post("/rules/{rule_id}")
+async def update_rule(request: Request, rule_id: str, account: SignedIn, state: State) -> Response:
+    form = _text(await request.form())
+    return await _submitted(
+        request,
+        state.api.update_rule(token=account.token, rule_id=rule_id, body=service.rule_body(form)),
+        invalid=partial(_rule_edit_page, request, account, state, rule_id, form=form),
+        then="/rules",
+    )
+
+
+@router.post("/rules/{rule_id}/move")
+async def move_rule(request: Request, rule_id: str, account: SignedIn, state: State) -> Response:
+    direction = "up" if (await request.form()).get("direction") == "up" else "down"
+    await service.move_rule(
+        api=state.api, token=account.token, rule_id=rule_id, direction=direction
+    )
+    return _redirect(request, "/rules")
+
+
+@router.post("/rules/{rule_id}/delete")
+async def delete_rule(request: Request, rule_id: str, account: SignedIn, state: State) -> Response:
+    await state.api.delete_rule(token=account.token, rule_id=rule_id)
+    return _redirect(request, "/rules")
+
+
 # Reports
 
 
@@ -788,14 +1009,19 @@ def _report_range(request: Request) -> tuple[date, date, dict[str, str]]:
 @router.get("/reports")
 async def reports(request: Request, account: SignedIn, state: State) -> Response:
     start, end, errors = _report_range(request)
+    home, notice = _in_home(request), None
+    report = partial(service.reports, api=state.api, token=account.token)
     try:
-        data = await service.reports(api=state.api, token=account.token, start=start, end=end)
+        data = await report(start=start, end=end, home=home)
     except ApiError as exc:
         if exc.status != 422:
             raise
-        errors = {**errors, **exc.field_errors} or {"from": exc.detail}
-        start, end = date(date.today().year, 1, 1), service.month_bounds(date.today())[1]
-        data = await service.reports(api=state.api, token=account.token, start=start, end=end)
+        if home and "in" in exc.field_errors:
+            home, notice = False, _NO_HOME_CURRENCY
+        else:
+            errors = {**errors, **exc.field_errors} or {"from": exc.detail}
+            start, end = date(date.today().year, 1, 1), service.month_bounds(date.today())[1]
+        data = await report(start=start, end=end, home=home)
     return _page(
         request,
         "reports.html",
@@ -804,6 +1030,8 @@ async def reports(request: Request, account: SignedIn, state: State) -> Response
         start=start,
         end=end,
         errors=errors,
+        home=home,
+        notice=notice,
         **data,
     )
 
@@ -811,90 +1039,97 @@ async def reports(request: Request, account: SignedIn, state: State) -> Response
 # Import and export
 
 
+def _import_page(
+    request: Request, account: Account, *, status: int = 200, **context: Any
+) -> Response:
+    context.setdefault("preview", None)
+    context.setdefault("problem", None)
+    context.setdefault("packed", None)
+    return _page(
+        request, "import.html", account, status=status, **service.import_choices(), **context
+    )
+
+
 @router.get("/import")
 async def import_page(request: Request, account: SignedIn) -> Response:
-    return _page(request, "import.html", account, preview=None, problem=None, packed=None)
+    return _import_page(request, account)
 
 
-async def _upload(request: Request) -> bytes | None:
-    form = await request.form()
-    upload = form.get("file")
+async def _upload(request: Request) -> tuple[bytes | None, dict[str, str]]:
+    """The file (uploaded, or carried by the confirm form) and the form's other fields."""
+    raw = await request.form()
+    form = _text(raw)
+    upload = raw.get("file")
     if isinstance(upload, UploadFile):
-        return await upload.read()
-    packed = form.get("packed")
-    if isinstance(packed, str):
+        return await upload.read(), form
+    if "packed" in form:
         limit = app_state(request.app).settings.max_import_body_bytes
-        return service.unpack_upload(packed, limit=limit)
-    return None
+        return service.unpack_upload(form["packed"], limit=limit), form
+    return None, form
+
+
+def _import_refused(
+    request: Request, account: Account, exc: ApiError, form: dict[str, str]
+) -> Response:
+    """The API's refusal: every bad row with its position and field, or the option to fix."""
+    return _import_page(
+        request,
+        account,
+        status=422,
+        form=form,
+        problem=exc.problem,
+        errors=service.option_errors(exc.problem),
+    )
 
 
 @router.post("/import")
 async def import_preview(request: Request, account: SignedIn, state: State) -> Response:
-    content = await _upload(request)
+    content, form = await _upload(request)
+    form.pop("packed", None)
     if not content:
-        return _page(
+        return _import_page(
             request,
-            "import.html",
             account,
             status=422,
-            preview=None,
-            packed=None,
-            problem={"detail": "Choose a CSV file to import.", "errors": []},
+            form=form,
+            problem={"detail": "Choose a file to import.", "errors": []},
         )
+    format, options = service.import_options(form)
     try:
-        preview = await service.preview_import(api=state.api, token=account.token, content=content)
+        preview = await service.preview_import(
+            api=state.api, token=account.token, content=content, format=format, options=options
+        )
     except ApiError as exc:
         if exc.status not in (413, 415, 422):
             raise
-        return _page(
-            request,
-            "import.html",
-            account,
-            status=422,
-            preview=None,
-            packed=None,
-            problem=exc.problem,
-        )
-    return _page(
-        request,
-        "import.html",
-        account,
-        preview=preview,
-        problem=None,
-        packed=service.pack_upload(content),
+        return _import_refused(request, account, exc, form)
+    return _import_page(
+        request, account, form=form, preview=preview, packed=service.pack_upload(content)
     )
 
 
 @router.post("/import/confirm")
 async def import_confirm(request: Request, account: SignedIn, state: State) -> Response:
-    content = await _upload(request)
+    content, form = await _upload(request)
+    form.pop("packed", None)
     if not content:
-        return _page(
+        return _import_page(
             request,
-            "import.html",
             account,
             status=422,
-            preview=None,
-            packed=None,
+            form=form,
             problem={"detail": "The file was lost on the way; upload it again.", "errors": []},
         )
+    format, options = service.import_options(form)
     try:
-        result = await state.api.import_csv(token=account.token, content=content, dry_run=False)
+        result = await state.api.import_file(
+            token=account.token, content=content, dry_run=False, format=format, options=options
+        )
     except ApiError as exc:
         if exc.status not in (413, 415, 422):
             raise
-        return _page(
-            request,
-            "import.html",
-            account,
-            status=422,
-            preview=None,
-            packed=None,
-            problem=exc.problem,
-        )
-    return _page(
-        request, "import.html", account, preview=None, problem=None, packed=None, imported=result
-    )
+        return _import_refused(request, account, exc, form)
+    return _import_page(request, account, imported=result)
 
 
 @router.get("/export")
@@ -920,13 +1155,41 @@ async def export(
 # Account
 
 
-@router.get("/account")
-async def account_page(request: Request, account: SignedIn) -> Response:
+async def _account_page(
+    request: Request, account: Account, state: WebState, *, status: int = 200, **extra: Any
+) -> Response:
+    try:
+        home: str | None = (await state.api.home_currency(token=account.token))["currency"]
+    except ServiceUnavailable:
+        # The password, the sessions and deleting the account are auth's: they still work.
+        home, extra["home_unavailable"] = None, True
+    extra.setdefault("home_form", {"currency": home or ""})
     return _page(
         request,
         "account.html",
         account,
+        status=status,
+        home_currency=home,
         changed=request.query_params.get("changed"),
+        **extra,
+    )
+
+
+@router.get("/account")
+async def account_page(request: Request, account: SignedIn, state: State) -> Response:
+    return await _account_page(request, account, state)
+
+
+@router.post("/account/home-currency")
+async def set_home_currency(request: Request, account: SignedIn, state: State) -> Response:
+    form = _text(await request.form())
+    return await _submitted(
+        request,
+        state.api.set_home_currency(
+            token=account.token, currency=form.get("currency", "").strip().upper()
+        ),
+        invalid=partial(_account_page, request, account, state, home_form=form),
+        then="/account?home=1",
     )
 
 
@@ -943,13 +1206,8 @@ async def change_password(request: Request, account: SignedIn, state: State) -> 
         if exc.status not in (401, 403, 422, 429):
             raise
         errors = exc.field_errors or {"current_password": exc.detail}
-        return _page(
-            request,
-            "account.html",
-            account,
-            status=422,
-            errors=errors,
-            error=exc.detail,
+        return await _account_page(
+            request, account, state, status=422, errors=errors, error=exc.detail
         )
     return _redirect(request, "/account?changed=1")
 
@@ -966,24 +1224,16 @@ async def logout_everywhere(request: Request, account: SignedIn, state: State) -
 async def delete_account(request: Request, account: SignedIn, state: State) -> Response:
     form = _text(await request.form())
     if form.get("confirm") != "yes":
-        return _page(
-            request,
-            "account.html",
-            account,
-            status=422,
-            errors={"confirm": "Tick the box to confirm."},
+        return await _account_page(
+            request, account, state, status=422, errors={"confirm": "Tick the box to confirm."}
         )
     try:
         await state.api.delete_account(token=account.token, password=form.get("password", ""))
     except ApiError as exc:
         if exc.status not in (401, 403, 422, 429):
             raise
-        return _page(
-            request,
-            "account.html",
-            account,
-            status=422,
-            errors={"password": "The password is wrong."},
+        return await _account_page(
+            request, account, state, status=422, errors={"password": "The password is wrong."}
         )
     response = _redirect(request, "/login?deleted=1")
     clear_session_cookie(response, request)

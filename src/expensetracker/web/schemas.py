@@ -3,7 +3,7 @@ validated again: the services already did), and the forms people send."""
 
 from __future__ import annotations
 
-from typing import Generic, TypedDict, TypeVar
+from typing import Generic, NotRequired, TypedDict, TypeVar
 
 T = TypeVar("T")
 
@@ -49,6 +49,8 @@ class Expense(TypedDict):
     merchant: str | None
     category_id: str | None
     tags: list[str]
+    charged_amount: str | None
+    charged_currency: str | None
     created_at: str
     updated_at: str
 
@@ -69,11 +71,53 @@ class Recurring(TypedDict):
 
 
 class ImportPreview(TypedDict):
+    format: str
     rows: int
     created: int
     unchanged: int
+    skipped: int
     dry_run: bool
     unchanged_lines: list[int]
+
+
+class HomeCurrency(TypedDict):
+    currency: str | None
+
+
+class Rate(TypedDict):
+    day: str
+    base: str
+    quote: str
+    rate: str
+    source: str
+
+
+class Rule(TypedDict):
+    id: str
+    position: int
+    field: str
+    match: str
+    pattern: str
+    currency: str | None
+    min_amount: str | None
+    max_amount: str | None
+    category_id: str | None
+    tags: list[str]
+    created_at: str
+
+
+class RuleChange(TypedDict):
+    expense_id: str
+    rule_id: str
+    description: str
+    category_id: str | None
+    tags: list[str]
+
+
+class RulesApplied(TypedDict):
+    matched: int
+    dry_run: bool
+    changes: list[RuleChange]
 
 
 class Budget(TypedDict):
@@ -85,6 +129,7 @@ class Budget(TypedDict):
     rollover: bool
     thresholds: list[int]
     starts: str
+    converted: bool
 
 
 class BudgetStatus(TypedDict):
@@ -100,6 +145,9 @@ class BudgetStatus(TypedDict):
     percent_used: float | None
     thresholds: list[int]
     state: str
+    # A converted budget's (spending in every currency counted in its own): how, and what not.
+    conversion: NotRequired[Conversion | None]
+    unconverted: NotRequired[list[CurrencyTotal] | None]
 
 
 class BudgetReport(TypedDict):
@@ -123,6 +171,36 @@ class Summary(TypedDict):
     groups: list[SummaryGroup]
 
 
+class Conversion(TypedDict):
+    """How a converted total was made: never a guessed rate."""
+
+    in_currency: int
+    charged: int
+    rated: int
+    oldest_rate_day: str | None
+    missing: int
+
+
+class ConvertedTotal(TypedDict):
+    currency: str
+    amount: str
+    count: int
+    conversion: Conversion
+    unconverted: list[CurrencyTotal]
+
+
+class ConvertedGroup(TypedDict):
+    key: str | None
+    name: str | None
+    total: ConvertedTotal
+
+
+class ConvertedSummary(TypedDict):
+    currency: str
+    total: ConvertedTotal
+    groups: list[ConvertedGroup]
+
+
 class TrendLine(TypedDict):
     category_id: str | None
     name: str | None
@@ -137,6 +215,17 @@ class Trends(TypedDict):
     categories: list[TrendLine]
 
 
+class ConvertedTrendLine(TrendLine):
+    conversion: Conversion
+    unconverted: list[CurrencyTotal]
+
+
+class ConvertedTrends(TypedDict):
+    months: list[str]
+    currency: str
+    categories: list[ConvertedTrendLine]
+
+
 class Merchant(TypedDict):
     merchant: str
     currency: str
@@ -144,5 +233,26 @@ class Merchant(TypedDict):
     count: int
 
 
+class ConvertedMerchant(ConvertedTotal):
+    merchant: str
+
+
 # The filters of the expense list, as the API names them; kept in the page's URL.
 EXPENSE_FILTERS = ("from", "to", "category_id", "tag", "q", "min_amount", "max_amount", "currency")
+
+# What an import file may be (the API's ImportFormat), and QIF's date orders.
+IMPORT_FORMATS = {
+    "csv": "CSV (the export's columns)",
+    "ofx": "OFX / QFX",
+    "qif": "QIF",
+    "mt940": "MT940",
+    "camt053": "CAMT.053",
+}
+QIF_DATE_ORDERS = {"dmy": "Day first (31/12/2026)", "mdy": "Month first (12/31/2026)"}
+# Rules: what a pattern is matched against, and how (the API's RuleField and RuleMatch).
+RULE_FIELDS = {
+    "any": "Description or merchant",
+    "description": "Description",
+    "merchant": "Merchant",
+}
+RULE_MATCHES = {"contains": "Contains (any case)", "regex": "Regular expression (RE2)"}

@@ -19,17 +19,22 @@ from typing import Any
 from expensetracker.web.client import ApiClient, ApiError, Unauthorized
 from expensetracker.web.schemas import (
     EXPENSE_FILTERS,
+    IMPORT_FORMATS,
+    QIF_DATE_ORDERS,
     Category,
+    ConvertedGroup,
     CurrencyTotal,
     Expense,
     ImportPreview,
     Page,
+    Rule,
     SummaryGroup,
     User,
 )
 from expensetracker.web.session import SessionCodec, Tokens, tokens_from
 
 PAGE_SIZE = 50
+RATES_PAGE_SIZE = 100
 LATEST_EXPENSES = 10
 TREND_MONTHS = 12
 TOP_MERCHANTS = 10
@@ -173,40 +178,62 @@ def category_tree(categories: list[Category]) -> list[tuple[Category, list[Categ
     ]
 
 
-async def dashboard(*, api: ApiClient, token: str, today: date) -> dict[str, Any]:
+async def dashboard(*, api: ApiClient, token: str, today: date, home: bool) -> dict[str, Any]:
+    """The dashboard's data, its API calls at once; with ``home``, the month and the trend in
+    the home currency (the API's 422 when there is none yet goes to the caller)."""
     first, last = month_bounds(today)
     trend_start = months_back(today, TREND_MONTHS)
-    by_category, budgets, latest, by_month, categories = await asyncio.gather(
-        api.summary(
-            token=token, start=first.isoformat(), end=last.isoformat(), group_by="category"
-        ),
+    summary = api.converted_summary if home else api.summary
+    by_category, by_month, budgets, latest, categories = await asyncio.gather(
+        summary(token=token, start=first.isoformat(), end=last.isoformat(), group_by="category"),
+        summary(token=token, start=trend_start.isoformat(), end=last.isoformat(), group_by="month"),
         api.budget_report(token=token, month=today.strftime("%Y-%m")),
         api.list_expenses(token=token, filters={}, cursor=None, limit=LATEST_EXPENSES),
-        api.summary(
-            token=token, start=trend_start.isoformat(), end=last.isoformat(), group_by="month"
-        ),
         api.list_categories(token=token),
+    )
+    shown: dict[str, Any] = (
+        {
+            "home_currency": by_category["currency"],
+            "month_total": by_category["total"],
+            "trend": converted_months(by_month["groups"], start=trend_start, months=TREND_MONTHS),
+        }
+        if home
+        else {
+            "home_currency": None,
+            "category_currencies": currencies_of(by_category["groups"]),
+            "category_totals": totals_by_currency(by_category["groups"]),
+            "trend": month_series(by_month["groups"], start=trend_start, months=TREND_MONTHS),
+        }
     )
     return {
         "month": today.strftime("%Y-%m"),
         "by_category": by_category["groups"],
-        "category_currencies": currencies_of(by_category["groups"]),
-        "category_totals": totals_by_currency(by_category["groups"]),
         "budgets": budgets["budgets"],
         "latest": latest["items"],
-        "trend": month_series(by_month["groups"], start=trend_start, months=TREND_MONTHS),
         "category_names": category_names(categories),
+        **shown,
     }
+
+
+def _month_keys(start: date, months: int) -> list[str]:
+    first = start.year * 12 + start.month - 1
+    return [f"{index // 12:04d}-{index % 12 + 1:02d}" for index in range(first, first + months)]
+
+
+def converted_months(
+    groups: list[ConvertedGroup], *, start: date, months: int
+) -> list[dict[str, Any]]:
+    """Every month of the range, empty ones too (with no total), in the home currency."""
+    by_month = {group["key"]: group for group in groups}
+    return [
+        {"key": key, "name": None, "total": by_month[key]["total"] if key in by_month else None}
+        for key in _month_keys(start, months)
+    ]
 
 
 def month_series(groups: list[SummaryGroup], *, start: date, months: int) -> dict[str, Any]:
     """Every month of the range (empty ones too) against each currency's total."""
-    keys = [
-        f"{index // 12:04d}-{index % 12 + 1:02d}"
-        for index in range(
-            start.year * 12 + start.month - 1, start.year * 12 + start.month - 1 + months
-        )
-    ]
+    keys = _month_keys(start, months)
     totals = totals_by_currency(groups)
     return {"months": keys, "currencies": sorted(totals), "totals": totals}
 
@@ -222,10 +249,10 @@ async def expense_page(
     return await api.list_expenses(token=token, filters=filters, cursor=cursor, limit=PAGE_SIZE)
 
 
-def _typed_amount(form: Mapping[str, str]) -> str:
-    """The amount as typed, a decimal comma read as a point ("12,50"); the API checks the rest
+def _typed_amount(form: Mapping[str, str], name: str = "amount") -> str:
+    """An amount as typed, a decimal comma read as a point ("12,50"); the API checks the rest
     (the currency's decimals, digits only)."""
-    amount = form.get("amount", "").strip()
+    amount = form.get(name, "").strip()
     return amount.replace(",", ".") if amount.count(",") == 1 and "." not in amount else amount
 
 
@@ -246,10 +273,31 @@ def expense_body(form: Mapping[str, str], *, partial: bool = False) -> dict[str,
             body[name] = value
         elif partial:
             body[name] = None
-    tags = [tag.strip() for tag in form.get("tags", "").split(",") if tag.strip()]
-    if tags or partial:
-        body["tags"] = tags
+    body["tags"] = _tags(form)
+    if not body["tags"] and not partial:
+        del body["tags"]
+    if "charged_amount" in form:
+        # What the bank took in the home currency: both fields, or (cleared) neither.
+        charged = _typed_amount(form, "charged_amount")
+        if charged:
+            body["charged_amount"] = charged
+            body["charged_currency"] = form.get("charged_currency", "").strip().upper()
+        elif partial:
+            body["charged_amount"] = body["charged_currency"] = None
     return body
+
+
+def expense_errors(field_errors: dict[str, str], form: Mapping[str, str]) -> dict[str, str]:
+    """The API's problems by field. The body's own checks concern the charged amount (whether
+    it goes with its currency, its decimals) when one was given: shown next to it."""
+    errors = dict(field_errors)
+    if "body" in errors and form.get("charged_amount", "").strip():
+        errors["charged_amount"] = errors.pop("body")
+    return errors
+
+
+def _tags(form: Mapping[str, str]) -> list[str]:
+    return [tag.strip() for tag in form.get("tags", "").split(",") if tag.strip()]
 
 
 def budget_body(form: Mapping[str, str], *, thresholds: list[str]) -> dict[str, Any]:
@@ -263,10 +311,16 @@ def budget_body(form: Mapping[str, str], *, thresholds: list[str]) -> dict[str, 
     }
     if form.get("starts", "").strip():
         body["starts"] = form["starts"].strip()
+    if form.get("converted") == "on":
+        body["converted"] = True
     return body
 
 
-async def reports(*, api: ApiClient, token: str, start: date, end: date) -> dict[str, Any]:
+async def reports(
+    *, api: ApiClient, token: str, start: date, end: date, home: bool
+) -> dict[str, Any]:
+    if home:
+        return await converted_reports(api=api, token=token, start=start, end=end)
     by_category, by_month, by_tag, trends, merchants, categories = await asyncio.gather(
         api.summary(token=token, start=start.isoformat(), end=end.isoformat(), group_by="category"),
         api.summary(token=token, start=start.isoformat(), end=end.isoformat(), group_by="month"),
@@ -279,6 +333,7 @@ async def reports(*, api: ApiClient, token: str, start: date, end: date) -> dict
     )
     months = (end.year * 12 + end.month) - (start.year * 12 + start.month) + 1
     return {
+        "home_currency": None,
         "by_category": by_category["groups"],
         "by_tag": by_tag["groups"],
         "by_month": month_series(by_month["groups"], start=start.replace(day=1), months=months),
@@ -296,6 +351,135 @@ async def reports(*, api: ApiClient, token: str, start: date, end: date) -> dict
     }
 
 
+async def converted_reports(
+    *, api: ApiClient, token: str, start: date, end: date
+) -> dict[str, Any]:
+    """The reports in the home currency, each total with how it was made."""
+    first, last = start.isoformat(), end.isoformat()
+    by_category, by_month, by_tag, trends, merchants = await asyncio.gather(
+        api.converted_summary(token=token, start=first, end=last, group_by="category"),
+        api.converted_summary(token=token, start=first, end=last, group_by="month"),
+        api.converted_summary(token=token, start=first, end=last, group_by="tag"),
+        api.converted_trends(token=token, month=end.strftime("%Y-%m"), months=6),
+        api.converted_merchants(token=token, start=first, end=last, limit=TOP_MERCHANTS),
+    )
+    months = (end.year * 12 + end.month) - (start.year * 12 + start.month) + 1
+    return {
+        "home_currency": by_category["currency"],
+        "total": by_category["total"],
+        "by_category": by_category["groups"],
+        "by_tag": by_tag["groups"],
+        "by_month": converted_months(by_month["groups"], start=start.replace(day=1), months=months),
+        "trends": trends,
+        "merchants": merchants,
+    }
+
+
+def import_options(form: Mapping[str, str]) -> tuple[str | None, dict[str, str]]:
+    """The format chosen (None: let the API detect it) and QIF's options, as the API names them.
+    An unknown choice is passed on: the API's 422 says what is allowed."""
+    chosen = form.get("format", "").strip()
+    options = {
+        name: form[name].strip().upper() if name == "currency" else form[name].strip()
+        for name in ("currency", "date_order")
+        if form.get(name, "").strip()
+    }
+    return (chosen or None), options
+
+
+async def preview_import(
+    *, api: ApiClient, token: str, content: bytes, format: str | None, options: dict[str, str]
+) -> ImportPreview:
+    return await api.import_file(
+        token=token, content=content, dry_run=True, format=format, options=options
+    )
+
+
+def option_errors(problem: Mapping[str, Any]) -> dict[str, str]:
+    """An import refusal's problems with the form's options (format, currency, date order),
+    not with the file's rows, by option name."""
+    errors: dict[str, str] = {}
+    for error in problem.get("errors") or []:
+        where = str(error.get("field", ""))
+        if where.startswith("query."):
+            errors.setdefault(where.removeprefix("query."), str(error.get("message", "invalid")))
+    detail = str(problem.get("detail") or "")
+    if not errors and "date_order" in detail:
+        errors["date_order"] = detail
+    if not errors and "currency option" in detail:
+        errors["currency"] = detail
+    return errors
+
+
+def import_choices() -> dict[str, Any]:
+    return {"formats": IMPORT_FORMATS, "date_orders": QIF_DATE_ORDERS}
+
+
+def rate_filters(query: Mapping[str, str]) -> dict[str, str]:
+    return {
+        name: query[name].strip().upper()
+        for name in ("base", "quote")
+        if query.get(name, "").strip()
+    }
+
+
+def own_rate(form: Mapping[str, str]) -> dict[str, str]:
+    """A rate form's day, pair and rate as the API's path and body take them."""
+    return {
+        "day": form.get("day", "").strip(),
+        "base": form.get("base", "").strip().upper(),
+        "quote": form.get("quote", "").strip().upper(),
+        "rate": _typed_amount(form, "rate"),
+    }
+
+
+def rule_body(form: Mapping[str, str]) -> dict[str, Any]:
+    """The API body of a rule form. An empty optional field is sent as null: a new rule leaves it
+    unset, an edited one has it cleared."""
+    currency = form.get("currency", "").strip().upper()
+    return {
+        "field": form.get("field", "any"),
+        "match": form.get("match", "contains"),
+        "pattern": form.get("pattern", ""),
+        "tags": _tags(form),
+        "currency": currency or None,
+        "min_amount": _typed_amount(form, "min_amount") or None,
+        "max_amount": _typed_amount(form, "max_amount") or None,
+        "category_id": form.get("category_id") or None,
+    }
+
+
+def rule_form(rule: Rule) -> dict[str, str]:
+    """A rule as its edit form shows it."""
+    return {
+        "field": rule["field"],
+        "match": rule["match"],
+        "pattern": rule["pattern"],
+        "currency": rule["currency"] or "",
+        "min_amount": rule["min_amount"] or "",
+        "max_amount": rule["max_amount"] or "",
+        "category_id": rule["category_id"] or "",
+        "tags": ", ".join(rule["tags"]),
+    }
+
+
+async def move_rule(*, api: ApiClient, token: str, rule_id: str, direction: str) -> None:
+    """Swaps a rule with its neighbour above or below. Positions are unique, so one of the two
+    passes through a free position (after the last); each step leaves a valid order."""
+    rules = await api.list_rules(token=token)
+    index = next((i for i, rule in enumerate(rules) if rule["id"] == rule_id), None)
+    if index is None:
+        raise ApiError(404, {"detail": "No such rule."})
+    other = index - 1 if direction == "up" else index + 1
+    if not 0 <= other < len(rules):
+        return
+    mine, theirs = rules[index], rules[other]
+    free = max(rule["position"] for rule in rules) + 1
+    await api.update_rule(token=token, rule_id=mine["id"], body={"position": free})
+    await api.update_rule(token=token, rule_id=theirs["id"], body={"position": mine["position"]})
+    await api.update_rule(token=token, rule_id=mine["id"], body={"position": theirs["position"]})
+
+
 def pack_upload(content: bytes) -> str:
     """The uploaded file, carried by the preview page's confirm form: the web app keeps nothing."""
     return base64.b64encode(gzip.compress(content, compresslevel=6, mtime=0)).decode()
@@ -309,10 +493,6 @@ def unpack_upload(packed: str, *, limit: int) -> bytes | None:
     except (ValueError, OSError, EOFError):
         return None
     return content if len(content) <= limit else None
-
-
-async def preview_import(*, api: ApiClient, token: str, content: bytes) -> ImportPreview:
-    return await api.import_csv(token=token, content=content, dry_run=True)
 
 
 def new_form_key() -> str:

@@ -20,6 +20,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from expensetracker.web.schemas import Conversion
+
 DEFAULT_LOCALE = Locale.parse("en_US")
 # Security headers of every page (the platform adds nosniff, frame and referrer headers).
 CONTENT_SECURITY_POLICY = (
@@ -120,6 +122,23 @@ def month_name(value: str, locale: Locale) -> str:
     return format_date(date.fromisoformat(value + "-01"), format="MMM yyyy", locale=locale)
 
 
+def made_of(conversion: Conversion, currency: str) -> str:
+    """How a converted total was made, in words: never a guessed rate."""
+    parts = []
+    if conversion["in_currency"]:
+        parts.append(f"{conversion['in_currency']} already in {currency}")
+    if conversion["charged"]:
+        parts.append(f"{conversion['charged']} at the amount charged")
+    if conversion["rated"]:
+        oldest = conversion["oldest_rate_day"]
+        parts.append(
+            f"{conversion['rated']} at an exchange rate" + (f" (oldest {oldest})" if oldest else "")
+        )
+    if conversion["missing"]:
+        parts.append(f"{conversion['missing']} without a rate, not included")
+    return "; ".join(parts) or "no expenses"
+
+
 templates = Environment(
     loader=PackageLoader("expensetracker.web", "templates"),
     autoescape=select_autoescape(default=True),
@@ -129,6 +148,7 @@ templates = Environment(
     auto_reload=False,
 )
 templates.globals["static_url"] = static_url
+templates.globals["made_of"] = made_of
 
 
 def _wants_gzip(request: Request) -> bool:
