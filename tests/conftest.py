@@ -18,7 +18,7 @@ from sqlalchemy import make_url
 from expensetracker.platform.application import create_app
 from expensetracker.platform.config import Settings
 from expensetracker.platform.migrations import upgrade
-from expensetracker.platform.service import ServiceSpec
+from expensetracker.platform.spec import ServiceSpec
 from expensetracker.targets import SERVICES
 
 EXTERNAL_DATABASE_URL = os.environ.get("EXPENSETRACKER_TEST_DATABASE_URL")

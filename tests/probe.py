@@ -46,7 +46,7 @@ async def boom() -> None:
 
 def probe_service():  # type: ignore[no-untyped-def]
     """The auth service's schema and migrations, with the probe's routes."""
-    from expensetracker.auth.app import service as auth
+    from expensetracker.auth.app import SPEC as auth
 
     return dataclasses.replace(auth, name="probe", router=router, path_prefixes=("/api/v1/probe",))
 
@@ -56,6 +56,7 @@ if __name__ == "__main__":
     from expensetracker.platform.application import create_app
     from expensetracker.platform.config import Settings
     from expensetracker.platform.logging import configure_logging
+    from expensetracker.platform.state import app_state
 
     settings = Settings()
     configure_logging(level="INFO", fmt="json", service="probe")
@@ -66,6 +67,7 @@ if __name__ == "__main__":
         settings=settings,
         host="127.0.0.1",
         port=port,
+        readiness=app_state(app).readiness,
         on_ready=lambda: print(f"ready http://127.0.0.1:{port}", flush=True),
     )
     sys.exit(0 if ok else 1)

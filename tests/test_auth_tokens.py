@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
+from expensetracker.auth.service import AuthContext
+from expensetracker.platform.state import app_state
 from expensetracker.targets import SERVICES
 from tests.conftest import AppFactory
 from tests.processes import clean_env, cli, free_port, spawn
@@ -40,7 +42,7 @@ def app_of(client: httpx.AsyncClient) -> FastAPI:
 
 
 async def forgeries(app: FastAPI, account: Account) -> dict[str, str]:
-    key = await app.state.auth_keys.signing_key()
+    key = await app_state(app).get(AuthContext).keys.signing_key()
     claims = jwt.decode(account.access_token, options={"verify_signature": False})
     header, payload, signature = account.access_token.split(".")
     now = int(time.time())
@@ -158,7 +160,7 @@ async def test_key_rotation_keeps_old_tokens_valid_until_they_expire(
 
     # This replica picks up the new key within its cache period; force it now.
     app = app_of(client)
-    await app.state.auth_keys._load()
+    await app_state(app).get(AuthContext).keys._load()
     after = await signed_up(client)
     assert jwt.get_unverified_header(after.access_token)["kid"] == new_kid
     for account in (before, after):  # the verifier refetches the JWKS for the new kid
@@ -183,7 +185,7 @@ async def test_retired_keys_leave_the_jwks_after_their_tokens_expire(
 ) -> None:
     async with serve_app() as client:
         account = await signed_up(client)
-        keys = app_of(client).state.auth_keys
+        keys = app_state(app_of(client)).get(AuthContext).keys
         old_kid = jwt.get_unverified_header(account.access_token)["kid"]
         await keys.rotate()
         assert old_kid in await published_kids(client)

@@ -5,6 +5,7 @@ matched in linear time."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 import uuid
 
@@ -12,7 +13,7 @@ import httpx
 import pytest
 
 from expensetracker.expenses import rules
-from tests.processes import clean_env, cli, spawn
+from tests.processes import REPO, clean_env, cli, spawn
 from tests.test_import_export import HEADER
 from tests.test_statement_imports import SAMPLES, upload
 from tests.users import Account, signed_up
@@ -267,3 +268,49 @@ async def test_the_import_command_runs_the_rules(
         "STREAMING SERVICE MONTHLY": (None, []),
         "BAECKEREI SONNE": (None, []),
     }
+
+
+async def test_the_rules_apply_command_previews_then_changes(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    account = await signed_up(client)
+    ids = await category_ids(client, account)
+    for description in ("Rent April", "Bus"):
+        await client.post(
+            "/api/v1/expenses",
+            json={
+                "amount": "700",
+                "currency": "EUR",
+                "occurred_on": "2026-04-01",
+                "description": description,
+            },
+            headers=account.headers,
+        )
+    rule = (
+        await new_rule(client, account, pattern="RENT", category_id=ids["Housing"], tags=["home"])
+    ).json()
+    env = clean_env(EXPENSETRACKER_DATABASE_URL=database_url)
+
+    async def apply(*options: str) -> subprocess.CompletedProcess[str]:
+        command = cli("expenses", "rules", "apply", *options)
+        return await asyncio.to_thread(
+            subprocess.run, command, env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+        )
+
+    preview = await apply("--email", account.email, "--dry-run")
+    assert preview.returncode == 0, preview.stderr
+    [change, summary] = preview.stdout.splitlines()
+    assert "'Rent April'" in change and ids["Housing"] in change and rule["id"] in change
+    assert "+home" in change
+    assert summary == "1 uncategorised expense(s) would change"
+    assert (await expenses_by_description(client, account))["Rent April"] == (None, [])
+
+    applied = await apply("--email", account.email.upper())
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.splitlines()[-1] == "1 uncategorised expense(s) changed"
+    after = await expenses_by_description(client, account)
+    assert after == {"Rent April": (ids["Housing"], ["home"]), "Bus": (None, [])}
+
+    unknown = await apply("--email", "nobody@example.org")
+    assert unknown.returncode == 2
+    assert "no account with the email address nobody@example.org" in unknown.stderr

@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 from sqlalchemy import make_url
 
+from expensetracker.platform.state import app_state
 from tests.conftest import AppFactory, admin_execute
 from tests.test_auth_tokens import app_of
 from tests.test_expenses import create
@@ -59,11 +60,11 @@ async def test_reports_read_from_the_read_url_and_write_to_the_primary(
                 assert response.status_code == 200, (path, response.text)
 
             # The reads went to the read-only role, and nothing it would refuse was sent there.
-            async with app.state.read_driver_pool.connection() as connection:
+            async with app_state(app).db.read_driver_pool.connection() as connection:
                 assert await connection.fetchval("SELECT current_user") == reader
                 with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
                     await connection.execute("DELETE FROM reports.budgets")
-            async with app.state.driver_pool.connection() as connection:
+            async with app_state(app).db.driver_pool.connection() as connection:
                 assert await connection.fetchval("SELECT current_user") != reader
 
             # The budget report records the alerts it finds: on the primary, and it does.

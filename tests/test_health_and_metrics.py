@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from expensetracker.platform.config import Settings
 from expensetracker.platform.db import async_url
 from expensetracker.platform.migrations import head_revision
+from expensetracker.platform.state import app_state
 from expensetracker.targets import SERVICES
 from tests.conftest import AppFactory, running
 from tests.users import signed_up
@@ -81,7 +82,7 @@ async def test_readyz_is_503_when_the_database_is_unreachable(serve_app: AppFact
 async def test_readyz_turns_false_when_shutdown_begins(client: httpx.AsyncClient) -> None:
     app = client._transport.app  # type: ignore[attr-defined]
     assert (await client.get("/readyz")).status_code == 200
-    app.state.readiness.shutting_down = True
+    app_state(app).readiness.shutting_down = True
     response = await client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["shutdown"] == "in progress"

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from expensetracker.platform.money import format_amount
+from expensetracker.platform.state import app_state
 from tests.conftest import AppFactory
 from tests.test_auth_accounts import counter
 from tests.test_auth_tokens import app_of
@@ -256,7 +257,7 @@ async def test_deleted_users_budgets_go(client: httpx.AsyncClient, database_url:
     await client.request(
         "DELETE", "/api/v1/auth/me", json={"password": PASSWORD}, headers=gone.headers
     )
-    await app_of(client).state.reports_user_events.run_once()
+    await app_state(app_of(client)).user_events["reports"].run_once()
     connection = await asyncpg.connect(database_url)
     try:
         remaining = await connection.fetchval("SELECT count(*) FROM reports.budgets")

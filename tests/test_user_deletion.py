@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from expensetracker.platform.migrations import upgrade
+from expensetracker.platform.state import app_state
 from expensetracker.targets import SERVICES
 from tests.test_auth_tokens import app_of
 from tests.test_expenses import create
@@ -75,12 +76,12 @@ async def test_deleting_an_account_deletes_its_expenses_data_only(
         "DELETE", "/api/v1/auth/me", json={"password": PASSWORD}, headers=gone.headers
     )
     assert response.status_code == 204
-    await app_of(client).state.expenses_user_events.run_once()
+    await app_state(app_of(client)).user_events["expenses"].run_once()
 
     assert await rows_of(database_url, gone_id) == dict.fromkeys(USER_TABLES, 0)
     assert await rows_of(database_url, kept_id) == kept_before
     # The position moved on: running again applies nothing more.
-    assert await app_of(client).state.expenses_user_events.run_once() == 0
+    assert await app_state(app_of(client)).user_events["expenses"].run_once() == 0
 
 
 async def test_a_consumer_that_was_down_catches_up(
@@ -92,7 +93,7 @@ async def test_a_consumer_that_was_down_catches_up(
         await client.request(
             "DELETE", "/api/v1/auth/me", json={"password": PASSWORD}, headers=account.headers
         )
-    await app_of(client).state.expenses_user_events.run_once()
+    await app_state(app_of(client)).user_events["expenses"].run_once()
     for user_id in ids:
         assert sum((await rows_of(database_url, user_id)).values()) == 0
 
@@ -151,8 +152,8 @@ async def test_a_deleted_account_creates_nothing_with_its_still_valid_token(
         "DELETE", "/api/v1/auth/me", json={"password": PASSWORD}, headers=account.headers
     )
     assert response.status_code == 204
-    await app_of(client).state.expenses_user_events.run_once()
-    await app_of(client).state.reports_user_events.run_once()
+    await app_state(app_of(client)).user_events["expenses"].run_once()
+    await app_state(app_of(client)).user_events["reports"].run_once()
 
     # The access token is still within its lifetime: every way to create an owner row, or
     # anything of the user, answers 401.
@@ -193,5 +194,5 @@ async def test_a_deleted_account_creates_nothing_with_its_still_valid_token(
         await connection.close()
     assert budgets == 0
     # Applying the events again (another replica, a restart) changes nothing.
-    await app_of(client).state.expenses_user_events.catch_up()
+    await app_state(app_of(client)).user_events["expenses"].catch_up()
     assert await rows_of(database_url, user_id) == dict.fromkeys(USER_TABLES, 0)

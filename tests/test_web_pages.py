@@ -441,7 +441,9 @@ async def test_up_demo_offers_the_demo_account_on_the_sign_in_page_in_developmen
         database_url="postgresql://u:a-real-password-1@db/expensetracker",
         demo_credentials=demo,
     )
-    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(settings=production)))
+    # Only the settings of the app's typed state (platform/state.py) are read.
+    state = SimpleNamespace(platform=SimpleNamespace(settings=production))
+    request = SimpleNamespace(app=SimpleNamespace(state=state))
     assert routes._demo(request) is None  # type: ignore[arg-type]
 
 

@@ -7,7 +7,6 @@ creation) with stable external ids and idempotency keys, so loading it again cha
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
 
@@ -15,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from expensetracker.auth import service as auth
+from expensetracker.auth.accounts import user_id_by_email
 from expensetracker.auth.passwords import PasswordHasher
 from expensetracker.expenses import transfer
 from expensetracker.platform.config import Settings
@@ -125,10 +125,8 @@ async def load(
             hasher=PasswordHasher(settings),
         )
     async with sessionmaker() as session:
-        user_id: uuid.UUID = await session.scalar(
-            text("SELECT user_id FROM auth.accounts_v1 WHERE email = :email"), {"email": EMAIL}
-        )
-        await session.rollback()
+        user_id = await user_id_by_email(session, EMAIL)
+        assert user_id is not None  # registered just above
         await transfer.import_file(
             session, user_id=user_id, chunks=_one_chunk(year_of_spending(today))
         )

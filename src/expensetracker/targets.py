@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from expensetracker.auth.app import service as auth
-from expensetracker.expenses.app import service as expenses
-from expensetracker.platform.service import ServiceSpec
-from expensetracker.reports.app import service as reports
-from expensetracker.web.app import WEB
+from expensetracker.auth.app import SPEC as auth
+from expensetracker.expenses.app import SPEC as expenses
+from expensetracker.platform.spec import ServiceSpec
+from expensetracker.reports.app import SPEC as reports
+from expensetracker.web.app import SPEC as web
 
 # The services that keep data, each in its own schema.
 SERVICES: dict[str, ServiceSpec] = {spec.name: spec for spec in (auth, expenses, reports)}
 # Everything a process can run; the web app last, as it owns every path the others do not.
-COMPONENTS: dict[str, ServiceSpec] = {**SERVICES, WEB.name: WEB}
+COMPONENTS: dict[str, ServiceSpec] = {**SERVICES, web.name: web}
 TARGET_NAMES = (*COMPONENTS, "all")
 
 

@@ -12,23 +12,25 @@ from fastapi import FastAPI
 from expensetracker.auth import models, routes
 from expensetracker.auth.keys import KeyEncryption, KeyStore
 from expensetracker.auth.passwords import PasswordHasher
+from expensetracker.auth.service import AuthContext
 from expensetracker.platform.application import create_app as create_platform_app
 from expensetracker.platform.config import Settings, get_settings
-from expensetracker.platform.service import ServiceSpec
+from expensetracker.platform.spec import ServiceSpec
+from expensetracker.platform.state import app_state
 
 log = structlog.get_logger(__name__)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
+    state = app_state(app)
+    settings = state.settings
     keys = KeyStore(
-        sessionmaker=app.state.sessionmaker,
+        sessionmaker=state.db.sessionmaker,
         encryption=KeyEncryption.from_settings(settings),
         token_ttl_seconds=settings.access_token_ttl_seconds,
     )
-    app.state.auth_keys = keys
-    app.state.password_hasher = PasswordHasher(settings)
+    state.keep(AuthContext(keys=keys, hasher=PasswordHasher(settings), settings=settings))
     await _load_keys(keys)
     yield
 
@@ -42,13 +44,13 @@ async def _load_keys(keys: KeyStore) -> None:
 
 
 async def readiness(app: FastAPI) -> dict[str, str]:
-    keys: KeyStore = app.state.auth_keys
+    keys = app_state(app).get(AuthContext).keys
     if not keys.loaded:
         await _load_keys(keys)
     return {"signing_key": "ok" if keys.loaded else "not loaded"}
 
 
-service = ServiceSpec(
+SPEC = ServiceSpec(
     name="auth",
     router=routes.router,
     metadata=models.metadata,
@@ -65,4 +67,4 @@ service = ServiceSpec(
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_platform_app([service], settings or get_settings())
+    return create_platform_app([SPEC], settings or get_settings())

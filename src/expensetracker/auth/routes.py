@@ -7,8 +7,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response, status
 
 from expensetracker.auth import service
-from expensetracker.auth.keys import KeyStore
-from expensetracker.auth.passwords import PasswordHasher
 from expensetracker.auth.schemas import (
     AccountDeletionRequest,
     LoginRequest,
@@ -19,46 +17,37 @@ from expensetracker.auth.schemas import (
     TokenPair,
     UserOut,
 )
-from expensetracker.platform.config import Settings
+from expensetracker.auth.service import AuthContext
 from expensetracker.platform.db import DbConnection, DbSession
+from expensetracker.platform.state import State
 from expensetracker.platform.tokens import CurrentUser
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
 
-async def _keys(request: Request) -> KeyStore:
-    return request.app.state.auth_keys
-
-
-async def _hasher(request: Request) -> PasswordHasher:
-    return request.app.state.password_hasher
-
-
-async def _settings(request: Request) -> Settings:
-    return request.app.state.settings
+async def _auth(state: State) -> AuthContext:
+    return state.get(AuthContext)
 
 
 async def _client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-Keys = Annotated[KeyStore, Depends(_keys)]
-Hasher = Annotated[PasswordHasher, Depends(_hasher)]
-AppSettings = Annotated[Settings, Depends(_settings)]
+Auth = Annotated[AuthContext, Depends(_auth)]
 ClientAddress = Annotated[str, Depends(_client_address)]
 
 _NO_CONTENT = {"status_code": status.HTTP_204_NO_CONTENT, "response_class": Response}
 
 
 @router.post("/register", status_code=status.HTTP_202_ACCEPTED)
-async def register(body: RegisterRequest, session: DbSession, hasher: Hasher) -> RegisterAccepted:
+async def register(body: RegisterRequest, session: DbSession, auth: Auth) -> RegisterAccepted:
     """Creates an account. The answer is the same whether or not the address was taken."""
     await service.register(
         session,
         email=body.email,
         password=body.password,
         display_name=body.display_name,
-        hasher=hasher,
+        hasher=auth.hasher,
     )
     return RegisterAccepted()
 
@@ -67,9 +56,7 @@ async def register(body: RegisterRequest, session: DbSession, hasher: Hasher) ->
 async def login(
     body: LoginRequest,
     session: DbSession,
-    hasher: Hasher,
-    keys: Keys,
-    settings: AppSettings,
+    auth: Auth,
     client_address: ClientAddress,
 ) -> TokenPair:
     return await service.login(
@@ -77,19 +64,13 @@ async def login(
         email=body.email,
         password=body.password,
         client_address=client_address,
-        hasher=hasher,
-        keys=keys,
-        settings=settings,
+        auth=auth,
     )
 
 
 @router.post("/refresh")
-async def refresh(
-    body: RefreshRequest, session: DbSession, keys: Keys, settings: AppSettings
-) -> TokenPair:
-    return await service.refresh(
-        session, refresh_token=body.refresh_token, keys=keys, settings=settings
-    )
+async def refresh(body: RefreshRequest, session: DbSession, auth: Auth) -> TokenPair:
+    return await service.refresh(session, refresh_token=body.refresh_token, auth=auth)
 
 
 @router.post("/logout", **_NO_CONTENT)
@@ -124,8 +105,7 @@ async def change_password(
     body: PasswordChangeRequest,
     user: CurrentUser,
     session: DbSession,
-    hasher: Hasher,
-    settings: AppSettings,
+    auth: Auth,
     client_address: ClientAddress,
 ) -> None:
     """Changes the password and ends every other session."""
@@ -135,8 +115,7 @@ async def change_password(
         current_password=body.current_password,
         new_password=body.new_password,
         client_address=client_address,
-        hasher=hasher,
-        settings=settings,
+        auth=auth,
     )
 
 
@@ -145,8 +124,7 @@ async def delete_account(
     body: AccountDeletionRequest,
     user: CurrentUser,
     session: DbSession,
-    hasher: Hasher,
-    settings: AppSettings,
+    auth: Auth,
     client_address: ClientAddress,
 ) -> None:
     """Deletes the account at once; the other services then delete its data."""
@@ -155,13 +133,12 @@ async def delete_account(
         principal=user,
         password=body.password,
         client_address=client_address,
-        hasher=hasher,
-        settings=settings,
+        auth=auth,
     )
 
 
 @router.get("/.well-known/jwks.json")
-async def jwks(keys: Keys, response: Response) -> dict[str, Any]:
+async def jwks(auth: Auth, response: Response) -> dict[str, Any]:
     """Public keys that verify access tokens (RFC 7517)."""
     response.headers["Cache-Control"] = "public, max-age=60"
-    return await keys.jwks()
+    return await auth.keys.jwks()

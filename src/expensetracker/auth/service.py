@@ -2,7 +2,7 @@
 
 A session is a family of refresh tokens rotated from one login; its id is the ``sid`` claim of
 the access tokens issued in it. Every security event is an audit log line (never a secret) and,
-where the SPEC asks for it, a metric.
+where docs/auth.md lists one, a metric.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import hashlib
 import secrets
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -28,9 +29,21 @@ from expensetracker.auth.passwords import PasswordHasher, policy_violation
 from expensetracker.auth.schemas import TokenPair
 from expensetracker.platform.config import Settings
 from expensetracker.platform.errors import Problem, ValidationProblem
+from expensetracker.platform.events import USER_DELETED
 from expensetracker.platform.tokens import InvalidToken, Principal
 
 audit = structlog.get_logger("expensetracker.audit")
+
+
+@dataclass(frozen=True)
+class AuthContext:
+    """What issuing and checking credentials needs besides the database: the routes' one
+    dependency."""
+
+    keys: KeyStore
+    hasher: PasswordHasher
+    settings: Settings
+
 
 USERS_REGISTERED = Counter("expensetracker_users_registered_total", "Accounts created.")
 LOGINS = Counter(
@@ -42,8 +55,6 @@ REFRESH_REUSE_DETECTED = Counter(
 )
 for _outcome in ("succeeded", "failed", "throttled"):
     LOGINS.labels(_outcome)  # present at 0 from the start, so rates work at once
-
-USER_DELETED = "user.deleted"
 
 
 class InvalidCredentials(Problem):
@@ -116,8 +127,7 @@ async def _issue_tokens(
     *,
     user_id: uuid.UUID,
     session_id: uuid.UUID,
-    keys: KeyStore,
-    settings: Settings,
+    auth: AuthContext,
 ) -> TokenPair:
     refresh_token = secrets.token_urlsafe(32)
     session.add(
@@ -125,26 +135,27 @@ async def _issue_tokens(
             user_id=user_id,
             family_id=session_id,
             token_hash=_hash_token(refresh_token),
-            expires_at=datetime.now(UTC) + timedelta(seconds=settings.refresh_token_ttl_seconds),
+            expires_at=datetime.now(UTC)
+            + timedelta(seconds=auth.settings.refresh_token_ttl_seconds),
         )
     )
-    key = await keys.signing_key()
+    key = await auth.keys.signing_key()
     now = int(time.time())
     claims = {
-        "iss": settings.token_issuer,
-        "aud": settings.token_audience,
+        "iss": auth.settings.token_issuer,
+        "aud": auth.settings.token_audience,
         "sub": str(user_id),
         "sid": str(session_id),
         "iat": now,
         "nbf": now,
-        "exp": now + settings.access_token_ttl_seconds,
+        "exp": now + auth.settings.access_token_ttl_seconds,
         "jti": uuid.uuid4().hex,
     }
     access_token = jwt.encode(claims, key.private_key, algorithm="EdDSA", headers={"kid": key.kid})
     return TokenPair(
         access_token=access_token,
         refresh_token=refresh_token,
-        expires_in=settings.access_token_ttl_seconds,
+        expires_in=auth.settings.access_token_ttl_seconds,
     )
 
 
@@ -154,8 +165,7 @@ async def _authenticate(
     email: str,
     password: str,
     client_address: str,
-    hasher: PasswordHasher,
-    settings: Settings,
+    auth: AuthContext,
 ) -> User | None:
     """The user when the password is right, else None (the failure is recorded). Throttled
     subjects are refused before any password is checked. Runs inside the caller's transaction."""
@@ -163,10 +173,10 @@ async def _authenticate(
     address = throttle.address_subject(client_address)
     pair = throttle.pair_subject(email, client_address)
     limits = throttle.Limits(
-        per_address=settings.login_max_failures_per_address,
-        per_account_address=settings.login_max_failures_per_account_address,
-        per_account=settings.login_max_failures_per_account,
-        window=timedelta(seconds=settings.login_throttle_window_seconds),
+        per_address=auth.settings.login_max_failures_per_address,
+        per_account_address=auth.settings.login_max_failures_per_account_address,
+        per_account=auth.settings.login_max_failures_per_account,
+        window=timedelta(seconds=auth.settings.login_throttle_window_seconds),
     )
     await throttle.serialise(session, account)
     wait = await throttle.retry_after(
@@ -177,7 +187,7 @@ async def _authenticate(
         audit.warning("login_throttled", account=account, client_address=client_address)
         raise TooManyAttempts(wait)
     user = await session.scalar(select(User).where(User.email == email))
-    if not await hasher.verify(user.password_hash if user else None, password):
+    if not await auth.hasher.verify(user.password_hash if user else None, password):
         await throttle.record_failure(
             session, subjects=[account, address, pair], window=limits.window
         )
@@ -192,8 +202,8 @@ async def _authenticate(
     # This address is in good standing again; the account's count (other addresses' failures)
     # stays until it leaves the window.
     await throttle.forget(session, subject=pair)
-    if hasher.needs_rehash(user.password_hash):
-        user.password_hash = await hasher.hash(password)
+    if auth.hasher.needs_rehash(user.password_hash):
+        user.password_hash = await auth.hasher.hash(password)
         audit.info("password_rehashed", user_id=str(user.id))
     return user
 
@@ -204,9 +214,7 @@ async def login(
     email: str,
     password: str,
     client_address: str,
-    hasher: PasswordHasher,
-    keys: KeyStore,
-    settings: Settings,
+    auth: AuthContext,
 ) -> TokenPair:
     async with session.begin():
         user = await _authenticate(
@@ -214,13 +222,12 @@ async def login(
             email=email,
             password=password,
             client_address=client_address,
-            hasher=hasher,
-            settings=settings,
+            auth=auth,
         )
         tokens = None
         if user is not None:
             tokens = await _issue_tokens(
-                session, user_id=user.id, session_id=uuid.uuid4(), keys=keys, settings=settings
+                session, user_id=user.id, session_id=uuid.uuid4(), auth=auth
             )
     if tokens is None:  # raised only now, so that the failure above is committed
         raise InvalidCredentials
@@ -229,9 +236,7 @@ async def login(
     return tokens
 
 
-async def refresh(
-    session: AsyncSession, *, refresh_token: str, keys: KeyStore, settings: Settings
-) -> TokenPair:
+async def refresh(session: AsyncSession, *, refresh_token: str, auth: AuthContext) -> TokenPair:
     """Rotates the refresh token. A token presented a second time means it was stolen (or the
     client misbehaves): the whole session is revoked."""
     token_hash = _hash_token(refresh_token)
@@ -255,8 +260,7 @@ async def refresh(
                 session,
                 user_id=current.user_id,
                 session_id=current.family_id,
-                keys=keys,
-                settings=settings,
+                auth=auth,
             )
         reused = (
             await session.execute(
@@ -347,8 +351,7 @@ async def _reauthenticate(
     principal: Principal,
     password: str,
     client_address: str,
-    hasher: PasswordHasher,
-    settings: Settings,
+    auth: AuthContext,
 ) -> User | None:
     """The caller's user when ``password`` is theirs, else None; throttled and recorded like a
     login, inside the caller's transaction (which must commit so that a failure counts)."""
@@ -358,8 +361,7 @@ async def _reauthenticate(
         email=user.email,
         password=password,
         client_address=client_address,
-        hasher=hasher,
-        settings=settings,
+        auth=auth,
     )
 
 
@@ -370,8 +372,7 @@ async def change_password(
     current_password: str,
     new_password: str,
     client_address: str,
-    hasher: PasswordHasher,
-    settings: Settings,
+    auth: AuthContext,
 ) -> None:
     """Sets the new password and revokes every other session of the user."""
     async with session.begin():
@@ -380,13 +381,12 @@ async def change_password(
             principal=principal,
             password=current_password,
             client_address=client_address,
-            hasher=hasher,
-            settings=settings,
+            auth=auth,
         )
         if user is not None:
             _check_policy(new_password, email=user.email, field="new_password")
             now = datetime.now(UTC)
-            user.password_hash = await hasher.hash(new_password)
+            user.password_hash = await auth.hasher.hash(new_password)
             user.password_changed_at = now
             await _revoke(session, user_id=user.id, keep_session_id=principal.session_id, now=now)
     if user is None:
@@ -400,8 +400,7 @@ async def delete_account(
     principal: Principal,
     password: str,
     client_address: str,
-    hasher: PasswordHasher,
-    settings: Settings,
+    auth: AuthContext,
 ) -> None:
     """Deletes the account at once, and in the same transaction writes the ``user.deleted``
     event from which the other services delete the user's data."""
@@ -411,8 +410,7 @@ async def delete_account(
             principal=principal,
             password=password,
             client_address=client_address,
-            hasher=hasher,
-            settings=settings,
+            auth=auth,
         )
         if user is not None:
             await delete_user(session, user_id=user.id)

@@ -13,7 +13,6 @@ from prometheus_client.registry import Collector
 from starlette.responses import Response
 
 from expensetracker.backup import store
-from expensetracker.platform.health import Readiness
 
 
 class BackupCollector(Collector):
@@ -51,8 +50,6 @@ def create_app(folder: Path) -> FastAPI:
     registry = CollectorRegistry()
     registry.register(BackupCollector(folder))
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    # Nothing routes traffic to it: the server's readiness only records the shutdown.
-    app.state.readiness = Readiness()
 
     @app.get("/livez")
     async def livez() -> dict[str, str]:

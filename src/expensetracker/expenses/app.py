@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import date
 from pathlib import Path
 
@@ -13,50 +11,37 @@ from expensetracker.expenses import models, rates, routes
 from expensetracker.expenses.recurring import run_maintenance
 from expensetracker.expenses.service import forget_user
 from expensetracker.platform.application import create_app as create_platform_app
-from expensetracker.platform.background import periodically, service_jobs
 from expensetracker.platform.config import Settings, get_settings
-from expensetracker.platform.events import UserEventConsumer
-from expensetracker.platform.service import ServiceSpec
+from expensetracker.platform.events import UserEventHandling
+from expensetracker.platform.spec import BackgroundJob, ServiceSpec
+from expensetracker.platform.state import AppState
 
 
-def user_event_consumer(app: FastAPI) -> UserEventConsumer:
-    return UserEventConsumer(
-        name="expenses",
-        sessionmaker=app.state.sessionmaker,
-        positions=models.event_positions,
-        handle=forget_user,
-    )
+async def _maintenance(state: AppState) -> int:
+    return await run_maintenance(state.db.sessionmaker, today=date.today())
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    consumer = app.state.expenses_user_events = user_event_consumer(app)
-
-    async def maintenance() -> int:
-        return await run_maintenance(app.state.sessionmaker, today=date.today())
-
-    async def refresh_rates() -> int:
-        return await rates.refresh_providers(app.state.driver_pool, settings)
-
-    settings = app.state.settings
-    async with AsyncExitStack() as jobs:
-        await jobs.enter_async_context(
-            service_jobs(settings, user_events=consumer.catch_up, maintenance=maintenance)
-        )
-        if settings.rates_ecb_url or settings.rates_frankfurter_url:
-            await jobs.enter_async_context(
-                periodically("rates", refresh_rates, interval=settings.rates_fetch_interval_seconds)
-            )
-        yield
+async def _refresh_rates(state: AppState) -> int:
+    return await rates.refresh_providers(state.db.driver_pool, state.settings)
 
 
-service = ServiceSpec(
+def _fetches_rates(settings: Settings) -> bool:
+    return bool(settings.rates_ecb_url or settings.rates_frankfurter_url)
+
+
+SPEC = ServiceSpec(
     name="expenses",
     router=routes.router,
     metadata=models.metadata,
     migrations=Path(__file__).with_name("migrations"),
     path_prefixes=("/api/v1/expenses", "/api/v1/categories", "/api/v1/tags"),
-    lifespan=lifespan,
+    user_events=UserEventHandling(positions=models.event_positions, handle=forget_user),
+    jobs=(
+        BackgroundJob("maintenance", _maintenance, interval="maintenance_interval_seconds"),
+        BackgroundJob(
+            "rates", _refresh_rates, interval="rates_fetch_interval_seconds", enabled=_fetches_rates
+        ),
+    ),
     readers={"expensetracker_reports": models.READ_CONTRACT},
     required_settings=("database_url",),
     body_limits={"/api/v1/expenses/import": "max_import_body_bytes"},
@@ -64,4 +49,4 @@ service = ServiceSpec(
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_platform_app([service], settings or get_settings())
+    return create_platform_app([SPEC], settings or get_settings())

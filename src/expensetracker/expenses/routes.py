@@ -40,6 +40,7 @@ from expensetracker.platform.errors import Problem, ValidationProblem
 from expensetracker.platform.idempotency import IdempotencyKey
 from expensetracker.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from expensetracker.platform.schemas import TEXT, Currency, Day, JsonDocument
+from expensetracker.platform.state import State
 from expensetracker.platform.tokens import CurrentUser
 
 router = APIRouter(tags=["expenses"])
@@ -183,17 +184,16 @@ async def import_expenses(
 
 @router.get("/api/v1/expenses/export", response_class=StreamingResponse)
 async def export_expenses(
-    request: Request,
+    state: State,
     filters: ExpenseFilters,
     user: CurrentUser,
     format: Literal["csv", "json"] = "csv",
 ) -> StreamingResponse:
     """Every expense matching the filters, newest first, streamed (CSV in the import format)."""
-    state = request.app.state
 
     async def body() -> AsyncIterator[bytes]:
         # A connection of its own: it must outlive this function, until the last byte is sent.
-        async with state.driver_pool.connection() as connection:
+        async with state.db.driver_pool.connection() as connection:
             rows = transfer.export_rows(connection, filters=filters, user_id=user.user_id)
             encode = transfer.as_csv if format == "csv" else transfer.as_json
             async for chunk in encode(rows):

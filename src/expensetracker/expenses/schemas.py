@@ -33,15 +33,24 @@ def _within_range(value: date) -> date:
     return value
 
 
+# The longest each field may be, here and in the CSV import's checks (transfer.py).
+NAME_MAX = 50
+DESCRIPTION_MAX = 200
+NOTES_MAX = 2000
+MERCHANT_MAX = 100
+TAGS_MAX = 20
+
 # Stripped before the length check: "  " is no name.
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50), TEXT]
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX), TEXT
+]
 OccurredOn = Annotated[date, AfterValidator(_within_range)]
-Description = Annotated[str, Field(min_length=1, max_length=200), TEXT]
-Notes = Annotated[str, Field(max_length=2000), TEXT]
-Merchant = Annotated[str, Field(min_length=1, max_length=100), TEXT]
+Description = Annotated[str, Field(min_length=1, max_length=DESCRIPTION_MAX), TEXT]
+Notes = Annotated[str, Field(max_length=NOTES_MAX), TEXT]
+Merchant = Annotated[str, Field(min_length=1, max_length=MERCHANT_MAX), TEXT]
 # Names differing only in case are one tag: PostgreSQL's lower() decides (service.set_tags), so
 # that Python and the database never disagree about which names are the same.
-TagNames = Annotated[list[Name], Field(max_length=20)]
+TagNames = Annotated[list[Name], Field(max_length=TAGS_MAX)]
 
 
 class CategoryCreate(StrictModel):

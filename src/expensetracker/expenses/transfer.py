@@ -31,7 +31,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from expensetracker.expenses.models import Category
 from expensetracker.expenses.rules import Rule, first_match, load_rules
-from expensetracker.expenses.schemas import EARLIEST_DATE, FUTURE_DAYS
+from expensetracker.expenses.schemas import (
+    DESCRIPTION_MAX,
+    EARLIEST_DATE,
+    FUTURE_DAYS,
+    MERCHANT_MAX,
+    NAME_MAX,
+    NOTES_MAX,
+    TAGS_MAX,
+)
 from expensetracker.expenses.service import TAGS_OF_E, ExpenseFilter, ensure_owner
 from expensetracker.expenses.statements import (
     SNIFF_BYTES,
@@ -62,7 +70,12 @@ COLUMNS = (
 # statement gives.
 STATEMENT_COLUMNS = COLUMNS[:9]
 REQUIRED = ("occurred_on", "amount", "currency", "description")
-LIMITS = {"description": 200, "notes": 2000, "merchant": 100, "external_id": 100}
+LIMITS = {
+    "description": DESCRIPTION_MAX,
+    "notes": NOTES_MAX,
+    "merchant": MERCHANT_MAX,
+    "external_id": 100,  # the import's own column: the API never takes one
+}
 TAG_SEPARATOR = ";"
 # Rows per statement: one batch is written while the next is read and checked.
 BATCH_ROWS = 5000
@@ -193,8 +206,8 @@ class _Validator:
                 errors.append(("category", f"no category named {category!r}"))
         charged = _charged(*map(str.strip, paid), errors)
         names = [tag for tag in map(str.strip, tags.split(TAG_SEPARATOR)) if tag] if tags else []
-        if len(names) > 20 or any(len(tag) > 50 for tag in names):
-            errors.append(("tags", "at most 20 tags of at most 50 characters"))
+        if len(names) > TAGS_MAX or any(len(tag) > NAME_MAX for tag in names):
+            errors.append(("tags", f"at most {TAGS_MAX} tags of at most {NAME_MAX} characters"))
         external_id = external.strip() or None
         if errors:
             return None, errors, external_id

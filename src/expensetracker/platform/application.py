@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 
 import httpx
 from fastapi import FastAPI
@@ -14,6 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from expensetracker import __version__
 from expensetracker.platform import health
+from expensetracker.platform.background import periodically
 from expensetracker.platform.config import Environment, Settings
 from expensetracker.platform.db import (
     DriverPool,
@@ -22,11 +24,13 @@ from expensetracker.platform.db import (
     pool_turns,
 )
 from expensetracker.platform.errors import install_problem_handlers
+from expensetracker.platform.events import UserEventConsumer
 from expensetracker.platform.metrics import DB_POOLS
 from expensetracker.platform.middleware import BodySizeLimit, RequestContext, SecurityHeaders
 from expensetracker.platform.migrations import head_revision
 from expensetracker.platform.ratelimit import IN_PROCESS, RateLimit, storage_uri
-from expensetracker.platform.service import ServiceSpec
+from expensetracker.platform.spec import ServiceSpec
+from expensetracker.platform.state import AppState, Database, app_state
 from expensetracker.platform.tokens import JWKS_PATH, TokenVerifier
 from expensetracker.platform.tracing import configure_tracing
 
@@ -48,6 +52,60 @@ def _jwks_client(
         client = httpx.AsyncClient(base_url=settings.auth_url, timeout=5.0)
     HTTPXClientInstrumentor.instrument_client(client, tracer_provider=tracer_provider)
     return client
+
+
+async def _open_database(stack: AsyncExitStack, settings: Settings, *, name: str) -> Database:
+    """The ORM's engine and asyncpg's pool of this process, closed with the stack."""
+    engine = create_engine(settings, application_name=f"expensetracker-{name}")
+    DB_POOLS.track(engine, name=name)
+    stack.push_async_callback(engine.dispose)
+    stack.callback(DB_POOLS.untrack, engine)
+    driver_pool = await create_driver_pool(settings, application_name=f"expensetracker-{name}")
+    DB_POOLS.track_driver(driver_pool, name=name)
+    stack.push_async_callback(driver_pool.close)
+    stack.callback(DB_POOLS.untrack_driver, driver_pool)
+    primary = DriverPool(driver_pool, wait_seconds=settings.db_pool_timeout_seconds)
+    read_pool = primary
+    if settings.database_read_url is not None:
+        replica = await create_driver_pool(
+            settings, application_name=f"expensetracker-{name}", read_only=True
+        )
+        DB_POOLS.track_driver(replica, name=f"{name}-read")
+        stack.push_async_callback(replica.close)
+        stack.callback(DB_POOLS.untrack_driver, replica)
+        read_pool = DriverPool(replica, wait_seconds=settings.db_pool_timeout_seconds)
+    return Database(
+        engine=engine,
+        sessionmaker=async_sessionmaker(engine, expire_on_commit=False),
+        pool_turns=pool_turns(settings),
+        driver_pool=primary,
+        read_driver_pool=read_pool,
+    )
+
+
+async def _start_jobs(stack: AsyncExitStack, state: AppState) -> None:
+    """What the services declared to run beside their routes: the consumers of auth's account
+    events, and their background jobs, stopped with the stack."""
+    settings = state.settings
+    for spec in state.services:
+        if spec.user_events is not None:
+            consumer = state.user_events[spec.name] = UserEventConsumer(
+                name=spec.name,
+                sessionmaker=state.db.sessionmaker,
+                positions=spec.user_events.positions,
+                handle=spec.user_events.handle,
+            )
+            polling = periodically(
+                "user_events", consumer.catch_up, interval=settings.events_poll_seconds
+            )
+            await stack.enter_async_context(polling)
+        for job in spec.jobs:
+            if job.enabled(settings):
+                await stack.enter_async_context(
+                    periodically(
+                        job.name, partial(job.run, state), interval=getattr(settings, job.interval)
+                    )
+                )
 
 
 def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
@@ -73,40 +131,16 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = app_state(app)
         async with AsyncExitStack() as stack:
             # Last on the way out: the spans of the last requests leave before the process.
             stack.callback(tracer_provider.force_flush)
             if any(spec.keeps_data for spec in services):
-                engine = create_engine(settings, application_name=f"expensetracker-{name}")
-                DB_POOLS.track(engine, name=name)
-                stack.push_async_callback(engine.dispose)
-                stack.callback(DB_POOLS.untrack, engine)
-                app.state.engine = engine
-                app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
-                app.state.pool_turns = pool_turns(settings)
-                driver_pool = await create_driver_pool(
-                    settings, application_name=f"expensetracker-{name}"
-                )
-                DB_POOLS.track_driver(driver_pool, name=name)
-                stack.push_async_callback(driver_pool.close)
-                stack.callback(DB_POOLS.untrack_driver, driver_pool)
-                app.state.driver_pool = app.state.read_driver_pool = DriverPool(
-                    driver_pool, wait_seconds=settings.db_pool_timeout_seconds
-                )
-                if settings.database_read_url is not None:
-                    read_pool = await create_driver_pool(
-                        settings, application_name=f"expensetracker-{name}", read_only=True
-                    )
-                    DB_POOLS.track_driver(read_pool, name=f"{name}-read")
-                    stack.push_async_callback(read_pool.close)
-                    stack.callback(DB_POOLS.untrack_driver, read_pool)
-                    app.state.read_driver_pool = DriverPool(
-                        read_pool, wait_seconds=settings.db_pool_timeout_seconds
-                    )
+                state.database = await _open_database(stack, settings, name=name)
             jwks_client = await stack.enter_async_context(
                 _jwks_client(app, settings, tracer_provider)
             )
-            app.state.token_verifier = TokenVerifier(
+            state.token_verifier = TokenVerifier(
                 http=jwks_client,
                 issuer=settings.token_issuer,
                 audience=settings.token_audience,
@@ -115,6 +149,7 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
             for spec in services:
                 if spec.lifespan is not None:
                     await stack.enter_async_context(spec.lifespan(app))
+            await _start_jobs(stack, state)
             yield
 
     docs = settings.effective_docs_enabled
@@ -129,15 +164,13 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
         # unsampled (docs/performance.md).
         telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
     )
-    app.state.settings = settings
-    app.state.services = tuple(services)
-    # For the services' own HTTP clients: their calls are spans of the request that made them.
-    app.state.tracer_provider = tracer_provider
-    app.state.readiness = health.Readiness()
-    app.state.engine = None
-    app.state.migration_heads = {
-        spec.name: head_revision(spec) for spec in services if spec.keeps_data
-    }
+    app.state.platform = AppState(
+        settings=settings,
+        services=tuple(services),
+        tracer_provider=tracer_provider,
+        readiness=health.Readiness(),
+        migration_heads={spec.name: head_revision(spec) for spec in services if spec.keeps_data},
+    )
 
     def owner(path: str) -> ServiceSpec | None:
         return next((spec for spec in services if spec.owns(path)), None)
@@ -149,6 +182,18 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
     for spec in services:
         app.include_router(spec.router)
 
+    _add_middleware(app, settings, services, owner=owner, tracer_provider=tracer_provider)
+    return app
+
+
+def _add_middleware(
+    app: FastAPI,
+    settings: Settings,
+    services: Sequence[ServiceSpec],
+    *,
+    owner: Callable[[str], ServiceSpec | None],
+    tracer_provider: TracerProvider,
+) -> None:
     # Added innermost first: a request meets RequestContext first, the rate limit last.
     if settings.rate_limit != "off":
         redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
@@ -179,4 +224,3 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
         service_for_path=lambda path: spec.name if (spec := owner(path)) else "platform",
         tracer=tracer_provider.get_tracer("expensetracker.http"),
     )
-    return app

@@ -1,5 +1,5 @@
 """Jobs a service process runs in the background while it serves (event consumers, recurring
-work), each on a fixed interval, stopped with the app."""
+work, declared on its ServiceSpec), each on a fixed interval, stopped with the app."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
-
-from expensetracker.platform.config import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -36,19 +34,3 @@ async def periodically(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-@contextlib.asynccontextmanager
-async def service_jobs(
-    settings: Settings,
-    *,
-    user_events: Callable[[], Awaitable[object]],
-    maintenance: Callable[[], Awaitable[object]],
-) -> AsyncIterator[None]:
-    """What every data-owning service runs beside its routes: applying auth's account events,
-    and its periodic maintenance."""
-    async with (
-        periodically("user_events", user_events, interval=settings.events_poll_seconds),
-        periodically("maintenance", maintenance, interval=settings.maintenance_interval_seconds),
-    ):
-        yield

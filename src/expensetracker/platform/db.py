@@ -15,12 +15,12 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
-    async_sessionmaker,
     create_async_engine,
 )
 
 from expensetracker.platform.config import Settings
 from expensetracker.platform.errors import NotFound
+from expensetracker.platform.state import app_state
 
 
 def async_url(url: str | URL) -> URL:
@@ -150,8 +150,8 @@ async def taking_turn(turns: asyncio.Semaphore, *, wait_seconds: float) -> Async
 
 def pool_turn(request: Request) -> AbstractAsyncContextManager[None]:
     """A turn for the ORM's pool (pool_turns)."""
-    state = request.app.state
-    return taking_turn(state.pool_turns, wait_seconds=state.settings.db_pool_timeout_seconds)
+    state = app_state(request.app)
+    return taking_turn(state.db.pool_turns, wait_seconds=state.settings.db_pool_timeout_seconds)
 
 
 _UNAVAILABLE = (
@@ -185,7 +185,7 @@ def database_unavailable(exc: BaseException) -> bool:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    sessionmaker = app_state(request.app).db.sessionmaker
     async with pool_turn(request), sessionmaker() as session:
         yield session
 
@@ -226,8 +226,7 @@ class DriverPool:
 
 
 async def get_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
-    driver_pool: DriverPool = request.app.state.driver_pool
-    async with driver_pool.connection() as connection:
+    async with app_state(request.app).db.driver_pool.connection() as connection:
         yield connection
 
 
@@ -235,8 +234,7 @@ DbConnection = Annotated[asyncpg.Connection, Depends(get_connection)]
 
 
 async def get_read_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
-    driver_pool: DriverPool = request.app.state.read_driver_pool
-    async with driver_pool.connection() as connection:
+    async with app_state(request.app).db.read_driver_pool.connection() as connection:
         yield connection
 
 

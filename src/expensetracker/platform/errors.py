@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 if TYPE_CHECKING:
-    from expensetracker.platform.service import ErrorPage
+    from expensetracker.platform.spec import ErrorPage
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "urn:expensetracker:problem:"

@@ -45,6 +45,14 @@ class UserEvent:
 Handler = Callable[[AsyncSession, UserEvent], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class UserEventHandling:
+    """A service's part in consuming the events: where it keeps its position, what it does."""
+
+    positions: Table
+    handle: Handler
+
+
 class UserEventConsumer:
     def __init__(
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -12,6 +12,10 @@ from sqlalchemy import text
 from starlette.responses import JSONResponse, Response
 
 from expensetracker.platform.migrations import current_revision
+from expensetracker.platform.state import app_state
+
+if TYPE_CHECKING:
+    from expensetracker.platform.state import AppState
 
 router = APIRouter(include_in_schema=False)
 
@@ -32,11 +36,11 @@ async def livez() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    state = request.app.state
+    state = app_state(request.app)
     checks: dict[str, str] = {}
     if state.readiness.shutting_down:
         checks["shutdown"] = "in progress"
-    if state.engine is not None:
+    if state.database is not None:
         checks.update(await _database_checks(state))
     for spec in state.services:
         if spec.readiness is not None:
@@ -48,10 +52,13 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
-async def _database_checks(state: Any) -> dict[str, str]:
+async def _database_checks(state: AppState) -> dict[str, str]:
     checks: dict[str, str] = {}
     try:
-        async with asyncio.timeout(DB_CHECK_TIMEOUT_SECONDS), state.engine.connect() as connection:
+        async with (
+            asyncio.timeout(DB_CHECK_TIMEOUT_SECONDS),
+            state.db.engine.connect() as connection,
+        ):
             await connection.execute(text("SELECT 1"))
             checks["database"] = "ok"
             for spec in state.services:

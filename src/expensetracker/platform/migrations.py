@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from expensetracker.platform.db import async_url, statement_cache_arguments
-from expensetracker.platform.service import ServiceSpec
+from expensetracker.platform.spec import ServiceSpec
 
 VERSION_TABLE = "alembic_version"
 # Alembic's `context` is a module-level proxy: one migration at a time per process.

@@ -79,6 +79,7 @@ def run(
     settings: Settings,
     host: str,
     port: int,
+    readiness: Readiness,
     on_ready: Callable[[], None] | None = None,
 ) -> bool:
     """Serve until SIGTERM/SIGINT; True when the server started and stopped cleanly."""
@@ -98,7 +99,7 @@ def run(
     )
     server = GracefulServer(
         config,
-        readiness=app.state.readiness,
+        readiness=readiness,
         drain_seconds=settings.effective_shutdown_drain_seconds,
         on_ready=on_ready,
     )

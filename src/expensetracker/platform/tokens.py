@@ -22,6 +22,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
 from expensetracker.platform.errors import Problem
+from expensetracker.platform.state import app_state
 
 log = structlog.get_logger(__name__)
 
@@ -158,8 +159,7 @@ class BearerPrincipal(HTTPBearer):
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise InvalidToken("An access token is required (Authorization: Bearer ...).")
-        verifier: TokenVerifier = request.app.state.token_verifier
-        principal = await verifier.verify(token)
+        principal = await app_state(request.app).verifier.verify(token)
         structlog.contextvars.bind_contextvars(user_id=str(principal.user_id))
         return principal
 

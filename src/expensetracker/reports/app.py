@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import date
 from pathlib import Path
 
@@ -11,45 +9,33 @@ from fastapi import FastAPI
 
 from expensetracker.platform import idempotency
 from expensetracker.platform.application import create_app as create_platform_app
-from expensetracker.platform.background import service_jobs
 from expensetracker.platform.config import Settings, get_settings
-from expensetracker.platform.events import UserEventConsumer
-from expensetracker.platform.service import ServiceSpec
+from expensetracker.platform.events import UserEventHandling
+from expensetracker.platform.spec import BackgroundJob, ServiceSpec
+from expensetracker.platform.state import AppState
 from expensetracker.reports import models, routes
 from expensetracker.reports.service import evaluate_alerts, forget_user
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    sessionmaker = app.state.sessionmaker
-    consumer = app.state.reports_user_events = UserEventConsumer(
-        name="reports",
-        sessionmaker=sessionmaker,
-        positions=models.event_positions,
-        handle=forget_user,
+async def _maintenance(state: AppState) -> None:
+    await evaluate_alerts(
+        state.db.driver_pool, today=date.today(), max_rate_age=state.settings.rates_max_age_days
     )
-
-    async def maintenance() -> None:
-        await evaluate_alerts(app, today=date.today())
-        async with sessionmaker.begin() as session:
-            await idempotency.purge_expired(session, models.idempotency_keys)
-
-    async with service_jobs(
-        app.state.settings, user_events=consumer.catch_up, maintenance=maintenance
-    ):
-        yield
+    async with state.db.sessionmaker.begin() as session:
+        await idempotency.purge_expired(session, models.idempotency_keys)
 
 
-service = ServiceSpec(
+SPEC = ServiceSpec(
     name="reports",
     router=routes.router,
     metadata=models.metadata,
     migrations=Path(__file__).with_name("migrations"),
     path_prefixes=("/api/v1/budgets", "/api/v1/reports"),
-    lifespan=lifespan,
+    user_events=UserEventHandling(positions=models.event_positions, handle=forget_user),
+    jobs=(BackgroundJob("maintenance", _maintenance, interval="maintenance_interval_seconds"),),
     required_settings=("database_url",),
 )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_platform_app([service], settings or get_settings())
+    return create_platform_app([SPEC], settings or get_settings())

@@ -6,13 +6,14 @@ import uuid
 from datetime import date
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from expensetracker.platform import idempotency
 from expensetracker.platform.db import DbConnection, DbReadConnection, DbSession
 from expensetracker.platform.idempotency import IdempotencyKey
 from expensetracker.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from expensetracker.platform.schemas import Day
+from expensetracker.platform.state import State
 from expensetracker.platform.tokens import CurrentUser
 from expensetracker.reports import service
 from expensetracker.reports.schemas import (
@@ -41,8 +42,8 @@ In = Annotated[
 ]
 
 
-def _max_rate_age(request: Request) -> int:
-    return request.app.state.settings.rates_max_age_days
+def _max_rate_age(state: State) -> int:
+    return state.settings.rates_max_age_days
 
 
 # How old a rate may be for a day without one (EXPENSETRACKER_RATES_MAX_AGE_DAYS).

@@ -11,14 +11,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
-from fastapi import FastAPI
 from prometheus_client import Counter
 from sqlalchemy import delete, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from expensetracker.platform import idempotency, money
-from expensetracker.platform.db import delete_owned
+from expensetracker.platform.db import DriverPool, delete_owned
 from expensetracker.platform.errors import NotFound, ValidationProblem
 from expensetracker.platform.events import USER_DELETED, UserEvent
 from expensetracker.platform.pagination import Page, keyset_page
@@ -380,11 +379,11 @@ def _made(total: Converted) -> dict:
     return {"conversion": total.conversion(), "unconverted": total.unconverted()}
 
 
-async def evaluate_alerts(app: FastAPI, *, today: date) -> None:
+async def evaluate_alerts(driver_pool: DriverPool, *, today: date, max_rate_age: int) -> None:
     """Background: the current month of every user with a budget, so alerts are recorded even
     when nobody looks."""
     month = today.replace(day=1)
-    async with app.state.driver_pool.connection() as db:
+    async with driver_pool.connection() as db:
         users = await db.fetch(
             "SELECT DISTINCT user_id FROM reports.budgets WHERE starts_on <= $1", month
         )
@@ -393,7 +392,7 @@ async def evaluate_alerts(app: FastAPI, *, today: date) -> None:
                 db,
                 user_id=user_id,
                 month=month,
-                max_rate_age=app.state.settings.rates_max_age_days,
+                max_rate_age=max_rate_age,
             )
 
 

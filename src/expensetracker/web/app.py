@@ -14,7 +14,8 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from expensetracker.platform.application import create_app as create_platform_app
 from expensetracker.platform.config import Settings, get_settings
 from expensetracker.platform.ratelimit import IN_PROCESS
-from expensetracker.platform.service import ServiceSpec
+from expensetracker.platform.spec import ServiceSpec
+from expensetracker.platform.state import app_state
 from expensetracker.web import routes, views
 from expensetracker.web.client import (
     CONNECTIONS_PER_SERVICE,
@@ -35,9 +36,10 @@ _URL_SETTINGS = {"auth": "auth_url", "expenses": "expenses_url", "reports": "rep
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
-    tracer_provider = app.state.tracer_provider
-    served_here = {spec.name for spec in app.state.services}
+    state = app_state(app)
+    settings = state.settings
+    tracer_provider = state.tracer_provider
+    served_here = {spec.name for spec in state.services}
     async with AsyncExitStack() as stack:
         transports: dict[str, Transport] = {}
         for name in SERVICES:
@@ -67,15 +69,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 )
                 transports[name] = RemoteTransport(name, await stack.enter_async_context(session))
         secret = settings.web_session_key
-        app.state.web = WebState(
+        web = WebState(
             api=ApiClient(transports, local_app=app if "auth" in served_here else None),
             codec=SessionCodec(secret.get_secret_value() if secret else None),
             refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
         )
+        state.keep(web)
         yield
 
 
-WEB = ServiceSpec(
+SPEC = ServiceSpec(
     name="web",
     router=routes.router,
     path_prefixes=("/",),
@@ -88,4 +91,4 @@ WEB = ServiceSpec(
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_platform_app([WEB], settings or get_settings())
+    return create_platform_app([SPEC], settings or get_settings())

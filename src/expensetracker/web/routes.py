@@ -21,6 +21,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from expensetracker.platform.config import Environment
+from expensetracker.platform.state import app_state
 from expensetracker.web import service, views
 from expensetracker.web.client import ApiError, ServiceUnavailable, Unauthorized
 from expensetracker.web.schemas import RULE_FIELDS, RULE_MATCHES, Expense, Page
@@ -91,7 +92,7 @@ class WebRoute(APIRoute):
 
 
 def _web(request: Request) -> WebState:
-    return request.app.state.web
+    return app_state(request.app).get(WebState)
 
 
 async def _state(request: Request) -> WebState:
@@ -248,7 +249,7 @@ async def static(name: str, request: Request) -> Response:
 
 
 def _demo(request: Request) -> tuple[str, str] | None:
-    settings = request.app.state.settings
+    settings = app_state(request.app).settings
     return settings.demo_credentials if settings.env is Environment.development else None
 
 
@@ -1062,7 +1063,7 @@ async def _upload(request: Request) -> tuple[bytes | None, dict[str, str]]:
     if isinstance(upload, UploadFile):
         return await upload.read(), form
     if "packed" in form:
-        limit = request.app.state.settings.max_import_body_bytes
+        limit = app_state(request.app).settings.max_import_body_bytes
         return service.unpack_upload(form["packed"], limit=limit), form
     return None, form
 

@@ -7,12 +7,35 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from sqlalchemy import MetaData
 
+from expensetracker.platform.config import Settings
+from expensetracker.platform.events import UserEventHandling
+
+if TYPE_CHECKING:
+    from expensetracker.platform.state import AppState
+
 # Renders an error (status, detail) for a path the service owns, instead of a problem document.
 ErrorPage = Callable[[Request, int, str | None], Response]
+
+
+def _always(_settings: Settings) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class BackgroundJob:
+    """Work a service runs while it serves: now, then every ``interval`` seconds (the name of
+    the setting that holds them); a failure is logged and tried again at the next turn."""
+
+    name: str
+    run: Callable[[AppState], Awaitable[object]]
+    interval: str
+    # Whether this configuration runs it at all.
+    enabled: Callable[[Settings], bool] = _always
 
 
 @dataclass(frozen=True)
@@ -28,6 +51,10 @@ class ServiceSpec:
     migrations: Path | None = None
     # Started after the platform (database, token verifier), stopped before it.
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None
+    # Auth's account events it applies (each every EXPENSETRACKER_EVENTS_POLL_SECONDS).
+    user_events: UserEventHandling | None = None
+    # What it runs in the background while it serves.
+    jobs: tuple[BackgroundJob, ...] = ()
     # Extra readiness checks: name -> "ok" or what is wrong.
     readiness: Callable[[FastAPI], Awaitable[dict[str, str]]] | None = None
     # The published read contract: database role -> views of this schema it may SELECT.

@@ -1,0 +1,211 @@
+"""The one command line: ``expensetracker up | serve | migrate | auth | expenses | rates |
+backup``. This module runs the services; the operator commands live beside it, one module per
+service (auth.py, expenses.py, backup.py), sharing common.py."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import structlog
+import typer
+from pydantic import SecretStr
+
+from expensetracker import __version__
+from expensetracker.cli import auth, backup, expenses
+from expensetracker.cli.common import (
+    HostOption,
+    PortOption,
+    database,
+    database_url,
+    fail,
+    interrupt,
+    load_settings,
+    start_logging,
+)
+from expensetracker.platform.config import Settings
+from expensetracker.platform.embedded import DataDirInUse, EmbeddedPostgres
+
+if TYPE_CHECKING:
+    from expensetracker.platform.spec import ServiceSpec
+
+# expensetracker.targets.TARGET_NAMES, which imports every service to list them (a test checks
+# that both agree).
+TARGET_NAMES = ("auth", "expenses", "reports", "web", "all")
+
+cli = typer.Typer(
+    name="expensetracker",
+    help="ExpenseTracker: self-hosted expense tracking.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = structlog.get_logger("expensetracker.cli")
+
+TargetOption = Annotated[
+    str,
+    typer.Option(help=f"Service(s) to run: {' | '.join(TARGET_NAMES)}, or a comma-separated list."),
+]
+
+
+# Imported inside the functions below, lazily, and only there: the targets import every service's
+# app, the server uvicorn and the migrations alembic, seconds of start-up on a small machine that
+# the operator commands (`expenses import`) would pay for nothing (tests/test_cli_startup.py).
+
+
+def _targets(target: str) -> list[ServiceSpec]:
+    from expensetracker.targets import resolve_targets  # lazy: every service's app
+
+    try:
+        return resolve_targets(target)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def _process_name(services: list[ServiceSpec]) -> str:
+    from expensetracker.platform.application import process_name  # lazy: FastAPI app set-up
+
+    return process_name(services)
+
+
+def _migrate(services: list[ServiceSpec], url: str) -> None:
+    from expensetracker.platform import migrations  # lazy: alembic
+
+    for spec in services:
+        if not spec.keeps_data:
+            continue
+        migrations.upgrade(spec, url)
+        log.info("migrated", target=spec.name, revision=migrations.head_revision(spec))
+
+
+def _prepare(services: list[ServiceSpec], settings: Settings, *, demo: bool) -> None:
+    """Migrations, and the demo account when asked for."""
+    import asyncio
+
+    from expensetracker import demo as demo_data  # lazy: the auth service and the importer
+
+    _migrate(services, database_url(settings))
+    if demo:
+
+        async def load() -> None:
+            async with database(settings, purpose="demo") as sessionmaker:
+                await demo_data.load(sessionmaker, settings, today=date.today())
+
+        asyncio.run(load())
+        typer.echo(f"Demo account: {demo_data.EMAIL} / {demo_data.PASSWORD}")
+
+
+def _serve(services: list[ServiceSpec], settings: Settings, host: str, port: int) -> None:
+    from expensetracker.platform import server  # lazy: uvicorn
+    from expensetracker.platform.application import create_app  # lazy: FastAPI app set-up
+    from expensetracker.platform.state import app_state  # lazy: with create_app
+
+    try:
+        app = create_app(services, settings)
+    except ValueError as exc:
+        fail(str(exc))
+
+    def announce() -> None:
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+        typer.echo(f"ExpenseTracker ({_process_name(services)}) is ready: http://{shown}:{port}")
+
+    readiness = app_state(app).readiness
+    if not server.run(
+        app, settings=settings, host=host, port=port, readiness=readiness, on_ready=announce
+    ):
+        fail("the server did not start (see the log above)", code=1)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"expensetracker {__version__}")
+        raise typer.Exit
+
+
+@cli.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """ExpenseTracker: self-hosted expense tracking."""
+
+
+@cli.command()
+def up(
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the embedded database [default: ./.expensetracker]"),
+    ] = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Load a demo account with a year of expenses.")
+    ] = False,
+) -> None:
+    """Run every service in this process, on the embedded PostgreSQL unless
+    EXPENSETRACKER_DATABASE_URL names a server. Ctrl-C or SIGTERM stops both cleanly."""
+    settings = load_settings(**({"data_dir": data_dir} if data_dir else {}))
+    services = _targets("all")
+    # Quiet unless asked: a person starting it wants the address, not every query.
+    start_logging(settings, service=_process_name(services), level=settings.log_level or "INFO")
+    # Until the server takes over the signals, SIGTERM unwinds like Ctrl-C so the database stops.
+    signal.signal(signal.SIGTERM, interrupt)
+    if demo:
+        from expensetracker import demo as demo_data  # lazy: see _prepare
+
+        settings = settings.model_copy(
+            update={"demo_credentials": (demo_data.EMAIL, demo_data.PASSWORD)}
+        )
+    if settings.database_url is not None:
+        _prepare(services, settings, demo=demo)
+        _serve(services, settings, host, port)
+        return
+    try:
+        with EmbeddedPostgres(settings.data_dir) as embedded:
+            log.info("embedded_postgres_started", data_dir=str(embedded.data_dir))
+            settings = settings.model_copy(update={"database_url": SecretStr(embedded.url)})
+            _prepare(services, settings, demo=demo)
+            _serve(services, settings, host, port)
+    except DataDirInUse as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        log.info("interrupted_during_startup")
+    log.info("stopped")
+
+
+@cli.command()
+def serve(
+    target: TargetOption = "all",
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+) -> None:
+    """Run one or several services against EXPENSETRACKER_DATABASE_URL (no migrations)."""
+    settings = load_settings()
+    services = _targets(target)
+    if any(spec.keeps_data for spec in services):
+        database_url(settings)
+    start_logging(settings, service=_process_name(services))
+    _serve(services, settings, host, port)
+
+
+@cli.command()
+def migrate(target: TargetOption = "all") -> None:
+    """Apply every pending migration of the target services to EXPENSETRACKER_DATABASE_URL."""
+    settings = load_settings()
+    services = _targets(target)
+    start_logging(settings, service=_process_name(services))
+    _migrate(services, database_url(settings))
+
+
+cli.add_typer(auth.cli, name="auth")
+cli.add_typer(expenses.cli, name="expenses")
+cli.add_typer(expenses.rates_cli, name="rates")
+cli.add_typer(backup.cli, name="backup")
+
+
+def main() -> None:
+    sys.exit(cli())
