@@ -55,6 +55,7 @@ def test_workflow_tests_builds_and_updates_the_overlay() -> None:
     document = workflow()
     assert set(document["on"]) == {"push", "pull_request"}
     jobs = document["jobs"]
+    assert "make lint" in commands(jobs["test"])
     assert "make test" in commands(jobs["test"])
     image = jobs["image"]
     assert image["needs"] == "test"
@@ -96,6 +97,7 @@ def test_make_test_installs_the_debian_packages_the_tests_run() -> None:
     ci = (REPO / ".ci" / "run").read_text()
     assert "apt-get" not in ci and "pip install" not in ci
     assert re.findall(r"^\s*(make \S+.*)$", ci, re.MULTILINE) == [
+        "make lint",
         "make test",
         'make test PYTEST_ARGS="-m database"',
     ]
