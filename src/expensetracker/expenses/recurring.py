@@ -164,7 +164,7 @@ async def create_rule(
     *,
     user_id: uuid.UUID,
     body: RecurringCreate,
-    idempotency_key: str | None,
+    keyed: idempotency.KeyedRequest | None,
     today: date,
 ) -> RecurringOut | idempotency.Stored:
     """Creates the rule and, at once, the occurrences already due."""
@@ -197,8 +197,7 @@ async def create_rule(
     return await create_for_owner(
         session,
         user_id=user_id,
-        idempotency_key=idempotency_key,
-        route="POST /api/v1/expenses/recurring",
+        keyed=keyed,
         body=body,
         create=create,
     )

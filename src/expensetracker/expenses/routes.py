@@ -98,11 +98,9 @@ async def create_expense(
     body: ExpenseCreate,
     user: CurrentUser,
     connection: DbConnection,
-    idempotency_key: IdempotencyKey = None,
+    keyed: IdempotencyKey = None,
 ) -> Response:
-    result = await service.create_expense(
-        connection, user_id=user.user_id, body=body, idempotency_key=idempotency_key
-    )
+    result = await service.create_expense(connection, user_id=user.user_id, body=body, keyed=keyed)
     return idempotency.respond(result)
 
 
@@ -213,7 +211,7 @@ async def create_recurring(
     body: RecurringCreate,
     user: CurrentUser,
     session: DbSession,
-    idempotency_key: IdempotencyKey = None,
+    keyed: IdempotencyKey = None,
 ) -> Response:
     """A weekly, monthly or yearly expense; occurrences already due are created at once, later
     ones when they fall due."""
@@ -221,7 +219,7 @@ async def create_recurring(
         session,
         user_id=user.user_id,
         body=body,
-        idempotency_key=idempotency_key,
+        keyed=keyed,
         today=date.today(),
     )
     return idempotency.respond(result)
@@ -245,12 +243,10 @@ async def create_rule(
     body: RuleCreate,
     user: CurrentUser,
     session: DbSession,
-    idempotency_key: IdempotencyKey = None,
+    keyed: IdempotencyKey = None,
 ) -> Response:
     """A categorisation rule, by default after the others (the first that matches wins)."""
-    result = await rules.create_rule(
-        session, user_id=user.user_id, body=body, idempotency_key=idempotency_key
-    )
+    result = await rules.create_rule(session, user_id=user.user_id, body=body, keyed=keyed)
     return idempotency.respond(result)
 
 
@@ -397,11 +393,9 @@ async def create_category(
     body: CategoryCreate,
     user: CurrentUser,
     session: DbSession,
-    idempotency_key: IdempotencyKey = None,
+    keyed: IdempotencyKey = None,
 ) -> Response:
-    result = await service.create_category(
-        session, user_id=user.user_id, body=body, idempotency_key=idempotency_key
-    )
+    result = await service.create_category(session, user_id=user.user_id, body=body, keyed=keyed)
     return idempotency.respond(result)
 
 

@@ -205,7 +205,11 @@ async def _flush_unique_position(session: AsyncSession) -> None:
 
 
 async def create_rule(
-    session: AsyncSession, *, user_id: uuid.UUID, body: RuleCreate, idempotency_key: str | None
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    body: RuleCreate,
+    keyed: idempotency.KeyedRequest | None,
 ) -> RuleOut | idempotency.Stored:
     async def create() -> RuleOut:
         count, last = (
@@ -230,8 +234,7 @@ async def create_rule(
     return await create_for_owner(
         session,
         user_id=user_id,
-        idempotency_key=idempotency_key,
-        route="POST /api/v1/expenses/rules",
+        keyed=keyed,
         body=body,
         create=create,
     )

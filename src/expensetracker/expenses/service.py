@@ -105,8 +105,7 @@ async def create_for_owner(
     session: AsyncSession,
     *,
     user_id: uuid.UUID,
-    idempotency_key: str | None,
-    route: str,
+    keyed: idempotency.KeyedRequest | None,
     body: BaseModel,
     create: Callable[[], Awaitable[BaseModel]],
 ) -> BaseModel | idempotency.Stored:
@@ -118,8 +117,7 @@ async def create_for_owner(
             session,
             idempotency_keys,
             user_id=user_id,
-            key=idempotency_key,
-            route=route,
+            keyed=keyed,
             body=body,
             create=create,
         )
@@ -220,7 +218,7 @@ async def create_category(
     *,
     user_id: uuid.UUID,
     body: CategoryCreate,
-    idempotency_key: str | None,
+    keyed: idempotency.KeyedRequest | None,
 ) -> CategoryOut | idempotency.Stored:
     async def create() -> CategoryOut:
         if body.parent_id is not None:
@@ -234,8 +232,7 @@ async def create_category(
     return await create_for_owner(
         session,
         user_id=user_id,
-        idempotency_key=idempotency_key,
-        route="POST /api/v1/categories",
+        keyed=keyed,
         body=body,
         create=create,
     )
@@ -486,7 +483,7 @@ async def create_expense(
     *,
     user_id: uuid.UUID,
     body: ExpenseCreate,
-    idempotency_key: str | None,
+    keyed: idempotency.KeyedRequest | None,
 ) -> str | idempotency.Stored:
     """The created expense as JSON, or the answer stored for the Idempotency-Key. The owner row
     is not checked on each creation: the insert finds it missing (a first creation, or a deleted
@@ -510,16 +507,16 @@ async def create_expense(
     tagged = bool(body.tags)
 
     async def create() -> str | idempotency.Stored:
-        if idempotency_key is None:
+        if keyed is None:
             return await _write(connection, CREATE_STATEMENTS[tagged, None], *args)
-        request_hash = idempotency.fingerprint("POST /api/v1/expenses", body)
-        scope = idempotency.lock_scope(idempotency_keys, user_id=user_id, key=idempotency_key)
+        request_hash = idempotency.fingerprint(keyed.route, body)
+        scope = idempotency.lock_scope(idempotency_keys, user_id=user_id, key=keyed.key)
         try:
             [(taken, created)] = await _fetch_created(
                 connection,
                 CREATE_STATEMENTS[tagged, "new"],
                 *args,
-                idempotency_key,
+                keyed.key,
                 request_hash,
                 scope,
             )
@@ -535,14 +532,12 @@ async def create_expense(
                 connection,
                 idempotency_keys,
                 user_id=user_id,
-                key=idempotency_key,
+                key=keyed.key,
                 request_hash=request_hash,
             )
             if replay is not None:
                 return replay
-            return await _write(
-                connection, CREATE_STATEMENTS[tagged, "claimed"], *args, idempotency_key
-            )
+            return await _write(connection, CREATE_STATEMENTS[tagged, "claimed"], *args, keyed.key)
 
     try:
         result = await create()

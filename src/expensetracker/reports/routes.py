@@ -56,13 +56,13 @@ def _month(value: str | None) -> date:
 
 @router.post("/api/v1/budgets", status_code=status.HTTP_201_CREATED, response_model=BudgetOut)
 async def create_budget(
-    body: BudgetIn, user: CurrentUser, session: DbSession, idempotency_key: IdempotencyKey = None
+    body: BudgetIn, user: CurrentUser, session: DbSession, keyed: IdempotencyKey = None
 ) -> Response:
     result = await service.create_budget(
         session,
         user_id=user.user_id,
         body=body,
-        idempotency_key=idempotency_key,
+        keyed=keyed,
         today=date.today(),
     )
     return idempotency.respond(result)

@@ -114,7 +114,7 @@ async def create_budget(
     *,
     user_id: uuid.UUID,
     body: BudgetIn,
-    idempotency_key: str | None,
+    keyed: idempotency.KeyedRequest | None,
     today: date,
 ) -> BudgetOut | idempotency.Stored:
     async def create() -> BudgetOut:
@@ -132,8 +132,7 @@ async def create_budget(
             session,
             idempotency_keys,
             user_id=user_id,
-            key=idempotency_key,
-            route="POST /api/v1/budgets",
+            keyed=keyed,
             body=body,
             create=create,
         )
