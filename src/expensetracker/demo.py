@@ -19,8 +19,8 @@ from expensetracker.auth.passwords import PasswordHasher
 from expensetracker.expenses import transfer
 from expensetracker.platform.config import Settings
 from expensetracker.platform.idempotency import KeyedRequest
+from expensetracker.reports import budgets as reports_budgets
 from expensetracker.reports import routes as reports_routes
-from expensetracker.reports import service as reports
 from expensetracker.reports.schemas import BudgetIn
 
 EMAIL = "demo@example.org"
@@ -157,6 +157,6 @@ async def load(
             reports_routes.router, reports_routes.create_budget, key=f"demo-{name}"
         )
         async with sessionmaker() as session:
-            await reports.create_budget(
+            await reports_budgets.create_budget(
                 session, user_id=user_id, body=body, keyed=keyed, today=today
             )
