@@ -20,8 +20,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from expensetracker.expenses.models import Expense, RecurringRule, idempotency_keys
+from expensetracker.expenses.owners import create_for_owner
 from expensetracker.expenses.schemas import RecurringCreate, RecurringOut
-from expensetracker.expenses.service import check_category, create_for_owner, set_tags
+from expensetracker.expenses.shared import check_category, set_tags
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import delete_owned
 from expensetracker.platform.errors import Conflict

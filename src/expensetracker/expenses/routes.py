@@ -34,6 +34,7 @@ from expensetracker.expenses.schemas import (
     RuleUpdate,
     TagOut,
 )
+from expensetracker.expenses.shared import ExpenseFilter
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import DbConnection, DbSession
 from expensetracker.platform.errors import Problem, ValidationProblem
@@ -77,8 +78,8 @@ async def expense_filters(
     min_amount: Annotated[str | None, Query(max_length=30), TEXT] = None,
     max_amount: Annotated[str | None, Query(max_length=30), TEXT] = None,
     currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$")] = None,
-) -> service.ExpenseFilter:
-    return service.ExpenseFilter(
+) -> ExpenseFilter:
+    return ExpenseFilter(
         from_=from_,
         to=to,
         category_id=category_id,
@@ -90,7 +91,7 @@ async def expense_filters(
     )
 
 
-ExpenseFilters = Annotated[service.ExpenseFilter, Depends(expense_filters)]
+ExpenseFilters = Annotated[ExpenseFilter, Depends(expense_filters)]
 
 
 @router.post("/api/v1/expenses", status_code=status.HTTP_201_CREATED, response_model=ExpenseOut)

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from expensetracker.expenses.models import CategorisationRule
+from expensetracker.expenses.owners import create_for_owner
 from expensetracker.expenses.schemas import (
     RuleChange,
     RuleCreate,
@@ -27,7 +28,7 @@ from expensetracker.expenses.schemas import (
     RulesApplied,
     RuleUpdate,
 )
-from expensetracker.expenses.service import check_category, create_for_owner, flush_unique
+from expensetracker.expenses.shared import check_category, flush_unique
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import delete_owned
 from expensetracker.platform.errors import Conflict, NotFound, ValidationProblem

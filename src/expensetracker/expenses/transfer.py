@@ -30,6 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from expensetracker.expenses.models import Category
+from expensetracker.expenses.owners import ensure_owner
 from expensetracker.expenses.rules import Rule, first_match, load_rules
 from expensetracker.expenses.schemas import (
     DESCRIPTION_MAX,
@@ -40,7 +41,7 @@ from expensetracker.expenses.schemas import (
     NOTES_MAX,
     TAGS_MAX,
 )
-from expensetracker.expenses.service import TAGS_OF_E, ExpenseFilter, ensure_owner
+from expensetracker.expenses.shared import TAGS_OF_E, ExpenseFilter
 from expensetracker.expenses.statements import (
     SNIFF_BYTES,
     Format,
