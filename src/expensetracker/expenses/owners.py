@@ -88,10 +88,5 @@ async def create_for_owner(
     async with session.begin():
         await ensure_owner(session, user_id=user_id)
         return await idempotency.create_once(
-            session,
-            idempotency_keys,
-            user_id=user_id,
-            keyed=keyed,
-            body=body,
-            create=create,
+            session, idempotency_keys, user_id=user_id, keyed=keyed, body=body, create=create
         )

@@ -195,13 +195,7 @@ async def create_rule(
         await session.refresh(rule)
         return _rule_out(rule)
 
-    return await create_for_owner(
-        session,
-        user_id=user_id,
-        keyed=keyed,
-        body=body,
-        create=create,
-    )
+    return await create_for_owner(session, user_id=user_id, keyed=keyed, body=body, create=create)
 
 
 async def list_rules(

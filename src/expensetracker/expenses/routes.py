@@ -217,11 +217,7 @@ async def create_recurring(
     """A weekly, monthly or yearly expense; occurrences already due are created at once, later
     ones when they fall due."""
     result = await recurring.create_rule(
-        session,
-        user_id=user.user_id,
-        body=body,
-        keyed=keyed,
-        today=date.today(),
+        session, user_id=user.user_id, body=body, keyed=keyed, today=date.today()
     )
     return idempotency.respond(result)
 

@@ -232,13 +232,7 @@ async def create_rule(
         await session.refresh(row)
         return _out(row)
 
-    return await create_for_owner(
-        session,
-        user_id=user_id,
-        keyed=keyed,
-        body=body,
-        create=create,
-    )
+    return await create_for_owner(session, user_id=user_id, keyed=keyed, body=body, create=create)
 
 
 async def list_rules(session: AsyncSession, *, user_id: uuid.UUID) -> Page[RuleOut]:

@@ -133,13 +133,7 @@ async def create_category(
         await session.refresh(category)
         return _category_out(category)
 
-    return await create_for_owner(
-        session,
-        user_id=user_id,
-        keyed=keyed,
-        body=body,
-        create=create,
-    )
+    return await create_for_owner(session, user_id=user_id, keyed=keyed, body=body, create=create)
 
 
 async def update_category(

@@ -103,12 +103,7 @@ async def create_budget(
     async with session.begin():
         await check_not_forgotten(session, user_id=user_id)
         return await idempotency.create_once(
-            session,
-            idempotency_keys,
-            user_id=user_id,
-            keyed=keyed,
-            body=body,
-            create=create,
+            session, idempotency_keys, user_id=user_id, keyed=keyed, body=body, create=create
         )
 
 

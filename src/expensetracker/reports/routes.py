@@ -60,11 +60,7 @@ async def create_budget(
     body: BudgetIn, user: CurrentUser, session: DbSession, keyed: IdempotencyKey = None
 ) -> Response:
     result = await budgets.create_budget(
-        session,
-        user_id=user.user_id,
-        body=body,
-        keyed=keyed,
-        today=date.today(),
+        session, user_id=user.user_id, body=body, keyed=keyed, today=date.today()
     )
     return idempotency.respond(result)
 
