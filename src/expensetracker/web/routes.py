@@ -224,6 +224,34 @@ async def _submitted(
     return _redirect(request, then)
 
 
+def _form_key(form: dict[str, str]) -> str:
+    """The Idempotency-Key a creating form was rendered with: submitted twice, it creates once."""
+    return form.get("idempotency_key") or service.new_form_key()
+
+
+async def _create_submitted(
+    request: Request,
+    account: Account,
+    state: WebState,
+    form: dict[str, str],
+    create: Callable[..., Awaitable[object]],
+    *,
+    page: Callable[..., Awaitable[Response]],
+    then: str,
+    refusals: tuple[int, ...] = (422,),
+    **arguments: Any,
+) -> Response:
+    """A creating form's post (``create``, an API call, under the form's key), answered as
+    _submitted does; a refusal shows ``page`` again with what was typed."""
+    return await _submitted(
+        request,
+        create(token=account.token, idempotency_key=_form_key(form), **arguments),
+        invalid=partial(page, request, account, state, form=form),
+        then=then,
+        refusals=refusals,
+    )
+
+
 # Static files
 
 
@@ -455,7 +483,7 @@ async def new_expense(request: Request, account: SignedIn, state: State) -> Resp
 @router.post("/expenses/new")
 async def create_expense(request: Request, account: SignedIn, state: State) -> Response:
     form = _text(await request.form())
-    key = form.get("idempotency_key") or service.new_form_key()
+    key = _form_key(form)
     try:
         expense = await state.api.create_expense(
             token=account.token, body=service.expense_body(form), idempotency_key=key
@@ -583,17 +611,17 @@ async def categories(request: Request, account: SignedIn, state: State) -> Respo
 @router.post("/categories")
 async def create_category(request: Request, account: SignedIn, state: State) -> Response:
     form = _text(await request.form())
-    return await _submitted(
+    return await _create_submitted(
         request,
-        state.api.create_category(
-            token=account.token,
-            name=form.get("name", ""),
-            parent_id=form.get("parent_id") or None,
-            idempotency_key=form.get("idempotency_key") or service.new_form_key(),
-        ),
-        invalid=partial(_categories_page, request, account, state, form=form),
+        account,
+        state,
+        form,
+        state.api.create_category,
+        page=_categories_page,
         then="/categories",
         refusals=(409, 422),
+        name=form.get("name", ""),
+        parent_id=form.get("parent_id") or None,
     )
 
 
@@ -653,15 +681,15 @@ async def create_recurring(request: Request, account: SignedIn, state: State) ->
         starts_on=form.get("starts_on", ""),
         **({"ends_on": form["ends_on"]} if form.get("ends_on") else {}),
     )
-    return await _submitted(
+    return await _create_submitted(
         request,
-        state.api.create_recurring(
-            token=account.token,
-            body=body,
-            idempotency_key=form.get("idempotency_key") or service.new_form_key(),
-        ),
-        invalid=partial(_recurring_page, request, account, state, form=form),
+        account,
+        state,
+        form,
+        state.api.create_recurring,
+        page=_recurring_page,
         then="/recurring",
+        body=body,
     )
 
 
@@ -718,15 +746,15 @@ def _thresholds(form: FormData) -> list[str]:
 async def create_budget(request: Request, account: SignedIn, state: State) -> Response:
     raw = await request.form()
     form = _text(raw)
-    return await _submitted(
+    return await _create_submitted(
         request,
-        state.api.create_budget(
-            token=account.token,
-            body=service.budget_body(form, thresholds=_thresholds(raw)),
-            idempotency_key=form.get("idempotency_key") or service.new_form_key(),
-        ),
-        invalid=partial(_budgets_page, request, account, state, form=form),
+        account,
+        state,
+        form,
+        state.api.create_budget,
+        page=_budgets_page,
         then="/budgets",
+        body=service.budget_body(form, thresholds=_thresholds(raw)),
     )
 
 
@@ -895,16 +923,16 @@ async def rules(request: Request, account: SignedIn, state: State) -> Response:
 @router.post("/rules")
 async def create_rule(request: Request, account: SignedIn, state: State) -> Response:
     form = _text(await request.form())
-    return await _submitted(
+    return await _create_submitted(
         request,
-        state.api.create_rule(
-            token=account.token,
-            body=service.rule_body(form),
-            idempotency_key=form.get("idempotency_key") or service.new_form_key(),
-        ),
-        invalid=partial(_rules_page, request, account, state, form=form),
+        account,
+        state,
+        form,
+        state.api.create_rule,
+        page=_rules_page,
         then="/rules",
         refusals=(409, 422),
+        body=service.rule_body(form),
     )
 
 
