@@ -215,14 +215,13 @@ async def list_rules(
 
 async def delete_rule(session: AsyncSession, *, user_id: uuid.UUID, rule_id: uuid.UUID) -> None:
     """Stops the rule; the expenses it already created stay."""
-    async with session.begin():
-        await delete_owned(
-            session,
-            RecurringRule,
-            user_id=user_id,
-            id=rule_id,
-            missing="No recurring expense with this id.",
-        )
+    await delete_owned(
+        session,
+        RecurringRule,
+        user_id=user_id,
+        id=rule_id,
+        missing="No recurring expense with this id.",
+    )
 
 
 async def run_maintenance(sessionmaker: async_sessionmaker[AsyncSession], *, today: date) -> int:

@@ -285,14 +285,13 @@ def _amount_text(minor: int | None, currency: str | None) -> str | None:
 
 
 async def delete_rule(session: AsyncSession, *, user_id: uuid.UUID, rule_id: uuid.UUID) -> None:
-    async with session.begin():
-        await delete_owned(
-            session,
-            CategorisationRule,
-            user_id=user_id,
-            id=rule_id,
-            missing="No rule with this id.",
-        )
+    await delete_owned(
+        session,
+        CategorisationRule,
+        user_id=user_id,
+        id=rule_id,
+        missing="No rule with this id.",
+    )
 
 
 # --- on demand ---------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from expensetracker.expenses.shared import (
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import delete_owned
 from expensetracker.platform.errors import NotFound, ValidationProblem
-from expensetracker.platform.pagination import Page, decode_cursor, json_page, keyset_page
+from expensetracker.platform.pagination import Page, decode_cursor, json_page, page_by_name
 
 EXPENSES_CREATED = Counter("expensetracker_expenses_created_total", "Expenses created.")
 EXPENSES_UPDATED = Counter("expensetracker_expenses_updated_total", "Expenses changed.")
@@ -159,10 +159,9 @@ async def delete_category(
     session: AsyncSession, *, user_id: uuid.UUID, category_id: uuid.UUID
 ) -> None:
     """Its expenses become uncategorised and its subcategories move to the top level."""
-    async with session.begin():
-        await delete_owned(
-            session, Category, user_id=user_id, id=category_id, missing="No category with this id."
-        )
+    await delete_owned(
+        session, Category, user_id=user_id, id=category_id, missing="No category with this id."
+    )
 
 
 # --- tags --------------------------------------------------------------------------------------
@@ -171,16 +170,14 @@ async def delete_category(
 async def list_tags(
     session: AsyncSession, *, user_id: uuid.UUID, limit: int, cursor: str | None
 ) -> Page[TagOut]:
-    async with session.begin():
-        return await keyset_page(
-            session,
-            select(Tag).where(Tag.user_id == user_id),
-            keys=(Tag.name, Tag.id),
-            types=(str, uuid.UUID),
-            limit=limit,
-            cursor=cursor,
-            item=lambda tag: TagOut(id=tag.id, name=tag.name),
-        )
+    return await page_by_name(
+        session,
+        Tag,
+        user_id=user_id,
+        limit=limit,
+        cursor=cursor,
+        item=lambda tag: TagOut(id=tag.id, name=tag.name),
+    )
 
 
 # --- expenses ----------------------------------------------------------------------------------

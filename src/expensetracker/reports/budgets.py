@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import DriverPool, delete_owned
 from expensetracker.platform.errors import NotFound, ValidationProblem
-from expensetracker.platform.pagination import Page, keyset_page
+from expensetracker.platform.pagination import Page, keyset_page, page_by_name
 from expensetracker.reports import conversion
 from expensetracker.reports.conversion import Converted
 from expensetracker.reports.models import Budget, BudgetAlert, idempotency_keys
@@ -135,25 +135,17 @@ async def replace_budget(
 
 
 async def delete_budget(session: AsyncSession, *, user_id: uuid.UUID, budget_id: uuid.UUID) -> None:
-    async with session.begin():
-        await delete_owned(
-            session, Budget, user_id=user_id, id=budget_id, missing="No budget with this id."
-        )
+    await delete_owned(
+        session, Budget, user_id=user_id, id=budget_id, missing="No budget with this id."
+    )
 
 
 async def list_budgets(
     session: AsyncSession, *, user_id: uuid.UUID, limit: int, cursor: str | None
 ) -> Page[BudgetOut]:
-    async with session.begin():
-        return await keyset_page(
-            session,
-            select(Budget).where(Budget.user_id == user_id),
-            keys=(Budget.name, Budget.id),
-            types=(str, uuid.UUID),
-            limit=limit,
-            cursor=cursor,
-            item=_budget_out,
-        )
+    return await page_by_name(
+        session, Budget, user_id=user_id, limit=limit, cursor=cursor, item=_budget_out
+    )
 
 
 # --- budget status -----------------------------------------------------------------------------
