@@ -463,21 +463,20 @@ async def expenses(
     )
 
 
-@router.get("/expenses/new")
-async def new_expense(request: Request, account: SignedIn, state: State) -> Response:
+async def _new_expense_page(
+    request: Request, account: Account, state: WebState, *, key: str, **extra: Any
+) -> Response:
+    """The form of a new expense (in the page, or alone for htmx's dialog), under ``key``."""
     context = await _expense_form_context(state, account, charged=True)
     template = "_expense_form.html" if _htmx(request) else "expense_new.html"
-    return _page(
-        request,
-        template,
-        account,
-        form={
-            "occurred_on": date.today().isoformat(),
-            "charged_currency": context["home_currency"] or "",
-        },
-        idempotency_key=service.new_form_key(),
-        **context,
-    )
+    today, home = date.today().isoformat(), context["home_currency"] or ""
+    extra.setdefault("form", {"occurred_on": today, "charged_currency": home})
+    return _page(request, template, account, idempotency_key=key, **extra, **context)
+
+
+@router.get("/expenses/new")
+async def new_expense(request: Request, account: SignedIn, state: State) -> Response:
+    return await _new_expense_page(request, account, state, key=service.new_form_key())
 
 
 @router.post("/expenses/new")
@@ -491,18 +490,15 @@ async def create_expense(request: Request, account: SignedIn, state: State) -> R
     except ApiError as exc:
         if exc.status != 422:
             raise
-        context = await _expense_form_context(state, account, charged=True)
-        template = "_expense_form.html" if _htmx(request) else "expense_new.html"
-        return _page(
+        return await _new_expense_page(
             request,
-            template,
             account,
+            state,
+            key=key,
             status=422,
             form=form,
             errors=service.expense_errors(exc.field_errors, form),
             error=exc.detail,
-            idempotency_key=key,
-            **context,
         )
     if not _htmx(request):
         return RedirectResponse("/expenses?added=1", status_code=303)
@@ -511,19 +507,25 @@ async def create_expense(request: Request, account: SignedIn, state: State) -> R
     return response
 
 
+async def _edit_expense_page(
+    request: Request, account: Account, state: WebState, expense_id: str, **extra: Any
+) -> Response:
+    """The form of an expense (in the page, or as its row for htmx), filled from the expense
+    unless ``extra`` holds the form as typed."""
+    expense = await state.api.get_expense(token=account.token, expense_id=expense_id)
+    context = await _expense_form_context(state, account, charged=True)
+    template = "_expense_edit_row.html" if _htmx(request) else "expense_edit.html"
+    charged = expense["charged_currency"] or context["home_currency"] or ""
+    tags = ", ".join(expense["tags"])
+    extra.setdefault("form", {**expense, "tags": tags, "charged_currency": charged})
+    return _page(request, template, account, expense=expense, **extra, **context)
+
+
 @router.get("/expenses/{expense_id}/edit")
 async def edit_expense(
     request: Request, expense_id: str, account: SignedIn, state: State
 ) -> Response:
-    expense = await state.api.get_expense(token=account.token, expense_id=expense_id)
-    context = await _expense_form_context(state, account, charged=True)
-    template = "_expense_edit_row.html" if _htmx(request) else "expense_edit.html"
-    form = {
-        **expense,
-        "tags": ", ".join(expense["tags"]),
-        "charged_currency": expense["charged_currency"] or context["home_currency"] or "",
-    }
-    return _page(request, template, account, expense=expense, form=form, **context)
+    return await _edit_expense_page(request, account, state, expense_id)
 
 
 @router.get("/expenses/{expense_id}/row")
@@ -549,19 +551,15 @@ async def update_expense(
     except ApiError as exc:
         if exc.status != 422:
             raise
-        expense = await state.api.get_expense(token=account.token, expense_id=expense_id)
-        context = await _expense_form_context(state, account, charged=True)
-        template = "_expense_edit_row.html" if _htmx(request) else "expense_edit.html"
-        return _page(
+        return await _edit_expense_page(
             request,
-            template,
             account,
+            state,
+            expense_id,
             status=422,
-            expense=expense,
             form=form,
             errors=service.expense_errors(exc.field_errors, form),
             error=exc.detail,
-            **context,
         )
     if not _htmx(request):
         return RedirectResponse("/expenses", status_code=303)
@@ -1110,54 +1108,46 @@ def _import_refused(
     )
 
 
-@router.post("/import")
-async def import_preview(request: Request, account: SignedIn, state: State) -> Response:
+async def _import(
+    request: Request, account: Account, state: WebState, *, dry_run: bool
+) -> Response:
+    """The import form's two steps: a dry run shows what the file would do (and the page carries
+    the file on), then the confirmed import."""
     content, form = await _upload(request)
     form.pop("packed", None)
     if not content:
-        return _import_page(
-            request,
-            account,
-            status=422,
-            form=form,
-            problem={"detail": "Choose a file to import.", "errors": []},
+        detail = (
+            "Choose a file to import."
+            if dry_run
+            else "The file was lost on the way; upload it again."
         )
-    format, options = service.import_options(form)
-    try:
-        preview = await service.preview_import(
-            api=state.api, token=account.token, content=content, format=format, options=options
-        )
-    except ApiError as exc:
-        if exc.status not in (413, 415, 422):
-            raise
-        return _import_refused(request, account, exc, form)
-    return _import_page(
-        request, account, form=form, preview=preview, packed=service.pack_upload(content)
-    )
-
-
-@router.post("/import/confirm")
-async def import_confirm(request: Request, account: SignedIn, state: State) -> Response:
-    content, form = await _upload(request)
-    form.pop("packed", None)
-    if not content:
         return _import_page(
-            request,
-            account,
-            status=422,
-            form=form,
-            problem={"detail": "The file was lost on the way; upload it again.", "errors": []},
+            request, account, status=422, form=form, problem={"detail": detail, "errors": []}
         )
     format, options = service.import_options(form)
     try:
         result = await state.api.import_file(
-            token=account.token, content=content, dry_run=False, format=format, options=options
+            token=account.token, content=content, dry_run=dry_run, format=format, options=options
         )
     except ApiError as exc:
         if exc.status not in (413, 415, 422):
             raise
         return _import_refused(request, account, exc, form)
+    if dry_run:
+        return _import_page(
+            request, account, form=form, preview=result, packed=service.pack_upload(content)
+        )
     return _import_page(request, account, imported=result)
+
+
+@router.post("/import")
+async def import_preview(request: Request, account: SignedIn, state: State) -> Response:
+    return await _import(request, account, state, dry_run=True)
+
+
+@router.post("/import/confirm")
+async def import_confirm(request: Request, account: SignedIn, state: State) -> Response:
+    return await _import(request, account, state, dry_run=False)
 
 
 @router.get("/export")
