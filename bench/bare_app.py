@@ -19,7 +19,7 @@ import asyncpg
 from fastapi import FastAPI, Header, Query, Request, Response
 from pydantic import BaseModel
 
-from expensetracker.expenses import service
+from expensetracker.expenses import service, shared
 from expensetracker.expenses.models import idempotency_keys
 from expensetracker.platform import idempotency
 from expensetracker.platform.pagination import decode_cursor
@@ -108,7 +108,7 @@ async def list_expenses(
     q: str | None = None,
     cursor: str | None = None,
 ) -> Response:
-    filters = service.ExpenseFilter(category_id=category_id, from_=from_, to=to, q=q)
+    filters = shared.ExpenseFilter(category_id=category_id, from_=from_, to=to, q=q)
     after = decode_cursor(cursor, types=(date.fromisoformat, uuid.UUID))
     sql, args = service.page_statement(user_id=user, filters=filters, after=after, limit=50)
     async with request.app.state.pool.acquire() as connection:

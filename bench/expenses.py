@@ -41,7 +41,7 @@ from bench.imports import IMPORT_SETTINGS, measure_imports  # noqa: E402
 from bench.pgbench import pgbench_sql, run_pgbench  # noqa: E402
 from bench.setup import bench_env, log, migrated_database, register, serve  # noqa: E402
 from bench.wrk import Call, lua_script, postgres_pids, run_wrk  # noqa: E402
-from expensetracker.expenses import service  # noqa: E402
+from expensetracker.expenses import service, shared  # noqa: E402
 from expensetracker.platform.embedded import pg_bin  # noqa: E402
 from expensetracker.platform.pagination import encode_cursor  # noqa: E402
 from tests.processes import Process, free_port  # noqa: E402
@@ -305,7 +305,7 @@ def pgbench_lines(pgbench: str, url: str, users: list[BenchUser]) -> list[tuple[
         ],
     )
     sql, _ = service.page_statement(
-        user_id=uuid.UUID(int=0), filters=service.ExpenseFilter(), after=None, limit=50
+        user_id=uuid.UUID(int=0), filters=shared.ExpenseFilter(), after=None, limit=50
     )
     first_page = pgbench_sql(sql, [user, "51"])
     options = {"clients": CONNECTIONS}

@@ -41,8 +41,8 @@ from bench.setup import bench_env, log, migrated_database, register, serve  # no
 from bench.wrk import run_wrk  # noqa: E402
 from expensetracker.platform.config import Settings  # noqa: E402
 from expensetracker.platform.embedded import pg_bin  # noqa: E402
-from expensetracker.reports import conversion  # noqa: E402
-from expensetracker.reports import service as reports_service  # noqa: E402
+from expensetracker.reports import budgets as reports_budgets  # noqa: E402
+from expensetracker.reports import conversion, summaries  # noqa: E402
 
 USERS = 100
 PER_USER = 10_000
@@ -61,7 +61,7 @@ NAIVE_SUMMARY_SQL = (
 
 
 def summary_sql() -> str:
-    sql, args = reports_service._summary_query(
+    sql, args = summaries._summary_query(
         group_by="category", from_=date(YEAR, 1, 1), to=date(YEAR, 12, 31)
     )
     return pgbench_sql(sql, [":user::uuid"] + [f"'{value}'::date" for value in args])
@@ -69,7 +69,7 @@ def summary_sql() -> str:
 
 def converted_sql() -> str:
     """The statement behind the converted summary by category (EUR, the default rate age)."""
-    rollup_key, raw_key = reports_service._GROUP_KEYS["category"]
+    rollup_key, raw_key = summaries._GROUP_KEYS["category"]
     sql, args = conversion.converted_query(
         target="EUR",
         keys=(raw_key,),
@@ -97,9 +97,9 @@ def converted_sql() -> str:
 def budget_sql() -> str:
     """The two statements of a budget status without new alerts (the steady state)."""
     month = f"'{MONTH}-01'::date"
-    budgets = pgbench_sql(reports_service._BUDGETS_IN_MONTH, [":user::uuid", month])
+    budgets = pgbench_sql(reports_budgets._BUDGETS_IN_MONTH, [":user::uuid", month])
     spent = pgbench_sql(
-        reports_service._SPENT_PER_MONTH,
+        reports_budgets._SPENT_PER_MONTH,
         [":user::uuid", f"'{YEAR}-01-01'::date", month, "'{EUR,USD}'::text[]"],
     )
     return budgets + "\n" + spent

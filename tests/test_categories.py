@@ -8,7 +8,7 @@ import base64
 import httpx
 import pytest
 
-from expensetracker.expenses.service import DEFAULT_CATEGORIES
+from expensetracker.expenses.owners import DEFAULT_CATEGORIES
 from tests.users import signed_up
 
 pytestmark = pytest.mark.database

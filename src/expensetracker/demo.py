@@ -18,7 +18,9 @@ from expensetracker.auth.accounts import user_id_by_email
 from expensetracker.auth.passwords import PasswordHasher
 from expensetracker.expenses import transfer
 from expensetracker.platform.config import Settings
-from expensetracker.reports import service as reports
+from expensetracker.platform.idempotency import KeyedRequest
+from expensetracker.reports import budgets as reports_budgets
+from expensetracker.reports import routes as reports_routes
 from expensetracker.reports.schemas import BudgetIn
 
 EMAIL = "demo@example.org"
@@ -150,7 +152,11 @@ async def load(
             rollover=rollover,
             starts=starts,
         )
+        # Keyed as the budgets route keys a request, so that loading it again replays.
+        keyed = KeyedRequest.to_endpoint(
+            reports_routes.router, reports_routes.create_budget, key=f"demo-{name}"
+        )
         async with sessionmaker() as session:
-            await reports.create_budget(
-                session, user_id=user_id, body=body, idempotency_key=f"demo-{name}", today=today
+            await reports_budgets.create_budget(
+                session, user_id=user_id, body=body, keyed=keyed, today=today
             )

@@ -16,10 +16,11 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
-    func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from expensetracker.platform.tables import new_id, written_at
 
 SCHEMA = "auth"
 
@@ -30,20 +31,16 @@ class Base(DeclarativeBase):
     metadata = metadata
 
 
-def _now() -> Any:
-    return mapped_column(DateTime(timezone=True), server_default=func.now())
-
-
 class User(Base):
     __tablename__ = "users"
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = new_id()
     # Normalised (lower case); unique, so addresses differing only in case are one account.
     email: Mapped[str] = mapped_column(String(254), unique=True)
     display_name: Mapped[str] = mapped_column(String(100))
     password_hash: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[datetime] = _now()
-    password_changed_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = written_at()
+    password_changed_at: Mapped[datetime] = written_at()
 
 
 class RefreshToken(Base):
@@ -51,14 +48,14 @@ class RefreshToken(Base):
 
     __tablename__ = "refresh_tokens"
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = new_id()
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey(f"{SCHEMA}.users.id", ondelete="CASCADE"), index=True
     )
     family_id: Mapped[uuid.UUID] = mapped_column(index=True)
     # SHA-256 of the token: a stolen table holds no usable token.
     token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
-    issued_at: Mapped[datetime] = _now()
+    issued_at: Mapped[datetime] = written_at()
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -72,7 +69,7 @@ class SigningKey(Base):
     public_jwk: Mapped[dict[str, Any]] = mapped_column(JSONB)
     # AES-256-GCM under the key-encryption key from settings: nonce || ciphertext.
     private_key_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = written_at()
     # Set when a newer key takes over signing; the public key stays published a while longer.
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -89,7 +86,7 @@ class LoginFailure(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     subject: Mapped[str] = mapped_column(String(100))
-    failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    failed_at: Mapped[datetime] = written_at()
 
 
 class OutboxEvent(Base):
@@ -102,4 +99,4 @@ class OutboxEvent(Base):
     event_type: Mapped[str] = mapped_column(Text)
     user_id: Mapped[uuid.UUID] = mapped_column()
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    created_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = written_at()

@@ -8,8 +8,8 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from expensetracker.expenses import models, rates, routes
+from expensetracker.expenses.owners import forget_user
 from expensetracker.expenses.recurring import run_maintenance
-from expensetracker.expenses.service import forget_user
 from expensetracker.platform.application import create_app as create_platform_app
 from expensetracker.platform.config import Settings, get_settings
 from expensetracker.platform.events import UserEventHandling

@@ -14,7 +14,6 @@ from sqlalchemy import (
     BigInteger,
     Computed,
     Date,
-    DateTime,
     ForeignKeyConstraint,
     Index,
     Integer,
@@ -29,6 +28,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from expensetracker.platform.events import event_positions_table
 from expensetracker.platform.idempotency import idempotency_table
+from expensetracker.platform.tables import belongs_to, key, new_id, written_at
 
 SCHEMA = "expenses"
 
@@ -43,8 +43,18 @@ class Base(DeclarativeBase):
     metadata = metadata
 
 
-def _timestamp() -> Mapped[datetime]:
-    return mapped_column(DateTime(timezone=True), server_default=func.now())
+def _of_owner() -> ForeignKeyConstraint:
+    """The row goes with its owner (and so with the user's whole account)."""
+    return ForeignKeyConstraint(["user_id"], [f"{SCHEMA}.owners.user_id"], ondelete="CASCADE")
+
+
+def _in_category() -> ForeignKeyConstraint:
+    """A category of the same user; deleting it leaves the row uncategorised."""
+    return ForeignKeyConstraint(
+        ["user_id", "category_id"],
+        [f"{SCHEMA}.categories.user_id", f"{SCHEMA}.categories.id"],
+        ondelete="SET NULL (category_id)",
+    )
 
 
 class Owner(Base):
@@ -52,10 +62,10 @@ class Owner(Base):
 
     __tablename__ = "owners"
 
-    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    user_id: Mapped[uuid.UUID] = key()
     # What reports convert to (in=home): set by the user, else by their first expense (0011).
     home_currency: Mapped[str | None] = mapped_column(String(3))
-    created_at: Mapped[datetime] = _timestamp()
+    created_at: Mapped[datetime] = written_at()
 
 
 class ForgottenUser(Base):
@@ -63,14 +73,14 @@ class ForgottenUser(Base):
 
     __tablename__ = "forgotten_users"
 
-    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    forgotten_at: Mapped[datetime] = _timestamp()
+    user_id: Mapped[uuid.UUID] = key()
+    forgotten_at: Mapped[datetime] = written_at()
 
 
 class Category(Base):
     __tablename__ = "categories"
     __table_args__ = (
-        ForeignKeyConstraint(["user_id"], [f"{SCHEMA}.owners.user_id"], ondelete="CASCADE"),
+        _of_owner(),
         # A parent always belongs to the same user; deleting it lifts its children to the top.
         ForeignKeyConstraint(
             ["user_id", "parent_id"],
@@ -81,35 +91,31 @@ class Category(Base):
         Index("ix_categories_user_name_id", "user_id", "name", "id"),
     )
 
-    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = key()
+    id: Mapped[uuid.UUID] = new_id()
     name: Mapped[str] = mapped_column(String(50))
     parent_id: Mapped[uuid.UUID | None] = mapped_column()
-    created_at: Mapped[datetime] = _timestamp()
+    created_at: Mapped[datetime] = written_at()
 
 
 class Tag(Base):
     __tablename__ = "tags"
     __table_args__ = (
-        ForeignKeyConstraint(["user_id"], [f"{SCHEMA}.owners.user_id"], ondelete="CASCADE"),
+        _of_owner(),
         Index("uq_tags_user_name", "user_id", func.lower("name"), unique=True),
     )
 
-    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = key()
+    id: Mapped[uuid.UUID] = new_id()
     name: Mapped[str] = mapped_column(String(50))
-    created_at: Mapped[datetime] = _timestamp()
+    created_at: Mapped[datetime] = written_at()
 
 
 class Expense(Base):
     __tablename__ = "expenses"
     __table_args__ = (
-        ForeignKeyConstraint(["user_id"], [f"{SCHEMA}.owners.user_id"], ondelete="CASCADE"),
-        ForeignKeyConstraint(
-            ["user_id", "category_id"],
-            [f"{SCHEMA}.categories.user_id", f"{SCHEMA}.categories.id"],
-            ondelete="SET NULL (category_id)",
-        ),
+        _of_owner(),
+        _in_category(),
         Index("ix_expenses_user_occurred", "user_id", "occurred_on", "id"),
         Index("uq_expenses_user_external_id", "user_id", "external_id", unique=True),
         # Text search within one user's expenses (migration 0010).
@@ -122,8 +128,8 @@ class Expense(Base):
         ),
     )
 
-    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = key()
+    id: Mapped[uuid.UUID] = new_id()
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     # Decimals of the currency (ISO 4217) when written: amounts compare across currencies.
@@ -145,8 +151,8 @@ class Expense(Base):
             "lower(description || ' ' || coalesce(notes, '') || ' ' || coalesce(merchant, ''))"
         ),
     )
-    created_at: Mapped[datetime] = _timestamp()
-    updated_at: Mapped[datetime] = _timestamp()
+    created_at: Mapped[datetime] = written_at()
+    updated_at: Mapped[datetime] = written_at()
 
 
 class RecurringRule(Base):
@@ -154,17 +160,13 @@ class RecurringRule(Base):
 
     __tablename__ = "recurring_rules"
     __table_args__ = (
-        ForeignKeyConstraint(["user_id"], [f"{SCHEMA}.owners.user_id"], ondelete="CASCADE"),
-        ForeignKeyConstraint(
-            ["user_id", "category_id"],
-            [f"{SCHEMA}.categories.user_id", f"{SCHEMA}.categories.id"],
-            ondelete="SET NULL (category_id)",
-        ),
+        _of_owner(),
+        _in_category(),
         Index("ix_recurring_rules_next_due_on", "next_due_on"),
     )
 
-    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = key()
+    id: Mapped[uuid.UUID] = new_id()
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     currency_exponent: Mapped[int] = mapped_column(SmallInteger)
@@ -179,7 +181,7 @@ class RecurringRule(Base):
     # Occurrences already turned into expenses; the next one is occurrence number `done`.
     done: Mapped[int] = mapped_column(Integer, default=0)
     next_due_on: Mapped[date | None] = mapped_column(Date)  # None when the rule has ended
-    created_at: Mapped[datetime] = _timestamp()
+    created_at: Mapped[datetime] = written_at()
 
 
 class CategorisationRule(Base):
@@ -189,17 +191,13 @@ class CategorisationRule(Base):
 
     __tablename__ = "categorisation_rules"
     __table_args__ = (
-        ForeignKeyConstraint(["user_id"], [f"{SCHEMA}.owners.user_id"], ondelete="CASCADE"),
-        ForeignKeyConstraint(
-            ["user_id", "category_id"],
-            [f"{SCHEMA}.categories.user_id", f"{SCHEMA}.categories.id"],
-            ondelete="SET NULL (category_id)",
-        ),
+        _of_owner(),
+        _in_category(),
         UniqueConstraint("user_id", "position", name="categorisation_rules_position_key"),
     )
 
-    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = key()
+    id: Mapped[uuid.UUID] = new_id()
     position: Mapped[int] = mapped_column(Integer)
     field: Mapped[str] = mapped_column(String(11))  # any | description | merchant
     match: Mapped[str] = mapped_column(String(8))  # contains | regex
@@ -209,28 +207,20 @@ class CategorisationRule(Base):
     max_amount_minor: Mapped[int | None] = mapped_column(BigInteger)
     category_id: Mapped[uuid.UUID | None] = mapped_column()
     tags: Mapped[list[str]] = mapped_column(ARRAY(String(50)))
-    created_at: Mapped[datetime] = _timestamp()
+    created_at: Mapped[datetime] = written_at()
 
 
 class ExpenseTag(Base):
     __tablename__ = "expense_tags"
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["user_id", "expense_id"],
-            [f"{SCHEMA}.expenses.user_id", f"{SCHEMA}.expenses.id"],
-            ondelete="CASCADE",
-        ),
-        ForeignKeyConstraint(
-            ["user_id", "tag_id"],
-            [f"{SCHEMA}.tags.user_id", f"{SCHEMA}.tags.id"],
-            ondelete="CASCADE",
-        ),
+        belongs_to(f"{SCHEMA}.expenses", "expense_id"),
+        belongs_to(f"{SCHEMA}.tags", "tag_id"),
         Index("ix_expense_tags_user_tag", "user_id", "tag_id", "expense_id"),
     )
 
-    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    expense_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    tag_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    user_id: Mapped[uuid.UUID] = key()
+    expense_id: Mapped[uuid.UUID] = key()
+    tag_id: Mapped[uuid.UUID] = key()
 
 
 idempotency_keys = idempotency_table(metadata)

@@ -27,7 +27,7 @@ import structlog
 from defusedxml import ElementTree
 from defusedxml.common import DefusedXmlException
 
-from expensetracker.expenses.service import ensure_owner
+from expensetracker.expenses.owners import ensure_owner
 from expensetracker.platform import money
 from expensetracker.platform.config import Settings
 from expensetracker.platform.db import DriverPool

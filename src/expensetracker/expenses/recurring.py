@@ -20,8 +20,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from expensetracker.expenses.models import Expense, RecurringRule, idempotency_keys
+from expensetracker.expenses.owners import create_for_owner
 from expensetracker.expenses.schemas import RecurringCreate, RecurringOut
-from expensetracker.expenses.service import check_category, create_for_owner, set_tags
+from expensetracker.expenses.shared import check_category, set_tags
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import delete_owned
 from expensetracker.platform.errors import Conflict
@@ -164,7 +165,7 @@ async def create_rule(
     *,
     user_id: uuid.UUID,
     body: RecurringCreate,
-    idempotency_key: str | None,
+    keyed: idempotency.KeyedRequest | None,
     today: date,
 ) -> RecurringOut | idempotency.Stored:
     """Creates the rule and, at once, the occurrences already due."""
@@ -194,14 +195,7 @@ async def create_rule(
         await session.refresh(rule)
         return _rule_out(rule)
 
-    return await create_for_owner(
-        session,
-        user_id=user_id,
-        idempotency_key=idempotency_key,
-        route="POST /api/v1/expenses/recurring",
-        body=body,
-        create=create,
-    )
+    return await create_for_owner(session, user_id=user_id, keyed=keyed, body=body, create=create)
 
 
 async def list_rules(
@@ -221,14 +215,13 @@ async def list_rules(
 
 async def delete_rule(session: AsyncSession, *, user_id: uuid.UUID, rule_id: uuid.UUID) -> None:
     """Stops the rule; the expenses it already created stay."""
-    async with session.begin():
-        await delete_owned(
-            session,
-            RecurringRule,
-            user_id=user_id,
-            id=rule_id,
-            missing="No recurring expense with this id.",
-        )
+    await delete_owned(
+        session,
+        RecurringRule,
+        user_id=user_id,
+        id=rule_id,
+        missing="No recurring expense with this id.",
+    )
 
 
 async def run_maintenance(sessionmaker: async_sessionmaker[AsyncSession], *, today: date) -> int:

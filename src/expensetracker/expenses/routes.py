@@ -34,6 +34,7 @@ from expensetracker.expenses.schemas import (
     RuleUpdate,
     TagOut,
 )
+from expensetracker.expenses.shared import ExpenseFilter
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import DbConnection, DbSession
 from expensetracker.platform.errors import Problem, ValidationProblem
@@ -77,8 +78,8 @@ async def expense_filters(
     min_amount: Annotated[str | None, Query(max_length=30), TEXT] = None,
     max_amount: Annotated[str | None, Query(max_length=30), TEXT] = None,
     currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$")] = None,
-) -> service.ExpenseFilter:
-    return service.ExpenseFilter(
+) -> ExpenseFilter:
+    return ExpenseFilter(
         from_=from_,
         to=to,
         category_id=category_id,
@@ -90,7 +91,7 @@ async def expense_filters(
     )
 
 
-ExpenseFilters = Annotated[service.ExpenseFilter, Depends(expense_filters)]
+ExpenseFilters = Annotated[ExpenseFilter, Depends(expense_filters)]
 
 
 @router.post("/api/v1/expenses", status_code=status.HTTP_201_CREATED, response_model=ExpenseOut)
@@ -98,11 +99,9 @@ async def create_expense(
     body: ExpenseCreate,
     user: CurrentUser,
     connection: DbConnection,
-    idempotency_key: IdempotencyKey = None,
+    keyed: IdempotencyKey = None,
 ) -> Response:
-    result = await service.create_expense(
-        connection, user_id=user.user_id, body=body, idempotency_key=idempotency_key
-    )
+    result = await service.create_expense(connection, user_id=user.user_id, body=body, keyed=keyed)
     return idempotency.respond(result)
 
 
@@ -213,16 +212,12 @@ async def create_recurring(
     body: RecurringCreate,
     user: CurrentUser,
     session: DbSession,
-    idempotency_key: IdempotencyKey = None,
+    keyed: IdempotencyKey = None,
 ) -> Response:
     """A weekly, monthly or yearly expense; occurrences already due are created at once, later
     ones when they fall due."""
     result = await recurring.create_rule(
-        session,
-        user_id=user.user_id,
-        body=body,
-        idempotency_key=idempotency_key,
-        today=date.today(),
+        session, user_id=user.user_id, body=body, keyed=keyed, today=date.today()
     )
     return idempotency.respond(result)
 
@@ -245,12 +240,10 @@ async def create_rule(
     body: RuleCreate,
     user: CurrentUser,
     session: DbSession,
-    idempotency_key: IdempotencyKey = None,
+    keyed: IdempotencyKey = None,
 ) -> Response:
     """A categorisation rule, by default after the others (the first that matches wins)."""
-    result = await rules.create_rule(
-        session, user_id=user.user_id, body=body, idempotency_key=idempotency_key
-    )
+    result = await rules.create_rule(session, user_id=user.user_id, body=body, keyed=keyed)
     return idempotency.respond(result)
 
 
@@ -397,11 +390,9 @@ async def create_category(
     body: CategoryCreate,
     user: CurrentUser,
     session: DbSession,
-    idempotency_key: IdempotencyKey = None,
+    keyed: IdempotencyKey = None,
 ) -> Response:
-    result = await service.create_category(
-        session, user_id=user.user_id, body=body, idempotency_key=idempotency_key
-    )
+    result = await service.create_category(session, user_id=user.user_id, body=body, keyed=keyed)
     return idempotency.respond(result)
 
 

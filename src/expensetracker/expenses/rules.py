@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from expensetracker.expenses.models import CategorisationRule
+from expensetracker.expenses.owners import create_for_owner
 from expensetracker.expenses.schemas import (
     RuleChange,
     RuleCreate,
@@ -27,7 +28,7 @@ from expensetracker.expenses.schemas import (
     RulesApplied,
     RuleUpdate,
 )
-from expensetracker.expenses.service import check_category, create_for_owner, flush_unique
+from expensetracker.expenses.shared import check_category, flush_unique
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import delete_owned
 from expensetracker.platform.errors import Conflict, NotFound, ValidationProblem
@@ -205,7 +206,11 @@ async def _flush_unique_position(session: AsyncSession) -> None:
 
 
 async def create_rule(
-    session: AsyncSession, *, user_id: uuid.UUID, body: RuleCreate, idempotency_key: str | None
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    body: RuleCreate,
+    keyed: idempotency.KeyedRequest | None,
 ) -> RuleOut | idempotency.Stored:
     async def create() -> RuleOut:
         count, last = (
@@ -227,14 +232,7 @@ async def create_rule(
         await session.refresh(row)
         return _out(row)
 
-    return await create_for_owner(
-        session,
-        user_id=user_id,
-        idempotency_key=idempotency_key,
-        route="POST /api/v1/expenses/rules",
-        body=body,
-        create=create,
-    )
+    return await create_for_owner(session, user_id=user_id, keyed=keyed, body=body, create=create)
 
 
 async def list_rules(session: AsyncSession, *, user_id: uuid.UUID) -> Page[RuleOut]:
@@ -287,14 +285,13 @@ def _amount_text(minor: int | None, currency: str | None) -> str | None:
 
 
 async def delete_rule(session: AsyncSession, *, user_id: uuid.UUID, rule_id: uuid.UUID) -> None:
-    async with session.begin():
-        await delete_owned(
-            session,
-            CategorisationRule,
-            user_id=user_id,
-            id=rule_id,
-            missing="No rule with this id.",
-        )
+    await delete_owned(
+        session,
+        CategorisationRule,
+        user_id=user_id,
+        id=rule_id,
+        missing="No rule with this id.",
+    )
 
 
 # --- on demand ---------------------------------------------------------------------------------

@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
 from typing import Any, Literal
 
 import asyncpg
 from prometheus_client import Counter
-from pydantic import BaseModel
-from sqlalchemy import delete, exists, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from expensetracker.expenses.models import (
-    Category,
-    ForgottenUser,
-    Owner,
-    Tag,
-    idempotency_keys,
-)
+from expensetracker.expenses.models import Category, Tag, idempotency_keys
+from expensetracker.expenses.owners import create_for_owner, ensure_owner
 from expensetracker.expenses.schemas import (
     CategoryCreate,
     CategoryOut,
@@ -33,97 +22,21 @@ from expensetracker.expenses.schemas import (
     ExpenseUpdate,
     TagOut,
 )
+from expensetracker.expenses.shared import (
+    TAGS_OF_E,
+    ExpenseFilter,
+    flush_unique,
+    not_your_category,
+    tagging,
+)
 from expensetracker.platform import idempotency, money
-from expensetracker.platform.db import Db, delete_owned, fetch, fetchval
-from expensetracker.platform.errors import Conflict, NotFound, ValidationProblem
-from expensetracker.platform.events import USER_DELETED, UserEvent
-from expensetracker.platform.pagination import Page, decode_cursor, json_page, keyset_page
-from expensetracker.platform.tokens import InvalidToken
+from expensetracker.platform.db import delete_owned
+from expensetracker.platform.errors import NotFound, ValidationProblem
+from expensetracker.platform.pagination import Page, decode_cursor, json_page, page_by_name
 
 EXPENSES_CREATED = Counter("expensetracker_expenses_created_total", "Expenses created.")
 EXPENSES_UPDATED = Counter("expensetracker_expenses_updated_total", "Expenses changed.")
 EXPENSES_DELETED = Counter("expensetracker_expenses_deleted_total", "Expenses deleted.")
-
-# Every new user starts with these (top level -> children); they are theirs to rename or delete.
-DEFAULT_CATEGORIES: dict[str, tuple[str, ...]] = {
-    "Food": ("Groceries", "Restaurants"),
-    "Housing": ("Rent", "Utilities"),
-    "Transport": ("Public transport", "Fuel"),
-    "Health": (),
-    "Shopping": (),
-    "Entertainment": (),
-    "Travel": (),
-    "Education": (),
-    "Gifts": (),
-    "Other": (),
-}
-
-
-async def forget_user(session: AsyncSession, event: UserEvent) -> None:
-    """``user.deleted``: everything of that user goes (the owner row cascades to the rest), and a
-    tombstone keeps their still-valid access tokens from creating anything again. The exclusive
-    lock waits for creations in flight (claim_owner holds it shared)."""
-    if event.event_type == USER_DELETED:
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:scope, 0))"),
-            {"scope": f"expenses.owner:{event.user_id}"},
-        )
-        await session.execute(delete(Owner).where(Owner.user_id == event.user_id))
-        await session.execute(
-            pg_insert(ForgottenUser).values(user_id=event.user_id).on_conflict_do_nothing()
-        )
-
-
-async def ensure_owner(db: Db, *, user_id: uuid.UUID) -> None:
-    """First use by a user: record them and give them the default categories, once. A deleted
-    user is refused with 401, as their token would be once it expires. Inside the caller's
-    transaction (``db`` a session or a connection)."""
-    claim = await fetchval(db, "SELECT expenses.claim_owner($1)", user_id)
-    if claim == "forgotten":
-        raise InvalidToken("This account has been deleted.")
-    if claim != "created":
-        return
-    ids, names, parents = [], [], []
-    for parent, children in DEFAULT_CATEGORIES.items():
-        parent_id = uuid.uuid4()
-        for name, parent_of in ((parent, None), *((child, parent_id) for child in children)):
-            ids.append(parent_id if parent_of is None else uuid.uuid4())
-            names.append(name)
-            parents.append(parent_of)
-    await fetch(
-        db,
-        "INSERT INTO expenses.categories (user_id, id, name, parent_id) "
-        "SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::uuid[])",
-        user_id,
-        ids,
-        names,
-        parents,
-    )
-
-
-async def create_for_owner(
-    session: AsyncSession,
-    *,
-    user_id: uuid.UUID,
-    idempotency_key: str | None,
-    route: str,
-    body: BaseModel,
-    create: Callable[[], Awaitable[BaseModel]],
-) -> BaseModel | idempotency.Stored:
-    """``create()`` once per Idempotency-Key, in one transaction with the owner row (and default
-    categories) the user's first creation needs."""
-    async with session.begin():
-        await ensure_owner(session, user_id=user_id)
-        return await idempotency.create_once(
-            session,
-            idempotency_keys,
-            user_id=user_id,
-            key=idempotency_key,
-            route=route,
-            body=body,
-            create=create,
-        )
-
 
 # Answers written as JSON by PostgreSQL give timestamps as Pydantic does: UTC, with a "Z".
 _UTC_TIMESTAMP = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
@@ -196,17 +109,6 @@ async def _check_parent(
             )
 
 
-async def flush_unique(session: AsyncSession, *, constraint: str, conflict: str) -> None:
-    """Flushes the session; a row breaking the unique ``constraint`` is a 409 saying
-    ``conflict``."""
-    try:
-        await session.flush()
-    except IntegrityError as exc:
-        if constraint in str(exc.orig):
-            raise Conflict(conflict) from None
-        raise
-
-
 async def _flush_unique_name(session: AsyncSession) -> None:
     await flush_unique(
         session,
@@ -220,7 +122,7 @@ async def create_category(
     *,
     user_id: uuid.UUID,
     body: CategoryCreate,
-    idempotency_key: str | None,
+    keyed: idempotency.KeyedRequest | None,
 ) -> CategoryOut | idempotency.Stored:
     async def create() -> CategoryOut:
         if body.parent_id is not None:
@@ -231,14 +133,7 @@ async def create_category(
         await session.refresh(category)
         return _category_out(category)
 
-    return await create_for_owner(
-        session,
-        user_id=user_id,
-        idempotency_key=idempotency_key,
-        route="POST /api/v1/categories",
-        body=body,
-        create=create,
-    )
+    return await create_for_owner(session, user_id=user_id, keyed=keyed, body=body, create=create)
 
 
 async def update_category(
@@ -264,10 +159,9 @@ async def delete_category(
     session: AsyncSession, *, user_id: uuid.UUID, category_id: uuid.UUID
 ) -> None:
     """Its expenses become uncategorised and its subcategories move to the top level."""
-    async with session.begin():
-        await delete_owned(
-            session, Category, user_id=user_id, id=category_id, missing="No category with this id."
-        )
+    await delete_owned(
+        session, Category, user_id=user_id, id=category_id, missing="No category with this id."
+    )
 
 
 # --- tags --------------------------------------------------------------------------------------
@@ -276,62 +170,14 @@ async def delete_category(
 async def list_tags(
     session: AsyncSession, *, user_id: uuid.UUID, limit: int, cursor: str | None
 ) -> Page[TagOut]:
-    async with session.begin():
-        return await keyset_page(
-            session,
-            select(Tag).where(Tag.user_id == user_id),
-            keys=(Tag.name, Tag.id),
-            types=(str, uuid.UUID),
-            limit=limit,
-            cursor=cursor,
-            item=lambda tag: TagOut(id=tag.id, name=tag.name),
-        )
-
-
-# Names given for an expense ($names) -> their tags, created when missing, and the expense
-# ($expense) linked to exactly those. PostgreSQL's lower() alone decides which names are the same
-# tag (as the unique index does): matching in Python disagreed with it for names such as
-# "İstanbul". The first spelling given names a new tag. A tag created meanwhile by a concurrent
-# request is not in this statement's snapshot: the conflict finds it (DO UPDATE returns it).
-# Used as common table expressions; `tagged` holds the tags (id, name) of the expense.
-_TAGGING = """
-given AS (
-    SELECT DISTINCT ON (lower(g.name)) g.name
-    FROM unnest({names}::text[]) WITH ORDINALITY AS g(name, position)
-    WHERE {expense_exists}
-    ORDER BY lower(g.name), g.position
-),
-known AS (
-    SELECT t.id, t.name FROM expenses.tags t
-    WHERE t.user_id = $1 AND lower(t.name) IN (SELECT lower(name) FROM given)
-),
-added AS (
-    INSERT INTO expenses.tags AS t (user_id, id, name)
-    SELECT $1, gen_random_uuid(), g.name FROM given g
-    WHERE lower(g.name) NOT IN (SELECT lower(name) FROM known)
-    ON CONFLICT (user_id, lower(name)) DO UPDATE SET name = t.name
-    RETURNING t.id, t.name
-),
-tagged AS (SELECT id, name FROM known UNION ALL SELECT id, name FROM added),
-unlinked AS (
-    DELETE FROM expenses.expense_tags et
-    WHERE et.user_id = $1 AND et.expense_id = {expense} AND et.tag_id NOT IN (SELECT id FROM tagged)
-),
-linked AS (
-    INSERT INTO expenses.expense_tags (user_id, expense_id, tag_id)
-    SELECT $1, {expense}, id FROM tagged
-    ON CONFLICT DO NOTHING
-)"""
-
-
-def _tagging(*, expense: str, names: str, expense_exists: str = "true") -> str:
-    return _TAGGING.format(expense=expense, names=names, expense_exists=expense_exists)
-
-
-async def set_tags(db: Db, *, user_id: uuid.UUID, expense_id: uuid.UUID, names: list[str]) -> None:
-    """Links the expense to exactly the named tags (see _TAGGING), inside the caller's
-    transaction."""
-    await fetch(db, f"WITH {_tagging(expense='$2', names='$3')} SELECT", user_id, expense_id, names)
+    return await page_by_name(
+        session,
+        Tag,
+        user_id=user_id,
+        limit=limit,
+        cursor=cursor,
+        item=lambda tag: TagOut(id=tag.id, name=tag.name),
+    )
 
 
 # --- expenses ----------------------------------------------------------------------------------
@@ -357,12 +203,6 @@ EXPENSE_JSON = (
     f"'created_at', {_UTC_TIMESTAMP.format('e.created_at')}, "
     f"'updated_at', {_UTC_TIMESTAMP.format('e.updated_at')}"
     ")::text"
-)
-# The tag names of an expense `e`, sorted.
-TAGS_OF_E = (
-    "ARRAY(SELECT t.name FROM expenses.expense_tags et JOIN expenses.tags t "
-    "ON t.user_id = et.user_id AND t.id = et.tag_id "
-    "WHERE et.user_id = e.user_id AND et.expense_id = e.id ORDER BY t.name)"
 )
 _TAGGED_NAMES = "ARRAY(SELECT name FROM tagged ORDER BY name)"
 _NO_TAGS = "'{}'::text[]"
@@ -404,7 +244,7 @@ def create_statement(*, tagged: bool, key: Literal["new", "claimed"] | None) -> 
         ctes = [f"e AS (INSERT INTO expenses.expenses ({_COLUMNS}) VALUES ({values}) RETURNING *)"]
     if tagged:
         ctes.append(
-            _tagging(expense="$2", names=f"${_TAGS}", expense_exists="EXISTS (SELECT FROM e)")
+            tagging(expense="$2", names=f"${_TAGS}", expense_exists="EXISTS (SELECT FROM e)")
         )
     answer = EXPENSE_JSON.format(tags=_TAGGED_NAMES if tagged else _NO_TAGS)
     if key is None:
@@ -441,18 +281,6 @@ _OWNER_MISSING = ("expenses_user_id_fkey", "idempotency_keys_user_id_fkey")
 _CATEGORY_MISSING = "expenses_user_id_category_id_fkey"
 
 
-def _not_your_category() -> ValidationProblem:
-    # The same answer for another user's category as for none at all.
-    return ValidationProblem.of_field("body.category_id", "Not one of your categories.", "category")
-
-
-async def check_category(
-    session: AsyncSession, *, user_id: uuid.UUID, category_id: uuid.UUID | None
-) -> None:
-    if category_id is not None and await session.get(Category, (user_id, category_id)) is None:
-        raise _not_your_category()
-
-
 async def _write(connection: asyncpg.Connection, sql: str, *args: object) -> str | None:
     """Runs a statement writing an expense; a category that is not the caller's is a 422."""
     rows = await _fetch_created(connection, sql, *args)
@@ -466,7 +294,7 @@ async def _fetch_created(
         return await connection.fetch(sql, *args)
     except asyncpg.ForeignKeyViolationError as exc:
         if exc.constraint_name == _CATEGORY_MISSING:
-            raise _not_your_category() from None
+            raise not_your_category() from None
         raise
 
 
@@ -486,7 +314,7 @@ async def create_expense(
     *,
     user_id: uuid.UUID,
     body: ExpenseCreate,
-    idempotency_key: str | None,
+    keyed: idempotency.KeyedRequest | None,
 ) -> str | idempotency.Stored:
     """The created expense as JSON, or the answer stored for the Idempotency-Key. The owner row
     is not checked on each creation: the insert finds it missing (a first creation, or a deleted
@@ -510,16 +338,16 @@ async def create_expense(
     tagged = bool(body.tags)
 
     async def create() -> str | idempotency.Stored:
-        if idempotency_key is None:
+        if keyed is None:
             return await _write(connection, CREATE_STATEMENTS[tagged, None], *args)
-        request_hash = idempotency.fingerprint("POST /api/v1/expenses", body)
-        scope = idempotency.lock_scope(idempotency_keys, user_id=user_id, key=idempotency_key)
+        request_hash = idempotency.fingerprint(keyed.route, body)
+        scope = idempotency.lock_scope(idempotency_keys, user_id=user_id, key=keyed.key)
         try:
             [(taken, created)] = await _fetch_created(
                 connection,
                 CREATE_STATEMENTS[tagged, "new"],
                 *args,
-                idempotency_key,
+                keyed.key,
                 request_hash,
                 scope,
             )
@@ -535,14 +363,12 @@ async def create_expense(
                 connection,
                 idempotency_keys,
                 user_id=user_id,
-                key=idempotency_key,
+                key=keyed.key,
                 request_hash=request_hash,
             )
             if replay is not None:
                 return replay
-            return await _write(
-                connection, CREATE_STATEMENTS[tagged, "claimed"], *args, idempotency_key
-            )
+            return await _write(connection, CREATE_STATEMENTS[tagged, "claimed"], *args, keyed.key)
 
     try:
         result = await create()
@@ -583,10 +409,10 @@ def update_statement(columns: list[str], *, tags: bool) -> str:
     )
     if not tags:
         return f"WITH {update} SELECT {EXPENSE_JSON.format(tags=TAGS_OF_E)} FROM e"
-    tagging = _tagging(
+    tagged = tagging(
         expense="$2", names=f"${len(columns) + 3}", expense_exists="EXISTS (SELECT FROM e)"
     )
-    return f"WITH {update}, {tagging} SELECT {EXPENSE_JSON.format(tags=_TAGGED_NAMES)} FROM e"
+    return f"WITH {update}, {tagged} SELECT {EXPENSE_JSON.format(tags=_TAGGED_NAMES)} FROM e"
 
 
 _REQUIRED = ("currency", "amount", "occurred_on", "description")
@@ -655,58 +481,6 @@ async def delete_expense(
     if await connection.execute(DELETE, user_id, expense_id) != "DELETE 1":
         raise NotFound("No expense with this id.")
     EXPENSES_DELETED.inc()
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExpenseFilter:
-    """What a list or an export asks for: every given field must match."""
-
-    from_: date | None = None
-    to: date | None = None
-    category_id: uuid.UUID | None = None  # a category includes its subcategories
-    tag: str | None = None
-    q: str | None = None
-    min_amount: Decimal | None = None
-    max_amount: Decimal | None = None
-    currency: str | None = None
-
-    def where(self, args: list[object]) -> str:
-        """The conditions on expenses `e` (after ``args``, the caller's id first), appending
-        their parameters to ``args``. Only the filters given appear, so that each combination
-        is its own prepared statement, with a plan that stays good as a generic plan."""
-        conditions = ["e.user_id = $1"]
-
-        def parameter(value: object) -> str:
-            args.append(value)
-            return f"${len(args)}"
-
-        if self.from_ is not None:
-            conditions.append(f"e.occurred_on >= {parameter(self.from_)}")
-        if self.to is not None:
-            conditions.append(f"e.occurred_on <= {parameter(self.to)}")
-        if self.category_id is not None:
-            category = parameter(self.category_id)
-            conditions.append(
-                "e.category_id IN (SELECT c.id FROM expenses.categories c WHERE c.user_id = $1 "
-                f"AND (c.id = {category} OR c.parent_id = {category}))"
-            )
-        if self.tag is not None:
-            conditions.append(
-                "EXISTS (SELECT FROM expenses.expense_tags et JOIN expenses.tags t "
-                "ON t.user_id = et.user_id AND t.id = et.tag_id WHERE et.user_id = $1 "
-                f"AND et.expense_id = e.id AND lower(t.name) = lower({parameter(self.tag)}))"
-            )
-        if self.q is not None:  # served by the trigram index on search_text, lower-cased
-            escaped = self.q.replace("/", "//").replace("%", "/%").replace("_", "/_")
-            conditions.append(f"e.search_text LIKE lower({parameter(f'%{escaped}%')}) ESCAPE '/'")
-        scale = "10::numeric ^ e.currency_exponent"
-        if self.min_amount is not None:
-            conditions.append(f"e.amount_minor >= {parameter(self.min_amount)}::numeric * {scale}")
-        if self.max_amount is not None:
-            conditions.append(f"e.amount_minor <= {parameter(self.max_amount)}::numeric * {scale}")
-        if self.currency is not None:
-            conditions.append(f"e.currency = {parameter(self.currency)}")
-        return " AND ".join(conditions)
 
 
 _PAGE_KEYS = (date.fromisoformat, uuid.UUID)

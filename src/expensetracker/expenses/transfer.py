@@ -30,6 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from expensetracker.expenses.models import Category
+from expensetracker.expenses.owners import ensure_owner
 from expensetracker.expenses.rules import Rule, first_match, load_rules
 from expensetracker.expenses.schemas import (
     DESCRIPTION_MAX,
@@ -40,7 +41,7 @@ from expensetracker.expenses.schemas import (
     NOTES_MAX,
     TAGS_MAX,
 )
-from expensetracker.expenses.service import TAGS_OF_E, ExpenseFilter, ensure_owner
+from expensetracker.expenses.shared import TAGS_OF_E, ExpenseFilter
 from expensetracker.expenses.statements import (
     SNIFF_BYTES,
     Format,
@@ -290,9 +291,10 @@ async def import_file(
         try:
             async with session.begin():
                 await ensure_owner(session, user_id=user_id)
-                result = await _load(
+                batches, rows = await _stage(
                     session, user_id=user_id, spool=spool, statement=statement, progress=progress
                 )
+                result = _publish(batches, rows=rows, statement=statement)
                 if dry_run:
                     raise _RolledBack(dataclasses.replace(result, dry_run=True))
                 result.unchanged_lines = []  # listed by a dry run only
@@ -393,14 +395,16 @@ class _Batches:
         self._bound_errors()
 
 
-async def _load(
+async def _stage(
     session: AsyncSession,
     *,
     user_id: uuid.UUID,
     spool: Any,
     statement: Statement | None,
     progress: Callable[[int], None] | None,
-) -> ImportResult:
+) -> tuple[_Batches, int]:
+    """Reads and checks every row of the file, writing them in batches while every row so far
+    is valid; answers the batches (what they created, what they rejected) and the row count."""
     categories = {
         name.casefold(): category_id
         for category_id, name in await session.execute(
@@ -462,6 +466,12 @@ async def _load(
         if isinstance(exc, csv.Error):
             raise InvalidImport(f"The file is not valid CSV: {exc}.") from None
         raise
+    return batches, rows
+
+
+def _publish(batches: _Batches, *, rows: int, statement: Statement | None) -> ImportResult:
+    """What the import did, or, when a row was bad, an InvalidImport with the first errors
+    (the transaction then keeps nothing)."""
     if batches.rejected:
         IMPORT_ROWS.labels("rejected").inc(batches.rejected)
         errors = batches.reported_errors()

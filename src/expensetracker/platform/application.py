@@ -55,25 +55,15 @@ def _jwks_client(
 
 
 async def _open_database(stack: AsyncExitStack, settings: Settings, *, name: str) -> Database:
-    """The ORM's engine and asyncpg's pool of this process, closed with the stack."""
+    """The ORM's engine and asyncpg's pools of this process, closed with the stack."""
     engine = create_engine(settings, application_name=f"expensetracker-{name}")
     DB_POOLS.track(engine, name=name)
     stack.push_async_callback(engine.dispose)
     stack.callback(DB_POOLS.untrack, engine)
-    driver_pool = await create_driver_pool(settings, application_name=f"expensetracker-{name}")
-    DB_POOLS.track_driver(driver_pool, name=name)
-    stack.push_async_callback(driver_pool.close)
-    stack.callback(DB_POOLS.untrack_driver, driver_pool)
-    primary = DriverPool(driver_pool, wait_seconds=settings.db_pool_timeout_seconds)
+    primary = await _open_driver_pool(stack, settings, name=name, read_only=False)
     read_pool = primary
     if settings.database_read_url is not None:
-        replica = await create_driver_pool(
-            settings, application_name=f"expensetracker-{name}", read_only=True
-        )
-        DB_POOLS.track_driver(replica, name=f"{name}-read")
-        stack.push_async_callback(replica.close)
-        stack.callback(DB_POOLS.untrack_driver, replica)
-        read_pool = DriverPool(replica, wait_seconds=settings.db_pool_timeout_seconds)
+        read_pool = await _open_driver_pool(stack, settings, name=name, read_only=True)
     return Database(
         engine=engine,
         sessionmaker=async_sessionmaker(engine, expire_on_commit=False),
@@ -81,6 +71,20 @@ async def _open_database(stack: AsyncExitStack, settings: Settings, *, name: str
         driver_pool=primary,
         read_driver_pool=read_pool,
     )
+
+
+async def _open_driver_pool(
+    stack: AsyncExitStack, settings: Settings, *, name: str, read_only: bool
+) -> DriverPool:
+    """An asyncpg pool (of the read replica when ``read_only``), in the pool metrics while it
+    is open, closed with the stack."""
+    pool = await create_driver_pool(
+        settings, application_name=f"expensetracker-{name}", read_only=read_only
+    )
+    DB_POOLS.track_driver(pool, name=f"{name}-read" if read_only else name)
+    stack.push_async_callback(pool.close)
+    stack.callback(DB_POOLS.untrack_driver, pool)
+    return DriverPool(pool, wait_seconds=settings.db_pool_timeout_seconds)
 
 
 async def _start_jobs(stack: AsyncExitStack, state: AppState) -> None:

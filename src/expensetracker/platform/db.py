@@ -118,11 +118,13 @@ def pool_turns(settings: Settings) -> asyncio.Semaphore:
 async def delete_owned(
     session: AsyncSession, model: type, *, user_id: uuid.UUID, id: uuid.UUID, missing: str
 ) -> None:
-    """Deletes the caller's row ``id`` of ``model`` (keyed by ``user_id`` and ``id``); another
-    user's id answers 404 with ``missing``, like an id that does not exist."""
-    deleted = await session.scalar(
-        delete(model).where(model.user_id == user_id, model.id == id).returning(model.id)
-    )
+    """Deletes the caller's row ``id`` of ``model`` (keyed by ``user_id`` and ``id``), in a
+    transaction of its own; another user's id answers 404 with ``missing``, like an id that does
+    not exist."""
+    async with session.begin():
+        deleted = await session.scalar(
+            delete(model).where(model.user_id == user_id, model.id == id).returning(model.id)
+        )
     if deleted is None:
         raise NotFound(missing)
 

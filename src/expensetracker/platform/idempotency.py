@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import Header
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from sqlalchemy import (
     Column,
@@ -41,7 +42,7 @@ from expensetracker.platform.schemas import JsonDocument
 
 RETENTION = timedelta(hours=24)
 
-IdempotencyKey = Annotated[
+_KeyHeader = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
@@ -51,6 +52,35 @@ IdempotencyKey = Annotated[
         description="Retrying with the same key and body returns the first answer.",
     ),
 ]
+
+
+@dataclass(frozen=True)
+class KeyedRequest:
+    """An ``Idempotency-Key`` and the route it was sent to, whose fingerprint covers both."""
+
+    key: str
+    route: str  # the route's method and path template: "POST /api/v1/expenses"
+
+    @classmethod
+    def to(cls, route: APIRoute, *, key: str) -> KeyedRequest:
+        [method] = route.methods
+        return cls(key=key, route=f"{method} {route.path}")
+
+    @classmethod
+    def to_endpoint(
+        cls, router: APIRouter, endpoint: Callable[..., object], *, key: str
+    ) -> KeyedRequest:
+        """The key as if sent to the route of ``endpoint`` (for callers outside HTTP)."""
+        [route] = [r for r in router.routes if isinstance(r, APIRoute) and r.endpoint is endpoint]
+        return cls.to(route, key=key)
+
+
+def _keyed_request(request: Request, key: _KeyHeader = None) -> KeyedRequest | None:
+    return None if key is None else KeyedRequest.to(request.scope["route"], key=key)
+
+
+# A creating route's Idempotency-Key header, with the route it came to.
+IdempotencyKey = Annotated[KeyedRequest | None, Depends(_keyed_request)]
 
 
 def idempotency_table(metadata: MetaData) -> Table:
@@ -164,19 +194,18 @@ async def create_once(
     table: Table,
     *,
     user_id: uuid.UUID,
-    key: str | None,
-    route: str,
+    keyed: KeyedRequest | None,
     body: BaseModel,
     create: Callable[[], Awaitable[BaseModel]],
     status_code: int = 201,
 ) -> BaseModel | Stored:
-    """``create()`` unless ``key`` was seen for the same ``route`` and ``body``: then the answer
+    """``create()`` unless the key was seen for the same route and ``body``: then the answer
     stored for it. Runs inside the caller's transaction, so the key and the created object
     commit together."""
-    if key is None:
+    if keyed is None:
         return await create()
-    request_hash = fingerprint(route, body)
-    stored = await claim(session, table, user_id=user_id, key=key, request_hash=request_hash)
+    request_hash = fingerprint(keyed.route, body)
+    stored = await claim(session, table, user_id=user_id, key=keyed.key, request_hash=request_hash)
     if stored is not None:
         return stored
     created = await create()
@@ -184,7 +213,7 @@ async def create_once(
         session,
         table,
         user_id=user_id,
-        key=key,
+        key=keyed.key,
         status_code=status_code,
         body=created.model_dump_json(),
     )

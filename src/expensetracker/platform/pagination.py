@@ -11,12 +11,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Select, tuple_
+from sqlalchemy import ColumnElement, Select, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from expensetracker.platform.errors import ValidationProblem
@@ -104,6 +105,29 @@ async def keyset_page(
         items=[item(*row[: -len(keys)]) for row in rows],
         next_cursor=encode_cursor(last_keys) if last_keys else None,
     )
+
+
+async def page_by_name(
+    session: AsyncSession,
+    model: Any,
+    *,
+    user_id: uuid.UUID,
+    limit: int,
+    cursor: str | None,
+    item: Callable[..., T],
+) -> Page[T]:
+    """One page of the caller's rows of ``model`` (a table of named things keyed by user_id and
+    id) by name, then id, in a transaction of its own."""
+    async with session.begin():
+        return await keyset_page(
+            session,
+            select(model).where(model.user_id == user_id),
+            keys=(model.name, model.id),
+            types=(str, uuid.UUID),
+            limit=limit,
+            cursor=cursor,
+            item=item,
+        )
 
 
 def json_page(items: list[str], *, next_key: list[Any] | None) -> str:

@@ -14,7 +14,8 @@ from expensetracker.platform.events import UserEventHandling
 from expensetracker.platform.spec import BackgroundJob, ServiceSpec
 from expensetracker.platform.state import AppState
 from expensetracker.reports import models, routes
-from expensetracker.reports.service import evaluate_alerts, forget_user
+from expensetracker.reports.budgets import evaluate_alerts
+from expensetracker.reports.service import forget_user
 
 
 async def _maintenance(state: AppState) -> None:

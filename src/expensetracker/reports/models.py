@@ -11,18 +11,16 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Date,
-    DateTime,
-    ForeignKeyConstraint,
     MetaData,
     SmallInteger,
     String,
     UniqueConstraint,
-    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from expensetracker.platform.events import event_positions_table
 from expensetracker.platform.idempotency import idempotency_table
+from expensetracker.platform.tables import belongs_to, key, new_id, written_at
 
 SCHEMA = "reports"
 
@@ -38,10 +36,8 @@ class ForgottenUser(Base):
 
     __tablename__ = "forgotten_users"
 
-    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    forgotten_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    user_id: Mapped[uuid.UUID] = key()
+    forgotten_at: Mapped[datetime] = written_at()
 
 
 class Budget(Base):
@@ -50,8 +46,8 @@ class Budget(Base):
 
     __tablename__ = "budgets"
 
-    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = key()
+    id: Mapped[uuid.UUID] = new_id()
     name: Mapped[str] = mapped_column(String(100))
     category_id: Mapped[uuid.UUID | None] = mapped_column()
     currency: Mapped[str] = mapped_column(String(3))
@@ -61,8 +57,8 @@ class Budget(Base):
     converted: Mapped[bool] = mapped_column(Boolean, default=False)
     thresholds: Mapped[list[int]] = mapped_column(ARRAY(SmallInteger))
     starts_on: Mapped[date] = mapped_column(Date)  # the first day of the budget's first month
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_at: Mapped[datetime] = written_at()
+    updated_at: Mapped[datetime] = written_at()
 
 
 class BudgetAlert(Base):
@@ -70,22 +66,18 @@ class BudgetAlert(Base):
 
     __tablename__ = "budget_alerts"
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["user_id", "budget_id"],
-            [f"{SCHEMA}.budgets.user_id", f"{SCHEMA}.budgets.id"],
-            ondelete="CASCADE",
-        ),
+        belongs_to(f"{SCHEMA}.budgets", "budget_id"),
         UniqueConstraint("user_id", "budget_id", "month", "threshold"),
     )
 
-    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = key()
+    id: Mapped[uuid.UUID] = new_id()
     budget_id: Mapped[uuid.UUID] = mapped_column()
     month: Mapped[date] = mapped_column(Date)
     threshold: Mapped[int] = mapped_column(SmallInteger)
     spent_minor: Mapped[int] = mapped_column(BigInteger)
     available_minor: Mapped[int] = mapped_column(BigInteger)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_at: Mapped[datetime] = written_at()
 
 
 idempotency_keys = idempotency_table(metadata)

@@ -1,4 +1,4 @@
-"""HTTP routes of the reports service (thin: the logic lives in service.py)."""
+"""HTTP routes of the reports service (thin: the logic lives in budgets.py and summaries.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from expensetracker.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Pag
 from expensetracker.platform.schemas import Day
 from expensetracker.platform.state import State
 from expensetracker.platform.tokens import CurrentUser
-from expensetracker.reports import service
+from expensetracker.reports import budgets, summaries
+from expensetracker.reports.months import parse_month
 from expensetracker.reports.schemas import (
     AlertOut,
     BudgetIn,
@@ -51,19 +52,15 @@ MaxRateAge = Annotated[int, Depends(_max_rate_age)]
 
 
 def _month(value: str | None) -> date:
-    return service.parse_month(value) if value else date.today().replace(day=1)
+    return parse_month(value) if value else date.today().replace(day=1)
 
 
 @router.post("/api/v1/budgets", status_code=status.HTTP_201_CREATED, response_model=BudgetOut)
 async def create_budget(
-    body: BudgetIn, user: CurrentUser, session: DbSession, idempotency_key: IdempotencyKey = None
+    body: BudgetIn, user: CurrentUser, session: DbSession, keyed: IdempotencyKey = None
 ) -> Response:
-    result = await service.create_budget(
-        session,
-        user_id=user.user_id,
-        body=body,
-        idempotency_key=idempotency_key,
-        today=date.today(),
+    result = await budgets.create_budget(
+        session, user_id=user.user_id, body=body, keyed=keyed, today=date.today()
     )
     return idempotency.respond(result)
 
@@ -72,26 +69,26 @@ async def create_budget(
 async def list_budgets(
     user: CurrentUser, session: DbSession, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> Page[BudgetOut]:
-    return await service.list_budgets(session, user_id=user.user_id, limit=limit, cursor=cursor)
+    return await budgets.list_budgets(session, user_id=user.user_id, limit=limit, cursor=cursor)
 
 
 @router.get("/api/v1/budgets/{budget_id}")
 async def get_budget(budget_id: uuid.UUID, user: CurrentUser, session: DbSession) -> BudgetOut:
-    return await service.get_budget(session, user_id=user.user_id, budget_id=budget_id)
+    return await budgets.get_budget(session, user_id=user.user_id, budget_id=budget_id)
 
 
 @router.put("/api/v1/budgets/{budget_id}")
 async def replace_budget(
     budget_id: uuid.UUID, body: BudgetIn, user: CurrentUser, session: DbSession
 ) -> BudgetOut:
-    return await service.replace_budget(
+    return await budgets.replace_budget(
         session, user_id=user.user_id, budget_id=budget_id, body=body, today=date.today()
     )
 
 
 @router.delete("/api/v1/budgets/{budget_id}", **_NO_CONTENT)
 async def delete_budget(budget_id: uuid.UUID, user: CurrentUser, session: DbSession) -> None:
-    await service.delete_budget(session, user_id=user.user_id, budget_id=budget_id)
+    await budgets.delete_budget(session, user_id=user.user_id, budget_id=budget_id)
 
 
 @router.get("/api/v1/reports/budgets")
@@ -101,7 +98,7 @@ async def budget_report(
     """Per budget in the month: limit, rollover in, spent, remaining, percent used, state; a
     converted budget also says how its spending was converted."""
     # On the primary, not the read URL: it records the thresholds it finds newly reached.
-    return await service.budget_report(
+    return await budgets.budget_report(
         db, user_id=user.user_id, month=_month(month), max_rate_age=max_rate_age
     )
 
@@ -119,7 +116,7 @@ async def summary(
     """Totals and counts per group and per currency (never added across currencies); with
     ``in=home``, per group in the home currency, saying how each total was converted."""
     if in_ == "home":
-        return await service.converted_summary(
+        return await summaries.converted_summary(
             db,
             user_id=user.user_id,
             from_=from_,
@@ -127,7 +124,7 @@ async def summary(
             group_by=group_by,
             max_rate_age=max_rate_age,
         )
-    return await service.summary(db, user_id=user.user_id, from_=from_, to=to, group_by=group_by)
+    return await summaries.summary(db, user_id=user.user_id, from_=from_, to=to, group_by=group_by)
 
 
 @router.get("/api/v1/reports/trends")
@@ -142,14 +139,14 @@ async def trends(
     """Month over month per category and currency (with ``in=home``: per category in the home
     currency), up to ``month``."""
     if in_ == "home":
-        return await service.converted_trends(
+        return await summaries.converted_trends(
             db,
             user_id=user.user_id,
             month=_month(month),
             months=months,
             max_rate_age=max_rate_age,
         )
-    return await service.trends(db, user_id=user.user_id, month=_month(month), months=months)
+    return await summaries.trends(db, user_id=user.user_id, month=_month(month), months=months)
 
 
 @router.get("/api/v1/reports/merchants")
@@ -164,7 +161,7 @@ async def top_merchants(
 ) -> list[MerchantTotal] | list[ConvertedMerchant]:
     """The first ``limit`` merchants of each currency (with ``in=home``: of all, converted)."""
     if in_ == "home":
-        return await service.converted_merchants(
+        return await summaries.converted_merchants(
             db,
             user_id=user.user_id,
             from_=from_,
@@ -172,7 +169,7 @@ async def top_merchants(
             limit=limit,
             max_rate_age=max_rate_age,
         )
-    return await service.top_merchants(db, user_id=user.user_id, from_=from_, to=to, limit=limit)
+    return await summaries.top_merchants(db, user_id=user.user_id, from_=from_, to=to, limit=limit)
 
 
 @router.get("/api/v1/reports/alerts")
@@ -180,4 +177,4 @@ async def alerts(
     user: CurrentUser, session: DbSession, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> Page[AlertOut]:
     """Budgets that reached a threshold, once per budget, month and threshold; newest first."""
-    return await service.list_alerts(session, user_id=user.user_id, limit=limit, cursor=cursor)
+    return await budgets.list_alerts(session, user_id=user.user_id, limit=limit, cursor=cursor)

@@ -224,6 +224,34 @@ async def _submitted(
     return _redirect(request, then)
 
 
+def _form_key(form: dict[str, str]) -> str:
+    """The Idempotency-Key a creating form was rendered with: submitted twice, it creates once."""
+    return form.get("idempotency_key") or service.new_form_key()
+
+
+async def _create_submitted(
+    request: Request,
+    account: Account,
+    state: WebState,
+    form: dict[str, str],
+    create: Callable[..., Awaitable[object]],
+    *,
+    page: Callable[..., Awaitable[Response]],
+    then: str,
+    refusals: tuple[int, ...] = (422,),
+    **arguments: Any,
+) -> Response:
+    """A creating form's post (``create``, an API call, under the form's key), answered as
+    _submitted does; a refusal shows ``page`` again with what was typed."""
+    return await _submitted(
+        request,
+        create(token=account.token, idempotency_key=_form_key(form), **arguments),
+        invalid=partial(page, request, account, state, form=form),
+        then=then,
+        refusals=refusals,
+    )
+
+
 # Static files
 
 
@@ -435,27 +463,26 @@ async def expenses(
     )
 
 
-@router.get("/expenses/new")
-async def new_expense(request: Request, account: SignedIn, state: State) -> Response:
+async def _new_expense_page(
+    request: Request, account: Account, state: WebState, *, key: str, **extra: Any
+) -> Response:
+    """The form of a new expense (in the page, or alone for htmx's dialog), under ``key``."""
     context = await _expense_form_context(state, account, charged=True)
     template = "_expense_form.html" if _htmx(request) else "expense_new.html"
-    return _page(
-        request,
-        template,
-        account,
-        form={
-            "occurred_on": date.today().isoformat(),
-            "charged_currency": context["home_currency"] or "",
-        },
-        idempotency_key=service.new_form_key(),
-        **context,
-    )
+    today, home = date.today().isoformat(), context["home_currency"] or ""
+    extra.setdefault("form", {"occurred_on": today, "charged_currency": home})
+    return _page(request, template, account, idempotency_key=key, **extra, **context)
+
+
+@router.get("/expenses/new")
+async def new_expense(request: Request, account: SignedIn, state: State) -> Response:
+    return await _new_expense_page(request, account, state, key=service.new_form_key())
 
 
 @router.post("/expenses/new")
 async def create_expense(request: Request, account: SignedIn, state: State) -> Response:
     form = _text(await request.form())
-    key = form.get("idempotency_key") or service.new_form_key()
+    key = _form_key(form)
     try:
         expense = await state.api.create_expense(
             token=account.token, body=service.expense_body(form), idempotency_key=key
@@ -463,18 +490,15 @@ async def create_expense(request: Request, account: SignedIn, state: State) -> R
     except ApiError as exc:
         if exc.status != 422:
             raise
-        context = await _expense_form_context(state, account, charged=True)
-        template = "_expense_form.html" if _htmx(request) else "expense_new.html"
-        return _page(
+        return await _new_expense_page(
             request,
-            template,
             account,
+            state,
+            key=key,
             status=422,
             form=form,
             errors=service.expense_errors(exc.field_errors, form),
             error=exc.detail,
-            idempotency_key=key,
-            **context,
         )
     if not _htmx(request):
         return RedirectResponse("/expenses?added=1", status_code=303)
@@ -483,19 +507,25 @@ async def create_expense(request: Request, account: SignedIn, state: State) -> R
     return response
 
 
+async def _edit_expense_page(
+    request: Request, account: Account, state: WebState, expense_id: str, **extra: Any
+) -> Response:
+    """The form of an expense (in the page, or as its row for htmx), filled from the expense
+    unless ``extra`` holds the form as typed."""
+    expense = await state.api.get_expense(token=account.token, expense_id=expense_id)
+    context = await _expense_form_context(state, account, charged=True)
+    template = "_expense_edit_row.html" if _htmx(request) else "expense_edit.html"
+    charged = expense["charged_currency"] or context["home_currency"] or ""
+    tags = ", ".join(expense["tags"])
+    extra.setdefault("form", {**expense, "tags": tags, "charged_currency": charged})
+    return _page(request, template, account, expense=expense, **extra, **context)
+
+
 @router.get("/expenses/{expense_id}/edit")
 async def edit_expense(
     request: Request, expense_id: str, account: SignedIn, state: State
 ) -> Response:
-    expense = await state.api.get_expense(token=account.token, expense_id=expense_id)
-    context = await _expense_form_context(state, account, charged=True)
-    template = "_expense_edit_row.html" if _htmx(request) else "expense_edit.html"
-    form = {
-        **expense,
-        "tags": ", ".join(expense["tags"]),
-        "charged_currency": expense["charged_currency"] or context["home_currency"] or "",
-    }
-    return _page(request, template, account, expense=expense, form=form, **context)
+    return await _edit_expense_page(request, account, state, expense_id)
 
 
 @router.get("/expenses/{expense_id}/row")
@@ -521,19 +551,15 @@ async def update_expense(
     except ApiError as exc:
         if exc.status != 422:
             raise
-        expense = await state.api.get_expense(token=account.token, expense_id=expense_id)
-        context = await _expense_form_context(state, account, charged=True)
-        template = "_expense_edit_row.html" if _htmx(request) else "expense_edit.html"
-        return _page(
+        return await _edit_expense_page(
             request,
-            template,
             account,
+            state,
+            expense_id,
             status=422,
-            expense=expense,
             form=form,
             errors=service.expense_errors(exc.field_errors, form),
             error=exc.detail,
-            **context,
         )
     if not _htmx(request):
         return RedirectResponse("/expenses", status_code=303)
@@ -583,17 +609,17 @@ async def categories(request: Request, account: SignedIn, state: State) -> Respo
 @router.post("/categories")
 async def create_category(request: Request, account: SignedIn, state: State) -> Response:
     form = _text(await request.form())
-    return await _submitted(
+    return await _create_submitted(
         request,
-        state.api.create_category(
-            token=account.token,
-            name=form.get("name", ""),
-            parent_id=form.get("parent_id") or None,
-            idempotency_key=form.get("idempotency_key") or service.new_form_key(),
-        ),
-        invalid=partial(_categories_page, request, account, state, form=form),
+        account,
+        state,
+        form,
+        state.api.create_category,
+        page=_categories_page,
         then="/categories",
         refusals=(409, 422),
+        name=form.get("name", ""),
+        parent_id=form.get("parent_id") or None,
     )
 
 
@@ -653,15 +679,15 @@ async def create_recurring(request: Request, account: SignedIn, state: State) ->
         starts_on=form.get("starts_on", ""),
         **({"ends_on": form["ends_on"]} if form.get("ends_on") else {}),
     )
-    return await _submitted(
+    return await _create_submitted(
         request,
-        state.api.create_recurring(
-            token=account.token,
-            body=body,
-            idempotency_key=form.get("idempotency_key") or service.new_form_key(),
-        ),
-        invalid=partial(_recurring_page, request, account, state, form=form),
+        account,
+        state,
+        form,
+        state.api.create_recurring,
+        page=_recurring_page,
         then="/recurring",
+        body=body,
     )
 
 
@@ -718,15 +744,15 @@ def _thresholds(form: FormData) -> list[str]:
 async def create_budget(request: Request, account: SignedIn, state: State) -> Response:
     raw = await request.form()
     form = _text(raw)
-    return await _submitted(
+    return await _create_submitted(
         request,
-        state.api.create_budget(
-            token=account.token,
-            body=service.budget_body(form, thresholds=_thresholds(raw)),
-            idempotency_key=form.get("idempotency_key") or service.new_form_key(),
-        ),
-        invalid=partial(_budgets_page, request, account, state, form=form),
+        account,
+        state,
+        form,
+        state.api.create_budget,
+        page=_budgets_page,
         then="/budgets",
+        body=service.budget_body(form, thresholds=_thresholds(raw)),
     )
 
 
@@ -895,16 +921,16 @@ async def rules(request: Request, account: SignedIn, state: State) -> Response:
 @router.post("/rules")
 async def create_rule(request: Request, account: SignedIn, state: State) -> Response:
     form = _text(await request.form())
-    return await _submitted(
+    return await _create_submitted(
         request,
-        state.api.create_rule(
-            token=account.token,
-            body=service.rule_body(form),
-            idempotency_key=form.get("idempotency_key") or service.new_form_key(),
-        ),
-        invalid=partial(_rules_page, request, account, state, form=form),
+        account,
+        state,
+        form,
+        state.api.create_rule,
+        page=_rules_page,
         then="/rules",
         refusals=(409, 422),
+        body=service.rule_body(form),
     )
 
 
@@ -1082,54 +1108,46 @@ def _import_refused(
     )
 
 
-@router.post("/import")
-async def import_preview(request: Request, account: SignedIn, state: State) -> Response:
+async def _import(
+    request: Request, account: Account, state: WebState, *, dry_run: bool
+) -> Response:
+    """The import form's two steps: a dry run shows what the file would do (and the page carries
+    the file on), then the confirmed import."""
     content, form = await _upload(request)
     form.pop("packed", None)
     if not content:
-        return _import_page(
-            request,
-            account,
-            status=422,
-            form=form,
-            problem={"detail": "Choose a file to import.", "errors": []},
+        detail = (
+            "Choose a file to import."
+            if dry_run
+            else "The file was lost on the way; upload it again."
         )
-    format, options = service.import_options(form)
-    try:
-        preview = await service.preview_import(
-            api=state.api, token=account.token, content=content, format=format, options=options
-        )
-    except ApiError as exc:
-        if exc.status not in (413, 415, 422):
-            raise
-        return _import_refused(request, account, exc, form)
-    return _import_page(
-        request, account, form=form, preview=preview, packed=service.pack_upload(content)
-    )
-
-
-@router.post("/import/confirm")
-async def import_confirm(request: Request, account: SignedIn, state: State) -> Response:
-    content, form = await _upload(request)
-    form.pop("packed", None)
-    if not content:
         return _import_page(
-            request,
-            account,
-            status=422,
-            form=form,
-            problem={"detail": "The file was lost on the way; upload it again.", "errors": []},
+            request, account, status=422, form=form, problem={"detail": detail, "errors": []}
         )
     format, options = service.import_options(form)
     try:
         result = await state.api.import_file(
-            token=account.token, content=content, dry_run=False, format=format, options=options
+            token=account.token, content=content, dry_run=dry_run, format=format, options=options
         )
     except ApiError as exc:
         if exc.status not in (413, 415, 422):
             raise
         return _import_refused(request, account, exc, form)
+    if dry_run:
+        return _import_page(
+            request, account, form=form, preview=result, packed=service.pack_upload(content)
+        )
     return _import_page(request, account, imported=result)
+
+
+@router.post("/import")
+async def import_preview(request: Request, account: SignedIn, state: State) -> Response:
+    return await _import(request, account, state, dry_run=True)
+
+
+@router.post("/import/confirm")
+async def import_confirm(request: Request, account: SignedIn, state: State) -> Response:
+    return await _import(request, account, state, dry_run=False)
 
 
 @router.get("/export")

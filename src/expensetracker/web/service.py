@@ -25,7 +25,6 @@ from expensetracker.web.schemas import (
     ConvertedGroup,
     CurrencyTotal,
     Expense,
-    ImportPreview,
     Page,
     Rule,
     SummaryGroup,
@@ -385,14 +384,6 @@ def import_options(form: Mapping[str, str]) -> tuple[str | None, dict[str, str]]
         if form.get(name, "").strip()
     }
     return (chosen or None), options
-
-
-async def preview_import(
-    *, api: ApiClient, token: str, content: bytes, format: str | None, options: dict[str, str]
-) -> ImportPreview:
-    return await api.import_file(
-        token=token, content=content, dry_run=True, format=format, options=options
-    )
 
 
 def option_errors(problem: Mapping[str, Any]) -> dict[str, str]:

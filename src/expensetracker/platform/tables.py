@@ -1,0 +1,33 @@
+"""Column shapes that the services' tables share. Every row belongs to a user: ``user_id`` leads
+each primary key, and a row refers to another of the same user by (user_id, id)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import DateTime, ForeignKeyConstraint, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+
+def key() -> Mapped[uuid.UUID]:
+    """A column of the primary key (``user_id``, or the ids a link table joins)."""
+    return mapped_column(primary_key=True)
+
+
+def new_id() -> Mapped[uuid.UUID]:
+    """The row's own id, after ``user_id`` in the primary key."""
+    return mapped_column(primary_key=True, default=uuid.uuid4)
+
+
+def written_at() -> Mapped[datetime]:
+    """When the row was written, by the database's clock."""
+    return mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+def belongs_to(table: str, column: str) -> ForeignKeyConstraint:
+    """(user_id, ``column``) refers to a row of ``table`` (schema-qualified) of the same user,
+    and goes with it."""
+    return ForeignKeyConstraint(
+        ["user_id", column], [f"{table}.user_id", f"{table}.id"], ondelete="CASCADE"
+    )

@@ -1,0 +1,330 @@
+"""Spending summaries, monthly trends and top merchants, per currency or converted to the home
+currency. Spending is read only through the expenses service's published views
+(monthly_spending_v1, spending_v1, categories_v1, expense_tags_v1)."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import date, timedelta
+
+import asyncpg
+
+from expensetracker.platform import money
+from expensetracker.platform.errors import ValidationProblem
+from expensetracker.reports import conversion
+from expensetracker.reports.conversion import Converted
+from expensetracker.reports.months import add_months, month_end, month_label, whole_months
+from expensetracker.reports.schemas import (
+    ConvertedGroup,
+    ConvertedMerchant,
+    ConvertedSummary,
+    ConvertedTrendLine,
+    ConvertedTrends,
+    CurrencyTotal,
+    MerchantTotal,
+    Summary,
+    SummaryGroup,
+    TrendLine,
+    Trends,
+)
+
+# Whatever a report converts to: the user's home currency (in=home), or a converted budget's.
+_CATEGORY_NAMES = "SELECT category_id, name FROM expenses.categories_v1 WHERE user_id = $1"
+# Reports span at most this long: a decade of months is plenty and bounds the work.
+MAX_RANGE_DAYS = 3660
+
+
+# The group key over the monthly totals (None: they cannot serve it), and over the expenses.
+_GROUP_KEYS = {
+    "category": ("category_id", "s.category_id"),
+    "month": ("to_char(month, 'YYYY-MM')", "to_char(s.occurred_on, 'YYYY-MM')"),
+    "tag": (None, "t.tag"),
+}
+_TAG_JOIN = (
+    "JOIN expenses.expense_tags_v1 t ON t.user_id = s.user_id AND t.expense_id = s.expense_id"
+)
+
+
+def _check_range(from_: date, to: date) -> None:
+    if from_ > to:
+        raise ValidationProblem.of_field("query.to", "Must not be before `from`.", "range")
+    if (to - from_).days > MAX_RANGE_DAYS:
+        raise ValidationProblem.of_field("query.to", "The range spans ten years at most.", "range")
+
+
+def _summary_query(*, group_by: str, from_: date, to: date) -> tuple[str, list]:
+    """Only fixed SQL fragments and $n placeholders go into the text. One statement (one
+    snapshot): whole months from the monthly totals, the days around them
+    from the expenses themselves, category names joined in. Only the parts a range needs are in
+    the statement, so each shape gets a plan of its own."""
+    rollup_key, raw_key = _GROUP_KEYS[group_by]
+    args: list = []
+
+    def arg(value: object) -> str:
+        args.append(value)
+        return f"${len(args) + 1}"  # $1 is the user
+
+    months = whole_months(from_, to) if rollup_key else None
+    parts = []
+    raw_ranges = [(from_, to)]
+    if months is not None:
+        first, last = months
+        parts.append(
+            f"SELECT {rollup_key} AS key, currency, total_minor AS amount, expense_count AS n "  # noqa: S608
+            "FROM expenses.monthly_spending_v1 "
+            f"WHERE user_id = $1 AND month BETWEEN {arg(first)} AND {arg(last)}"
+        )
+        around = [(from_, first - timedelta(1)), (month_end(last) + timedelta(1), to)]
+        raw_ranges = [(start, end) for start, end in around if start <= end]
+    join = _TAG_JOIN if group_by == "tag" else ""
+    for start, end in raw_ranges:
+        parts.append(
+            f"SELECT {raw_key} AS key, s.currency, s.amount_minor AS amount, 1 AS n "  # noqa: S608
+            f"FROM expenses.spending_v1 s {join} "
+            f"WHERE s.user_id = $1 AND s.occurred_on BETWEEN {arg(start)} AND {arg(end)}"
+        )
+    totals = (
+        "SELECT key, currency, sum(amount) AS amount, sum(n) AS n "  # noqa: S608
+        f"FROM ({' UNION ALL '.join(parts)}) u GROUP BY 1, 2"
+    )
+    if group_by != "category":
+        return f"SELECT key, key, currency, amount, n FROM ({totals}) p", args  # noqa: S608
+    # Names joined after the sums, on the uuid: prepared statements soon run a generic plan,
+    # which estimates one row per range and would otherwise loop over the categories per row.
+    sql = (
+        f"SELECT p.key::text, c.name, p.currency, p.amount, p.n FROM ({totals}) p "  # noqa: S608
+        "LEFT JOIN expenses.categories_v1 c ON c.user_id = $1 AND c.category_id = p.key"
+    )
+    return sql, args
+
+
+def _nulls_last(key: str | None) -> tuple[bool, str]:
+    return (key is None, key or "")
+
+
+async def summary(
+    db: asyncpg.Connection, *, user_id: uuid.UUID, from_: date, to: date, group_by: str
+) -> Summary:
+    """Totals and counts per group and currency."""
+    _check_range(from_, to)
+    sql, args = _summary_query(group_by=group_by, from_=from_, to=to)
+    groups: dict[str | None, tuple[str | None, list[CurrencyTotal]]] = {}
+    for key, name, currency, amount, count in await db.fetch(sql, user_id, *args):
+        total = CurrencyTotal(
+            currency=currency, amount=money.format_amount(int(amount), currency), count=int(count)
+        )
+        groups.setdefault(key, (name, []))[1].append(total)
+    return Summary.model_validate(
+        {
+            "from": from_,
+            "to": to,
+            "group_by": group_by,
+            "groups": [
+                SummaryGroup(key=key, name=name, totals=sorted(totals, key=lambda t: t.currency))
+                for key, (name, totals) in sorted(groups.items(), key=lambda g: _nulls_last(g[0]))
+            ],
+        }
+    )
+
+
+async def converted_summary(
+    db: asyncpg.Connection,
+    *,
+    user_id: uuid.UUID,
+    from_: date,
+    to: date,
+    group_by: str,
+    max_rate_age: int,
+) -> ConvertedSummary:
+    """Totals per group in the home currency, each saying how it was converted."""
+    _check_range(from_, to)
+    target = await conversion.home_currency(db, user_id=user_id)
+    range_ = {"target": target, "from_": from_, "to": to, "max_age": max_rate_age}
+    tagged = group_by == "tag"
+    rollup_key, raw_key = _GROUP_KEYS[group_by]
+    groups = await conversion.converted(
+        db,
+        user_id=user_id,
+        keys=(raw_key,),
+        rollup_keys=(rollup_key,) if rollup_key else None,
+        join=_TAG_JOIN if tagged else "",
+        **range_,
+    )
+    # An expense with several tags is in several groups, but once in the overall total.
+    every = (
+        await conversion.converted(
+            db, user_id=user_id, keys=("s.user_id",), rollup_keys=("user_id",), **range_
+        )
+        if tagged
+        else groups
+    )
+    overall = Converted()
+    for total in every.values():
+        overall.merge(total)
+    names = dict(await db.fetch(_CATEGORY_NAMES, user_id)) if group_by == "category" else {}
+    keys = sorted((key for (key,) in groups), key=lambda key: _nulls_last(key and str(key)))
+    return ConvertedSummary.model_validate(
+        {
+            "from": from_,
+            "to": to,
+            "group_by": group_by,
+            "currency": target,
+            "total": overall.total(target),
+            "groups": [
+                ConvertedGroup(
+                    key=None if key is None else str(key),
+                    name=names.get(key) if group_by == "category" else key,
+                    total=groups[(key,)].total(target),
+                )
+                for key in keys
+            ],
+        }
+    )
+
+
+_MONTHLY_PER_CATEGORY = """
+SELECT t.category_id, c.name, t.currency, t.month, t.total FROM (
+  SELECT category_id, currency, month, sum(total_minor) AS total
+  FROM expenses.monthly_spending_v1
+  WHERE user_id = $1 AND month BETWEEN $2 AND $3 GROUP BY 1, 2, 3
+) t LEFT JOIN expenses.categories_v1 c ON c.user_id = $1 AND c.category_id = t.category_id
+"""
+
+
+async def trends(db: asyncpg.Connection, *, user_id: uuid.UUID, month: date, months: int) -> Trends:
+    """Monthly totals per category and currency over ``months`` months up to ``month``, and
+    the change of the last month from the one before."""
+    first = add_months(month, -(months - 1))
+    labels = [month_label(add_months(first, n)) for n in range(months)]
+    series: dict[tuple, dict[str, int]] = defaultdict(dict)
+    for category_id, name, currency, at, total in await db.fetch(
+        _MONTHLY_PER_CATEGORY, user_id, first, month
+    ):
+        series[(category_id, name, currency)][month_label(at)] = int(total)
+    lines = []
+    for (category_id, name, currency), values in series.items():
+        totals = [values.get(label, 0) for label in labels]
+        change, percent = _change(totals)
+        lines.append(
+            TrendLine(
+                category_id=category_id,
+                name=name,
+                currency=currency,
+                totals=[money.format_amount(total, currency) for total in totals],
+                change=money.format_amount(change, currency),
+                change_percent=percent,
+            )
+        )
+    lines.sort(key=lambda line: (*_nulls_last(line.name), line.currency))
+    return Trends(months=labels, categories=lines)
+
+
+def _change(totals: list[int]) -> tuple[int, float | None]:
+    """The last month minus the one before, and that in percent of the one before."""
+    last, before = totals[-1], totals[-2]
+    return last - before, (round((last - before) * 100 / before, 1) if before else None)
+
+
+async def converted_trends(
+    db: asyncpg.Connection, *, user_id: uuid.UUID, month: date, months: int, max_rate_age: int
+) -> ConvertedTrends:
+    """The trends in the home currency: per category, its months converted, and how."""
+    target = await conversion.home_currency(db, user_id=user_id)
+    first = add_months(month, -(months - 1))
+    labels = [month_label(add_months(first, n)) for n in range(months)]
+    per_month = await conversion.converted(
+        db,
+        user_id=user_id,
+        target=target,
+        keys=("s.category_id", "date_trunc('month', s.occurred_on)::date"),
+        rollup_keys=("category_id", "month"),
+        from_=first,
+        to=month_end(month),
+        max_age=max_rate_age,
+    )
+    lines: dict[uuid.UUID | None, tuple[dict[str, int], Converted]] = defaultdict(
+        lambda: ({}, Converted())
+    )
+    for (category_id, at), total in per_month.items():
+        values, made = lines[category_id]
+        values[month_label(at)] = total.minor
+        made.merge(total)
+    names = dict(await db.fetch(_CATEGORY_NAMES, user_id))
+    result = []
+    for category_id, (values, made) in lines.items():
+        totals = [values.get(label, 0) for label in labels]
+        change, percent = _change(totals)
+        result.append(
+            ConvertedTrendLine(
+                category_id=category_id,
+                name=names.get(category_id),
+                currency=target,
+                totals=[money.format_amount(total, target) for total in totals],
+                change=money.format_amount(change, target),
+                change_percent=percent,
+                conversion=made.conversion(),
+                unconverted=made.unconverted(),
+            )
+        )
+    result.sort(key=lambda line: _nulls_last(line.name))
+    return ConvertedTrends(months=labels, currency=target, categories=result)
+
+
+_TOP_MERCHANTS = """
+SELECT merchant, currency, total, n FROM (
+  SELECT merchant, currency, sum(amount_minor) AS total, count(*) AS n,
+         row_number() OVER (PARTITION BY currency
+                            ORDER BY sum(amount_minor) DESC, merchant) AS rank
+  FROM expenses.spending_v1
+  WHERE user_id = $1 AND occurred_on BETWEEN $2 AND $3 AND merchant IS NOT NULL
+  GROUP BY merchant, currency
+) ranked WHERE rank <= $4 ORDER BY currency, total DESC, merchant
+"""
+
+
+async def top_merchants(
+    db: asyncpg.Connection, *, user_id: uuid.UUID, from_: date, to: date, limit: int
+) -> list[MerchantTotal]:
+    """The merchants where most money went, the first ``limit`` of each currency."""
+    _check_range(from_, to)
+    return [
+        MerchantTotal(
+            merchant=merchant,
+            currency=currency,
+            amount=money.format_amount(int(total), currency),
+            count=n,
+        )
+        for merchant, currency, total, n in await db.fetch(
+            _TOP_MERCHANTS, user_id, from_, to, limit
+        )
+    ]
+
+
+async def converted_merchants(
+    db: asyncpg.Connection,
+    *,
+    user_id: uuid.UUID,
+    from_: date,
+    to: date,
+    limit: int,
+    max_rate_age: int,
+) -> list[ConvertedMerchant]:
+    """The merchants where most money went, in the home currency: the first ``limit``."""
+    _check_range(from_, to)
+    target = await conversion.home_currency(db, user_id=user_id)
+    per_merchant = await conversion.converted(
+        db,
+        user_id=user_id,
+        target=target,
+        keys=("s.merchant",),
+        where="s.merchant IS NOT NULL",
+        from_=from_,
+        to=to,
+        max_age=max_rate_age,
+    )
+    ranked = sorted(per_merchant.items(), key=lambda item: (-item[1].minor, item[0][0]))
+    return [
+        ConvertedMerchant(merchant=merchant, **total.total(target).model_dump())
+        for (merchant,), total in ranked[:limit]
+    ]
