@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import asyncpg
 import httpx
 import pytest
-from prometheus_client import REGISTRY
 
-from tests.conftest import AppFactory
-from tests.users import PASSWORD, login, new_email, register, signed_up
+from tests.helpers.apps import AppFactory, counter
+from tests.helpers.database import connected
+from tests.helpers.users import PASSWORD, login, new_email, register, signed_up
 
 pytestmark = pytest.mark.database
-
-
-def counter(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
@@ -225,8 +220,7 @@ async def test_account_deletion_writes_one_event_in_the_same_transaction(
     )
     assert again.status_code == 401  # the token outlives the account, but finds nobody
 
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         events = await connection.fetch(
             "SELECT event_type, payload FROM auth.user_events_v1 WHERE user_id = $1", me["id"]
         )
@@ -234,8 +228,6 @@ async def test_account_deletion_writes_one_event_in_the_same_transaction(
         tokens = await connection.fetchval(
             "SELECT count(*) FROM auth.refresh_tokens WHERE user_id = $1", me["id"]
         )
-    finally:
-        await connection.close()
     assert [event["event_type"] for event in events] == ["user.deleted"]
     assert users == tokens == 0
     assert (await refresh(client, account.refresh_token)).status_code == 401
@@ -249,8 +241,7 @@ async def test_account_is_kept_when_its_event_cannot_be_written(
     client: httpx.AsyncClient, database_url: str
 ) -> None:
     account = await signed_up(client)
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         # The outbox refuses writes: the deletion must roll back with it.
         await connection.execute(
             """
@@ -267,8 +258,6 @@ async def test_account_is_kept_when_its_event_cannot_be_written(
             "SELECT count(*) FROM auth.users WHERE email = $1", account.email
         )
         events = await connection.fetchval("SELECT count(*) FROM auth.outbox")
-    finally:
-        await connection.close()
     assert response.status_code == 500
     assert remaining == 1
     assert events == 0
@@ -288,13 +277,10 @@ async def test_rehash_on_login_when_the_cost_changes(
 
 
 async def stored_hash(database_url: str, email: str) -> str:
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         return await connection.fetchval(
             "SELECT password_hash FROM auth.users WHERE email = $1", email
         )
-    finally:
-        await connection.close()
 
 
 async def test_the_session_route_answers_401_once_the_session_has_ended(

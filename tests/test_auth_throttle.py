@@ -9,9 +9,8 @@ import httpx
 import pytest
 import structlog
 
-from tests.conftest import AppFactory
-from tests.test_auth_accounts import counter
-from tests.users import PASSWORD, new_email, register, signed_up
+from tests.helpers.apps import AppFactory, counter
+from tests.helpers.users import PASSWORD, new_email, register, signed_up
 
 pytestmark = pytest.mark.database
 

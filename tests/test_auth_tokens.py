@@ -12,7 +12,6 @@ import signal
 import time
 import uuid
 
-import asyncpg
 import httpx
 import jwt
 import pytest
@@ -24,9 +23,10 @@ from prometheus_client import REGISTRY
 from expensetracker.auth.service import AuthContext
 from expensetracker.platform.state import app_state
 from expensetracker.targets import SERVICES
-from tests.conftest import AppFactory
-from tests.processes import clean_env, cli, free_port, spawn
-from tests.users import Account, signed_up
+from tests.helpers.apps import AppFactory, app_of
+from tests.helpers.database import connected
+from tests.helpers.processes import clean_env, cli, free_port, spawn
+from tests.helpers.users import Account, signed_up
 
 pytestmark = pytest.mark.database
 
@@ -35,10 +35,6 @@ PROTECTED = ("/api/v1/categories", "/api/v1/auth/me")
 
 def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def app_of(client: httpx.AsyncClient) -> FastAPI:
-    return client._transport.app  # type: ignore[attr-defined]
 
 
 async def forgeries(app: FastAPI, account: Account) -> dict[str, str]:
@@ -190,15 +186,12 @@ async def test_retired_keys_leave_the_jwks_after_their_tokens_expire(
         await keys.rotate()
         assert old_kid in await published_kids(client)
         # Time passes: the old key retired longer ago than any token it signed can live.
-        connection = await asyncpg.connect(database_url)
-        try:
+        async with connected(database_url) as connection:
             await connection.execute(
                 "UPDATE auth.signing_keys SET retired_at = now() - interval '1 hour' "
                 "WHERE kid = $1",
                 old_kid,
             )
-        finally:
-            await connection.close()
         assert old_kid not in await published_kids(client)
     async with serve_app() as fresh:  # a verifier that never saw the old key
         response = await fresh.get("/api/v1/categories", headers=account.headers)

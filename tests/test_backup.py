@@ -24,9 +24,10 @@ from expensetracker.backup.store import TableContents, Verification
 from expensetracker.backup.tools import BackupError
 from expensetracker.platform.migrations import upgrade
 from expensetracker.targets import SERVICES
-from tests.conftest import AppFactory, admin_execute, with_database
-from tests.processes import clean_env, cli, free_port, spawn
-from tests.test_kubernetes_database import (
+from tests.helpers.apps import AppFactory
+from tests.helpers.database import admin_execute, connected, with_database
+from tests.helpers.processes import clean_env, cli, free_port, spawn
+from tests.helpers.roles import (
     BACKUP,
     BACKUP_PASSWORD,
     ROLES,
@@ -34,7 +35,7 @@ from tests.test_kubernetes_database import (
     role_url,
     run_init_script,
 )
-from tests.users import signed_up
+from tests.helpers.users import signed_up
 
 pytestmark = [pytest.mark.database, pytest.mark.timeout(120)]
 
@@ -45,8 +46,7 @@ pytestmark = [pytest.mark.database, pytest.mark.timeout(120)]
 async def load_expenses(url: str, count: int) -> uuid.UUID:
     """``count`` expenses of a new user, over a year, in one category."""
     user, category = uuid.uuid4(), uuid.uuid4()
-    connection = await asyncpg.connect(url)
-    try:
+    async with connected(url) as connection:
         await connection.execute("INSERT INTO expenses.owners (user_id) VALUES ($1)", user)
         await connection.execute(
             "INSERT INTO expenses.categories (user_id, id, name) VALUES ($1, $2, 'Food')",
@@ -54,8 +54,6 @@ async def load_expenses(url: str, count: int) -> uuid.UUID:
             category,
         )
         await insert_expenses(connection, user, category, count)
-    finally:
-        await connection.close()
     return user
 
 
@@ -85,22 +83,16 @@ async def snapshot_of(url: str) -> dict[str, TableContents]:
 
 
 async def fetchval(url: str, query: str) -> object:
-    connection = await asyncpg.connect(url)
-    try:
+    async with connected(url) as connection:
         return await connection.fetchval(query)
-    finally:
-        await connection.close()
 
 
 async def scratch_databases(url: str) -> list[str]:
-    connection = await asyncpg.connect(url)
-    try:
+    async with connected(url) as connection:
         rows = await connection.fetch(
             "SELECT datname FROM pg_database WHERE starts_with(datname, $1)",
             service.SCRATCH_PREFIX,
         )
-    finally:
-        await connection.close()
     return [row[0] for row in rows]
 
 
@@ -166,12 +158,9 @@ async def test_round_trip_through_the_command_line(
     assert code == 0 and backup.name in output and "verified" in output, output
 
     # The data is damaged: as many rows, other contents.
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         await connection.execute("UPDATE expenses.expenses SET description = 'oops'")
         await connection.execute("DELETE FROM reports.budgets")
-    finally:
-        await connection.close()
     damaged = await snapshot_of(database_url)
     assert damaged["expenses.expenses"].rows == before["expenses.expenses"].rows
     assert damaged["expenses.expenses"].checksum != before["expenses.expenses"].checksum
@@ -300,16 +289,13 @@ async def test_writes_during_a_backup_are_wholly_in_it_or_not_at_all(
 
     async def write() -> None:
         nonlocal batches
-        connection = await asyncpg.connect(database_url)
-        try:
+        async with connected(database_url) as connection:
             while not stop.is_set():
                 # Each batch also updates the monthly totals (a trigger): a dump that saw part
                 # of a batch would restore totals that disagree with the expenses.
                 await insert_expenses(connection, user, None, 50)
                 batches += 1
                 writing.set()
-        finally:
-            await connection.close()
 
     writer = asyncio.create_task(write())
     try:
@@ -405,27 +391,21 @@ async def test_owners_and_read_contract_grants_survive_a_restore(
     assert verified.verification is not None and verified.verification.ok, verified.verification
 
     async def owners(url: str) -> dict[str, str]:
-        connection = await asyncpg.connect(url)
-        try:
+        async with connected(url) as connection:
             rows = await connection.fetch(
                 "SELECT DISTINCT schemaname, tableowner FROM pg_tables "
                 "WHERE schemaname = ANY($1::text[])",
                 list(SERVICES),
             )
-        finally:
-            await connection.close()
         return dict(rows)
 
     target = await new_database()
     await service.restore(folder=tmp_path, name=None, target_url=target)
     assert await owners(target) == {name: ROLES[name] for name in SERVICES}
-    reader = await asyncpg.connect(role_url(target, "reports"))
-    try:
+    async with connected(role_url(target, "reports")) as reader:
         assert await reader.fetchval("SELECT count(*) FROM expenses.spending_v1") == 100
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await reader.fetchval("SELECT count(*) FROM expenses.expenses")
-    finally:
-        await reader.close()
 
     # The backup role may create a database but act as none of the owners.
     own = make_url(backup_url).set(database=f"et_test_{uuid.uuid4().hex[:12]}")

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.processes import clean_env, cli, free_port, spawn
-from tests.users import PASSWORD, login, signed_up
+from tests.helpers.processes import clean_env, cli, free_port, spawn
+from tests.helpers.users import PASSWORD, login, signed_up
 
 pytestmark = [pytest.mark.embedded, pytest.mark.timeout(180)]
 

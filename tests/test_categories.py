@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from expensetracker.expenses.service import DEFAULT_CATEGORIES
-from tests.users import signed_up
+from tests.helpers.users import signed_up
 
 pytestmark = pytest.mark.database
 

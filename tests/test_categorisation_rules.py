@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from expensetracker.expenses import rules
-from tests.processes import REPO, clean_env, cli, spawn
-from tests.test_import_export import HEADER
-from tests.test_statement_imports import SAMPLES, upload
-from tests.users import Account, signed_up
+from tests.helpers.expenses import HEADER, upload_statement
+from tests.helpers.paths import STATEMENTS
+from tests.helpers.processes import REPO, clean_env, cli, spawn
+from tests.helpers.users import Account, signed_up
 
 pytestmark = pytest.mark.database
 
@@ -67,9 +67,11 @@ async def test_rules_categorise_a_statement_on_import_first_match_wins(
     assert [r.status_code for r in (first, second, ranged)] == [201, 201, 201], ranged.text
     assert (first.json()["position"], second.json()["position"]) == (1, 2)
     assert (ranged.json()["min_amount"], ranged.json()["max_amount"]) == ("40.00", "60.00")
-    preview = await upload(client, account, (SAMPLES / "checking.ofx").read_bytes(), dry_run="true")
+    preview = await upload_statement(
+        client, account, (STATEMENTS / "checking.ofx").read_bytes(), dry_run="true"
+    )
     assert preview.status_code == 200
-    response = await upload(client, account, (SAMPLES / "checking.ofx").read_bytes())
+    response = await upload_statement(client, account, (STATEMENTS / "checking.ofx").read_bytes())
     assert response.status_code == 201, response.text
     assert await expenses_by_description(client, account) == {
         "Café Central": (restaurants, ["eating out"]),
@@ -259,7 +261,9 @@ async def test_the_import_command_runs_the_rules(
     ids = await category_ids(client, account)
     await new_rule(client, account, pattern="bakery", category_id=ids["Groceries"])
     env = clean_env(EXPENSETRACKER_DATABASE_URL=database_url)
-    command = cli("expenses", "import", str(SAMPLES / "statement.mt940"), "--user", account.email)
+    command = cli(
+        "expenses", "import", str(STATEMENTS / "statement.mt940"), "--user", account.email
+    )
     with spawn(command, env) as process:
         await asyncio.to_thread(process.wait, 120)
     assert process.popen.returncode == 0, process.output

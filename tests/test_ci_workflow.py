@@ -16,16 +16,16 @@ from pathlib import Path
 
 import yaml
 
-from tests.kubernetes import (
+from tests.helpers.kubernetes import (
     KUBERNETES,
     REPO,
     WORKLOAD_KINDS,
+    checkov,
     containers,
     kustomize,
     of_kind,
     overlay,
 )
-from tests.test_kubernetes_manifests import checkov
 
 WORKFLOW = REPO / ".github" / "workflows" / "ci.yaml"
 

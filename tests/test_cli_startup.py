@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.processes import REPO, clean_env
+from tests.helpers.processes import REPO, clean_env
 
 
 def test_the_import_command_starts_without_the_services() -> None:

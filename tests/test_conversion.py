@@ -9,23 +9,23 @@ from collections import defaultdict
 from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 
-import asyncpg
 import httpx
 import pytest
 
 from expensetracker.expenses import rates
 from expensetracker.platform import money
-from tests.conftest import AppFactory
-from tests.test_expenses import create
-from tests.test_rates import SAMPLE
-from tests.test_reports import budget, categories, status_of
-from tests.users import Account, signed_up
+from tests.helpers.apps import AppFactory
+from tests.helpers.database import connected
+from tests.helpers.expenses import categories, create
+from tests.helpers.paths import ECB_SAMPLE
+from tests.helpers.reports import budget, status_of
+from tests.helpers.users import Account, signed_up
 
 pytestmark = pytest.mark.database
 
 # The sample's rates: 1 EUR in each currency, per day.
 ECB = defaultdict(dict)
-for _rate in rates.parse_ecb(SAMPLE.read_bytes()):
+for _rate in rates.parse_ecb(ECB_SAMPLE.read_bytes()):
     ECB[_rate.day][_rate.quote] = _rate.rate
 for _day in ECB:
     ECB[_day]["EUR"] = Decimal(1)
@@ -48,11 +48,8 @@ def reference(amount: str, currency: str, day: date, home: str, max_age: int = 7
 
 @pytest.fixture
 async def ecb_rates(database_url: str) -> None:
-    connection = await asyncpg.connect(database_url)
-    try:
-        await rates.store(connection, rates.parse_ecb(SAMPLE.read_bytes()), source="ecb")
-    finally:
-        await connection.close()
+    async with connected(database_url) as connection:
+        await rates.store(connection, rates.parse_ecb(ECB_SAMPLE.read_bytes()), source="ecb")
 
 
 async def spend(
@@ -372,8 +369,7 @@ _TIES = [
 
 
 async def test_sql_rounding_is_half_even_and_division_keeps_28_digits(database_url: str) -> None:
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         for value, rounded in _TIES:
             result = await connection.fetchval(
                 "SELECT reports.round_half_even($1::numeric)", Decimal(value)
@@ -410,8 +406,6 @@ async def test_sql_rounding_is_half_even_and_division_keeps_28_digits(database_u
         assert await connection.fetchval(
             "SELECT reports.divide_28(2469135780246913578024691357, 2)"
         ) == Decimal("1234567890123456789012345678")
-    finally:
-        await connection.close()
 
 
 async def put_rate(
@@ -426,13 +420,10 @@ async def put_rate(
 async def test_a_rate_holds_exactly_the_maximum_age_and_a_later_day_beats_a_preferred_source(
     serve_app: AppFactory, database_url: str
 ) -> None:
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         await rates.store(
             connection, [rates.Rate(date(2026, 3, 12), "EUR", "USD", Decimal("1.25"))], source="ecb"
         )
-    finally:
-        await connection.close()
     async with serve_app(rates_max_age_days=3) as client:
         account = await signed_up(client)
         await spend(client, account, "1.00", "EUR", "2026-03-01")
@@ -533,8 +524,7 @@ async def test_the_statement_equals_the_rules_written_out_on_random_data(
     max_age = generator.choice([0, 2, 7])
     known: dict[tuple[date, str], dict[tuple[str, str], Decimal]] = defaultdict(dict)
     start = date(2025, 12, 20)
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         for source in ("ecb", "frankfurter"):
             published = []
             for offset in range(45):
@@ -547,8 +537,6 @@ async def test_the_statement_equals_the_rules_written_out_on_random_data(
                         published.append(rates.Rate(day, "EUR", quote, rate))
                         known[day, source]["EUR", quote] = rate
             await rates.store(connection, published, source=source)
-    finally:
-        await connection.close()
     async with serve_app(rates_max_age_days=max_age) as client:
         account = await signed_up(client)
         await client.put(

@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import make_url
 
 from expensetracker.platform.state import app_state
-from tests.conftest import AppFactory, admin_execute
-from tests.test_auth_tokens import app_of
-from tests.test_expenses import create
-from tests.test_reports import budget, status_of
-from tests.users import signed_up
+from tests.helpers.apps import AppFactory, app_of
+from tests.helpers.database import admin_execute
+from tests.helpers.expenses import create
+from tests.helpers.reports import budget, status_of
+from tests.helpers.users import signed_up
 
 pytestmark = pytest.mark.database
 

@@ -6,13 +6,13 @@ import asyncio
 import signal
 from pathlib import Path
 
-import asyncpg
 import httpx
 import psutil
 import pytest
 
-from tests.processes import Process, clean_env, cli, free_port, postgres_processes, spawn
-from tests.users import login, signed_up
+from tests.helpers.database import connected
+from tests.helpers.processes import Process, clean_env, cli, free_port, postgres_processes, spawn
+from tests.helpers.users import login, signed_up
 
 pytestmark = pytest.mark.embedded
 
@@ -26,11 +26,8 @@ def database_url(data_dir: Path) -> str:
 
 
 async def sql(data_dir: Path, query: str) -> object:
-    connection = await asyncpg.connect(database_url(data_dir))
-    try:
+    async with connected(database_url(data_dir)) as connection:
         return await connection.fetchval(query)
-    finally:
-        await connection.close()
 
 
 def assert_ready(url: str) -> None:

@@ -47,7 +47,6 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, TypeVar
 
-import asyncpg
 import httpx
 import jwt
 import pytest
@@ -62,8 +61,9 @@ from hypothesis.stateful import (
 )
 
 from expensetracker.expenses.transfer import COLUMNS
-from tests.conftest import AppFactory
-from tests.users import Account, signed_up
+from tests.helpers.apps import AppFactory
+from tests.helpers.database import connected
+from tests.helpers.users import Account, signed_up
 
 pytestmark = pytest.mark.database
 
@@ -328,12 +328,9 @@ class World:
         self._stop = asyncio.Event()
         async with self._app as client:
             self.client = client
-            self.db = await asyncpg.connect(self._database_url)
-            try:
+            async with connected(self._database_url) as self.db:
                 self._ready.set()
                 await self._stop.wait()
-            finally:
-                await self.db.close()
 
     def __exit__(self, *exc: object) -> None:
         try:

@@ -6,29 +6,15 @@ import re
 import uuid
 from datetime import date, timedelta
 
-import asyncpg
 import httpx
 import pytest
 
-from tests.test_auth_accounts import counter
-from tests.users import Account, signed_up
+from tests.helpers.apps import counter
+from tests.helpers.database import connected
+from tests.helpers.expenses import VALID, create
+from tests.helpers.users import Account, signed_up
 
 pytestmark = pytest.mark.database
-
-VALID = {
-    "amount": "12.34",
-    "currency": "EUR",
-    "occurred_on": "2026-03-15",
-    "description": "Lunch with Sam",
-}
-
-
-async def create(client: httpx.AsyncClient, account: Account, **fields) -> dict:
-    response = await client.post(
-        "/api/v1/expenses", json={**VALID, **fields}, headers=account.headers
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 async def listing(client: httpx.AsyncClient, account: Account, **params) -> list[dict]:
@@ -38,11 +24,8 @@ async def listing(client: httpx.AsyncClient, account: Account, **params) -> list
 
 
 async def count_rows(database_url: str) -> int:
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         return await connection.fetchval("SELECT count(*) FROM expenses.expenses")
-    finally:
-        await connection.close()
 
 
 async def test_create_read_update_delete(client: httpx.AsyncClient) -> None:
@@ -247,8 +230,7 @@ async def test_keyset_pages_are_stable(client: httpx.AsyncClient) -> None:
 
 async def test_text_search_uses_an_index_not_everyones_rows(database_url: str) -> None:
     users = [uuid.uuid4() for _ in range(3)]
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         await connection.executemany(
             "INSERT INTO expenses.owners (user_id) VALUES ($1)", [(user,) for user in users]
         )
@@ -273,8 +255,6 @@ async def test_text_search_uses_an_index_not_everyones_rows(database_url: str) -
                 users[0],
             )
             plans[word] = "\n".join(row[0] for row in rows)
-    finally:
-        await connection.close()
     # Through an index on the user (their words, or their rows), never every user's rows.
     for plan in plans.values():
         assert "Seq Scan" not in plan, plan

@@ -12,16 +12,16 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import asyncpg
 import httpx
 import pytest
 
 from expensetracker.platform.migrations import upgrade
 from expensetracker.targets import SERVICES
-from tests.conftest import EXTERNAL_DATABASE_URL, with_database
-from tests.pgcluster import DEBIAN_15, PrivateCluster, embedded_bin_dir
-from tests.processes import Process, clean_env, cli, free_port
-from tests.users import Account, signed_up
+from tests.helpers.database import connected, with_database
+from tests.helpers.environment import EXTERNAL_DATABASE_URL
+from tests.helpers.pgcluster import DEBIAN_15, PrivateCluster, embedded_bin_dir
+from tests.helpers.processes import Process, clean_env, cli, free_port
+from tests.helpers.users import Account, signed_up
 
 pytestmark = pytest.mark.database
 
@@ -90,14 +90,11 @@ class Writer:
 
 async def expenses_of(database_url: str, account: Account, client: httpx.AsyncClient) -> dict:
     user_id = (await client.get("/api/v1/auth/me", headers=account.headers)).json()["id"]
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         rows = await connection.fetch(
             "SELECT id, description, amount_minor FROM expenses.expenses WHERE user_id = $1",
             uuid.UUID(user_id),
         )
-    finally:
-        await connection.close()
     return {str(row["id"]): (row["description"], row["amount_minor"]) for row in rows}
 
 
@@ -167,11 +164,8 @@ async def private_cluster(postgres_admin_url: str) -> AsyncIterator[PrivateClust
     try:
         await asyncio.to_thread(cluster.init)
         await asyncio.to_thread(cluster.start)
-        connection = await asyncpg.connect(cluster.url)
-        try:
+        async with connected(cluster.url) as connection:
             await connection.execute("CREATE DATABASE expensetracker")
-        finally:
-            await connection.close()
         url = with_database(cluster.url, "expensetracker")
         for spec in SERVICES.values():
             await asyncio.to_thread(upgrade, spec, url)

@@ -26,9 +26,9 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from expensetracker.platform.application import create_app
 from expensetracker.platform.config import Settings
 from expensetracker.targets import SERVICES
-from tests.conftest import _scratch_database
-from tests.processes import clean_env, cli, free_port, spawn
-from tests.users import PASSWORD, signed_up
+from tests.helpers.database import scratch_database
+from tests.helpers.processes import clean_env, cli, free_port, spawn
+from tests.helpers.users import PASSWORD, signed_up
 
 pytestmark = pytest.mark.database
 
@@ -62,7 +62,7 @@ def status_classes(metrics: str) -> dict[str, int]:
 async def fuzz_target(postgres_admin_url: str, migrated_template: str) -> AsyncIterator[FuzzTarget]:
     """`expensetracker serve` of every API service on a database of its own, with one account
     that has some data, so that lists and reports have something to page and sum."""
-    async with _scratch_database(postgres_admin_url, migrated_template) as url:
+    async with scratch_database(postgres_admin_url, migrated_template) as url:
         env = clean_env(
             EXPENSETRACKER_DATABASE_URL=url,
             EXPENSETRACKER_RATE_LIMIT="off",

@@ -16,8 +16,8 @@ from expensetracker.platform.db import async_url
 from expensetracker.platform.migrations import head_revision
 from expensetracker.platform.state import app_state
 from expensetracker.targets import SERVICES
-from tests.conftest import AppFactory, running
-from tests.users import signed_up
+from tests.helpers.apps import AppFactory, running
+from tests.helpers.users import signed_up
 
 pytestmark = pytest.mark.database
 

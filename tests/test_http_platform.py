@@ -11,8 +11,9 @@ import pytest
 from coredis import Redis
 
 from expensetracker.platform.config import MIB
-from tests.conftest import REDIS_URL, AppFactory
-from tests.probe import probe_service
+from tests.helpers.apps import AppFactory
+from tests.helpers.environment import REDIS_URL
+from tests.helpers.probe import probe_service
 
 pytestmark = pytest.mark.database
 

@@ -5,26 +5,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import asyncpg
 import httpx
 import pytest
 
-from tests.test_expenses import VALID
-from tests.users import signed_up
+from tests.helpers.database import connected
+from tests.helpers.expenses import VALID, expense_count
+from tests.helpers.users import signed_up
 
 pytestmark = pytest.mark.database
-
-
-async def expense_count(database_url: str, user_id: str | None = None) -> int:
-    connection = await asyncpg.connect(database_url)
-    try:
-        if user_id is None:
-            return await connection.fetchval("SELECT count(*) FROM expenses.expenses")
-        return await connection.fetchval(
-            "SELECT count(*) FROM expenses.expenses WHERE user_id = $1", uuid.UUID(user_id)
-        )
-    finally:
-        await connection.close()
 
 
 async def test_same_key_and_body_replays_without_creating(
@@ -99,13 +87,10 @@ async def test_keys_expire_after_24_hours(client: httpx.AsyncClient, database_ur
     account = await signed_up(client)
     headers = {**account.headers, "Idempotency-Key": "yesterday"}
     await client.post("/api/v1/expenses", json=VALID, headers=headers)
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         await connection.execute(
             "UPDATE expenses.idempotency_keys SET created_at = now() - interval '25 hours'"
         )
-    finally:
-        await connection.close()
     later = await client.post("/api/v1/expenses", json=VALID, headers=headers)
     assert later.status_code == 201
     assert "idempotent-replayed" not in later.headers

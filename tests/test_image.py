@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from expensetracker import __version__
-from tests.processes import REPO, free_port, spawn
+from tests.helpers.processes import REPO, free_port, spawn
 
 # Here the build takes about 35 s, and debootstrap about 40 s more the first time.
 pytestmark = [pytest.mark.image, pytest.mark.timeout(1200)]

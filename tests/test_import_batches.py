@@ -8,16 +8,14 @@ from __future__ import annotations
 import io
 import uuid
 
-import asyncpg
 import httpx
 import pytest
 
 from bench.imports import csv_rows
 from expensetracker.expenses import transfer
-from tests.test_idempotency import expense_count
-from tests.test_import_export import HEADER, export, imported, upload
-from tests.test_monthly_totals import ACTUAL, EXPECTED
-from tests.users import Account, signed_up
+from tests.helpers.database import connected
+from tests.helpers.expenses import ACTUAL, EXPECTED, HEADER, expense_count, export, imported, upload
+from tests.helpers.users import Account, signed_up
 
 
 @pytest.fixture
@@ -32,11 +30,8 @@ async def owner_of(client: httpx.AsyncClient, account: Account) -> uuid.UUID:
 
 
 async def fetch(database_url: str, sql: str, *args: object) -> list[tuple]:
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         return [tuple(row) for row in await connection.fetch(sql, *args)]
-    finally:
-        await connection.close()
 
 
 def lines_of(body: dict) -> list[tuple[int, str]]:

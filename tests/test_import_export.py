@@ -9,49 +9,16 @@ import io
 import random
 from datetime import date, timedelta
 
-import asyncpg
 import httpx
 import pytest
 
-from tests.processes import Process, clean_env, cli, spawn
-from tests.test_auth_accounts import counter
-from tests.test_idempotency import expense_count
-from tests.users import Account, signed_up
+from tests.helpers.apps import counter
+from tests.helpers.database import connected
+from tests.helpers.expenses import HEADER, expense_count, export, imported, upload
+from tests.helpers.processes import Process, clean_env, cli, spawn
+from tests.helpers.users import signed_up
 
 pytestmark = pytest.mark.database
-
-HEADER = "occurred_on,amount,currency,description,notes,merchant,category,tags,external_id\n"
-
-
-def imported(*, rows: int, created: int, unchanged: int) -> dict[str, object]:
-    """The answer of an import that kept what it did."""
-    return {
-        "format": "csv",
-        "rows": rows,
-        "created": created,
-        "unchanged": unchanged,
-        "skipped": 0,
-        "dry_run": False,
-        "unchanged_lines": [],
-    }
-
-
-async def upload(
-    client: httpx.AsyncClient, account: Account, content: str | bytes, *, dry_run: bool = False
-) -> httpx.Response:
-    data = content.encode() if isinstance(content, str) else content
-    return await client.post(
-        "/api/v1/expenses/import",
-        params={"dry_run": "true"} if dry_run else {},
-        content=data,
-        headers={**account.headers, "content-type": "text/csv"},
-    )
-
-
-async def export(client: httpx.AsyncClient, account: Account, **params) -> httpx.Response:
-    response = await client.get("/api/v1/expenses/export", params=params, headers=account.headers)
-    assert response.status_code == 200, response.text
-    return response
 
 
 async def test_import_then_export_gives_the_same_rows(client: httpx.AsyncClient) -> None:
@@ -212,11 +179,8 @@ async def test_100k_rows_round_trip(client: httpx.AsyncClient, database_url: str
         assert sorted(filter(None, back["tags"].split(";"))) == sorted(
             filter(None, row["tags"].split(";"))
         )
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         total = await connection.fetchval("SELECT sum(amount_minor) FROM expenses.expenses")
-    finally:
-        await connection.close()
     expected = sum(int(row["amount"].replace(".", "")) for row in original.values())
     assert total == expected
 

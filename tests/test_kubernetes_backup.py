@@ -8,7 +8,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.kubernetes import (
+from tests.helpers.kubernetes import (
     KUBERNETES,
     containers,
     mounted_secrets,

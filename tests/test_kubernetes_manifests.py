@@ -6,26 +6,21 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import shutil
-import subprocess
-import sys
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
 
-from tests.kubernetes import (
+from tests.helpers.kubernetes import (
     COMPONENTS,
     KUBERNETES,
     OVERLAYS,
     REPO,
     Manifest,
     argocd,
+    checkov,
     component,
     every_render,
     is_custom,
@@ -33,10 +28,10 @@ from tests.kubernetes import (
     monitoring,
     overlay,
 )
+from tests.helpers.paths import CRD_SCHEMAS
 
 # The oldest Kubernetes still in wide use by the clouds, and the newest.
 KUBERNETES_VERSIONS = ("1.32.0", "1.37.0")
-CRD_SCHEMAS = Path(__file__).with_name("crd-schemas")
 CHECKOV_CONFIG = REPO / "deploy" / "kubernetes" / ".checkov.yaml"
 
 
@@ -130,21 +125,6 @@ def test_crd_schemas_are_strict_enough_to_catch_a_mistake() -> None:
     broken = json.loads(json.dumps(certificate))
     broken["spec"]["duration"] = 2160
     assert list(jsonschema.Draft7Validator(schema).iter_errors(broken))
-
-
-def checkov(manifests: Sequence[Manifest], file: Path, *options: str) -> tuple[Any, str, int]:
-    """checkov from the test environment (the lock file's dev group) on ``manifests``, written
-    to ``file``: its JSON report, its standard error and its exit code."""
-    found = shutil.which("checkov", path=str(Path(sys.executable).parent))
-    assert found, "checkov is a dev dependency: uv sync installs it"
-    file.write_text(yaml.safe_dump_all(manifests))
-    result = subprocess.run(
-        [found, *options, "--file", str(file), "--output", "json"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    return json.loads(result.stdout), result.stderr, result.returncode
 
 
 @pytest.mark.parametrize("render", ["production", "monitoring"])

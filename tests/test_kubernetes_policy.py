@@ -13,7 +13,7 @@ from sqlalchemy import make_url
 
 from expensetracker.platform.config import is_placeholder
 from expensetracker.targets import SERVICES
-from tests.kubernetes import (
+from tests.helpers.kubernetes import (
     KUBERNETES,
     OVERLAYS,
     POD_SECURITY,

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import make_url
 
 from expensetracker.platform.config import Settings
-from tests.kubernetes import (
+from tests.helpers.kubernetes import (
     WORKLOAD_KINDS,
     containers,
     mounted_secrets,
@@ -26,7 +26,7 @@ from tests.kubernetes import (
     pod_spec,
     secret_environment,
 )
-from tests.processes import clean_env, cli, free_port, spawn
+from tests.helpers.processes import clean_env, cli, free_port, spawn
 
 STORE_OVERLAYS = ("staging", "production")
 SETTINGS_FILES = {f"expensetracker_{name}" for name in Settings.model_fields}

@@ -9,7 +9,15 @@ import re
 import pytest
 import yaml
 
-from tests.kubernetes import KUBERNETES, REPO, WORKLOAD_KINDS, argocd, of_kind, overlay, pod_spec
+from tests.helpers.kubernetes import (
+    KUBERNETES,
+    REPO,
+    WORKLOAD_KINDS,
+    argocd,
+    of_kind,
+    overlay,
+    pod_spec,
+)
 
 WAVE = "argocd.argoproj.io/sync-wave"
 CLUSTER_KINDS = {"Cluster", "Database", "Pooler", "ObjectStore", "ScheduledBackup"}

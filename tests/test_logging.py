@@ -7,12 +7,12 @@ import json
 import subprocess
 import sys
 
-import asyncpg
 import httpx
 import pytest
 
-from tests.processes import clean_env, cli, free_port, spawn
-from tests.users import PASSWORD
+from tests.helpers.database import connected
+from tests.helpers.processes import clean_env, cli, free_port, spawn
+from tests.helpers.users import PASSWORD
 
 LOGGING_PROGRAM = """
 import logging, structlog
@@ -51,13 +51,10 @@ async def test_failed_statements_leave_no_values_in_logs_or_answers(database_url
     """A statement failing during registration (a CHECK constraint that refuses every new row)
     logs the error, but neither its parameters nor the row PostgreSQL describes in DETAIL: the
     e-mail address and the argon2 hash stay out."""
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         await connection.execute(
             "ALTER TABLE auth.users ADD CONSTRAINT refuse_all CHECK (false) NOT VALID"
         )
-    finally:
-        await connection.close()
     email = "secret-person@example.org"
     env = clean_env(
         EXPENSETRACKER_DATABASE_URL=database_url,

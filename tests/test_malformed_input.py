@@ -12,7 +12,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.users import Account, signed_up
+from tests.helpers.users import Account, signed_up
 
 pytestmark = pytest.mark.database
 

@@ -6,19 +6,17 @@ import asyncio
 import subprocess
 import sys
 
-import asyncpg
 import pytest
 
 from expensetracker.platform.migrations import head_revision, upgrade
 from expensetracker.targets import SERVICES
-from tests.conftest import migrate_all
+from tests.helpers.database import connected, migrate_all
 
 pytestmark = pytest.mark.database
 
 
 async def schema_state(url: str) -> dict[str, object]:
-    connection = await asyncpg.connect(url)
-    try:
+    async with connected(url) as connection:
         versions = {
             name: await connection.fetchval(f"SELECT version_num FROM {name}.alembic_version")
             for name in SERVICES
@@ -34,8 +32,6 @@ async def schema_state(url: str) -> dict[str, object]:
         public_tables = await connection.fetchval(
             "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
         )
-    finally:
-        await connection.close()
     return {"versions": versions, "comments": comments, "public_tables": public_tables}
 
 
@@ -55,16 +51,13 @@ async def test_empty_database_to_head_twice(empty_database_url: str) -> None:
 
 async def test_services_migrate_independently(empty_database_url: str) -> None:
     await asyncio.to_thread(upgrade, SERVICES["expenses"], empty_database_url)
-    connection = await asyncpg.connect(empty_database_url)
-    try:
+    async with connected(empty_database_url) as connection:
         schemas = {
             row["nspname"]
             for row in await connection.fetch(
                 "SELECT nspname FROM pg_namespace WHERE nspname = ANY($1::text[])", list(SERVICES)
             )
         }
-    finally:
-        await connection.close()
     assert schemas == {"expenses"}
 
 
@@ -91,16 +84,13 @@ async def test_migrate_command_applies_the_targets(empty_database_url: str) -> N
     job = migrate_command(empty_database_url, "auth,reports")
     _, stderr = await asyncio.to_thread(job.communicate, timeout=120)
     assert job.returncode == 0, stderr
-    connection = await asyncpg.connect(empty_database_url)
-    try:
+    async with connected(empty_database_url) as connection:
         present = {
             name: await connection.fetchval(
                 "SELECT to_regclass($1) IS NOT NULL", f"{name}.alembic_version"
             )
             for name in SERVICES
         }
-    finally:
-        await connection.close()
     assert present == {"auth": True, "expenses": False, "reports": True}
 
 

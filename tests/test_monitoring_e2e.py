@@ -29,15 +29,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 import yaml
 from sqlalchemy import make_url
 
-from tests.processes import REPO, Process, clean_env, cli, free_port, spawn
-from tests.users import PASSWORD, login, new_email, register
-from tests.web import csrf_token
+from tests.helpers.database import connected
+from tests.helpers.processes import REPO, Process, clean_env, cli, free_port, spawn
+from tests.helpers.users import PASSWORD, login, new_email, register
+from tests.helpers.web import csrf_token
 
 MONITORING = REPO / "deploy" / "monitoring"
 DASHBOARDS = MONITORING / "dashboards"
@@ -438,13 +438,9 @@ async def _drive_traffic(urls: dict[str, str], database_url: str) -> None:
 
         # A 5xx the honest way: a long lock on the expenses table (a migration, a VACUUM FULL)
         # makes the listing wait past the statement timeout; the service answers 500.
-        connection = await asyncpg.connect(database_url)
-        try:
-            async with connection.transaction():
-                await connection.execute("LOCK TABLE expenses.expenses IN ACCESS EXCLUSIVE MODE")
-                failed = await expenses.get("/api/v1/expenses", headers=headers)
-        finally:
-            await connection.close()
+        async with connected(database_url) as connection, connection.transaction():
+            await connection.execute("LOCK TABLE expenses.expenses IN ACCESS EXCLUSIVE MODE")
+            failed = await expenses.get("/api/v1/expenses", headers=headers)
         assert failed.status_code == 500, failed.text
 
         budget = await reports.post(

@@ -4,7 +4,7 @@ there by the tracing component (deploy/kubernetes/components/tracing/).
 
 What runs here and what cannot: no Alloy, Loki, Tempo or collector binary can be had from the
 package registries this project uses (PyPI, Debian, npm). So the log pipeline's own stages are
-applied to a real log line of ours by tests/alloy.py (its regexes with Python's re, its JSON
+applied to a real log line of ours by tests/helpers/alloy.py (its regexes with Python's re, its JSON
 expressions with the jmespath library), and the collector's configuration is checked against
 the structure its documentation defines (components declared before use, each of a kind the
 image has, every pipeline complete, endpoints that match the Services). The rendered objects go
@@ -21,8 +21,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.alloy import parse, process
-from tests.kubernetes import (
+from tests.helpers.admission import constraints, expanded, matches
+from tests.helpers.alloy import parse, process
+from tests.helpers.kubernetes import (
     KUBERNETES,
     MONITORING,
     monitoring,
@@ -31,9 +32,8 @@ from tests.kubernetes import (
     overlay,
     pod_spec,
 )
-from tests.processes import cli, free_port, spawn
-from tests.test_kubernetes_admission import constraints, expanded, matches
-from tests.test_tracing import JWKS_ROUTE, request_lines, serve_env
+from tests.helpers.processes import cli, free_port, request_lines, serve_env, spawn
+from tests.helpers.users import JWKS_ROUTE
 
 ALLOY_CONFIG = MONITORING / "alloy" / "config.alloy"
 LABELS = {"namespace", "container", "stream", "service", "level"}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.kubernetes import (
+from tests.helpers.kubernetes import (
     KUBERNETES,
     MONITORING,
     POD_SECURITY,

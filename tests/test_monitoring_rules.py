@@ -14,7 +14,6 @@ import fnmatch
 import functools
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,7 +24,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.kubernetes import KUBERNETES, MONITORING, REPO, kustomize, of_kind
+from tests.helpers.kubernetes import KUBERNETES, MONITORING, REPO, kustomize, of_kind
+from tests.helpers.processes import free_port
 
 RULES = MONITORING / "rules"
 RULE_FILES = sorted(RULES.glob("*.yaml"))
@@ -414,12 +414,6 @@ def test_receivers_are_placeholders_without_secrets() -> None:
             host = httpx.URL(webhook["url"]).host
             assert host.endswith(".example.com"), webhook["url"]
             assert "http_config" not in webhook
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers.database import connected
+from tests.helpers.expenses import ACTUAL, EXPECTED
+
 pytestmark = pytest.mark.database
 
 CURRENCIES = [("EUR", 2), ("JPY", 0), ("KWD", 3)]
@@ -29,16 +32,6 @@ operation = st.one_of(
     st.tuples(st.just("delete"), st.integers(0, 30)),
     st.tuples(st.just("delete_category"), st.integers(1, 3)),
 )
-
-EXPECTED = """
-    SELECT date_trunc('month', occurred_on)::date AS month, category_id, currency,
-           sum(amount_minor) AS total, count(*) AS n
-    FROM expenses.expenses WHERE user_id = $1 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-"""
-ACTUAL = """
-    SELECT month, category_id, currency, total_minor AS total, expense_count AS n
-    FROM expenses.monthly_spending_v1 WHERE user_id = $1 ORDER BY 1, 2, 3
-"""
 
 
 async def apply(connection: asyncpg.Connection, user: uuid.UUID, categories: list, op: tuple):
@@ -109,8 +102,7 @@ async def test_monthly_totals_match_the_expenses(
 ) -> None:
     user = uuid.uuid4()  # a user of this example alone: examples share the database
     categories: list[uuid.UUID | None] = [None, uuid.uuid4(), uuid.uuid4(), uuid.uuid4()]
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         await connection.execute("INSERT INTO expenses.owners (user_id) VALUES ($1)", user)
         for category in categories[1:]:
             await connection.execute(
@@ -137,5 +129,3 @@ async def test_monthly_totals_match_the_expenses(
         # Deleting the user's data leaves no totals behind.
         await connection.execute("DELETE FROM expenses.owners WHERE user_id = $1", user)
         assert await connection.fetch(ACTUAL, user) == []
-    finally:
-        await connection.close()

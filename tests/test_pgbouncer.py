@@ -17,9 +17,10 @@ from sqlalchemy.exc import DBAPIError
 
 from expensetracker.platform.config import Settings
 from expensetracker.platform.db import create_driver_pool, create_engine
-from tests.conftest import AppFactory, admin_execute, app_factory
-from tests.kubernetes import named, overlay
-from tests.pgbouncer import pgbouncer, version
+from tests.helpers.apps import AppFactory, app_factory
+from tests.helpers.database import admin_execute
+from tests.helpers.kubernetes import named, overlay
+from tests.helpers.pgbouncer import pgbouncer, version
 
 pytestmark = pytest.mark.database
 # The cloudnative-pg component's settings (its config patch), the ones under test here.

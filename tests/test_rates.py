@@ -13,19 +13,19 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
 from expensetracker.expenses import rates
-from tests.conftest import AppFactory
-from tests.processes import Process, clean_env, cli, spawn
-from tests.test_expenses import create
-from tests.users import Account, signed_up
+from tests.helpers.apps import AppFactory
+from tests.helpers.database import connected
+from tests.helpers.expenses import create
+from tests.helpers.paths import ECB_SAMPLE
+from tests.helpers.processes import Process, clean_env, cli, spawn
+from tests.helpers.users import Account, signed_up
 
 pytestmark = pytest.mark.database
 
-SAMPLE = Path(__file__).with_name("data") / "eurofxref-sample.xml"
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
 <!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
@@ -75,19 +75,16 @@ def files() -> Iterator[Files]:
 
 
 async def stored_rates(database_url: str) -> list[tuple]:
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         rows = await connection.fetch(
             "SELECT day, base, quote, rate, source, user_id FROM expenses.rates_v1 "
             "ORDER BY day, quote, source"
         )
-    finally:
-        await connection.close()
     return [tuple(row) for row in rows]
 
 
 def test_the_ecb_sample_parses_to_exact_decimals() -> None:
-    parsed = rates.parse_ecb(SAMPLE.read_bytes())
+    parsed = rates.parse_ecb(ECB_SAMPLE.read_bytes())
     assert len(parsed) == 15
     assert {rate.day for rate in parsed} == {date(2026, 1, 5), date(2026, 1, 8), date(2026, 1, 9)}
     assert rates.Rate(date(2026, 1, 9), "EUR", "GBP", Decimal("0.83195")) in parsed
@@ -127,7 +124,7 @@ async def test_rates_load_command_from_a_file_and_a_url(
     database_url: str, files: Files, tmp_path: Path
 ) -> None:
     env = clean_env(EXPENSETRACKER_DATABASE_URL=database_url)
-    files.bodies["/eurofxref-daily.xml"] = SAMPLE.read_bytes()
+    files.bodies["/eurofxref-daily.xml"] = ECB_SAMPLE.read_bytes()
     unsafe = tmp_path / "laughs.xml"
     unsafe.write_bytes(BILLION_LAUGHS)
 
@@ -136,7 +133,7 @@ async def test_rates_load_command_from_a_file_and_a_url(
             await asyncio.to_thread(process.wait, 120)
         return process
 
-    from_file = await run(str(SAMPLE))
+    from_file = await run(str(ECB_SAMPLE))
     assert from_file.popen.returncode == 0, from_file.output
     assert "rates kept: 15" in from_file.output
     first = await stored_rates(database_url)
@@ -256,11 +253,8 @@ async def test_rates_are_listed_newest_first_a_page_at_a_time(
     client: httpx.AsyncClient, database_url: str
 ) -> None:
     account = await signed_up(client)
-    connection = await asyncpg.connect(database_url)
-    try:
-        await rates.store(connection, rates.parse_ecb(SAMPLE.read_bytes()), source="ecb")
-    finally:
-        await connection.close()
+    async with connected(database_url) as connection:
+        await rates.store(connection, rates.parse_ecb(ECB_SAMPLE.read_bytes()), source="ecb")
     await client.put(
         "/api/v1/expenses/rates/2026-01-09/EUR/GBP", json={"rate": "0.84"}, headers=account.headers
     )
@@ -393,8 +387,7 @@ async def test_migrations_0011_and_0004_backfill_and_go_down_and_up_again(
     expenses, reports = SERVICES["expenses"], SERVICES["reports"]
     await asyncio.to_thread(upgrade, expenses, empty_database_url, "0010")
     user = "00000000-0000-0000-0000-000000000015"
-    connection = await asyncpg.connect(empty_database_url)
-    try:
+    async with connected(empty_database_url) as connection:
         await connection.execute("INSERT INTO expenses.owners (user_id) VALUES ($1)", user)
         for day, currency in (("2026-01-02", "GBP"), ("2026-01-01", "USD")):
             await connection.execute(
@@ -425,8 +418,6 @@ async def test_migrations_0011_and_0004_backfill_and_go_down_and_up_again(
         again = await connection.fetchval(
             "SELECT home_currency FROM expenses.home_currencies_v1 WHERE user_id = $1", user
         )
-    finally:
-        await connection.close()
     assert backfilled == "GBP"
     assert (columns, gone, again) == (9, True, "GBP")
 

@@ -6,7 +6,6 @@ import asyncio
 import uuid
 from datetime import date, timedelta
 
-import asyncpg
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
@@ -19,8 +18,9 @@ from expensetracker.expenses.recurring import (
     run_maintenance,
 )
 from expensetracker.platform.db import async_url
-from tests.processes import clean_env, cli, spawn
-from tests.users import Account, signed_up
+from tests.helpers.database import connected
+from tests.helpers.processes import clean_env, cli, spawn
+from tests.helpers.users import Account, signed_up
 
 
 @pytest.mark.parametrize(
@@ -44,15 +44,12 @@ async def rule(client: httpx.AsyncClient, account: Account, **fields) -> httpx.R
 
 
 async def occurrences(database_url: str, user_id: str) -> list[date]:
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         rows = await connection.fetch(
             "SELECT occurred_on FROM expenses.expenses WHERE user_id = $1::uuid "
             "AND external_id LIKE 'recurring:%' ORDER BY occurred_on",
             user_id,
         )
-    finally:
-        await connection.close()
     return [row[0] for row in rows]
 
 
@@ -80,13 +77,10 @@ async def test_due_occurrences_are_created_once(
         )
         assert await occurrences(database_url, user_id) == expected
         # A crash after creating but before advancing the rule: still nothing twice.
-        connection = await asyncpg.connect(database_url)
-        try:
+        async with connected(database_url) as connection:
             await connection.execute(
                 "UPDATE expenses.recurring_rules SET done = 0, next_due_on = starts_on"
             )
-        finally:
-            await connection.close()
         async with sessionmaker() as session:
             assert await materialise_due(session, today=today) == 0
         assert await occurrences(database_url, user_id) == expected
@@ -172,8 +166,7 @@ async def test_one_request_and_one_run_create_a_bounded_number_of_expenses(
     # limit, and the runs after it go on where it stopped, without creating anything twice.
     for _ in range(9):
         assert (await rule(client, account, starts_on=today.isoformat())).status_code == 201
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         await connection.execute(
             "DELETE FROM expenses.expenses WHERE user_id = $1::uuid", uuid.UUID(user_id)
         )
@@ -181,8 +174,6 @@ async def test_one_request_and_one_run_create_a_bounded_number_of_expenses(
             "UPDATE expenses.recurring_rules SET starts_on = $1, done = 0, next_due_on = $1",
             today - timedelta(weeks=52),
         )
-    finally:
-        await connection.close()
     engine = create_async_engine(async_url(database_url))
     sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
     runs = []

@@ -8,7 +8,6 @@ import uuid
 from collections import defaultdict
 from datetime import date, timedelta
 
-import asyncpg
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,35 +15,13 @@ from hypothesis import strategies as st
 
 from expensetracker.platform.money import format_amount
 from expensetracker.platform.state import app_state
-from tests.conftest import AppFactory
-from tests.test_auth_accounts import counter
-from tests.test_auth_tokens import app_of
-from tests.test_expenses import create
-from tests.users import PASSWORD, Account, signed_up
+from tests.helpers.apps import AppFactory, app_of, counter
+from tests.helpers.database import connected
+from tests.helpers.expenses import categories, create
+from tests.helpers.reports import budget, status_of
+from tests.helpers.users import PASSWORD, Account, signed_up
 
 pytestmark = pytest.mark.database
-
-
-async def budget(client: httpx.AsyncClient, account: Account, **fields) -> dict:
-    body = {"name": "Everything", "amount": "100.00", "currency": "EUR", "starts": "2026-01"}
-    response = await client.post(
-        "/api/v1/budgets", json={**body, **fields}, headers=account.headers
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-async def status_of(client: httpx.AsyncClient, account: Account, month: str) -> dict:
-    response = await client.get(
-        "/api/v1/reports/budgets", params={"month": month}, headers=account.headers
-    )
-    assert response.status_code == 200, response.text
-    return {item["name"]: item for item in response.json()["budgets"]}
-
-
-async def categories(client: httpx.AsyncClient, account: Account) -> dict[str, str]:
-    listed = await client.get("/api/v1/categories", headers=account.headers)
-    return {c["name"]: c["id"] for c in listed.json()["items"]}
 
 
 async def test_budget_crud_and_validation(client: httpx.AsyncClient) -> None:
@@ -258,11 +235,8 @@ async def test_deleted_users_budgets_go(client: httpx.AsyncClient, database_url:
         "DELETE", "/api/v1/auth/me", json={"password": PASSWORD}, headers=gone.headers
     )
     await app_state(app_of(client)).user_events["reports"].run_once()
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         remaining = await connection.fetchval("SELECT count(*) FROM reports.budgets")
-    finally:
-        await connection.close()
     assert remaining == 1
 
 
@@ -304,8 +278,7 @@ async def test_summary_matches_python(
     end = start + timedelta(days=length)
     user_id = (await client.get("/api/v1/auth/me", headers=summary_account.headers)).json()["id"]
     await client.get("/api/v1/categories", headers=summary_account.headers)  # owner + defaults
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         await connection.execute(
             "DELETE FROM expenses.expenses WHERE user_id = $1", uuid.UUID(user_id)
         )
@@ -355,8 +328,6 @@ async def test_summary_matches_python(
             for key in keys:
                 expected[key][currency][0] += minor
                 expected[key][currency][1] += 1
-    finally:
-        await connection.close()
     response = await client.get(
         "/api/v1/reports/summary",
         params={"from": start.isoformat(), "to": end.isoformat(), "group_by": group_by},

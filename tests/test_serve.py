@@ -8,13 +8,16 @@ import signal
 import sys
 import time
 
-import asyncpg
 import httpx
 import pytest
 
-from tests.processes import REPO, clean_env, cli, free_port, spawn
+from tests.helpers.database import connected
+from tests.helpers.processes import REPO, clean_env, cli, free_port, spawn
 
 pytestmark = pytest.mark.database
+
+# The probe service behind the real server: `python tests/helpers/probe.py PORT`.
+PROBE = str(REPO / "tests" / "helpers" / "probe.py")
 
 
 async def test_serve_runs_one_service_alone(database_url: str) -> None:
@@ -62,13 +65,10 @@ def test_serve_refuses_placeholder_secrets_in_production_without_echoing_them() 
 
 
 async def pool_connections(database_url: str, application_name: str) -> int:
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         return await connection.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", application_name
         )
-    finally:
-        await connection.close()
 
 
 async def test_sigterm_drains_then_finishes_in_flight_requests(database_url: str) -> None:
@@ -79,7 +79,7 @@ async def test_sigterm_drains_then_finishes_in_flight_requests(database_url: str
         EXPENSETRACKER_AUTH_URL="http://127.0.0.1:9",
     )
     port = free_port()
-    with spawn([sys.executable, str(REPO / "tests" / "probe.py"), str(port)], env) as process:
+    with spawn([sys.executable, PROBE, str(port)], env) as process:
         url = process.wait_ready()
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             assert (await client.get("/readyz")).status_code == 200
@@ -114,7 +114,7 @@ async def test_request_log_lines_are_json_with_request_ids_and_no_secrets(
         EXPENSETRACKER_AUTH_URL="http://127.0.0.1:9",
     )
     port = free_port()
-    with spawn([sys.executable, str(REPO / "tests" / "probe.py"), str(port)], env) as process:
+    with spawn([sys.executable, PROBE, str(port)], env) as process:
         url = process.wait_ready()
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
             await client.post(

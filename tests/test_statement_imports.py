@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import io
-from pathlib import Path
 
 import httpx
 import pytest
 
 from expensetracker.expenses import statements
-from tests.processes import Process, clean_env, cli, spawn
-from tests.test_idempotency import expense_count
-from tests.users import Account, signed_up
+from tests.helpers.expenses import expense_count, upload_statement
+from tests.helpers.paths import STATEMENTS
+from tests.helpers.processes import Process, clean_env, cli, spawn
+from tests.helpers.users import Account, signed_up
 
-SAMPLES = Path(__file__).parent / "statements"
-OFX = (SAMPLES / "checking.ofx").read_bytes()
-CAMT = (SAMPLES / "statement.camt053.xml").read_bytes()
+OFX = (STATEMENTS / "checking.ofx").read_bytes()
+CAMT = (STATEMENTS / "statement.camt053.xml").read_bytes()
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
 <!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
 <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
@@ -51,22 +50,6 @@ def ofx_statement(*transactions: tuple[str, str, str, str], currency: str = "EUR
         f"</BANKACCTFROM>\n<BANKTRANLIST>\n{entries}</BANKTRANLIST>\n</STMTRS></STMTTRNRS>"
         "</BANKMSGSRSV1>\n</OFX>\n"
     ).encode()
-
-
-async def upload(
-    client: httpx.AsyncClient,
-    account: Account,
-    content: bytes,
-    *,
-    content_type: str = "application/octet-stream",
-    **params: str,
-) -> httpx.Response:
-    return await client.post(
-        "/api/v1/expenses/import",
-        params=params,
-        content=content,
-        headers={**account.headers, "content-type": content_type},
-    )
 
 
 async def listed(client: httpx.AsyncClient, account: Account) -> list[tuple[str, ...]]:
@@ -132,8 +115,8 @@ async def test_a_statement_imports_its_spending_once(
 ) -> None:
     account = await signed_up(client)
     format, params, expected = SAMPLE_EXPENSES[name]
-    content = (SAMPLES / name).read_bytes()
-    first = await upload(client, account, content, **params)
+    content = (STATEMENTS / name).read_bytes()
+    first = await upload_statement(client, account, content, **params)
     assert first.status_code == 201, first.text
     body = first.json()
     assert (body["format"], body["rows"], body["created"], body["skipped"]) == (
@@ -143,7 +126,7 @@ async def test_a_statement_imports_its_spending_once(
         1,  # each sample has one credit
     )
     assert await listed(client, account) == expected
-    again = await upload(client, account, content, **params)
+    again = await upload_statement(client, account, content, **params)
     assert (again.json()["created"], again.json()["unchanged"]) == (0, len(expected))
     assert await expense_count(database_url) == len(expected)
 
@@ -153,7 +136,7 @@ async def test_payee_and_memo_make_the_description_notes_and_merchant(
     client: httpx.AsyncClient,
 ) -> None:
     account = await signed_up(client)
-    assert (await upload(client, account, OFX)).status_code == 201
+    assert (await upload_statement(client, account, OFX)).status_code == 201
     exported = await client.get(
         "/api/v1/expenses/export", params={"format": "json"}, headers=account.headers
     )
@@ -171,14 +154,16 @@ async def test_the_format_comes_from_the_content_type_or_the_override(
     client: httpx.AsyncClient,
 ) -> None:
     account = await signed_up(client)
-    named = await upload(client, account, OFX, content_type="application/x-ofx", dry_run="true")
-    qfx = (SAMPLES / "card.qfx").read_bytes()
-    as_csv = await upload(client, account, qfx, content_type="text/csv")
-    overridden = await upload(client, account, OFX, content_type="text/csv", format="ofx")
-    mt940_as_ofx = await upload(
-        client, account, (SAMPLES / "statement.mt940").read_bytes(), format="ofx"
+    named = await upload_statement(
+        client, account, OFX, content_type="application/x-ofx", dry_run="true"
     )
-    unknown = await upload(client, account, OFX, content_type="application/json")
+    qfx = (STATEMENTS / "card.qfx").read_bytes()
+    as_csv = await upload_statement(client, account, qfx, content_type="text/csv")
+    overridden = await upload_statement(client, account, OFX, content_type="text/csv", format="ofx")
+    mt940_as_ofx = await upload_statement(
+        client, account, (STATEMENTS / "statement.mt940").read_bytes(), format="ofx"
+    )
+    unknown = await upload_statement(client, account, OFX, content_type="application/json")
     assert named.status_code == 200 and named.json()["format"] == "ofx"
     assert as_csv.status_code == 422  # text/csv says CSV: its header is refused
     assert "Header must name columns" in as_csv.json()["detail"]
@@ -198,7 +183,9 @@ async def test_xml_with_entities_is_refused(
 ) -> None:
     account = await signed_up(client)
     params = {"format": format} if format else {}
-    response = await upload(client, account, content, content_type="application/xml", **params)
+    response = await upload_statement(
+        client, account, content, content_type="application/xml", **params
+    )
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert "DTD or entities" in response.json()["detail"]
@@ -209,11 +196,15 @@ BROKEN = {
     "truncated OFX": (OFX[: OFX.index(b"</BANKTRANLIST>")], {}, "truncated"),
     "truncated CAMT": (CAMT[:-80], {}, "not well-formed XML"),
     "truncated MT940": (
-        (SAMPLES / "statement.mt940").read_bytes().split(b":62F:")[0],
+        (STATEMENTS / "statement.mt940").read_bytes().split(b":62F:")[0],
         {},
         "truncated",
     ),
-    "truncated QIF": ((SAMPLES / "shop.qif").read_bytes()[:-3], {"currency": "EUR"}, "truncated"),
+    "truncated QIF": (
+        (STATEMENTS / "shop.qif").read_bytes()[:-3],
+        {"currency": "EUR"},
+        "truncated",
+    ),
     "latin-1 OFX said to be UTF-8": (
         ofx_statement(("20260301", "-1.00", "a", "Caf\xe9")).replace(b"Caf\xc3\xa9", b"Caf\xe9"),
         {},
@@ -221,11 +212,11 @@ BROKEN = {
     ),
     "latin-1 CAMT said to be UTF-8": (CAMT.replace(b"Grocer", b"Gr\xf6cer"), {}, "not well-formed"),
     "latin-1 QIF": (
-        (SAMPLES / "shop.qif").read_bytes() + b"D29/05/2026\nT-1.00\nPCaf\xe9\n^\n",
+        (STATEMENTS / "shop.qif").read_bytes() + b"D29/05/2026\nT-1.00\nPCaf\xe9\n^\n",
         {"currency": "EUR"},
         "not UTF-8",
     ),
-    "QIF without a currency": ((SAMPLES / "shop.qif").read_bytes(), {}, "currency option"),
+    "QIF without a currency": ((STATEMENTS / "shop.qif").read_bytes(), {}, "currency option"),
 }
 
 
@@ -236,7 +227,7 @@ async def test_a_broken_statement_is_refused_whole(
 ) -> None:
     account = await signed_up(client)
     content, params, detail = BROKEN[case]
-    response = await upload(client, account, content, **params)
+    response = await upload_statement(client, account, content, **params)
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert detail in response.json()["detail"]
@@ -258,7 +249,7 @@ async def test_every_bad_transaction_is_reported_by_its_number(
         ("20260307", "-1E+999999", "g", "An exponent: never expanded"),  # 7
         ("20260307", "100.00", "f", "A credit: skipped, not counted as a position"),
     )
-    response = await upload(client, account, content)
+    response = await upload_statement(client, account, content)
     assert response.status_code == 422, response.text
     body = response.json()
     assert body["rejected_rows"] == 5
@@ -269,7 +260,7 @@ async def test_every_bad_transaction_is_reported_by_its_number(
         (6, "amount"),
         (7, "amount"),
     ]
-    unknown_currency = await upload(
+    unknown_currency = await upload_statement(
         client, account, ofx_statement(("20260301", "-1.00", "a", "x"), currency="XYZ")
     )
     assert unknown_currency.status_code == 422
@@ -285,7 +276,7 @@ async def test_a_dry_run_of_a_statement_reports_and_keeps_nothing(
     client: httpx.AsyncClient, database_url: str
 ) -> None:
     account = await signed_up(client)
-    preview = await upload(client, account, CAMT, dry_run="true")
+    preview = await upload_statement(client, account, CAMT, dry_run="true")
     assert preview.status_code == 200, preview.text
     assert preview.json() == {
         "format": "camt053",
@@ -305,12 +296,14 @@ QIF_DATES = "!Type:Bank\nD{date}\nT-10.00\nPNewsagent\n^\n"
 @pytest.mark.database
 async def test_qif_dates_are_ordered_by_the_file_or_the_option(client: httpx.AsyncClient) -> None:
     account = await signed_up(client)
-    ambiguous = (SAMPLES / "ambiguous.qif").read_bytes()
-    unsaid = await upload(client, account, ambiguous, currency="EUR")
-    day_first = await upload(client, account, ambiguous, currency="EUR", date_order="dmy")
+    ambiguous = (STATEMENTS / "ambiguous.qif").read_bytes()
+    unsaid = await upload_statement(client, account, ambiguous, currency="EUR")
+    day_first = await upload_statement(client, account, ambiguous, currency="EUR", date_order="dmy")
     month_first = QIF_DATES.format(date="06/25/2026").encode()
-    contradicted = await upload(client, account, month_first, currency="EUR", date_order="dmy")
-    proved = await upload(client, account, month_first, currency="GBP")
+    contradicted = await upload_statement(
+        client, account, month_first, currency="EUR", date_order="dmy"
+    )
+    proved = await upload_statement(client, account, month_first, currency="GBP")
     assert unsaid.status_code == 422 and "date_order" in unsaid.json()["detail"]
     assert day_first.status_code == 201, day_first.text
     assert contradicted.status_code == 422 and "mdy, not dmy" in contradicted.json()["detail"]
@@ -348,7 +341,7 @@ def test_ofx_tags_cut_by_the_reading_chunks_are_read_whole(
     ],
 )
 def test_the_format_is_detected_from_the_content(name: str, format: str) -> None:
-    assert statements.detect((SAMPLES / name).read_bytes()[:4096]) == format
+    assert statements.detect((STATEMENTS / name).read_bytes()[:4096]) == format
 
 
 def test_a_csv_file_is_detected_as_csv() -> None:
@@ -367,9 +360,9 @@ async def test_the_import_command_reads_statements(
             await asyncio.to_thread(process.wait, 120)
         return process
 
-    ofx = await run(str(SAMPLES / "checking.ofx"))
-    qif = await run(str(SAMPLES / "ambiguous.qif"), "--currency", "EUR", "--date-order", "mdy")
-    unsaid = await run(str(SAMPLES / "ambiguous.qif"), "--currency", "EUR")
+    ofx = await run(str(STATEMENTS / "checking.ofx"))
+    qif = await run(str(STATEMENTS / "ambiguous.qif"), "--currency", "EUR", "--date-order", "mdy")
+    unsaid = await run(str(STATEMENTS / "ambiguous.qif"), "--currency", "EUR")
     assert ofx.popen.returncode == 0, ofx.output
     assert "3 rows: 3 created, 0 already there, 1 credits skipped" in ofx.output
     assert qif.popen.returncode == 0, qif.output
@@ -387,7 +380,7 @@ async def test_a_statement_has_the_csv_size_limit(
 ) -> None:
     account = await signed_up(client)
     oversized = OFX + b" " * (10 * 2**20)
-    response = await upload(client, account, oversized, content_type="application/x-ofx")
+    response = await upload_statement(client, account, oversized, content_type="application/x-ofx")
     assert response.status_code == 413
     assert response.headers["content-type"] == "application/problem+json"
     assert await expense_count(database_url) == 0

@@ -4,7 +4,6 @@ and OTLP/HTTP export to a real receiver only when OTEL_EXPORTER_OTLP_ENDPOINT is
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import uuid
@@ -24,14 +23,19 @@ from expensetracker import __version__
 from expensetracker.platform.config import Settings
 from expensetracker.platform.tracing import configure_tracing
 from expensetracker.targets import SERVICES
-from tests.conftest import AppFactory
-from tests.processes import Process, clean_env, cli, free_port, spawn
-from tests.users import signed_up
-from tests.web import SESSION_KEY, signed_up_person
+from tests.helpers.apps import AppFactory
+from tests.helpers.processes import (
+    cli,
+    free_port,
+    request_lines,
+    serve_env,
+    spawn,
+)
+from tests.helpers.users import JWKS_ROUTE, signed_up
+from tests.helpers.web import SESSION_KEY, signed_up_person
 
 pytestmark = pytest.mark.database
 
-JWKS_ROUTE = "/api/v1/auth/.well-known/jwks.json"
 # Where an OTLP/HTTP exporter sends by default: a process that made one would reach it.
 DEFAULT_OTLP_PORT = 4318
 
@@ -215,28 +219,6 @@ class OtlpReceiver:
                 for scope_spans in resource_spans.scope_spans:
                     found += [(resource, span) for span in scope_spans.spans]
         return found
-
-
-def json_log_lines(process: Process) -> list[dict]:
-    return [json.loads(line) for line in process.lines if line.startswith("{")]
-
-
-def request_lines(process: Process, route: str) -> list[dict]:
-    return [
-        line
-        for line in json_log_lines(process)
-        if line.get("event") == "request" and line.get("route") == route
-    ]
-
-
-def serve_env(database_url: str, **extra: str) -> dict[str, str]:
-    return clean_env(
-        EXPENSETRACKER_DATABASE_URL=database_url,
-        EXPENSETRACKER_RATE_LIMIT="off",
-        EXPENSETRACKER_LOG_FORMAT="json",
-        EXPENSETRACKER_LOG_LEVEL="INFO",
-        **extra,
-    )
 
 
 async def test_services_in_separate_processes_export_one_trace_over_otlp(

@@ -13,9 +13,10 @@ import pytest
 from expensetracker.platform.migrations import upgrade
 from expensetracker.platform.state import app_state
 from expensetracker.targets import SERVICES
-from tests.test_auth_tokens import app_of
-from tests.test_expenses import create
-from tests.users import PASSWORD, Account, signed_up
+from tests.helpers.apps import app_of
+from tests.helpers.database import connected
+from tests.helpers.expenses import create
+from tests.helpers.users import PASSWORD, Account, signed_up
 
 pytestmark = pytest.mark.database
 
@@ -31,16 +32,13 @@ USER_TABLES = (
 
 
 async def rows_of(database_url: str, user_id: str) -> dict[str, int]:
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         return {
             table: await connection.fetchval(
                 f"SELECT count(*) FROM expenses.{table} WHERE user_id = $1::uuid", user_id
             )
             for table in USER_TABLES
         }
-    finally:
-        await connection.close()
 
 
 async def populate(client: httpx.AsyncClient, account: Account) -> str:
@@ -103,8 +101,7 @@ async def test_reports_role_reads_the_contract_and_nothing_else(
 ) -> None:
     account = await signed_up(client)
     await populate(client, account)
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         await connection.execute(
             """
             DO $$ BEGIN
@@ -132,8 +129,6 @@ async def test_reports_role_reads_the_contract_and_nothing_else(
                 await connection.execute(statement)
             except asyncpg.InsufficientPrivilegeError:
                 denied.append(statement)
-    finally:
-        await connection.close()
     assert spending >= 2 and tags == 2 and events == 0
     assert len(denied) == 3
 
@@ -185,13 +180,10 @@ async def test_a_deleted_account_creates_nothing_with_its_still_valid_token(
         assert response.headers["content-type"] == "application/problem+json"
 
     assert await rows_of(database_url, user_id) == dict.fromkeys(USER_TABLES, 0)
-    connection = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as connection:
         budgets = await connection.fetchval(
             "SELECT count(*) FROM reports.budgets WHERE user_id = $1::uuid", user_id
         )
-    finally:
-        await connection.close()
     assert budgets == 0
     # Applying the events again (another replica, a restart) changes nothing.
     await app_state(app_of(client)).user_events["expenses"].catch_up()

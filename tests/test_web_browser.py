@@ -14,7 +14,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from tests.browser import (
+from tests.helpers.browser import (
     DESKTOP,
     PHONE,
     chromium,
@@ -22,13 +22,13 @@ from tests.browser import (
     sign_in,
     web_server,
 )
-from tests.users import PASSWORD, login, register
-from tests.web import PAGES
+from tests.helpers.paths import STATEMENTS
+from tests.helpers.users import PASSWORD, login, register
+from tests.helpers.web import PAGES
 
 pytestmark = [pytest.mark.database, pytest.mark.browser]
 
 FIRST_LOAD_BUDGET_BYTES = 150 * 1024
-STATEMENTS = Path(__file__).with_name("statements")
 HEADER = "occurred_on,amount,currency,description,notes,merchant,category,tags,external_id\n"
 
 

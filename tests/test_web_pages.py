@@ -17,8 +17,9 @@ import pytest
 from expensetracker.platform.config import Settings
 from expensetracker.targets import resolve_targets
 from expensetracker.web import routes, views
-from tests.conftest import AppFactory
-from tests.web import PAGES, SESSION_KEY, csrf_token, idempotency_key, signed_up_person
+from tests.helpers.apps import AppFactory
+from tests.helpers.paths import STATEMENTS
+from tests.helpers.web import PAGES, SESSION_KEY, csrf_token, idempotency_key, signed_up_person
 
 pytestmark = pytest.mark.database
 
@@ -527,7 +528,6 @@ async def test_malformed_input_never_answers_a_server_error(web: httpx.AsyncClie
 
 # Issue 15 on the web: the home currency, rates, charged amounts, statements, rules.
 
-STATEMENTS = Path(__file__).with_name("statements")
 _RULE_ID = re.compile(r'action="/rules/([0-9a-f-]{36})/delete"')
 
 

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import REPO
+
 KUBERNETES = REPO / "deploy" / "kubernetes"
 ARGOCD = REPO / "deploy" / "argocd"
 MONITORING = REPO / "deploy" / "monitoring"
@@ -172,3 +175,18 @@ def secret_environment(workload: Manifest) -> list[str]:
             ),
         ]
     ]
+
+
+def checkov(manifests: Sequence[Manifest], file: Path, *options: str) -> tuple[Any, str, int]:
+    """checkov from the test environment (the lock file's dev group) on ``manifests``, written
+    to ``file``: its JSON report, its standard error and its exit code."""
+    found = shutil.which("checkov", path=str(Path(sys.executable).parent))
+    assert found, "checkov is a dev dependency: uv sync installs it"
+    file.write_text(yaml.safe_dump_all(manifests))
+    result = subprocess.run(
+        [found, *options, "--file", str(file), "--output", "json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return json.loads(result.stdout), result.stderr, result.returncode

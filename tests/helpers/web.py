@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from tests.users import PASSWORD
+from tests.helpers.users import PASSWORD
 
 SESSION_KEY = "a-test-session-key-that-is-long-enough-to-use"
 # The pages of a signed-in person.

@@ -3,6 +3,7 @@ on 127.0.0.1, each bounded in time."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -18,7 +19,8 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import REPO
+
 READY = re.compile(r"(?:is ready: |^ready )(http://\S+)")
 
 
@@ -108,3 +110,26 @@ def postgres_processes(data_dir: Path) -> list[psutil.Process]:
         if proc.info["name"] == "postgres" and str(data_dir) in cmdline:
             found.append(proc)
     return found
+
+
+def json_log_lines(process: Process) -> list[dict]:
+    return [json.loads(line) for line in process.lines if line.startswith("{")]
+
+
+def request_lines(process: Process, route: str) -> list[dict]:
+    return [
+        line
+        for line in json_log_lines(process)
+        if line.get("event") == "request" and line.get("route") == route
+    ]
+
+
+def serve_env(database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a server on ``database_url`` logging JSON, without rate limits."""
+    return clean_env(
+        EXPENSETRACKER_DATABASE_URL=database_url,
+        EXPENSETRACKER_RATE_LIMIT="off",
+        EXPENSETRACKER_LOG_FORMAT="json",
+        EXPENSETRACKER_LOG_LEVEL="INFO",
+        **extra,
+    )

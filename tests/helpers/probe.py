@@ -1,5 +1,6 @@
 """A test-only service with the routes the platform tests need (validation, uploads, slow
-requests, a crash), run in-process or, as ``python tests/probe.py PORT``, behind the real server."""
+requests, a crash), run in-process or, as ``python tests/helpers/probe.py PORT``, behind the
+real server."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager, contextmanager
 from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, Page, async_playwright
 
-from tests.processes import clean_env, cli, free_port, spawn
-from tests.web import SESSION_KEY
+from tests.helpers.processes import clean_env, cli, free_port, spawn
+from tests.helpers.web import SESSION_KEY
 
 CHROMIUM = os.environ.get("EXPENSETRACKER_TEST_CHROMIUM", "/usr/bin/chromium")
 # Headless, and quiet: without these Chromium keeps calling hosts this machine cannot reach.

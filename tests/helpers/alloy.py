@@ -172,7 +172,7 @@ def run_stages(stages: list[Block], entry: Entry) -> Entry:
             if wanted.items() <= entry.labels.items():
                 run_stages(stage.blocks, entry)
         else:
-            raise AssertionError(f"{kind}: not a stage this test knows; teach tests/alloy.py")
+            raise AssertionError(f"{kind}: not a stage this test knows; teach tests/helpers/alloy.py")
     return entry
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import make_url
 
-from tests.processes import free_port
+from tests.helpers.processes import free_port
 
 PGBOUNCER = Path("/usr/sbin/pgbouncer")
 

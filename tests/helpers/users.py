@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import httpx
 
 PASSWORD = "correct horse battery staple"
+# Where auth publishes the keys that verify its tokens.
+JWKS_ROUTE = "/api/v1/auth/.well-known/jwks.json"
 
 
 @dataclass

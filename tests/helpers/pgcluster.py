@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.processes import free_port
+from tests.helpers.processes import free_port
 
 DEBIAN_15 = Path("/usr/lib/postgresql/15/bin")
 
