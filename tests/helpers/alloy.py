@@ -1,9 +1,9 @@
 """Grafana Alloy's configuration language, read in Python, and its ``loki.process`` stages
 applied to a log line. No Alloy binary can be had from the package registries this project
-uses, so tests/test_monitoring_logs_traces.py runs the pipeline's own expressions here: the
-regexes (RE2's named groups, which Python's ``re`` reads alike), the JSON expressions
-(JMESPath, which Alloy uses, by the ``jmespath`` library), and the label, structured metadata,
-match and drop stages as Alloy's documentation defines them. An unknown stage fails."""
+uses, so tests/monitoring/test_monitoring_logs_traces.py runs the pipeline's own expressions here:
+the regexes (RE2's named groups, which Python's ``re`` reads alike), the JSON expressions (JMESPath,
+which Alloy uses, by the ``jmespath`` library), and the label, structured metadata, match and drop
+stages as Alloy's documentation defines them. An unknown stage fails."""
 
 from __future__ import annotations
 
@@ -172,7 +172,8 @@ def run_stages(stages: list[Block], entry: Entry) -> Entry:
             if wanted.items() <= entry.labels.items():
                 run_stages(stage.blocks, entry)
         else:
-            raise AssertionError(f"{kind}: not a stage this test knows; teach tests/helpers/alloy.py")
+            message = f"{kind}: not a stage this test knows; teach tests/helpers/alloy.py"
+            raise AssertionError(message)
     return entry
 
 

@@ -54,16 +54,16 @@ def serve_app(database_url: str, pgbouncer_url: str) -> AppFactory:
 # The API tests of every service that keeps data, collected here once more: they run against
 # the apps of the serve_app above (and the client fixture made from it).
 API_TEST_MODULES = (
-    "auth_accounts",
-    "auth_tokens",
-    "categories",
-    "expenses",
-    "idempotency",
-    "import_export",
-    "recurring",
-    "reports",
+    "tests.auth.test_auth_accounts",
+    "tests.auth.test_auth_tokens",
+    "tests.expenses.test_categories",
+    "tests.expenses.test_expenses",
+    "tests.platform.test_idempotency",
+    "tests.expenses.test_import_export",
+    "tests.expenses.test_recurring",
+    "tests.reports.test_reports",
 )
-for _module in (importlib.import_module(f"tests.test_{name}") for name in API_TEST_MODULES):
+for _module in (importlib.import_module(name) for name in API_TEST_MODULES):
     for _name, _test in vars(_module).items():
         if _name.startswith("test_") and inspect.isfunction(_test):
             _fixtures = set(inspect.signature(_test).parameters)

@@ -123,8 +123,8 @@ PANELS_WITH_DATA = {
     },
 }
 PANELS_WITHOUT_DATA: dict[str, dict[str, str]] = {}
-# Panels on Loki: no Loki runs here; tests/test_monitoring_logs_traces.py checks that their
-# queries select only the labels the log pipeline makes.
+# Panels on Loki: no Loki runs here; tests/monitoring/test_monitoring_logs_traces.py checks that
+# their queries select only the labels the log pipeline makes.
 LOG_PANELS = {"service-overview.json": {"Log lines by level", "Logs"}}
 LOKI = {"type": "loki", "uid": "loki"}
 

@@ -8,7 +8,8 @@ applied to a real log line of ours by tests/helpers/alloy.py (its regexes with P
 expressions with the jmespath library), and the collector's configuration is checked against
 the structure its documentation defines (components declared before use, each of a kind the
 image has, every pipeline complete, endpoints that match the Services). The rendered objects go
-through the Kubernetes schemas and checkov with the rest (tests/test_kubernetes_manifests.py)."""
+through the Kubernetes schemas and checkov with the rest
+(tests/deploy/test_kubernetes_manifests.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The sampler comes from OpenTelemetry's standard variables (OTEL_TRACES_SAMPLER and its
 argument) while export is on; without export new traces stay unrecorded whatever is set.
-tests/test_tracing.py runs a server with them and checks what a collector receives."""
+tests/platform/test_tracing.py runs a server with them and checks what a collector receives."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The monitoring stack's manifests (deploy/monitoring/), rendered with kubectl kustomize and held
 to the application's rules: the seed's security contexts, resources, probes, network policies,
 plus what the issue asks of each part. Schema validation and checkov run on it with the others
-(tests/test_kubernetes_manifests.py)."""
+(tests/deploy/test_kubernetes_manifests.py)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from tests.helpers.kubernetes import (
 # Alloy (the pods' log files).
 HOST_READERS = {"node-exporter", "alloy"}
 # Alloy reads the log files the container runtime writes as root:root 0640 through group 0,
-# added to the seed's context (tests/test_monitoring_logs_traces.py).
+# added to the seed's context (tests/monitoring/test_monitoring_logs_traces.py).
 EXTRA_POD_SECURITY = {"alloy": {"supplementalGroups": [0]}}
 
 
