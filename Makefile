@@ -15,7 +15,7 @@ TEST_DEBIAN_PACKAGES ?= buildah debootstrap prometheus prometheus-alertmanager p
 # A uv on PATH is used as it is; otherwise pip installs one into the venv.
 UV = $(shell command -v uv 2>/dev/null || echo $(VENV)/bin/uv)
 
-.PHONY: bootstrap up test test-deps fuzz properties lint bench bench-backup bench-expenses \
+.PHONY: bootstrap up test test-fast test-deps fuzz properties lint bench bench-backup bench-expenses \
 	bench-web soak screenshots clean sbom
 
 bootstrap:
@@ -33,6 +33,11 @@ test-deps:
 
 test: bootstrap test-deps
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The inner loop while developing: everything but the tests marked slow (the image build, the
+# 100,000-row and backup-volume tests, the Prometheus end-to-end test). `make test` runs them.
+test-fast: bootstrap test-deps
+	$(VENV)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # The CI fuzz test (tests/platform/test_fuzz.py) with many more examples per operation: a longer
 # search with the same fixed seed. FUZZ_EXAMPLES=2000 make fuzz searches longer still.

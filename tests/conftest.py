@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -13,7 +14,7 @@ import pytest
 
 from tests.helpers.apps import AppFactory, app_factory
 from tests.helpers.database import admin_execute, migrate_all, scratch_database, with_database
-from tests.helpers.environment import EXTERNAL_DATABASE_URL, REDIS_URL
+from tests.helpers.environment import EXTERNAL_DATABASE_URL, IN_CI, REDIS_URL
 
 # --- policy: a skipped test is a failed test --------------------------------------------------
 
@@ -31,6 +32,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in _deselected:
+        terminalreporter.write_line(line, yellow=True)
     if _skipped:
         terminalreporter.write_line(
             f"FAILED: {len(_skipped)} skipped test(s); a test that cannot run is a broken test",
@@ -38,16 +41,46 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Redis is not embedded: the shared-store tests run where a Redis is named (CI names one).
+# --- prerequisites that are not embedded: missing in CI is a failure, elsewhere a deselection --
+
+_unrunnable: dict[str, str] = {}
+_deselected: list[str] = []
+
+
+def missing_prerequisites() -> dict[str, str]:
+    """Why the tests of a marker cannot run here, by marker."""
+    missing = {}
+    # Redis is not embedded: the shared-store tests need one named (.ci/run starts one).
+    if not REDIS_URL:
+        missing["redis"] = "EXPENSETRACKER_TEST_REDIS_URL names no Redis"
     # debootstrap and buildah's storage need root to build the image: CI runs as root.
-    unavailable = {"redis"} if not REDIS_URL else set()
-    if os.geteuid() != 0:
-        unavailable.add("image")
-    deselected = [item for item in items if unavailable & {m.name for m in item.iter_markers()}]
-    if deselected:
-        config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if item not in deselected]
+    needs = ["root"] if os.geteuid() != 0 else []
+    needs += [tool for tool in ("buildah", "debootstrap") if shutil.which(tool) is None]
+    if needs:
+        missing["image"] = f"building the image needs {' and '.join(needs)}"
+    return missing
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k: only the tests still selected
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for marker, reason in missing_prerequisites().items():
+        lacking = [item for item in items if item.get_closest_marker(marker)]
+        if not lacking:
+            continue
+        if IN_CI:
+            _unrunnable.update((item.nodeid, reason) for item in lacking)
+            continue
+        config.hook.pytest_deselected(items=lacking)
+        items[:] = [item for item in items if item not in lacking]
+        _deselected.append(
+            f"{len(lacking)} {marker} test(s) deselected: {reason} (in CI this fails)"
+        )
+
+
+@pytest.hookimpl(tryfirst=True)  # before any fixture is set up
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if reason := _unrunnable.get(item.nodeid):
+        pytest.fail(f"CI must run this test, but {reason}", pytrace=False)
 
 
 # --- databases ---------------------------------------------------------------------------------

@@ -255,6 +255,7 @@ async def test_verify_detects_truncated_and_flipped_archives_and_tampered_manife
     assert [b.state for b in store.scan(tmp_path)] == ["verified"]
 
 
+@pytest.mark.slow
 async def test_verify_drops_its_scratch_database_when_stopped(
     database_url: str, postgres_admin_url: str, tmp_path: Path
 ) -> None:
@@ -280,6 +281,7 @@ async def test_verify_drops_its_scratch_database_when_stopped(
 # --- consistency ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_writes_during_a_backup_are_wholly_in_it_or_not_at_all(
     database_url: str, new_database: Callable[[], Awaitable[str]], tmp_path: Path
 ) -> None:

@@ -10,10 +10,12 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.helpers.kubernetes import (
@@ -57,6 +59,13 @@ def test_workflow_tests_builds_and_updates_the_overlay() -> None:
     jobs = document["jobs"]
     assert "make lint" in commands(jobs["test"])
     assert "make test" in commands(jobs["test"])
+    # Every test runs there (a missing prerequisite fails in CI): a Redis, and root for the image.
+    _, tests = _step(jobs["test"], name="Tests")
+    assert tests["run"].startswith("sudo --preserve-env=CI,EXPENSETRACKER_TEST_REDIS_URL ")
+    assert jobs["test"]["services"]["redis"]["ports"] == ["6379:6379"]
+    assert jobs["test"]["env"]["EXPENSETRACKER_TEST_REDIS_URL"].startswith(
+        "redis://127.0.0.1:6379/"
+    )
     image = jobs["image"]
     assert image["needs"] == "test"
     assert "refs/heads/main" in image["if"]
@@ -96,6 +105,7 @@ def test_make_test_installs_the_debian_packages_the_tests_run() -> None:
     )
     ci = (REPO / ".ci" / "run").read_text()
     assert "apt-get" not in ci and "pip install" not in ci
+    assert re.search(r"^export CI=true$", ci, re.MULTILINE)
     assert re.findall(r"^\s*(make \S+.*)$", ci, re.MULTILINE) == [
         "make lint",
         "make test",
@@ -255,3 +265,30 @@ def test_the_digest_ci_writes_pins_our_image_but_not_the_third_party_ones(tmp_pa
     passed = {c["resource"] for c in report["results"]["passed_checks"]}
     assert {"Deployment.expensetracker.auth", "CronJob.expensetracker.postgres-backup"} <= passed
     assert failed == {"Deployment.expensetracker.postgres-exporter"}, failed
+
+
+def test_ci_fails_where_a_prerequisite_is_missing() -> None:
+    """The redis and image tests need what the suite cannot embed. Where CI=true and it is
+    missing they fail and say why; elsewhere they are deselected, with one line saying why."""
+    redis_test = (
+        "tests/platform/test_http_platform.py::test_rate_limit_in_redis_is_shared_by_replicas"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in {"CI", "EXPENSETRACKER_TEST_REDIS_URL"}}
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", redis_test]
+
+    def run(**extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            command, env=env | extra, cwd=REPO, capture_output=True, text=True, timeout=120
+        )
+
+    in_ci = run(CI="true")
+    assert in_ci.returncode == pytest.ExitCode.TESTS_FAILED, in_ci.stdout
+    assert (
+        "Failed: CI must run this test, but EXPENSETRACKER_TEST_REDIS_URL names no Redis"
+        in in_ci.stdout
+    ), in_ci.stdout
+    elsewhere = run()
+    assert elsewhere.returncode == pytest.ExitCode.NO_TESTS_COLLECTED, elsewhere.stdout
+    reason = "EXPENSETRACKER_TEST_REDIS_URL names no Redis (in CI this fails)"
+    lines = elsewhere.stdout.splitlines()
+    assert f"1 redis test(s) deselected: {reason}" in lines, elsewhere.stdout

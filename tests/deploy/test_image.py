@@ -183,6 +183,7 @@ def test_dockerfile_installs_the_uv_of_the_makefile() -> None:
     assert dockerfile.group(1) == makefile.group(1)
 
 
+@pytest.mark.slow
 def test_image_config(config: dict) -> None:
     assert config["User"] == "65534:65534"
     assert config["Entrypoint"] == ["expensetracker"]
@@ -202,12 +203,14 @@ def test_image_config(config: dict) -> None:
     assert datetime.fromisoformat(labels["org.opencontainers.image.created"])
 
 
+@pytest.mark.slow
 def test_image_runs_as_nobody_and_tells_its_version(image: str) -> None:
     with container(image) as name:
         output = in_container(name, "id -u; id -g; expensetracker --version")
     assert output.splitlines() == ["65534", "65534", f"expensetracker {__version__}"]
 
 
+@pytest.mark.slow
 def test_image_has_no_build_tools(image: str) -> None:
     with container(image) as name:
         on_path = in_container(name, 'for tool in gcc cc uv; do command -v "$tool" || true; done')
@@ -217,6 +220,7 @@ def test_image_has_no_build_tools(image: str) -> None:
     assert "uv" not in venv
 
 
+@pytest.mark.slow
 def test_image_bytecode_is_valid_as_it_is(image: str) -> None:
     # As root and allowed to write bytecode, Python rewrites whatever bytecode of the venv it finds
     # stale; on a read-only root it would compile that again at every start instead.
@@ -229,6 +233,7 @@ def test_image_bytecode_is_valid_as_it_is(image: str) -> None:
         assert in_container(name, script, "--user", "0:0") == ""
 
 
+@pytest.mark.slow
 def test_image_serves_as_nobody_on_a_read_only_root(image: str, config: dict) -> None:
     env = dict(variable.split("=", 1) for variable in config["Env"])
     # Nothing listens on the discard port: the server starts without its database, not ready.

@@ -143,6 +143,7 @@ async def test_export_is_per_user_and_filtered(client: httpx.AsyncClient) -> Non
     assert (await export(client, await signed_up(client), format="json")).json() == []
 
 
+@pytest.mark.slow
 async def test_100k_rows_round_trip(client: httpx.AsyncClient, database_url: str) -> None:
     account = await signed_up(client)
     rng = random.Random(2026)

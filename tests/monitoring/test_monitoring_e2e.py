@@ -541,6 +541,7 @@ EXPECTED_AT_LEAST = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_dashboards_and_rules_on_a_real_prometheus(database_url: str) -> None:
     prometheus_binary = _binary("prometheus")
