@@ -26,6 +26,7 @@ from expensetracker.platform.migrations import upgrade
 from expensetracker.targets import SERVICES
 from tests.helpers.apps import AppFactory
 from tests.helpers.database import admin_execute, connected, with_database
+from tests.helpers.polling import eventually
 from tests.helpers.processes import clean_env, cli, free_port, spawn
 from tests.helpers.roles import (
     BACKUP,
@@ -265,10 +266,12 @@ async def test_verify_drops_its_scratch_database_when_stopped(
         EXPENSETRACKER_DATABASE_URL=database_url, EXPENSETRACKER_BACKUP_DIR=str(tmp_path)
     )
     with spawn(cli("backup", "verify", "--jobs", "1"), env) as process:
-        deadline = time.monotonic() + 60
-        while not await scratch_databases(postgres_admin_url):
-            assert time.monotonic() < deadline and process.popen.poll() is None, process.output
-            await asyncio.sleep(0.05)
+        await eventually(
+            "verify's scratch database",
+            lambda: scratch_databases(postgres_admin_url),
+            within=60,
+            processes=(process,),
+        )
         # As Kubernetes stops a Job at its deadline.
         process.signal(signal.SIGTERM)
         assert await asyncio.to_thread(process.wait, 30) == 130, process.output

@@ -6,7 +6,6 @@ exporter."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import signal
 from pathlib import Path
@@ -26,6 +25,7 @@ from tests.helpers.kubernetes import (
     pod_spec,
     secret_environment,
 )
+from tests.helpers.polling import eventually
 from tests.helpers.processes import clean_env, cli, free_port, spawn
 
 STORE_OVERLAYS = ("staging", "production")
@@ -164,14 +164,13 @@ async def test_the_exporter_reads_its_password_from_the_mounted_file(
     )
     with spawn([binary, f"--web.listen-address=127.0.0.1:{port}"], exporter_env) as process:
         async with httpx.AsyncClient(timeout=10) as client:
-            metrics = ""
-            for _ in range(100):
-                try:
-                    metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-                except httpx.TransportError:
-                    await asyncio.sleep(0.2)
-                    continue
-                break
+
+            async def scraped() -> str:
+                return (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+
+            metrics = await eventually(
+                "the exporter serving its metrics", scraped, within=20, processes=(process,)
+            )
     assert "\npg_up 1" in metrics, process.output[-2000:]
 
     # The file is read (the test servers trust their local clients, so no password is checked

@@ -21,6 +21,7 @@ from tests.helpers.apps import AppFactory
 from tests.helpers.database import connected
 from tests.helpers.expenses import create
 from tests.helpers.paths import ECB_SAMPLE
+from tests.helpers.polling import eventually
 from tests.helpers.processes import Process, clean_env, cli, spawn
 from tests.helpers.users import Account, signed_up
 
@@ -161,10 +162,7 @@ async def test_the_background_job_fetches_frankfurter_and_a_provider_down_fails_
         rates_ecb_url="http://127.0.0.1:9/eurofxref-daily.xml",  # nothing listens: down
         rates_fetch_interval_seconds=3600,
     ) as client:
-        for _ in range(100):
-            if await stored_rates(database_url):
-                break
-            await asyncio.sleep(0.05)
+        await eventually("the first fetch stored", lambda: stored_rates(database_url), within=10)
         account = await signed_up(client)
         await create(client, account, currency="USD", occurred_on="2026-01-09")
         listed = await client.get(

@@ -12,7 +12,6 @@ prometheus-postgres-exporter`; .ci/run installs them)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import re
@@ -35,7 +34,8 @@ import yaml
 from sqlalchemy import make_url
 
 from tests.helpers.database import connected
-from tests.helpers.processes import REPO, Process, clean_env, cli, free_port, spawn
+from tests.helpers.polling import eventually
+from tests.helpers.processes import REPO, clean_env, cli, free_port, spawn
 from tests.helpers.users import PASSWORD, login, new_email, register
 from tests.helpers.web import csrf_token
 
@@ -361,27 +361,6 @@ def _exporter_dsn(database_url: str) -> str:
     return url.update_query_dict({"sslmode": "disable"}).render_as_string(hide_password=False)
 
 
-async def _wait_for(
-    what: str, check: Callable[[], Awaitable[Any]], seconds: float, *processes: Process
-) -> Any:
-    deadline = time.monotonic() + seconds
-    last: object = None
-    while time.monotonic() < deadline:
-        for process in processes:
-            assert process.popen.poll() is None, f"{what}: a process exited:\n{process.output}"
-        try:
-            result = await check()
-        except (httpx.HTTPError, AssertionError) as exc:
-            last = exc
-        else:
-            if result:
-                return result
-            last = result
-        await asyncio.sleep(0.25)
-    output = "\n".join(process.output[-4000:] for process in processes)
-    raise AssertionError(f"{what}: not after {seconds} s (last: {last!r})\n{output}")
-
-
 # --- traffic -----------------------------------------------------------------------------------
 
 
@@ -623,14 +602,16 @@ async def test_dashboards_and_rules_on_a_real_prometheus(database_url: str) -> N
             async def ready() -> bool:
                 return (await client.get("/prometheus/-/ready")).status_code == 200
 
-            await _wait_for("Prometheus ready", ready, 30, *everything)
+            await eventually("Prometheus ready", ready, within=30, every=0.25, processes=everything)
 
             async def all_up() -> dict[str, Any] | None:
                 targets = await api.get("targets")
                 active = targets["activeTargets"]
                 return targets if active and all(t["health"] == "up" for t in active) else None
 
-            targets = await _wait_for("every target up", all_up, 30, *everything)
+            targets = await eventually(
+                "every target up", all_up, within=30, every=0.25, processes=everything
+            )
             by_component = {
                 t["labels"].get("component", t["labels"]["job"]): t
                 for t in targets["activeTargets"]
@@ -652,14 +633,22 @@ async def test_dashboards_and_rules_on_a_real_prometheus(database_url: str) -> N
             assert by_component["prometheus"]["scrapeUrl"].endswith("/prometheus/metrics")
             assert len(targets["droppedTargets"]) == 2
 
-            def scraped_after(moment: float) -> Callable[[], Awaitable[bool]]:
-                async def check() -> bool:
+            def scraped_after(moment: float) -> Callable[[], Awaitable[dict | None]]:
+                """When every target is up and was scraped after ``moment``: each one's last
+                scrape, by job and instance."""
+
+                async def check() -> dict[tuple[str, str], float] | None:
                     active = (await api.get("targets"))["activeTargets"]
-                    return all(
-                        t["health"] == "up"
-                        and datetime.fromisoformat(t["lastScrape"]).timestamp() > moment
+                    scrapes = {
+                        (t["labels"]["job"], t["labels"]["instance"]): datetime.fromisoformat(
+                            t["lastScrape"]
+                        ).timestamp()
                         for t in active
-                    )
+                        if t["health"] == "up"
+                    }
+                    if len(scrapes) == len(active) and min(scrapes.values()) > moment:
+                        return scrapes
+                    return None
 
                 return check
 
@@ -668,15 +657,42 @@ async def test_dashboards_and_rules_on_a_real_prometheus(database_url: str) -> N
             # made after the series was first scraped.
             for round_ in ("first", "second"):
                 await _drive_traffic(urls, database_url)
-                await _wait_for(
+                scrapes = await eventually(
                     f"a scrape of every target after the {round_} round",
                     scraped_after(time.time()),
-                    30,
-                    *everything,
+                    within=30,
+                    every=0.25,
+                    processes=everything,
                 )
-            # The range queries' last steps must come after that scrape.
-            await asyncio.sleep(2 * STEP_SECONDS)
-            window_end = time.time()
+
+            # The range queries' last steps must come after that scrape: a range query ending
+            # now whose last step evaluates every target's sample of it, or a later one.
+            async def last_step_after_the_scrape() -> float | None:
+                end = time.time()
+                data = await api.get(
+                    "query_range",
+                    query="timestamp(up)",
+                    start=window_start,
+                    end=end,
+                    step=STEP_SECONDS,
+                )
+                seen = {
+                    (series["metric"]["job"], series["metric"]["instance"]): float(
+                        series["values"][-1][1]
+                    )
+                    for series in data["result"]
+                }
+                # Sample timestamps are the scrapes' in milliseconds.
+                caught_up = all(seen.get(target, 0) >= at - 0.001 for target, at in scrapes.items())
+                return end if caught_up else None
+
+            window_end = await eventually(
+                "a range query's last step after the last scrape",
+                last_step_after_the_scrape,
+                within=10,
+                every=0.25,
+                processes=everything,
+            )
             range_seconds = math.ceil(window_end - window_start)
 
             # -- the rules: loaded, evaluated without error, their expressions accepted
@@ -692,7 +708,9 @@ async def test_dashboards_and_rules_on_a_real_prometheus(database_url: str) -> N
                 loaded = [(g["name"], r) for g in groups for r in g["rules"]]
                 return loaded if all(r["health"] != "unknown" for _, r in loaded) else None
 
-            loaded = await _wait_for("every rule evaluated", evaluated, 30, prometheus)
+            loaded = await eventually(
+                "every rule evaluated", evaluated, within=30, every=0.25, processes=(prometheus,)
+            )
             assert {(group, rule["name"]) for group, rule in loaded} == {
                 (group, name) for group, name, _ in file_rules
             }

@@ -13,10 +13,8 @@ through the Kubernetes schemas and checkov with the rest
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import time
 
 import httpx
 import pytest
@@ -33,6 +31,7 @@ from tests.helpers.kubernetes import (
     overlay,
     pod_spec,
 )
+from tests.helpers.polling import eventually
 from tests.helpers.processes import cli, free_port, request_lines, serve_env, spawn
 from tests.helpers.users import JWKS_ROUTE
 
@@ -136,14 +135,15 @@ async def test_a_real_request_log_line_becomes_labels_and_structured_metadata(
         assert response.status_code == 200
         request_id = response.headers["X-Request-ID"]
         # The line is written once the response has gone: wait for it, then stop the server.
-        deadline = time.monotonic() + 30
-        while not (
-            logged_lines := [
+
+        async def logged() -> list[dict]:
+            return [
                 line for line in request_lines(auth, JWKS_ROUTE) if line["request_id"] == request_id
             ]
-        ):
-            assert time.monotonic() < deadline, auth.output
-            await asyncio.sleep(0.05)
+
+        logged_lines = await eventually(
+            "the request's log line", logged, within=30, processes=(auth,)
+        )
         auth.stop()
     [logged] = logged_lines
     [line] = [text for text in auth.lines if text.startswith("{") and json.loads(text) == logged]

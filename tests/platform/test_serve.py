@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.helpers.database import connected
+from tests.helpers.polling import eventually
 from tests.helpers.processes import REPO, clean_env, cli, free_port, spawn
 
 pytestmark = pytest.mark.database
@@ -71,6 +72,16 @@ async def pool_connections(database_url: str, application_name: str) -> int:
         )
 
 
+async def slow_queries(database_url: str, application_name: str) -> int:
+    """The probe's /slow requests running their query at the database now."""
+    async with connected(database_url) as connection:
+        return await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+            "AND state = 'active' AND query LIKE '%pg_sleep%'",
+            application_name,
+        )
+
+
 async def test_sigterm_drains_then_finishes_in_flight_requests(database_url: str) -> None:
     env = clean_env(
         EXPENSETRACKER_DATABASE_URL=database_url,
@@ -85,12 +96,22 @@ async def test_sigterm_drains_then_finishes_in_flight_requests(database_url: str
             assert (await client.get("/readyz")).status_code == 200
             assert await pool_connections(database_url, "expensetracker-probe") >= 1
             in_flight = asyncio.create_task(client.get("/api/v1/probe/slow", params={"seconds": 4}))
-            await asyncio.sleep(0.5)
+
+            async def sleeping_in_the_database() -> bool:
+                return await slow_queries(database_url, "expensetracker-probe") == 1
+
+            await eventually(
+                "the slow request at the database", sleeping_in_the_database, within=10
+            )
             signalled = time.monotonic()
             process.signal(signal.SIGTERM)
-            await asyncio.sleep(0.3)
+
+            async def not_ready() -> httpx.Response | None:
+                response = await client.get("/readyz")
+                return response if response.status_code == 503 else None
+
             # Draining: not ready any more, but still serving (the load balancer catches up).
-            draining_ready = await client.get("/readyz")
+            draining_ready = await eventually("/readyz answering 503", not_ready, within=2)
             draining_live = await client.get("/livez")
             finished = await in_flight
         exit_code = await asyncio.to_thread(process.wait, 30)
