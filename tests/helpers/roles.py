@@ -15,8 +15,6 @@ from tests.helpers.database import connected
 from tests.helpers.kubernetes import KUBERNETES, kustomize, named, of_kind, pod_spec
 
 BASE = tuple(kustomize(KUBERNETES / "base"))
-
-
 # The services the manifests migrate (a `migrate` initContainer): those with a database. The web
 # app has none, so no role either.
 SERVICES = {
