@@ -4,7 +4,7 @@
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
-# The Makefile's uv (tests/test_image.py checks that the two agree).
+# The Makefile's uv (tests/deploy/test_image.py checks that the two agree).
 ARG UV_VERSION=0.13.9
 # Bytecode checked against the source's hash, not its mtime, which image layers may round.
 ENV UV_PROJECT_ENVIRONMENT=/opt/venv \

@@ -5,17 +5,17 @@ UV_VERSION ?= 0.13.9
 PYTEST_ARGS ?=
 # `make up ARGS=--demo` loads the demo account.
 ARGS ?=
-# Debian packages the tests run: buildah and debootstrap build the image (tests/test_image.py);
-# Prometheus, Alertmanager (promtool, amtool) and the PostgreSQL exporter check the monitoring
-# rules and run its end-to-end test; PgBouncer stands in front of PostgreSQL as the cluster's
-# Pooler does (tests/test_pgbouncer.py); Chromium runs the web app's browser tests. Add a package
-# here and `make test` installs it.
+# Debian packages the tests run: buildah and debootstrap build the image
+# (tests/deploy/test_image.py); Prometheus, Alertmanager (promtool, amtool) and the PostgreSQL
+# exporter check the monitoring rules and run its end-to-end test; PgBouncer stands in front of
+# PostgreSQL as the cluster's Pooler does (tests/deploy/test_pgbouncer.py); Chromium runs the web
+# app's browser tests. Add a package here and `make test` installs it.
 TEST_DEBIAN_PACKAGES ?= buildah debootstrap prometheus prometheus-alertmanager pgbouncer \
 	prometheus-postgres-exporter chromium
 # A uv on PATH is used as it is; otherwise pip installs one into the venv.
 UV = $(shell command -v uv 2>/dev/null || echo $(VENV)/bin/uv)
 
-.PHONY: bootstrap up test test-deps fuzz properties lint bench bench-backup bench-expenses \
+.PHONY: bootstrap up test test-fast test-deps fuzz properties lint bench bench-backup bench-expenses \
 	bench-web soak screenshots clean sbom
 
 bootstrap:
@@ -34,24 +34,29 @@ test-deps:
 test: bootstrap test-deps
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-# The CI fuzz test (tests/test_fuzz.py) with many more examples per operation: a longer search
-# with the same fixed seed. FUZZ_EXAMPLES=2000 make fuzz searches longer still.
+# The inner loop while developing: everything but the tests marked slow (the image build, the
+# 100,000-row and backup-volume tests, the Prometheus end-to-end test). `make test` runs them.
+test-fast: bootstrap test-deps
+	$(VENV)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The CI fuzz test (tests/platform/test_fuzz.py) with many more examples per operation: a longer
+# search with the same fixed seed. FUZZ_EXAMPLES=2000 make fuzz searches longer still.
 FUZZ_EXAMPLES ?= 500
 fuzz: bootstrap
-	EXPENSETRACKER_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/python -m pytest tests/test_fuzz.py \
-		-p no:cacheprovider -s -o timeout=3600 $(PYTEST_ARGS)
+	EXPENSETRACKER_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/python -m pytest \
+		tests/platform/test_fuzz.py -p no:cacheprovider -s -o timeout=3600 $(PYTEST_ARGS)
 
-# The CI property test of the expenses API (tests/test_expense_properties.py: random sequences
-# of creates, PATCHes, DELETEs and imports against a reference in Python) with many more and
-# longer sequences (about 7 minutes), the same fixed seed, and a failure shrunk to a shorter
+# The CI property test of the expenses API (tests/expenses/test_expense_properties.py: random
+# sequences of creates, PATCHes, DELETEs and imports against a reference in Python) with many more
+# and longer sequences (about 7 minutes), the same fixed seed, and a failure shrunk to a shorter
 # sequence (for up to Hypothesis's five minutes).
 # PROPERTY_EXAMPLES=1000 PROPERTY_STEPS=50 make properties searches longer still.
 PROPERTY_EXAMPLES ?= 300
 PROPERTY_STEPS ?= 30
 properties: bootstrap
 	EXPENSETRACKER_PROPERTY_EXAMPLES=$(PROPERTY_EXAMPLES) EXPENSETRACKER_PROPERTY_STEPS=$(PROPERTY_STEPS) \
-		EXPENSETRACKER_PROPERTY_SHRINK=1 $(VENV)/bin/python -m pytest tests/test_expense_properties.py \
-		-p no:cacheprovider -o timeout=3600 $(PYTEST_ARGS)
+		EXPENSETRACKER_PROPERTY_SHRINK=1 $(VENV)/bin/python -m pytest \
+		tests/expenses/test_expense_properties.py -p no:cacheprovider -o timeout=3600 $(PYTEST_ARGS)
 
 # The CycloneDX SBOM (JSON) of the image's Python environment, read from uv.lock: the packages and
 # versions the Dockerfile's `uv sync --locked --no-dev` installs, with the lock's hashes. CI

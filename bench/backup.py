@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from bench.reports import PER_USER, USERS, load_data  # noqa: E402
 from bench.setup import bench_env, log, migrated_database  # noqa: E402
 from expensetracker.backup import store  # noqa: E402
-from tests.processes import cli  # noqa: E402
+from tests.helpers.processes import cli  # noqa: E402
 
 
 def timed(args: list[str], env: dict[str, str]) -> float:

@@ -44,7 +44,7 @@ from bench.wrk import Call, lua_script, postgres_pids, run_wrk  # noqa: E402
 from expensetracker.expenses import service, shared  # noqa: E402
 from expensetracker.platform.embedded import pg_bin  # noqa: E402
 from expensetracker.platform.pagination import encode_cursor  # noqa: E402
-from tests.processes import Process, free_port  # noqa: E402
+from tests.helpers.processes import Process, free_port  # noqa: E402
 
 USERS = 1_000
 EXPENSES = 1_000_000

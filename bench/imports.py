@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.setup import bench_env, log, migrated_database, register, serve  # noqa: E402
-from tests.processes import cli  # noqa: E402
+from tests.helpers.processes import cli  # noqa: E402
 
 ROWS = 100_000
 USERS = 1_000

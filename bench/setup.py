@@ -17,7 +17,7 @@ import httpx
 from expensetracker.platform.embedded import EmbeddedPostgres
 from expensetracker.platform.migrations import upgrade
 from expensetracker.targets import SERVICES
-from tests.processes import Process, clean_env, cli, free_port
+from tests.helpers.processes import Process, clean_env, cli, free_port
 
 PASSWORD = "benchmark passphrase 2025"
 

@@ -19,8 +19,8 @@ sys.path.insert(0, str(REPO))
 
 from playwright.async_api import Page  # noqa: E402
 
-from tests.browser import DESKTOP, PHONE, chromium  # noqa: E402
-from tests.processes import clean_env, cli, free_port, spawn  # noqa: E402
+from tests.helpers.browser import DESKTOP, PHONE, chromium  # noqa: E402
+from tests.helpers.processes import clean_env, cli, free_port, spawn  # noqa: E402
 
 OUT = REPO / "docs" / "screenshots"
 PAGES = {

@@ -5,24 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
 
-import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
-from sqlalchemy import make_url
 
-from expensetracker.platform.application import create_app
-from expensetracker.platform.config import Settings
-from expensetracker.platform.migrations import upgrade
-from expensetracker.platform.spec import ServiceSpec
-from expensetracker.targets import SERVICES
-
-EXTERNAL_DATABASE_URL = os.environ.get("EXPENSETRACKER_TEST_DATABASE_URL")
-REDIS_URL = os.environ.get("EXPENSETRACKER_TEST_REDIS_URL")
+from tests.helpers.apps import AppFactory, app_factory
+from tests.helpers.database import admin_execute, migrate_all, scratch_database, with_database
+from tests.helpers.environment import EXTERNAL_DATABASE_URL, IN_CI, REDIS_URL
 
 # --- policy: a skipped test is a failed test --------------------------------------------------
 
@@ -40,6 +32,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in _deselected:
+        terminalreporter.write_line(line, yellow=True)
     if _skipped:
         terminalreporter.write_line(
             f"FAILED: {len(_skipped)} skipped test(s); a test that cannot run is a broken test",
@@ -47,32 +41,49 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Redis is not embedded: the shared-store tests run where a Redis is named (CI names one).
+# --- prerequisites that are not embedded: missing in CI is a failure, elsewhere a deselection --
+
+_unrunnable: dict[str, str] = {}
+_deselected: list[str] = []
+
+
+def missing_prerequisites() -> dict[str, str]:
+    """Why the tests of a marker cannot run here, by marker."""
+    missing = {}
+    # Redis is not embedded: the shared-store tests need one named (.ci/run starts one).
+    if not REDIS_URL:
+        missing["redis"] = "EXPENSETRACKER_TEST_REDIS_URL names no Redis"
     # debootstrap and buildah's storage need root to build the image: CI runs as root.
-    unavailable = {"redis"} if not REDIS_URL else set()
-    if os.geteuid() != 0:
-        unavailable.add("image")
-    deselected = [item for item in items if unavailable & {m.name for m in item.iter_markers()}]
-    if deselected:
-        config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if item not in deselected]
+    needs = ["root"] if os.geteuid() != 0 else []
+    needs += [tool for tool in ("buildah", "debootstrap") if shutil.which(tool) is None]
+    if needs:
+        missing["image"] = f"building the image needs {' and '.join(needs)}"
+    return missing
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k: only the tests still selected
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for marker, reason in missing_prerequisites().items():
+        lacking = [item for item in items if item.get_closest_marker(marker)]
+        if not lacking:
+            continue
+        if IN_CI:
+            _unrunnable.update((item.nodeid, reason) for item in lacking)
+            continue
+        config.hook.pytest_deselected(items=lacking)
+        items[:] = [item for item in items if item not in lacking]
+        _deselected.append(
+            f"{len(lacking)} {marker} test(s) deselected: {reason} (in CI this fails)"
+        )
+
+
+@pytest.hookimpl(tryfirst=True)  # before any fixture is set up
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if reason := _unrunnable.get(item.nodeid):
+        pytest.fail(f"CI must run this test, but {reason}", pytrace=False)
 
 
 # --- databases ---------------------------------------------------------------------------------
-
-
-def with_database(url: str, name: str) -> str:
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
-
-
-async def admin_execute(admin_url: str, *statements: str) -> None:
-    connection = await asyncpg.connect(admin_url)
-    try:
-        for statement in statements:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
 
 
 @pytest.fixture(scope="session")
@@ -87,11 +98,6 @@ def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         yield server.admin_url
 
 
-def migrate_all(url: str) -> None:
-    for spec in SERVICES.values():
-        upgrade(spec, url)
-
-
 @pytest.fixture(scope="session")
 async def migrated_template(postgres_admin_url: str) -> AsyncIterator[str]:
     name = f"et_template_{uuid.uuid4().hex[:10]}"
@@ -101,77 +107,30 @@ async def migrated_template(postgres_admin_url: str) -> AsyncIterator[str]:
     await admin_execute(postgres_admin_url, f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
-@asynccontextmanager
-async def _scratch_database(admin_url: str, template: str) -> AsyncIterator[str]:
-    name = f"et_test_{uuid.uuid4().hex[:12]}"
-    await admin_execute(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    try:
-        yield with_database(admin_url, name)
-    finally:
-        await admin_execute(admin_url, f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
 @pytest.fixture(scope="module")
 async def module_database_url(
     postgres_admin_url: str, migrated_template: str
 ) -> AsyncIterator[str]:
     """A database shared by one module's tests: for a server they all talk to."""
-    async with _scratch_database(postgres_admin_url, migrated_template) as url:
+    async with scratch_database(postgres_admin_url, migrated_template) as url:
         yield url
 
 
 @pytest.fixture
 async def database_url(postgres_admin_url: str, migrated_template: str) -> AsyncIterator[str]:
     """A fresh database of this test alone, every service migrated to head."""
-    async with _scratch_database(postgres_admin_url, migrated_template) as url:
+    async with scratch_database(postgres_admin_url, migrated_template) as url:
         yield url
 
 
 @pytest.fixture
 async def empty_database_url(postgres_admin_url: str) -> AsyncIterator[str]:
     """A fresh database of this test alone, with nothing migrated."""
-    async with _scratch_database(postgres_admin_url, "template0") as url:
+    async with scratch_database(postgres_admin_url, "template0") as url:
         yield url
 
 
 # --- apps and clients --------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def running(
-    app: FastAPI, base_url: str = "http://testserver", client_address: str = "203.0.113.7"
-) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan, and a client speaking real HTTP semantics to it in-process."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=(client_address, 50000))
-        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
-            yield client
-
-
-AppFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
-
-
-def app_factory(database_url: str) -> AppFactory:
-    """``async with factory(services=..., **settings) as client`` on ``database_url``."""
-
-    def factory(
-        services: list[ServiceSpec] | None = None,
-        base_url: str = "http://testserver",
-        client_address: str = "203.0.113.7",
-        **overrides: object,
-    ) -> AbstractAsyncContextManager[httpx.AsyncClient]:
-        # Services without auth in-process need its URL; nothing listens on the discard port.
-        values = {
-            "database_url": database_url,
-            "rate_limit": "off",
-            "auth_url": "http://127.0.0.1:9",
-            **overrides,
-        }
-        settings = Settings(**values)  # type: ignore[arg-type]
-        app = create_app(services or list(SERVICES.values()), settings)
-        return running(app, base_url, client_address)
-
-    return factory
 
 
 @pytest.fixture

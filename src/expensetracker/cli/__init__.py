@@ -53,7 +53,7 @@ TargetOption = Annotated[
 
 # Imported inside the functions below, lazily, and only there: the targets import every service's
 # app, the server uvicorn and the migrations alembic, seconds of start-up on a small machine that
-# the operator commands (`expenses import`) would pay for nothing (tests/test_cli_startup.py).
+# the operator commands (`expenses import`) would pay for nothing (tests/cli/test_cli_startup.py).
 
 
 def _targets(target: str) -> list[ServiceSpec]:

@@ -57,7 +57,7 @@ T = TypeVar("T")
 
 # expensetracker.backup.service and .metrics are imported lazily, inside the commands: they
 # import every service's migrations (alembic and the targets), seconds of start-up that the
-# other commands would pay for nothing (tests/test_cli_startup.py).
+# other commands would pay for nothing (tests/cli/test_cli_startup.py).
 
 
 def _backup_settings() -> Settings:

@@ -1,0 +1,320 @@
+"""Categorisation rules (issue 15): per user, in order, the first match sets the category and
+adds tags, on import (API and command line) and on demand with a preview; patterns bounded and
+matched in linear time."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+import uuid
+
+import httpx
+import pytest
+
+from expensetracker.expenses import rules
+from tests.helpers.expenses import HEADER, upload_statement
+from tests.helpers.paths import STATEMENTS
+from tests.helpers.processes import REPO, clean_env, cli, spawn
+from tests.helpers.users import Account, signed_up
+
+pytestmark = pytest.mark.database
+
+
+async def category_ids(client: httpx.AsyncClient, account: Account) -> dict[str, str]:
+    response = await client.get(
+        "/api/v1/categories", params={"limit": 500}, headers=account.headers
+    )
+    return {item["name"]: item["id"] for item in response.json()["items"]}
+
+
+async def new_rule(client: httpx.AsyncClient, account: Account, **body: object) -> httpx.Response:
+    return await client.post("/api/v1/expenses/rules", json=body, headers=account.headers)
+
+
+async def expenses_by_description(
+    client: httpx.AsyncClient, account: Account
+) -> dict[str, tuple[str | None, list[str]]]:
+    response = await client.get("/api/v1/expenses", headers=account.headers)
+    return {e["description"]: (e["category_id"], e["tags"]) for e in response.json()["items"]}
+
+
+async def test_rules_categorise_a_statement_on_import_first_match_wins(
+    client: httpx.AsyncClient,
+) -> None:
+    account = await signed_up(client)
+    ids = await category_ids(client, account)
+    restaurants, utilities = ids["Restaurants"], ids["Utilities"]
+    first = await new_rule(
+        client, account, pattern="café", category_id=restaurants, tags=["eating out"]
+    )
+    # Would match the café too, but comes second.
+    second = await new_rule(
+        client, account, match="regex", pattern=r"^(city|café)\b", category_id=utilities
+    )
+    # Only EUR amounts from 40 to 60: the 49.99 power bill, not the JPY ramen.
+    ranged = await new_rule(
+        client,
+        account,
+        field="merchant",
+        pattern="o",
+        currency="EUR",
+        min_amount="40",
+        max_amount="60.00",
+        tags=["bills"],
+        position=10,
+    )
+    assert [r.status_code for r in (first, second, ranged)] == [201, 201, 201], ranged.text
+    assert (first.json()["position"], second.json()["position"]) == (1, 2)
+    assert (ranged.json()["min_amount"], ranged.json()["max_amount"]) == ("40.00", "60.00")
+    preview = await upload_statement(
+        client, account, (STATEMENTS / "checking.ofx").read_bytes(), dry_run="true"
+    )
+    assert preview.status_code == 200
+    response = await upload_statement(client, account, (STATEMENTS / "checking.ofx").read_bytes())
+    assert response.status_code == 201, response.text
+    assert await expenses_by_description(client, account) == {
+        "Café Central": (restaurants, ["eating out"]),
+        "City Power Utility": (utilities, []),
+        "Tokyo Ramen": (None, []),
+    }
+
+
+async def test_a_csv_rows_own_category_beats_the_rules_and_tags_add_up(
+    client: httpx.AsyncClient,
+) -> None:
+    account = await signed_up(client)
+    ids = await category_ids(client, account)
+    await new_rule(client, account, pattern="lunch", category_id=ids["Restaurants"], tags=["Work"])
+    content = HEADER + (
+        "2026-01-05,12.50,EUR,Lunch,,,Groceries,mine,\n"
+        "2026-01-06,8.00,EUR,Team lunch,,,,work;own,\n"
+        "2026-01-07,3.00,EUR,Coffee,,,,,\n"
+    )
+    response = await client.post(
+        "/api/v1/expenses/import",
+        content=content,
+        headers={**account.headers, "content-type": "text/csv"},
+    )
+    assert response.status_code == 201, response.text
+    assert await expenses_by_description(client, account) == {
+        "Lunch": (ids["Groceries"], ["mine"]),
+        "Team lunch": (ids["Restaurants"], ["own", "work"]),  # one tag "work", as first spelled
+        "Coffee": (None, []),
+    }
+
+
+async def test_rules_apply_on_demand_to_uncategorised_expenses_with_a_preview(
+    client: httpx.AsyncClient,
+) -> None:
+    account = await signed_up(client)
+    ids = await category_ids(client, account)
+    for description, category in (("Rent March", "Rent"), ("Rent April", None), ("Bus", None)):
+        await client.post(
+            "/api/v1/expenses",
+            json={
+                "amount": "700",
+                "currency": "EUR",
+                "occurred_on": "2026-03-01",
+                "description": description,
+                "category_id": category and ids[category],
+            },
+            headers=account.headers,
+        )
+    rule = (
+        await new_rule(client, account, pattern="RENT", category_id=ids["Housing"], tags=["home"])
+    ).json()
+    preview = await client.post(
+        "/api/v1/expenses/rules/apply", params={"dry_run": "true"}, headers=account.headers
+    )
+    assert preview.status_code == 200, preview.text
+    assert preview.json()["matched"] == 1  # Rent March keeps the category it was given
+    [change] = preview.json()["changes"]
+    assert (change["description"], change["rule_id"], change["tags"]) == (
+        "Rent April",
+        rule["id"],
+        ["home"],
+    )
+    before = await expenses_by_description(client, account)
+    assert before["Rent April"] == (None, [])
+    applied = await client.post("/api/v1/expenses/rules/apply", headers=account.headers)
+    assert applied.json()["matched"] == 1 and applied.json()["dry_run"] is False
+    after = await expenses_by_description(client, account)
+    assert after["Rent April"] == (ids["Housing"], ["home"])
+    assert after["Rent March"] == (ids["Rent"], [])
+    assert after["Bus"] == (None, [])
+    again = await client.post("/api/v1/expenses/rules/apply", headers=account.headers)
+    assert again.json()["matched"] == 0
+
+
+async def test_rules_are_per_user_and_editable_in_order(client: httpx.AsyncClient) -> None:
+    ann, bob = await signed_up(client), await signed_up(client)
+    ids = await category_ids(client, ann)
+    one = (await new_rule(client, ann, pattern="a", tags=["x"])).json()
+    two = (await new_rule(client, ann, pattern="b", tags=["y"])).json()
+    moved = await client.patch(
+        f"/api/v1/expenses/rules/{one['id']}",
+        json={"position": 5, "category_id": ids["Travel"]},
+        headers=ann.headers,
+    )
+    assert moved.status_code == 200, moved.text
+    listed = (await client.get("/api/v1/expenses/rules", headers=ann.headers)).json()["items"]
+    assert [rule["id"] for rule in listed] == [two["id"], one["id"]]
+    taken = await client.patch(
+        f"/api/v1/expenses/rules/{two['id']}", json={"position": 5}, headers=ann.headers
+    )
+    assert taken.status_code == 409
+    for method in ("GET", "PATCH", "DELETE"):
+        foreign = await client.request(
+            method,
+            f"/api/v1/expenses/rules/{one['id']}",
+            json={"pattern": "z"},
+            headers=bob.headers,
+        )
+        missing = await client.request(
+            method,
+            f"/api/v1/expenses/rules/{uuid.uuid4()}",
+            json={"pattern": "z"},
+            headers=ann.headers,
+        )
+        assert (foreign.status_code, missing.status_code) == (404, 404)
+        assert foreign.json()["detail"] == missing.json()["detail"]
+    assert (await client.get("/api/v1/expenses/rules", headers=bob.headers)).json()["items"] == []
+    bobs_category = await new_rule(client, bob, pattern="a", category_id=ids["Travel"])
+    assert bobs_category.status_code == 422
+    deleted = await client.delete(f"/api/v1/expenses/rules/{one['id']}", headers=ann.headers)
+    assert deleted.status_code == 204
+    assert (
+        await client.get(f"/api/v1/expenses/rules/{one['id']}", headers=ann.headers)
+    ).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"pattern": "x" * 201, "tags": ["t"]}, "pattern"),
+        ({"pattern": "", "tags": ["t"]}, "pattern"),
+        ({"match": "regex", "pattern": "(unclosed", "tags": ["t"]}, "pattern"),
+        ({"match": "regex", "pattern": r"(a)\1", "tags": ["t"]}, "pattern"),  # backreference
+        ({"match": "regex", "pattern": "(?=look)ahead", "tags": ["t"]}, "pattern"),
+        ({"pattern": "x"}, "category_id"),  # nothing to do
+        ({"pattern": "x", "min_amount": "5", "tags": ["t"]}, "currency"),
+        ({"pattern": "x", "currency": "JPY", "min_amount": "5.5", "tags": ["t"]}, "min_amount"),
+        (
+            {
+                "pattern": "x",
+                "currency": "EUR",
+                "min_amount": "9",
+                "max_amount": "5",
+                "tags": ["t"],
+            },
+            "max_amount",
+        ),
+        ({"pattern": "x", "field": "notes", "tags": ["t"]}, "field"),
+    ],
+)
+async def test_bad_rules_are_422(client: httpx.AsyncClient, body: dict, field: str) -> None:
+    account = await signed_up(client)
+    response = await new_rule(client, account, **body)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert any(field in error["field"] for error in response.json()["errors"]), response.json()
+
+
+async def test_a_user_has_at_most_100_rules(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rules, "MAX_RULES", 3)
+    account = await signed_up(client)
+    statuses = [
+        (await new_rule(client, account, pattern=str(n), tags=["t"])).status_code for n in range(4)
+    ]
+    assert statuses == [201, 201, 201, 409]
+
+
+def test_a_regex_cannot_backtrack_catastrophically() -> None:
+    """The classic (a+)+$ on 100,000 a's then a b: exponential for a backtracking engine, linear
+    for RE2."""
+    rule = rules.Rule(
+        id=uuid.uuid4(),
+        field="description",
+        contains=None,
+        regex=rules._regex("(a+)+$"),
+        currency=None,
+        min_minor=None,
+        max_minor=None,
+        category_id=None,
+        tags=("t",),
+    )
+    started = time.perf_counter()
+    matched = rule.matches(
+        description="a" * 100_000 + "b", merchant=None, amount_minor=1, currency="EUR"
+    )
+    assert not matched
+    assert time.perf_counter() - started < 0.5
+
+
+async def test_the_import_command_runs_the_rules(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    account = await signed_up(client)
+    ids = await category_ids(client, account)
+    await new_rule(client, account, pattern="bakery", category_id=ids["Groceries"])
+    env = clean_env(EXPENSETRACKER_DATABASE_URL=database_url)
+    command = cli(
+        "expenses", "import", str(STATEMENTS / "statement.mt940"), "--user", account.email
+    )
+    with spawn(command, env) as process:
+        await asyncio.to_thread(process.wait, 120)
+    assert process.popen.returncode == 0, process.output
+    assert await expenses_by_description(client, account) == {
+        "BAKERY SUNRISE BREAD AND COFFEE": (ids["Groceries"], []),
+        "STREAMING SERVICE MONTHLY": (None, []),
+        "BAECKEREI SONNE": (None, []),
+    }
+
+
+async def test_the_rules_apply_command_previews_then_changes(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    account = await signed_up(client)
+    ids = await category_ids(client, account)
+    for description in ("Rent April", "Bus"):
+        await client.post(
+            "/api/v1/expenses",
+            json={
+                "amount": "700",
+                "currency": "EUR",
+                "occurred_on": "2026-04-01",
+                "description": description,
+            },
+            headers=account.headers,
+        )
+    rule = (
+        await new_rule(client, account, pattern="RENT", category_id=ids["Housing"], tags=["home"])
+    ).json()
+    env = clean_env(EXPENSETRACKER_DATABASE_URL=database_url)
+
+    async def apply(*options: str) -> subprocess.CompletedProcess[str]:
+        command = cli("expenses", "rules", "apply", *options)
+        return await asyncio.to_thread(
+            subprocess.run, command, env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+        )
+
+    preview = await apply("--email", account.email, "--dry-run")
+    assert preview.returncode == 0, preview.stderr
+    [change, summary] = preview.stdout.splitlines()
+    assert "'Rent April'" in change and ids["Housing"] in change and rule["id"] in change
+    assert "+home" in change
+    assert summary == "1 uncategorised expense(s) would change"
+    assert (await expenses_by_description(client, account))["Rent April"] == (None, [])
+
+    applied = await apply("--email", account.email.upper())
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.splitlines()[-1] == "1 uncategorised expense(s) changed"
+    after = await expenses_by_description(client, account)
+    assert after == {"Rent April": (ids["Housing"], ["home"]), "Bus": (None, [])}
+
+    unknown = await apply("--email", "nobody@example.org")
+    assert unknown.returncode == 2
+    assert "no account with the email address nobody@example.org" in unknown.stderr

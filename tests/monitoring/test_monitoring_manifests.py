@@ -1,0 +1,243 @@
+"""The monitoring stack's manifests (deploy/monitoring/), rendered with kubectl kustomize and held
+to the application's rules: the seed's security contexts, resources, probes, network policies,
+plus what the issue asks of each part. Schema validation and checkov run on it with the others
+(tests/deploy/test_kubernetes_manifests.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from tests.helpers.kubernetes import (
+    KUBERNETES,
+    MONITORING,
+    POD_SECURITY,
+    WORKLOAD_KINDS,
+    containers,
+    kustomize,
+    monitoring,
+    named,
+    of_kind,
+    pod_labels,
+    pod_spec,
+)
+
+# The only pods that read the host, through read-only hostPath volumes: node-exporter, and
+# Alloy (the pods' log files).
+HOST_READERS = {"node-exporter", "alloy"}
+# Alloy reads the log files the container runtime writes as root:root 0640 through group 0,
+# added to the seed's context (tests/monitoring/test_monitoring_logs_traces.py).
+EXTRA_POD_SECURITY = {"alloy": {"supplementalGroups": [0]}}
+
+
+def workloads() -> list[dict]:
+    return of_kind(monitoring(), *WORKLOAD_KINDS)
+
+
+def config_map(prefix: str) -> dict:
+    [found] = [
+        m
+        for m in of_kind(monitoring(), "ConfigMap")
+        if m["metadata"]["name"].startswith(prefix + "-")
+    ]
+    return found
+
+
+def test_every_pod_is_hardened_like_the_application() -> None:
+    names = set()
+    for workload in workloads():
+        name = workload["metadata"]["name"]
+        names.add(name)
+        spec = pod_spec(workload)
+        assert spec["securityContext"] == POD_SECURITY | EXTRA_POD_SECURITY.get(name, {}), name
+        assert not spec.get("hostNetwork") and not spec.get("hostPID"), name
+        for container in containers(workload):
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True, name
+            assert security["allowPrivilegeEscalation"] is False, name
+            assert security["capabilities"] == {"drop": ["ALL"]}, name
+            assert {"cpu", "memory"} <= set(container["resources"]["requests"]), name
+            assert {"cpu", "memory"} <= set(container["resources"]["limits"]), name
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                assert probe in container, (name, probe)
+            tag = container["image"].rpartition(":")[2]
+            assert tag and tag != "latest" and "/" not in tag, container["image"]
+        host_paths = [v for v in spec.get("volumes", []) if "hostPath" in v]
+        if name in HOST_READERS:
+            mounts = {m["name"]: m for c in containers(workload) for m in c["volumeMounts"]}
+            assert all(mounts[v["name"]]["readOnly"] for v in host_paths)
+        else:
+            assert not host_paths, name
+        # Only the pods that read the API have a token.
+        reads_api = name in {"prometheus", "kube-state-metrics"}
+        assert spec["automountServiceAccountToken"] is reads_api, name
+    assert names == {
+        "prometheus",
+        "alertmanager",
+        "grafana",
+        "kube-state-metrics",
+        "node-exporter",
+        "loki",
+        "alloy",
+        "tempo",
+        "otel-collector",
+    }
+
+
+def test_prometheus_retention_storage_discovery_and_alerting() -> None:
+    prometheus = named(monitoring(), "StatefulSet", "prometheus")
+    [container] = pod_spec(prometheus)["containers"]
+    assert "--storage.tsdb.retention.time=30d" in container["args"]
+    [claim] = prometheus["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"]
+    config = yaml.safe_load(config_map("prometheus-config")["data"]["prometheus.yml"])
+    assert config == yaml.safe_load((MONITORING / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    application = jobs["expensetracker"]
+    assert application["kubernetes_sd_configs"][0]["role"] == "pod"
+    keep = application["relabel_configs"][0]
+    assert keep["source_labels"] == ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"]
+    assert keep["action"] == "keep"
+    [alertmanagers] = config["alerting"]["alertmanagers"]
+    assert alertmanagers["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    assert named(monitoring(), "Service", "alertmanager")["spec"]["ports"][0]["port"] == 9093
+
+
+def test_every_rule_file_and_dashboard_is_provisioned() -> None:
+    rules = config_map("prometheus-rules")["data"]
+    expected = {p.name for p in (MONITORING / "rules").glob("*.yaml")}
+    assert expected and set(rules) == expected
+    for name, text in rules.items():
+        assert text == (MONITORING / "rules" / name).read_text()
+    dashboards = config_map("grafana-dashboards")["data"]
+    expected = {p.name for p in (MONITORING / "dashboards").glob("*.json")}
+    assert expected and set(dashboards) == expected
+    for text in dashboards.values():
+        assert json.loads(text)["uid"]
+    alertmanager = config_map("alertmanager-config")["data"]
+    assert set(alertmanager) == {"alertmanager.yml"}
+
+
+def test_grafana_admin_from_a_secret_provisioned_and_persistent() -> None:
+    grafana = named(monitoring(), "Deployment", "grafana")
+    [container] = pod_spec(grafana)["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(grafana)["volumes"]}
+    # As files, not environment variables (Grafana's <variable>__FILE).
+    for name, key in (
+        ("GF_SECURITY_ADMIN_USER", "admin-user"),
+        ("GF_SECURITY_ADMIN_PASSWORD", "admin-password"),
+    ):
+        assert name not in env
+        folder, file = env[f"{name}__FILE"]["value"].rsplit("/", 1)
+        secret = volumes[mounts[folder]]["secret"]
+        assert secret["secretName"] == "grafana-admin"
+        assert {"key": key, "path": file} in secret["items"]
+    assert env["GF_SERVER_ROOT_URL"]["value"].endswith("/grafana")
+    assert container["envFrom"][0]["configMapRef"]["name"].startswith("grafana-plugins")
+    assert volumes[mounts["/var/lib/grafana"]]["persistentVolumeClaim"]["claimName"] == "grafana"
+    providers = yaml.safe_load(config_map("grafana-dashboard-providers")["data"]["dashboards.yaml"])
+    [provider] = providers["providers"]
+    dashboards_folder = provider["options"]["path"]
+    assert volumes[mounts[dashboards_folder]]["configMap"]["name"].startswith("grafana-dashboards")
+    sources = yaml.safe_load(config_map("grafana-datasources")["data"]["datasources.yaml"])
+    source = next(s for s in sources["datasources"] if s["uid"] == "prometheus")
+    assert source["type"] == "prometheus" and "prometheus:9090/prometheus" in source["url"]
+
+
+def test_monitoring_ingress_tls_grafana_and_prometheus_behind_authentication() -> None:
+    ingresses = {i["metadata"]["name"]: i for i in of_kind(monitoring(), "Ingress")}
+    paths = {}
+    for ingress in ingresses.values():
+        [rule] = ingress["spec"]["rules"]
+        assert rule["host"] == "monitoring.expensetracker.example.com"
+        assert ingress["spec"]["tls"][0]["hosts"] == [rule["host"]]
+        for path in rule["http"]["paths"]:
+            paths[path["path"]] = (ingress, path["backend"]["service"]["name"])
+    assert {p: s for p, (_, s) in paths.items()} == {
+        "/grafana": "grafana",
+        "/prometheus": "prometheus",
+    }
+    annotations = paths["/prometheus"][0]["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/auth-type"] == "basic"
+    secret = named(monitoring(), "Secret", annotations["nginx.ingress.kubernetes.io/auth-secret"])
+    assert secret["stringData"]["auth"].startswith("prometheus:")
+    certificate = named(monitoring(), "Certificate", "monitoring-tls")
+    assert certificate["spec"]["dnsNames"] == ["monitoring.expensetracker.example.com"]
+
+
+def test_network_policies_cover_every_pod_and_deny_by_default() -> None:
+    policies = of_kind(monitoring(), "NetworkPolicy")
+    deny = named(monitoring(), "NetworkPolicy", "default-deny")["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    for workload in workloads():
+        labels = pod_labels(workload)
+
+        def selects(selector: dict, labels: dict = labels) -> bool:
+            if not selector:
+                return False
+            if not selector.get("matchLabels", {}).items() <= labels.items():
+                return False
+            return all(
+                labels.get(e["key"]) in e["values"] for e in selector.get("matchExpressions", [])
+            )
+
+        assert any(selects(p["spec"]["podSelector"]) for p in policies), workload["metadata"]
+
+
+def test_everything_in_the_monitoring_namespace_and_no_exposed_services() -> None:
+    for manifest in monitoring():
+        if manifest["kind"] in {"Namespace", "ClusterRole", "ClusterRoleBinding"}:
+            continue
+        assert manifest["metadata"]["namespace"] == "monitoring", manifest["kind"]
+    for service in of_kind(monitoring(), "Service"):
+        assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
+    # Cluster-wide rights: read-only, nothing else.
+    for role in of_kind(monitoring(), "ClusterRole"):
+        for rule in role["rules"]:
+            assert set(rule["verbs"]) <= {"get", "list", "watch"}, role["metadata"]["name"]
+
+
+def test_placeholder_secrets_only() -> None:
+    grafana = named(monitoring(), "Secret", "grafana-admin")["stringData"]
+    assert grafana["admin-password"].startswith("dev-only-")
+    assert Path(MONITORING / "kubernetes" / "secrets.yaml").read_text().count("dev-only") >= 2
+
+
+def service_names() -> set[str]:
+    """The services the base deploys: auth, expenses, reports and web."""
+    base = tuple(kustomize(KUBERNETES / "base"))
+    return {
+        d["metadata"]["name"]
+        for d in of_kind(base, "Deployment")
+        if d["metadata"]["labels"]["app.kubernetes.io/name"] == "expensetracker"
+    }
+
+
+def test_service_overview_shows_every_service() -> None:
+    """The service dashboard lists services by their label, so a new one (web) appears by
+    itself: no query or variable may narrow `service` or `component` to a fixed list
+    (`=~"auth|expenses|..."`) that leaves one out."""
+    names = service_names()
+    assert names == {"auth", "expenses", "reports", "web"}
+    board = json.loads((MONITORING / "dashboards" / "service-overview.json").read_text())
+    panels = [*board["panels"], *(p for row in board["panels"] for p in row.get("panels", []))]
+    queries = [t["expr"] for panel in panels for t in panel.get("targets", [])]
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    queries += [v["query"]["query"] for v in variables.values()]
+    enumeration = re.compile(r'\b(service|component)\s*=~\s*"([^"]*)"')
+    for query in queries:
+        for label, value in enumeration.findall(query):
+            if "$" in value:
+                continue  # a dashboard variable, checked below
+            for name in names:
+                assert re.fullmatch(value, name), f"{label}=~{value!r} leaves out {name}: {query}"
+    service = variables["service"]
+    assert service["includeAll"] and service["allValue"] == ".*" and not service["regex"]
+    assert "label_values(http_requests_total" in service["query"]["query"]
+    by_service = [q for q in queries if re.search(r"by \((?:service|service, le)\)", q)]
+    assert len(by_service) >= 3, "requests, errors and latency per service"

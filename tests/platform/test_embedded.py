@@ -1,0 +1,139 @@
+"""`expensetracker up` on the embedded PostgreSQL: start, stop, restart, and recovery from kills."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.helpers.database import connected
+from tests.helpers.processes import Process, clean_env, cli, free_port, postgres_processes, spawn
+from tests.helpers.users import login, signed_up
+
+pytestmark = pytest.mark.embedded
+
+
+def up(data_dir: Path, port: int) -> list[str]:
+    return cli("up", "--data-dir", str(data_dir), "--port", str(port))
+
+
+def database_url(data_dir: Path) -> str:
+    return f"postgresql://postgres@/expensetracker?host={data_dir / 'pgdata'}"
+
+
+async def sql(data_dir: Path, query: str) -> object:
+    async with connected(database_url(data_dir)) as connection:
+        return await connection.fetchval(query)
+
+
+def assert_ready(url: str) -> None:
+    response = httpx.get(f"{url}/readyz", timeout=10)
+    assert response.status_code == 200, response.text
+
+
+def stop(process: Process, signum: signal.Signals) -> None:
+    process.signal(signum)
+    assert process.wait(timeout=30) == 0, process.output
+
+
+async def test_up_starts_stops_and_keeps_data(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    port = free_port()
+    with spawn(up(data_dir, port), clean_env()) as first:
+        url = first.wait_ready()
+        assert url == f"http://127.0.0.1:{port}"
+        assert_ready(url)
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            # Every service in one process, over real HTTP: auth signs, expenses verifies.
+            account = await signed_up(client)
+            categories = await client.get("/api/v1/categories", headers=account.headers)
+        assert categories.status_code == 200
+        await sql(data_dir, "CREATE TABLE public.kept AS SELECT 42 AS answer")
+        stop(first, signal.SIGTERM)
+    assert postgres_processes(data_dir) == []  # no orphan postgres
+
+    with spawn(up(data_dir, port), clean_env()) as second:
+        url = second.wait_ready()
+        assert_ready(url)
+        assert await sql(data_dir, "SELECT answer FROM public.kept") == 42
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            await login(client, account.email)  # the account survived the restart
+        stop(second, signal.SIGINT)  # Ctrl-C
+    assert postgres_processes(data_dir) == []
+
+
+async def test_up_starts_again_after_being_killed(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    port = free_port()
+    with spawn(up(data_dir, port), clean_env()) as killed:
+        assert_ready(killed.wait_ready())
+        killed.signal(signal.SIGKILL)
+        killed.wait()
+    # SIGKILL leaves the database running; the next start adopts it.
+    assert postgres_processes(data_dir) != []
+    with spawn(up(data_dir, port), clean_env()) as adopted:
+        assert_ready(adopted.wait_ready())
+        # Now the database dies too, without a clean shutdown (power loss).
+        for process in postgres_processes(data_dir):
+            process.kill()
+        adopted.signal(signal.SIGKILL)
+        adopted.wait()
+    psutil.wait_procs(postgres_processes(data_dir), timeout=10)
+    assert (data_dir / "pgdata" / "postmaster.pid").exists()  # stale, left by the crash
+
+    with spawn(up(data_dir, port), clean_env()) as recovered:
+        assert_ready(recovered.wait_ready())
+        stop(recovered, signal.SIGTERM)
+    assert postgres_processes(data_dir) == []
+
+
+async def test_second_up_on_the_same_data_folder_is_refused(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with spawn(up(data_dir, free_port()), clean_env()) as first:
+        url = first.wait_ready()
+        with spawn(up(data_dir, free_port()), clean_env()) as second:
+            assert await asyncio.to_thread(second.wait, 60) == 2
+            assert "is in use by another expensetracker process" in second.output
+        assert_ready(url)  # the first one is untouched
+        stop(first, signal.SIGTERM)
+    assert postgres_processes(data_dir) == []
+
+
+@pytest.mark.database
+async def test_up_uses_an_external_database_when_given(database_url: str, tmp_path: Path) -> None:
+    data_dir = tmp_path / "unused"
+    env = clean_env(EXPENSETRACKER_DATABASE_URL=database_url)
+    with spawn(up(data_dir, free_port()), env) as process:
+        assert_ready(process.wait_ready())
+        stop(process, signal.SIGTERM)
+    assert not data_dir.exists()
+
+
+async def test_up_demo_loads_a_year_once(tmp_path: Path) -> None:
+    from expensetracker import demo
+
+    data_dir = tmp_path / "data"
+    counts = []
+    for _ in range(2):  # loading it again creates nothing twice
+        with spawn(
+            cli("up", "--demo", "--data-dir", str(data_dir), "--port", str(free_port())),
+            clean_env(),
+        ) as process:
+            url = process.wait_ready()
+            assert f"Demo account: {demo.EMAIL} / {demo.PASSWORD}" in process.output
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                account = await login(client, demo.EMAIL, demo.PASSWORD)
+                exported = await client.get(
+                    "/api/v1/expenses/export", params={"format": "json"}, headers=account.headers
+                )
+                budgets = await client.get("/api/v1/reports/budgets", headers=account.headers)
+            stop(process, signal.SIGTERM)
+        expenses = exported.json()
+        counts.append(len(expenses))
+        assert {expense["currency"] for expense in expenses} == {"EUR", "JPY"}
+        assert len(budgets.json()["budgets"]) == 3
+    assert counts[0] == counts[1] > 300

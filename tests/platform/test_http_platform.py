@@ -1,0 +1,214 @@
+"""The HTTP platform every service stands on: problem+json errors, security headers, CORS,
+body size limits, request ids and the rate limit."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+import pytest
+from coredis import Redis
+
+from expensetracker.platform.config import MIB
+from tests.helpers.apps import AppFactory
+from tests.helpers.environment import REDIS_URL
+from tests.helpers.probe import probe_service
+
+pytestmark = pytest.mark.database
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status
+    assert response.headers["content-type"] == PROBLEM
+    body = response.json()
+    assert body["status"] == status
+    assert {"type", "title", "status", "detail"} <= body.keys()
+    return body
+
+
+async def test_unknown_path_is_a_404_problem(client: httpx.AsyncClient) -> None:
+    body = assert_problem(await client.get("/api/v1/nothing-here"), 404)
+    assert body["title"] == "Not Found"
+
+
+async def test_wrong_method_is_a_405_problem(client: httpx.AsyncClient) -> None:
+    response = await client.delete("/livez")
+    assert_problem(response, 405)
+    assert response.headers["allow"] == "GET"
+
+
+async def test_validation_errors_list_every_offending_field(serve_app: AppFactory) -> None:
+    async with serve_app([probe_service()]) as client:
+        response = await client.post(
+            "/api/v1/probe/echo",
+            json={"amount": "12.345", "note": "x" * 21, "is_admin": True},
+        )
+    body = assert_problem(response, 422)
+    fields = {error["field"]: error["type"] for error in body["errors"]}
+    assert fields == {
+        "body.amount": "string_pattern_mismatch",
+        "body.note": "string_too_long",
+        "body.is_admin": "extra_forbidden",
+    }
+    # Submitted values are never echoed back (they could be secrets).
+    assert "12.345" not in response.text
+
+
+async def test_malformed_json_is_a_422_problem(serve_app: AppFactory) -> None:
+    async with serve_app([probe_service()]) as client:
+        response = await client.post(
+            "/api/v1/probe/echo",
+            content=b'{"amount": ',
+            headers={"content-type": "application/json"},
+        )
+    assert_problem(response, 422)
+
+
+async def test_valid_request_passes(serve_app: AppFactory) -> None:
+    async with serve_app([probe_service()]) as client:
+        response = await client.post("/api/v1/probe/echo", json={"amount": "12.34"})
+    assert response.status_code == 200
+    assert response.json() == {"amount": "12.34", "note": None}
+
+
+async def test_unexpected_error_is_a_500_problem_without_internals(serve_app: AppFactory) -> None:
+    async with serve_app([probe_service()]) as client:
+        response = await client.get("/api/v1/probe/boom")
+    assert_problem(response, 500)
+    assert "internal detail" not in response.text
+    assert "Traceback" not in response.text
+
+
+async def test_declared_oversized_body_is_refused_before_reading(serve_app: AppFactory) -> None:
+    async with serve_app([probe_service()], max_body_bytes=4096) as client:
+        response = await client.post("/api/v1/probe/upload", content=b"x" * 4097)
+        accepted = await client.post("/api/v1/probe/upload", content=b"x" * 4096)
+    body = assert_problem(response, 413)
+    assert "4096" in body["detail"]
+    assert accepted.json() == {"bytes": 4096}
+
+
+async def test_streamed_oversized_body_is_refused(serve_app: AppFactory) -> None:
+    async def chunks():  # no Content-Length: the limit is enforced while receiving
+        for _ in range(10):
+            yield b"y" * 1000
+
+    async with serve_app([probe_service()], max_body_bytes=4096) as client:
+        response = await client.post("/api/v1/probe/upload", content=chunks())
+    assert_problem(response, 413)
+
+
+async def test_invalid_content_length_is_a_400_problem(serve_app: AppFactory) -> None:
+    async with serve_app([probe_service()]) as client:
+        response = await client.post(
+            "/api/v1/probe/upload", content=b"abc", headers={"content-length": "three"}
+        )
+    assert_problem(response, 400)
+
+
+async def test_import_path_has_the_larger_limit(client: httpx.AsyncClient) -> None:
+    two_mib = b"z" * (2 * MIB)
+    assert_problem(await client.post("/api/v1/expenses", content=two_mib), 413)
+    # Not refused for size (the import route itself arrives with the expenses service).
+    assert (await client.post("/api/v1/expenses/import", content=two_mib)).status_code != 413
+    assert_problem(await client.post("/api/v1/expenses/import", content=b"z" * (11 * MIB)), 413)
+
+
+async def test_security_headers_on_every_response(client: httpx.AsyncClient) -> None:
+    for response in (await client.get("/livez"), await client.get("/nope")):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert "strict-transport-security" not in response.headers  # plain HTTP
+
+
+async def test_hsts_only_over_tls(serve_app: AppFactory) -> None:
+    async with serve_app(base_url="https://api.example.org") as client:
+        response = await client.get("/livez")
+    assert response.headers["strict-transport-security"].startswith("max-age=")
+
+
+async def test_cors_allows_configured_origins_only(serve_app: AppFactory) -> None:
+    allowed, other = "https://app.example.org", "https://evil.example.net"
+    async with serve_app(cors_origins=[allowed]) as client:
+        preflight = await client.options(
+            "/api/v1/auth/me",
+            headers={"origin": allowed, "access-control-request-method": "GET"},
+        )
+        foreign = await client.get("/livez", headers={"origin": other})
+        own = await client.get("/livez", headers={"origin": allowed})
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == allowed
+    assert "access-control-allow-origin" not in foreign.headers
+    assert own.headers["access-control-allow-origin"] == allowed
+    assert "access-control-allow-credentials" not in own.headers
+
+
+async def test_request_id_is_kept_when_safe_and_replaced_otherwise(
+    client: httpx.AsyncClient,
+) -> None:
+    kept = await client.get("/livez", headers={"x-request-id": "abc-123"})
+    replaced = await client.get("/livez", headers={"x-request-id": "bad id\r\nX-Evil: 1"})
+    fresh = await client.get("/livez")
+    assert kept.headers["x-request-id"] == "abc-123"
+    assert replaced.headers["x-request-id"] != "bad id"
+    assert len(fresh.headers["x-request-id"]) == 32
+
+
+async def test_openapi_is_published_and_docs_only_in_development(serve_app: AppFactory) -> None:
+    async with serve_app(env="development") as dev:
+        assert (await dev.get("/docs")).status_code == 200
+        assert (await dev.get("/openapi.json")).status_code == 200
+    async with serve_app(docs_enabled=False) as prod_like:
+        assert_problem(await prod_like.get("/docs"), 404)
+        assert (await prod_like.get("/openapi.json")).json()["openapi"].startswith("3.")
+
+
+async def test_rate_limit_answers_429_with_retry_after(serve_app: AppFactory) -> None:
+    async with serve_app(rate_limit="3/minute") as client:
+        statuses = [(await client.get("/api/v1/anything")).status_code for _ in range(3)]
+        refused = await client.get("/api/v1/anything")
+        # Probes and scrapes are never limited, or Kubernetes would restart a busy pod.
+        probes = [(await client.get("/livez")).status_code for _ in range(5)]
+    assert statuses == [404, 404, 404]
+    body = assert_problem(refused, 429)
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert "3 per 1 minute" in body["detail"]
+    assert probes == [200] * 5
+
+
+async def test_rate_limit_is_per_client_address(serve_app: AppFactory) -> None:
+    async with serve_app(rate_limit="2/minute") as client:
+        app = client._transport.app  # type: ignore[attr-defined]
+        for _ in range(2):
+            await client.get("/nope")
+        first_client_refused = await client.get("/nope")
+        transport = httpx.ASGITransport(app=app, client=("198.51.100.9", 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as other:
+            other_client = await other.get("/nope")
+    assert first_client_refused.status_code == 429
+    assert other_client.status_code == 404
+
+
+async def test_rate_limit_off_disables_it(serve_app: AppFactory) -> None:
+    async with serve_app(rate_limit="off") as client:
+        statuses = {(await client.get("/nope")).status_code for _ in range(150)}
+    assert statuses == {404}
+
+
+@pytest.mark.redis
+async def test_rate_limit_in_redis_is_shared_by_replicas(serve_app: AppFactory) -> None:
+    # Two app instances (two replicas) on one Redis: together they get the budget once.
+    address = f"198.51.100.{uuid.uuid4().int % 250 + 1}"
+    settings = {"rate_limit": "4/minute", "redis_url": REDIS_URL, "client_address": address}
+    # The test's own Redis database: no window left from an earlier run.
+    await Redis.from_url(REDIS_URL).flushdb()
+    async with serve_app(**settings) as first, serve_app(**settings) as second:
+        statuses = await asyncio.gather(
+            *[(first if i % 2 else second).get("/nope") for i in range(6)]
+        )
+    codes = sorted(response.status_code for response in statuses)
+    assert codes == [404, 404, 404, 404, 429, 429]

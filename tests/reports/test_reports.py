@@ -1,0 +1,344 @@
+"""Budgets and reports: sums checked against Python over generated data, month boundaries,
+rollover chains, category trees, alerts, isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from datetime import date, timedelta
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from expensetracker.platform.money import format_amount
+from expensetracker.platform.state import app_state
+from tests.helpers.apps import AppFactory, app_of, counter
+from tests.helpers.database import connected
+from tests.helpers.expenses import categories, create
+from tests.helpers.reports import budget, status_of
+from tests.helpers.users import PASSWORD, Account, signed_up
+
+pytestmark = pytest.mark.database
+
+
+async def test_budget_crud_and_validation(client: httpx.AsyncClient) -> None:
+    account, other = await signed_up(client), await signed_up(client)
+    made = await budget(client, account, thresholds=[100, 50, 50])
+    assert made["thresholds"] == [50, 100]
+    path = f"/api/v1/budgets/{made['id']}"
+    replaced = await client.put(
+        path,
+        json={"name": "Renamed", "amount": "5000", "currency": "JPY", "starts": "2026-02"},
+        headers=account.headers,
+    )
+    assert replaced.status_code == 200
+    assert (replaced.json()["amount"], replaced.json()["starts"]) == ("5000", "2026-02")
+    for bad in (
+        {"amount": "1.001"},
+        {"currency": "eur"},
+        {"amount": "0"},
+        {"thresholds": [0]},
+        {"thresholds": []},
+        {"starts": "2026-13"},
+        {"category_id": str(uuid.uuid4())},
+        {"owner": "me"},
+    ):
+        body = {"name": "x", "amount": "1.00", "currency": "EUR", **bad}
+        response = await client.post("/api/v1/budgets", json=body, headers=account.headers)
+        assert response.status_code == 422, bad
+    # Another user: 404 as for a missing budget, and nothing listed.
+    missing = await client.get(f"/api/v1/budgets/{uuid.uuid4()}", headers=other.headers)
+    for response in (
+        await client.get(path, headers=other.headers),
+        await client.put(
+            path, json={"name": "x", "amount": "1.00", "currency": "EUR"}, headers=other.headers
+        ),
+        await client.delete(path, headers=other.headers),
+    ):
+        assert response.status_code == 404
+        assert response.json() == missing.json()
+    assert (await client.get("/api/v1/budgets", headers=other.headers)).json()["items"] == []
+    assert (await status_of(client, other, "2026-02")) == {}
+    assert (await client.delete(path, headers=account.headers)).status_code == 204
+
+
+async def test_month_boundaries_and_currencies(client: httpx.AsyncClient) -> None:
+    account = await signed_up(client)
+    await budget(client, account, starts="2025-12")
+    for day, amount, currency in [
+        ("2025-12-31", "1.00", "EUR"),  # December's last day
+        ("2026-01-01", "2.00", "EUR"),  # January's first day
+        ("2026-01-31", "4.00", "EUR"),
+        ("2026-02-01", "8.00", "EUR"),
+        ("2026-01-15", "500", "JPY"),  # another currency: never added to EUR
+    ]:
+        await create(client, account, occurred_on=day, amount=amount, currency=currency)
+    assert (await status_of(client, account, "2025-12"))["Everything"]["spent"] == "1.00"
+    january = (await status_of(client, account, "2026-01"))["Everything"]
+    assert (january["spent"], january["remaining"], january["state"]) == ("6.00", "94.00", "ok")
+    assert (await status_of(client, account, "2026-02"))["Everything"]["spent"] == "8.00"
+    empty = (await status_of(client, account, "2026-03"))["Everything"]
+    assert (empty["spent"], empty["percent_used"], empty["state"]) == ("0.00", 0.0, "ok")
+    assert await status_of(client, account, "2025-11") == {}  # before the budget starts
+
+
+async def test_leap_day(client: httpx.AsyncClient) -> None:
+    account = await signed_up(client)
+    await budget(client, account, starts="2024-02", amount="10.00")
+    await create(client, account, occurred_on="2024-02-29", amount="3.00")
+    await create(client, account, occurred_on="2024-03-01", amount="5.00")
+    assert (await status_of(client, account, "2024-02"))["Everything"]["spent"] == "3.00"
+
+
+async def test_rollover_chain(client: httpx.AsyncClient) -> None:
+    account = await signed_up(client)
+    await budget(client, account, rollover=True, name="Carry")
+    await budget(client, account, rollover=False, name="Plain")
+    await create(client, account, occurred_on="2026-01-10", amount="80.00")
+    await create(client, account, occurred_on="2026-02-10", amount="130.00")
+    january, february, march = [
+        await status_of(client, account, month) for month in ("2026-01", "2026-02", "2026-03")
+    ]
+    assert january["Carry"]["rollover_in"] == "0.00"
+    assert (february["Carry"]["rollover_in"], february["Carry"]["available"]) == ("20.00", "120.00")
+    assert (february["Carry"]["remaining"], february["Carry"]["state"]) == ("-10.00", "over")
+    assert (march["Carry"]["rollover_in"], march["Carry"]["available"]) == ("-10.00", "90.00")
+    assert march["Carry"]["state"] == "ok"
+    assert (february["Plain"]["rollover_in"], february["Plain"]["remaining"]) == ("0.00", "-30.00")
+
+
+async def test_category_budgets_include_subcategories(client: httpx.AsyncClient) -> None:
+    account = await signed_up(client)
+    names = await categories(client, account)
+    await budget(client, account, name="Food", category_id=names["Food"], amount="50.00")
+    await budget(client, account, name="Rent", category_id=names["Rent"], amount="900.00")
+    await create(
+        client, account, occurred_on="2026-01-02", amount="20.00", category_id=names["Groceries"]
+    )
+    await create(
+        client, account, occurred_on="2026-01-03", amount="25.00", category_id=names["Restaurants"]
+    )
+    await create(
+        client, account, occurred_on="2026-01-04", amount="7.00", category_id=names["Food"]
+    )
+    await create(
+        client, account, occurred_on="2026-01-05", amount="950.00", category_id=names["Rent"]
+    )
+    report = await status_of(client, account, "2026-01")
+    assert (report["Food"]["spent"], report["Food"]["state"]) == ("52.00", "over")
+    assert (report["Rent"]["spent"], report["Rent"]["percent_used"]) == ("950.00", 105.6)
+
+
+async def test_thresholds_are_recorded_once(client: httpx.AsyncClient) -> None:
+    account, other = await signed_up(client), await signed_up(client)
+    made = await budget(client, account, thresholds=[50, 80, 100], starts="2026-03")
+    before = counter("expensetracker_budgets_exceeded_total")
+    await create(client, account, occurred_on="2026-03-05", amount="85.00")
+    for _ in range(3):
+        report = await status_of(client, account, "2026-03")
+    assert report["Everything"]["state"] == "warning"
+    alerts = (await client.get("/api/v1/reports/alerts", headers=account.headers)).json()["items"]
+    assert sorted(alert["threshold"] for alert in alerts) == [50, 80]
+    assert {alert["budget_id"] for alert in alerts} == {made["id"]}
+    assert alerts[0]["spent"] == "85.00" and alerts[0]["month"] == "2026-03"
+    await create(client, account, occurred_on="2026-03-06", amount="20.00")
+    await status_of(client, account, "2026-03")
+    alerts = (await client.get("/api/v1/reports/alerts", headers=account.headers)).json()["items"]
+    assert sorted(alert["threshold"] for alert in alerts) == [50, 80, 100]
+    assert counter("expensetracker_budgets_exceeded_total") == before + 3
+    assert (await client.get("/api/v1/reports/alerts", headers=other.headers)).json()["items"] == []
+
+
+async def test_trends_and_merchants(client: httpx.AsyncClient) -> None:
+    account = await signed_up(client)
+    names = await categories(client, account)
+    for day, amount, merchant in [
+        ("2026-01-10", "10.00", "Bakery"),
+        ("2026-02-10", "15.00", "Bakery"),
+        ("2026-02-11", "40.00", "Market"),
+    ]:
+        await create(
+            client,
+            account,
+            occurred_on=day,
+            amount=amount,
+            merchant=merchant,
+            category_id=names["Groceries"],
+        )
+    trends = (
+        await client.get(
+            "/api/v1/reports/trends",
+            params={"month": "2026-02", "months": 3},
+            headers=account.headers,
+        )
+    ).json()
+    assert trends.get("months") == ["2025-12", "2026-01", "2026-02"], trends
+    [groceries] = trends["categories"]
+    assert groceries["totals"] == ["0.00", "10.00", "55.00"]
+    assert (groceries["change"], groceries["change_percent"]) == ("45.00", 450.0)
+    merchants = (
+        await client.get(
+            "/api/v1/reports/merchants",
+            params={"from": "2026-01-01", "to": "2026-12-31", "limit": 1},
+            headers=account.headers,
+        )
+    ).json()
+    assert merchants == [{"merchant": "Market", "currency": "EUR", "amount": "40.00", "count": 1}]
+
+
+async def test_more_concurrent_requests_than_pool_connections(serve_app: AppFactory) -> None:
+    """Every request waits its turn for the one connection, none is starved or deadlocked,
+    and the alert crossed by all of them at once is recorded once."""
+    async with serve_app(db_pool_size=1, db_max_overflow=0) as client:
+        account = await signed_up(client)
+        await budget(client, account, amount="10.00", thresholds=[100], starts="2026-04")
+        await create(client, account, occurred_on="2026-04-02", amount="12.00")
+        before = counter("expensetracker_budgets_exceeded_total")
+        summary = client.get(
+            "/api/v1/reports/summary",
+            params={"from": "2026-04-01", "to": "2026-04-30"},
+            headers=account.headers,
+        )
+        requests = [summary] + [
+            client.get(path, params={"month": "2026-04"}, headers=account.headers)
+            for path in ["/api/v1/reports/budgets"] * 10 + ["/api/v1/budgets"] * 10
+        ]
+        responses = await asyncio.gather(*requests)
+        assert [r.status_code for r in responses] == [200] * len(requests)
+        assert responses[0].json()["groups"][0]["totals"][0]["amount"] == "12.00"
+        assert counter("expensetracker_budgets_exceeded_total") == before + 1
+        alerts = await client.get("/api/v1/reports/alerts", headers=account.headers)
+        assert [alert["threshold"] for alert in alerts.json()["items"]] == [100]
+
+
+async def test_bad_report_queries_are_422(client: httpx.AsyncClient) -> None:
+    account = await signed_up(client)
+    for path, params in [
+        ("/api/v1/reports/summary", {"from": "2026-02-01", "to": "2026-01-01"}),
+        ("/api/v1/reports/summary", {"from": "2000-01-01", "to": "2026-01-01"}),
+        ("/api/v1/reports/summary", {"from": "2026-01-01", "to": "2026-02-01", "group_by": "x"}),
+        ("/api/v1/reports/budgets", {"month": "2026-1"}),
+        ("/api/v1/reports/trends", {"months": 1}),
+    ]:
+        response = await client.get(path, params=params, headers=account.headers)
+        assert response.status_code == 422, (path, params)
+
+
+async def test_deleted_users_budgets_go(client: httpx.AsyncClient, database_url: str) -> None:
+    gone, kept = await signed_up(client), await signed_up(client)
+    await budget(client, gone)
+    await budget(client, kept)
+    await client.request(
+        "DELETE", "/api/v1/auth/me", json={"password": PASSWORD}, headers=gone.headers
+    )
+    await app_state(app_of(client)).user_events["reports"].run_once()
+    async with connected(database_url) as connection:
+        remaining = await connection.fetchval("SELECT count(*) FROM reports.budgets")
+    assert remaining == 1
+
+
+# --- summaries against an independent computation ----------------------------------------------
+
+CURRENCIES = [("EUR", 2), ("JPY", 0), ("KWD", 3)]
+expense = st.tuples(
+    st.dates(date(2025, 11, 1), date(2026, 4, 30)),
+    st.integers(1, 10**6),
+    st.sampled_from(CURRENCIES),
+    st.integers(0, 3),  # category index; 0 = none
+    st.sets(st.sampled_from(["a", "b", "c"]), max_size=2),
+)
+
+
+@pytest.fixture
+async def summary_account(client: httpx.AsyncClient) -> Account:
+    return await signed_up(client)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    expenses=st.lists(expense, max_size=40),
+    start=st.dates(date(2025, 10, 15), date(2026, 5, 15)),
+    length=st.integers(0, 200),
+    group_by=st.sampled_from(["category", "month", "tag"]),
+)
+async def test_summary_matches_python(
+    client: httpx.AsyncClient,
+    database_url: str,
+    summary_account: Account,
+    expenses: list,
+    start: date,
+    length: int,
+    group_by: str,
+) -> None:
+    end = start + timedelta(days=length)
+    user_id = (await client.get("/api/v1/auth/me", headers=summary_account.headers)).json()["id"]
+    await client.get("/api/v1/categories", headers=summary_account.headers)  # owner + defaults
+    async with connected(database_url) as connection:
+        await connection.execute(
+            "DELETE FROM expenses.expenses WHERE user_id = $1", uuid.UUID(user_id)
+        )
+        category_ids = [None] + [
+            r[0]
+            for r in await connection.fetch(
+                "SELECT id FROM expenses.categories WHERE user_id = $1 ORDER BY name LIMIT 3",
+                uuid.UUID(user_id),
+            )
+        ]
+        expected: dict = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+        for day, minor, (currency, exponent), category, tags in expenses:
+            expense_id = uuid.uuid4()
+            await connection.execute(
+                "INSERT INTO expenses.expenses (user_id, id, amount_minor, currency, "
+                "currency_exponent, occurred_on, description, category_id) "
+                "VALUES ($1, $2, $3, $4, $5, $6, 'x', $7)",
+                uuid.UUID(user_id),
+                expense_id,
+                minor,
+                currency,
+                exponent,
+                day,
+                category_ids[category],
+            )
+            for tag in tags:
+                tag_id = await connection.fetchval(
+                    "INSERT INTO expenses.tags (user_id, id, name) "
+                    "VALUES ($1, gen_random_uuid(), $2) ON CONFLICT (user_id, lower(name)) "
+                    "DO UPDATE SET name = excluded.name RETURNING id",
+                    uuid.UUID(user_id),
+                    tag,
+                )
+                await connection.execute(
+                    "INSERT INTO expenses.expense_tags VALUES ($1, $2, $3)",
+                    uuid.UUID(user_id),
+                    expense_id,
+                    tag_id,
+                )
+            if not start <= day <= end:
+                continue
+            keys = {
+                "category": [str(category_ids[category]) if category_ids[category] else None],
+                "month": [f"{day.year:04d}-{day.month:02d}"],
+                "tag": sorted(tags),
+            }[group_by]
+            for key in keys:
+                expected[key][currency][0] += minor
+                expected[key][currency][1] += 1
+    response = await client.get(
+        "/api/v1/reports/summary",
+        params={"from": start.isoformat(), "to": end.isoformat(), "group_by": group_by},
+        headers=summary_account.headers,
+    )
+    assert response.status_code == 200, response.text
+    actual = {
+        group["key"]: {t["currency"]: [t["amount"], t["count"]] for t in group["totals"]}
+        for group in response.json()["groups"]
+    }
+    assert actual == {
+        key: {c: [format_amount(a, c), n] for c, (a, n) in per.items()}
+        for key, per in expected.items()
+    }

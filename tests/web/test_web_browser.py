@@ -1,0 +1,477 @@
+"""The web app in a real browser (Debian's Chromium, driven by Playwright), against `serve`
+over real HTTP: the journey of issue 12, axe-core on every page, the keyboard, a phone's
+screen, scripts turned off, and the weight of the first load."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import date
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, expect
+
+from tests.helpers.browser import (
+    DESKTOP,
+    PHONE,
+    chromium,
+    serious_accessibility_problems,
+    sign_in,
+    web_server,
+)
+from tests.helpers.paths import STATEMENTS
+from tests.helpers.users import PASSWORD, login, register
+from tests.helpers.web import PAGES
+
+pytestmark = [pytest.mark.database, pytest.mark.browser]
+
+FIRST_LOAD_BUDGET_BYTES = 150 * 1024
+HEADER = "occurred_on,amount,currency,description,notes,merchant,category,tags,external_id\n"
+
+
+@pytest.fixture(scope="module")
+def base_url(module_database_url: str) -> Iterator[str]:
+    with web_server(module_database_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
+    context = await browser.new_context(viewport=DESKTOP, locale="en-GB", accept_downloads=True)
+    yield context
+    await context.close()
+
+
+async def new_account(base_url: str, expenses: int = 0) -> tuple[str, str]:
+    """An account made through the public API, with ``expenses`` imported (for long lists)."""
+    email = f"browser-{uuid.uuid4().hex[:10]}@example.org"
+    async with httpx.AsyncClient(base_url=base_url) as api:
+        await register(api, email)
+        if expenses:
+            account = await login(api, email)
+            rows = "".join(
+                f"2026-{month:02d}-{day:02d},{n}.25,EUR,{'Shop' if n % 3 else 'Market'} {n},,,,,\n"
+                for n in range(expenses)
+                for month, day in [((n % 10) + 1, (n % 27) + 1)]
+            )
+            response = await api.post(
+                "/api/v1/expenses/import",
+                content=(HEADER + rows).encode(),
+                headers={**account.headers, "content-type": "text/csv"},
+            )
+            assert response.status_code == 201, response.text
+    return email, PASSWORD
+
+
+def watch_csp(page: Page) -> list[str]:
+    """Every Content-Security-Policy violation the page reports."""
+    violations: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            violations.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    return violations
+
+
+async def expense_rows(page: Page) -> int:
+    return await page.locator("#expense-rows > tr:not(.more)").count()
+
+
+async def test_the_journey(context: BrowserContext, base_url: str, tmp_path: Path) -> None:
+    page = await context.new_page()
+    csp_violations = watch_csp(page)
+    problems: dict[str, list[str]] = {}
+
+    async def audit(name: str) -> None:
+        found = await serious_accessibility_problems(page)
+        if found:
+            problems[name] = found
+
+    # 1. Sign up (which signs in), with the keyboard.
+    email = f"journey-{uuid.uuid4().hex[:10]}@example.org"
+    await page.goto(f"{base_url}/signup")
+    await audit("signup")
+    await page.get_by_label("Email address").fill(email)
+    await page.get_by_label("Your name (optional)").fill("Journey")
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(f"{base_url}/")
+    await expect(page.get_by_role("heading", name="Hello, Journey")).to_be_visible()
+    await audit("dashboard (empty)")
+
+    # 2. Quick-add from the keyboard; a double-clicked submit makes exactly one expense.
+    await page.keyboard.press("n")
+    dialog = page.get_by_role("dialog", name="Add an expense")
+    await expect(dialog).to_be_visible()
+    await expect(dialog.get_by_label("Description")).to_be_focused()
+    await audit("quick-add dialog")
+    await dialog.get_by_label("Description").fill("Double espresso")
+    await dialog.get_by_label("Amount").fill("3.40")
+    await dialog.get_by_label("Currency").fill("EUR")
+    await dialog.get_by_label("Date").fill(date.today().isoformat())
+    await dialog.get_by_role("button", name="Add the expense").dblclick()
+    await expect(dialog.get_by_text("Added: Double espresso")).to_be_visible()
+    await expect(page.locator("#announcer")).to_have_text("Expense added.")
+    await dialog.get_by_role("button", name="Close").click()
+    await page.goto(f"{base_url}/expenses?q=espresso")
+    assert await expense_rows(page) == 1
+
+    # 3. Filter, search and scroll past the first page (60 more expenses through the API).
+    async with httpx.AsyncClient(base_url=base_url) as api:
+        account = await login(api, email)
+        rows = "".join(f"2026-0{n % 9 + 1}-1{n % 9},{n}.10,EUR,Item {n},,,,,\n" for n in range(60))
+        await api.post(
+            "/api/v1/expenses/import",
+            content=(HEADER + rows).encode(),
+            headers={**account.headers, "content-type": "text/csv"},
+        )
+    await page.goto(f"{base_url}/expenses")
+    await audit("expenses")
+    assert await expense_rows(page) == 50
+    await page.locator("tr.more").scroll_into_view_if_needed()
+    await expect(page.locator("#expense-rows > tr:not(.more)")).to_have_count(61)
+    await page.get_by_text("Filter and search").click()
+    await page.get_by_label("Text in description or notes").fill("Item 5")
+    await page.get_by_label("Minimum amount").fill("50")
+    await page.get_by_role("button", name="Apply").click()
+    await page.wait_for_url(re.compile(r"q=Item\+5.*min_amount=50"))
+    assert await expense_rows(page) == 10  # Item 50 ... Item 59
+    bookmarked = page.url
+    await page.goto(bookmarked)
+    assert await expense_rows(page) == 10
+    await expect(page.get_by_label("Text in description or notes")).to_have_value("Item 5")
+
+    # Inline edit and delete, in place.
+    row = page.locator("#expense-rows > tr").first
+    await row.get_by_role("link", name=re.compile("^Edit")).click()
+    editing = page.locator("tr.editing")
+    await editing.get_by_label("Description").fill("Item renamed")
+    await editing.get_by_role("button", name="Save").click()
+    await expect(page.locator("tr.updated")).to_contain_text("Item renamed")
+    page.once("dialog", lambda confirm: confirm.accept())
+    await page.locator("tr.updated").get_by_role("button", name=re.compile("^Delete")).click()
+    await expect(page.locator("#announcer")).to_have_text("Expense deleted.")
+    assert await expense_rows(page) == 9
+
+    # 4. Import a file with one bad row: its line is shown, nothing saved; fixed, it imports.
+    bad = HEADER + "2026-11-01,7.00,EUR,Bakery,,,,,imp-1\n2026-11-02,7.001,EUR,Bad,,,,,imp-2\n"
+    good = HEADER + "2026-11-01,7.00,EUR,Bakery,,,,,imp-1\n2026-11-02,7.01,EUR,Good,,,,,imp-2\n"
+    (tmp_path / "bad.csv").write_text(bad)
+    (tmp_path / "good.csv").write_text(good)
+    await page.goto(f"{base_url}/import")
+    await audit("import")
+    await page.get_by_label("File to import").set_input_files(tmp_path / "bad.csv")
+    await page.get_by_role("button", name="Check the file").click()
+    errors = page.get_by_role("table", name="Rows to fix (nothing has been saved)")
+    await expect(errors).to_contain_text("3")
+    await expect(errors).to_contain_text("amount")
+    await audit("import (refused)")
+    await page.goto(f"{base_url}/expenses?q=Bakery")
+    assert await expense_rows(page) == 0
+    await page.goto(f"{base_url}/import")
+    await page.get_by_label("File to import").set_input_files(tmp_path / "good.csv")
+    await page.get_by_role("button", name="Check the file").click()
+    await expect(page.get_by_text("2 will be added")).to_be_visible()
+    await audit("import (preview)")
+    await page.get_by_role("button", name="Import 2 expenses").click()
+    await expect(page.get_by_text("Imported: 2 new expenses")).to_be_visible()
+
+    # 5. A budget pushed over its limit: on the dashboard, and in the reports (chart and table).
+    await page.goto(f"{base_url}/budgets")
+    await page.get_by_label("Name", exact=True).fill("Coffee")
+    await page.get_by_label("Monthly limit").fill("5.00")
+    await page.get_by_label("Currency", exact=True).fill("EUR")
+    await page.get_by_role("button", name="Add the budget").click()
+    await expect(page.locator(".budget", has_text="Coffee")).to_contain_text("On track")
+    await audit("budgets")
+    await page.keyboard.press("n")  # 3.40 + 2.50 > 5.00
+    await dialog.get_by_label("Description").fill("Cake")
+    await dialog.get_by_label("Amount").fill("2.50")
+    await dialog.get_by_label("Currency").fill("EUR")
+    await dialog.get_by_label("Date").fill(date.today().isoformat())
+    await dialog.get_by_role("button", name="Add the expense").click()
+    await expect(dialog.get_by_text("Added: Cake")).to_be_visible()
+    await dialog.get_by_role("button", name="Close").click()
+    await page.goto(f"{base_url}/")
+    await expect(page.locator(".budget.state-over")).to_contain_text("Coffee")
+    await expect(page.locator("figure.chart canvas").first).to_be_visible()
+    await audit("dashboard")
+    await page.goto(f"{base_url}/reports")
+    category_figure = page.locator("figure[data-table=by-category]")
+    await expect(category_figure.locator("canvas")).to_have_count(1)
+    await expect(category_figure.get_by_role("table")).to_contain_text("€")
+    await audit("reports")
+    for name in ("/categories", "/recurring", "/account"):
+        await page.goto(f"{base_url}{name}")
+        await audit(name)
+
+    # 6. Export.
+    await page.goto(f"{base_url}/import")
+    async with page.expect_download() as download:
+        await page.get_by_role("link", name="download CSV").click()
+    exported = (await (await download.value).path()).read_text()
+    assert exported.startswith("occurred_on,") and "Double espresso" in exported
+    # The header, two quick-adds, 60 items less the deleted one, and the two imported.
+    assert exported.count("\n") == 1 + 2 + 60 - 1 + 2
+
+    # 7. Change the password, sign out everywhere, delete the account.
+    new_password = "a new and long passphrase"
+    await page.goto(f"{base_url}/account")
+    await page.get_by_label("Current password").fill(PASSWORD)
+    await page.get_by_label("New password").fill(new_password)
+    await page.get_by_role("button", name="Change the password").click()
+    await expect(page.get_by_text("Your password has been changed")).to_be_visible()
+    await page.get_by_role("button", name="Sign out everywhere").click()
+    await page.wait_for_url(re.compile(r"/login"))
+    await sign_in(page, base_url, email, new_password)
+    await page.goto(f"{base_url}/account")
+    await page.get_by_label("Your password").fill(new_password)
+    await page.get_by_label("I understand that everything will be deleted").check()
+    await page.get_by_role("button", name="Delete my account").click()
+    await expect(
+        page.get_by_text("Your account and all its data have been deleted")
+    ).to_be_visible()
+    await audit("login (after deletion)")
+    async with httpx.AsyncClient(base_url=base_url) as api:
+        gone = await api.post("/api/v1/auth/login", json={"email": email, "password": new_password})
+        assert gone.status_code == 401
+
+    assert problems == {}, problems
+    assert csp_violations == []
+
+
+async def test_a_phone_screen_has_no_sideways_scrolling_and_no_accessibility_problems(
+    browser: Browser, base_url: str
+) -> None:
+    email, password = await new_account(base_url, expenses=30)
+    context = await browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    page = await context.new_page()
+    await sign_in(page, base_url, email, password)
+    await page.goto(f"{base_url}/expenses")
+    first = await page.locator("#expense-rows > tr").first.get_attribute("id")
+    expense_edit = f"/expenses/{first.removeprefix('expense-')}/edit"
+    for path in (*PAGES, expense_edit, "/no-such-page"):
+        await page.goto(f"{base_url}{path}")
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"{path} is {width} px wide"
+        assert await serious_accessibility_problems(page) == [], path
+    await context.close()
+
+
+async def test_the_keyboard_alone_reaches_everything_and_focus_is_visible(
+    context: BrowserContext, base_url: str
+) -> None:
+    email, password = await new_account(base_url, expenses=3)
+    page = await context.new_page()
+    await sign_in(page, base_url, email, password)
+    await page.goto(f"{base_url}/expenses")
+    seen: list[str] = []
+    for _ in range(40):
+        await page.keyboard.press("Tab")
+        focused = await page.evaluate(
+            """() => {
+                const el = document.activeElement;
+                if (el === document.body) return [null, true];  // past the last, before the first
+                const style = getComputedStyle(el);
+                return [el.textContent.trim().slice(0, 30) || el.getAttribute('name') || el.id,
+                        style.outlineStyle !== 'none' && style.outlineWidth !== '0px'];
+            }"""
+        )
+        assert focused[1], f"no visible focus on {focused[0]!r}"
+        if focused[0] is not None:
+            seen.append(focused[0])
+    assert "Skip to content" in seen
+    assert "Add expense" in seen
+    assert any(label.startswith("Edit") for label in seen)
+    # The quick-add dialog opens with Enter on its link, and Escape closes it.
+    await page.get_by_role("link", name="Add expense").focus()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("dialog")).to_be_visible()
+    await page.keyboard.press("Escape")
+    await expect(page.get_by_role("dialog")).to_be_hidden()
+
+
+async def test_with_scripts_off_signing_in_listing_adding_and_deleting_work(
+    browser: Browser, base_url: str
+) -> None:
+    email, password = await new_account(base_url, expenses=55)
+    context = await browser.new_context(viewport=DESKTOP, java_script_enabled=False)
+    page = await context.new_page()
+    await sign_in(page, base_url, email, password)
+    await page.goto(f"{base_url}/expenses")
+    assert await page.locator("#expense-rows > tr:not(.more)").count() == 50
+    await page.get_by_role("link", name="More expenses").click()
+    assert await page.locator("#expense-rows > tr:not(.more)").count() == 5
+    await page.get_by_role("link", name="Add expense").click()
+    await page.wait_for_url(f"{base_url}/expenses/new")
+    await page.get_by_label("Description").fill("No script needed")
+    await page.get_by_label("Amount").fill("1.00")
+    await page.get_by_label("Currency", exact=True).fill("EUR")
+    await page.get_by_role("button", name="Add the expense").click()
+    await page.wait_for_url(f"{base_url}/expenses?added=1")
+    await expect(page.get_by_role("status").first).to_have_text("Expense added.")
+    row = page.locator("tr", has_text="No script needed")
+    await row.get_by_role("button", name=re.compile("^Delete")).click()
+    await page.wait_for_url(f"{base_url}/expenses")
+    await expect(page.locator("tr", has_text="No script needed")).to_have_count(0)
+    await context.close()
+
+
+async def test_no_inline_script_runs(context: BrowserContext, base_url: str) -> None:
+    page = await context.new_page()
+    violations = watch_csp(page)
+    await page.goto(f"{base_url}/login")
+    with pytest.raises(Exception, match=r"Content Security Policy|inline"):
+        await page.add_script_tag(content="window.injected = true;")
+    await page.evaluate(
+        "() => { const b = document.createElement('button'); b.id = 'x';"
+        " b.setAttribute('onclick', 'window.clicked = true'); document.body.append(b); }"
+    )
+    await page.click("#x")
+    assert await page.evaluate("() => [window.injected, window.clicked]") == [None, None]
+    assert violations, "the browser reported no refused script"
+
+
+async def test_the_first_load_of_the_dashboard_is_light(browser: Browser, base_url: str) -> None:
+    email, password = await new_account(base_url, expenses=200)
+    # Everything a browser with an empty cache fetches from the sign-in page to the drawn
+    # dashboard (an upper bound: the sign-in page itself is counted too).
+    fresh = await browser.new_context(viewport=DESKTOP)
+    page = await fresh.new_page()
+    transferred: list[tuple[str, int]] = []
+
+    async def record(response: object) -> None:
+        sizes = await response.request.sizes()  # type: ignore[attr-defined]
+        transferred.append(
+            (response.url, sizes["responseBodySize"] + sizes["responseHeadersSize"])  # type: ignore[attr-defined]
+        )
+
+    page.on("response", record)
+    await page.goto(f"{base_url}/login")
+    await page.get_by_label("Email address").fill(email)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(f"{base_url}/")
+    await page.wait_for_load_state("networkidle")
+    await expect(page.locator("figure.chart canvas").first).to_be_visible()
+    total = sum(size for _, size in transferred)
+    print(f"first load of the dashboard: {total} bytes in {len(transferred)} responses")
+    for url, size in transferred:
+        print(f"  {size:>8}  {url}")
+    assert any("chart.umd.min" in url for url, _ in transferred)
+    assert total <= FIRST_LOAD_BUDGET_BYTES
+    await fresh.close()
+
+
+async def test_a_statement_rates_rules_and_the_home_currency_in_the_browser(
+    context: BrowserContext, base_url: str
+) -> None:
+    """Issue 15 on the web: each new screen works, shows the API's problems next to the field,
+    and has no serious accessibility problem."""
+    email, password = await new_account(base_url)
+    page = await context.new_page()
+    csp_violations = watch_csp(page)
+    await sign_in(page, base_url, email, password)
+    problems: dict[str, list[str]] = {}
+
+    async def audit(name: str) -> None:
+        found = await serious_accessibility_problems(page)
+        if found:
+            problems[name] = found
+
+    # The home currency, on the account page.
+    await page.get_by_role("link", name="Account").click()
+    await page.get_by_role("combobox", name="Home currency").fill("EUR")
+    await page.get_by_role("button", name="Save the home currency").click()
+    await expect(page.get_by_role("status").first).to_have_text("Your home currency is saved.")
+    await audit("account")
+
+    # A bank statement, detected, previewed (credits counted), then imported whole.
+    await page.get_by_role("link", name="Import & export").click()
+    await page.get_by_label("File to import").set_input_files(STATEMENTS / "checking.ofx")
+    await expect(page.get_by_label("Format")).to_have_value("")
+    await page.get_by_role("button", name="Check the file").click()
+    preview = page.locator(".preview")
+    await expect(preview).to_contain_text("Read as OFX / QFX. 3 payments read: 3 will be added.")
+    await expect(preview).to_contain_text("1 credit (money coming in) will be skipped")
+    await audit("import (statement preview)")
+    other = await context.new_page()  # nothing is saved before the confirmation
+    await other.goto(f"{base_url}/expenses")
+    assert await expense_rows(other) == 0
+    await other.close()
+    await page.get_by_role("button", name="Import 3 expenses").click()
+    await expect(page.get_by_text("Imported: 3 new expenses")).to_be_visible()
+    await page.goto(f"{base_url}/expenses")
+    assert await expense_rows(page) == 3
+
+    # A rate of their own: a bad one is refused next to its field, then one is saved.
+    await page.get_by_role("link", name="Rates").click()
+    await page.get_by_label("From", exact=True).fill("JPY")
+    await page.get_by_label("To", exact=True).fill("EUR")
+    await page.get_by_label("Rate", exact=True).fill("0,00x")
+    await page.get_by_label("Day").fill("2026-03-05")
+    await page.get_by_role("button", name="Save the rate").click()
+    rate = page.get_by_label("Rate", exact=True)
+    await expect(rate).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator("#rate-rate-error")).to_be_visible()
+    await expect(rate).to_have_value("0,00x")
+    await audit("rates (refused)")
+    await rate.fill("0.0062")
+    await page.get_by_role("button", name="Save the rate").click()
+    await expect(page.get_by_role("row", name=re.compile("1 JPY → EUR"))).to_contain_text("Yours")
+    await audit("rates")
+
+    # The converted view: totals in EUR, each saying how it was made, chart and table.
+    await page.goto(f"{base_url}/reports?from=2026-03-01&to=2026-03-31")
+    await page.get_by_role("link", name="In my home currency").click()
+    await page.wait_for_url(re.compile(r"in=home"))
+    await expect(page.get_by_text("In all: €71.79")).to_be_visible()  # 12.50 + 49.99 + 9.30
+    table = page.locator("#by-month")
+    await expect(table).to_contain_text(
+        "2 already in EUR; 1 at an exchange rate (oldest 2026-03-05)"
+    )
+    await expect(page.locator("figure[data-table=by-month] canvas")).to_have_count(1)
+    await audit("reports (home currency)")
+    await page.goto(f"{base_url}/?in=home")
+    await expect(page.get_by_role("link", name="In my home currency")).to_have_attribute(
+        "aria-current", "page"
+    )
+    await audit("dashboard (home currency)")
+
+    # A rule, previewed over the existing expenses, then applied.
+    await page.get_by_role("link", name="Rules").click()
+    await page.get_by_label("Look at").select_option("merchant")
+    await page.get_by_label("Pattern").fill("ramen")
+    await page.get_by_label("Add tags").fill("food, travel")
+    await page.get_by_role("button", name="Add the rule").click()
+    await expect(page.locator("ol.rules")).to_contain_text("Merchant contains “ramen”")
+    await audit("rules")
+    await page.get_by_role("link", name="Edit the rule").click()
+    await expect(page.get_by_label("Pattern")).to_have_value("ramen")
+    await audit("rule edit")
+    await page.get_by_label("Add tags").fill("food, travel, japan")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.locator("ol.rules")).to_contain_text("japan")
+    await page.get_by_role("button", name="Apply to my existing expenses").click()
+    await expect(page.locator(".preview")).to_contain_text(
+        "1 uncategorised expense would be changed. Nothing has changed yet."
+    )
+    await audit("rules (preview)")
+    await page.get_by_role("button", name="Apply to 1 expense").click()
+    await expect(page.get_by_text("1 expense changed.")).to_be_visible()
+    await page.goto(f"{base_url}/expenses?tag=travel")
+    assert await expense_rows(page) == 1
+
+    assert problems == {}
+    assert csp_violations == []

@@ -1,0 +1,795 @@
+"""The web app over HTTP, without JavaScript: what a browser with scripts off gets, and what an
+attacker's requests get. The browser tests (test_web_browser.py) cover the rest."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from datetime import date
+from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from expensetracker.platform.config import Settings
+from expensetracker.targets import resolve_targets
+from expensetracker.web import routes, views
+from tests.helpers.apps import AppFactory
+from tests.helpers.paths import STATEMENTS
+from tests.helpers.web import PAGES, SESSION_KEY, csrf_token, idempotency_key, signed_up_person
+
+pytestmark = pytest.mark.database
+
+STATIC = Path(views.__file__).with_name("static")
+_ROW_ID = re.compile(r'<tr id="expense-([0-9a-f-]{36})"')
+
+
+@pytest.fixture
+async def web(serve_app: AppFactory) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve_app(
+        resolve_targets("all"), base_url="https://testserver", web_session_key=SESSION_KEY
+    ) as client:
+        yield client
+
+
+def expense_ids(html: str) -> list[str]:
+    return _ROW_ID.findall(html)
+
+
+async def test_signing_in_sets_a_hardened_session_cookie(web: httpx.AsyncClient) -> None:
+    person = await signed_up_person(web)
+    web.cookies.clear()
+    response = await person.submit(
+        "/login", "/login", {"email": person.email, "password": person.password, "next": "/"}
+    )
+    assert response.status_code == 303
+    cookie = next(
+        value
+        for value in response.headers.get_list("set-cookie")
+        if value.startswith("et_session=")
+    )
+    flags = {part.strip().lower() for part in cookie.split(";")[1:]}
+    assert {"httponly", "secure", "samesite=lax", "path=/"} <= flags
+    # The tokens inside are encrypted: no JWT (base64 of '{"') shows through.
+    assert "eyJ" not in cookie.split(";")[0]
+    assert (await web.get("/")).status_code == 200
+
+
+async def test_every_page_has_a_strict_csp_and_no_inline_script_or_style(
+    web: httpx.AsyncClient,
+) -> None:
+    await signed_up_person(web)
+    for path in (*PAGES, "/login", "/signup", "/no-such-page"):
+        response = await web.get(path)
+        assert response.status_code in (200, 404), path
+        policy = response.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "unsafe" not in policy, path
+        assert "frame-ancestors 'none'" in policy
+        html = response.text
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), f"inline script on {path}"
+        assert not re.search(r"\son[a-z]+=", html), f"inline event handler on {path}"
+        assert not re.search(r"\sstyle=", html), f"inline style on {path}"
+        assert response.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_a_cross_site_or_tokenless_form_post_changes_nothing(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    form = (await web.get("/expenses/new")).text
+    data = {
+        "csrf_token": csrf_token(form),
+        "idempotency_key": idempotency_key(form),
+        "description": "Forged",
+        "amount": "99.00",
+        "currency": "EUR",
+        "occurred_on": "2026-11-02",
+    }
+    attempts = [
+        ({"Sec-Fetch-Site": "cross-site"}, data),
+        ({"Origin": "https://evil.example.net"}, data),
+        ({"Sec-Fetch-Site": "same-origin"}, {**data, "csrf_token": "0" * 64}),
+        ({"Sec-Fetch-Site": "same-origin"}, {k: v for k, v in data.items() if k != "csrf_token"}),
+    ]
+    for headers, body in attempts:
+        response = await web.post("/expenses/new", data=body, headers=headers)
+        assert response.status_code == 403, (headers, response.text)
+        assert "another site" in response.text
+    assert expense_ids((await web.get("/expenses")).text) == []
+    assert (await person.add_expense(description="Mine")).status_code == 303
+
+
+async def test_a_form_submitted_twice_creates_one_expense(web: httpx.AsyncClient) -> None:
+    await signed_up_person(web)
+    form = (await web.get("/expenses/new")).text
+    data = {
+        "csrf_token": csrf_token(form),
+        "idempotency_key": idempotency_key(form),
+        "description": "Double click",
+        "amount": "4.50",
+        "currency": "EUR",
+        "occurred_on": "2026-11-03",
+    }
+    first = await web.post("/expenses/new", data=data)
+    second = await web.post("/expenses/new", data=data)
+    assert (first.status_code, second.status_code) == (303, 303)
+    assert len(expense_ids((await web.get("/expenses")).text)) == 1
+    # A new rendering of the form is a new expense.
+    other = (await web.get("/expenses/new")).text
+    assert idempotency_key(other) != data["idempotency_key"]
+
+
+async def test_another_users_ids_answer_not_found(web: httpx.AsyncClient) -> None:
+    alice = await signed_up_person(web)
+    await alice.add_expense(description="Alice's lunch")
+    alice_cookies = dict(web.cookies)
+    [alice_expense] = expense_ids((await web.get("/expenses")).text)
+    web.cookies.clear()
+    bob = await signed_up_person(web)
+    for path in (f"/expenses/{alice_expense}/edit", f"/expenses/{alice_expense}/row"):
+        response = await web.get(path)
+        assert response.status_code == 404, path
+        assert "Alice" not in response.text
+    for action in (f"/expenses/{alice_expense}/delete", f"/expenses/{alice_expense}"):
+        response = await bob.submit("/expenses", action, {"description": "Bob was here"})
+        assert response.status_code == 404, action
+    assert (await web.get("/budgets/00000000-0000-0000-0000-000000000000/edit")).status_code == 404
+    web.cookies.clear()
+    web.cookies.update(alice_cookies)
+    page = (await web.get("/expenses")).text
+    assert expense_ids(page) == [alice_expense] and "Alice&#39;s lunch" in page
+
+
+@pytest.mark.parametrize("how", ["logout", "logout-all", "password"])
+async def test_after_signing_out_the_old_cookie_opens_nothing(
+    web: httpx.AsyncClient, how: str
+) -> None:
+    person = await signed_up_person(web)
+    old = dict(web.cookies)
+    if how == "logout":
+        response = await person.submit("/", "/logout", {})
+    elif how == "logout-all":
+        response = await person.submit("/account", "/account/logout-all", {})
+    else:
+        response = await person.submit(
+            "/account",
+            "/account/password",
+            {"current_password": person.password, "new_password": "a different passphrase 2"},
+        )
+        assert response.status_code == 303, response.text
+        # The password change ends every *other* session: sign in again, then out.
+        response = await person.submit("/", "/logout", {})
+    assert response.status_code == 303
+    web.cookies.clear()
+    web.cookies.update(old)
+    for path in PAGES:
+        response = await web.get(path)
+        assert response.status_code == 303, path
+        assert response.headers["location"].startswith("/login")
+
+
+async def test_signing_in_never_tells_whether_an_address_is_registered(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    web.cookies.clear()
+
+    async def attempt(email: str) -> tuple[int, str]:
+        response = await person.submit("/login", "/login", {"email": email, "password": "wrong!!"})
+        return response.status_code, re.sub(r'value="[^"]*"', "", response.text)
+
+    known, unknown = await attempt(person.email), await attempt("nobody@example.org")
+    assert known[0] == unknown[0] == 401
+    assert known[1] == unknown[1]
+    assert "email address or the password is wrong" in known[1]
+    # Signing up with a taken address says what a new one would, and opens nothing.
+    taken = await person.submit(
+        "/signup", "/signup", {"email": person.email, "password": "another passphrase 9"}
+    )
+    assert taken.status_code == 200
+    assert "If this address was not registered yet" in taken.text
+    assert "et_session" not in taken.headers.get("set-cookie", "")
+
+
+async def test_a_wrong_field_is_shown_next_to_it_and_what_was_typed_stays(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    response = await person.add_expense(
+        description="Kuwaiti dinar", amount="1.2345", currency="KWD"
+    )
+    assert response.status_code == 422
+    html = response.text
+    assert 'id="new-amount-error"' in html and 'aria-invalid="true"' in html
+    assert 'value="Kuwaiti dinar"' in html and 'value="1.2345"' in html
+    assert expense_ids((await web.get("/expenses")).text) == []
+
+
+async def test_money_is_exact_and_in_the_readers_locale(web: httpx.AsyncClient) -> None:
+    person = await signed_up_person(web)
+    for amount, currency in (("1234.5", "EUR"), ("1200", "JPY"), ("1.25", "KWD")):
+        assert (await person.add_expense(amount=amount, currency=currency)).status_code == 303
+    english = (await web.get("/expenses", headers={"Accept-Language": "en-GB"})).text
+    german = (await web.get("/expenses", headers={"Accept-Language": "de-DE,de;q=0.9"})).text
+    assert "€1,234.50" in english and "JP¥1,200" in english and "KWD1.250" in english
+    assert "1.234,50\xa0€" in german and "1.200\xa0¥" in german and "1,250\xa0KWD" in german
+
+
+async def test_a_service_that_is_down_gives_a_friendly_page_with_the_request_id(
+    serve_app: AppFactory,
+) -> None:
+    # auth here, expenses and reports "elsewhere" on a port where nothing listens.
+    async with serve_app(
+        resolve_targets("auth,web"),
+        base_url="https://testserver",
+        web_session_key=SESSION_KEY,
+        expenses_url="http://127.0.0.1:9",
+        reports_url="http://127.0.0.1:9",
+    ) as web:
+        await signed_up_person(web)
+        for path in ("/", "/expenses"):
+            response = await web.get(path)
+            assert response.status_code == 503
+            assert response.headers["content-type"].startswith("text/html")
+            request_id = response.headers["x-request-id"]
+            assert request_id in response.text
+            assert "Traceback" not in response.text and "ConnectError" not in response.text
+        # What still works, works.
+        assert (await web.get("/account")).status_code == 200
+
+
+async def test_static_files_have_hashed_names_long_caching_and_compression(
+    web: httpx.AsyncClient,
+) -> None:
+    html = (await web.get("/login")).text
+    urls = re.findall(r'(?:src|href)="(/static/[^"]+)"', html)
+    assert {re.sub(r"\.[0-9a-f]{12}\.", ".", url) for url in urls} == {
+        "/static/app.css",
+        "/static/htmx.min.js",
+        "/static/app.js",
+    }
+    for url in urls:
+        response = await web.get(url, headers={"Accept-Encoding": "gzip"})
+        assert response.status_code == 200
+        assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
+        assert response.headers["content-encoding"] == "gzip"
+        etag = response.headers["etag"]
+        assert (await web.get(url, headers={"If-None-Match": etag})).status_code == 304
+    assert (await web.get("/static/app.000000000000.js")).status_code == 404
+
+
+def test_vendored_files_match_this_table() -> None:
+    """Each vendored script is the package's file named in VENDORED.md, with its licence."""
+    table = (STATIC / "VENDORED.md").read_text()
+    rows = re.findall(
+        r"\| `([^`]+)` \| .*? \| ([\d.]+) \| .*?`(LICENSE-[^`]+)`.*? \| `([0-9a-f]{64})` \|", table
+    )
+    assert {name for name, *_ in rows} == {"htmx.min.js", "chart.umd.min.js"}
+    for name, _version, licence, digest in rows:
+        assert hashlib.sha256((STATIC / name).read_bytes()).hexdigest() == digest, name
+        assert (STATIC / licence).read_text().strip()
+
+
+async def test_the_list_keeps_filters_in_the_url_and_pages_on_the_cursor(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    content = "occurred_on,amount,currency,description,notes,merchant,category,tags,external_id\n"
+    content += "".join(
+        f"2026-10-{day % 28 + 1:02d},{day}.00,EUR,{'Shop' if day % 2 else 'Cafe'} {day},,,,,\n"
+        for day in range(1, 56)
+    )
+    token = csrf_token((await web.get("/import")).text)
+    preview = await web.post(
+        "/import",
+        data={"csrf_token": token},
+        files={"file": ("bank.csv", content.encode(), "text/csv")},
+    )
+    packed = re.search(r'name="packed" value="([^"]+)"', preview.text).group(1)
+    confirmed = await person.submit("/import", "/import/confirm", {"packed": packed})
+    assert "Imported: 55 new expenses" in confirmed.text
+    first = (await web.get("/expenses")).text
+    assert len(expense_ids(first)) == 50
+    more = re.search(r'<a href="(/expenses\?cursor=[^"]+)">More expenses</a>', first).group(1)
+    rest = await web.get(more.replace("&amp;", "&"), headers={"HX-Request": "true"})
+    assert "<html" not in rest.text and len(expense_ids(rest.text)) == 5
+    assert set(expense_ids(first)).isdisjoint(expense_ids(rest.text))
+    filtered = (await web.get("/expenses?q=Shop&min_amount=40&currency=EUR")).text
+    ids = expense_ids(filtered)
+    assert len(ids) == 8  # Shop 41, 43, ..., 55
+    assert 'value="Shop"' in filtered and 'value="40"' in filtered
+    bad = await web.get("/expenses?from=yesterday")
+    assert bad.status_code == 422 and 'id="filter-from-error"' in bad.text
+
+
+async def test_an_import_with_a_bad_row_shows_its_line_and_saves_nothing(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    header = "occurred_on,amount,currency,description,notes,merchant,category,tags,external_id\n"
+    bad = header + "2026-11-01,5.00,EUR,Fine,,,,,b-1\n2026-11-02,5.001,EUR,Too precise,,,,,b-2\n"
+    token = csrf_token((await web.get("/import")).text)
+    refused = await web.post(
+        "/import", data={"csrf_token": token}, files={"file": ("a.csv", bad.encode(), "text/csv")}
+    )
+    assert refused.status_code == 422
+    assert re.search(r"<td class=\"num\">3</td><td>amount</td>", refused.text)
+    assert expense_ids((await web.get("/expenses")).text) == []
+    await person.add_expense(description="Earlier")  # not from the file
+    good = header + "2026-11-01,5.00,EUR,Fine,,,,,b-1\n2026-11-02,5.00,EUR,Fixed,,,,,b-2\n"
+    preview = await web.post(
+        "/import", data={"csrf_token": token}, files={"file": ("a.csv", good.encode(), "text/csv")}
+    )
+    assert (
+        "2 will be added" in preview.text and "Nothing is saved until you confirm" in preview.text
+    )
+    assert len(expense_ids((await web.get("/expenses")).text)) == 1
+    packed = re.search(r'name="packed" value="([^"]+)"', preview.text).group(1)
+    done = await person.submit("/import", "/import/confirm", {"packed": packed})
+    assert "Imported: 2 new expenses" in done.text
+    again = await web.post(
+        "/import", data={"csrf_token": token}, files={"file": ("a.csv", good.encode(), "text/csv")}
+    )
+    assert "2 will be skipped as already imported" in again.text
+    assert "Already imported: lines 2, 3" in again.text
+    export = await web.get("/export?format=csv")
+    assert export.headers["content-disposition"] == 'attachment; filename="expenses.csv"'
+    assert export.text.count("\n") == 4 and "Fixed" in export.text
+    assert (await web.get("/export?format=json")).json()[0]["description"] in (
+        "Fine",
+        "Fixed",
+        "Earlier",
+    )
+
+
+async def test_a_budget_pushed_over_its_limit_shows_on_the_dashboard(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    page = (await web.get("/budgets")).text
+    created = await web.post(
+        "/budgets",
+        data={
+            "csrf_token": csrf_token(page),
+            "idempotency_key": idempotency_key(page),
+            "name": "Coffee money",
+            "amount": "10.00",
+            "currency": "EUR",
+            "thresholds": "50, 100",
+        },
+    )
+    assert created.status_code == 303, created.text
+    today = date.today().isoformat()
+    await person.add_expense(amount="6.00", occurred_on=today)
+    assert "Warning" in (await web.get("/")).text
+    await person.add_expense(amount="6.00", occurred_on=today)
+    dashboard = (await web.get("/")).text
+    assert "Over budget" in dashboard and "€2.00 over" in dashboard
+    assert 'low="50" high="99.99"' in dashboard
+    budgets = (await web.get("/budgets")).text
+    assert "Over budget" in budgets and "thresholds 50%, 100%" in budgets
+
+
+async def test_htmx_gets_fragments_and_plain_forms_get_redirects(web: httpx.AsyncClient) -> None:
+    person = await signed_up_person(web)
+    htmx = {"HX-Request": "true", "X-CSRF-Token": ""}
+    form = (await web.get("/expenses/new", headers={"HX-Request": "true"})).text
+    assert "<html" not in form and "<form" in form
+    htmx["X-CSRF-Token"] = csrf_token(form)
+    added = await web.post(
+        "/expenses/new",
+        data={
+            "idempotency_key": idempotency_key(form),
+            "description": "Tea",
+            "amount": "2.00",
+            "currency": "EUR",
+            "occurred_on": "2026-11-04",
+        },
+        headers=htmx,
+    )
+    assert added.status_code == 200 and added.headers["hx-trigger"] == "expense-added"
+    assert "Added: Tea" in added.text
+    [tea] = expense_ids((await web.get("/expenses")).text)
+    edit = await web.get(f"/expenses/{tea}/edit", headers={"HX-Request": "true"})
+    assert edit.text.lstrip().startswith("<tr") and 'value="Tea"' in edit.text
+    saved = await web.post(
+        f"/expenses/{tea}", data={"description": "Green tea", "amount": "2.50"}, headers=htmx
+    )
+    assert saved.status_code == 200 and "Green tea" in saved.text and "€2.50" in saved.text
+    deleted = await web.post(f"/expenses/{tea}/delete", headers=htmx)
+    assert deleted.status_code == 200
+    assert expense_ids((await web.get("/expenses")).text) == []
+    plain = await person.add_expense()
+    assert plain.status_code == 303 and plain.headers["location"] == "/expenses?added=1"
+
+
+async def test_deleting_the_account_needs_the_box_and_the_password(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    await person.add_expense()
+    unticked = await person.submit("/account", "/account/delete", {"password": person.password})
+    assert unticked.status_code == 422, unticked.text[-1500:]
+    assert "Tick the box" in unticked.text
+    wrong = await person.submit("/account", "/account/delete", {"password": "no", "confirm": "yes"})
+    assert wrong.status_code == 422 and "The password is wrong" in wrong.text
+    done = await person.submit(
+        "/account", "/account/delete", {"password": person.password, "confirm": "yes"}
+    )
+    assert done.status_code == 303 and done.headers["location"] == "/login?deleted=1"
+    assert (await web.get("/")).headers["location"] == "/login"
+    web.cookies.clear()
+    back = await person.submit(
+        "/login", "/login", {"email": person.email, "password": person.password}
+    )
+    assert back.status_code == 401
+
+
+async def test_up_demo_offers_the_demo_account_on_the_sign_in_page_in_development_only(
+    serve_app: AppFactory,
+) -> None:
+    demo = ("demo@example.org", "demo-expenses-2026")
+    async with serve_app(resolve_targets("all"), demo_credentials=demo) as web:
+        page = (await web.get("/login")).text
+        assert "Sign in to the demo account" in page and 'value="demo-expenses-2026"' in page
+    async with serve_app(resolve_targets("all")) as web:
+        assert "demo" not in (await web.get("/login")).text
+    production = Settings(
+        env="production",
+        database_url="postgresql://u:a-real-password-1@db/expensetracker",
+        demo_credentials=demo,
+    )
+    # Only the settings of the app's typed state (platform/state.py) are read.
+    state = SimpleNamespace(platform=SimpleNamespace(settings=production))
+    request = SimpleNamespace(app=SimpleNamespace(state=state))
+    assert routes._demo(request) is None  # type: ignore[arg-type]
+
+
+async def test_editing_a_budget_or_a_category_shows_refusals_on_the_form(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    page = (await web.get("/budgets")).text
+    await web.post(
+        "/budgets",
+        data={
+            "csrf_token": csrf_token(page),
+            "idempotency_key": idempotency_key(page),
+            "name": "Books",
+            "amount": "30",
+            "currency": "EUR",
+        },
+    )
+    [budget_id] = re.findall(
+        r'href="/budgets/([0-9a-f-]{36})/edit"', (await web.get("/budgets")).text
+    )
+    edit = f"/budgets/{budget_id}/edit"
+    refused = await person.submit(
+        edit, f"/budgets/{budget_id}", {"name": "Books", "amount": "30.001", "currency": "EUR"}
+    )
+    assert refused.status_code == 422
+    assert 'id="budget-amount-error"' in refused.text and 'value="30.001"' in refused.text
+    saved = await person.submit(
+        edit, f"/budgets/{budget_id}", {"name": "Novels", "amount": "35", "currency": "EUR"}
+    )
+    assert saved.status_code == 303
+    assert "Novels" in (await web.get("/budgets")).text
+    categories = (await web.get("/categories")).text
+    ids = re.findall(r'action="/categories/([0-9a-f-]{36})"', categories)
+    taken = re.search(r"<summary>([^<]+)</summary>", categories).group(1)
+    clash = await person.submit("/categories", f"/categories/{ids[1]}", {"name": taken})
+    assert clash.status_code in (409, 422) and 'role="alert"' in clash.text
+
+
+def encoded(value: str) -> str:
+    """Percent-encoded as a browser would send it, lone surrogates included."""
+    return quote(value.encode("utf-8", "surrogatepass"), safe="")
+
+
+async def test_malformed_input_never_answers_a_server_error(web: httpx.AsyncClient) -> None:
+    await signed_up_person(web)
+    weird = ["\x00", "\ud800", "9" * 400, "2026-02-30", "0000-01-01", "9999-12-31", "../..", "İ"]
+    for value in weird:
+        for path, name in (
+            ("/expenses", "q"),
+            ("/expenses", "from"),
+            ("/expenses", "cursor"),
+            ("/expenses", "min_amount"),
+            ("/expenses", "category_id"),
+            ("/budgets", "month"),
+            ("/reports", "from"),
+            ("/reports", "to"),
+            ("/login", "next"),
+        ):
+            response = await web.get(f"{path}?{name}={encoded(value)}")
+            assert response.status_code < 500, (path, name, value, response.status_code)
+        form = (await web.get("/expenses/new")).text
+        for field in ("description", "amount", "currency", "occurred_on", "tags", "category_id"):
+            fields = {
+                "csrf_token": csrf_token(form),
+                "description": "Odd",
+                "amount": "1.00",
+                "currency": "EUR",
+                "occurred_on": "2026-11-02",
+                field: value,
+            }
+            response = await web.post(
+                "/expenses/new",
+                content="&".join(f"{k}={encoded(v)}" for k, v in fields.items()),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            assert response.status_code < 500, (field, value, response.status_code)
+        for path in (f"/expenses/{encoded(value)}/edit", f"/budgets/{encoded(value)}/edit"):
+            assert (await web.get(path)).status_code < 500, path
+
+
+# Issue 15 on the web: the home currency, rates, charged amounts, statements, rules.
+
+_RULE_ID = re.compile(r'action="/rules/([0-9a-f-]{36})/delete"')
+
+
+def packed_upload(html: str) -> str:
+    match = re.search(r'name="packed" value="([^"]+)"', html)
+    assert match, "the page has no confirm form"
+    return match.group(1)
+
+
+async def test_the_home_currency_is_shown_and_set_on_the_account_page(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    assert "Not set yet" in (await web.get("/account")).text
+    refused = await person.submit("/account", "/account/home-currency", {"currency": "EURO"})
+    assert refused.status_code == 422
+    assert 'id="home-currency-error"' in refused.text and 'value="EURO"' in refused.text
+    saved = await person.submit("/account", "/account/home-currency", {"currency": "chf"})
+    assert (saved.status_code, saved.headers["location"]) == (303, "/account?home=1")
+    page = (await web.get("/account?home=1")).text
+    assert "<strong>CHF</strong>" in page and "Your home currency is saved" in page
+
+
+async def test_own_rates_are_added_replaced_listed_and_deleted(web: httpx.AsyncClient) -> None:
+    person = await signed_up_person(web)
+    rate = {"day": "2026-11-02", "base": "usd", "quote": "eur", "rate": "0,9177"}
+    assert (await person.submit("/rates", "/rates", rate)).status_code == 303
+    assert (await person.submit("/rates", "/rates", {**rate, "rate": "0.95"})).status_code == 303
+    page = (await web.get("/rates")).text
+    assert "1 USD → EUR" in page and "0.95" in page and "0.9177" not in page and "Yours" in page
+    bad = await person.submit("/rates", "/rates", {**rate, "rate": "-1"})
+    assert bad.status_code == 422 and 'id="rate-rate-error"' in bad.text
+    assert 'value="-1"' in bad.text  # what was typed stays
+    same = await person.submit("/rates", "/rates", {**rate, "quote": "USD"})
+    assert same.status_code == 422 and 'id="rate-quote-error"' in same.text
+    filtered = await web.get("/rates?base=US")
+    assert filtered.status_code == 422 and 'id="filter-base-error"' in filtered.text
+    assert "0.95" in (await web.get("/rates?base=USD&quote=EUR")).text
+    assert "No rates for this pair" in (await web.get("/rates?base=GBP")).text
+    delete = "/rates/2026-11-02/USD/EUR/delete"
+    assert (await person.submit("/rates", delete, {})).status_code == 303
+    assert "0.95" not in (await web.get("/rates")).text
+    assert (await person.submit("/rates", delete, {})).status_code == 404
+
+
+async def test_the_charged_amount_is_added_shown_and_cleared(web: httpx.AsyncClient) -> None:
+    person = await signed_up_person(web)
+    await person.submit("/account", "/account/home-currency", {"currency": "EUR"})
+    assert (
+        'name="charged_currency" type="text" value="EUR"' in (await web.get("/expenses/new")).text
+    )
+    refused = await person.add_expense(
+        currency="USD", charged_amount="9.999", charged_currency="EUR"
+    )
+    assert refused.status_code == 422 and 'value="9.999"' in refused.text
+    assert 'id="new-charged_amount-error"' in refused.text
+    added = await person.add_expense(
+        description="Hotel",
+        amount="120.00",
+        currency="USD",
+        charged_amount="110,40",
+        charged_currency="EUR",
+    )
+    assert added.status_code == 303
+    listed = (await web.get("/expenses")).text
+    assert "charged €110.40" in listed
+    [expense] = expense_ids(listed)
+    edit = (await web.get(f"/expenses/{expense}/edit")).text
+    assert 'value="110.40"' in edit
+    cleared = await person.submit(
+        f"/expenses/{expense}/edit",
+        f"/expenses/{expense}",
+        {"charged_amount": "", "charged_currency": "EUR", "description": "Hotel"},
+    )
+    assert cleared.status_code == 303
+    assert "charged" not in (await web.get(f"/expenses/{expense}/row")).text
+
+
+async def test_statements_are_detected_previewed_and_imported_whole(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    token = csrf_token((await web.get("/import")).text)
+    camt = (STATEMENTS / "statement.camt053.xml").read_bytes()
+    preview = await web.post(
+        "/import",
+        data={"csrf_token": token, "format": ""},
+        files={"file": ("statement.xml", camt, "application/xml")},
+    )
+    assert preview.status_code == 200, preview.text
+    assert "Read as CAMT.053. 2 payments read: 2 will be added." in preview.text
+    assert "1 credit (money coming in) will be skipped" in preview.text
+    assert expense_ids((await web.get("/expenses")).text) == []
+    done = await person.submit(
+        "/import", "/import/confirm", {"packed": packed_upload(preview.text), "format": ""}
+    )
+    assert "Imported: 2 new expenses" in done.text
+    assert len(expense_ids((await web.get("/expenses")).text)) == 2
+    again = await web.post(
+        "/import", data={"csrf_token": token}, files={"file": ("s.xml", camt, "text/xml")}
+    )
+    assert "2 will be skipped as already imported" in again.text
+    # The wrong format chosen by hand is refused whole, and said.
+    wrong = await web.post(
+        "/import",
+        data={"csrf_token": token, "format": "ofx"},
+        files={"file": ("s.xml", camt, "text/xml")},
+    )
+    assert wrong.status_code == 422 and 'role="alert"' in wrong.text
+    assert '<option value="ofx" selected>' in wrong.text
+
+
+async def test_a_qif_file_needs_its_currency_and_date_order(web: httpx.AsyncClient) -> None:
+    await signed_up_person(web)
+    token = csrf_token((await web.get("/import")).text)
+    ambiguous = (STATEMENTS / "ambiguous.qif").read_bytes()
+
+    async def upload(**options: str) -> httpx.Response:
+        return await web.post(
+            "/import",
+            data={"csrf_token": token, **options},
+            files={"file": ("a.qif", ambiguous, "application/octet-stream")},
+        )
+
+    unsaid = await upload(currency="EUR")
+    assert unsaid.status_code == 422 and 'id="import-date_order-error"' in unsaid.text
+    bad_order = await upload(currency="EUR", date_order="ymd")
+    assert bad_order.status_code == 422 and 'id="import-date_order-error"' in bad_order.text
+    preview = await upload(currency="eur", date_order="dmy")
+    assert preview.status_code == 200 and "Read as QIF. 1 payment read" in preview.text
+    # The confirm form carries the options with the file.
+    assert '<input type="hidden" name="date_order" value="dmy">' in preview.text
+    assert '<input type="hidden" name="currency" value="eur">' in preview.text
+
+
+async def test_rules_are_created_ordered_applied_with_a_preview_and_deleted(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    await person.submit("/categories", "/categories", {"name": "Food"})
+    food = re.search(
+        r'<option value="([0-9a-f-]{36})"[^>]*>Food</option>', (await web.get("/rules")).text
+    ).group(1)
+    refused = await person.submit("/rules", "/rules", {"pattern": "(", "match": "regex"})
+    assert refused.status_code == 422 and 'id="new-rule-pattern-error"' in refused.text
+    for pattern in ("bakery", "cafe"):
+        created = await person.submit(
+            "/rules", "/rules", {"pattern": pattern, "category_id": food, "tags": "daily"}
+        )
+        assert created.status_code == 303, created.text
+    page = (await web.get("/rules")).text
+    first, second = _RULE_ID.findall(page)
+    assert page.index("“bakery”") < page.index("“cafe”")
+    await person.submit("/rules", f"/rules/{second}/move", {"direction": "up"})
+    page = (await web.get("/rules")).text
+    assert _RULE_ID.findall(page) == [second, first]
+    await person.add_expense(description="Village Bakery")
+    await person.add_expense(description="Bookshop")
+    preview = await person.submit("/rules", "/rules/apply", {})
+    assert "1 uncategorised expense would be changed" in preview.text
+    assert "Nothing has changed yet" in preview.text and "Village Bakery" in preview.text
+    assert "Food" not in (await web.get("/expenses")).text.split("<tbody")[1]
+    applied = await person.submit("/rules", "/rules/apply/confirm", {})
+    assert "1 expense changed" in applied.text
+    assert "Food" in (await web.get("/expenses?q=Bakery")).text.split("<tbody")[1]
+    assert (await person.submit("/rules", f"/rules/{first}/delete", {})).status_code == 303
+    assert _RULE_ID.findall((await web.get("/rules")).text) == [second]
+
+
+async def test_a_rule_is_edited_with_its_fields_kept_on_a_refusal_and_cleared_when_emptied(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    created = await person.submit(
+        "/rules",
+        "/rules",
+        {"pattern": "bakery", "currency": "EUR", "min_amount": "5", "tags": "daily, bread"},
+    )
+    assert created.status_code == 303, created.text
+    [rule] = _RULE_ID.findall((await web.get("/rules")).text)
+    form = (await web.get(f"/rules/{rule}/edit")).text
+    assert 'value="bakery"' in form and 'value="EUR"' in form and 'value="5.00"' in form
+    assert 'value="daily, bread"' in form
+    edit = f"/rules/{rule}/edit"
+    refused = await person.submit(edit, f"/rules/{rule}", {"pattern": "caf(", "match": "regex"})
+    assert refused.status_code == 422 and 'id="rule-pattern-error"' in refused.text
+    assert 'value="caf("' in refused.text
+    saved = await person.submit(edit, f"/rules/{rule}", {"pattern": "cafe", "tags": "coffee"})
+    assert saved.status_code == 303, saved.text
+    page = (await web.get("/rules")).text
+    assert "“cafe”" in page and "“bakery”" not in page
+    assert "in EUR" not in page and "coffee" in page and "bread" not in page
+
+
+async def test_another_users_rules_and_rates_answer_not_found(web: httpx.AsyncClient) -> None:
+    alice = await signed_up_person(web)
+    created = await alice.submit("/rules", "/rules", {"pattern": "alice", "tags": "mine"})
+    assert created.status_code == 303, created.text
+    await alice.submit(
+        "/rates", "/rates", {"day": "2026-11-02", "base": "USD", "quote": "EUR", "rate": "0.9"}
+    )
+    [rule] = _RULE_ID.findall((await web.get("/rules")).text)
+    web.cookies.clear()
+    bob = await signed_up_person(web)
+    for action, data in (
+        (f"/rules/{rule}/delete", {}),
+        (f"/rules/{rule}/move", {"direction": "down"}),
+        (f"/rules/{rule}", {"pattern": "bob"}),
+        ("/rates/2026-11-02/USD/EUR/delete", {}),
+    ):
+        response = await bob.submit("/rules", action, data)
+        assert response.status_code == 404, action
+    assert (await web.get(f"/rules/{rule}/edit")).status_code == 404
+    assert "alice" not in (await web.get("/rules")).text
+    assert "No rates yet" in (await web.get("/rates")).text
+
+
+async def test_reports_and_the_dashboard_in_the_home_currency_say_how(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    today = date.today().isoformat()
+    unset = await web.get("/reports?in=home")
+    assert unset.status_code == 200 and "Set your home currency" in unset.text
+    await person.submit("/account", "/account/home-currency", {"currency": "EUR"})
+    await person.add_expense(description="Bread", amount="4.00", occurred_on=today)
+    hotel = await person.add_expense(
+        description="Hotel",
+        amount="100.00",
+        currency="USD",
+        charged_amount="93.10",
+        charged_currency="EUR",
+        occurred_on=today,
+    )
+    assert hotel.status_code == 303, hotel.text
+    await person.add_expense(description="Taxi", amount="20.00", currency="USD", occurred_on=today)
+    await person.add_expense(description="Tea", amount="5.00", currency="GBP", occurred_on=today)
+    await person.submit(
+        "/rates", "/rates", {"day": today, "base": "USD", "quote": "EUR", "rate": "0.9"}
+    )
+    report = (await web.get("/reports?in=home")).text
+    # 4.00 + 93.10 + 18.00; the pound has no rate: listed apart, not added.
+    assert "€115.10" in report
+    assert "1 already in EUR; 1 at the amount charged; 1 at an exchange rate (oldest " in report
+    assert "1 without a rate, not included" in report and "£5.00" in report
+    assert 'data-series="EUR"' in report and 'aria-current="page">In my home currency' in report
+    dashboard = (await web.get("/?in=home")).text
+    assert "€115.10" in dashboard and "without a rate" in dashboard
+    assert "£5.00" in (await web.get("/")).text  # each currency apart, as before
+    budget = await person.submit(
+        "/budgets",
+        "/budgets",
+        {
+            "name": "Travel",
+            "amount": "100.00",
+            "currency": "EUR",
+            "converted": "on",
+            "thresholds": "80, 100",
+        },
+    )
+    assert budget.status_code == 303, budget.text
+    budgets = (await web.get("/budgets")).text
+    assert (
+        "Every currency, converted to EUR" in budgets and "Without a rate (not counted)" in budgets
+    )
