@@ -29,7 +29,7 @@ import asyncpg
 
 from expensetracker.platform import money
 from expensetracker.platform.errors import ValidationProblem
-from expensetracker.reports.months import whole_months
+from expensetracker.reports.months import month_end, whole_months
 from expensetracker.reports.schemas import Conversion, ConvertedTotal, CurrencyTotal
 
 # How each expense was converted (the `how` column of _CONVERTED).
@@ -116,28 +116,53 @@ async def home_currency(db: asyncpg.Connection, *, user_id: uuid.UUID) -> str:
 
 # The rates a conversion may use, and per currency and day of the range the factor from its
 # minor units to the target's and the day of the rate it comes from ($1 the user, $2 the target,
-# $3 to $4 the range, $5 the maximum age in days): the currencies of the range, from the monthly
-# totals; their rates of the range and of the maximum age before it; per currency and day, the
-# rate of the preferred source and within it direct, inverse or crossed (through the lowest
-# base); each rate holding from its day to the next one's or to the maximum age. Then the
-# expense rows converted one by one ($6: the target's decimals), summed per key and way of
-# conversion. Expenses in the target currency need no conversion: those of whole months ($7 to
-# $8) may come from the monthly totals instead ({rollup}), and only the rest is read row by row,
-# each currency to read on its own (OFFSET 0 keeps it a subquery of its own), so that the
-# expenses' index by user, currency and day finds them without reading the user's other rows
-# (as text, the index's type: compared as char(3) the currency was only a filter on every row);
-# the rows are materialised so that each product is computed once, not once per use in the
-# rounding.
+# $3 to $4 the range, $5 the maximum age in days): the spans of days to read row by row (below);
+# the rates of their days and of the maximum age before them; per currency and day, the rate of
+# the preferred source and within it direct, inverse or crossed (through the lowest base); each
+# rate holding from its day to the next one's or to the maximum age. Then the expense rows of the
+# spans converted one by one ($6: the target's decimals), summed per key and way of conversion.
+#
+# Whole months ($7 to $8) need not be read row by row: those in the target come from the monthly
+# totals ({rollup}), and those in another currency from the converted monthly totals this
+# service keeps (``refresh``) while they are fresh: made from the monthly totals and the rates
+# of the month's days (and the maximum age before them) that the expenses service publishes
+# today, as their revisions say. Every other month of each currency is a span to read, each on
+# its own (OFFSET 0 keeps it a subquery of its own), so that the expenses' index by user,
+# currency and day finds its rows without reading the user's other rows (as text, the index's
+# type: compared as char(3) the currency was only a filter on every row); the rows are
+# materialised so that each product is computed once, not once per use in the rounding.
 _CONVERTED = """
 WITH foreign_currencies AS MATERIALIZED (
-  SELECT DISTINCT currency FROM expenses.monthly_spending_v1
+  SELECT DISTINCT currency::text FROM expenses.monthly_spending_v1
   WHERE user_id = $1 AND month BETWEEN date_trunc('month', $3::date) AND $4 AND currency <> $2
+), months_fresh AS MATERIALIZED (
+  SELECT c.month, c.currency::text
+  FROM reports.converted_months c
+  JOIN ({totals_fingerprints}) t USING (month, currency)
+  JOIN ({rates_fingerprints}) r USING (month)
+  WHERE c.user_id = $1 AND c.target = $2 AND c.max_age = $5 AND c.month BETWEEN $7 AND $8
+    AND (c.totals_sum, c.totals_count, c.rates_sum, c.rates_count)
+      = (t.totals_sum, t.totals_count, r.rates_sum, r.rates_count)
+), spans AS MATERIALIZED (
+  SELECT f.currency, greatest(m, $3::date) AS first_day,
+         least((m + interval '1 month')::date - 1, $4::date) AS last_day
+  FROM foreign_currencies f,
+       LATERAL (SELECT m::date FROM generate_series(date_trunc('month', $3::date), $4::date,
+                                                    interval '1 month') m) months
+  WHERE NOT EXISTS (SELECT FROM months_fresh WHERE month = m AND currency = f.currency)
+  UNION ALL
+  SELECT $2::text, $3::date, $7::date - 1 WHERE $3 < $7
+  UNION ALL
+  SELECT $2::text, ($8::date + interval '1 month')::date, $4::date
+  WHERE $4 >= ($8::date + interval '1 month')::date
 ), rates AS MATERIALIZED (
   SELECT day, array_position(ARRAY['user', 'ecb', 'frankfurter'], source) AS preference,
          base, quote, rate
   FROM expenses.rates_v1
-  WHERE (user_id = $1 OR user_id IS NULL) AND day BETWEEN $3::date - $5::int AND $4
-    AND (quote = $2 OR quote IN (SELECT currency FROM foreign_currencies))
+  WHERE (user_id = $1 OR user_id IS NULL)
+    AND day BETWEEN (SELECT min(first_day) FROM spans WHERE currency <> $2) - $5::int
+                AND (SELECT max(last_day) FROM spans WHERE currency <> $2)
+    AND (quote = $2 OR quote IN (SELECT currency FROM spans WHERE currency <> $2))
 ), candidates AS (
   SELECT base AS currency, day, preference, 0 AS way, NULL::text AS via, rate AS dividend,
          NULL::numeric AS divisor
@@ -171,17 +196,14 @@ WITH foreign_currencies AS MATERIALIZED (
       * CASE WHEN s.currency_exponent = $6::int THEN 1
              ELSE ('1e' || ($6::int - s.currency_exponent))::numeric END AS raw,
     f.rate_day
-  FROM (SELECT currency::text FROM foreign_currencies
-        UNION ALL
-        SELECT $2::text WHERE $3 < $7 OR $4 >= ($8::date + interval '1 month')::date) read
+  FROM spans
   CROSS JOIN LATERAL (
     SELECT * FROM expenses.spending_v1 s
-    WHERE s.user_id = $1 AND s.currency = read.currency AND s.occurred_on BETWEEN $3 AND $4
+    WHERE s.user_id = $1 AND s.currency = spans.currency
+      AND s.occurred_on BETWEEN spans.first_day AND spans.last_day
     OFFSET 0
   ) s {join}
-  LEFT JOIN factors f ON f.currency = s.currency AND f.day = s.occurred_on
-  WHERE (s.currency <> $2
-         OR s.occurred_on < $7 OR s.occurred_on >= ($8::date + interval '1 month')::date){where}
+  LEFT JOIN factors f ON f.currency = s.currency AND f.day = s.occurred_on{where}
 )
 SELECT {names}, how, CASE WHEN how = 3 THEN currency END,
        sum(CASE how WHEN 3 THEN amount_minor WHEN 2 THEN reports.round_half_even(raw)
@@ -189,12 +211,42 @@ SELECT {names}, how, CASE WHEN how = 3 THEN currency END,
        count(*), min(rate_day)
 FROM e GROUP BY {groups}, how, {currency_column}{rollup}
 """
+# What the converted monthly totals of a currency and month were made from: the sum and the
+# count of the revisions of the monthly totals (migration 0014 of expenses: the sum changes with
+# any of them, in whatever order they commit) and of the rates of the month's days and of the
+# maximum age before them, the user's and everyone's ($1 the user, $2 the target, $5 the maximum
+# age, $7 to $8 the months).
+_TOTALS_FINGERPRINTS = """
+  SELECT month, currency::text, sum(revision) AS totals_sum, count(*) AS totals_count
+  FROM expenses.monthly_spending_v1
+  WHERE user_id = {user} AND currency <> {target}{months}
+  GROUP BY 1, 2"""
+_RATES_FINGERPRINTS = """
+  SELECT months.month, coalesce(sum(r.revision), 0) AS rates_sum, count(r.revision) AS rates_count
+  FROM ({months}) months
+  LEFT JOIN expenses.rate_revisions_v1 r
+    ON (r.user_id = {user} OR r.user_id IS NULL)
+   AND r.day BETWEEN months.month - {max_age}::int AND (months.month + interval '1 month')::date - 1
+  GROUP BY 1"""
+# The whole months in the target from the monthly totals, and the fresh ones in other currencies
+# from the converted monthly totals (with the same columns as the monthly totals).
 _ROLLUP = """
 UNION ALL
 SELECT {rollup_keys}, 0, NULL, sum(total_minor), sum(expense_count), NULL::date
 FROM expenses.monthly_spending_v1
 WHERE user_id = $1 AND currency = $2 AND month BETWEEN $7 AND $8
-GROUP BY {groups}"""
+GROUP BY {groups}
+UNION ALL
+SELECT {rollup_keys}, how, CASE WHEN how = 3 THEN currency END, sum(total_minor),
+       sum(expense_count), min(oldest_rate_day)
+FROM (SELECT v.user_id, v.month, v.category_id, c.parent_id AS category_parent_id, v.currency,
+             v.how, v.total_minor, v.expense_count, v.oldest_rate_day
+      FROM reports.converted_month_totals v
+      JOIN months_fresh USING (month, currency)
+      LEFT JOIN expenses.categories_v1 c
+        ON c.user_id = v.user_id AND c.category_id = v.category_id
+      WHERE v.user_id = $1 AND v.target = $2 AND v.max_age = $5) cached
+GROUP BY {groups}, how, {currency_column}"""
 
 
 def converted_query(
@@ -207,11 +259,14 @@ def converted_query(
     from_: date,
     to: date,
     max_age: int,
+    refreshing: bool = False,
 ) -> tuple[str, list]:
-    """The statement of ``converted`` and its parameters after the user's id."""
+    """The statement of ``converted`` and its parameters after the user's id. ``refreshing``:
+    for ``refresh``, only the rows of whole months in other currencies whose converted totals
+    are not fresh, nothing from totals."""
     width = len(keys)
     groups = ", ".join(str(n + 1) for n in range(width))
-    months = whole_months(from_, to) if rollup_keys is not None else None
+    months = whole_months(from_, to) if rollup_keys is not None or refreshing else None
     # Without whole months to read from the totals, an empty span: every row is read.
     first_month, last_month = months or (to + timedelta(days=1), to.replace(day=1))
     sql = _CONVERTED.format(
@@ -220,9 +275,20 @@ def converted_query(
         groups=groups,
         currency_column=width + 2,
         join=join,
-        where=f" AND {where}" if where else "",
-        rollup=_ROLLUP.format(rollup_keys=", ".join(rollup_keys or ()), groups=groups)
-        if months
+        where=f" WHERE {where}" if where else "",
+        totals_fingerprints=_TOTALS_FINGERPRINTS.format(
+            user="$1", target="$2", months=" AND month BETWEEN $7 AND $8"
+        ),
+        rates_fingerprints=_RATES_FINGERPRINTS.format(
+            user="$1",
+            max_age="$5",
+            months="SELECT m::date AS month "
+            "FROM generate_series($7::date, $8::date, interval '1 month') m",
+        ),
+        rollup=_ROLLUP.format(
+            rollup_keys=", ".join(rollup_keys), groups=groups, currency_column=width + 2
+        )
+        if months and rollup_keys is not None
         else "",
     )
     return sql, [target, from_, to, max_age, money.exponent(target), first_month, last_month]
@@ -234,12 +300,122 @@ async def converted(
     """The expenses from ``from_`` to ``to`` (``spending_v1 s``, with ``join``, and the further
     conditions ``where``), converted to ``target`` and summed per value of the SQL expressions
     ``keys``, in one statement (``query``: the arguments of ``converted_query``). With
-    ``rollup_keys``, the same keys over ``monthly_spending_v1``, the expenses in ``target`` of
-    whole months are summed from the monthly totals. Only fixed SQL fragments go into the
-    text."""
+    ``rollup_keys``, the same keys over ``monthly_spending_v1``, the expenses of whole months
+    are summed from the monthly totals (in ``target``) and from the fresh converted monthly
+    totals (in other currencies). Only fixed SQL fragments go into the text."""
     sql, args = converted_query(**query)
     totals: dict[tuple, Converted] = defaultdict(Converted)
     for row in await db.fetch(sql, user_id, *args):
         *key, how, currency, minor, count, rate_day = row
         totals[tuple(key)].add(how, currency, int(minor), count, rate_day)
     return totals
+
+
+# The converted monthly totals of a user and target that are not fresh ($1 the user, $2 the
+# target, $3 the maximum age): each currency and month whose monthly totals or rates changed
+# since, or that has none left (null fingerprints), or that was never converted.
+_STALE = f"""
+WITH totals AS ({_TOTALS_FINGERPRINTS.format(user="$1", target="$2", months="")}),
+cached AS (
+  SELECT month, currency::text, totals_sum, totals_count, rates_sum, rates_count
+  FROM reports.converted_months WHERE user_id = $1 AND target = $2 AND max_age = $3
+),
+rates AS ({
+    _RATES_FINGERPRINTS.format(user="$1", max_age="$3", months="SELECT DISTINCT month FROM totals")
+})
+SELECT month, currency, t.totals_sum, t.totals_count, r.rates_sum, r.rates_count
+FROM totals t FULL JOIN cached c USING (month, currency) LEFT JOIN rates r USING (month)
+WHERE (t.totals_sum, t.totals_count, r.rates_sum, r.rates_count)
+      IS DISTINCT FROM (c.totals_sum, c.totals_count, c.rates_sum, c.rates_count)
+ORDER BY month, currency
+"""  # noqa: S608 (only the fixed fragments above)
+# Whom to keep converted totals for: each user's home currency, and the currencies of their
+# converted budgets.
+_TARGETS = """
+targets AS (
+  SELECT user_id, home_currency::text AS target FROM expenses.home_currencies_v1
+  UNION
+  SELECT user_id, currency FROM reports.budgets WHERE converted
+)"""
+# Those who have spending in another currency or totals kept.
+_TARGETS_TO_REFRESH = f"""
+WITH {_TARGETS}
+SELECT user_id, target FROM targets t
+WHERE EXISTS (SELECT FROM expenses.monthly_spending_v1 m
+              WHERE m.user_id = t.user_id AND m.currency <> t.target)
+   OR EXISTS (SELECT FROM reports.converted_months c
+              WHERE c.user_id = t.user_id AND c.target = t.target)
+ORDER BY user_id, target
+"""  # noqa: S608 (only the fixed fragments above)
+_FORGET_OTHER_TARGETS = f"""
+WITH {_TARGETS}
+DELETE FROM reports.converted_months
+WHERE max_age <> $1 OR (user_id, target) NOT IN (SELECT user_id, target FROM targets)
+"""  # noqa: S608 (only the fixed fragments above)
+_MONTH = """
+INSERT INTO reports.converted_months
+  (user_id, target, max_age, month, currency, totals_sum, totals_count, rates_sum, rates_count)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+"""
+_MONTH_TOTALS = """
+INSERT INTO reports.converted_month_totals (user_id, target, max_age, month, currency,
+  category_id, how, total_minor, expense_count, oldest_rate_day)
+SELECT $1, $2, $3, $4, * FROM unnest($5::text[], $6::uuid[], $7::smallint[], $8::bigint[],
+                                     $9::int[], $10::date[])
+"""
+# One process refreshes at a time (session-wide: its transactions are per user).
+_REFRESH_LOCK = "hashtextextended('reports.converted_months', 0)"
+
+
+async def refresh(db: asyncpg.Connection, *, user_id: uuid.UUID, target: str, max_age: int) -> int:
+    """Makes again the converted monthly totals of ``user_id`` in ``target`` that are not fresh,
+    from one snapshot, so that each is what a report reading its rows would sum then; returns
+    how many currency-months it made or dropped."""
+    async with db.transaction(isolation="repeatable_read"):
+        stale = await db.fetch(_STALE, user_id, target, max_age)
+        if not stale:
+            return 0
+        await db.execute(
+            "DELETE FROM reports.converted_months WHERE user_id = $1 AND target = $2 "
+            "AND max_age = $3 "
+            "AND (month, currency) IN (SELECT * FROM unnest($4::date[], $5::text[]))",
+            user_id,
+            target,
+            max_age,
+            [row["month"] for row in stale],
+            [row["currency"] for row in stale],
+        )
+        present = [row for row in stale if row["totals_count"] is not None]
+        for month in sorted({row["month"] for row in present}):
+            sql, args = converted_query(
+                target=target,
+                keys=("s.currency::text", "s.category_id"),
+                from_=month,
+                to=month_end(month),
+                max_age=max_age,
+                refreshing=True,
+            )
+            converted_rows = await db.fetch(sql, user_id, *args)
+            for row in present:
+                if row["month"] == month:
+                    await db.execute(_MONTH, user_id, target, max_age, *row)
+            # Per currency, category and way of conversion (the key's currency, then the rest).
+            columns = [[row[n] for row in converted_rows] for n in (0, 1, 2, 4, 5, 6)]
+            await db.execute(_MONTH_TOTALS, user_id, target, max_age, month, *columns)
+        return len(stale)
+
+
+async def refresh_all(db: asyncpg.Connection, *, max_age: int) -> int:
+    """Keeps the converted monthly totals fresh for every user and target that needs them
+    (``refresh``), and drops those no target or maximum age asks for any more; a no-op while
+    another process does it. Returns how many currency-months it made or dropped."""
+    if not await db.fetchval(f"SELECT pg_try_advisory_lock({_REFRESH_LOCK})"):
+        return 0
+    try:
+        await db.execute(_FORGET_OTHER_TARGETS, max_age)
+        made = 0
+        for user_id, target in await db.fetch(_TARGETS_TO_REFRESH):
+            made += await refresh(db, user_id=user_id, target=target, max_age=max_age)
+        return made
+    finally:
+        await db.execute(f"SELECT pg_advisory_unlock({_REFRESH_LOCK})")
