@@ -7,7 +7,10 @@ on 127.0.0.1 only, bounded in time):
 
 - the year summary by category of a user holding 10,000 expenses (in 3 currencies);
 - the same summary converted to the user's home currency (``in=home``), with a rate per weekday
-  for the two other currencies and some amounts charged in the home currency;
+  for the two other currencies and some amounts charged in the home currency, its whole months
+  from the converted monthly totals the reports service keeps (made before measuring, as its
+  job keeps them); and, for comparison, a range whose first and last months are read expense
+  by expense;
 - the monthly budget status of a user with 20 budgets (some with rollover chains);
 
 and, in the same run, the raw database baseline: the same queries sent straight to PostgreSQL
@@ -53,6 +56,8 @@ YEAR = 2025
 MONTH = "2025-06"
 
 CONVERTED = "the same in the home currency (in=home, 3 currencies)"
+# Its first and last months are not whole: read expense by expense (no target of its own).
+PARTIAL = "in=home, Jan 16 to Dec 15 (2 months row by row)"
 NAIVE_SUMMARY_SQL = (
     "SELECT category_id::text, currency, sum(amount_minor), count(*) FROM expenses.spending_v1 "
     f"WHERE user_id = :user::uuid AND occurred_on BETWEEN '{YEAR}-01-01' AND '{YEAR}-12-31' "
@@ -181,7 +186,11 @@ async def load_data(url: str, users: list[uuid.UUID]) -> float:
             f"'{YEAR}-01-01')",
             rows,
         )
-        # The steady state, as autovacuum keeps it: statistics, and pages marked all-visible.
+        # The steady state, as the reports service's job and autovacuum keep it: the converted
+        # monthly totals made, statistics, and pages marked all-visible.
+        await conversion.refresh_all(
+            connection, max_age=Settings.model_fields["rates_max_age_days"].default
+        )
         await connection.execute("VACUUM (ANALYZE)")
         count = await connection.fetchval("SELECT count(*) FROM expenses.expenses")
         assert count == USERS * PER_USER, count
@@ -260,6 +269,14 @@ def main() -> int:
                 converted_sql(),
             ),
             (
+                PARTIAL,
+                f"/api/v1/reports/summary?from={YEAR}-01-16&to={YEAR}-12-15&group_by=category"
+                "&in=home",
+                summary_token,
+                summary_user,
+                None,
+            ),
+            (
                 "budget status, 20 budgets",
                 f"/api/v1/reports/budgets?month={MONTH}",
                 budget_token,
@@ -301,7 +318,7 @@ def main() -> int:
         unconverted = rows[0][1]["rps"]
         for label, result in rows:
             target = ""
-            if label.startswith("API"):
+            if label.startswith("API") and label != f"API: {PARTIAL}":
                 floor = unconverted / 2 if label == f"API: {CONVERTED}" else 1000
                 met = result["rps"] >= floor and result["p99"] <= 30 and not result["errors"]
                 target = "met" if met else "MISSED"
