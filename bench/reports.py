@@ -73,7 +73,8 @@ def summary_sql() -> str:
 
 
 def converted_sql() -> str:
-    """The statement behind the converted summary by category (EUR, the default rate age)."""
+    """The statement behind the converted summary by category (EUR, the default rate age), its
+    whole months fresh: the short one, that reads the kept totals."""
     rollup_key, raw_key = reports_service._GROUP_KEYS["category"]
     sql, args = conversion.converted_query(
         target="EUR",
@@ -82,8 +83,9 @@ def converted_sql() -> str:
         from_=date(YEAR, 1, 1),
         to=date(YEAR, 12, 31),
         max_age=Settings.model_fields["rates_max_age_days"].default,
+        rolled_up=True,
     )
-    target, first, last, max_age, exponent, first_month, last_month = args
+    target, first, last, max_age, first_month, last_month = args
     return pgbench_sql(
         sql,
         [
@@ -92,7 +94,6 @@ def converted_sql() -> str:
             f"'{first}'::date",
             f"'{last}'::date",
             f"{max_age}::int",
-            f"{exponent}::int",
             f"'{first_month}'::date",
             f"'{last_month}'::date",
         ],

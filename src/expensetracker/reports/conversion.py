@@ -114,48 +114,71 @@ async def home_currency(db: asyncpg.Connection, *, user_id: uuid.UUID) -> str:
     return currency
 
 
-# The rates a conversion may use, and per currency and day of the range the factor from its
-# minor units to the target's and the day of the rate it comes from ($1 the user, $2 the target,
-# $3 to $4 the range, $5 the maximum age in days): the spans of days to read row by row (below);
-# the rates of their days and of the maximum age before them; per currency and day, the rate of
-# the preferred source and within it direct, inverse or crossed (through the lowest base); each
-# rate holding from its day to the next one's or to the maximum age. Then the expense rows of the
-# spans converted one by one ($6: the target's decimals), summed per key and way of conversion.
-#
-# Whole months ($7 to $8) need not be read row by row: those in the target come from the monthly
-# totals ({rollup}), and those in another currency from the converted monthly totals this
-# service keeps (``refresh``) while they are fresh: made from the monthly totals and the rates
-# of the month's days (and the maximum age before them) that the expenses service publishes
-# today, as their revisions say. Every other month of each currency is a span to read, each on
-# its own (OFFSET 0 keeps it a subquery of its own), so that the expenses' index by user,
-# currency and day finds its rows without reading the user's other rows (as text, the index's
-# type: compared as char(3) the currency was only a filter on every row); the rows are
-# materialised so that each product is computed once, not once per use in the rounding.
-_CONVERTED = """
-WITH foreign_currencies AS MATERIALIZED (
-  SELECT DISTINCT currency::text FROM expenses.monthly_spending_v1
-  WHERE user_id = $1 AND month BETWEEN date_trunc('month', $3::date) AND $4 AND currency <> $2
-), months_fresh AS MATERIALIZED (
+# What the converted monthly totals of a currency and month were made from: the sum and the
+# count of the revisions of the monthly totals (migration 0014 of expenses: the sum changes with
+# any of them, in whatever order they commit) and of the rates of the month's days and of the
+# maximum age before them, the user's and everyone's.
+_TOTALS_FINGERPRINTS = """
+  SELECT month, currency::text, sum(revision) AS totals_sum, count(*) AS totals_count
+  FROM {totals}
+  GROUP BY 1, 2"""
+_RATES_FINGERPRINTS = """
+  SELECT months.month, coalesce(sum(r.revision), 0) AS rates_sum, count(r.revision) AS rates_count
+  FROM ({months}) months
+  LEFT JOIN expenses.rate_revisions_v1 r
+    ON (r.user_id = {user} OR r.user_id IS NULL)
+   AND r.day BETWEEN months.month - {max_age}::int AND (months.month + interval '1 month')::date - 1
+  GROUP BY 1"""
+
+# What a converted total reads ($1 the user, $2 the target, $3 to $4 the range, $5 the maximum
+# age in days, $6 to $7 its whole months): each currency's months of the range that have
+# spending (from the monthly totals, with their fingerprints); those of other currencies whose
+# converted monthly totals, kept by this service (``refresh``), are fresh: made from the monthly
+# totals and rate days the expenses service publishes today, as their revisions say; and the
+# spans of days left to read expense by expense: every month but the whole ones in the target
+# (summed from the monthly totals) or fresh.
+_SPANS = f"""
+totals AS MATERIALIZED (
+  SELECT * FROM expenses.monthly_spending_v1
+  WHERE user_id = $1 AND month BETWEEN date_trunc('month', $3::date) AND $4
+), months AS MATERIALIZED ({
+    _TOTALS_FINGERPRINTS.format(totals="totals")
+}), months_fresh AS MATERIALIZED (
   SELECT c.month, c.currency::text
   FROM reports.converted_months c
-  JOIN ({totals_fingerprints}) t USING (month, currency)
-  JOIN ({rates_fingerprints}) r USING (month)
-  WHERE c.user_id = $1 AND c.target = $2 AND c.max_age = $5 AND c.month BETWEEN $7 AND $8
+  JOIN months t USING (month, currency)
+  JOIN ({
+    _RATES_FINGERPRINTS.format(
+        user="$1",
+        max_age="$5",
+        months="SELECT m::date AS month "
+        "FROM generate_series($6::date, $7::date, interval '1 month') m",
+    )
+}) r USING (month)
+  WHERE c.user_id = $1 AND c.target = $2 AND c.max_age = $5 AND c.month BETWEEN $6 AND $7
     AND (c.totals_sum, c.totals_count, c.rates_sum, c.rates_count)
       = (t.totals_sum, t.totals_count, r.rates_sum, r.rates_count)
 ), spans AS MATERIALIZED (
-  SELECT f.currency, greatest(m, $3::date) AS first_day,
-         least((m + interval '1 month')::date - 1, $4::date) AS last_day
-  FROM foreign_currencies f,
-       LATERAL (SELECT m::date FROM generate_series(date_trunc('month', $3::date), $4::date,
-                                                    interval '1 month') m) months
-  WHERE NOT EXISTS (SELECT FROM months_fresh WHERE month = m AND currency = f.currency)
-  UNION ALL
-  SELECT $2::text, $3::date, $7::date - 1 WHERE $3 < $7
-  UNION ALL
-  SELECT $2::text, ($8::date + interval '1 month')::date, $4::date
-  WHERE $4 >= ($8::date + interval '1 month')::date
-), rates AS MATERIALIZED (
+  SELECT currency, greatest(month, $3::date) AS first_day,
+         least((month + interval '1 month')::date - 1, $4::date) AS last_day
+  FROM months m
+  WHERE NOT (month BETWEEN $6 AND $7
+             AND (currency = $2 OR EXISTS (SELECT FROM months_fresh f
+                                           WHERE f.month = m.month AND f.currency = m.currency)))
+)"""  # noqa: S608 (only the fixed fragments above)
+
+# The spans' rates and, per currency and day, the factor from its minor units to the target's
+# and the day of the rate it comes from: the rates of the spans' days and of the maximum age
+# before them; per currency and day, the rate of the preferred source and within it direct,
+# inverse or crossed (through the lowest base); each rate holding from its day to the next one's
+# or to the maximum age. Then the spans' expenses converted one by one ($8: the target's
+# decimals), summed per key and way of conversion, each span read on its own (OFFSET 0 keeps it
+# a subquery of its own) so that the expenses' index by user, currency and day finds its rows
+# without reading the user's other rows (as text, the index's type: compared as char(3) the
+# currency was only a filter on every row); the rows are materialised so that each product is
+# computed once, not once per use in the rounding.
+_CONVERTED = """
+WITH {spans}, rates AS MATERIALIZED (
   SELECT day, array_position(ARRAY['user', 'ecb', 'frankfurter'], source) AS preference,
          base, quote, rate
   FROM expenses.rates_v1
@@ -193,8 +216,8 @@ WITH foreign_currencies AS MATERIALIZED (
     CASE WHEN s.currency = $2 THEN s.amount_minor WHEN s.charged_currency = $2 THEN s.charged_minor
     END AS exact,
     s.amount_minor * f.factor
-      * CASE WHEN s.currency_exponent = $6::int THEN 1
-             ELSE ('1e' || ($6::int - s.currency_exponent))::numeric END AS raw,
+      * CASE WHEN s.currency_exponent = $8::int THEN 1
+             ELSE ('1e' || ($8::int - s.currency_exponent))::numeric END AS raw,
     f.rate_day
   FROM spans
   CROSS JOIN LATERAL (
@@ -211,30 +234,12 @@ SELECT {names}, how, CASE WHEN how = 3 THEN currency END,
        count(*), min(rate_day)
 FROM e GROUP BY {groups}, how, {currency_column}{rollup}
 """
-# What the converted monthly totals of a currency and month were made from: the sum and the
-# count of the revisions of the monthly totals (migration 0014 of expenses: the sum changes with
-# any of them, in whatever order they commit) and of the rates of the month's days and of the
-# maximum age before them, the user's and everyone's ($1 the user, $2 the target, $5 the maximum
-# age, $7 to $8 the months).
-_TOTALS_FINGERPRINTS = """
-  SELECT month, currency::text, sum(revision) AS totals_sum, count(*) AS totals_count
-  FROM expenses.monthly_spending_v1
-  WHERE user_id = {user} AND currency <> {target}{months}
-  GROUP BY 1, 2"""
-_RATES_FINGERPRINTS = """
-  SELECT months.month, coalesce(sum(r.revision), 0) AS rates_sum, count(r.revision) AS rates_count
-  FROM ({months}) months
-  LEFT JOIN expenses.rate_revisions_v1 r
-    ON (r.user_id = {user} OR r.user_id IS NULL)
-   AND r.day BETWEEN months.month - {max_age}::int AND (months.month + interval '1 month')::date - 1
-  GROUP BY 1"""
 # The whole months in the target from the monthly totals, and the fresh ones in other currencies
 # from the converted monthly totals (with the same columns as the monthly totals).
 _ROLLUP = """
-UNION ALL
 SELECT {rollup_keys}, 0, NULL, sum(total_minor), sum(expense_count), NULL::date
-FROM expenses.monthly_spending_v1
-WHERE user_id = $1 AND currency = $2 AND month BETWEEN $7 AND $8
+FROM totals
+WHERE currency = $2 AND month BETWEEN $6 AND $7
 GROUP BY {groups}
 UNION ALL
 SELECT {rollup_keys}, how, CASE WHEN how = 3 THEN currency END, sum(total_minor),
@@ -245,8 +250,19 @@ FROM (SELECT v.user_id, v.month, v.category_id, c.parent_id AS category_parent_i
       JOIN months_fresh USING (month, currency)
       LEFT JOIN expenses.categories_v1 c
         ON c.user_id = v.user_id AND c.category_id = v.category_id
-      WHERE v.user_id = $1 AND v.target = $2 AND v.max_age = $5) cached
+      WHERE v.user_id = $1 AND v.target = $2 AND v.max_age = $5
+        AND v.month BETWEEN $6 AND $7) cached
 GROUP BY {groups}, how, {currency_column}"""
+# A range of whole months whose other currencies are all fresh needs no expense read: this much
+# shorter statement (to plan as well as to run) sums it, or answers a row of its own (``how``
+# -1) when some span is left to read, and the whole statement is sent instead.
+_ROLLED_UP = """
+WITH {spans}
+{rollup}
+UNION ALL
+SELECT {nulls}, -1, NULL, 0, 0, NULL FROM (SELECT FROM spans LIMIT 1) left_to_read
+"""
+LEFT_TO_READ = -1
 
 
 def converted_query(
@@ -260,38 +276,36 @@ def converted_query(
     to: date,
     max_age: int,
     refreshing: bool = False,
+    rolled_up: bool = False,
 ) -> tuple[str, list]:
     """The statement of ``converted`` and its parameters after the user's id. ``refreshing``:
     for ``refresh``, only the rows of whole months in other currencies whose converted totals
-    are not fresh, nothing from totals."""
+    are not fresh, nothing from totals. ``rolled_up``: the short statement of ``_ROLLED_UP``."""
     width = len(keys)
     groups = ", ".join(str(n + 1) for n in range(width))
     months = whole_months(from_, to) if rollup_keys is not None or refreshing else None
     # Without whole months to read from the totals, an empty span: every row is read.
     first_month, last_month = months or (to + timedelta(days=1), to.replace(day=1))
-    sql = _CONVERTED.format(
-        keys=", ".join(f"{key} AS k{n}" for n, key in enumerate(keys)),
-        names=", ".join(f"k{n}" for n in range(width)),
-        groups=groups,
-        currency_column=width + 2,
-        join=join,
-        where=f" WHERE {where}" if where else "",
-        totals_fingerprints=_TOTALS_FINGERPRINTS.format(
-            user="$1", target="$2", months=" AND month BETWEEN $7 AND $8"
-        ),
-        rates_fingerprints=_RATES_FINGERPRINTS.format(
-            user="$1",
-            max_age="$5",
-            months="SELECT m::date AS month "
-            "FROM generate_series($7::date, $8::date, interval '1 month') m",
-        ),
-        rollup=_ROLLUP.format(
-            rollup_keys=", ".join(rollup_keys), groups=groups, currency_column=width + 2
-        )
+    rollup = (
+        _ROLLUP.format(rollup_keys=", ".join(rollup_keys), groups=groups, currency_column=width + 2)
         if months and rollup_keys is not None
-        else "",
+        else ""
     )
-    return sql, [target, from_, to, max_age, money.exponent(target), first_month, last_month]
+    if rolled_up:
+        sql = _ROLLED_UP.format(spans=_SPANS, rollup=rollup, nulls=", ".join(["NULL"] * width))
+    else:
+        sql = _CONVERTED.format(
+            spans=_SPANS,
+            keys=", ".join(f"{key} AS k{n}" for n, key in enumerate(keys)),
+            names=", ".join(f"k{n}" for n in range(width)),
+            groups=groups,
+            currency_column=width + 2,
+            join=join,
+            where=f" WHERE {where}" if where else "",
+            rollup=f"\nUNION ALL{rollup}" if rollup else "",
+        )
+    args = [target, from_, to, max_age, first_month, last_month]
+    return sql, args if rolled_up else [*args, money.exponent(target)]
 
 
 async def converted(
@@ -299,13 +313,25 @@ async def converted(
 ) -> dict[tuple, Converted]:
     """The expenses from ``from_`` to ``to`` (``spending_v1 s``, with ``join``, and the further
     conditions ``where``), converted to ``target`` and summed per value of the SQL expressions
-    ``keys``, in one statement (``query``: the arguments of ``converted_query``). With
+    ``keys``, in one statement (``query``: the arguments of ``converted_query``; a range of whole
+    months tries the short one first). With
     ``rollup_keys``, the same keys over ``monthly_spending_v1``, the expenses of whole months
     are summed from the monthly totals (in ``target``) and from the fresh converted monthly
     totals (in other currencies). Only fixed SQL fragments go into the text."""
-    sql, args = converted_query(**query)
+    rows = None
+    if query.get("rollup_keys") is not None and whole_months(query["from_"], query["to"]) == (
+        query["from_"],
+        query["to"].replace(day=1),
+    ):
+        sql, args = converted_query(**query, rolled_up=True)
+        rows = await db.fetch(sql, user_id, *args)
+        if any(row[-5] == LEFT_TO_READ for row in rows):
+            rows = None
+    if rows is None:
+        sql, args = converted_query(**query)
+        rows = await db.fetch(sql, user_id, *args)
     totals: dict[tuple, Converted] = defaultdict(Converted)
-    for row in await db.fetch(sql, user_id, *args):
+    for row in rows:
         *key, how, currency, minor, count, rate_day = row
         totals[tuple(key)].add(how, currency, int(minor), count, rate_day)
     return totals
@@ -315,7 +341,11 @@ async def converted(
 # target, $3 the maximum age): each currency and month whose monthly totals or rates changed
 # since, or that has none left (null fingerprints), or that was never converted.
 _STALE = f"""
-WITH totals AS ({_TOTALS_FINGERPRINTS.format(user="$1", target="$2", months="")}),
+WITH totals AS ({
+    _TOTALS_FINGERPRINTS.format(
+        totals="expenses.monthly_spending_v1 WHERE user_id = $1 AND currency <> $2"
+    )
+}),
 cached AS (
   SELECT month, currency::text, totals_sum, totals_count, rates_sum, rates_count
   FROM reports.converted_months WHERE user_id = $1 AND target = $2 AND max_age = $3
