@@ -17,6 +17,7 @@ import pytest
 from expensetracker.expenses import rates
 from expensetracker.platform.state import app_state
 from expensetracker.reports import conversion
+from expensetracker.reports.months import add_months
 from tests.conftest import AppFactory
 from tests.test_auth_tokens import app_of
 from tests.test_conversion import put_rate, spend
@@ -224,24 +225,32 @@ async def test_reports_read_kept_totals_only_while_they_are_fresh(
         assert await _kept(pool, user_id) == 0
 
 
-async def test_a_revision_changes_with_its_rows_only(database_url: str, pool: asyncpg.Pool) -> None:
-    """Rates written again with the same values leave their days' revisions; a changed,
-    added or removed rate gives its day a larger one, as does a change to monthly totals."""
-    day = [date(2030, 1, 1) + timedelta(days=n) for n in range(3)]
-    first = [rates.Rate(d, "EUR", "USD", Decimal("1.1")) for d in day]
-    revisions = "SELECT day, revision FROM expenses.rate_revisions_v1 WHERE day >= '2030-01-01'"
+async def test_a_rate_revision_changes_with_the_rates_of_its_months_only(
+    pool: asyncpg.Pool,
+) -> None:
+    """Rates written again with the same values leave the revisions; a changed, added or removed
+    rate gives a larger one to each month its day may serve (up to 366 days on), and no other."""
+    first, second = date(2030, 1, 15), date(2032, 1, 15)
+    rates_of = [rates.Rate(day, "EUR", "USD", Decimal("1.1")) for day in (first, second)]
+    revisions = "SELECT month, revision FROM expenses.rate_revisions_v1 WHERE month >= '2030-01-01'"
+    # The months each day may serve: its own to that of the day 366 days on.
+    served = {
+        day: {add_months(day.replace(day=1), n) for n in range(13)} for day in (first, second)
+    }
+    assert all((day + timedelta(days=366)).replace(day=1) in served[day] for day in served)
     async with pool.acquire() as connection:
-        await rates.store(connection, first, source="ecb")
+        await rates.store(connection, rates_of, source="ecb")
         before = dict(await connection.fetch(revisions))
-        assert sorted(before) == day
-        await rates.store(connection, first, source="ecb")
+        assert set(before) == served[first] | served[second]
+        await rates.store(connection, rates_of, source="ecb")
         assert dict(await connection.fetch(revisions)) == before
         await rates.store(
-            connection, [rates.Rate(day[1], "EUR", "USD", Decimal("1.2"))], source="ecb"
+            connection, [rates.Rate(second, "EUR", "USD", Decimal("1.2"))], source="ecb"
         )
         after = dict(await connection.fetch(revisions))
-        assert after[day[0]] == before[day[0]] and after[day[2]] == before[day[2]]
-        assert after[day[1]] > max(before.values())
-        await connection.execute("DELETE FROM expenses.rates WHERE day = $1", day[2])
+        assert all(after[month] == before[month] for month in served[first])
+        assert all(after[month] > max(before.values()) for month in served[second])
+        await connection.execute("DELETE FROM expenses.rates WHERE day = $1", first)
         removed = dict(await connection.fetch(revisions))
-        assert removed[day[2]] > after[day[1]] and removed[day[0]] == before[day[0]]
+        assert all(removed[month] > max(after.values()) for month in served[first])
+        assert all(removed[month] == after[month] for month in served[second])

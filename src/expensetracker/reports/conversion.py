@@ -116,8 +116,8 @@ async def home_currency(db: asyncpg.Connection, *, user_id: uuid.UUID) -> str:
 
 # What the converted monthly totals of a currency and month were made from: the sum and the
 # count of the revisions of the monthly totals (migration 0014 of expenses: the sum changes with
-# any of them, in whatever order they commit) and of the rates of the month's days and of the
-# maximum age before them, the user's and everyone's.
+# any of them, in whatever order they commit) and of the rates that may serve the month (each
+# rate day's revision is written into every month it may reach), the user's and everyone's.
 _TOTALS_FINGERPRINTS = """
   SELECT month, currency::text, sum(revision) AS totals_sum, count(*) AS totals_count
   FROM {totals}
@@ -126,15 +126,14 @@ _RATES_FINGERPRINTS = """
   SELECT months.month, coalesce(sum(r.revision), 0) AS rates_sum, count(r.revision) AS rates_count
   FROM ({months}) months
   LEFT JOIN expenses.rate_revisions_v1 r
-    ON (r.user_id = {user} OR r.user_id IS NULL)
-   AND r.day BETWEEN months.month - {max_age}::int AND (months.month + interval '1 month')::date - 1
+    ON r.month = months.month AND (r.user_id = {user} OR r.user_id IS NULL)
   GROUP BY 1"""
 
 # What a converted total reads ($1 the user, $2 the target, $3 to $4 the range, $5 the maximum
 # age in days, $6 to $7 its whole months): each currency's months of the range that have
 # spending (from the monthly totals, with their fingerprints); those of other currencies whose
 # converted monthly totals, kept by this service (``refresh``), are fresh: made from the monthly
-# totals and rate days the expenses service publishes today, as their revisions say; and the
+# totals and rates the expenses service publishes today, as their revisions say; and the
 # spans of days left to read expense by expense: every month but the whole ones in the target
 # (summed from the monthly totals) or fresh.
 _SPANS = f"""
@@ -150,7 +149,6 @@ totals AS MATERIALIZED (
   JOIN ({
     _RATES_FINGERPRINTS.format(
         user="$1",
-        max_age="$5",
         months="SELECT m::date AS month "
         "FROM generate_series($6::date, $7::date, interval '1 month') m",
     )
@@ -350,9 +348,7 @@ cached AS (
   SELECT month, currency::text, totals_sum, totals_count, rates_sum, rates_count
   FROM reports.converted_months WHERE user_id = $1 AND target = $2 AND max_age = $3
 ),
-rates AS ({
-    _RATES_FINGERPRINTS.format(user="$1", max_age="$3", months="SELECT DISTINCT month FROM totals")
-})
+rates AS ({_RATES_FINGERPRINTS.format(user="$1", months="SELECT DISTINCT month FROM totals")})
 SELECT month, currency, t.totals_sum, t.totals_count, r.rates_sum, r.rates_count
 FROM totals t FULL JOIN cached c USING (month, currency) LEFT JOIN rates r USING (month)
 WHERE (t.totals_sum, t.totals_count, r.rates_sum, r.rates_count)

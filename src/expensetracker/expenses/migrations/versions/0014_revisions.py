@@ -3,9 +3,11 @@ when it went stale (the reports service's converted monthly totals, reports/conv
 
 - ``monthly_totals.revision``: a fresh number from ``expenses.revisions`` whenever the row is
   written, published as ``monthly_spending_v1.revision``.
-- ``rate_revisions`` (``rate_revisions_v1``): per owner (null: the providers') and day, a fresh
-  number whenever a rate of that day is added, changed or removed. A rate written again with the
-  same value changes nothing.
+- ``rate_revisions`` (``rate_revisions_v1``): per owner (null: the providers') and month, a fresh
+  number whenever a rate is added, changed or removed on a day that may serve the month: from
+  the month's first day back to the longest maximum age of a rate (366 days, the setting's
+  bound), so that a consumer reads one row per month and owner, not one per day. A rate written
+  again with the same value changes nothing.
 
 A fresh number is larger than every number handed out before it, so a row's revision only
 grows: the sum and the count of the revisions of a set of rows change whenever one of them
@@ -66,26 +68,34 @@ def _totals_function(*, revision: str) -> str:
     """
 
 
+# The longest a rate may hold for later days (EXPENSETRACKER_RATES_MAX_AGE_DAYS's bound).
+LONGEST_RATE_AGE_DAYS = 366
 
-def _bump_rate_days(rows: str) -> str:
-    """A fresh revision for each owner and day of ``rows``, in a stable key order."""
+
+def _bump_rate_months(rows: str) -> str:
+    """A fresh revision for each owner and month that the days of ``rows`` may serve, in a
+    stable key order."""
     return f"""
-        INSERT INTO {SCHEMA}.rate_revisions AS r (user_id, day)
-        SELECT DISTINCT user_id, day FROM {rows} changed ORDER BY 1, 2
+        INSERT INTO {SCHEMA}.rate_revisions AS r (user_id, month)
+        SELECT DISTINCT user_id, month::date
+        FROM (SELECT DISTINCT user_id, day FROM {rows} changed) days,
+             generate_series(date_trunc('month', day), day + {LONGEST_RATE_AGE_DAYS},
+                             interval '1 month') AS month
+        ORDER BY 1, 2
         ON CONFLICT ON CONSTRAINT rate_revisions_key DO UPDATE SET revision = excluded.revision;
     """
 
 
 # An update changes the days of the rows that the other transition table does not hold alike:
-# an upsert that writes a rate again with its value changes no day.
+# an upsert that writes a rate again with its value changes no month.
 _RATES_CHANGED = f"""
     CREATE FUNCTION {SCHEMA}.rate_revisions_changed() RETURNS trigger
     LANGUAGE plpgsql AS $$
     BEGIN
-        IF TG_OP = 'INSERT' THEN {_bump_rate_days("new_rows")}
-        ELSIF TG_OP = 'DELETE' THEN {_bump_rate_days("old_rows")}
+        IF TG_OP = 'INSERT' THEN {_bump_rate_months("new_rows")}
+        ELSIF TG_OP = 'DELETE' THEN {_bump_rate_months("old_rows")}
         ELSE {
-    _bump_rate_days(
+    _bump_rate_months(
         "((SELECT * FROM new_rows EXCEPT SELECT * FROM old_rows) "
         "UNION ALL (SELECT * FROM old_rows EXCEPT SELECT * FROM new_rows))"
     )
@@ -113,17 +123,15 @@ def upgrade() -> None:
         f"""
         CREATE TABLE {SCHEMA}.rate_revisions (
             user_id uuid REFERENCES {SCHEMA}.owners (user_id) ON DELETE CASCADE,
-            day date NOT NULL,
+            month date NOT NULL,
             revision bigint NOT NULL DEFAULT nextval('{SCHEMA}.revisions'),
-            -- Also the index of a consumer's read: the days of a range, the user's and everyone's.
-            CONSTRAINT rate_revisions_key UNIQUE NULLS NOT DISTINCT (day, user_id)
+            -- Also the index of a consumer's read: the months of a range, the user's and
+            -- everyone's.
+            CONSTRAINT rate_revisions_key UNIQUE NULLS NOT DISTINCT (month, user_id)
         )
         """
     )
-    op.execute(
-        f"INSERT INTO {SCHEMA}.rate_revisions (user_id, day) "
-        f"SELECT DISTINCT user_id, day FROM {SCHEMA}.rates ORDER BY 1, 2"
-    )
+    op.execute(_bump_rate_months(f"{SCHEMA}.rates"))
     op.execute(_RATES_CHANGED)
     for event, tables in (
         ("insert", "NEW TABLE AS new_rows"),
@@ -137,7 +145,7 @@ def upgrade() -> None:
         )
     op.execute(
         f"CREATE VIEW {SCHEMA}.rate_revisions_v1 AS "
-        f"SELECT user_id, day, revision FROM {SCHEMA}.rate_revisions"
+        f"SELECT user_id, month, revision FROM {SCHEMA}.rate_revisions"
     )
 
 
