@@ -138,7 +138,8 @@ _RATES_FINGERPRINTS = """
 # (summed from the monthly totals) or fresh.
 _SPANS = f"""
 totals AS MATERIALIZED (
-  SELECT * FROM expenses.monthly_spending_v1
+  SELECT user_id, month, category_id, currency, total_minor, expense_count, revision
+  FROM expenses.monthly_spending_v1
   WHERE user_id = $1 AND month BETWEEN date_trunc('month', $3::date) AND $4
 ), months AS MATERIALIZED ({
     _TOTALS_FINGERPRINTS.format(totals="totals")
@@ -233,24 +234,29 @@ SELECT {names}, how, CASE WHEN how = 3 THEN currency END,
 FROM e GROUP BY {groups}, how, {currency_column}{rollup}
 """
 # The whole months in the target from the monthly totals, and the fresh ones in other currencies
-# from the converted monthly totals (with the same columns as the monthly totals).
-_ROLLUP = """
-SELECT {rollup_keys}, 0, NULL, sum(total_minor), sum(expense_count), NULL::date
-FROM totals
-WHERE currency = $2 AND month BETWEEN $6 AND $7
-GROUP BY {groups}
+# from the converted monthly totals, each with the columns of the monthly totals (the category's
+# parent joined only where a key reads it: PostgreSQL drops an unused join to a unique key).
+_WITH_PARENT = """(
+  SELECT r.*, c.parent_id AS category_parent_id FROM ({rows}) r
+  LEFT JOIN expenses.categories_v1 c ON c.user_id = r.user_id AND c.category_id = r.category_id
+)"""
+_ROLLUP = f"""
+SELECT {{rollup_keys}}, 0, NULL, sum(total_minor), sum(expense_count), NULL::date
+FROM {
+    _WITH_PARENT.format(rows="SELECT * FROM totals WHERE currency = $2 AND month BETWEEN $6 AND $7")
+} in_target
+GROUP BY {{groups}}
 UNION ALL
-SELECT {rollup_keys}, how, CASE WHEN how = 3 THEN currency END, sum(total_minor),
+SELECT {{rollup_keys}}, how, CASE WHEN how = 3 THEN currency END, sum(total_minor),
        sum(expense_count), min(oldest_rate_day)
-FROM (SELECT v.user_id, v.month, v.category_id, c.parent_id AS category_parent_id, v.currency,
-             v.how, v.total_minor, v.expense_count, v.oldest_rate_day
-      FROM reports.converted_month_totals v
-      JOIN months_fresh USING (month, currency)
-      LEFT JOIN expenses.categories_v1 c
-        ON c.user_id = v.user_id AND c.category_id = v.category_id
-      WHERE v.user_id = $1 AND v.target = $2 AND v.max_age = $5
-        AND v.month BETWEEN $6 AND $7) cached
-GROUP BY {groups}, how, {currency_column}"""
+FROM {
+    _WITH_PARENT.format(
+        rows="SELECT * FROM reports.converted_month_totals "
+        "WHERE user_id = $1 AND target = $2 AND max_age = $5 AND month BETWEEN $6 AND $7 "
+        "AND (month, currency::text) IN (SELECT month, currency FROM months_fresh)"
+    )
+} cached
+GROUP BY {{groups}}, how, {{currency_column}}"""  # noqa: S608 (only the fixed fragments above)
 # A range of whole months whose other currencies are all fresh needs no expense read: this much
 # shorter statement (to plan as well as to run) sums it, or answers a row of its own (``how``
 # -1) when some span is left to read, and the whole statement is sent instead.
