@@ -17,6 +17,9 @@ and, in the same run, the raw database baseline: the same queries sent straight 
 by pgbench at the same concurrency, plus the naive summary over every expense row that the
 monthly totals replace. Targets (issue 5): >= 1,000 requests/s and p99 <= 30 ms each; for the
 converted summary (issue 15): >= 50% of the unconverted summary's requests/s, p99 <= 30 ms.
+The API lines also give the CPU milliseconds a request cost in the reports processes and in
+PostgreSQL, and the two summaries' ratio by that CPU time, which load from elsewhere on the
+machine hardly moves (both sides are CPU-bound, so throughput goes as its inverse).
 Needs wrk (Debian package `wrk`). Uses the embedded PostgreSQL in a temporary folder, or the
 server in EXPENSETRACKER_BENCH_DATABASE_URL.
 """
@@ -41,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.pgbench import pgbench_sql, run_pgbench  # noqa: E402
 from bench.setup import bench_env, log, migrated_database, register, serve  # noqa: E402
-from bench.wrk import run_wrk  # noqa: E402
+from bench.wrk import postgres_pids, run_wrk  # noqa: E402
 from expensetracker.platform.config import Settings  # noqa: E402
 from expensetracker.platform.embedded import pg_bin  # noqa: E402
 from expensetracker.reports import conversion  # noqa: E402
@@ -200,6 +203,11 @@ async def load_data(url: str, users: list[uuid.UUID]) -> float:
     return time.perf_counter() - started
 
 
+def cpu_per_request(result: dict[str, float]) -> float:
+    """Milliseconds of CPU a request cost in the reports processes and PostgreSQL together."""
+    return result["cpu:reports"] + result["cpu:database"]
+
+
 def bearer(token: str) -> str:
     return f'wrk.headers["Authorization"] = "Bearer {token}"\n'
 
@@ -238,8 +246,13 @@ def main() -> int:
             EXPENSETRACKER_DB_MAX_OVERFLOW="0",
         )
 
+        reports_pids: list[int] = []
+
         def start(target: str, **env: str) -> str:
-            return serve(stack, target, {**base_env, **env})[0]
+            base, process = serve(stack, target, {**base_env, **env})
+            if target == "reports":
+                reports_pids.append(process.popen.pid)
+            return base
 
         auth_url = start("auth")
         summary_user, summary_token = asyncio.run(register(auth_url, "summary@bench.example"))
@@ -292,7 +305,8 @@ def main() -> int:
             wrk = {"script": bearer(token), "connections": CONNECTIONS}
             run_wrk(reports, path, seconds=3, **wrk)  # warm-up: pools, JWKS, caches
             log(f"measuring: {name}")
-            api = run_wrk(reports, path, seconds=DURATION_SECONDS, **wrk)
+            cpu_of = {"reports": reports_pids, "database": postgres_pids()}
+            api = run_wrk(reports, path, seconds=DURATION_SECONDS, cpu_of=cpu_of, **wrk)
             rows.append((f"API: {name}", api))
             if sql is not None:
                 raw = run_pgbench(
@@ -313,9 +327,9 @@ def main() -> int:
             f"\n{USERS * PER_USER:,} expenses, {CONNECTIONS} concurrent clients, "
             f"{DURATION_SECONDS} s per line, {os.cpu_count()} cores\n"
         )
-        header = ("what", "req/s", "p50 ms", "p99 ms", "errors")
-        print("| {:<50} | {:>8} | {:>7} | {:>7} | {:>6} | target |".format(*header))
-        print(f"|{'-' * 52}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 8}|--------|")
+        header = ("what", "req/s", "p50 ms", "p99 ms", "errors", "CPU ms: reports / db")
+        print("| {:<50} | {:>8} | {:>7} | {:>7} | {:>6} | {:>20} | target |".format(*header))
+        print(f"|{'-' * 52}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 8}|{'-' * 22}|--------|")
         unconverted = rows[0][1]["rps"]
         for label, result in rows:
             target = ""
@@ -323,13 +337,20 @@ def main() -> int:
                 floor = unconverted / 2 if label == f"API: {CONVERTED}" else 1000
                 met = result["rps"] >= floor and result["p99"] <= 30 and not result["errors"]
                 target = "met" if met else "MISSED"
+            cpu = (
+                f"{result['cpu:reports']:.2f} / {result['cpu:database']:.2f}"
+                if "cpu:reports" in result
+                else ""
+            )
             print(
                 f"| {label:<50} | {result['rps']:>8.0f} | {result['p50']:>7.2f} | "
-                f"{result['p99']:>7.2f} | {result['errors']:>6.0f} | {target:<6} |"
+                f"{result['p99']:>7.2f} | {result['errors']:>6.0f} | {cpu:>20} | {target:<6} |"
             )
         converted = next(result for label, result in rows if label == f"API: {CONVERTED}")
         print(
-            f"\nconverted / unconverted summary: {converted['rps'] / unconverted:.0%} of the req/s"
+            f"\nconverted / unconverted summary: {converted['rps'] / unconverted:.0%} of the "
+            f"req/s, {cpu_per_request(rows[0][1]) / cpu_per_request(converted):.0%} by CPU "
+            "time (the ratio that load from elsewhere on the machine hardly moves)"
         )
         if os.environ.get("BENCH_EXPLAIN"):
             for _, _, _, user, sql in scenarios:
