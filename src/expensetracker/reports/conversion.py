@@ -99,19 +99,39 @@ class Converted:
         ]
 
 
+def _no_home_currency() -> ValidationProblem:
+    return ValidationProblem.of_field(
+        "query.in",
+        "You have no home currency yet: set one (PUT /api/v1/expenses/home-currency) "
+        "or record an expense.",
+        "home_currency",
+    )
+
+
 async def home_currency(db: asyncpg.Connection, *, user_id: uuid.UUID) -> str:
     """The user's home currency; a 422 when they have none yet (no expense, none set)."""
     currency = await db.fetchval(
         "SELECT home_currency FROM expenses.home_currencies_v1 WHERE user_id = $1", user_id
     )
     if currency is None:
-        raise ValidationProblem.of_field(
-            "query.in",
-            "You have no home currency yet: set one (PUT /api/v1/expenses/home-currency) "
-            "or record an expense.",
-            "home_currency",
-        )
+        raise _no_home_currency()
     return currency
+
+
+async def home_currency_and_category_names(
+    db: asyncpg.Connection, *, user_id: uuid.UUID
+) -> tuple[str, dict[uuid.UUID, str]]:
+    """``home_currency``, and the names of the user's categories, in one round trip."""
+    row = await db.fetchrow(
+        "SELECT h.home_currency, c.ids, c.names FROM expenses.home_currencies_v1 h, LATERAL ("
+        "  SELECT array_agg(category_id) AS ids, array_agg(name) AS names"
+        "  FROM expenses.categories_v1 WHERE user_id = $1) c "
+        "WHERE h.user_id = $1",
+        user_id,
+    )
+    if row is None:
+        raise _no_home_currency()
+    return row["home_currency"], dict(zip(row["ids"] or (), row["names"] or (), strict=True))
 
 
 # What the converted monthly totals of a currency and month were made from: the sum and the
