@@ -4,6 +4,7 @@ importing CSV and bank statements, exporting) and what its tables hold."""
 from __future__ import annotations
 
 import uuid
+from datetime import date
 
 import httpx
 
@@ -100,3 +101,19 @@ ACTUAL = """
     SELECT month, category_id, currency, total_minor AS total, expense_count AS n
     FROM expenses.monthly_spending_v1 WHERE user_id = $1 ORDER BY 1, 2, 3
 """
+
+
+async def spend(
+    client: httpx.AsyncClient, account: Account, amount: str, currency: str, day: str, **fields
+) -> None:
+    await create(client, account, amount=amount, currency=currency, occurred_on=day, **fields)
+
+
+async def put_rate(
+    client: httpx.AsyncClient, account: Account, day: date, base: str, quote: str, rate: str
+) -> None:
+    """The user's own rate of ``base`` in ``quote`` on ``day``."""
+    made = await client.put(
+        f"/api/v1/expenses/rates/{day}/{base}/{quote}", json={"rate": rate}, headers=account.headers
+    )
+    assert made.status_code == 200, made.text

@@ -16,7 +16,7 @@ from expensetracker.expenses import rates
 from expensetracker.platform import money
 from tests.helpers.apps import AppFactory
 from tests.helpers.database import connected
-from tests.helpers.expenses import categories, create
+from tests.helpers.expenses import categories, create, put_rate, spend
 from tests.helpers.paths import ECB_SAMPLE
 from tests.helpers.reports import budget, status_of
 from tests.helpers.users import Account, signed_up
@@ -50,12 +50,6 @@ def reference(amount: str, currency: str, day: date, home: str, max_age: int = 7
 async def ecb_rates(database_url: str) -> None:
     async with connected(database_url) as connection:
         await rates.store(connection, rates.parse_ecb(ECB_SAMPLE.read_bytes()), source="ecb")
-
-
-async def spend(
-    client: httpx.AsyncClient, account: Account, amount: str, currency: str, day: str, **fields
-) -> None:
-    await create(client, account, amount=amount, currency=currency, occurred_on=day, **fields)
 
 
 def in_euros(amount: str) -> dict[str, str]:
@@ -406,15 +400,6 @@ async def test_sql_rounding_is_half_even_and_division_keeps_28_digits(database_u
         assert await connection.fetchval(
             "SELECT reports.divide_28(2469135780246913578024691357, 2)"
         ) == Decimal("1234567890123456789012345678")
-
-
-async def put_rate(
-    client: httpx.AsyncClient, account: Account, day: date, base: str, quote: str, rate: str
-) -> None:
-    made = await client.put(
-        f"/api/v1/expenses/rates/{day}/{base}/{quote}", json={"rate": rate}, headers=account.headers
-    )
-    assert made.status_code == 200, made.text
 
 
 async def test_a_rate_holds_exactly_the_maximum_age_and_a_later_day_beats_a_preferred_source(

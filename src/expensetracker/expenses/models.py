@@ -226,9 +226,9 @@ class ExpenseTag(Base):
 idempotency_keys = idempotency_table(metadata)
 event_positions = event_positions_table(metadata)
 
-# Views of the read contract for the reports service (migrations 0005, 0007 and 0011). The table
-# behind monthly_spending_v1, monthly_totals, is kept by triggers written in SQL (0007); the
-# rates table (0011) is written by rates.py in SQL too.
+# Views of the read contract for the reports service (migrations 0005, 0007, 0011 and 0014). The
+# table behind monthly_spending_v1, monthly_totals, is kept by triggers written in SQL (0007,
+# 0014); the rates table (0011) is written by rates.py in SQL too, and its revisions by triggers.
 READ_CONTRACT = (
     "spending_v1",
     "categories_v1",
@@ -236,4 +236,5 @@ READ_CONTRACT = (
     "monthly_spending_v1",
     "home_currencies_v1",
     "rates_v1",
+    "rate_revisions_v1",
 )

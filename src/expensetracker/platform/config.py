@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     rates_frankfurter_url: str | None = None
     rates_fetch_interval_seconds: float = Field(default=24 * 3600.0, gt=0)
     rates_max_age_days: int = Field(default=7, ge=0, le=366)
+    # How often the reports service makes again the converted monthly totals that went stale
+    # (reports/conversion.py); until then a report reads those months' expenses one by one.
+    converted_refresh_interval_seconds: float = Field(default=30.0, gt=0)
 
     # Failed logins per window (auth/throttle.py, docs/auth.md): an address is refused past its
     # limit across accounts, and on one account past the account+address limit. Past the much

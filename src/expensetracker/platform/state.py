@@ -82,7 +82,9 @@ def app_state(app: Starlette) -> AppState:
     return state
 
 
-def _request_state(request: Request) -> AppState:
+# Dependencies are coroutines: FastAPI runs a plain function in its thread pool, two thread
+# hand-offs per request for a lookup (docs/performance.md).
+async def _request_state(request: Request) -> AppState:
     return app_state(request.app)
 
 

@@ -13,7 +13,7 @@ from expensetracker.platform.config import Settings, get_settings
 from expensetracker.platform.events import UserEventHandling
 from expensetracker.platform.spec import BackgroundJob, ServiceSpec
 from expensetracker.platform.state import AppState
-from expensetracker.reports import models, routes
+from expensetracker.reports import conversion, models, routes
 from expensetracker.reports.budgets import evaluate_alerts
 from expensetracker.reports.service import forget_user
 
@@ -26,6 +26,11 @@ async def _maintenance(state: AppState) -> None:
         await idempotency.purge_expired(session, models.idempotency_keys)
 
 
+async def _refresh_converted(state: AppState) -> None:
+    async with state.db.driver_pool.connection() as db:
+        await conversion.refresh_all(db, max_age=state.settings.rates_max_age_days)
+
+
 SPEC = ServiceSpec(
     name="reports",
     router=routes.router,
@@ -33,7 +38,12 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).with_name("migrations"),
     path_prefixes=("/api/v1/budgets", "/api/v1/reports"),
     user_events=UserEventHandling(positions=models.event_positions, handle=forget_user),
-    jobs=(BackgroundJob("maintenance", _maintenance, interval="maintenance_interval_seconds"),),
+    jobs=(
+        BackgroundJob("maintenance", _maintenance, interval="maintenance_interval_seconds"),
+        BackgroundJob(
+            "converted_months", _refresh_converted, interval="converted_refresh_interval_seconds"
+        ),
+    ),
     required_settings=("database_url",),
 )
 

@@ -80,5 +80,6 @@ class BudgetAlert(Base):
     created_at: Mapped[datetime] = written_at()
 
 
+# The converted monthly totals (migration 0006) are written and read in SQL by conversion.py.
 idempotency_keys = idempotency_table(metadata)
 event_positions = event_positions_table(metadata)

@@ -43,7 +43,7 @@ In = Annotated[
 ]
 
 
-def _max_rate_age(state: State) -> int:
+async def _max_rate_age(state: State) -> int:
     return state.settings.rates_max_age_days
 
 

@@ -39,5 +39,9 @@ async def forget_user(session: AsyncSession, event: UserEvent) -> None:
         )
         await session.execute(delete(Budget).where(Budget.user_id == event.user_id))
         await session.execute(
+            text("DELETE FROM reports.converted_months WHERE user_id = :user_id"),
+            {"user_id": event.user_id},
+        )
+        await session.execute(
             delete(idempotency_keys).where(idempotency_keys.c.user_id == event.user_id)
         )

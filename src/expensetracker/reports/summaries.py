@@ -30,7 +30,6 @@ from expensetracker.reports.schemas import (
 )
 
 # Whatever a report converts to: the user's home currency (in=home), or a converted budget's.
-_CATEGORY_NAMES = "SELECT category_id, name FROM expenses.categories_v1 WHERE user_id = $1"
 # Reports span at most this long: a decade of months is plenty and bounds the work.
 MAX_RANGE_DAYS = 3660
 
@@ -139,7 +138,10 @@ async def converted_summary(
 ) -> ConvertedSummary:
     """Totals per group in the home currency, each saying how it was converted."""
     _check_range(from_, to)
-    target = await conversion.home_currency(db, user_id=user_id)
+    if group_by == "category":
+        target, names = await conversion.home_currency_and_category_names(db, user_id=user_id)
+    else:
+        target, names = await conversion.home_currency(db, user_id=user_id), {}
     range_ = {"target": target, "from_": from_, "to": to, "max_age": max_rate_age}
     tagged = group_by == "tag"
     rollup_key, raw_key = _GROUP_KEYS[group_by]
@@ -162,7 +164,6 @@ async def converted_summary(
     overall = Converted()
     for total in every.values():
         overall.merge(total)
-    names = dict(await db.fetch(_CATEGORY_NAMES, user_id)) if group_by == "category" else {}
     keys = sorted((key for (key,) in groups), key=lambda key: _nulls_last(key and str(key)))
     return ConvertedSummary.model_validate(
         {
@@ -230,7 +231,7 @@ async def converted_trends(
     db: asyncpg.Connection, *, user_id: uuid.UUID, month: date, months: int, max_rate_age: int
 ) -> ConvertedTrends:
     """The trends in the home currency: per category, its months converted, and how."""
-    target = await conversion.home_currency(db, user_id=user_id)
+    target, names = await conversion.home_currency_and_category_names(db, user_id=user_id)
     first = add_months(month, -(months - 1))
     labels = [month_label(add_months(first, n)) for n in range(months)]
     per_month = await conversion.converted(
@@ -250,7 +251,6 @@ async def converted_trends(
         values, made = lines[category_id]
         values[month_label(at)] = total.minor
         made.merge(total)
-    names = dict(await db.fetch(_CATEGORY_NAMES, user_id))
     result = []
     for category_id, (values, made) in lines.items():
         totals = [values.get(label, 0) for label in labels]
