@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 from fastapi import Header
 from fastapi.responses import JSONResponse, Response
@@ -33,6 +33,7 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from expensetracker.platform.db import Db, fetch
@@ -153,8 +154,13 @@ async def remember(
 
 
 async def purge_expired(session: AsyncSession, table: Table) -> int:
-    result = await session.execute(
-        delete(table).where(table.c.created_at < datetime.now(UTC) - RETENTION)
+    # A DELETE's result is a CursorResult, which has the row count; execute() is typed for any
+    # statement.
+    result = cast(
+        CursorResult[Any],
+        await session.execute(
+            delete(table).where(table.c.created_at < datetime.now(UTC) - RETENTION)
+        ),
     )
     return result.rowcount
 

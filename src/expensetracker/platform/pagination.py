@@ -51,10 +51,10 @@ def _parse(value: Any, kind: Parser) -> Any:
     if kind in (str, int):
         if type(value) is not kind:
             raise ValueError(value)
-        return check_text(value) if kind is str else value
+        return check_text(value) if isinstance(value, str) else value
     if not isinstance(value, str):  # other kinds (UUID, date...) travel as strings
         raise ValueError(value)
-    return kind(check_text(value))  # type: ignore[call-arg]
+    return kind(check_text(value))
 
 
 def decode_cursor(cursor: str | None, *, types: tuple[Parser, ...]) -> list[Any] | None:
