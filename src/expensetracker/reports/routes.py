@@ -12,7 +12,7 @@ from expensetracker.platform import idempotency
 from expensetracker.platform.db import DbConnection, DbReadConnection, DbSession
 from expensetracker.platform.idempotency import IdempotencyKey
 from expensetracker.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
-from expensetracker.platform.schemas import Day
+from expensetracker.platform.schemas import Day, Month
 from expensetracker.platform.state import State
 from expensetracker.platform.tokens import CurrentUser
 from expensetracker.reports import service
@@ -25,7 +25,6 @@ from expensetracker.reports.schemas import (
     ConvertedSummary,
     ConvertedTrends,
     MerchantTotal,
-    Month,
     Summary,
     Trends,
 )
