@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import Header
 from fastapi.responses import JSONResponse, Response
@@ -41,6 +41,9 @@ from expensetracker.platform.errors import Conflict, ValidationProblem
 from expensetracker.platform.schemas import JsonDocument
 
 RETENTION = timedelta(hours=24)
+
+# The answer a creation makes (an ...Out model), or the one stored for its key.
+Created = TypeVar("Created", bound=BaseModel)
 
 IdempotencyKey = Annotated[
     str | None,
@@ -173,9 +176,9 @@ async def create_once(
     key: str | None,
     route: str,
     body: BaseModel,
-    create: Callable[[], Awaitable[BaseModel]],
+    create: Callable[[], Awaitable[Created]],
     status_code: int = 201,
-) -> BaseModel | Stored:
+) -> Created | Stored:
     """``create()`` unless ``key`` was seen for the same ``route`` and ``body``: then the answer
     stored for it. Runs inside the caller's transaction, so the key and the created object
     commit together."""

@@ -18,6 +18,7 @@ from fastapi import Query
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
 
 from expensetracker.platform.errors import ValidationProblem
 from expensetracker.platform.schemas import TEXT, check_text
@@ -81,9 +82,9 @@ def _jsonable(value: Any) -> Any:
 
 async def keyset_page(
     session: AsyncSession,
-    query: Select[Any],
+    query: Select[*tuple[Any, ...]],
     *,
-    keys: tuple[ColumnElement[Any], ...],
+    keys: tuple[ColumnElement[Any] | QueryableAttribute[Any], ...],
     types: tuple[Parser, ...],
     limit: int,
     cursor: str | None,

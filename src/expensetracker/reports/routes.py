@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
@@ -16,6 +16,7 @@ from expensetracker.platform.schemas import Day, Month
 from expensetracker.platform.state import State
 from expensetracker.platform.tokens import CurrentUser
 from expensetracker.reports import service
+from expensetracker.reports.months import parse_month
 from expensetracker.reports.schemas import (
     AlertOut,
     BudgetIn,
@@ -31,7 +32,10 @@ from expensetracker.reports.schemas import (
 
 router = APIRouter(tags=["reports"])
 
-_NO_CONTENT = {"status_code": status.HTTP_204_NO_CONTENT, "response_class": Response}
+_NO_CONTENT: dict[str, Any] = {
+    "status_code": status.HTTP_204_NO_CONTENT,
+    "response_class": Response,
+}
 MonthQuery = Annotated[Month | None, Query(description="YYYY-MM; default: this month")]
 From = Annotated[Day, Query(alias="from", description="First day, inclusive.")]
 To = Annotated[Day, Query(description="Last day, inclusive.")]
@@ -50,7 +54,7 @@ MaxRateAge = Annotated[int, Depends(_max_rate_age)]
 
 
 def _month(value: str | None) -> date:
-    return service.parse_month(value) if value else date.today().replace(day=1)
+    return parse_month(value) if value else date.today().replace(day=1)
 
 
 @router.post("/api/v1/budgets", status_code=status.HTTP_201_CREATED, response_model=BudgetOut)
