@@ -55,8 +55,9 @@ def test_workflow_tests_builds_and_updates_the_overlay() -> None:
     document = workflow()
     assert set(document["on"]) == {"push", "pull_request"}
     jobs = document["jobs"]
-    assert "make lint" in commands(jobs["test"])
-    assert "make test" in commands(jobs["test"])
+    # The checks first, then the tests.
+    checks = [step.get("run") for step in jobs["test"]["steps"] if "run" in step]
+    assert checks.index("make lint") < checks.index("make typecheck") < checks.index("make test")
     image = jobs["image"]
     assert image["needs"] == "test"
     assert "refs/heads/main" in image["if"]
@@ -98,9 +99,11 @@ def test_make_test_installs_the_debian_packages_the_tests_run() -> None:
     assert "apt-get" not in ci and "pip install" not in ci
     assert re.findall(r"^\s*(make \S+.*)$", ci, re.MULTILINE) == [
         "make lint",
+        "make typecheck",
         "make test",
         'make test PYTEST_ARGS="-m database"',
     ]
+    assert re.search(r"^typecheck: bootstrap\n\t\$\(VENV\)/bin/mypy$", makefile, re.MULTILINE)
     # make test ran it before pytest: every package it names is installed now.
     listed = subprocess.run(
         ["make", "-s", "--no-print-directory", "-f", "-", "print"],
