@@ -108,8 +108,8 @@ async def create_for_owner(
     idempotency_key: str | None,
     route: str,
     body: BaseModel,
-    create: Callable[[], Awaitable[BaseModel]],
-) -> BaseModel | idempotency.Stored:
+    create: Callable[[], Awaitable[idempotency.Created]],
+) -> idempotency.Created | idempotency.Stored:
     """``create()`` once per Idempotency-Key, in one transaction with the owner row (and default
     categories) the user's first creation needs."""
     async with session.begin():
@@ -511,9 +511,11 @@ async def create_expense(
 
     async def create() -> str | idempotency.Stored:
         if idempotency_key is None:
-            return await _write(connection, CREATE_STATEMENTS[tagged, None], *args)
+            # An INSERT ... RETURNING answers its row: never None here.
+            return await _write(connection, CREATE_STATEMENTS[tagged, None], *args)  # type: ignore[return-value]
         request_hash = idempotency.fingerprint("POST /api/v1/expenses", body)
         scope = idempotency.lock_scope(idempotency_keys, user_id=user_id, key=idempotency_key)
+        created: str | None
         try:
             [(taken, created)] = await _fetch_created(
                 connection,
@@ -540,7 +542,8 @@ async def create_expense(
             )
             if replay is not None:
                 return replay
-            return await _write(
+            # An INSERT ... RETURNING answers its row: never None here.
+            return await _write(  # type: ignore[return-value]
                 connection, CREATE_STATEMENTS[tagged, "claimed"], *args, idempotency_key
             )
 
@@ -560,7 +563,7 @@ async def create_expense(
 async def get_expense(
     connection: asyncpg.Connection, *, user_id: uuid.UUID, expense_id: uuid.UUID
 ) -> str:
-    expense = await connection.fetchval(_GET, user_id, expense_id)
+    expense: str | None = await connection.fetchval(_GET, user_id, expense_id)
     if expense is None:
         raise NotFound("No expense with this id.")
     return expense
@@ -620,7 +623,8 @@ async def update_expense(
                 currency = currency or current["currency"]
                 amount = amount or money.format_amount(current["amount_minor"], current["currency"])
             try:
-                stored = money.stored(amount, currency)
+                # Both are set by now: sent (null is refused above) or read from the row.
+                stored = money.stored(amount, currency)  # type: ignore[arg-type]
             except ValueError as exc:
                 raise ValidationProblem.of_field("body.amount", str(exc), "amount") from None
             columns += stored

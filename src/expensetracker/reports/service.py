@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
+from typing import Any
 
 import asyncpg
 from prometheus_client import Counter
@@ -212,7 +214,7 @@ class _Plan:
 MonthSums = dict[tuple[str, uuid.UUID | None], int]
 
 
-def _month_sums(rows: Iterable[Sequence]) -> dict[date, MonthSums]:
+def _month_sums(rows: Iterable[Iterable[Any]]) -> dict[date, MonthSums]:
     by_month: dict[date, MonthSums] = defaultdict(lambda: defaultdict(int))
     for month, category_id, parent_id, currency, total in rows:
         sums = by_month[month]
@@ -346,7 +348,7 @@ async def budget_report(
             for threshold in reached
             if threshold not in plan.recorded
         ]
-        fmt = lambda minor, c=plan.currency: money.format_amount(minor, c)  # noqa: E731
+        fmt = partial(money.format_amount, currency=plan.currency)
         statuses.append(
             BudgetStatus(
                 budget_id=plan.id,
@@ -366,7 +368,8 @@ async def budget_report(
         )
     if crossings:
         # Concurrent reports may race to record the same crossing: the unique key keeps one.
-        budget_ids, thresholds, spent, available = zip(*crossings, strict=True)
+        # The columns of the crossings, for unnest(): spent and available become tuples.
+        budget_ids, thresholds, spent, available = zip(*crossings, strict=True)  # type: ignore[assignment]
         ids = [uuid.uuid4() for _ in crossings]
         recorded = await db.fetch(
             _RECORD_ALERTS, user_id, month, ids, budget_ids, thresholds, spent, available
@@ -375,7 +378,7 @@ async def budget_report(
     return BudgetReport(month=month_label(month), budgets=statuses)
 
 
-def _made(total: Converted) -> dict:
+def _made(total: Converted) -> dict[str, Any]:
     return {"conversion": total.conversion(), "unconverted": total.unconverted()}
 
 
@@ -453,13 +456,13 @@ def _check_range(from_: date, to: date) -> None:
         raise ValidationProblem.of_field("query.to", "The range spans ten years at most.", "range")
 
 
-def _summary_query(*, group_by: str, from_: date, to: date) -> tuple[str, list]:
+def _summary_query(*, group_by: str, from_: date, to: date) -> tuple[str, list[Any]]:
     """Only fixed SQL fragments and $n placeholders go into the text. One statement (one
     snapshot): whole months from the monthly totals, the days around them
     from the expenses themselves, category names joined in. Only the parts a range needs are in
     the statement, so each shape gets a plan of its own."""
     rollup_key, raw_key = _GROUP_KEYS[group_by]
-    args: list = []
+    args: list[Any] = []
 
     def arg(value: object) -> str:
         args.append(value)
@@ -562,7 +565,12 @@ async def converted_summary(
     overall = Converted()
     for total in every.values():
         overall.merge(total)
-    names = dict(await db.fetch(_CATEGORY_NAMES, user_id)) if group_by == "category" else {}
+    # Each row of two columns unpacks as an (id, name) pair.
+    names: dict[uuid.UUID, str] = (
+        dict(await db.fetch(_CATEGORY_NAMES, user_id))  # type: ignore[arg-type]
+        if group_by == "category"
+        else {}
+    )
     keys = sorted((key for (key,) in groups), key=lambda key: _nulls_last(key and str(key)))
     return ConvertedSummary.model_validate(
         {
@@ -597,7 +605,7 @@ async def trends(db: asyncpg.Connection, *, user_id: uuid.UUID, month: date, mon
     the change of the last month from the one before."""
     first = add_months(month, -(months - 1))
     labels = [month_label(add_months(first, n)) for n in range(months)]
-    series: dict[tuple, dict[str, int]] = defaultdict(dict)
+    series: dict[tuple[Any, ...], dict[str, int]] = defaultdict(dict)
     for category_id, name, currency, at, total in await db.fetch(
         _MONTHLY_PER_CATEGORY, user_id, first, month
     ):
@@ -650,7 +658,8 @@ async def converted_trends(
         values, made = lines[category_id]
         values[month_label(at)] = total.minor
         made.merge(total)
-    names = dict(await db.fetch(_CATEGORY_NAMES, user_id))
+    # Each row of two columns unpacks as an (id, name) pair.
+    names: dict[uuid.UUID | None, str] = dict(await db.fetch(_CATEGORY_NAMES, user_id))  # type: ignore[arg-type]
     result = []
     for category_id, (values, made) in lines.items():
         totals = [values.get(label, 0) for label in labels]
