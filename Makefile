@@ -73,8 +73,9 @@ lint: bootstrap
 	$(VENV)/bin/ruff check src tests bench scripts
 	$(VENV)/bin/ruff format --check src tests bench scripts
 
-# mypy on the package, as pyproject.toml's [tool.mypy] configures it: strict on platform/ and on
-# each service's service.py and schemas.py, the rest checked non-strict.
+# mypy on the package, as pyproject.toml's [tool.mypy] configures it: strict on platform/, on
+# each service's service.py and schemas.py and on the modules split out of a service.py, the rest
+# checked non-strict.
 typecheck: bootstrap
 	$(VENV)/bin/mypy
 
