@@ -73,7 +73,7 @@ def _row(
 def year_of_spending(today: date) -> str:
     rng = random.Random(2026)  # noqa: S311 - made-up spending, the same year every time
     start = today.replace(day=1) - timedelta(days=365)
-    rows = [transfer.COLUMNS]
+    rows: list[tuple[object, ...]] = [transfer.COLUMNS]
     n = 0
     month = start.replace(day=1)
     while month <= today:

@@ -164,6 +164,7 @@ async def test_security_events_are_audited_without_secrets(client: httpx.AsyncCl
 
 def from_address(client: httpx.AsyncClient, address: str) -> httpx.AsyncClient:
     """Another client of the same running app, connecting from ``address``."""
+    # httpx types the transport as a BaseTransport; an in-process client's is an ASGITransport.
     app = client._transport.app  # type: ignore[attr-defined]
     transport = httpx.ASGITransport(app=app, client=(address, 50000))
     return httpx.AsyncClient(transport=transport, base_url="http://testserver")

@@ -57,10 +57,13 @@ def test_workflow_tests_builds_and_updates_the_overlay() -> None:
     document = workflow()
     assert set(document["on"]) == {"push", "pull_request"}
     jobs = document["jobs"]
-    assert "make lint" in commands(jobs["test"])
-    assert "make test" in commands(jobs["test"])
+    # The checks first, then the tests.
+    lint, _ = _step(jobs["test"], run="make lint")
+    typecheck, _ = _step(jobs["test"], run="make typecheck")
+    test, tests = _step(jobs["test"], name="Tests")
+    assert lint < typecheck < test
+    assert tests["run"].endswith(" make test")
     # Every test runs there (a missing prerequisite fails in CI): a Redis, and root for the image.
-    _, tests = _step(jobs["test"], name="Tests")
     assert tests["run"].startswith("sudo --preserve-env=CI,EXPENSETRACKER_TEST_REDIS_URL ")
     assert jobs["test"]["services"]["redis"]["ports"] == ["6379:6379"]
     assert jobs["test"]["env"]["EXPENSETRACKER_TEST_REDIS_URL"].startswith(
@@ -108,9 +111,11 @@ def test_make_test_installs_the_debian_packages_the_tests_run() -> None:
     assert re.search(r"^export CI=true$", ci, re.MULTILINE)
     assert re.findall(r"^\s*(make \S+.*)$", ci, re.MULTILINE) == [
         "make lint",
+        "make typecheck",
         "make test",
         'make test PYTEST_ARGS="-m database"',
     ]
+    assert re.search(r"^typecheck: bootstrap\n\t\$\(VENV\)/bin/mypy$", makefile, re.MULTILINE)
     # make test ran it before pytest: every package it names is installed now.
     listed = subprocess.run(
         ["make", "-s", "--no-print-directory", "-f", "-", "print"],

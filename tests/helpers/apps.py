@@ -45,6 +45,7 @@ def app_factory(database_url: str) -> AppFactory:
             "auth_url": "http://127.0.0.1:9",
             **overrides,
         }
+        # Settings fields of several types in one dict: pydantic checks each.
         settings = Settings(**values)  # type: ignore[arg-type]
         app = create_app(services or list(SERVICES.values()), settings)
         return running(app, base_url, client_address)
@@ -54,6 +55,7 @@ def app_factory(database_url: str) -> AppFactory:
 
 def app_of(client: httpx.AsyncClient) -> FastAPI:
     """The app behind an in-process client."""
+    # httpx types the transport as a BaseTransport; an in-process client's is an ASGITransport.
     return client._transport.app  # type: ignore[attr-defined]
 
 

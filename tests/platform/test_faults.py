@@ -200,6 +200,7 @@ async def test_database_restart_under_load(private_cluster: PrivateCluster) -> N
             async def request(method: str, path: str, **kwargs: object) -> httpx.Response | None:
                 sent, started = phase, time.monotonic()
                 try:
+                    # kwargs are httpx's request options, of several types, passed on as given.
                     response = await client.request(method, path, **kwargs)  # type: ignore[arg-type]
                 except httpx.TransportError as exc:
                     samples.append(Sample(sent, type(exc).__name__, time.monotonic() - started))

@@ -118,6 +118,7 @@ def sign_up_sync(base_url: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+# Unannotated: the OpenApiSchema it returns is not exported by Schemathesis.
 def fuzz_schema(fuzz_target: FuzzTarget):  # type: ignore[no-untyped-def]
     return schemathesis.openapi.from_url(f"{fuzz_target.base_url}/openapi.json")
 
@@ -141,7 +142,7 @@ def test_every_operation(case: schemathesis.Case, fuzz_target: FuzzTarget) -> No
 
 
 def test_the_fuzzed_document_holds_every_operation_of_every_service(
-    fuzz_schema,  # type: ignore[no-untyped-def]
+    fuzz_schema,  # type: ignore[no-untyped-def]  # Schemathesis's OpenApiSchema: not exported
 ) -> None:
     fuzzed = {
         (method, path)
@@ -162,7 +163,7 @@ def test_the_fuzzed_document_holds_every_operation_of_every_service(
 
 
 def test_stateful_sequences_of_linked_operations(
-    fuzz_schema,  # type: ignore[no-untyped-def]
+    fuzz_schema,  # type: ignore[no-untyped-def]  # Schemathesis's OpenApiSchema: not exported
     fuzz_target: FuzzTarget,
 ) -> None:
     """Sequences where one answer feeds the next request (a created expense's id into its GET,
@@ -171,6 +172,7 @@ def test_stateful_sequences_of_linked_operations(
     machine = fuzz_schema.as_state_machine()
     assert fuzz_schema.statistic.transitions.total > 0  # inferred when the machine is built
 
+    # The base is the state machine class Schemathesis builds at run time from the document.
     class Workflow(machine):  # type: ignore[misc, valid-type]
         def setup(self) -> None:
             # Each sequence starts from an account of its own: what a request answers then
@@ -182,6 +184,8 @@ def test_stateful_sequences_of_linked_operations(
             fuzz_target.calls += 1
             return {"base_url": fuzz_target.base_url, "headers": self.headers, "timeout": 30}
 
+        # Schemathesis's hook with its parameters as they are; unannotated, as the dynamic base
+        # above leaves the override unchecked anyway.
         def validate_response(  # type: ignore[no-untyped-def]
             self, response, case, additional_checks=None, **kwargs
         ) -> None:

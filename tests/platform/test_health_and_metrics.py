@@ -80,6 +80,7 @@ async def test_readyz_is_503_when_the_database_is_unreachable(serve_app: AppFact
 
 
 async def test_readyz_turns_false_when_shutdown_begins(client: httpx.AsyncClient) -> None:
+    # httpx types the transport as a BaseTransport; an in-process client's is an ASGITransport.
     app = client._transport.app  # type: ignore[attr-defined]
     assert (await client.get("/readyz")).status_code == 200
     app_state(app).readiness.shutting_down = True

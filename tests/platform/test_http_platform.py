@@ -182,6 +182,7 @@ async def test_rate_limit_answers_429_with_retry_after(serve_app: AppFactory) ->
 
 async def test_rate_limit_is_per_client_address(serve_app: AppFactory) -> None:
     async with serve_app(rate_limit="2/minute") as client:
+        # httpx types the transport as a BaseTransport; an in-process client's is an ASGITransport.
         app = client._transport.app  # type: ignore[attr-defined]
         for _ in range(2):
             await client.get("/nope")

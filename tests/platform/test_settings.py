@@ -17,6 +17,7 @@ REAL_DB = "postgresql://expenses:Zq8v2Lr9pT4w@db:5432/expensetracker"
 
 def production(**overrides: object) -> Settings:
     values = {"env": "production", "database_url": REAL_DB, "key_encryption_key": REAL_KEK}
+    # Settings fields of several types in one dict: pydantic checks each.
     return Settings(**{**values, **overrides})  # type: ignore[arg-type]
 
 
@@ -135,6 +136,7 @@ def test_real_production_configuration_is_accepted() -> None:
 )
 def test_invalid_values_refused(field: str, value: object) -> None:
     with pytest.raises(ValidationError):
+        # A field of any type with an invalid value: the point is pydantic refusing it.
         Settings(**{field: value})  # type: ignore[arg-type]
 
 

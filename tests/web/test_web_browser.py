@@ -351,6 +351,8 @@ async def test_the_first_load_of_the_dashboard_is_light(browser: Browser, base_u
     page = await fresh.new_page()
     transferred: list[tuple[str, int]] = []
 
+    # `response` is Playwright's Response, typed here as object: its attributes (request, url)
+    # go unchecked, hence the two ignores.
     async def record(response: object) -> None:
         sizes = await response.request.sizes()  # type: ignore[attr-defined]
         transferred.append(

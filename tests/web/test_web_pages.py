@@ -445,6 +445,7 @@ async def test_up_demo_offers_the_demo_account_on_the_sign_in_page_in_developmen
     # Only the settings of the app's typed state (platform/state.py) are read.
     state = SimpleNamespace(platform=SimpleNamespace(settings=production))
     request = SimpleNamespace(app=SimpleNamespace(state=state))
+    # A SimpleNamespace with just what _demo reads, in place of a Request.
     assert routes._demo(request) is None  # type: ignore[arg-type]
 
 

@@ -36,7 +36,10 @@ async def _client_address(request: Request) -> str:
 Auth = Annotated[AuthContext, Depends(_auth)]
 ClientAddress = Annotated[str, Depends(_client_address)]
 
-_NO_CONTENT = {"status_code": status.HTTP_204_NO_CONTENT, "response_class": Response}
+_NO_CONTENT: dict[str, Any] = {
+    "status_code": status.HTTP_204_NO_CONTENT,
+    "response_class": Response,
+}
 
 
 @router.post("/register", status_code=status.HTTP_202_ACCEPTED)

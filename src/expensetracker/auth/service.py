@@ -187,7 +187,9 @@ async def _authenticate(
         audit.warning("login_throttled", account=account, client_address=client_address)
         raise TooManyAttempts(wait)
     user = await session.scalar(select(User).where(User.email == email))
-    if not await auth.hasher.verify(user.password_hash if user else None, password):
+    # Without a user the hasher does the same work and answers False.
+    verified = await auth.hasher.verify(user.password_hash if user else None, password)
+    if user is None or not verified:
         await throttle.record_failure(
             session, subjects=[account, address, pair], window=limits.window
         )
@@ -229,7 +231,7 @@ async def login(
             tokens = await _issue_tokens(
                 session, user_id=user.id, session_id=uuid.uuid4(), auth=auth
             )
-    if tokens is None:  # raised only now, so that the failure above is committed
+    if user is None or tokens is None:  # raised only now, so that the failure is committed
         raise InvalidCredentials
     LOGINS.labels("succeeded").inc()
     audit.info("login_succeeded", user_id=str(user.id), client_address=client_address)

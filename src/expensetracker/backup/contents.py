@@ -112,7 +112,9 @@ async def tables(
     found = {}
     for done, (schema, table) in enumerate(names, start=1):
         qualified = f"{identifier(schema)}.{identifier(table)}"
-        rows, checksum = await connection.fetchrow(_CHECKSUM.format(table=qualified))
+        row = await connection.fetchrow(_CHECKSUM.format(table=qualified))
+        assert row is not None  # an aggregate answers one row
+        rows, checksum = row
         found[f"{schema}.{table}"] = TableContents(rows=rows, checksum=checksum)
         if progress is not None:
             progress(done, len(names))

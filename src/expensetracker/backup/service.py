@@ -179,7 +179,7 @@ async def _dump_and_read(
             connection, progress=lambda done, total: progress(Step("checksumming", done, total))
         )
         owners, roles = await contents.roles(connection)
-        held = {
+        held: dict[str, object] = {
             "schemas": await contents.schemas(connection),
             "owners": owners,
             "roles": roles,
@@ -257,7 +257,7 @@ async def verify(
         )
         store.write_json(backup.verification_path, verification)
     except BaseException as exc:
-        _record_failure(folder, "verify", backup and backup.name, exc, clock)
+        _record_failure(folder, "verify", backup.name if backup else None, exc, clock)
         raise
     if detail:
         _record_failure(folder, "verify", backup.name, InvalidBackup(detail), clock)

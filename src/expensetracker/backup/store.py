@@ -214,7 +214,8 @@ def scan(folder: Path) -> list[Backup]:
         except (OSError, ValueError) as exc:
             problem = f"unreadable manifest: {_first_line(exc)}"
         if manifest is not None and manifest.name != name:
-            manifest, problem = None, f"the manifest names another backup ({manifest.name})"
+            problem = f"the manifest names another backup ({manifest.name})"
+            manifest = None
         if problem is None and not (folder / f"{name}{DUMP}").is_file():
             manifest, problem = None, "the archive is missing"
         verification = None

@@ -36,6 +36,7 @@ class Tool:
 
 
 def major_of(version: str) -> int:
+    # Server and tool versions ("17.2", "16.6 (Debian ...)") start with their major number.
     return int(re.match(r"\d+", version).group())  # type: ignore[union-attr]
 
 

@@ -207,7 +207,7 @@ def backup_list(folder: FolderOption = None) -> None:
     table = Table("backup", "taken (UTC)", "age", "size", "rows", "state", title=str(target))
     for backup in backups:
         manifest = backup.manifest
-        state = backup.state
+        state: str = backup.state
         if backup.verification is not None and not backup.verification.ok:
             state += f": {backup.verification.detail}"
         elif manifest is None:

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
-from typing import Annotated, get_args
+from typing import Annotated, cast, get_args
 
 import httpx
 import typer
@@ -87,8 +87,9 @@ def import_expenses(
                 session,
                 user_id=await account(session, user),
                 chunks=chunks(),
-                format=format,
-                options=Options(currency=currency, date_order=date_order),
+                # Both checked against their Literal's values above.
+                format=cast(ImportFormat, format),
+                options=Options(currency=currency, date_order=cast(DateOrder | None, date_order)),
                 progress=lambda rows: progress.update(task, completed=rows),
             )
         summary = f"{result.rows} rows: {result.created} created, {result.unchanged} already there"

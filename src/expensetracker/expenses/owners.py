@@ -81,8 +81,8 @@ async def create_for_owner(
     user_id: uuid.UUID,
     keyed: idempotency.KeyedRequest | None,
     body: BaseModel,
-    create: Callable[[], Awaitable[BaseModel]],
-) -> BaseModel | idempotency.Stored:
+    create: Callable[[], Awaitable[idempotency.Created]],
+) -> idempotency.Created | idempotency.Stored:
     """``create()`` once per Idempotency-Key, in one transaction with the owner row (and default
     categories) the user's first creation needs."""
     async with session.begin():

@@ -14,7 +14,7 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -187,7 +187,7 @@ async def load_ecb(connection: asyncpg.Connection, location: str) -> int:
 async def refresh_providers(pool: DriverPool, settings: Settings) -> int:
     """The background job: every configured provider's latest rates. A provider that fails is
     logged and tried again at the next turn; the others are still kept."""
-    providers: list[tuple[Source, str, object]] = []
+    providers: list[tuple[Source, str, Callable[[bytes], list[Rate]]]] = []
     if settings.rates_ecb_url:
         providers.append(("ecb", settings.rates_ecb_url, parse_ecb))
     if settings.rates_frankfurter_url:
@@ -197,7 +197,7 @@ async def refresh_providers(pool: DriverPool, settings: Settings) -> int:
     async with httpx.AsyncClient(follow_redirects=True) as client:
         for source, url, parse in providers:
             try:
-                rates = parse(await download(client, url))  # type: ignore[operator]
+                rates = parse(await download(client, url))
                 async with pool.connection() as connection:
                     kept += await store(connection, rates, source=source)
             except (httpx.HTTPError, InvalidRates, OSError) as exc:

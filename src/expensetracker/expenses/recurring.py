@@ -154,6 +154,7 @@ async def _check_rule_count(session: AsyncSession, *, user_id: uuid.UUID) -> Non
     count = await session.scalar(
         select(func.count()).select_from(RecurringRule).where(RecurringRule.user_id == user_id)
     )
+    assert count is not None  # count() answers one row
     if count >= MAX_RULES_PER_USER:
         raise Conflict(
             f"You have {MAX_RULES_PER_USER} recurring expenses already; delete one first."

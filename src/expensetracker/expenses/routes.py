@@ -6,7 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import date
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
@@ -51,7 +51,10 @@ class UnsupportedMediaType(Problem):
     status = 415
 
 
-_NO_CONTENT = {"status_code": status.HTTP_204_NO_CONTENT, "response_class": Response}
+_NO_CONTENT: dict[str, Any] = {
+    "status_code": status.HTTP_204_NO_CONTENT,
+    "response_class": Response,
+}
 
 
 def _bound(name: str, value: str | None) -> Decimal | None:

@@ -74,6 +74,7 @@ class Rule:
             if self.regex is not None:
                 if self.regex.search(text) is not None:
                     return True
+            # contains is set whenever regex is not.
             elif self.contains in text.casefold():  # type: ignore[operator]
                 return True
         return False
@@ -145,8 +146,8 @@ def _out(row: CategorisationRule) -> RuleOut:
     return RuleOut(
         id=row.id,
         position=row.position,
-        field=row.field,  # type: ignore[arg-type]
-        match=row.match,  # type: ignore[arg-type]
+        field=row.field,
+        match=row.match,
         pattern=row.pattern,
         currency=row.currency,
         min_amount=amount(row.min_amount_minor),
@@ -308,6 +309,7 @@ async def apply_rules(session: AsyncSession, *, user_id: uuid.UUID, dry_run: boo
         if not rules:
             return RulesApplied(matched=matched, dry_run=dry_run, changes=changes)
         connection = (await (await session.connection()).get_raw_connection()).driver_connection
+        assert connection is not None  # an open session's connection has its driver's
         pending: list[tuple[uuid.UUID, Rule]] = []
         async for row in connection.cursor(_UNCATEGORISED, user_id, prefetch=1000):
             rule = first_match(

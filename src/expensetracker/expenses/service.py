@@ -339,9 +339,11 @@ async def create_expense(
 
     async def create() -> str | idempotency.Stored:
         if keyed is None:
-            return await _write(connection, CREATE_STATEMENTS[tagged, None], *args)
+            # An INSERT ... RETURNING answers its row: never None here.
+            return await _write(connection, CREATE_STATEMENTS[tagged, None], *args)  # type: ignore[return-value]
         request_hash = idempotency.fingerprint(keyed.route, body)
         scope = idempotency.lock_scope(idempotency_keys, user_id=user_id, key=keyed.key)
+        created: str | None
         try:
             [(taken, created)] = await _fetch_created(
                 connection,
@@ -368,7 +370,8 @@ async def create_expense(
             )
             if replay is not None:
                 return replay
-            return await _write(connection, CREATE_STATEMENTS[tagged, "claimed"], *args, keyed.key)
+            # An INSERT ... RETURNING answers its row: never None here.
+            return await _write(connection, CREATE_STATEMENTS[tagged, "claimed"], *args, keyed.key)  # type: ignore[return-value]
 
     try:
         result = await create()
@@ -386,7 +389,7 @@ async def create_expense(
 async def get_expense(
     connection: asyncpg.Connection, *, user_id: uuid.UUID, expense_id: uuid.UUID
 ) -> str:
-    expense = await connection.fetchval(_GET, user_id, expense_id)
+    expense: str | None = await connection.fetchval(_GET, user_id, expense_id)
     if expense is None:
         raise NotFound("No expense with this id.")
     return expense
@@ -446,7 +449,8 @@ async def update_expense(
                 currency = currency or current["currency"]
                 amount = amount or money.format_amount(current["amount_minor"], current["currency"])
             try:
-                stored = money.stored(amount, currency)
+                # Both are set by now: sent (null is refused above) or read from the row.
+                stored = money.stored(amount, currency)  # type: ignore[arg-type]
             except ValueError as exc:
                 raise ValidationProblem.of_field("body.amount", str(exc), "amount") from None
             columns += stored

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import IO
+from xml.etree.ElementTree import Element  # types only: parsing goes through defusedxml
 
 import defusedxml.ElementTree
 import mt940
@@ -227,7 +228,7 @@ class Statement:
         except defusedxml.ElementTree.ParseError as exc:
             raise InvalidImport(f"The file is not well-formed XML ({exc}).") from None
 
-    def _camt_entry(self, entry: object, *, account: str) -> list[str] | None:
+    def _camt_entry(self, entry: Element, *, account: str) -> list[str] | None:
         amount = _text(entry, "Amt")
         if _text(entry, "CdtDbtInd") == "DBIT":
             amount = "-" + amount
@@ -353,22 +354,20 @@ def _ofx_date(value: str) -> str:
     return value
 
 
-def _find(element: object, path: str) -> object | None:
+def _find(element: Element, path: str) -> Element | None:
     """``path`` below ``element`` whatever the CAMT version's namespace."""
     found = element
     for step in path.split("/"):
-        found = next(
-            (child for child in found if child.tag.rpartition("}")[2] == step),  # type: ignore[attr-defined]
-            None,
-        )
-        if found is None:
+        below = next((child for child in found if child.tag.rpartition("}")[2] == step), None)
+        if below is None:
             return None
+        found = below
     return found
 
 
-def _text(element: object, path: str) -> str:
+def _text(element: Element, path: str) -> str:
     found = _find(element, path)
-    return (found.text or "").strip() if found is not None else ""  # type: ignore[attr-defined]
+    return (found.text or "").strip() if found is not None else ""
 
 
 def _utf8(data: bytes) -> str:

@@ -205,7 +205,8 @@ class _Validator:
             category_id = self.categories.get(category.casefold())
             if category_id is None:
                 errors.append(("category", f"no category named {category!r}"))
-        charged = _charged(*map(str.strip, paid), errors)
+        paid_amount, paid_currency = map(str.strip, paid)
+        charged = _charged(paid_amount, paid_currency, errors)
         names = [tag for tag in map(str.strip, tags.split(TAG_SEPARATOR)) if tag] if tags else []
         if len(names) > TAGS_MAX or any(len(tag) > NAME_MAX for tag in names):
             errors.append(("tags", f"at most {TAGS_MAX} tags of at most {NAME_MAX} characters"))
@@ -412,6 +413,7 @@ async def _stage(
         )
     }
     connection = (await (await session.connection()).get_raw_connection()).driver_connection
+    assert connection is not None  # an open session's connection has its driver's
     await connection.execute(
         "CREATE TEMP TABLE import_external_ids (external_id text PRIMARY KEY, line int NOT NULL) "
         "ON COMMIT DROP"
@@ -474,13 +476,13 @@ def _publish(batches: _Batches, *, rows: int, statement: Statement | None) -> Im
     (the transaction then keeps nothing)."""
     if batches.rejected:
         IMPORT_ROWS.labels("rejected").inc(batches.rejected)
-        errors = batches.reported_errors()
+        reported = batches.reported_errors()
         if statement is not None:  # a position in a statement is a transaction's number
-            errors = [{"transaction": error.pop("line"), **error} for error in errors]
+            reported = [{"transaction": error.pop("line"), **error} for error in reported]
         raise InvalidImport(
             f"{batches.rejected} of {rows} rows are invalid; nothing was imported.",
             rejected_rows=batches.rejected,
-            errors=errors,
+            errors=reported,
         )
     return ImportResult(
         rows=rows,

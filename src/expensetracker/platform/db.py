@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import asyncpg
 from fastapi import Depends, Request
@@ -116,7 +116,7 @@ def pool_turns(settings: Settings) -> asyncio.Semaphore:
 
 
 async def delete_owned(
-    session: AsyncSession, model: type, *, user_id: uuid.UUID, id: uuid.UUID, missing: str
+    session: AsyncSession, model: type[Any], *, user_id: uuid.UUID, id: uuid.UUID, missing: str
 ) -> None:
     """Deletes the caller's row ``id`` of ``model`` (keyed by ``user_id`` and ``id``), in a
     transaction of its own; another user's id answers 404 with ``missing``, like an id that does
@@ -212,19 +212,21 @@ class DriverPool:
         paths of one statement or a few, where an ORM session and its BEGIN and COMMIT round
         trips cost more than the statements."""
         async with taking_turn(self.turns, wait_seconds=self.wait_seconds):
-            connection = await self.pool.acquire()  # a turn holds a free connection
+            proxy = await self.pool.acquire()  # a turn holds a free connection
             try:
-                yield connection
+                # asyncpg counts its pool's proxy as a Connection (isinstance says so); the
+                # stubs keep the two apart.
+                yield cast(asyncpg.Connection, proxy)
             except BaseException as exc:
                 # A statement refused by PostgreSQL leaves the connection as it was; anything
                 # else (the server gone, an operation cut short) may leave it mid-operation,
                 # and the next request would fail on it: it is closed, and the pool opens
                 # another.
                 if not isinstance(exc, asyncpg.PostgresError) or database_unavailable(exc):
-                    connection.terminate()
+                    proxy.terminate()
                 raise
             finally:
-                await self.pool.release(connection)
+                await self.pool.release(proxy)
 
 
 async def get_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:

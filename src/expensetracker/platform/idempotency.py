@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
@@ -34,6 +34,7 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from expensetracker.platform.db import Db, fetch
@@ -41,6 +42,9 @@ from expensetracker.platform.errors import Conflict, ValidationProblem
 from expensetracker.platform.schemas import JsonDocument
 
 RETENTION = timedelta(hours=24)
+
+# The answer a creation makes (an ...Out model), or the one stored for its key.
+Created = TypeVar("Created", bound=BaseModel)
 
 _KeyHeader = Annotated[
     str | None,
@@ -63,6 +67,7 @@ class KeyedRequest:
 
     @classmethod
     def to(cls, route: APIRoute, *, key: str) -> KeyedRequest:
+        assert route.methods is not None  # an APIRoute always has its methods (GET by default)
         [method] = route.methods
         return cls(key=key, route=f"{method} {route.path}")
 
@@ -183,8 +188,13 @@ async def remember(
 
 
 async def purge_expired(session: AsyncSession, table: Table) -> int:
-    result = await session.execute(
-        delete(table).where(table.c.created_at < datetime.now(UTC) - RETENTION)
+    # A DELETE's result is a CursorResult, which has the row count; execute() is typed for any
+    # statement.
+    result = cast(
+        CursorResult[Any],
+        await session.execute(
+            delete(table).where(table.c.created_at < datetime.now(UTC) - RETENTION)
+        ),
     )
     return result.rowcount
 
@@ -196,9 +206,9 @@ async def create_once(
     user_id: uuid.UUID,
     keyed: KeyedRequest | None,
     body: BaseModel,
-    create: Callable[[], Awaitable[BaseModel]],
+    create: Callable[[], Awaitable[Created]],
     status_code: int = 201,
-) -> BaseModel | Stored:
+) -> Created | Stored:
     """``create()`` unless the key was seen for the same route and ``body``: then the answer
     stored for it. Runs inside the caller's transaction, so the key and the created object
     commit together."""

@@ -13,11 +13,12 @@ import sys
 import asyncpg
 import structlog
 from opentelemetry import trace
+from structlog.typing import EventDict, WrappedLogger
 
 _SECRET_KEYS = ("password", "token", "secret", "authorization", "cookie", "database_url", "key")
 
 
-def _mask_secrets(_logger: object, _method: str, event: dict) -> dict:
+def _mask_secrets(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
     for key in event:
         if key != "event" and any(word in key.lower() for word in _SECRET_KEYS):
             event[key] = "***"
@@ -37,7 +38,7 @@ def scrub_exception(exc: BaseException | None) -> None:
         exc = exc.__cause__ or exc.__context__
 
 
-def _scrub_exc_info(_logger: object, _method: str, event: dict) -> dict:
+def _scrub_exc_info(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
     exc_info = event.get("exc_info")
     if exc_info is True:
         exc_info = sys.exc_info()
@@ -48,7 +49,7 @@ def _scrub_exc_info(_logger: object, _method: str, event: dict) -> dict:
     return event
 
 
-def _add_trace_context(_logger: object, _method: str, event: dict) -> dict:
+def _add_trace_context(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
     context = trace.get_current_span().get_span_context()
     if context.is_valid:
         event["trace_id"] = trace.format_trace_id(context.trace_id)
@@ -57,7 +58,7 @@ def _add_trace_context(_logger: object, _method: str, event: dict) -> dict:
 
 
 def configure_logging(*, level: str, fmt: str, service: str) -> None:
-    def add_service(_logger: object, _method: str, event: dict) -> dict:
+    def add_service(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
         event.setdefault("service", service)
         return event
 
@@ -118,5 +119,5 @@ def configure_logging(*, level: str, fmt: str, service: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _noop(_logger: object, _method: str, event: dict) -> dict:
+def _noop(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
     return event

@@ -5,12 +5,14 @@ from __future__ import annotations
 import platform
 import weakref
 from collections.abc import Iterator
+from typing import cast
 
 import asyncpg
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
 
 from expensetracker import __version__
 
@@ -69,11 +71,12 @@ class _PoolCollector(Collector):
             labels=["pool", "state"],
         )
         for engine, name in list(self._engines.items()):
-            pool = engine.sync_engine.pool
-            size.add_metric([name], pool.size())  # type: ignore[attr-defined]
-            connections.add_metric([name, "checked_out"], pool.checkedout())  # type: ignore[attr-defined]
-            connections.add_metric([name, "idle"], pool.checkedin())  # type: ignore[attr-defined]
-            connections.add_metric([name, "overflow"], max(pool.overflow(), 0))  # type: ignore[attr-defined]
+            # The tracked engines keep SQLAlchemy's default queue pool (platform/db.py).
+            pool = cast(QueuePool, engine.sync_engine.pool)
+            size.add_metric([name], pool.size())
+            connections.add_metric([name, "checked_out"], pool.checkedout())
+            connections.add_metric([name, "idle"], pool.checkedin())
+            connections.add_metric([name, "overflow"], max(pool.overflow(), 0))
         for driver, name in list(self._drivers.values()):
             size.add_metric([name], driver.get_max_size())
             connections.add_metric(

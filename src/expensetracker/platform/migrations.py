@@ -44,7 +44,10 @@ async def current_revision(connection: AsyncConnection, spec: ServiceSpec) -> st
     exists = await connection.scalar(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": table})
     if not exists:
         return None
-    return await connection.scalar(text(f"SELECT version_num FROM {table}"))  # noqa: S608
+    revision: str | None = await connection.scalar(
+        text(f"SELECT version_num FROM {table}")  # noqa: S608
+    )
+    return revision
 
 
 def run_migrations_from_env() -> None:

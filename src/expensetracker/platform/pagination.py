@@ -19,6 +19,7 @@ from fastapi import Query
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Select, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
 
 from expensetracker.platform.errors import ValidationProblem
 from expensetracker.platform.schemas import TEXT, check_text
@@ -52,10 +53,10 @@ def _parse(value: Any, kind: Parser) -> Any:
     if kind in (str, int):
         if type(value) is not kind:
             raise ValueError(value)
-        return check_text(value) if kind is str else value
+        return check_text(value) if isinstance(value, str) else value
     if not isinstance(value, str):  # other kinds (UUID, date...) travel as strings
         raise ValueError(value)
-    return kind(check_text(value))  # type: ignore[call-arg]
+    return kind(check_text(value))
 
 
 def decode_cursor(cursor: str | None, *, types: tuple[Parser, ...]) -> list[Any] | None:
@@ -82,9 +83,9 @@ def _jsonable(value: Any) -> Any:
 
 async def keyset_page(
     session: AsyncSession,
-    query: Select[Any],
+    query: Select[*tuple[Any, ...]],
     *,
-    keys: tuple[ColumnElement[Any], ...],
+    keys: tuple[ColumnElement[Any] | QueryableAttribute[Any], ...],
     types: tuple[Parser, ...],
     limit: int,
     cursor: str | None,

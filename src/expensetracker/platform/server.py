@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,7 +37,7 @@ class GracefulServer(uvicorn.Server):
         self.on_ready = on_ready
         self._stop_at: float | None = None
 
-    async def startup(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         # Everything alive now (modules, the app, pools) lives as long as the process: frozen out
         # of the collector, full collections stop scanning it. Without this they paused the event

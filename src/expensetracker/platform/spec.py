@@ -74,7 +74,7 @@ class ServiceSpec:
 
     @property
     def schema(self) -> str:
-        assert self.metadata.schema is not None
+        assert self.metadata is not None and self.metadata.schema is not None
         return self.metadata.schema
 
     def owns(self, path: str) -> bool:

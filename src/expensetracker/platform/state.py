@@ -46,7 +46,7 @@ class AppState:
     tracer_provider: TracerProvider
     readiness: Readiness
     # Each data-keeping service's Alembic head, which /readyz expects the database to be at.
-    migration_heads: dict[str, str]
+    migration_heads: dict[str, str | None]
     # Set while the app runs (its lifespan).
     database: Database | None = None
     token_verifier: TokenVerifier | None = None

@@ -155,6 +155,8 @@ class BearerPrincipal(HTTPBearer):
     """The caller of every authenticated route, from ``Authorization: Bearer``: one dependency
     (declared in the OpenAPI document as the bearer scheme), verified by the app's verifier."""
 
+    # HTTPBearer is subclassed for its OpenAPI security scheme; as a dependency this answers
+    # the verified Principal where HTTPBearer answers the raw credentials.
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:

@@ -41,7 +41,7 @@ _Call = Callable[..., Awaitable[Any]]
 
 
 async def _when_recording(
-    traced: _Call, func: _Call, instance: object, args: tuple, kwargs: dict
+    traced: _Call, func: _Call, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     if trace.get_current_span().is_recording():
         return await traced(func, instance, args, kwargs)
@@ -69,14 +69,15 @@ def sampler(settings: Settings) -> Sampler:
     if settings.otlp_traces_endpoint is None:
         return ParentBased(root=ALWAYS_OFF)
     ratio = settings.otel_traces_sampler_arg
-    return {
+    samplers: dict[str, Callable[[], Sampler]] = {
         "always_on": lambda: ALWAYS_ON,
         "always_off": lambda: ALWAYS_OFF,
         "traceidratio": lambda: TraceIdRatioBased(ratio),
         "parentbased_always_on": lambda: ParentBased(root=ALWAYS_ON),
         "parentbased_always_off": lambda: ParentBased(root=ALWAYS_OFF),
         "parentbased_traceidratio": lambda: ParentBasedTraceIdRatio(ratio),
-    }[settings.otel_traces_sampler]()
+    }
+    return samplers[settings.otel_traces_sampler]()
 
 
 def configure_tracing(settings: Settings, *, process: str) -> TracerProvider:
@@ -100,6 +101,7 @@ def configure_tracing(settings: Settings, *, process: str) -> TracerProvider:
             # The exporter reads the endpoint, headers, timeout and compression from OTEL_*.
             provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         # Statements only, never their parameters (capture_parameters stays off).
-        _RecordedTracesOnly().instrument(tracer_provider=provider)
+        # The instrumentor's __init__ is unannotated in opentelemetry-instrumentation-asyncpg.
+        _RecordedTracesOnly().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
         _provider = provider
     return _provider

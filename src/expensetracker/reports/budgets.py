@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import partial
+from typing import Any
 
 import asyncpg
 from prometheus_client import Counter
@@ -172,7 +174,7 @@ class _Plan:
 MonthSums = dict[tuple[str, uuid.UUID | None], int]
 
 
-def _month_sums(rows: Iterable[Sequence]) -> dict[date, MonthSums]:
+def _month_sums(rows: Iterable[Iterable[Any]]) -> dict[date, MonthSums]:
     by_month: dict[date, MonthSums] = defaultdict(lambda: defaultdict(int))
     for month, category_id, parent_id, currency, total in rows:
         sums = by_month[month]
@@ -306,7 +308,7 @@ async def budget_report(
             for threshold in reached
             if threshold not in plan.recorded
         ]
-        fmt = lambda minor, c=plan.currency: money.format_amount(minor, c)  # noqa: E731
+        fmt = partial(money.format_amount, currency=plan.currency)
         statuses.append(
             BudgetStatus(
                 budget_id=plan.id,
@@ -326,7 +328,8 @@ async def budget_report(
         )
     if crossings:
         # Concurrent reports may race to record the same crossing: the unique key keeps one.
-        budget_ids, thresholds, spent, available = zip(*crossings, strict=True)
+        # The columns of the crossings, for unnest(): spent and available become tuples.
+        budget_ids, thresholds, spent, available = zip(*crossings, strict=True)  # type: ignore[assignment]
         ids = [uuid.uuid4() for _ in crossings]
         recorded = await db.fetch(
             _RECORD_ALERTS, user_id, month, ids, budget_ids, thresholds, spent, available
@@ -335,7 +338,7 @@ async def budget_report(
     return BudgetReport(month=month_label(month), budgets=statuses)
 
 
-def _made(total: Converted) -> dict:
+def _made(total: Converted) -> dict[str, Any]:
     return {"conversion": total.conversion(), "unconverted": total.unconverted()}
 
 

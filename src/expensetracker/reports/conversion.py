@@ -120,8 +120,9 @@ async def home_currency(db: asyncpg.Connection, *, user_id: uuid.UUID) -> str:
 
 async def home_currency_and_category_names(
     db: asyncpg.Connection, *, user_id: uuid.UUID
-) -> tuple[str, dict[uuid.UUID, str]]:
-    """``home_currency``, and the names of the user's categories, in one round trip."""
+) -> tuple[str, dict[uuid.UUID | None, str]]:
+    """``home_currency``, and the names of the user's categories, in one round trip. Looked up
+    by the totals' category ids, None (no category) among them, which has no name."""
     row = await db.fetchrow(
         "SELECT h.home_currency, c.ids, c.names FROM expenses.home_currencies_v1 h, LATERAL ("
         "  SELECT array_agg(category_id) AS ids, array_agg(name) AS names"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
@@ -12,7 +12,7 @@ from expensetracker.platform import idempotency
 from expensetracker.platform.db import DbConnection, DbReadConnection, DbSession
 from expensetracker.platform.idempotency import IdempotencyKey
 from expensetracker.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
-from expensetracker.platform.schemas import Day
+from expensetracker.platform.schemas import Day, Month
 from expensetracker.platform.state import State
 from expensetracker.platform.tokens import CurrentUser
 from expensetracker.reports import budgets, summaries
@@ -26,14 +26,16 @@ from expensetracker.reports.schemas import (
     ConvertedSummary,
     ConvertedTrends,
     MerchantTotal,
-    Month,
     Summary,
     Trends,
 )
 
 router = APIRouter(tags=["reports"])
 
-_NO_CONTENT = {"status_code": status.HTTP_204_NO_CONTENT, "response_class": Response}
+_NO_CONTENT: dict[str, Any] = {
+    "status_code": status.HTTP_204_NO_CONTENT,
+    "response_class": Response,
+}
 MonthQuery = Annotated[Month | None, Query(description="YYYY-MM; default: this month")]
 From = Annotated[Day, Query(alias="from", description="First day, inclusive.")]
 To = Annotated[Day, Query(description="Last day, inclusive.")]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from datetime import date, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -52,13 +53,13 @@ def _check_range(from_: date, to: date) -> None:
         raise ValidationProblem.of_field("query.to", "The range spans ten years at most.", "range")
 
 
-def _summary_query(*, group_by: str, from_: date, to: date) -> tuple[str, list]:
+def _summary_query(*, group_by: str, from_: date, to: date) -> tuple[str, list[Any]]:
     """Only fixed SQL fragments and $n placeholders go into the text. One statement (one
     snapshot): whole months from the monthly totals, the days around them
     from the expenses themselves, category names joined in. Only the parts a range needs are in
     the statement, so each shape gets a plan of its own."""
     rollup_key, raw_key = _GROUP_KEYS[group_by]
-    args: list = []
+    args: list[Any] = []
 
     def arg(value: object) -> str:
         args.append(value)
@@ -198,7 +199,7 @@ async def trends(db: asyncpg.Connection, *, user_id: uuid.UUID, month: date, mon
     the change of the last month from the one before."""
     first = add_months(month, -(months - 1))
     labels = [month_label(add_months(first, n)) for n in range(months)]
-    series: dict[tuple, dict[str, int]] = defaultdict(dict)
+    series: dict[tuple[Any, ...], dict[str, int]] = defaultdict(dict)
     for category_id, name, currency, at, total in await db.fetch(
         _MONTHLY_PER_CATEGORY, user_id, first, month
     ):

@@ -102,9 +102,13 @@ class Streamed:
 
 
 class Transport(Protocol):
-    async def request(self, method: str, path: str, **kwargs: Any) -> Answer: ...
+    async def request(
+        self, method: str, path: str, *, headers: dict[str, str], **kwargs: Any
+    ) -> Answer: ...
 
-    def stream(self, path: str, **kwargs: Any) -> AbstractAsyncContextManager[Streamed]: ...
+    def stream(
+        self, path: str, *, headers: dict[str, str], **kwargs: Any
+    ) -> AbstractAsyncContextManager[Streamed]: ...
 
 
 class RemoteTransport:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from datetime import date
 from functools import partial
 from typing import Annotated, Any
@@ -24,7 +24,7 @@ from expensetracker.platform.config import Environment
 from expensetracker.platform.state import app_state
 from expensetracker.web import service, views
 from expensetracker.web.client import ApiError, ServiceUnavailable, Unauthorized
-from expensetracker.web.schemas import RULE_FIELDS, RULE_MATCHES, Expense, Page
+from expensetracker.web.schemas import RULE_FIELDS, RULE_MATCHES, Expense, HomeCurrency, Page
 from expensetracker.web.service import Account, WebState
 from expensetracker.web.session import (
     CSRF_COOKIE,
@@ -60,7 +60,7 @@ class WebRoute(APIRoute):
     API's answers into what a person should see: the sign-in page, a not-found page, or a
     friendly error with the request id."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
@@ -406,14 +406,18 @@ async def _expense_form_context(
 ) -> dict[str, Any]:
     """The categories; with ``charged`` (an expense form), the home currency too: the currency
     its charged amount is prefilled with. The list pages go without that call."""
-    categories, *home = await asyncio.gather(
-        state.api.list_categories(token=account.token),
-        *([state.api.home_currency(token=account.token)] if charged else []),
-    )
+    home: HomeCurrency | None = None
+    if charged:
+        categories, home = await asyncio.gather(
+            state.api.list_categories(token=account.token),
+            state.api.home_currency(token=account.token),
+        )
+    else:
+        categories = await state.api.list_categories(token=account.token)
     return {
         "categories": service.category_tree(categories),
         "category_names": service.category_names(categories),
-        "home_currency": home[0]["currency"] if home else None,
+        "home_currency": home["currency"] if home else None,
     }
 
 

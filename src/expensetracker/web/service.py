@@ -11,7 +11,7 @@ import io
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -182,7 +182,8 @@ async def dashboard(*, api: ApiClient, token: str, today: date, home: bool) -> d
     the home currency (the API's 422 when there is none yet goes to the caller)."""
     first, last = month_bounds(today)
     trend_start = months_back(today, TREND_MONTHS)
-    summary = api.converted_summary if home else api.summary
+    # Either summary's shape: each branch below reads the one it asked for.
+    summary: Callable[..., Awaitable[Any]] = api.converted_summary if home else api.summary
     by_category, by_month, budgets, latest, categories = await asyncio.gather(
         summary(token=token, start=first.isoformat(), end=last.isoformat(), group_by="category"),
         summary(token=token, start=trend_start.isoformat(), end=last.isoformat(), group_by="month"),
