@@ -9,7 +9,7 @@ import httpx
 import pytest
 import structlog
 
-from tests.helpers.apps import AppFactory, counter
+from tests.helpers.apps import AppFactory, app_of, counter
 from tests.helpers.users import PASSWORD, new_email, register, signed_up
 
 pytestmark = pytest.mark.database
@@ -165,7 +165,7 @@ async def test_security_events_are_audited_without_secrets(client: httpx.AsyncCl
 def from_address(client: httpx.AsyncClient, address: str) -> httpx.AsyncClient:
     """Another client of the same running app, connecting from ``address``."""
     # httpx types the transport as a BaseTransport; an in-process client's is an ASGITransport.
-    app = client._transport.app  # type: ignore[attr-defined]
+    app = app_of(client)
     transport = httpx.ASGITransport(app=app, client=(address, 50000))
     return httpx.AsyncClient(transport=transport, base_url="http://testserver")
 

@@ -16,7 +16,7 @@ from expensetracker.platform.db import async_url
 from expensetracker.platform.migrations import head_revision
 from expensetracker.platform.state import app_state
 from expensetracker.targets import SERVICES
-from tests.helpers.apps import AppFactory, running
+from tests.helpers.apps import AppFactory, app_of, running
 from tests.helpers.users import signed_up
 
 pytestmark = pytest.mark.database
@@ -81,7 +81,7 @@ async def test_readyz_is_503_when_the_database_is_unreachable(serve_app: AppFact
 
 async def test_readyz_turns_false_when_shutdown_begins(client: httpx.AsyncClient) -> None:
     # httpx types the transport as a BaseTransport; an in-process client's is an ASGITransport.
-    app = client._transport.app  # type: ignore[attr-defined]
+    app = app_of(client)
     assert (await client.get("/readyz")).status_code == 200
     app_state(app).readiness.shutting_down = True
     response = await client.get("/readyz")

@@ -11,7 +11,7 @@ import pytest
 from coredis import Redis
 
 from expensetracker.platform.config import MIB
-from tests.helpers.apps import AppFactory
+from tests.helpers.apps import AppFactory, app_of
 from tests.helpers.environment import REDIS_URL
 from tests.helpers.probe import probe_service
 
@@ -183,7 +183,7 @@ async def test_rate_limit_answers_429_with_retry_after(serve_app: AppFactory) ->
 async def test_rate_limit_is_per_client_address(serve_app: AppFactory) -> None:
     async with serve_app(rate_limit="2/minute") as client:
         # httpx types the transport as a BaseTransport; an in-process client's is an ASGITransport.
-        app = client._transport.app  # type: ignore[attr-defined]
+        app = app_of(client)
         for _ in range(2):
             await client.get("/nope")
         first_client_refused = await client.get("/nope")

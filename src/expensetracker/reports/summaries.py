@@ -30,7 +30,6 @@ from expensetracker.reports.schemas import (
     Trends,
 )
 
-# Whatever a report converts to: the user's home currency (in=home), or a converted budget's.
 # Reports span at most this long: a decade of months is plenty and bounds the work.
 MAX_RANGE_DAYS = 3660
 
