@@ -9,6 +9,7 @@ import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from datetime import date
 from functools import partial
 from typing import Annotated, Any
@@ -23,7 +24,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from expensetracker.platform.config import Environment
 from expensetracker.platform.state import app_state
 from expensetracker.web import service, views
-from expensetracker.web.client import ApiError, ServiceUnavailable, Unauthorized
+from expensetracker.web.client import ApiClient, ApiError, ServiceUnavailable, Unauthorized
 from expensetracker.web.schemas import RULE_FIELDS, RULE_MATCHES, Expense, HomeCurrency, Page
 from expensetracker.web.service import Account, WebState
 from expensetracker.web.session import (
@@ -229,27 +230,145 @@ def _form_key(form: dict[str, str]) -> str:
     return form.get("idempotency_key") or service.new_form_key()
 
 
-async def _create_submitted(
-    request: Request,
-    account: Account,
-    state: WebState,
-    form: dict[str, str],
-    create: Callable[..., Awaitable[object]],
-    *,
-    page: Callable[..., Awaitable[Response]],
-    then: str,
-    refusals: tuple[int, ...] = (422,),
-    **arguments: Any,
-) -> Response:
-    """A creating form's post (``create``, an API call, under the form's key), answered as
-    _submitted does; a refusal shows ``page`` again with what was typed."""
-    return await _submitted(
-        request,
-        create(token=account.token, idempotency_key=_form_key(form), **arguments),
-        invalid=partial(page, request, account, state, form=form),
-        then=then,
-        refusals=refusals,
-    )
+@dataclass(frozen=True, kw_only=True)
+class ListPage:
+    """A page that lists the account's things of one kind above a form that creates one more,
+    each with a button that deletes it (categories, recurring expenses, budgets, rules): what
+    such a page declares. ``list_page`` makes its routes."""
+
+    path: str
+    template: str
+    # What the page shows besides the form: the things listed, the form's choices.
+    context: Callable[[Request, Account, WebState], Awaitable[dict[str, Any]]]
+    # The ApiClient method that creates one: called with the token, the form's key and
+    # ``arguments(form)``.
+    create: Callable[..., Awaitable[object]]
+    arguments: Callable[[FormData], dict[str, Any]]
+    # The ApiClient method that deletes one, called with the token and ``{item: id}``; ``item``
+    # also names the id in the path.
+    delete: Callable[..., Awaitable[None]]
+    item: str
+    # What the empty form starts with (a function: some values are today's).
+    blank_form: Callable[[], dict[str, str]] = dict
+    refusals: tuple[int, ...] = (422,)
+
+
+ShowPage = Callable[..., Awaitable[Response]]
+
+
+def list_page(page: ListPage, *, names: tuple[str, str, str]) -> ShowPage:
+    """Adds the page's GET, its creating POST and its deleting POST (named as ``names`` says),
+    and returns the function that renders the page, for the routes that show it again."""
+
+    async def show(
+        request: Request, account: Account, state: WebState, *, status: int = 200, **extra: Any
+    ) -> Response:
+        context = await page.context(request, account, state)
+        extra.setdefault("form", page.blank_form())
+        return _page(
+            request,
+            page.template,
+            account,
+            status=status,
+            idempotency_key=service.new_form_key(),
+            **extra,
+            **context,
+        )
+
+    async def listed(request: Request, account: SignedIn, state: State) -> Response:
+        return await show(request, account, state)
+
+    async def create(request: Request, account: SignedIn, state: State) -> Response:
+        raw = await request.form()
+        form = _text(raw)
+        return await _submitted(
+            request,
+            page.create(
+                state.api,
+                token=account.token,
+                idempotency_key=_form_key(form),
+                **page.arguments(raw),
+            ),
+            invalid=partial(show, request, account, state, form=form),
+            then=page.path,
+            refusals=page.refusals,
+        )
+
+    async def delete(request: Request, account: SignedIn, state: State) -> Response:
+        item_id = request.path_params[page.item]
+        await page.delete(state.api, token=account.token, **{page.item: item_id})
+        return _redirect(request, page.path)
+
+    router.add_api_route(page.path, listed, methods=["GET"], name=names[0])
+    router.add_api_route(page.path, create, methods=["POST"], name=names[1])
+    delete_path = f"{page.path}/{{{page.item}}}/delete"
+    router.add_api_route(delete_path, delete, methods=["POST"], name=names[2])
+    return show
+
+
+@dataclass(frozen=True, kw_only=True)
+class EditPage:
+    """A page with the form of one thing, filled from it, that replaces it (a budget, a rule):
+    what such a page declares. ``edit_page`` makes its two routes."""
+
+    path: str  # the list page, where saving leads
+    item: str  # the id's name, in the path and in the ApiClient calls
+    name: str  # what the template calls the thing
+    template: str
+    get: Callable[..., Awaitable[Any]]  # the ApiClient method that reads it
+    filled: Callable[[Any], dict[str, Any]]  # the form, filled from it
+    context: Callable[[Request, Account, WebState], Awaitable[dict[str, Any]]]
+    update: Callable[..., Awaitable[object]]  # the ApiClient method that replaces it
+    arguments: Callable[[FormData], dict[str, Any]]
+
+
+def edit_page(page: EditPage, *, names: tuple[str, str]) -> None:
+    """Adds the page's GET ``{path}/{item}/edit`` and its POST ``{path}/{item}``."""
+
+    async def show(
+        request: Request,
+        account: Account,
+        state: WebState,
+        item_id: str,
+        *,
+        status: int = 200,
+        form: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> Response:
+        thing, context = await asyncio.gather(
+            page.get(state.api, token=account.token, **{page.item: item_id}),
+            page.context(request, account, state),
+        )
+        return _page(
+            request,
+            page.template,
+            account,
+            status=status,
+            form=form or page.filled(thing),
+            **{page.name: thing},
+            **extra,
+            **context,
+        )
+
+    async def edit(request: Request, account: SignedIn, state: State) -> Response:
+        return await show(request, account, state, request.path_params[page.item])
+
+    async def update(request: Request, account: SignedIn, state: State) -> Response:
+        item_id = request.path_params[page.item]
+        raw = await request.form()
+        form = _text(raw)
+        return await _submitted(
+            request,
+            page.update(
+                state.api, token=account.token, **{page.item: item_id}, **page.arguments(raw)
+            ),
+            invalid=partial(show, request, account, state, item_id, form=form),
+            then=page.path,
+        )
+
+    item_path = f"{page.path}/{{{page.item}}}"
+    router.add_api_route(f"{item_path}/edit", edit, methods=["GET"], name=names[0])
+    router.add_api_route(item_path, update, methods=["POST"], name=names[1])
 
 
 # Static files
@@ -587,44 +706,33 @@ async def delete_expense(
 # Categories, tags and recurring expenses
 
 
-async def _categories_page(
-    request: Request, account: Account, state: WebState, *, status: int = 200, **extra: Any
-) -> Response:
+async def _categories_context(
+    request: Request, account: Account, state: WebState
+) -> dict[str, Any]:
     categories, tags = await asyncio.gather(
         state.api.list_categories(token=account.token), state.api.list_tags(token=account.token)
     )
-    return _page(
-        request,
-        "categories.html",
-        account,
-        status=status,
-        tree=service.category_tree(categories),
-        tags=tags,
-        idempotency_key=service.new_form_key(),
-        **extra,
-    )
+    return {"tree": service.category_tree(categories), "tags": tags}
 
 
-@router.get("/categories")
-async def categories(request: Request, account: SignedIn, state: State) -> Response:
-    return await _categories_page(request, account, state)
+def _category_arguments(form: FormData) -> dict[str, Any]:
+    text = _text(form)
+    return {"name": text.get("name", ""), "parent_id": text.get("parent_id") or None}
 
 
-@router.post("/categories")
-async def create_category(request: Request, account: SignedIn, state: State) -> Response:
-    form = _text(await request.form())
-    return await _create_submitted(
-        request,
-        account,
-        state,
-        form,
-        state.api.create_category,
-        page=_categories_page,
-        then="/categories",
+_categories_page = list_page(
+    ListPage(
+        path="/categories",
+        template="categories.html",
+        context=_categories_context,
+        create=ApiClient.create_category,
+        delete=ApiClient.delete_category,
+        item="category_id",
+        arguments=_category_arguments,
         refusals=(409, 422),
-        name=form.get("name", ""),
-        parent_id=form.get("parent_id") or None,
-    )
+    ),
+    names=("categories", "create_category", "delete_category"),
+)
 
 
 @router.post("/categories/{category_id}")
@@ -642,73 +750,42 @@ async def update_category(
     )
 
 
-@router.post("/categories/{category_id}/delete")
-async def delete_category(
-    request: Request, category_id: str, account: SignedIn, state: State
-) -> Response:
-    await state.api.delete_category(token=account.token, category_id=category_id)
-    return _redirect(request, "/categories")
-
-
-async def _recurring_page(
-    request: Request, account: Account, state: WebState, *, status: int = 200, **extra: Any
-) -> Response:
+async def _recurring_context(request: Request, account: Account, state: WebState) -> dict[str, Any]:
     rules = await state.api.list_recurring(token=account.token)
-    context = await _expense_form_context(state, account)
-    extra.setdefault("form", {"starts_on": date.today().isoformat(), "frequency": "monthly"})
-    return _page(
-        request,
-        "recurring.html",
-        account,
-        status=status,
-        rules=rules,
-        idempotency_key=service.new_form_key(),
-        **extra,
-        **context,
-    )
+    return {"rules": rules, **await _expense_form_context(state, account)}
 
 
-@router.get("/recurring")
-async def recurring(request: Request, account: SignedIn, state: State) -> Response:
-    return await _recurring_page(request, account, state)
-
-
-@router.post("/recurring")
-async def create_recurring(request: Request, account: SignedIn, state: State) -> Response:
-    form = _text(await request.form())
-    body = service.expense_body(form)
+def _recurring_arguments(form: FormData) -> dict[str, Any]:
+    text = _text(form)
+    body = service.expense_body(text)
     body.pop("occurred_on", None)
     body.update(
-        frequency=form.get("frequency", ""),
-        starts_on=form.get("starts_on", ""),
-        **({"ends_on": form["ends_on"]} if form.get("ends_on") else {}),
+        frequency=text.get("frequency", ""),
+        starts_on=text.get("starts_on", ""),
+        **({"ends_on": text["ends_on"]} if text.get("ends_on") else {}),
     )
-    return await _create_submitted(
-        request,
-        account,
-        state,
-        form,
-        state.api.create_recurring,
-        page=_recurring_page,
-        then="/recurring",
-        body=body,
-    )
+    return {"body": body}
 
 
-@router.post("/recurring/{rule_id}/delete")
-async def delete_recurring(
-    request: Request, rule_id: str, account: SignedIn, state: State
-) -> Response:
-    await state.api.delete_recurring(token=account.token, rule_id=rule_id)
-    return _redirect(request, "/recurring")
+list_page(
+    ListPage(
+        path="/recurring",
+        template="recurring.html",
+        context=_recurring_context,
+        create=ApiClient.create_recurring,
+        delete=ApiClient.delete_recurring,
+        item="rule_id",
+        arguments=_recurring_arguments,
+        blank_form=lambda: {"starts_on": date.today().isoformat(), "frequency": "monthly"},
+    ),
+    names=("recurring", "create_recurring", "delete_recurring"),
+)
 
 
 # Budgets
 
 
-async def _budgets_page(
-    request: Request, account: Account, state: WebState, *, status: int = 200, **extra: Any
-) -> Response:
+async def _budgets_context(request: Request, account: Account, state: WebState) -> dict[str, Any]:
     month = request.query_params.get("month") or date.today().strftime("%Y-%m")
     try:
         report = await state.api.budget_report(token=account.token, month=month)
@@ -719,24 +796,7 @@ async def _budgets_page(
         report = await state.api.budget_report(token=account.token, month=month)
     budgets = {budget["id"]: budget for budget in await state.api.list_budgets(token=account.token)}
     context = await _expense_form_context(state, account)
-    extra.setdefault("form", {"thresholds": "80, 100"})
-    return _page(
-        request,
-        "budgets.html",
-        account,
-        status=status,
-        month=month,
-        report=report,
-        budgets=budgets,
-        idempotency_key=service.new_form_key(),
-        **extra,
-        **context,
-    )
-
-
-@router.get("/budgets")
-async def budgets(request: Request, account: SignedIn, state: State) -> Response:
-    return await _budgets_page(request, account, state)
+    return {"month": month, "report": report, "budgets": budgets, **context}
 
 
 def _thresholds(form: FormData) -> list[str]:
@@ -744,82 +804,43 @@ def _thresholds(form: FormData) -> list[str]:
     return [part.strip() for value in values for part in value.split(",")]
 
 
-@router.post("/budgets")
-async def create_budget(request: Request, account: SignedIn, state: State) -> Response:
-    raw = await request.form()
-    form = _text(raw)
-    return await _create_submitted(
-        request,
-        account,
-        state,
-        form,
-        state.api.create_budget,
-        page=_budgets_page,
-        then="/budgets",
-        body=service.budget_body(form, thresholds=_thresholds(raw)),
-    )
+def _budget_arguments(form: FormData) -> dict[str, Any]:
+    return {"body": service.budget_body(_text(form), thresholds=_thresholds(form))}
 
 
-async def _budget_edit_page(
-    request: Request,
-    account: Account,
-    state: WebState,
-    budget_id: str,
-    *,
-    status: int = 200,
-    form: dict[str, Any] | None = None,
-    **extra: Any,
-) -> Response:
-    budget = await state.api.get_budget(token=account.token, budget_id=budget_id)
-    context = await _expense_form_context(state, account)
-    shown = form or {
-        **budget,
-        "thresholds": ", ".join(str(t) for t in budget["thresholds"]),
-        "rollover": "on" if budget["rollover"] else "",
-    }
-    return _page(
-        request,
-        "budget_edit.html",
-        account,
-        status=status,
-        budget=budget,
-        form=shown,
-        **extra,
-        **context,
-    )
+list_page(
+    ListPage(
+        path="/budgets",
+        template="budgets.html",
+        context=_budgets_context,
+        create=ApiClient.create_budget,
+        delete=ApiClient.delete_budget,
+        item="budget_id",
+        arguments=_budget_arguments,
+        blank_form=lambda: {"thresholds": "80, 100"},
+    ),
+    names=("budgets", "create_budget", "delete_budget"),
+)
 
 
-@router.get("/budgets/{budget_id}/edit")
-async def edit_budget(
-    request: Request, budget_id: str, account: SignedIn, state: State
-) -> Response:
-    return await _budget_edit_page(request, account, state, budget_id)
+async def _budget_choices(request: Request, account: Account, state: WebState) -> dict[str, Any]:
+    return await _expense_form_context(state, account)
 
 
-@router.post("/budgets/{budget_id}")
-async def update_budget(
-    request: Request, budget_id: str, account: SignedIn, state: State
-) -> Response:
-    raw = await request.form()
-    form = _text(raw)
-    return await _submitted(
-        request,
-        state.api.replace_budget(
-            token=account.token,
-            budget_id=budget_id,
-            body=service.budget_body(form, thresholds=_thresholds(raw)),
-        ),
-        invalid=partial(_budget_edit_page, request, account, state, budget_id, form=form),
-        then="/budgets",
-    )
-
-
-@router.post("/budgets/{budget_id}/delete")
-async def delete_budget(
-    request: Request, budget_id: str, account: SignedIn, state: State
-) -> Response:
-    await state.api.delete_budget(token=account.token, budget_id=budget_id)
-    return _redirect(request, "/budgets")
+edit_page(
+    EditPage(
+        path="/budgets",
+        item="budget_id",
+        name="budget",
+        template="budget_edit.html",
+        get=ApiClient.get_budget,
+        filled=service.budget_form,
+        context=_budget_choices,
+        update=ApiClient.replace_budget,
+        arguments=_budget_arguments,
+    ),
+    names=("edit_budget", "update_budget"),
+)
 
 
 # Exchange rates and categorisation rules
@@ -896,46 +917,36 @@ async def delete_rate(
     return _redirect(request, "/rates")
 
 
-async def _rules_page(
-    request: Request, account: Account, state: WebState, *, status: int = 200, **extra: Any
-) -> Response:
-    rules, context = await asyncio.gather(
-        state.api.list_rules(token=account.token), _expense_form_context(state, account)
+async def _rule_choices(request: Request, account: Account, state: WebState) -> dict[str, Any]:
+    context = await _expense_form_context(state, account)
+    return {"fields": RULE_FIELDS, "matches": RULE_MATCHES, **context}
+
+
+async def _rules_context(request: Request, account: Account, state: WebState) -> dict[str, Any]:
+    rules, choices = await asyncio.gather(
+        state.api.list_rules(token=account.token), _rule_choices(request, account, state)
     )
-    extra.setdefault("form", {"field": "any", "match": "contains"})
-    return _page(
-        request,
-        "rules.html",
-        account,
-        status=status,
-        rules=rules,
-        fields=RULE_FIELDS,
-        matches=RULE_MATCHES,
-        idempotency_key=service.new_form_key(),
-        **extra,
-        **context,
-    )
+    return {"rules": rules, **choices}
 
 
-@router.get("/rules")
-async def rules(request: Request, account: SignedIn, state: State) -> Response:
-    return await _rules_page(request, account, state)
+def _rule_arguments(form: FormData) -> dict[str, Any]:
+    return {"body": service.rule_body(_text(form))}
 
 
-@router.post("/rules")
-async def create_rule(request: Request, account: SignedIn, state: State) -> Response:
-    form = _text(await request.form())
-    return await _create_submitted(
-        request,
-        account,
-        state,
-        form,
-        state.api.create_rule,
-        page=_rules_page,
-        then="/rules",
+_rules_page = list_page(
+    ListPage(
+        path="/rules",
+        template="rules.html",
+        context=_rules_context,
+        create=ApiClient.create_rule,
+        delete=ApiClient.delete_rule,
+        item="rule_id",
+        arguments=_rule_arguments,
+        blank_form=lambda: {"field": "any", "match": "contains"},
         refusals=(409, 422),
-        body=service.rule_body(form),
-    )
+    ),
+    names=("rules", "create_rule", "delete_rule"),
+)
 
 
 @router.post("/rules/apply")
@@ -951,48 +962,20 @@ async def apply_rules(request: Request, account: SignedIn, state: State) -> Resp
     return await _rules_page(request, account, state, applied=applied)
 
 
-async def _rule_edit_page(
-    request: Request,
-    account: Account,
-    state: WebState,
-    rule_id: str,
-    *,
-    status: int = 200,
-    form: dict[str, str] | None = None,
-    **extra: Any,
-) -> Response:
-    rule, context = await asyncio.gather(
-        state.api.get_rule(token=account.token, rule_id=rule_id),
-        _expense_form_context(state, account),
-    )
-    return _page(
-        request,
-        "rule_edit.html",
-        account,
-        status=status,
-        rule=rule,
-        form=form or service.rule_form(rule),
-        fields=RULE_FIELDS,
-        matches=RULE_MATCHES,
-        **extra,
-        **context,
-    )
-
-
-@router.get("/rules/{rule_id}/edit")
-async def edit_rule(request: Request, rule_id: str, account: SignedIn, state: State) -> Response:
-    return await _rule_edit_page(request, account, state, rule_id)
-
-
-@router.post("/rules/{rule_id}")
-async def update_rule(request: Request, rule_id: str, account: SignedIn, state: State) -> Response:
-    form = _text(await request.form())
-    return await _submitted(
-        request,
-        state.api.update_rule(token=account.token, rule_id=rule_id, body=service.rule_body(form)),
-        invalid=partial(_rule_edit_page, request, account, state, rule_id, form=form),
-        then="/rules",
-    )
+edit_page(
+    EditPage(
+        path="/rules",
+        item="rule_id",
+        name="rule",
+        template="rule_edit.html",
+        get=ApiClient.get_rule,
+        filled=service.rule_form,
+        context=_rule_choices,
+        update=ApiClient.update_rule,
+        arguments=_rule_arguments,
+    ),
+    names=("edit_rule", "update_rule"),
+)
 
 
 @router.post("/rules/{rule_id}/move")
@@ -1001,12 +984,6 @@ async def move_rule(request: Request, rule_id: str, account: SignedIn, state: St
     await service.move_rule(
         api=state.api, token=account.token, rule_id=rule_id, direction=direction
     )
-    return _redirect(request, "/rules")
-
-
-@router.post("/rules/{rule_id}/delete")
-async def delete_rule(request: Request, rule_id: str, account: SignedIn, state: State) -> Response:
-    await state.api.delete_rule(token=account.token, rule_id=rule_id)
     return _redirect(request, "/rules")
 
 
