@@ -173,15 +173,7 @@ async def import_expenses(
     )
     if dry_run:
         response.status_code = status.HTTP_200_OK  # nothing was created
-    return ImportOut(
-        format=result.format,
-        rows=result.rows,
-        created=result.created,
-        unchanged=result.unchanged,
-        skipped=result.skipped,
-        dry_run=result.dry_run,
-        unchanged_lines=result.unchanged_lines,
-    )
+    return ImportOut.model_validate(result, from_attributes=True)
 
 
 @router.get("/api/v1/expenses/export", response_class=StreamingResponse)
