@@ -214,15 +214,12 @@ async def list_rules(
         )
 
 
+_NO_RULE = "No recurring expense with this id."
+
+
 async def delete_rule(session: AsyncSession, *, user_id: uuid.UUID, rule_id: uuid.UUID) -> None:
     """Stops the rule; the expenses it already created stay."""
-    await delete_owned(
-        session,
-        RecurringRule,
-        user_id=user_id,
-        id=rule_id,
-        missing="No recurring expense with this id.",
-    )
+    await delete_owned(session, RecurringRule, user_id=user_id, id=rule_id, missing=_NO_RULE)
 
 
 async def run_maintenance(sessionmaker: async_sessionmaker[AsyncSession], *, today: date) -> int:

@@ -246,12 +246,15 @@ async def list_rules(session: AsyncSession, *, user_id: uuid.UUID) -> Page[RuleO
     return Page[RuleOut](items=[_out(row) for row in rows], next_cursor=None)
 
 
+_NO_RULE = "No rule with this id."
+
+
 async def _rule(
     session: AsyncSession, *, user_id: uuid.UUID, rule_id: uuid.UUID
 ) -> CategorisationRule:
     row = await session.get(CategorisationRule, (user_id, rule_id))
     if row is None:
-        raise NotFound("No rule with this id.")
+        raise NotFound(_NO_RULE)
     return row
 
 
@@ -286,13 +289,7 @@ def _amount_text(minor: int | None, currency: str | None) -> str | None:
 
 
 async def delete_rule(session: AsyncSession, *, user_id: uuid.UUID, rule_id: uuid.UUID) -> None:
-    await delete_owned(
-        session,
-        CategorisationRule,
-        user_id=user_id,
-        id=rule_id,
-        missing="No rule with this id.",
-    )
+    await delete_owned(session, CategorisationRule, user_id=user_id, id=rule_id, missing=_NO_RULE)
 
 
 # --- on demand ---------------------------------------------------------------------------------

@@ -80,12 +80,15 @@ async def list_categories(
     )
 
 
+_NO_CATEGORY = "No category with this id."
+
+
 async def _category(
     session: AsyncSession, *, user_id: uuid.UUID, category_id: uuid.UUID
 ) -> Category:
     category = await session.get(Category, (user_id, category_id))
     if category is None:
-        raise NotFound("No category with this id.")
+        raise NotFound(_NO_CATEGORY)
     return category
 
 
@@ -159,9 +162,7 @@ async def delete_category(
     session: AsyncSession, *, user_id: uuid.UUID, category_id: uuid.UUID
 ) -> None:
     """Its expenses become uncategorised and its subcategories move to the top level."""
-    await delete_owned(
-        session, Category, user_id=user_id, id=category_id, missing="No category with this id."
-    )
+    await delete_owned(session, Category, user_id=user_id, id=category_id, missing=_NO_CATEGORY)
 
 
 # --- tags --------------------------------------------------------------------------------------

@@ -109,10 +109,13 @@ async def create_budget(
         )
 
 
+_NO_BUDGET = "No budget with this id."
+
+
 async def _budget(session: AsyncSession, *, user_id: uuid.UUID, budget_id: uuid.UUID) -> Budget:
     budget = await session.get(Budget, (user_id, budget_id))
     if budget is None:
-        raise NotFound("No budget with this id.")
+        raise NotFound(_NO_BUDGET)
     return budget
 
 
@@ -137,9 +140,7 @@ async def replace_budget(
 
 
 async def delete_budget(session: AsyncSession, *, user_id: uuid.UUID, budget_id: uuid.UUID) -> None:
-    await delete_owned(
-        session, Budget, user_id=user_id, id=budget_id, missing="No budget with this id."
-    )
+    await delete_owned(session, Budget, user_id=user_id, id=budget_id, missing=_NO_BUDGET)
 
 
 async def list_budgets(
