@@ -86,16 +86,11 @@ def _apply(budget: Budget, body: BudgetIn, *, today: date) -> None:
 
 
 async def create_budget(
-    session: AsyncSession,
-    *,
-    user_id: uuid.UUID,
-    body: BudgetIn,
-    keyed: idempotency.KeyedRequest | None,
-    today: date,
+    session: AsyncSession, *, creation: idempotency.Creation, body: BudgetIn, today: date
 ) -> BudgetOut | idempotency.Stored:
     async def create() -> BudgetOut:
-        await _check_category(session, user_id=user_id, category_id=body.category_id)
-        budget = Budget(user_id=user_id, id=uuid.uuid4())
+        await _check_category(session, user_id=creation.user_id, category_id=body.category_id)
+        budget = Budget(user_id=creation.user_id, id=uuid.uuid4())
         _apply(budget, body, today=today)
         session.add(budget)
         await session.flush()
@@ -103,9 +98,9 @@ async def create_budget(
         return _budget_out(budget)
 
     async with session.begin():
-        await check_not_forgotten(session, user_id=user_id)
+        await check_not_forgotten(session, user_id=creation.user_id)
         return await idempotency.create_once(
-            session, idempotency_keys, user_id=user_id, keyed=keyed, body=body, create=create
+            session, idempotency_keys, creation=creation, body=body, create=create
         )
 
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from expensetracker.platform import idempotency
 from expensetracker.platform.db import DbConnection, DbReadConnection, DbSession
-from expensetracker.platform.idempotency import IdempotencyKey
+from expensetracker.platform.idempotency import Creating
 from expensetracker.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from expensetracker.platform.schemas import Day, Month
 from expensetracker.platform.state import State
@@ -78,12 +78,8 @@ def _in_currency(
 
 
 @router.post("/api/v1/budgets", status_code=status.HTTP_201_CREATED, response_model=BudgetOut)
-async def create_budget(
-    body: BudgetIn, user: CurrentUser, session: DbSession, keyed: IdempotencyKey = None
-) -> Response:
-    result = await budgets.create_budget(
-        session, user_id=user.user_id, body=body, keyed=keyed, today=date.today()
-    )
+async def create_budget(body: BudgetIn, creation: Creating, session: DbSession) -> Response:
+    result = await budgets.create_budget(session, creation=creation, body=body, today=date.today())
     return idempotency.respond(result)
 
 
