@@ -9,7 +9,6 @@ import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass
 from datetime import date
 from functools import partial
 from typing import Annotated, Any
@@ -230,44 +229,51 @@ def _form_key(form: dict[str, str]) -> str:
     return form.get("idempotency_key") or service.new_form_key()
 
 
-@dataclass(frozen=True, kw_only=True)
+# What a list or edit page shows besides its form: the things listed, the form's choices.
+PageContext = Callable[[Request, Account, WebState], Awaitable[dict[str, Any]]]
+# How a form becomes the keyword arguments of its ApiClient call (``body``, mostly).
+FormArguments = Callable[[FormData], dict[str, Any]]
+
+
 class ListPage:
-    """A page that lists the account's things of one kind above a form that creates one more,
-    each with a button that deletes it (categories, recurring expenses, budgets, rules): what
-    such a page declares. ``list_page`` makes its routes."""
+    """A page at ``path`` that lists the account's things of one kind (categories, recurring
+    expenses, budgets, rules), rendered from the template named after it. Its methods add the
+    routes of what it offers: a form that creates one, a button that deletes one, a page that
+    edits one. ``item`` names a thing's id, in those routes' paths and in the ApiClient calls;
+    ``arguments`` makes the ApiClient call's arguments of the creating and the editing form."""
 
-    path: str
-    template: str
-    # What the page shows besides the form: the things listed, the form's choices.
-    context: Callable[[Request, Account, WebState], Awaitable[dict[str, Any]]]
-    # The ApiClient method that creates one: called with the token, the form's key and
-    # ``arguments(form)``.
-    create: Callable[..., Awaitable[object]]
-    arguments: Callable[[FormData], dict[str, Any]]
-    # The ApiClient method that deletes one, called with the token and ``{item: id}``; ``item``
-    # also names the id in the path.
-    delete: Callable[..., Awaitable[None]]
-    item: str
-    # What the empty form starts with (a function: some values are today's).
-    blank_form: Callable[[], dict[str, str]] = dict
-    refusals: tuple[int, ...] = (422,)
+    def __init__(
+        self,
+        path: str,
+        *,
+        item: str,
+        context: PageContext,
+        arguments: FormArguments,
+        blank_form: Callable[[], dict[str, str]] = dict,  # a function: some values are today's
+    ) -> None:
+        self.path, self.item, self.context = path, item, context
+        self.arguments, self.blank_form = arguments, blank_form
 
+        async def listed(request: Request, account: SignedIn, state: State) -> Response:
+            return await self.show(request, account, state)
 
-ShowPage = Callable[..., Awaitable[Response]]
-
-
-def list_page(page: ListPage, *, names: tuple[str, str, str]) -> ShowPage:
-    """Adds the page's GET, its creating POST and its deleting POST (named as ``names`` says),
-    and returns the function that renders the page, for the routes that show it again."""
+        router.add_api_route(path, listed, methods=["GET"])
 
     async def show(
-        request: Request, account: Account, state: WebState, *, status: int = 200, **extra: Any
+        self,
+        request: Request,
+        account: Account,
+        state: WebState,
+        *,
+        status: int = 200,
+        **extra: Any,
     ) -> Response:
-        context = await page.context(request, account, state)
-        extra.setdefault("form", page.blank_form())
+        """The page; with ``extra``, the form as typed and the API's problems with it."""
+        context = await self.context(request, account, state)
+        extra.setdefault("form", self.blank_form())
         return _page(
             request,
-            page.template,
+            f"{self.path.strip('/')}.html",
             account,
             status=status,
             idempotency_key=service.new_form_key(),
@@ -275,100 +281,87 @@ def list_page(page: ListPage, *, names: tuple[str, str, str]) -> ShowPage:
             **context,
         )
 
-    async def listed(request: Request, account: SignedIn, state: State) -> Response:
-        return await show(request, account, state)
+    def creates(
+        self, create: Callable[..., Awaitable[object]], *, refusals: tuple[int, ...] = (422,)
+    ) -> None:
+        """POST ``path``: ``create`` (an ApiClient method) with the form's arguments, under the
+        key the form was rendered with; refused, the page again with the problems."""
 
-    async def create(request: Request, account: SignedIn, state: State) -> Response:
-        raw = await request.form()
-        form = _text(raw)
-        return await _submitted(
-            request,
-            page.create(
-                state.api,
-                token=account.token,
-                idempotency_key=_form_key(form),
-                **page.arguments(raw),
-            ),
-            invalid=partial(show, request, account, state, form=form),
-            then=page.path,
-            refusals=page.refusals,
-        )
+        async def created(request: Request, account: SignedIn, state: State) -> Response:
+            raw = await request.form()
+            form = _text(raw)
+            key = _form_key(form)
+            return await _submitted(
+                request,
+                create(state.api, token=account.token, idempotency_key=key, **self.arguments(raw)),
+                invalid=partial(self.show, request, account, state, form=form),
+                then=self.path,
+                refusals=refusals,
+            )
 
-    async def delete(request: Request, account: SignedIn, state: State) -> Response:
-        item_id = request.path_params[page.item]
-        await page.delete(state.api, token=account.token, **{page.item: item_id})
-        return _redirect(request, page.path)
+        router.add_api_route(self.path, created, methods=["POST"])
 
-    router.add_api_route(page.path, listed, methods=["GET"], name=names[0])
-    router.add_api_route(page.path, create, methods=["POST"], name=names[1])
-    delete_path = f"{page.path}/{{{page.item}}}/delete"
-    router.add_api_route(delete_path, delete, methods=["POST"], name=names[2])
-    return show
+    def deletes(self, delete: Callable[..., Awaitable[None]]) -> None:
+        """POST ``path/{item}/delete``: ``delete`` (an ApiClient method), then the page."""
 
+        async def deleted(request: Request, account: SignedIn, state: State) -> Response:
+            await delete(state.api, token=account.token, **self._item_id(request))
+            return _redirect(request, self.path)
 
-@dataclass(frozen=True, kw_only=True)
-class EditPage:
-    """A page with the form of one thing, filled from it, that replaces it (a budget, a rule):
-    what such a page declares. ``edit_page`` makes its two routes."""
+        router.add_api_route(f"{self.path}/{{{self.item}}}/delete", deleted, methods=["POST"])
 
-    path: str  # the list page, where saving leads
-    item: str  # the id's name, in the path and in the ApiClient calls
-    name: str  # what the template calls the thing
-    template: str
-    get: Callable[..., Awaitable[Any]]  # the ApiClient method that reads it
-    filled: Callable[[Any], dict[str, Any]]  # the form, filled from it
-    context: Callable[[Request, Account, WebState], Awaitable[dict[str, Any]]]
-    update: Callable[..., Awaitable[object]]  # the ApiClient method that replaces it
-    arguments: Callable[[FormData], dict[str, Any]]
-
-
-def edit_page(page: EditPage, *, names: tuple[str, str]) -> None:
-    """Adds the page's GET ``{path}/{item}/edit`` and its POST ``{path}/{item}``."""
-
-    async def show(
-        request: Request,
-        account: Account,
-        state: WebState,
-        item_id: str,
+    def edits(
+        self,
+        get: Callable[..., Awaitable[Any]],
+        update: Callable[..., Awaitable[object]],
         *,
-        status: int = 200,
-        form: dict[str, Any] | None = None,
-        **extra: Any,
-    ) -> Response:
-        thing, context = await asyncio.gather(
-            page.get(state.api, token=account.token, **{page.item: item_id}),
-            page.context(request, account, state),
-        )
-        return _page(
-            request,
-            page.template,
-            account,
-            status=status,
-            form=form or page.filled(thing),
-            **{page.name: thing},
-            **extra,
-            **context,
-        )
+        filled: Callable[[Any], dict[str, Any]],
+        context: PageContext,
+    ) -> None:
+        """GET ``path/{item}/edit``: the form of the thing ``get`` reads, ``filled`` from it, in
+        the template named after the thing; POST ``path/{item}``: ``update`` with the form's
+        arguments, then the list page (refused, the form again with the problems)."""
+        name = self.item.removesuffix("_id")
 
-    async def edit(request: Request, account: SignedIn, state: State) -> Response:
-        return await show(request, account, state, request.path_params[page.item])
+        async def show(
+            request: Request, account: Account, state: WebState, *, status: int = 200, **extra: Any
+        ) -> Response:
+            thing, choices = await asyncio.gather(
+                get(state.api, token=account.token, **self._item_id(request)),
+                context(request, account, state),
+            )
+            # Filled from the thing, unless ``extra`` holds the form as typed.
+            extra["form"] = extra.get("form") or filled(thing)
+            return _page(
+                request,
+                f"{name}_edit.html",
+                account,
+                status=status,
+                **{name: thing},
+                **extra,
+                **choices,
+            )
 
-    async def update(request: Request, account: SignedIn, state: State) -> Response:
-        item_id = request.path_params[page.item]
-        raw = await request.form()
-        form = _text(raw)
-        return await _submitted(
-            request,
-            page.update(
-                state.api, token=account.token, **{page.item: item_id}, **page.arguments(raw)
-            ),
-            invalid=partial(show, request, account, state, item_id, form=form),
-            then=page.path,
-        )
+        async def edit(request: Request, account: SignedIn, state: State) -> Response:
+            return await show(request, account, state)
 
-    item_path = f"{page.path}/{{{page.item}}}"
-    router.add_api_route(f"{item_path}/edit", edit, methods=["GET"], name=names[0])
-    router.add_api_route(item_path, update, methods=["POST"], name=names[1])
+        async def updated(request: Request, account: SignedIn, state: State) -> Response:
+            raw = await request.form()
+            return await _submitted(
+                request,
+                update(
+                    state.api, token=account.token, **self._item_id(request), **self.arguments(raw)
+                ),
+                invalid=partial(show, request, account, state, form=_text(raw)),
+                then=self.path,
+            )
+
+        item_path = f"{self.path}/{{{self.item}}}"
+        router.add_api_route(f"{item_path}/edit", edit, methods=["GET"])
+        router.add_api_route(item_path, updated, methods=["POST"])
+
+    def _item_id(self, request: Request) -> dict[str, str]:
+        return {self.item: request.path_params[self.item]}
 
 
 # Static files
@@ -720,31 +713,22 @@ def _category_arguments(form: FormData) -> dict[str, Any]:
     return {"name": text.get("name", ""), "parent_id": text.get("parent_id") or None}
 
 
-_categories_page = list_page(
-    ListPage(
-        path="/categories",
-        template="categories.html",
-        context=_categories_context,
-        create=ApiClient.create_category,
-        delete=ApiClient.delete_category,
-        item="category_id",
-        arguments=_category_arguments,
-        refusals=(409, 422),
-    ),
-    names=("categories", "create_category", "delete_category"),
+_categories = ListPage(
+    "/categories", item="category_id", context=_categories_context, arguments=_category_arguments
 )
+_categories.creates(ApiClient.create_category, refusals=(409, 422))
+_categories.deletes(ApiClient.delete_category)
 
 
 @router.post("/categories/{category_id}")
 async def update_category(
     request: Request, category_id: str, account: SignedIn, state: State
 ) -> Response:
-    form = _text(await request.form())
-    body = {"name": form.get("name", ""), "parent_id": form.get("parent_id") or None}
+    body = _category_arguments(await request.form())
     return await _submitted(
         request,
         state.api.update_category(token=account.token, category_id=category_id, body=body),
-        invalid=partial(_categories_page, request, account, state),
+        invalid=partial(_categories.show, request, account, state),
         then="/categories",
         refusals=(409, 422),
     )
@@ -767,19 +751,15 @@ def _recurring_arguments(form: FormData) -> dict[str, Any]:
     return {"body": body}
 
 
-list_page(
-    ListPage(
-        path="/recurring",
-        template="recurring.html",
-        context=_recurring_context,
-        create=ApiClient.create_recurring,
-        delete=ApiClient.delete_recurring,
-        item="rule_id",
-        arguments=_recurring_arguments,
-        blank_form=lambda: {"starts_on": date.today().isoformat(), "frequency": "monthly"},
-    ),
-    names=("recurring", "create_recurring", "delete_recurring"),
+_recurring = ListPage(
+    "/recurring",
+    item="rule_id",
+    context=_recurring_context,
+    arguments=_recurring_arguments,
+    blank_form=lambda: {"starts_on": date.today().isoformat(), "frequency": "monthly"},
 )
+_recurring.creates(ApiClient.create_recurring)
+_recurring.deletes(ApiClient.delete_recurring)
 
 
 # Budgets
@@ -808,38 +788,24 @@ def _budget_arguments(form: FormData) -> dict[str, Any]:
     return {"body": service.budget_body(_text(form), thresholds=_thresholds(form))}
 
 
-list_page(
-    ListPage(
-        path="/budgets",
-        template="budgets.html",
-        context=_budgets_context,
-        create=ApiClient.create_budget,
-        delete=ApiClient.delete_budget,
-        item="budget_id",
-        arguments=_budget_arguments,
-        blank_form=lambda: {"thresholds": "80, 100"},
-    ),
-    names=("budgets", "create_budget", "delete_budget"),
-)
-
-
 async def _budget_choices(request: Request, account: Account, state: WebState) -> dict[str, Any]:
     return await _expense_form_context(state, account)
 
 
-edit_page(
-    EditPage(
-        path="/budgets",
-        item="budget_id",
-        name="budget",
-        template="budget_edit.html",
-        get=ApiClient.get_budget,
-        filled=service.budget_form,
-        context=_budget_choices,
-        update=ApiClient.replace_budget,
-        arguments=_budget_arguments,
-    ),
-    names=("edit_budget", "update_budget"),
+_budgets = ListPage(
+    "/budgets",
+    item="budget_id",
+    context=_budgets_context,
+    arguments=_budget_arguments,
+    blank_form=lambda: {"thresholds": "80, 100"},
+)
+_budgets.creates(ApiClient.create_budget)
+_budgets.deletes(ApiClient.delete_budget)
+_budgets.edits(
+    ApiClient.get_budget,
+    ApiClient.replace_budget,
+    filled=service.budget_form,
+    context=_budget_choices,
 )
 
 
@@ -933,48 +899,35 @@ def _rule_arguments(form: FormData) -> dict[str, Any]:
     return {"body": service.rule_body(_text(form))}
 
 
-_rules_page = list_page(
-    ListPage(
-        path="/rules",
-        template="rules.html",
-        context=_rules_context,
-        create=ApiClient.create_rule,
-        delete=ApiClient.delete_rule,
-        item="rule_id",
-        arguments=_rule_arguments,
-        blank_form=lambda: {"field": "any", "match": "contains"},
-        refusals=(409, 422),
-    ),
-    names=("rules", "create_rule", "delete_rule"),
+_rules = ListPage(
+    "/rules",
+    item="rule_id",
+    context=_rules_context,
+    arguments=_rule_arguments,
+    blank_form=lambda: {"field": "any", "match": "contains"},
 )
+_rules.creates(ApiClient.create_rule, refusals=(409, 422))
+_rules.deletes(ApiClient.delete_rule)
 
 
 @router.post("/rules/apply")
 async def preview_rules(request: Request, account: SignedIn, state: State) -> Response:
     """What the rules would change in the uncategorised expenses: nothing changes yet."""
     preview = await state.api.apply_rules(token=account.token, dry_run=True)
-    return await _rules_page(request, account, state, preview=preview)
+    return await _rules.show(request, account, state, preview=preview)
 
 
 @router.post("/rules/apply/confirm")
 async def apply_rules(request: Request, account: SignedIn, state: State) -> Response:
     applied = await state.api.apply_rules(token=account.token, dry_run=False)
-    return await _rules_page(request, account, state, applied=applied)
+    return await _rules.show(request, account, state, applied=applied)
 
 
-edit_page(
-    EditPage(
-        path="/rules",
-        item="rule_id",
-        name="rule",
-        template="rule_edit.html",
-        get=ApiClient.get_rule,
-        filled=service.rule_form,
-        context=_rule_choices,
-        update=ApiClient.update_rule,
-        arguments=_rule_arguments,
-    ),
-    names=("edit_rule", "update_rule"),
+_rules.edits(
+    ApiClient.get_rule,
+    ApiClient.update_rule,
+    filled=service.rule_form,
+    context=_rule_choices,
 )
 
 
