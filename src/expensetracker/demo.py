@@ -18,7 +18,7 @@ from expensetracker.auth.accounts import user_id_by_email
 from expensetracker.auth.passwords import PasswordHasher
 from expensetracker.expenses import transfer
 from expensetracker.platform.config import Settings
-from expensetracker.platform.idempotency import KeyedRequest
+from expensetracker.platform.idempotency import Creation, KeyedRequest
 from expensetracker.reports import budgets as reports_budgets
 from expensetracker.reports import routes as reports_routes
 from expensetracker.reports.schemas import BudgetIn
@@ -158,5 +158,5 @@ async def load(
         )
         async with sessionmaker() as session:
             await reports_budgets.create_budget(
-                session, user_id=user_id, body=body, keyed=keyed, today=today
+                session, creation=Creation(user_id=user_id, keyed=keyed), body=body, today=today
             )

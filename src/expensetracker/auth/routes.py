@@ -62,13 +62,8 @@ async def login(
     auth: Auth,
     client_address: ClientAddress,
 ) -> TokenPair:
-    return await service.login(
-        session,
-        email=body.email,
-        password=body.password,
-        client_address=client_address,
-        auth=auth,
-    )
+    attempt = service.PasswordAttempt(password=body.password, client_address=client_address)
+    return await service.login(session, email=body.email, attempt=attempt, auth=auth)
 
 
 @router.post("/refresh")
@@ -112,13 +107,9 @@ async def change_password(
     client_address: ClientAddress,
 ) -> None:
     """Changes the password and ends every other session."""
+    attempt = service.PasswordAttempt(password=body.current_password, client_address=client_address)
     await service.change_password(
-        session,
-        principal=user,
-        current_password=body.current_password,
-        new_password=body.new_password,
-        client_address=client_address,
-        auth=auth,
+        session, principal=user, attempt=attempt, new_password=body.new_password, auth=auth
     )
 
 
@@ -131,13 +122,8 @@ async def delete_account(
     client_address: ClientAddress,
 ) -> None:
     """Deletes the account at once; the other services then delete its data."""
-    await service.delete_account(
-        session,
-        principal=user,
-        password=body.password,
-        client_address=client_address,
-        auth=auth,
-    )
+    attempt = service.PasswordAttempt(password=body.password, client_address=client_address)
+    await service.delete_account(session, principal=user, attempt=attempt, auth=auth)
 
 
 @router.get("/.well-known/jwks.json")

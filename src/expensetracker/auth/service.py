@@ -11,6 +11,7 @@ import hashlib
 import secrets
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -43,6 +44,15 @@ class AuthContext:
     keys: KeyStore
     hasher: PasswordHasher
     settings: Settings
+
+
+@dataclass(frozen=True)
+class PasswordAttempt:
+    """A password offered from a client address: throttled, and recorded when wrong, as every
+    login is."""
+
+    password: str
+    client_address: str
 
 
 USERS_REGISTERED = Counter("expensetracker_users_registered_total", "Accounts created.")
@@ -160,15 +170,11 @@ async def _issue_tokens(
 
 
 async def _authenticate(
-    session: AsyncSession,
-    *,
-    email: str,
-    password: str,
-    client_address: str,
-    auth: AuthContext,
+    session: AsyncSession, *, email: str, attempt: PasswordAttempt, auth: AuthContext
 ) -> User | None:
     """The user when the password is right, else None (the failure is recorded). Throttled
     subjects are refused before any password is checked. Runs inside the caller's transaction."""
+    password, client_address = attempt.password, attempt.client_address
     account = throttle.account_subject(email)
     address = throttle.address_subject(client_address)
     pair = throttle.pair_subject(email, client_address)
@@ -211,21 +217,10 @@ async def _authenticate(
 
 
 async def login(
-    session: AsyncSession,
-    *,
-    email: str,
-    password: str,
-    client_address: str,
-    auth: AuthContext,
+    session: AsyncSession, *, email: str, attempt: PasswordAttempt, auth: AuthContext
 ) -> TokenPair:
     async with session.begin():
-        user = await _authenticate(
-            session,
-            email=email,
-            password=password,
-            client_address=client_address,
-            auth=auth,
-        )
+        user = await _authenticate(session, email=email, attempt=attempt, auth=auth)
         tokens = None
         if user is not None:
             tokens = await _issue_tokens(
@@ -234,7 +229,7 @@ async def login(
     if user is None or tokens is None:  # raised only now, so that the failure is committed
         raise InvalidCredentials
     LOGINS.labels("succeeded").inc()
-    audit.info("login_succeeded", user_id=str(user.id), client_address=client_address)
+    audit.info("login_succeeded", user_id=str(user.id), client_address=attempt.client_address)
     return tokens
 
 
@@ -347,77 +342,57 @@ async def get_live_session(db: asyncpg.Connection, *, principal: Principal) -> a
     return user
 
 
-async def _reauthenticate(
+async def _with_password(
     session: AsyncSession,
     *,
     principal: Principal,
-    password: str,
-    client_address: str,
+    attempt: PasswordAttempt,
     auth: AuthContext,
-) -> User | None:
-    """The caller's user when ``password`` is theirs, else None; throttled and recorded like a
-    login, inside the caller's transaction (which must commit so that a failure counts)."""
-    user = await get_user(session, principal=principal)
-    return await _authenticate(
-        session,
-        email=user.email,
-        password=password,
-        client_address=client_address,
-        auth=auth,
-    )
+    then: Callable[[User], Awaitable[None]],
+) -> None:
+    """``then(user)`` in one transaction with the check that ``attempt`` is the caller's
+    password; else WrongPassword, raised once that transaction has committed the failure
+    (throttled and recorded like a login's)."""
+    async with session.begin():
+        account = await get_user(session, principal=principal)
+        user = await _authenticate(session, email=account.email, attempt=attempt, auth=auth)
+        if user is not None:
+            await then(user)
+    if user is None:
+        raise WrongPassword
 
 
 async def change_password(
     session: AsyncSession,
     *,
     principal: Principal,
-    current_password: str,
+    attempt: PasswordAttempt,
     new_password: str,
-    client_address: str,
     auth: AuthContext,
 ) -> None:
     """Sets the new password and revokes every other session of the user."""
-    async with session.begin():
-        user = await _reauthenticate(
-            session,
-            principal=principal,
-            password=current_password,
-            client_address=client_address,
-            auth=auth,
-        )
-        if user is not None:
-            _check_policy(new_password, email=user.email, field="new_password")
-            now = datetime.now(UTC)
-            user.password_hash = await auth.hasher.hash(new_password)
-            user.password_changed_at = now
-            await _revoke(session, user_id=user.id, keep_session_id=principal.session_id, now=now)
-    if user is None:
-        raise WrongPassword
+
+    async def change(user: User) -> None:
+        _check_policy(new_password, email=user.email, field="new_password")
+        now = datetime.now(UTC)
+        user.password_hash = await auth.hasher.hash(new_password)
+        user.password_changed_at = now
+        await _revoke(session, user_id=user.id, keep_session_id=principal.session_id, now=now)
+
+    await _with_password(session, principal=principal, attempt=attempt, auth=auth, then=change)
     audit.info("password_changed", user_id=str(principal.user_id))
 
 
 async def delete_account(
-    session: AsyncSession,
-    *,
-    principal: Principal,
-    password: str,
-    client_address: str,
-    auth: AuthContext,
+    session: AsyncSession, *, principal: Principal, attempt: PasswordAttempt, auth: AuthContext
 ) -> None:
     """Deletes the account at once, and in the same transaction writes the ``user.deleted``
     event from which the other services delete the user's data."""
-    async with session.begin():
-        user = await _reauthenticate(
-            session,
-            principal=principal,
-            password=password,
-            client_address=client_address,
-            auth=auth,
-        )
-        if user is not None:
-            await delete_user(session, user_id=user.id)
-    if user is None:
-        raise WrongPassword
+
+    async def delete(user: User) -> None:
+        await delete_user(session, user_id=user.id)
+
+    await _with_password(session, principal=principal, attempt=attempt, auth=auth, then=delete)
     audit.info("account_deleted", user_id=str(principal.user_id))
 
 

@@ -78,15 +78,14 @@ async def ensure_owner(db: Db, *, user_id: uuid.UUID) -> None:
 async def create_for_owner(
     session: AsyncSession,
     *,
-    user_id: uuid.UUID,
-    keyed: idempotency.KeyedRequest | None,
+    creation: idempotency.Creation,
     body: BaseModel,
     create: Callable[[], Awaitable[idempotency.Created]],
 ) -> idempotency.Created | idempotency.Stored:
     """``create()`` once per Idempotency-Key, in one transaction with the owner row (and default
     categories) the user's first creation needs."""
     async with session.begin():
-        await ensure_owner(session, user_id=user_id)
+        await ensure_owner(session, user_id=creation.user_id)
         return await idempotency.create_once(
-            session, idempotency_keys, user_id=user_id, keyed=keyed, body=body, create=create
+            session, idempotency_keys, creation=creation, body=body, create=create
         )

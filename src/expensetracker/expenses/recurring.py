@@ -162,20 +162,15 @@ async def _check_rule_count(session: AsyncSession, *, user_id: uuid.UUID) -> Non
 
 
 async def create_rule(
-    session: AsyncSession,
-    *,
-    user_id: uuid.UUID,
-    body: RecurringCreate,
-    keyed: idempotency.KeyedRequest | None,
-    today: date,
+    session: AsyncSession, *, creation: idempotency.Creation, body: RecurringCreate, today: date
 ) -> RecurringOut | idempotency.Stored:
     """Creates the rule and, at once, the occurrences already due."""
 
     async def create() -> RecurringOut:
-        await check_category(session, user_id=user_id, category_id=body.category_id)
-        await _check_rule_count(session, user_id=user_id)
+        await check_category(session, user_id=creation.user_id, category_id=body.category_id)
+        await _check_rule_count(session, user_id=creation.user_id)
         rule = RecurringRule(
-            user_id=user_id,
+            user_id=creation.user_id,
             id=uuid.uuid4(),
             **money.stored(body.amount, body.currency),
             description=body.description,
@@ -196,7 +191,7 @@ async def create_rule(
         await session.refresh(rule)
         return _rule_out(rule)
 
-    return await create_for_owner(session, user_id=user_id, keyed=keyed, body=body, create=create)
+    return await create_for_owner(session, creation=creation, body=body, create=create)
 
 
 async def list_rules(
@@ -214,15 +209,12 @@ async def list_rules(
         )
 
 
+_NO_RULE = "No recurring expense with this id."
+
+
 async def delete_rule(session: AsyncSession, *, user_id: uuid.UUID, rule_id: uuid.UUID) -> None:
     """Stops the rule; the expenses it already created stay."""
-    await delete_owned(
-        session,
-        RecurringRule,
-        user_id=user_id,
-        id=rule_id,
-        missing="No recurring expense with this id.",
-    )
+    await delete_owned(session, RecurringRule, user_id=user_id, id=rule_id, missing=_NO_RULE)
 
 
 async def run_maintenance(sessionmaker: async_sessionmaker[AsyncSession], *, today: date) -> int:

@@ -38,7 +38,7 @@ from expensetracker.expenses.shared import ExpenseFilter
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import DbConnection, DbSession
 from expensetracker.platform.errors import Problem, ValidationProblem
-from expensetracker.platform.idempotency import IdempotencyKey
+from expensetracker.platform.idempotency import Creating
 from expensetracker.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from expensetracker.platform.schemas import TEXT, Currency, Day, JsonDocument
 from expensetracker.platform.state import State
@@ -99,12 +99,9 @@ ExpenseFilters = Annotated[ExpenseFilter, Depends(expense_filters)]
 
 @router.post("/api/v1/expenses", status_code=status.HTTP_201_CREATED, response_model=ExpenseOut)
 async def create_expense(
-    body: ExpenseCreate,
-    user: CurrentUser,
-    connection: DbConnection,
-    keyed: IdempotencyKey = None,
+    body: ExpenseCreate, creation: Creating, connection: DbConnection
 ) -> Response:
-    result = await service.create_expense(connection, user_id=user.user_id, body=body, keyed=keyed)
+    result = await service.create_expense(connection, creation=creation, body=body)
     return idempotency.respond(result)
 
 
@@ -173,15 +170,7 @@ async def import_expenses(
     )
     if dry_run:
         response.status_code = status.HTTP_200_OK  # nothing was created
-    return ImportOut(
-        format=result.format,
-        rows=result.rows,
-        created=result.created,
-        unchanged=result.unchanged,
-        skipped=result.skipped,
-        dry_run=result.dry_run,
-        unchanged_lines=result.unchanged_lines,
-    )
+    return ImportOut.model_validate(result, from_attributes=True)
 
 
 @router.get("/api/v1/expenses/export", response_class=StreamingResponse)
@@ -212,16 +201,11 @@ async def export_expenses(
     "/api/v1/expenses/recurring", status_code=status.HTTP_201_CREATED, response_model=RecurringOut
 )
 async def create_recurring(
-    body: RecurringCreate,
-    user: CurrentUser,
-    session: DbSession,
-    keyed: IdempotencyKey = None,
+    body: RecurringCreate, creation: Creating, session: DbSession
 ) -> Response:
     """A weekly, monthly or yearly expense; occurrences already due are created at once, later
     ones when they fall due."""
-    result = await recurring.create_rule(
-        session, user_id=user.user_id, body=body, keyed=keyed, today=date.today()
-    )
+    result = await recurring.create_rule(session, creation=creation, body=body, today=date.today())
     return idempotency.respond(result)
 
 
@@ -239,15 +223,9 @@ async def delete_recurring(rule_id: uuid.UUID, user: CurrentUser, session: DbSes
 
 
 @router.post("/api/v1/expenses/rules", status_code=status.HTTP_201_CREATED, response_model=RuleOut)
-async def create_rule(
-    body: RuleCreate,
-    user: CurrentUser,
-    session: DbSession,
-    keyed: IdempotencyKey = None,
-) -> Response:
+async def create_rule(body: RuleCreate, creation: Creating, session: DbSession) -> Response:
     """A categorisation rule, by default after the others (the first that matches wins)."""
-    result = await rules.create_rule(session, user_id=user.user_id, body=body, keyed=keyed)
-    return idempotency.respond(result)
+    return idempotency.respond(await rules.create_rule(session, creation=creation, body=body))
 
 
 @router.get("/api/v1/expenses/rules")
@@ -389,14 +367,8 @@ async def list_categories(
 
 
 @router.post("/api/v1/categories", status_code=status.HTTP_201_CREATED, response_model=CategoryOut)
-async def create_category(
-    body: CategoryCreate,
-    user: CurrentUser,
-    session: DbSession,
-    keyed: IdempotencyKey = None,
-) -> Response:
-    result = await service.create_category(session, user_id=user.user_id, body=body, keyed=keyed)
-    return idempotency.respond(result)
+async def create_category(body: CategoryCreate, creation: Creating, session: DbSession) -> Response:
+    return idempotency.respond(await service.create_category(session, creation=creation, body=body))
 
 
 @router.patch("/api/v1/categories/{category_id}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import re2
@@ -39,6 +40,12 @@ REGEX_MEMORY_BYTES = 256 * 1024
 REPORTED_CHANGES = 100
 APPLY_BATCH = 5000
 TAG_SEPARATOR = ";"  # as in transfer.py: no tag name contains it
+# Flushes a created or changed rule; a position another rule has is a 409.
+_flush_unique_position = partial(
+    flush_unique,
+    constraint="categorisation_rules_position_key",
+    conflict="Another of your rules has this position.",
+)
 
 
 @dataclass(frozen=True)
@@ -198,33 +205,23 @@ def _set_checked(row: CategorisationRule, values: dict[str, Any]) -> None:
         )
 
 
-async def _flush_unique_position(session: AsyncSession) -> None:
-    await flush_unique(
-        session,
-        constraint="categorisation_rules_position_key",
-        conflict="Another of your rules has this position.",
-    )
-
-
 async def create_rule(
-    session: AsyncSession,
-    *,
-    user_id: uuid.UUID,
-    body: RuleCreate,
-    keyed: idempotency.KeyedRequest | None,
+    session: AsyncSession, *, creation: idempotency.Creation, body: RuleCreate
 ) -> RuleOut | idempotency.Stored:
     async def create() -> RuleOut:
         count, last = (
             await session.execute(
                 select(func.count(), func.max(CategorisationRule.position)).where(
-                    CategorisationRule.user_id == user_id
+                    CategorisationRule.user_id == creation.user_id
                 )
             )
         ).one()
         if count >= MAX_RULES:
             raise Conflict(f"You have {MAX_RULES} rules, the most there may be.")
-        await check_category(session, user_id=user_id, category_id=body.category_id)
-        row = CategorisationRule(user_id=user_id, min_amount_minor=None, max_amount_minor=None)
+        await check_category(session, user_id=creation.user_id, category_id=body.category_id)
+        row = CategorisationRule(
+            user_id=creation.user_id, min_amount_minor=None, max_amount_minor=None
+        )
         values = body.model_dump()
         values["position"] = body.position or (last or 0) + 1
         _set_checked(row, values)
@@ -233,7 +230,7 @@ async def create_rule(
         await session.refresh(row)
         return _out(row)
 
-    return await create_for_owner(session, user_id=user_id, keyed=keyed, body=body, create=create)
+    return await create_for_owner(session, creation=creation, body=body, create=create)
 
 
 async def list_rules(session: AsyncSession, *, user_id: uuid.UUID) -> Page[RuleOut]:
@@ -246,12 +243,15 @@ async def list_rules(session: AsyncSession, *, user_id: uuid.UUID) -> Page[RuleO
     return Page[RuleOut](items=[_out(row) for row in rows], next_cursor=None)
 
 
+_NO_RULE = "No rule with this id."
+
+
 async def _rule(
     session: AsyncSession, *, user_id: uuid.UUID, rule_id: uuid.UUID
 ) -> CategorisationRule:
     row = await session.get(CategorisationRule, (user_id, rule_id))
     if row is None:
-        raise NotFound("No rule with this id.")
+        raise NotFound(_NO_RULE)
     return row
 
 
@@ -286,13 +286,7 @@ def _amount_text(minor: int | None, currency: str | None) -> str | None:
 
 
 async def delete_rule(session: AsyncSession, *, user_id: uuid.UUID, rule_id: uuid.UUID) -> None:
-    await delete_owned(
-        session,
-        CategorisationRule,
-        user_id=user_id,
-        id=rule_id,
-        missing="No rule with this id.",
-    )
+    await delete_owned(session, CategorisationRule, user_id=user_id, id=rule_id, missing=_NO_RULE)
 
 
 # --- on demand ---------------------------------------------------------------------------------

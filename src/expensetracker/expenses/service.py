@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from contextlib import nullcontext
 from datetime import date
+from functools import partial
 from typing import Any, Literal
 
 import asyncpg
@@ -80,12 +81,21 @@ async def list_categories(
     )
 
 
+_NO_CATEGORY = "No category with this id."
+# Flushes a created or renamed category; a name the user has already is a 409.
+_flush_unique_name = partial(
+    flush_unique,
+    constraint="uq_categories_user_name",
+    conflict="You already have a category with this name.",
+)
+
+
 async def _category(
     session: AsyncSession, *, user_id: uuid.UUID, category_id: uuid.UUID
 ) -> Category:
     category = await session.get(Category, (user_id, category_id))
     if category is None:
-        raise NotFound("No category with this id.")
+        raise NotFound(_NO_CATEGORY)
     return category
 
 
@@ -109,31 +119,21 @@ async def _check_parent(
             )
 
 
-async def _flush_unique_name(session: AsyncSession) -> None:
-    await flush_unique(
-        session,
-        constraint="uq_categories_user_name",
-        conflict="You already have a category with this name.",
-    )
-
-
 async def create_category(
-    session: AsyncSession,
-    *,
-    user_id: uuid.UUID,
-    body: CategoryCreate,
-    keyed: idempotency.KeyedRequest | None,
+    session: AsyncSession, *, creation: idempotency.Creation, body: CategoryCreate
 ) -> CategoryOut | idempotency.Stored:
     async def create() -> CategoryOut:
         if body.parent_id is not None:
-            await _check_parent(session, user_id=user_id, parent_id=body.parent_id, child=None)
-        category = Category(user_id=user_id, name=body.name, parent_id=body.parent_id)
+            await _check_parent(
+                session, user_id=creation.user_id, parent_id=body.parent_id, child=None
+            )
+        category = Category(user_id=creation.user_id, name=body.name, parent_id=body.parent_id)
         session.add(category)
         await _flush_unique_name(session)
         await session.refresh(category)
         return _category_out(category)
 
-    return await create_for_owner(session, user_id=user_id, keyed=keyed, body=body, create=create)
+    return await create_for_owner(session, creation=creation, body=body, create=create)
 
 
 async def update_category(
@@ -159,9 +159,7 @@ async def delete_category(
     session: AsyncSession, *, user_id: uuid.UUID, category_id: uuid.UUID
 ) -> None:
     """Its expenses become uncategorised and its subcategories move to the top level."""
-    await delete_owned(
-        session, Category, user_id=user_id, id=category_id, missing="No category with this id."
-    )
+    await delete_owned(session, Category, user_id=user_id, id=category_id, missing=_NO_CATEGORY)
 
 
 # --- tags --------------------------------------------------------------------------------------
@@ -310,15 +308,12 @@ def charged_columns(amount: str | None, currency: str | None) -> dict[str, int |
 
 
 async def create_expense(
-    connection: asyncpg.Connection,
-    *,
-    user_id: uuid.UUID,
-    body: ExpenseCreate,
-    keyed: idempotency.KeyedRequest | None,
+    connection: asyncpg.Connection, *, creation: idempotency.Creation, body: ExpenseCreate
 ) -> str | idempotency.Stored:
     """The created expense as JSON, or the answer stored for the Idempotency-Key. The owner row
     is not checked on each creation: the insert finds it missing (a first creation, or a deleted
     account) through its foreign key, and only then is it claimed."""
+    user_id, keyed = creation.user_id, creation.keyed
     stored = money.stored(body.amount, body.currency)
     args: list[object] = [
         user_id,

@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from expensetracker.platform.db import Db, fetch
 from expensetracker.platform.errors import Conflict, ValidationProblem
 from expensetracker.platform.schemas import JsonDocument
+from expensetracker.platform.tokens import CurrentUser
 
 RETENTION = timedelta(hours=24)
 
@@ -86,6 +87,22 @@ def _keyed_request(request: Request, key: _KeyHeader = None) -> KeyedRequest | N
 
 # A creating route's Idempotency-Key header, with the route it came to.
 IdempotencyKey = Annotated[KeyedRequest | None, Depends(_keyed_request)]
+
+
+@dataclass(frozen=True)
+class Creation:
+    """A creating request: who creates, and the Idempotency-Key it came with (if any)."""
+
+    user_id: uuid.UUID
+    keyed: KeyedRequest | None
+
+
+async def _creation(user: CurrentUser, keyed: IdempotencyKey = None) -> Creation:
+    return Creation(user_id=user.user_id, keyed=keyed)
+
+
+# A creating route's caller and Idempotency-Key, as every creating service function takes them.
+Creating = Annotated[Creation, Depends(_creation)]
 
 
 def idempotency_table(metadata: MetaData) -> Table:
@@ -203,8 +220,7 @@ async def create_once(
     session: AsyncSession,
     table: Table,
     *,
-    user_id: uuid.UUID,
-    keyed: KeyedRequest | None,
+    creation: Creation,
     body: BaseModel,
     create: Callable[[], Awaitable[Created]],
     status_code: int = 201,
@@ -212,6 +228,7 @@ async def create_once(
     """``create()`` unless the key was seen for the same route and ``body``: then the answer
     stored for it. Runs inside the caller's transaction, so the key and the created object
     commit together."""
+    user_id, keyed = creation.user_id, creation.keyed
     if keyed is None:
         return await create()
     request_hash = fingerprint(keyed.route, body)

@@ -86,16 +86,11 @@ def _apply(budget: Budget, body: BudgetIn, *, today: date) -> None:
 
 
 async def create_budget(
-    session: AsyncSession,
-    *,
-    user_id: uuid.UUID,
-    body: BudgetIn,
-    keyed: idempotency.KeyedRequest | None,
-    today: date,
+    session: AsyncSession, *, creation: idempotency.Creation, body: BudgetIn, today: date
 ) -> BudgetOut | idempotency.Stored:
     async def create() -> BudgetOut:
-        await _check_category(session, user_id=user_id, category_id=body.category_id)
-        budget = Budget(user_id=user_id, id=uuid.uuid4())
+        await _check_category(session, user_id=creation.user_id, category_id=body.category_id)
+        budget = Budget(user_id=creation.user_id, id=uuid.uuid4())
         _apply(budget, body, today=today)
         session.add(budget)
         await session.flush()
@@ -103,16 +98,19 @@ async def create_budget(
         return _budget_out(budget)
 
     async with session.begin():
-        await check_not_forgotten(session, user_id=user_id)
+        await check_not_forgotten(session, user_id=creation.user_id)
         return await idempotency.create_once(
-            session, idempotency_keys, user_id=user_id, keyed=keyed, body=body, create=create
+            session, idempotency_keys, creation=creation, body=body, create=create
         )
+
+
+_NO_BUDGET = "No budget with this id."
 
 
 async def _budget(session: AsyncSession, *, user_id: uuid.UUID, budget_id: uuid.UUID) -> Budget:
     budget = await session.get(Budget, (user_id, budget_id))
     if budget is None:
-        raise NotFound("No budget with this id.")
+        raise NotFound(_NO_BUDGET)
     return budget
 
 
@@ -137,9 +135,7 @@ async def replace_budget(
 
 
 async def delete_budget(session: AsyncSession, *, user_id: uuid.UUID, budget_id: uuid.UUID) -> None:
-    await delete_owned(
-        session, Budget, user_id=user_id, id=budget_id, missing="No budget with this id."
-    )
+    await delete_owned(session, Budget, user_id=user_id, id=budget_id, missing=_NO_BUDGET)
 
 
 async def list_budgets(

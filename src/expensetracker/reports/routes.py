@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import date
-from typing import Annotated, Any, Literal
+from functools import partial
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar, cast
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from expensetracker.platform import idempotency
 from expensetracker.platform.db import DbConnection, DbReadConnection, DbSession
-from expensetracker.platform.idempotency import IdempotencyKey
+from expensetracker.platform.idempotency import Creating
 from expensetracker.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from expensetracker.platform.schemas import Day, Month
 from expensetracker.platform.state import State
@@ -57,13 +59,27 @@ def _month(value: str | None) -> date:
     return parse_month(value) if value else date.today().replace(day=1)
 
 
+Params = ParamSpec("Params")
+Each = TypeVar("Each")
+Home = TypeVar("Home")
+
+
+def _in_currency(
+    in_: str | None,
+    max_rate_age: int,
+    each: Callable[Params, Awaitable[Each]],
+    home: Callable[..., Awaitable[Home]],
+) -> Callable[Params, Awaitable[Each | Home]]:
+    """The report ``each`` (every currency apart) or, with ``in=home``, ``home``: the same report
+    converted to the home currency, with ``max_rate_age`` as well."""
+    if in_ == "home":
+        return cast(Callable[Params, Awaitable[Home]], partial(home, max_rate_age=max_rate_age))
+    return each
+
+
 @router.post("/api/v1/budgets", status_code=status.HTTP_201_CREATED, response_model=BudgetOut)
-async def create_budget(
-    body: BudgetIn, user: CurrentUser, session: DbSession, keyed: IdempotencyKey = None
-) -> Response:
-    result = await budgets.create_budget(
-        session, user_id=user.user_id, body=body, keyed=keyed, today=date.today()
-    )
+async def create_budget(body: BudgetIn, creation: Creating, session: DbSession) -> Response:
+    result = await budgets.create_budget(session, creation=creation, body=body, today=date.today())
     return idempotency.respond(result)
 
 
@@ -117,16 +133,8 @@ async def summary(
 ) -> Summary | ConvertedSummary:
     """Totals and counts per group and per currency (never added across currencies); with
     ``in=home``, per group in the home currency, saying how each total was converted."""
-    if in_ == "home":
-        return await summaries.converted_summary(
-            db,
-            user_id=user.user_id,
-            from_=from_,
-            to=to,
-            group_by=group_by,
-            max_rate_age=max_rate_age,
-        )
-    return await summaries.summary(db, user_id=user.user_id, from_=from_, to=to, group_by=group_by)
+    report = _in_currency(in_, max_rate_age, summaries.summary, summaries.converted_summary)
+    return await report(db, user_id=user.user_id, from_=from_, to=to, group_by=group_by)
 
 
 @router.get("/api/v1/reports/trends")
@@ -140,15 +148,8 @@ async def trends(
 ) -> Trends | ConvertedTrends:
     """Month over month per category and currency (with ``in=home``: per category in the home
     currency), up to ``month``."""
-    if in_ == "home":
-        return await summaries.converted_trends(
-            db,
-            user_id=user.user_id,
-            month=_month(month),
-            months=months,
-            max_rate_age=max_rate_age,
-        )
-    return await summaries.trends(db, user_id=user.user_id, month=_month(month), months=months)
+    report = _in_currency(in_, max_rate_age, summaries.trends, summaries.converted_trends)
+    return await report(db, user_id=user.user_id, month=_month(month), months=months)
 
 
 @router.get("/api/v1/reports/merchants")
@@ -162,16 +163,8 @@ async def top_merchants(
     in_: In = None,
 ) -> list[MerchantTotal] | list[ConvertedMerchant]:
     """The first ``limit`` merchants of each currency (with ``in=home``: of all, converted)."""
-    if in_ == "home":
-        return await summaries.converted_merchants(
-            db,
-            user_id=user.user_id,
-            from_=from_,
-            to=to,
-            limit=limit,
-            max_rate_age=max_rate_age,
-        )
-    return await summaries.top_merchants(db, user_id=user.user_id, from_=from_, to=to, limit=limit)
+    report = _in_currency(in_, max_rate_age, summaries.top_merchants, summaries.converted_merchants)
+    return await report(db, user_id=user.user_id, from_=from_, to=to, limit=limit)
 
 
 @router.get("/api/v1/reports/alerts")

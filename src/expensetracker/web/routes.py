@@ -23,7 +23,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from expensetracker.platform.config import Environment
 from expensetracker.platform.state import app_state
 from expensetracker.web import service, views
-from expensetracker.web.client import ApiError, ServiceUnavailable, Unauthorized
+from expensetracker.web.client import ApiClient, ApiError, ServiceUnavailable, Unauthorized
 from expensetracker.web.schemas import RULE_FIELDS, RULE_MATCHES, Expense, HomeCurrency, Page
 from expensetracker.web.service import Account, WebState
 from expensetracker.web.session import (
@@ -229,27 +229,139 @@ def _form_key(form: dict[str, str]) -> str:
     return form.get("idempotency_key") or service.new_form_key()
 
 
-async def _create_submitted(
-    request: Request,
-    account: Account,
-    state: WebState,
-    form: dict[str, str],
-    create: Callable[..., Awaitable[object]],
-    *,
-    page: Callable[..., Awaitable[Response]],
-    then: str,
-    refusals: tuple[int, ...] = (422,),
-    **arguments: Any,
-) -> Response:
-    """A creating form's post (``create``, an API call, under the form's key), answered as
-    _submitted does; a refusal shows ``page`` again with what was typed."""
-    return await _submitted(
-        request,
-        create(token=account.token, idempotency_key=_form_key(form), **arguments),
-        invalid=partial(page, request, account, state, form=form),
-        then=then,
-        refusals=refusals,
-    )
+# What a list or edit page shows besides its form: the things listed, the form's choices.
+PageContext = Callable[[Request, Account, WebState], Awaitable[dict[str, Any]]]
+# How a form becomes the keyword arguments of its ApiClient call (``body``, mostly).
+FormArguments = Callable[[FormData], dict[str, Any]]
+
+
+class ListPage:
+    """A page at ``path`` that lists the account's things of one kind (categories, recurring
+    expenses, budgets, rules), rendered from the template named after it. Its methods add the
+    routes of what it offers: a form that creates one, a button that deletes one, a page that
+    edits one. ``item`` names a thing's id, in those routes' paths and in the ApiClient calls;
+    ``arguments`` makes the ApiClient call's arguments of the creating and the editing form."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        item: str,
+        context: PageContext,
+        arguments: FormArguments,
+        blank_form: Callable[[], dict[str, str]] = dict,  # a function: some values are today's
+    ) -> None:
+        self.path, self.item, self.context = path, item, context
+        self.arguments, self.blank_form = arguments, blank_form
+
+        async def listed(request: Request, account: SignedIn, state: State) -> Response:
+            return await self.show(request, account, state)
+
+        router.add_api_route(path, listed, methods=["GET"])
+
+    async def show(
+        self,
+        request: Request,
+        account: Account,
+        state: WebState,
+        *,
+        status: int = 200,
+        **extra: Any,
+    ) -> Response:
+        """The page; with ``extra``, the form as typed and the API's problems with it."""
+        context = await self.context(request, account, state)
+        extra.setdefault("form", self.blank_form())
+        return _page(
+            request,
+            f"{self.path.strip('/')}.html",
+            account,
+            status=status,
+            idempotency_key=service.new_form_key(),
+            **extra,
+            **context,
+        )
+
+    def creates(
+        self, create: Callable[..., Awaitable[object]], *, refusals: tuple[int, ...] = (422,)
+    ) -> None:
+        """POST ``path``: ``create`` (an ApiClient method) with the form's arguments, under the
+        key the form was rendered with; refused, the page again with the problems."""
+
+        async def created(request: Request, account: SignedIn, state: State) -> Response:
+            raw = await request.form()
+            form = _text(raw)
+            key = _form_key(form)
+            return await _submitted(
+                request,
+                create(state.api, token=account.token, idempotency_key=key, **self.arguments(raw)),
+                invalid=partial(self.show, request, account, state, form=form),
+                then=self.path,
+                refusals=refusals,
+            )
+
+        router.add_api_route(self.path, created, methods=["POST"])
+
+    def deletes(self, delete: Callable[..., Awaitable[None]]) -> None:
+        """POST ``path/{item}/delete``: ``delete`` (an ApiClient method), then the page."""
+
+        async def deleted(request: Request, account: SignedIn, state: State) -> Response:
+            await delete(state.api, token=account.token, **self._item_id(request))
+            return _redirect(request, self.path)
+
+        router.add_api_route(f"{self.path}/{{{self.item}}}/delete", deleted, methods=["POST"])
+
+    def edits(
+        self,
+        get: Callable[..., Awaitable[Any]],
+        update: Callable[..., Awaitable[object]],
+        *,
+        filled: Callable[[Any], dict[str, Any]],
+        context: PageContext,
+    ) -> None:
+        """GET ``path/{item}/edit``: the form of the thing ``get`` reads, ``filled`` from it, in
+        the template named after the thing; POST ``path/{item}``: ``update`` with the form's
+        arguments, then the list page (refused, the form again with the problems)."""
+        name = self.item.removesuffix("_id")
+
+        async def show(
+            request: Request, account: Account, state: WebState, *, status: int = 200, **extra: Any
+        ) -> Response:
+            thing, choices = await asyncio.gather(
+                get(state.api, token=account.token, **self._item_id(request)),
+                context(request, account, state),
+            )
+            # Filled from the thing, unless ``extra`` holds the form as typed.
+            extra["form"] = extra.get("form") or filled(thing)
+            return _page(
+                request,
+                f"{name}_edit.html",
+                account,
+                status=status,
+                **{name: thing},
+                **extra,
+                **choices,
+            )
+
+        async def edit(request: Request, account: SignedIn, state: State) -> Response:
+            return await show(request, account, state)
+
+        async def updated(request: Request, account: SignedIn, state: State) -> Response:
+            raw = await request.form()
+            return await _submitted(
+                request,
+                update(
+                    state.api, token=account.token, **self._item_id(request), **self.arguments(raw)
+                ),
+                invalid=partial(show, request, account, state, form=_text(raw)),
+                then=self.path,
+            )
+
+        item_path = f"{self.path}/{{{self.item}}}"
+        router.add_api_route(f"{item_path}/edit", edit, methods=["GET"])
+        router.add_api_route(item_path, updated, methods=["POST"])
+
+    def _item_id(self, request: Request) -> dict[str, str]:
+        return {self.item: request.path_params[self.item]}
 
 
 # Static files
@@ -587,128 +699,73 @@ async def delete_expense(
 # Categories, tags and recurring expenses
 
 
-async def _categories_page(
-    request: Request, account: Account, state: WebState, *, status: int = 200, **extra: Any
-) -> Response:
+async def _categories_context(
+    request: Request, account: Account, state: WebState
+) -> dict[str, Any]:
     categories, tags = await asyncio.gather(
         state.api.list_categories(token=account.token), state.api.list_tags(token=account.token)
     )
-    return _page(
-        request,
-        "categories.html",
-        account,
-        status=status,
-        tree=service.category_tree(categories),
-        tags=tags,
-        idempotency_key=service.new_form_key(),
-        **extra,
-    )
+    return {"tree": service.category_tree(categories), "tags": tags}
 
 
-@router.get("/categories")
-async def categories(request: Request, account: SignedIn, state: State) -> Response:
-    return await _categories_page(request, account, state)
+def _category_arguments(form: FormData) -> dict[str, Any]:
+    text = _text(form)
+    return {"name": text.get("name", ""), "parent_id": text.get("parent_id") or None}
 
 
-@router.post("/categories")
-async def create_category(request: Request, account: SignedIn, state: State) -> Response:
-    form = _text(await request.form())
-    return await _create_submitted(
-        request,
-        account,
-        state,
-        form,
-        state.api.create_category,
-        page=_categories_page,
-        then="/categories",
-        refusals=(409, 422),
-        name=form.get("name", ""),
-        parent_id=form.get("parent_id") or None,
-    )
+_categories = ListPage(
+    "/categories", item="category_id", context=_categories_context, arguments=_category_arguments
+)
+_categories.creates(ApiClient.create_category, refusals=(409, 422))
+_categories.deletes(ApiClient.delete_category)
 
 
 @router.post("/categories/{category_id}")
 async def update_category(
     request: Request, category_id: str, account: SignedIn, state: State
 ) -> Response:
-    form = _text(await request.form())
-    body = {"name": form.get("name", ""), "parent_id": form.get("parent_id") or None}
+    body = _category_arguments(await request.form())
     return await _submitted(
         request,
         state.api.update_category(token=account.token, category_id=category_id, body=body),
-        invalid=partial(_categories_page, request, account, state),
+        invalid=partial(_categories.show, request, account, state),
         then="/categories",
         refusals=(409, 422),
     )
 
 
-@router.post("/categories/{category_id}/delete")
-async def delete_category(
-    request: Request, category_id: str, account: SignedIn, state: State
-) -> Response:
-    await state.api.delete_category(token=account.token, category_id=category_id)
-    return _redirect(request, "/categories")
-
-
-async def _recurring_page(
-    request: Request, account: Account, state: WebState, *, status: int = 200, **extra: Any
-) -> Response:
+async def _recurring_context(request: Request, account: Account, state: WebState) -> dict[str, Any]:
     rules = await state.api.list_recurring(token=account.token)
-    context = await _expense_form_context(state, account)
-    extra.setdefault("form", {"starts_on": date.today().isoformat(), "frequency": "monthly"})
-    return _page(
-        request,
-        "recurring.html",
-        account,
-        status=status,
-        rules=rules,
-        idempotency_key=service.new_form_key(),
-        **extra,
-        **context,
-    )
+    return {"rules": rules, **await _expense_form_context(state, account)}
 
 
-@router.get("/recurring")
-async def recurring(request: Request, account: SignedIn, state: State) -> Response:
-    return await _recurring_page(request, account, state)
-
-
-@router.post("/recurring")
-async def create_recurring(request: Request, account: SignedIn, state: State) -> Response:
-    form = _text(await request.form())
-    body = service.expense_body(form)
+def _recurring_arguments(form: FormData) -> dict[str, Any]:
+    text = _text(form)
+    body = service.expense_body(text)
     body.pop("occurred_on", None)
     body.update(
-        frequency=form.get("frequency", ""),
-        starts_on=form.get("starts_on", ""),
-        **({"ends_on": form["ends_on"]} if form.get("ends_on") else {}),
+        frequency=text.get("frequency", ""),
+        starts_on=text.get("starts_on", ""),
+        **({"ends_on": text["ends_on"]} if text.get("ends_on") else {}),
     )
-    return await _create_submitted(
-        request,
-        account,
-        state,
-        form,
-        state.api.create_recurring,
-        page=_recurring_page,
-        then="/recurring",
-        body=body,
-    )
+    return {"body": body}
 
 
-@router.post("/recurring/{rule_id}/delete")
-async def delete_recurring(
-    request: Request, rule_id: str, account: SignedIn, state: State
-) -> Response:
-    await state.api.delete_recurring(token=account.token, rule_id=rule_id)
-    return _redirect(request, "/recurring")
+_recurring = ListPage(
+    "/recurring",
+    item="rule_id",
+    context=_recurring_context,
+    arguments=_recurring_arguments,
+    blank_form=lambda: {"starts_on": date.today().isoformat(), "frequency": "monthly"},
+)
+_recurring.creates(ApiClient.create_recurring)
+_recurring.deletes(ApiClient.delete_recurring)
 
 
 # Budgets
 
 
-async def _budgets_page(
-    request: Request, account: Account, state: WebState, *, status: int = 200, **extra: Any
-) -> Response:
+async def _budgets_context(request: Request, account: Account, state: WebState) -> dict[str, Any]:
     month = request.query_params.get("month") or date.today().strftime("%Y-%m")
     try:
         report = await state.api.budget_report(token=account.token, month=month)
@@ -719,24 +776,7 @@ async def _budgets_page(
         report = await state.api.budget_report(token=account.token, month=month)
     budgets = {budget["id"]: budget for budget in await state.api.list_budgets(token=account.token)}
     context = await _expense_form_context(state, account)
-    extra.setdefault("form", {"thresholds": "80, 100"})
-    return _page(
-        request,
-        "budgets.html",
-        account,
-        status=status,
-        month=month,
-        report=report,
-        budgets=budgets,
-        idempotency_key=service.new_form_key(),
-        **extra,
-        **context,
-    )
-
-
-@router.get("/budgets")
-async def budgets(request: Request, account: SignedIn, state: State) -> Response:
-    return await _budgets_page(request, account, state)
+    return {"month": month, "report": report, "budgets": budgets, **context}
 
 
 def _thresholds(form: FormData) -> list[str]:
@@ -744,82 +784,29 @@ def _thresholds(form: FormData) -> list[str]:
     return [part.strip() for value in values for part in value.split(",")]
 
 
-@router.post("/budgets")
-async def create_budget(request: Request, account: SignedIn, state: State) -> Response:
-    raw = await request.form()
-    form = _text(raw)
-    return await _create_submitted(
-        request,
-        account,
-        state,
-        form,
-        state.api.create_budget,
-        page=_budgets_page,
-        then="/budgets",
-        body=service.budget_body(form, thresholds=_thresholds(raw)),
-    )
+def _budget_arguments(form: FormData) -> dict[str, Any]:
+    return {"body": service.budget_body(_text(form), thresholds=_thresholds(form))}
 
 
-async def _budget_edit_page(
-    request: Request,
-    account: Account,
-    state: WebState,
-    budget_id: str,
-    *,
-    status: int = 200,
-    form: dict[str, Any] | None = None,
-    **extra: Any,
-) -> Response:
-    budget = await state.api.get_budget(token=account.token, budget_id=budget_id)
-    context = await _expense_form_context(state, account)
-    shown = form or {
-        **budget,
-        "thresholds": ", ".join(str(t) for t in budget["thresholds"]),
-        "rollover": "on" if budget["rollover"] else "",
-    }
-    return _page(
-        request,
-        "budget_edit.html",
-        account,
-        status=status,
-        budget=budget,
-        form=shown,
-        **extra,
-        **context,
-    )
+async def _budget_choices(request: Request, account: Account, state: WebState) -> dict[str, Any]:
+    return await _expense_form_context(state, account)
 
 
-@router.get("/budgets/{budget_id}/edit")
-async def edit_budget(
-    request: Request, budget_id: str, account: SignedIn, state: State
-) -> Response:
-    return await _budget_edit_page(request, account, state, budget_id)
-
-
-@router.post("/budgets/{budget_id}")
-async def update_budget(
-    request: Request, budget_id: str, account: SignedIn, state: State
-) -> Response:
-    raw = await request.form()
-    form = _text(raw)
-    return await _submitted(
-        request,
-        state.api.replace_budget(
-            token=account.token,
-            budget_id=budget_id,
-            body=service.budget_body(form, thresholds=_thresholds(raw)),
-        ),
-        invalid=partial(_budget_edit_page, request, account, state, budget_id, form=form),
-        then="/budgets",
-    )
-
-
-@router.post("/budgets/{budget_id}/delete")
-async def delete_budget(
-    request: Request, budget_id: str, account: SignedIn, state: State
-) -> Response:
-    await state.api.delete_budget(token=account.token, budget_id=budget_id)
-    return _redirect(request, "/budgets")
+_budgets = ListPage(
+    "/budgets",
+    item="budget_id",
+    context=_budgets_context,
+    arguments=_budget_arguments,
+    blank_form=lambda: {"thresholds": "80, 100"},
+)
+_budgets.creates(ApiClient.create_budget)
+_budgets.deletes(ApiClient.delete_budget)
+_budgets.edits(
+    ApiClient.get_budget,
+    ApiClient.replace_budget,
+    filled=service.budget_form,
+    context=_budget_choices,
+)
 
 
 # Exchange rates and categorisation rules
@@ -896,103 +883,52 @@ async def delete_rate(
     return _redirect(request, "/rates")
 
 
-async def _rules_page(
-    request: Request, account: Account, state: WebState, *, status: int = 200, **extra: Any
-) -> Response:
-    rules, context = await asyncio.gather(
-        state.api.list_rules(token=account.token), _expense_form_context(state, account)
+async def _rule_choices(request: Request, account: Account, state: WebState) -> dict[str, Any]:
+    context = await _expense_form_context(state, account)
+    return {"fields": RULE_FIELDS, "matches": RULE_MATCHES, **context}
+
+
+async def _rules_context(request: Request, account: Account, state: WebState) -> dict[str, Any]:
+    rules, choices = await asyncio.gather(
+        state.api.list_rules(token=account.token), _rule_choices(request, account, state)
     )
-    extra.setdefault("form", {"field": "any", "match": "contains"})
-    return _page(
-        request,
-        "rules.html",
-        account,
-        status=status,
-        rules=rules,
-        fields=RULE_FIELDS,
-        matches=RULE_MATCHES,
-        idempotency_key=service.new_form_key(),
-        **extra,
-        **context,
-    )
+    return {"rules": rules, **choices}
 
 
-@router.get("/rules")
-async def rules(request: Request, account: SignedIn, state: State) -> Response:
-    return await _rules_page(request, account, state)
+def _rule_arguments(form: FormData) -> dict[str, Any]:
+    return {"body": service.rule_body(_text(form))}
 
 
-@router.post("/rules")
-async def create_rule(request: Request, account: SignedIn, state: State) -> Response:
-    form = _text(await request.form())
-    return await _create_submitted(
-        request,
-        account,
-        state,
-        form,
-        state.api.create_rule,
-        page=_rules_page,
-        then="/rules",
-        refusals=(409, 422),
-        body=service.rule_body(form),
-    )
+_rules = ListPage(
+    "/rules",
+    item="rule_id",
+    context=_rules_context,
+    arguments=_rule_arguments,
+    blank_form=lambda: {"field": "any", "match": "contains"},
+)
+_rules.creates(ApiClient.create_rule, refusals=(409, 422))
+_rules.deletes(ApiClient.delete_rule)
 
 
 @router.post("/rules/apply")
 async def preview_rules(request: Request, account: SignedIn, state: State) -> Response:
     """What the rules would change in the uncategorised expenses: nothing changes yet."""
     preview = await state.api.apply_rules(token=account.token, dry_run=True)
-    return await _rules_page(request, account, state, preview=preview)
+    return await _rules.show(request, account, state, preview=preview)
 
 
 @router.post("/rules/apply/confirm")
 async def apply_rules(request: Request, account: SignedIn, state: State) -> Response:
     applied = await state.api.apply_rules(token=account.token, dry_run=False)
-    return await _rules_page(request, account, state, applied=applied)
+    return await _rules.show(request, account, state, applied=applied)
 
 
-async def _rule_edit_page(
-    request: Request,
-    account: Account,
-    state: WebState,
-    rule_id: str,
-    *,
-    status: int = 200,
-    form: dict[str, str] | None = None,
-    **extra: Any,
-) -> Response:
-    rule, context = await asyncio.gather(
-        state.api.get_rule(token=account.token, rule_id=rule_id),
-        _expense_form_context(state, account),
-    )
-    return _page(
-        request,
-        "rule_edit.html",
-        account,
-        status=status,
-        rule=rule,
-        form=form or service.rule_form(rule),
-        fields=RULE_FIELDS,
-        matches=RULE_MATCHES,
-        **extra,
-        **context,
-    )
-
-
-@router.get("/rules/{rule_id}/edit")
-async def edit_rule(request: Request, rule_id: str, account: SignedIn, state: State) -> Response:
-    return await _rule_edit_page(request, account, state, rule_id)
-
-
-@router.post("/rules/{rule_id}")
-async def update_rule(request: Request, rule_id: str, account: SignedIn, state: State) -> Response:
-    form = _text(await request.form())
-    return await _submitted(
-        request,
-        state.api.update_rule(token=account.token, rule_id=rule_id, body=service.rule_body(form)),
-        invalid=partial(_rule_edit_page, request, account, state, rule_id, form=form),
-        then="/rules",
-    )
+_rules.edits(
+    ApiClient.get_rule,
+    ApiClient.update_rule,
+    filled=service.rule_form,
+    context=_rule_choices,
+)
 
 
 @router.post("/rules/{rule_id}/move")
@@ -1001,12 +937,6 @@ async def move_rule(request: Request, rule_id: str, account: SignedIn, state: St
     await service.move_rule(
         api=state.api, token=account.token, rule_id=rule_id, direction=direction
     )
-    return _redirect(request, "/rules")
-
-
-@router.post("/rules/{rule_id}/delete")
-async def delete_rule(request: Request, rule_id: str, account: SignedIn, state: State) -> Response:
-    await state.api.delete_rule(token=account.token, rule_id=rule_id)
     return _redirect(request, "/rules")
 
 

@@ -133,11 +133,12 @@ class Budget(TypedDict):
 
 
 class BudgetStatus(TypedDict):
+    """What the web app reads of a budget's status: the API sends more (its category_id and
+    limit), which the pages do not show."""
+
     budget_id: str
     name: str
-    category_id: str | None
     currency: str
-    limit: str
     rollover_in: str
     available: str
     spent: str

@@ -21,6 +21,7 @@ from expensetracker.web.schemas import (
     EXPENSE_FILTERS,
     IMPORT_FORMATS,
     QIF_DATE_ORDERS,
+    Budget,
     Category,
     ConvertedGroup,
     CurrencyTotal,
@@ -314,6 +315,15 @@ def budget_body(form: Mapping[str, str], *, thresholds: list[str]) -> dict[str, 
     if form.get("converted") == "on":
         body["converted"] = True
     return body
+
+
+def budget_form(budget: Budget) -> dict[str, Any]:
+    """A budget as its edit form shows it."""
+    return {
+        **budget,
+        "thresholds": ", ".join(str(t) for t in budget["thresholds"]),
+        "rollover": "on" if budget["rollover"] else "",
+    }
 
 
 async def reports(
