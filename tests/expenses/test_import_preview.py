@@ -7,6 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from expensetracker.expenses import transfer
 from expensetracker.expenses.schemas import PREVIEW_ROWS
 from tests.helpers.database import connected
 from tests.helpers.expenses import HEADER, categories, upload, upload_statement
@@ -183,8 +184,10 @@ def ofx_of(amounts: list[str]) -> bytes:
 
 
 async def test_each_list_holds_the_first_rows_and_says_that_more_exist(
-    client: httpx.AsyncClient, database_url: str
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Small batches: the lists fill up across many batches' answers, and stay full.
+    monkeypatch.setattr(transfer, "BATCH_ROWS", 7)
     account = await signed_up(client)
     total = PREVIEW_ROWS + 20
     old = HEADER + "".join(f"2026-01-01,1.00,EUR,Old {n},,,,,old-{n}\n" for n in range(total))

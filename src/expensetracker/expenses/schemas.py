@@ -194,9 +194,11 @@ class PreviewExpense(StrictModel):
 
     position: int = Field(description=POSITION)
     occurred_on: date
-    amount: str
+    amount: str = Field(description="A decimal string with the currency's decimals.")
     currency: str
-    charged_amount: str | None
+    charged_amount: str | None = Field(
+        description="What the bank took in the home currency, when the row gives it."
+    )
     charged_currency: str | None
     description: str
     merchant: str | None
@@ -208,7 +210,9 @@ class PreviewExpense(StrictModel):
         description="The row's tags and the matching rule's, named as the import would name "
         "them: an existing tag's spelling wins, as in the answers of GET /api/v1/expenses."
     )
-    external_id: str | None
+    external_id: str | None = Field(
+        description="The row's external_id, or the bank's id of a statement's transaction."
+    )
 
 
 class PreviewUnchanged(StrictModel):
