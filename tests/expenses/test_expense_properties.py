@@ -866,17 +866,56 @@ class ExpensesMachine(RuleBasedStateMachine):
         assert {name: answer[name] for name in expected} == expected, answer
         if dry_run:
             assert response.status_code == 200, response.text
-            if not any(row.newlines for row in rows):  # a multi-line row ends further down
-                unchanged = [
-                    line
-                    for line, expense in enumerate(expenses, start=2)
-                    if expense.external_id in imported
-                ]
-                assert answer["unchanged_lines"] == unchanged
+            self.check_preview(answer["preview"], rows, expenses, created, imported)
             return
         assert response.status_code == 201, response.text
-        assert answer["unchanged_lines"] == []
+        assert answer["preview"] is None
         self.learn_imported(rows, expenses, imported)
+
+    def check_preview(
+        self,
+        preview: dict[str, Any],
+        rows: list[CsvRow],
+        expenses: list[Expense],
+        created: list[Expense],
+        imported: dict[str, uuid.UUID],
+    ) -> None:
+        """A dry run lists the rows it would create as the reference has them, and the rows
+        imported before by their external id (and their line, where every row is one line)."""
+        assert [
+            (
+                row["occurred_on"],
+                row["amount"],
+                row["currency"],
+                row["description"],
+                row["merchant"],
+                row["category_id"],
+                frozenset(tag.lower() for tag in row["tags"]),
+                row["external_id"],
+            )
+            for row in preview["expenses"]
+        ] == [
+            (
+                e.occurred_on.isoformat(),
+                amount_text(e.amount_minor, CURRENCIES[e.currency]),
+                e.currency,
+                e.description,
+                e.merchant,
+                str(e.category_id) if e.category_id else None,
+                e.tags,
+                e.external_id,
+            )
+            for e in created
+        ]
+        listed = [(row["position"], row["external_id"]) for row in preview["unchanged"]]
+        unchanged = [
+            (line, expense.external_id)
+            for line, expense in enumerate(expenses, start=2)
+            if expense.external_id in imported
+        ]
+        assert [external_id for _, external_id in listed] == [ids for _, ids in unchanged]
+        if not any(row.newlines for row in rows):  # a multi-line row ends further down
+            assert listed == unchanged
 
     def learn_imported(
         self, rows: list[CsvRow], expenses: list[Expense], imported: dict[str, uuid.UUID]

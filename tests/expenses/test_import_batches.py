@@ -163,7 +163,7 @@ async def test_only_the_first_errors_by_line_are_reported(
 
 @pytest.mark.database
 @pytest.mark.usefixtures("small_batches")
-async def test_a_dry_run_lists_the_unchanged_lines_of_every_batch(
+async def test_a_dry_run_lists_the_rows_of_every_batch(
     client: httpx.AsyncClient, database_url: str
 ) -> None:
     account = await signed_up(client)
@@ -179,15 +179,12 @@ async def test_a_dry_run_lists_the_unchanged_lines_of_every_batch(
     )
     preview = await upload(client, account, content, dry_run=True)
     assert preview.status_code == 200, preview.text
-    assert preview.json() == {
-        "format": "csv",
-        "rows": 6,
-        "created": 3,
-        "unchanged": 3,
-        "skipped": 0,
-        "dry_run": True,
-        "unchanged_lines": [3, 6, 7],
-    }
+    body = preview.json()
+    assert (body["rows"], body["created"], body["unchanged"], body["dry_run"]) == (6, 3, 3, True)
+    assert [row["position"] for row in body["preview"]["expenses"]] == [2, 4, 5]
+    assert body["preview"]["unchanged"] == [
+        {"position": line, "external_id": f"e-{n}"} for line, n in ((3, 1), (6, 2), (7, 3))
+    ]
     assert await expense_count(database_url) == 3
     assert (await client.get("/api/v1/tags", headers=account.headers)).json()["items"] == []
 

@@ -7,6 +7,7 @@ import asyncio
 import csv
 import io
 import random
+import re
 from datetime import date, timedelta
 
 import httpx
@@ -201,13 +202,22 @@ async def test_import_command(client: httpx.AsyncClient, database_url: str, tmp_
             await asyncio.to_thread(process.wait, 120)
         return process
 
+    previewed = await run(str(good), "--user", account.email, "--dry-run")
+    assert previewed.popen.returncode == 0, previewed.output
+    assert await expense_count(database_url) == 0
     imported = await run(str(good), "--user", account.email.upper())
+    previewed_again = await run(str(good), "--user", account.email, "--dry-run")
     again = await run(str(good), "--user", account.email)
     refused = await run(str(bad), "--user", account.email)
     nobody = await run(str(good), "--user", "nobody@example.org")
     assert imported.popen.returncode == 0, imported.output
     assert "5 rows: 5 created, 0 already there" in imported.output
     assert "5 rows: 0 created, 5 already there" in again.output
+    # The dry run's table: each row to import with its line, date, amount and description.
+    assert re.search(r"2 +. 2026-05-01 +. 1\.00 EUR +. +. Day 1 ", previewed.output)
+    assert "5 rows: 5 would be created, 0 already there; dry run" in previewed.output
+    assert "already imported, skipped: line 2 (c-1), 3 (c-2)" in previewed_again.output
+    assert "5 rows: 0 would be created, 5 already there" in previewed_again.output
     assert refused.popen.returncode == 2
     assert "line 2: amount: EUR amounts have at most 2 decimal(s)" in refused.output
     assert nobody.popen.returncode == 2
@@ -227,15 +237,10 @@ async def test_a_dry_run_reports_what_an_import_would_do_and_keeps_nothing(
     )
     preview = await upload(client, account, content, dry_run=True)
     assert preview.status_code == 200, preview.text
-    assert preview.json() == {
-        "format": "csv",
-        "rows": 3,
-        "created": 2,
-        "unchanged": 1,
-        "skipped": 0,
-        "dry_run": True,
-        "unchanged_lines": [3],
-    }
+    body = preview.json()
+    assert (body["rows"], body["created"], body["unchanged"], body["dry_run"]) == (3, 2, 1, True)
+    assert [row["description"] for row in body["preview"]["expenses"]] == ["New", "New too"]
+    assert body["preview"]["unchanged"] == [{"position": 3, "external_id": "bank-1"}]
     assert await expense_count(database_url) == 1
     tags = (await client.get("/api/v1/tags", headers=account.headers)).json()["items"]
     assert tags == []

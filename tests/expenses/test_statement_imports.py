@@ -247,18 +247,20 @@ async def test_every_bad_transaction_is_reported_by_its_number(
         ("20260305", "-5.001", "d", "Too precise"),  # 5
         ("20260306", "-x", "e", "Not a number"),  # 6
         ("20260307", "-1E+999999", "g", "An exponent: never expanded"),  # 7
-        ("20260307", "100.00", "f", "A credit: skipped, not counted as a position"),
+        ("20260307", "100.00", "f", "A credit: skipped, counted as a position"),  # 8
+        ("20260308", "-8.00", "a", "Same FITID again"),  # 9
     )
     response = await upload_statement(client, account, content)
     assert response.status_code == 422, response.text
     body = response.json()
-    assert body["rejected_rows"] == 5
+    assert body["rejected_rows"] == 6
     assert [(error["transaction"], error["field"]) for error in body["errors"]] == [
         (3, "external_id"),
         (4, "occurred_on"),
         (5, "amount"),
         (6, "amount"),
         (7, "amount"),
+        (9, "external_id"),
     ]
     unknown_currency = await upload_statement(
         client, account, ofx_statement(("20260301", "-1.00", "a", "x"), currency="XYZ")
@@ -278,15 +280,10 @@ async def test_a_dry_run_of_a_statement_reports_and_keeps_nothing(
     account = await signed_up(client)
     preview = await upload_statement(client, account, CAMT, dry_run="true")
     assert preview.status_code == 200, preview.text
-    assert preview.json() == {
-        "format": "camt053",
-        "rows": 2,
-        "created": 2,
-        "unchanged": 0,
-        "skipped": 1,
-        "dry_run": True,
-        "unchanged_lines": [],
-    }
+    body = preview.json()
+    assert (body["format"], body["rows"], body["created"], body["skipped"]) == ("camt053", 2, 2, 1)
+    assert body["dry_run"] is True
+    assert [row["position"] for row in body["preview"]["expenses"]] == [1, 3]
     assert await expense_count(database_url) == 0
 
 

@@ -42,7 +42,7 @@ def imported(*, rows: int, created: int, unchanged: int) -> dict[str, object]:
         "unchanged": unchanged,
         "skipped": 0,
         "dry_run": False,
-        "unchanged_lines": [],
+        "preview": None,
     }
 
 

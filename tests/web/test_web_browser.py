@@ -183,6 +183,10 @@ async def test_the_journey(context: BrowserContext, base_url: str, tmp_path: Pat
     await page.get_by_label("File to import").set_input_files(tmp_path / "good.csv")
     await page.get_by_role("button", name="Check the file").click()
     await expect(page.get_by_text("2 will be added")).to_be_visible()
+    added = page.get_by_role("table", name="To be added")
+    await expect(added.get_by_role("row")).to_have_count(3)  # the header and the two rows
+    await expect(added).to_contain_text("Bakery")
+    await expect(added).to_contain_text("Good")
     await audit("import (preview)")
     await page.get_by_role("button", name="Import 2 expenses").click()
     await expect(page.get_by_text("Imported: 2 new expenses")).to_be_visible()
@@ -407,6 +411,9 @@ async def test_a_statement_rates_rules_and_the_home_currency_in_the_browser(
     preview = page.locator(".preview")
     await expect(preview).to_contain_text("Read as OFX / QFX. 3 payments read: 3 will be added.")
     await expect(preview).to_contain_text("1 credit (money coming in) will be skipped")
+    await expect(preview.get_by_role("table", name="To be added")).to_contain_text("Tokyo Ramen")
+    skipped = preview.get_by_role("table", name="Skipped as not spending")
+    await expect(skipped).to_contain_text("money coming in")
     await audit("import (statement preview)")
     other = await context.new_page()  # nothing is saved before the confirmation
     await other.goto(f"{base_url}/expenses")

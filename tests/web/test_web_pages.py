@@ -39,6 +39,13 @@ def expense_ids(html: str) -> list[str]:
     return _ROW_ID.findall(html)
 
 
+def table_of(html: str, caption: str) -> str:
+    """The table whose caption starts with ``caption``, from its caption to its end."""
+    match = re.search(rf"<caption[^>]*>{re.escape(caption)}.*?</table>", html, re.DOTALL)
+    assert match, f"no table {caption!r}"
+    return match.group(0)
+
+
 async def test_signing_in_sets_a_hardened_session_cookie(web: httpx.AsyncClient) -> None:
     person = await signed_up_person(web)
     web.cookies.clear()
@@ -326,6 +333,10 @@ async def test_an_import_with_a_bad_row_shows_its_line_and_saves_nothing(
     assert (
         "2 will be added" in preview.text and "Nothing is saved until you confirm" in preview.text
     )
+    added = table_of(preview.text, "To be added")
+    assert '<th scope="col" class="num">Line</th>' in added
+    assert re.search(r'<td class="num">2</td>\s*<td>[^<]+</td>\s*<td>Fine</td>', added)
+    assert re.search(r'<td class="num">3</td>\s*<td>[^<]+</td>\s*<td>Fixed</td>', added)
     assert len(expense_ids((await web.get("/expenses")).text)) == 1
     packed = re.search(r'name="packed" value="([^"]+)"', preview.text).group(1)
     done = await person.submit("/import", "/import/confirm", {"packed": packed})
@@ -334,7 +345,11 @@ async def test_an_import_with_a_bad_row_shows_its_line_and_saves_nothing(
         "/import", data={"csrf_token": token}, files={"file": ("a.csv", good.encode(), "text/csv")}
     )
     assert "2 will be skipped as already imported" in again.text
-    assert "Already imported: lines 2, 3" in again.text
+    assert "To be added" not in again.text
+    assert re.findall(
+        r'<td class="num">(\d+)</td><td><code>([^<]+)</code></td>',
+        table_of(again.text, "Skipped as already imported"),
+    ) == [("2", "b-1"), ("3", "b-2")]
     export = await web.get("/export?format=csv")
     assert export.headers["content-disposition"] == 'attachment; filename="expenses.csv"'
     assert export.text.count("\n") == 4 and "Fixed" in export.text
@@ -621,6 +636,12 @@ async def test_statements_are_detected_previewed_and_imported_whole(
     assert preview.status_code == 200, preview.text
     assert "Read as CAMT.053. 2 payments read: 2 will be added." in preview.text
     assert "1 credit (money coming in) will be skipped" in preview.text
+    added = table_of(preview.text, "To be added")
+    assert '<th scope="col" class="num">Transaction</th>' in added
+    assert "Green Grocer GmbH" in added and "Mountain railway ticket" in added
+    assert '<td class="num">2</td><td>money coming in</td>' in table_of(
+        preview.text, "Skipped as not spending"
+    )
     assert expense_ids((await web.get("/expenses")).text) == []
     done = await person.submit(
         "/import", "/import/confirm", {"packed": packed_upload(preview.text), "format": ""}

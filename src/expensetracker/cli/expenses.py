@@ -11,7 +11,9 @@ from typing import Annotated, cast, get_args
 
 import httpx
 import typer
+from rich.console import Console
 from rich.progress import Progress
+from rich.table import Table
 
 from expensetracker.cli.common import (
     EmailOption,
@@ -24,15 +26,17 @@ from expensetracker.cli.common import (
 from expensetracker.expenses.rates import InvalidRates, load_ecb, set_home_currency
 from expensetracker.expenses.recurring import run_maintenance
 from expensetracker.expenses.rules import apply_rules
-from expensetracker.expenses.schemas import DateOrder, ImportFormat
+from expensetracker.expenses.schemas import DateOrder, ImportFormat, ImportPreview
 from expensetracker.expenses.statements import SNIFF_BYTES, Options, detect
-from expensetracker.expenses.transfer import InvalidImport, import_file
+from expensetracker.expenses.transfer import ImportResult, InvalidImport, import_file
 from expensetracker.platform import money
 
 cli = typer.Typer(help="Operations of the expenses service.", no_args_is_help=True)
 rules_cli = typer.Typer(help="The categorisation rules of an account.", no_args_is_help=True)
 cli.add_typer(rules_cli, name="rules")
 rates_cli = typer.Typer(help="Exchange rates (kept by the expenses service).", no_args_is_help=True)
+# A dry run's table shows this many of the rows it would import.
+SHOWN_ROWS = 20
 
 
 @cli.command("import")
@@ -57,6 +61,10 @@ def import_expenses(
         str | None,
         typer.Option("--date-order", help="dmy or mdy: a QIF file's dates, if they do not show."),
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Check the whole file and show its first rows; keep none."),
+    ] = False,
 ) -> None:
     """Import a CSV file (the format of the export) or a bank statement (OFX/QFX, CAMT.053,
     MT940, QIF) into an account: whole or not at all."""
@@ -77,13 +85,13 @@ def import_expenses(
             while chunk := handle.read(1024 * 1024):
                 yield chunk
 
-    async def run(progress: Progress) -> str:
+    async def run(progress: Progress) -> ImportResult:
         task = progress.add_task("validating and loading", total=total_rows)
         async with (
             database(settings, purpose="import") as sessionmaker,
             sessionmaker() as session,
         ):
-            result = await import_file(
+            return await import_file(
                 session,
                 user_id=await account(session, user),
                 chunks=chunks(),
@@ -91,13 +99,12 @@ def import_expenses(
                 format=cast(ImportFormat, format),
                 options=Options(currency=currency, date_order=cast(DateOrder | None, date_order)),
                 progress=lambda rows: progress.update(task, completed=rows),
+                dry_run=dry_run,
             )
-        summary = f"{result.rows} rows: {result.created} created, {result.unchanged} already there"
-        return summary + (f", {result.skipped} credits skipped" if format != "csv" else "")
 
     try:
         with Progress(transient=True) as progress:
-            summary = asyncio.run(run(progress))
+            result = asyncio.run(run(progress))
     except InvalidImport as exc:
         for error in exc.extensions.get("errors", []):
             position = (
@@ -107,7 +114,45 @@ def import_expenses(
             )
             typer.echo(f"{position}: {error['field']}: {error['message']}", err=True)
         fail(exc.detail)
-    typer.echo(summary)
+    if result.preview is not None:
+        _show_preview(result.preview, statement=format != "csv")
+    created = "would be created" if dry_run else "created"
+    summary = f"{result.rows} rows: {result.created} {created}, {result.unchanged} already there"
+    summary += f", {result.skipped} credits skipped" if format != "csv" else ""
+    typer.echo(summary + ("; dry run: nothing was imported" if dry_run else ""))
+
+
+def _show_preview(preview: ImportPreview, *, statement: bool) -> None:
+    """A dry run's first rows to import, as a table, and the positions of those skipped."""
+    position = "transaction" if statement else "line"
+    shown = preview.expenses[:SHOWN_ROWS]
+    if shown:
+        table = Table(
+            position, "date", "amount", "charged", "description", "merchant", "category", "tags"
+        )
+        for row in shown:
+            charged = f"{row.charged_amount} {row.charged_currency}" if row.charged_amount else ""
+            table.add_row(
+                str(row.position),
+                row.occurred_on.isoformat(),
+                f"{row.amount} {row.currency}",
+                charged,
+                row.description,
+                row.merchant or "",
+                row.category or "",
+                ", ".join(row.tags),
+            )
+        Console(width=160).print(table)
+        if len(shown) < len(preview.expenses) or preview.more_expenses:
+            typer.echo(f"... the first {len(shown)} rows to import")
+    if preview.unchanged:
+        listed = ", ".join(f"{row.position} ({row.external_id})" for row in preview.unchanged)
+        more = ", ..." if preview.more_unchanged else ""
+        typer.echo(f"already imported, skipped: {position} {listed}{more}")
+    if preview.skipped:
+        listed = ", ".join(f"{row.position} ({row.reason})" for row in preview.skipped)
+        more = ", ..." if preview.more_skipped else ""
+        typer.echo(f"not spending, skipped: {position} {listed}{more}")
 
 
 @cli.command("run-jobs")

@@ -140,7 +140,11 @@ async def import_expenses(
     user: CurrentUser,
     session: DbSession,
     dry_run: Annotated[
-        bool, Query(description="Check and count all, list the unchanged lines, keep nothing.")
+        bool,
+        Query(
+            description="Check and count all, list the first rows of each outcome (preview), "
+            "keep nothing."
+        ),
     ] = False,
     format: Annotated[
         ImportFormat | None, Query(description="Overrides the content type and the content.")

@@ -179,6 +179,71 @@ ImportFormat = Literal["csv", "ofx", "camt053", "mt940", "qif"]
 DateOrder = Literal["dmy", "mdy"]
 
 
+# A dry run lists at most this many rows of each kind: the first ones in the file.
+PREVIEW_ROWS = 100
+POSITION = (
+    "The row's line in a CSV file (the header is line 1), or the transaction's number in a "
+    "statement (1 for the first, credits counted): as the 422 problem's line or transaction."
+)
+# Why a statement's transaction is not imported: money coming in, or nothing at all.
+SkipReason = Literal["credit", "zero"]
+
+
+class PreviewExpense(StrictModel):
+    """A row as the import would create it: its category and tags after the rules ran."""
+
+    position: int = Field(description=POSITION)
+    occurred_on: date
+    amount: str = Field(description="A decimal string with the currency's decimals.")
+    currency: str
+    charged_amount: str | None = Field(
+        description="What the bank took in the home currency, when the row gives it."
+    )
+    charged_currency: str | None
+    description: str
+    merchant: str | None
+    category_id: uuid.UUID | None = Field(
+        description="The row's own category, else the one the first matching rule sets."
+    )
+    category: str | None = Field(description="That category's name.")
+    tags: list[str] = Field(
+        description="The row's tags and the matching rule's, named as the import would name "
+        "them: an existing tag's spelling wins, as in the answers of GET /api/v1/expenses."
+    )
+    external_id: str | None = Field(
+        description="The row's external_id, or the bank's id of a statement's transaction."
+    )
+
+
+class PreviewUnchanged(StrictModel):
+    """A row skipped because its external id was imported before."""
+
+    position: int = Field(description=POSITION)
+    external_id: str
+
+
+class PreviewSkipped(StrictModel):
+    """A statement's transaction that is not spending."""
+
+    position: int = Field(description=POSITION)
+    reason: SkipReason = Field(description="credit: money coming in; zero: no amount.")
+
+
+class ImportPreview(StrictModel):
+    """What an import of the file would do, row by row: the first PREVIEW_ROWS of each list, in
+    the file's order. The rows that would be refused are the 422 problem's errors instead."""
+
+    limit: int = Field(description="The most rows each list holds.")
+    expenses: list[PreviewExpense] = Field(description="The rows that would be created.")
+    more_expenses: bool = Field(description="True: more than these would be (see created).")
+    unchanged: list[PreviewUnchanged] = Field(description="The rows skipped as imported before.")
+    more_unchanged: bool = Field(description="True: more than these (see unchanged).")
+    skipped: list[PreviewSkipped] = Field(
+        description="A statement's transactions that are not spending."
+    )
+    more_skipped: bool = Field(description="True: more than these (see skipped).")
+
+
 class ImportOut(StrictModel):
     format: ImportFormat
     rows: int = Field(description="Rows (CSV) or spending transactions (statements) read.")
@@ -188,10 +253,10 @@ class ImportOut(StrictModel):
         default=0, description="A statement's credits and zero amounts: not spending, not kept."
     )
     dry_run: bool = Field(default=False, description="True: nothing was kept.")
-    unchanged_lines: list[int] = Field(
-        default_factory=list,
-        description="In a dry run, the lines of the unchanged rows (the first 1,000); in a "
-        "statement, their transaction numbers.",
+    preview: ImportPreview | None = Field(
+        default=None,
+        description=f"A dry run's rows (the first {PREVIEW_ROWS} of each kind); null for an "
+        "import.",
     )
 
 

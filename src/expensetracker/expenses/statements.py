@@ -4,11 +4,11 @@ Each reader turns the statement's transactions into the cells of a CSV row (in t
 ``transfer.STATEMENT_COLUMNS``), so that one validator, one batched writer and one transaction
 serve every format: the same checks, the whole file or nothing, external ids that make a second
 import create nothing.
-A row's position is the transaction's number in the file (1 for the first).
+A row's position is the transaction's number in the file (1 for the first, credits counted).
 
 Money coming in (credits) and zero amounts are not spending: they are counted as skipped and
-not imported. OFX and CAMT.053 are read as streams in bounded memory; MT940 and QIF are parsed
-whole by their libraries, which the import's size limit bounds.
+not imported (a dry run lists the first ones). OFX and CAMT.053 are read as streams in bounded
+memory; MT940 and QIF are parsed whole by their libraries, which the import's size limit bounds.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import mt940
 import quiffen
 from defusedxml import DefusedXmlException
 
-from expensetracker.expenses.schemas import DateOrder
+from expensetracker.expenses.schemas import PREVIEW_ROWS, DateOrder, SkipReason
 from expensetracker.expenses.schemas import ImportFormat as Format
 from expensetracker.platform.errors import Problem
 
@@ -51,6 +51,10 @@ DESCRIPTION_LIMIT = 200
 MERCHANT_LIMIT = 100
 EXTERNAL_ID_LIMIT = 100
 READ_CHARS = 1024 * 1024
+
+
+# A transaction read: the cells of its CSV row, or why it is not imported.
+Transaction = list[str] | SkipReason
 
 
 class InvalidImport(Problem):
@@ -90,6 +94,8 @@ class Statement:
     format: Format
     options: Options = field(default_factory=Options)
     skipped: int = 0
+    # A dry run's first skipped transactions, (number, reason); None: an import lists none.
+    skips: list[tuple[int, SkipReason]] | None = None
     # QIF, and transactions without a bank id: how often each hash of fields was met, so that
     # two identical purchases on one day are two expenses, and a second import finds both.
     _seen: Counter[str] = field(default_factory=Counter)
@@ -101,7 +107,13 @@ class Statement:
             "mt940": self._mt940,
             "qif": self._qif,
         }[self.format]
-        yield from enumerate(reader(spool), start=1)
+        for position, row in enumerate(reader(spool), start=1):
+            if isinstance(row, list):
+                yield position, row
+                continue
+            self.skipped += 1
+            if self.skips is not None and len(self.skips) < PREVIEW_ROWS:
+                self.skips.append((position, row))
 
     def _row(
         self,
@@ -113,15 +125,14 @@ class Statement:
         memo: str,
         account: str,
         bank_id: str,
-    ) -> list[str] | None:
-        """The cells of a CSV row for a spending transaction; None (counted) for money in. A
+    ) -> Transaction:
+        """The cells of a CSV row for a spending transaction; why not, for one that is not. A
         bank amount that is not a plain decimal number is passed on as it is, for the validator
         to report."""
         if _BANK_AMOUNT.fullmatch(amount := amount.strip()):
             value = Decimal(amount.replace(",", "."))
             if value >= 0:
-                self.skipped += 1
-                return None
+                return "credit" if value else "zero"
             # Exact: "-1500.00" in JPY is 1500, never rounded.
             amount = format(-value.normalize(), "f")
         payee, memo = " ".join(payee.split()), " ".join(memo.split())
@@ -143,7 +154,7 @@ class Statement:
 
     # --- OFX/QFX: SGML (1.x, leaves unclosed) or XML (2.x), read as a stream of tags ----------
 
-    def _ofx(self, spool: IO[bytes]) -> Iterator[list[str]]:
+    def _ofx(self, spool: IO[bytes]) -> Iterator[Transaction]:
         head = spool.read(SNIFF_BYTES).decode("latin-1").upper()
         spool.seek(0)
         western = re.search(r"CHARSET:\s*(1252|ISO-8859-1)", head) is not None
@@ -170,16 +181,14 @@ class Statement:
                     elif name == "ACCTID":
                         account = value.strip()
                 done = match.end()
-                row = self._ofx_transaction(match.group(1), currency=currency, account=account)
-                if row is not None:
-                    yield row
+                yield self._ofx_transaction(match.group(1), currency=currency, account=account)
             pending = pending[done:]
         if not opened and "<OFX>" not in pending:
             raise InvalidImport("The file is not an OFX statement: it has no <OFX> element.")
         if "<STMTTRN>" in pending or "</OFX>" not in pending:
             raise InvalidImport("The OFX file ends before its statement does (truncated?).")
 
-    def _ofx_transaction(self, body: str, *, currency: str, account: str) -> list[str] | None:
+    def _ofx_transaction(self, body: str, *, currency: str, account: str) -> Transaction:
         """One <STMTTRN>: NAME or PAYEE's NAME (never both), the CURRENCY aggregate's CURSYM
         when the amount is in another currency than the statement's."""
         if "&" in body:
@@ -200,7 +209,7 @@ class Statement:
 
     # --- CAMT.053: ISO 20022 XML, streamed, with DTDs and entities refused --------------------
 
-    def _camt053(self, spool: IO[bytes]) -> Iterator[list[str]]:
+    def _camt053(self, spool: IO[bytes]) -> Iterator[Transaction]:
         account = ""
         statement = None
         try:
@@ -216,11 +225,10 @@ class Statement:
                 if name == "Acct":
                     account = _text(element, "Id/IBAN") or _text(element, "Id/Othr/Id")
                 elif name == "Ntry":
-                    row = self._camt_entry(element, account=account)
+                    transaction = self._camt_entry(element, account=account)
                     if statement is not None:
                         statement.remove(element)  # bounded memory: the entry is done
-                    if row is not None:
-                        yield row
+                    yield transaction
         except DefusedXmlException:
             raise InvalidImport(
                 "The XML file declares a DTD or entities, which are not accepted."
@@ -228,7 +236,7 @@ class Statement:
         except defusedxml.ElementTree.ParseError as exc:
             raise InvalidImport(f"The file is not well-formed XML ({exc}).") from None
 
-    def _camt_entry(self, entry: Element, *, account: str) -> list[str] | None:
+    def _camt_entry(self, entry: Element, *, account: str) -> Transaction:
         amount = _text(entry, "Amt")
         if _text(entry, "CdtDbtInd") == "DBIT":
             amount = "-" + amount
@@ -258,7 +266,7 @@ class Statement:
 
     # --- MT940 (SWIFT), by the mt-940 package ----------------------------------------------
 
-    def _mt940(self, spool: IO[bytes]) -> Iterator[list[str]]:
+    def _mt940(self, spool: IO[bytes]) -> Iterator[Transaction]:
         text = _utf8(spool.read())
         last_entry = max(text.rfind("\n:61:"), text.rfind(":61:", 0, 4))
         if max(text.rfind(":62F:"), text.rfind(":62M:")) < last_entry or ":20:" not in text:
@@ -277,7 +285,7 @@ class Statement:
             # A structured :86: (?20 purpose, ?32 name: German banks' layout) is split by the
             # package; any other is its whole text.
             details = str(data.get("purpose") or data.get("transaction_details") or "")
-            row = self._row(
+            yield self._row(
                 occurred_on=str(data.get("date", "")),
                 amount=str(amount.amount) if amount is not None else "",
                 currency=str(data.get("currency") or getattr(amount, "currency", "")),
@@ -286,12 +294,10 @@ class Statement:
                 account=account,
                 bank_id=str(data.get("bank_reference") or ""),
             )
-            if row is not None:
-                yield row
 
     # --- QIF (Quicken), by the quiffen package ------------------------------------------------
 
-    def _qif(self, spool: IO[bytes]) -> Iterator[list[str]]:
+    def _qif(self, spool: IO[bytes]) -> Iterator[Transaction]:
         text = _utf8(spool.read()).replace("\r\n", "\n").strip()
         if not text.endswith("^"):
             raise InvalidImport("The QIF file does not end with '^' (truncated?).")
@@ -305,7 +311,7 @@ class Statement:
         for account in qif.accounts.values():
             for transactions in account.transactions.values():
                 for transaction in transactions:
-                    row = self._row(
+                    yield self._row(
                         occurred_on=transaction.date.date().isoformat(),
                         amount=str(transaction.amount),
                         currency=self.options.currency,
@@ -314,8 +320,6 @@ class Statement:
                         account=account.name,
                         bank_id="",
                     )
-                    if row is not None:
-                        yield row
 
 
 _XML_ESCAPES = {"&lt;": "<", "&gt;": ">", "&quot;": '"', "&apos;": "'", "&nbsp;": " "}

@@ -6,7 +6,8 @@ external ids seen in the file so far, kept in a temporary table), Python reads a
 next. All of it happens in one transaction, so a file is accepted whole or not at all: once a
 row is bad nothing more is written, the rest is only checked, and the transaction rolls back.
 A row's optional ``external_id`` makes importing the same file again create nothing. Bank
-statements (statements.py) are read as rows of the same columns and go the same way.
+statements (statements.py) are read as rows of the same columns and go the same way. A dry run
+is the import itself, rolled back, that also keeps the first rows of each outcome to show them.
 """
 
 from __future__ import annotations
@@ -39,7 +40,12 @@ from expensetracker.expenses.schemas import (
     MERCHANT_MAX,
     NAME_MAX,
     NOTES_MAX,
+    PREVIEW_ROWS,
     TAGS_MAX,
+    ImportPreview,
+    PreviewExpense,
+    PreviewSkipped,
+    PreviewUnchanged,
 )
 from expensetracker.expenses.shared import TAGS_OF_E, ExpenseFilter
 from expensetracker.expenses.statements import (
@@ -125,10 +131,9 @@ class ImportResult:
     unchanged: int  # rows whose external_id was imported before
     format: Format = "csv"
     skipped: int = 0  # a statement's transactions that are not spending (credits)
-    # A dry run: what an import would do, then rolled back. Lists the lines of the first
-    # unchanged rows (MAX_REPORTED_ERRORS of them).
+    # A dry run: what an import would do, then rolled back, with its first rows.
     dry_run: bool = False
-    unchanged_lines: list[int] = field(default_factory=list)
+    preview: ImportPreview | None = None
 
 
 class _RolledBack(Exception):
@@ -288,17 +293,28 @@ async def import_file(
         if format is None:
             format = detect(spool.read(SNIFF_BYTES))
             spool.seek(0)
-        statement = None if format == "csv" else Statement(format, options or Options())
+        statement = (
+            None
+            if format == "csv"
+            else Statement(format, options or Options(), skips=[] if dry_run else None)
+        )
         try:
             async with session.begin():
                 await ensure_owner(session, user_id=user_id)
                 batches, rows = await _stage(
-                    session, user_id=user_id, spool=spool, statement=statement, progress=progress
+                    session,
+                    user_id=user_id,
+                    spool=spool,
+                    statement=statement,
+                    progress=progress,
+                    dry_run=dry_run,
                 )
                 result = _publish(batches, rows=rows, statement=statement)
-                if dry_run:
-                    raise _RolledBack(dataclasses.replace(result, dry_run=True))
-                result.unchanged_lines = []  # listed by a dry run only
+                if batches.preview is not None:
+                    preview = await batches.preview.shown(
+                        batches.connection, user_id=user_id, result=result, statement=statement
+                    )
+                    raise _RolledBack(dataclasses.replace(result, dry_run=True, preview=preview))
         except _RolledBack as rolled_back:
             return rolled_back.result
         except InvalidImport:
@@ -309,17 +325,102 @@ async def import_file(
     return result
 
 
+@dataclass
+class _Preview:
+    """A dry run's first rows (PREVIEW_ROWS) of those it would create and of those imported
+    before, kept as each batch's answer comes: a bounded list whatever the file's size. An import
+    keeps none."""
+
+    # The validator's rows: (line, occurred_on, amount_minor, currency, ..., external_id, tags).
+    expenses: list[tuple[Any, ...]] = field(default_factory=list)
+    unchanged: list[tuple[int, str]] = field(default_factory=list)  # (line, external id)
+
+    def add(
+        self, expenses: list[tuple[Any, ...]], *, unchanged: set[int], repeated: set[int]
+    ) -> None:
+        """A written batch's rows: those it did not create are ``unchanged`` (imported before) or
+        ``repeated`` (met before in this file: an error, reported by the batches)."""
+        for row in expenses:
+            if len(self.expenses) == len(self.unchanged) == PREVIEW_ROWS:
+                return
+            line = row[0]
+            if line in unchanged:
+                if len(self.unchanged) < PREVIEW_ROWS:
+                    self.unchanged.append((line, row[-2]))
+            elif line not in repeated and len(self.expenses) < PREVIEW_ROWS:
+                self.expenses.append(row)
+
+    async def shown(
+        self,
+        connection: Any,
+        *,
+        user_id: uuid.UUID,
+        result: ImportResult,
+        statement: Statement | None,
+    ) -> ImportPreview:
+        """The kept rows as the import made them, read before the dry run rolls back: each
+        category's name, each tag by the name it has (an existing tag's spelling wins)."""
+        named = await connection.fetch(
+            _PREVIEW_NAMES,
+            user_id,
+            [row[_CATEGORY_ID] for row in self.expenses],
+            [row[-1] for row in self.expenses],
+        )
+        skips = (statement.skips if statement is not None else None) or []
+        return ImportPreview(
+            limit=PREVIEW_ROWS,
+            expenses=[
+                _previewed(row, category=names["category"], tags=names["tags"])
+                for row, names in zip(self.expenses, named, strict=True)
+            ],
+            more_expenses=result.created > len(self.expenses),
+            unchanged=[
+                PreviewUnchanged(position=line, external_id=external_id)
+                for line, external_id in self.unchanged
+            ],
+            more_unchanged=result.unchanged > len(self.unchanged),
+            skipped=[PreviewSkipped(position=line, reason=reason) for line, reason in skips],
+            more_skipped=result.skipped > len(skips),
+        )
+
+
+def _previewed(row: tuple[Any, ...], *, category: str | None, tags: list[str]) -> PreviewExpense:
+    # The validator's row, as _INSERT_EXPENSES takes it.
+    (line, occurred_on, amount_minor, currency, _, description, _, merchant, category_id) = row[:9]
+    charged_minor, charged_currency, _, external_id, _ = row[9:]
+    return PreviewExpense(
+        position=line,
+        occurred_on=occurred_on,
+        amount=money.format_amount(amount_minor, currency),
+        currency=currency,
+        charged_amount=(
+            None
+            if charged_currency is None
+            else money.format_amount(charged_minor, charged_currency)
+        ),
+        charged_currency=charged_currency,
+        description=description,
+        merchant=merchant,
+        category_id=category_id,
+        category=category,
+        tags=tags,
+        external_id=external_id,
+    )
+
+
 class _Batches:
     """Writes each batch of rows while the next one is read and checked: one batch in flight on
     the connection at a time, the order of the file kept. Inside the import's transaction, so a
     file with a bad row leaves nothing behind; once a row is bad, batches are only checked for
     external ids that appear twice, and nothing more is written."""
 
-    def __init__(self, connection: Any, *, user_id: uuid.UUID) -> None:
+    def __init__(
+        self, connection: Any, *, user_id: uuid.UUID, preview: _Preview | None = None
+    ) -> None:
         self.connection = connection
         self.user_id = user_id
         self.created = 0
-        self.unchanged_lines: list[int] = []
+        self.preview = preview  # a dry run's
         self.rejected = 0
         self.errors: list[dict[str, Any]] = []
         self._in_flight: asyncio.Future[None] | None = None
@@ -375,11 +476,12 @@ class _Batches:
             await self.connection.execute(_INSERT_TAGS, self.user_id, tags, external_ids)
         columns = list(zip(*expenses, strict=True))  # one array per column
         answer = await self.connection.fetch(_INSERT_EXPENSES, self.user_id, *columns)
-        unchanged = [row["line"] for row in answer if not row["repeated"]]
+        unchanged = {row["line"] for row in answer if not row["repeated"]}
+        repeated = [row["line"] for row in answer if row["repeated"]]
         self.created += len(expenses) - len(unchanged)
-        room = MAX_REPORTED_ERRORS - len(self.unchanged_lines)
-        self.unchanged_lines += sorted(unchanged)[: max(room, 0)]
-        self._repeated([row["line"] for row in answer if row["repeated"]], set())
+        if self.preview is not None:
+            self.preview.add(expenses, unchanged=unchanged, repeated=set(repeated))
+        self._repeated(repeated, set())
 
     async def _check(self, external_ids: list[tuple[int, str]], rejected_lines: set[int]) -> None:
         if external_ids:
@@ -403,9 +505,11 @@ async def _stage(
     spool: Any,
     statement: Statement | None,
     progress: Callable[[int], None] | None,
+    dry_run: bool,
 ) -> tuple[_Batches, int]:
     """Reads and checks every row of the file, writing them in batches while every row so far
-    is valid; answers the batches (what they created, what they rejected) and the row count."""
+    is valid; answers the batches (what they created, what they rejected, a dry run's first
+    rows) and the row count."""
     categories = {
         name.casefold(): category_id
         for category_id, name in await session.execute(
@@ -418,7 +522,7 @@ async def _stage(
         "CREATE TEMP TABLE import_external_ids (external_id text PRIMARY KEY, line int NOT NULL) "
         "ON COMMIT DROP"
     )
-    batches = _Batches(connection, user_id=user_id)
+    batches = _Batches(connection, user_id=user_id, preview=_Preview() if dry_run else None)
     rows = 0
     expenses: list[tuple[Any, ...]] = []
     external_ids: list[tuple[int, str]] = []
@@ -490,8 +594,25 @@ def _publish(batches: _Batches, *, rows: int, statement: Statement | None) -> Im
         unchanged=rows - batches.created,
         format=statement.format if statement else "csv",
         skipped=statement.skipped if statement else 0,
-        unchanged_lines=batches.unchanged_lines,
     )
+
+
+# Where a validator's row holds its category's id (the tags are last).
+_CATEGORY_ID = 8
+# A dry run's listed rows (their categories, their tags joined by TAG_SEPARATOR), read in the
+# dry run's transaction: each category's name, and each tag as the expense would be linked to it
+# (_INSERT_EXPENSES: by lower(), the tag's first spelling), ordered as TAGS_OF_E orders them.
+_PREVIEW_NAMES = """
+    SELECT (SELECT c.name FROM expenses.categories c
+            WHERE c.user_id = $1::uuid AND c.id = r.category_id) AS category,
+           ARRAY(SELECT t.name FROM expenses.tags t
+                 WHERE t.user_id = $1::uuid
+                   AND lower(t.name) IN (SELECT lower(tag)
+                                         FROM unnest(string_to_array(r.tags, ';')) AS tag)
+                 ORDER BY t.name) AS tags
+    FROM unnest($2::uuid[], $3::text[]) WITH ORDINALITY AS r(category_id, tags, n)
+    ORDER BY r.n
+"""
 
 
 # The batch's tag names that are new to the user: a new tag is named by its first spelling.

@@ -30,7 +30,7 @@ from expensetracker.web.schemas import (
     ConvertedTrends,
     Expense,
     HomeCurrency,
-    ImportPreview,
+    ImportResult,
     Merchant,
     Page,
     Rate,
@@ -351,14 +351,14 @@ class ApiClient:
         dry_run: bool,
         format: str | None = None,
         options: Mapping[str, str] | None = None,
-    ) -> ImportPreview:
+    ) -> ImportResult:
         """A CSV file or a bank statement. Without ``format``, the API detects it from the
         content (sent as application/octet-stream, a type it looks into)."""
         params = {"dry_run": "true" if dry_run else "false", **(options or {})}
         if format:
             params["format"] = format
         return cast(
-            ImportPreview,
+            ImportResult,
             await self._json(
                 "expenses",
                 "POST",

@@ -70,14 +70,51 @@ class Recurring(TypedDict):
     next_due_on: str | None
 
 
+class PreviewExpense(TypedDict):
+    position: int
+    occurred_on: str
+    amount: str
+    currency: str
+    charged_amount: str | None
+    charged_currency: str | None
+    description: str
+    merchant: str | None
+    category_id: str | None
+    category: str | None
+    tags: list[str]
+    external_id: str | None
+
+
+class PreviewUnchanged(TypedDict):
+    position: int
+    external_id: str
+
+
+class PreviewSkipped(TypedDict):
+    position: int
+    reason: str
+
+
 class ImportPreview(TypedDict):
+    """A dry run's rows: the first ones of each list, and whether more exist."""
+
+    limit: int
+    expenses: list[PreviewExpense]
+    more_expenses: bool
+    unchanged: list[PreviewUnchanged]
+    more_unchanged: bool
+    skipped: list[PreviewSkipped]
+    more_skipped: bool
+
+
+class ImportResult(TypedDict):
     format: str
     rows: int
     created: int
     unchanged: int
     skipped: int
     dry_run: bool
-    unchanged_lines: list[int]
+    preview: ImportPreview | None
 
 
 class HomeCurrency(TypedDict):
