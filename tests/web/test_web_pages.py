@@ -373,6 +373,33 @@ async def test_a_budget_pushed_over_its_limit_shows_on_the_dashboard(
     assert "Over budget" in budgets and "thresholds 50%, 100%" in budgets
 
 
+async def test_what_people_typed_is_shown_escaped_in_the_list_and_its_rows(
+    web: httpx.AsyncClient,
+) -> None:
+    """The expense rows are escaped before the template (views.expense_rows), not by it."""
+    person = await signed_up_person(web)
+    await person.submit("/categories", "/categories", {"name": '<b>Tea & "Co"</b>'})
+    category = re.search(
+        r'<option value="([0-9a-f-]{36})"[^>]*>&lt;b&gt;Tea', (await web.get("/expenses")).text
+    ).group(1)
+    added = await person.add_expense(
+        description="<script>alert(1)</script> & more",
+        merchant="<i>Shop</i>",
+        tags="<u>tag</u>",
+        category_id=category,
+    )
+    assert added.status_code == 303
+    listed = (await web.get("/expenses")).text
+    [expense] = expense_ids(listed)
+    row = (await web.get(f"/expenses/{expense}/row")).text
+    for html in (listed, row):
+        assert "<script>alert" not in html and "<i>Shop" not in html and "<u>tag" not in html
+        assert "<b>Tea" not in html
+        assert html.count("&lt;script&gt;alert(1)&lt;/script&gt; &amp; more") == 4
+        assert "&lt;i&gt;Shop&lt;/i&gt;" in html and "&lt;u&gt;tag&lt;/u&gt;" in html
+        assert "<td>&lt;b&gt;Tea &amp; &#34;Co&#34;&lt;/b&gt;</td>" in html
+
+
 async def test_htmx_gets_fragments_and_plain_forms_get_redirects(web: httpx.AsyncClient) -> None:
     person = await signed_up_person(web)
     htmx = {"HX-Request": "true", "X-CSRF-Token": ""}
