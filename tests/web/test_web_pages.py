@@ -13,13 +13,21 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from markupsafe import escape
 
 from expensetracker.platform.config import Settings
 from expensetracker.targets import resolve_targets
 from expensetracker.web import routes, views
 from tests.helpers.apps import AppFactory
 from tests.helpers.paths import STATEMENTS
-from tests.helpers.web import PAGES, SESSION_KEY, csrf_token, idempotency_key, signed_up_person
+from tests.helpers.web import (
+    PAGES,
+    SESSION_KEY,
+    Person,
+    csrf_token,
+    idempotency_key,
+    signed_up_person,
+)
 
 pytestmark = pytest.mark.database
 
@@ -37,6 +45,13 @@ async def web(serve_app: AppFactory) -> AsyncIterator[httpx.AsyncClient]:
 
 def expense_ids(html: str) -> list[str]:
     return _ROW_ID.findall(html)
+
+
+async def added_category(person: Person, name: str) -> str:
+    """Adds a category through its page; its id, from the expense filter's choices."""
+    await person.submit("/categories", "/categories", {"name": name})
+    choice = rf'<option value="([0-9a-f-]{{36}})"[^>]*>{re.escape(escape(name))}</option>'
+    return re.search(choice, (await person.client.get("/expenses")).text).group(1)
 
 
 async def test_signing_in_sets_a_hardened_session_cookie(web: httpx.AsyncClient) -> None:
@@ -378,10 +393,7 @@ async def test_what_people_typed_is_shown_escaped_in_the_list_and_its_rows(
 ) -> None:
     """The expense rows are escaped before the template (views.expense_rows), not by it."""
     person = await signed_up_person(web)
-    await person.submit("/categories", "/categories", {"name": '<b>Tea & "Co"</b>'})
-    category = re.search(
-        r'<option value="([0-9a-f-]{36})"[^>]*>&lt;b&gt;Tea', (await web.get("/expenses")).text
-    ).group(1)
+    category = await added_category(person, '<b>Tea & "Co"</b>')
     added = await person.add_expense(
         description="<script>alert(1)</script> & more",
         merchant="<i>Shop</i>",
@@ -695,10 +707,7 @@ async def test_rules_are_created_ordered_applied_with_a_preview_and_deleted(
     web: httpx.AsyncClient,
 ) -> None:
     person = await signed_up_person(web)
-    await person.submit("/categories", "/categories", {"name": "Food"})
-    food = re.search(
-        r'<option value="([0-9a-f-]{36})"[^>]*>Food</option>', (await web.get("/rules")).text
-    ).group(1)
+    food = await added_category(person, "Food")
     refused = await person.submit("/rules", "/rules", {"pattern": "(", "match": "regex"})
     assert refused.status_code == 422 and 'id="new-rule-pattern-error"' in refused.text
     for pattern in ("bakery", "cafe"):
