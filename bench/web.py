@@ -17,8 +17,9 @@ how many pages' worth of API answers the API gives when nobody renders them. Tar
 
 The two are measured one after the other, so load from elsewhere on the machine that changes
 between them moves their ratio. The last column gives the same ratio by CPU time, which such
-load hardly moves: the CPU time (every process: web, API, database) of a set of API calls sent
-directly, over that of a page. Both processes are CPU-bound, so throughput goes as its inverse.
+load hardly moves: the CPU time (every process: web, API, and this run's database server,
+not the servers of other runs on the machine) of a set of API calls sent directly, over that of
+a page. Both processes are CPU-bound, so throughput goes as its inverse.
 Needs wrk (Debian package `wrk`). Uses the embedded PostgreSQL in a temporary folder, or the
 server in EXPENSETRACKER_BENCH_DATABASE_URL.
 """
@@ -234,7 +235,7 @@ def main() -> int:
             run_wrk(webs, "/", script=page_script, seconds=3, **wrk)  # warm-up
             run_wrk(apis, "/", script=api_script, seconds=3, **wrk)
             log(f"measuring: {name}")
-            groups = {**pids, "database": postgres_pids()}
+            groups = {**pids, "database": postgres_pids(url)}
             page = measured(groups, webs, page_script)
             api = measured(groups, apis, api_script)
             rows.append((name, page, api, len(calls)))

@@ -8,6 +8,8 @@ import re
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import psutil
 
@@ -111,7 +113,16 @@ def cpu_seconds(pids: list[int]) -> dict[int, float]:
     return seconds
 
 
-def postgres_pids() -> list[int]:
+def postgres_pids(url: str | None = None) -> list[int]:
+    """The database server's processes. The machine is shared: with the URL of a server on a Unix
+    socket (the embedded one), its postmaster and the postmaster's children only, not the servers
+    of other runs; without one, every postgres process."""
+    host = parse_qs(urlsplit(url or "").query).get("host", [""])[0]
+    # The socket's lock file starts with the postmaster's process id.
+    locks = sorted(Path(host).glob(".s.PGSQL.*.lock")) if host.startswith("/") else []
+    if locks:
+        postmaster = psutil.Process(int(locks[0].read_text().split()[0]))
+        return [postmaster.pid, *(child.pid for child in postmaster.children())]
     return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
 
 

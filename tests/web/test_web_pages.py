@@ -13,13 +13,21 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from markupsafe import escape
 
 from expensetracker.platform.config import Settings
 from expensetracker.targets import resolve_targets
 from expensetracker.web import routes, views
 from tests.helpers.apps import AppFactory
 from tests.helpers.paths import STATEMENTS
-from tests.helpers.web import PAGES, SESSION_KEY, csrf_token, idempotency_key, signed_up_person
+from tests.helpers.web import (
+    PAGES,
+    SESSION_KEY,
+    Person,
+    csrf_token,
+    idempotency_key,
+    signed_up_person,
+)
 
 pytestmark = pytest.mark.database
 
@@ -44,6 +52,13 @@ def table_of(html: str, caption: str) -> str:
     match = re.search(rf"<caption[^>]*>{re.escape(caption)}.*?</table>", html, re.DOTALL)
     assert match, f"no table {caption!r}"
     return match.group(0)
+
+
+async def added_category(person: Person, name: str) -> str:
+    """Adds a category through its page; its id, from the expense filter's choices."""
+    await person.submit("/categories", "/categories", {"name": name})
+    choice = rf'<option value="([0-9a-f-]{{36}})"[^>]*>{re.escape(escape(name))}</option>'
+    return re.search(choice, (await person.client.get("/expenses")).text).group(1)
 
 
 async def test_signing_in_sets_a_hardened_session_cookie(web: httpx.AsyncClient) -> None:
@@ -388,6 +403,30 @@ async def test_a_budget_pushed_over_its_limit_shows_on_the_dashboard(
     assert "Over budget" in budgets and "thresholds 50%, 100%" in budgets
 
 
+async def test_what_people_typed_is_shown_escaped_in_the_list_and_its_rows(
+    web: httpx.AsyncClient,
+) -> None:
+    """The expense rows are escaped before the template (views.expense_rows), not by it."""
+    person = await signed_up_person(web)
+    category = await added_category(person, '<b>Tea & "Co"</b>')
+    added = await person.add_expense(
+        description="<script>alert(1)</script> & more",
+        merchant="<i>Shop</i>",
+        tags="<u>tag</u>",
+        category_id=category,
+    )
+    assert added.status_code == 303
+    listed = (await web.get("/expenses")).text
+    [expense] = expense_ids(listed)
+    row = (await web.get(f"/expenses/{expense}/row")).text
+    for html in (listed, row):
+        assert "<script>alert" not in html and "<i>Shop" not in html and "<u>tag" not in html
+        assert "<b>Tea" not in html
+        assert html.count("&lt;script&gt;alert(1)&lt;/script&gt; &amp; more") == 4
+        assert "&lt;i&gt;Shop&lt;/i&gt;" in html and "&lt;u&gt;tag&lt;/u&gt;" in html
+        assert "<td>&lt;b&gt;Tea &amp; &#34;Co&#34;&lt;/b&gt;</td>" in html
+
+
 async def test_htmx_gets_fragments_and_plain_forms_get_redirects(web: httpx.AsyncClient) -> None:
     person = await signed_up_person(web)
     htmx = {"HX-Request": "true", "X-CSRF-Token": ""}
@@ -689,10 +728,7 @@ async def test_rules_are_created_ordered_applied_with_a_preview_and_deleted(
     web: httpx.AsyncClient,
 ) -> None:
     person = await signed_up_person(web)
-    await person.submit("/categories", "/categories", {"name": "Food"})
-    food = re.search(
-        r'<option value="([0-9a-f-]{36})"[^>]*>Food</option>', (await web.get("/rules")).text
-    ).group(1)
+    food = await added_category(person, "Food")
     refused = await person.submit("/rules", "/rules", {"pattern": "(", "match": "regex"})
     assert refused.status_code == 422 and 'id="new-rule-pattern-error"' in refused.text
     for pattern in ("bakery", "cafe"):
