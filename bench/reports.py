@@ -18,8 +18,9 @@ by pgbench at the same concurrency, plus the naive summary over every expense ro
 monthly totals replace. Targets (issue 5): >= 1,000 requests/s and p99 <= 30 ms each; for the
 converted summary (issue 15): >= 50% of the unconverted summary's requests/s, p99 <= 30 ms.
 The API lines also give the CPU milliseconds a request cost in the reports processes and in
-PostgreSQL, and the two summaries' ratio by that CPU time, which load from elsewhere on the
-machine hardly moves (both sides are CPU-bound, so throughput goes as its inverse).
+the benchmark's PostgreSQL server (not in other servers on the machine), and the two summaries'
+ratio by that CPU time, which load from elsewhere on the machine hardly moves (both sides are
+CPU-bound, so throughput goes as its inverse).
 Needs wrk (Debian package `wrk`). Uses the embedded PostgreSQL in a temporary folder, or the
 server in EXPENSETRACKER_BENCH_DATABASE_URL.
 """
@@ -305,7 +306,7 @@ def main() -> int:
             wrk = {"script": bearer(token), "connections": CONNECTIONS}
             run_wrk(reports, path, seconds=3, **wrk)  # warm-up: pools, JWKS, caches
             log(f"measuring: {name}")
-            cpu_of = {"reports": reports_pids, "database": postgres_pids()}
+            cpu_of = {"reports": reports_pids, "database": postgres_pids(url)}
             api = run_wrk(reports, path, seconds=DURATION_SECONDS, cpu_of=cpu_of, **wrk)
             rows.append((f"API: {name}", api))
             if sql is not None:

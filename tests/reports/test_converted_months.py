@@ -5,6 +5,7 @@ moved, recategorised or deleted, rates added, changed or removed, the home curre
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
@@ -252,3 +253,42 @@ async def test_a_rate_revision_changes_with_the_rates_of_its_months_only(
         removed = dict(await connection.fetch(revisions))
         assert all(removed[month] > max(after.values()) for month in served[first])
         assert all(removed[month] == after[month] for month in served[second])
+
+
+async def _job_waiting_on_lock(pool: asyncpg.Pool) -> bool:
+    return bool(
+        await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND application_name = 'expensetracker-reports-converted-months'"
+        )
+    )
+
+
+async def test_requests_are_served_while_the_refresh_runs(
+    serve_app: AppFactory, pool: asyncpg.Pool
+) -> None:
+    """The refresh job runs on a connection of its own: with one pooled connection, and the job
+    held up inside its run (a lock on the kept totals that its writes wait for), reports are
+    answered as usual, not after the pool's timeout (503)."""
+    async with pool.acquire() as holder, holder.transaction():
+        # Readers pass a SHARE lock; the job's DELETE waits for it.
+        await holder.execute("LOCK TABLE reports.converted_months IN SHARE MODE")
+        async with serve_app(
+            db_pool_size=1, db_max_overflow=0, db_pool_timeout_seconds=3
+        ) as client:
+            for _ in range(100):
+                if await _job_waiting_on_lock(pool):
+                    break
+                await asyncio.sleep(0.05)
+            assert await _job_waiting_on_lock(pool)
+            account = await signed_up(client)
+            await spend(client, account, "12.50", "EUR", "2026-04-02")
+            for params in ({}, {"in": "home"}):
+                response = await client.get(
+                    "/api/v1/reports/summary",
+                    params={"from": "2026-04-01", "to": "2026-04-30", **params},
+                    headers=account.headers,
+                )
+                assert response.status_code == 200, response.text
+                assert "12.50" in response.text
+            assert await _job_waiting_on_lock(pool)

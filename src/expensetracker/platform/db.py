@@ -85,18 +85,44 @@ async def _roll_back_if_open(connection: asyncpg.Connection) -> None:
         await connection.execute("ROLLBACK")
 
 
+def _driver_url(settings: Settings, *, read_only: bool = False) -> str:
+    secret = settings.database_read_url if read_only else settings.database_url
+    if secret is None:
+        raise RuntimeError("EXPENSETRACKER_DATABASE_URL is not set")
+    return (
+        make_url(secret.get_secret_value())
+        .set(drivername="postgresql")
+        .render_as_string(hide_password=False)
+    )
+
+
+@asynccontextmanager
+async def own_connection(
+    settings: Settings, *, application_name: str
+) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of its own to the primary, closed after use: for background work that runs
+    a while and so must not hold one of the requests' pooled connections (with two per process,
+    a job holding one halves what the process serves while it runs)."""
+    connection = await asyncpg.connect(
+        _driver_url(settings),
+        timeout=settings.db_pool_timeout_seconds,
+        server_settings=_server_settings(settings, application_name=application_name),
+        statement_cache_size=settings.db_statement_cache_size,
+    )
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
 async def create_driver_pool(
     settings: Settings, *, application_name: str, read_only: bool = False
 ) -> asyncpg.Pool:
     """The hot paths' pool: asyncpg's own, without the ORM's layers (about 100 us less per
     request). Connections open on demand, up to the same size as the engine's pool, and close
     after five idle minutes. ``read_only``: on the read URL (EXPENSETRACKER_DATABASE_READ_URL)."""
-    secret = settings.database_read_url if read_only else settings.database_url
-    if secret is None:
-        raise RuntimeError("EXPENSETRACKER_DATABASE_URL is not set")
-    url = make_url(secret.get_secret_value()).set(drivername="postgresql")
     return await asyncpg.create_pool(
-        url.render_as_string(hide_password=False),
+        _driver_url(settings, read_only=read_only),
         min_size=0,
         max_size=settings.db_pool_size + settings.db_max_overflow,
         max_inactive_connection_lifetime=300,

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from expensetracker.platform import idempotency
 from expensetracker.platform.application import create_app as create_platform_app
 from expensetracker.platform.config import Settings, get_settings
+from expensetracker.platform.db import own_connection
 from expensetracker.platform.events import UserEventHandling
 from expensetracker.platform.spec import BackgroundJob, ServiceSpec
 from expensetracker.platform.state import AppState
@@ -27,7 +28,11 @@ async def _maintenance(state: AppState) -> None:
 
 
 async def _refresh_converted(state: AppState) -> None:
-    async with state.db.driver_pool.connection() as db:
+    # Not a pooled connection: the refresh reads every user's fingerprints (~130 ms for 100
+    # users, docs/performance.md), and requests would queue for the connection meanwhile.
+    async with own_connection(
+        state.settings, application_name="expensetracker-reports-converted-months"
+    ) as db:
         await conversion.refresh_all(db, max_age=state.settings.rates_max_age_days)
 
 

@@ -140,7 +140,7 @@ async def home_currency_and_category_names(
 # any of them, in whatever order they commit) and of the rates that may serve the month (each
 # rate day's revision is written into every month it may reach), the user's and everyone's.
 _TOTALS_FINGERPRINTS = """
-  SELECT month, currency::text, sum(revision) AS totals_sum, count(*) AS totals_count
+  SELECT month, currency, sum(revision) AS totals_sum, count(*) AS totals_count
   FROM {totals}
   GROUP BY 1, 2"""
 _RATES_FINGERPRINTS = """
@@ -165,7 +165,7 @@ totals AS MATERIALIZED (
 ), months AS MATERIALIZED ({
     _TOTALS_FINGERPRINTS.format(totals="totals")
 }), months_fresh AS MATERIALIZED (
-  SELECT c.month, c.currency::text
+  SELECT c.month, c.currency
   FROM reports.converted_months c
   JOIN months t USING (month, currency)
   JOIN ({
@@ -179,7 +179,7 @@ totals AS MATERIALIZED (
     AND (c.totals_sum, c.totals_count, c.rates_sum, c.rates_count)
       = (t.totals_sum, t.totals_count, r.rates_sum, r.rates_count)
 ), spans AS MATERIALIZED (
-  SELECT currency, greatest(month, $3::date) AS first_day,
+  SELECT currency::text, greatest(month, $3::date) AS first_day,
          least((month + interval '1 month')::date - 1, $4::date) AS last_day
   FROM months m
   WHERE NOT (month BETWEEN $6 AND $7
@@ -257,6 +257,10 @@ FROM e GROUP BY {groups}, how, {currency_column}{rollup}
 # The whole months in the target from the monthly totals, and the fresh ones in other currencies
 # from the converted monthly totals, each with the columns of the monthly totals (the category's
 # parent joined only where a key reads it: PostgreSQL drops an unused join to a unique key).
+# The kept totals' months are looked up in the fresh ones hashed: `IS TRUE` keeps the `IN` a
+# subplan, since as a semi-join the generic plan (which expects one fresh month) compared each
+# kept row with every fresh month. Months and currencies stay char(3), the tables' type, so that
+# no comparison casts (the spans' currencies are text, for the expenses' index).
 _WITH_PARENT = """(
   SELECT r.*, c.parent_id AS category_parent_id FROM ({rows}) r
   LEFT JOIN expenses.categories_v1 c ON c.user_id = r.user_id AND c.category_id = r.category_id
@@ -274,7 +278,7 @@ FROM {
     _WITH_PARENT.format(
         rows="SELECT * FROM reports.converted_month_totals "
         "WHERE user_id = $1 AND target = $2 AND max_age = $5 AND month BETWEEN $6 AND $7 "
-        "AND (month, currency::text) IN (SELECT month, currency FROM months_fresh)"
+        "AND ((month, currency) IN (SELECT month, currency FROM months_fresh)) IS TRUE"
     )
 } cached
 GROUP BY {{groups}}, how, {{currency_column}}"""  # noqa: S608 (only the fixed fragments above)
@@ -372,7 +376,7 @@ WITH totals AS ({
     )
 }),
 cached AS (
-  SELECT month, currency::text, totals_sum, totals_count, rates_sum, rates_count
+  SELECT month, currency, totals_sum, totals_count, rates_sum, rates_count
   FROM reports.converted_months WHERE user_id = $1 AND target = $2 AND max_age = $3
 ),
 rates AS ({_RATES_FINGERPRINTS.format(user="$1", months="SELECT DISTINCT month FROM totals")})
