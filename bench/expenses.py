@@ -269,7 +269,12 @@ def lines(users: list[BenchUser]) -> list[Line]:
 
 
 def measure(
-    servers: list[tuple[str, Process]], calls: list[list[Call]], line: Line, seconds: int
+    servers: list[tuple[str, Process]],
+    calls: list[list[Call]],
+    line: Line,
+    seconds: int,
+    *,
+    database_url: str,
 ) -> dict[str, float]:
     """wrk's figures, and the CPU milliseconds per request of the serving processes and of
     PostgreSQL."""
@@ -278,7 +283,7 @@ def measure(
         lua_script(process_calls, expected=line.expected, unique_header=line.unique_header)
         for process_calls in (calls if len(calls) == len(urls) else calls * len(urls))
     ]
-    cpu_of = {"app": [p.popen.pid for _, p in servers], "database": postgres_pids()}
+    cpu_of = {"app": [p.popen.pid for _, p in servers], "database": postgres_pids(database_url)}
     return run_wrk(
         urls, "/", script=scripts, seconds=seconds, connections=CONNECTIONS, cpu_of=cpu_of
     )
@@ -349,13 +354,15 @@ def main() -> int:
         for line in lines(users):
             log(f"measuring: {line.name}")
             if line.expected != 204:  # deletions cannot be sent twice
-                measure(ours, line.ours, line, 3)  # warm-up: pools, JWKS, prepared statements
-                measure(bare, line.bare, line, 3)
+                measure(
+                    ours, line.ours, line, 3, database_url=url
+                )  # warm-up: pools, JWKS, prepared statements
+                measure(bare, line.bare, line, 3, database_url=url)
             results.append(
                 (
                     line,
-                    measure(ours, line.ours, line, DURATION_SECONDS),
-                    measure(bare, line.bare, line, DURATION_SECONDS),
+                    measure(ours, line.ours, line, DURATION_SECONDS, database_url=url),
+                    measure(bare, line.bare, line, DURATION_SECONDS, database_url=url),
                 )
             )
         log("measuring: pgbench")
