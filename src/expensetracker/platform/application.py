@@ -28,7 +28,7 @@ from expensetracker.platform.events import UserEventConsumer
 from expensetracker.platform.metrics import DB_POOLS
 from expensetracker.platform.middleware import BodySizeLimit, RequestContext, SecurityHeaders
 from expensetracker.platform.migrations import head_revision
-from expensetracker.platform.ratelimit import IN_PROCESS, RateLimit, storage_uri
+from expensetracker.platform.ratelimit import IN_PROCESS, RateLimit
 from expensetracker.platform.spec import ServiceSpec
 from expensetracker.platform.state import AppState, Database, app_state
 from expensetracker.platform.tokens import JWKS_PATH, TokenVerifier
@@ -201,7 +201,7 @@ def _add_middleware(
     # Added innermost first: a request meets RequestContext first, the rate limit last.
     if settings.rate_limit != "off":
         redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
-        app.add_middleware(RateLimit, rate=settings.rate_limit, storage=storage_uri(redis_url))
+        app.add_middleware(RateLimit, rate=settings.rate_limit, redis_url=redis_url)
     body_limits = {
         path: getattr(settings, setting)
         for spec in services

@@ -7,8 +7,8 @@ import time
 
 import structlog
 from limits import RateLimitItem, parse_many
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
-from limits.storage import storage_from_string
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from expensetracker.platform.errors import problem_response
@@ -21,15 +21,19 @@ _EXEMPT_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
 IN_PROCESS = "in-process"
 
 
-def storage_uri(redis_url: str | None) -> str:
-    return f"async+{redis_url}" if redis_url else "async+memory://"
+def _storage(redis_url: str | None) -> Storage:
+    if redis_url is None:
+        return MemoryStorage()
+    # redis-py's client rather than limits' default, coredis: when Redis has lost its script cache
+    # (a restart), coredis's reload-and-retry of concurrent hits can refuse a hit it has counted.
+    return RedisStorage(f"async+{redis_url}", implementation="redispy")
 
 
 class RateLimit:
-    def __init__(self, app: ASGIApp, *, rate: str, storage: str) -> None:
+    def __init__(self, app: ASGIApp, *, rate: str, redis_url: str | None) -> None:
         self.app = app
         self.items: list[RateLimitItem] = parse_many(rate)
-        self.limiter = MovingWindowRateLimiter(storage_from_string(storage))
+        self.limiter = MovingWindowRateLimiter(_storage(redis_url))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in _EXEMPT_PATHS:
