@@ -319,7 +319,7 @@ class ListPage:
         context: PageContext,
     ) -> None:
         """GET ``path/{item}/edit``: the form of the thing ``get`` reads, ``filled`` from it, in
-        the template named after the thing; POST ``path/{item}``: ``update`` with the form's
+        the template named after the thing (which extends _edit_page.html); POST ``path/{item}``: ``update`` with the form's
         arguments, then the list page (refused, the form again with the problems)."""
         name = self.item.removesuffix("_id")
 
@@ -337,6 +337,10 @@ class ListPage:
                 f"{name}_edit.html",
                 account,
                 status=status,
+                action=f"{self.path}/{thing['id']}",
+                back=self.path,
+                field_template=f"_{name}_fields.html",
+                prefix=f"{name}-",
                 **{name: thing},
                 **extra,
                 **choices,
