@@ -319,8 +319,9 @@ class ListPage:
         context: PageContext,
     ) -> None:
         """GET ``path/{item}/edit``: the form of the thing ``get`` reads, ``filled`` from it, in
-        the template named after the thing (which extends _edit_page.html); POST ``path/{item}``: ``update`` with the form's
-        arguments, then the list page (refused, the form again with the problems)."""
+        the template named after the thing (which extends _edit_page.html); POST ``path/{item}``:
+        ``update`` with the form's arguments, then the list page (refused, the form again with
+        the problems)."""
         name = self.item.removesuffix("_id")
 
         async def show(
