@@ -28,6 +28,7 @@ from expensetracker.expenses.shared import (
     ExpenseFilter,
     flush_unique,
     not_your_category,
+    refuse_nulls,
     tagging,
 )
 from expensetracker.platform import idempotency, money
@@ -432,9 +433,7 @@ async def update_expense(
     """Only the fields sent change. A new amount or currency alone is read against the other,
     stored one (then the row is read first, locked); otherwise one statement."""
     changes = {field: getattr(body, field) for field in body.model_fields_set}
-    for field in _REQUIRED:
-        if field in changes and changes[field] is None:
-            raise ValidationProblem.of_field(f"body.{field}", "This field cannot be null.", "null")
+    refuse_nulls(changes, _REQUIRED)
     columns: list[str] = []
     values: list[object] = []
     # Only a read before the write needs a transaction: one statement is atomic on its own.
