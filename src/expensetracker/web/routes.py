@@ -1143,8 +1143,8 @@ async def _account_page(
     )
 
 
-_account = FormPage("/account", _account_page)
-_account.posts(
+_account_settings = FormPage("/account", _account_page)
+_account_settings.posts(
     "/account/home-currency",
     ApiClient.set_home_currency,
     arguments=service.home_currency,
