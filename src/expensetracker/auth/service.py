@@ -69,25 +69,21 @@ for _outcome in ("succeeded", "failed", "throttled"):
 
 class InvalidCredentials(Problem):
     status = 401
-    title = "Unauthorized"
     default_detail = "The email address or the password is wrong."
 
 
 class InvalidRefreshToken(Problem):
     status = 401
-    title = "Unauthorized"
     default_detail = "The refresh token is invalid, expired or revoked; log in again."
 
 
 class WrongPassword(Problem):
     status = 403
-    title = "Forbidden"
     default_detail = "The password is wrong."
 
 
 class TooManyAttempts(Problem):
     status = 429
-    title = "Too Many Requests"
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(

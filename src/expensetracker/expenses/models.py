@@ -145,12 +145,7 @@ class Expense(Base):
     charged_exponent: Mapped[int | None] = mapped_column(SmallInteger)
     # Set by imports: importing the same row again finds it instead of creating it twice.
     external_id: Mapped[str | None] = mapped_column(String(100))
-    search_text: Mapped[str] = mapped_column(
-        Text,
-        Computed(
-            "lower(description || ' ' || coalesce(notes, '') || ' ' || coalesce(merchant, ''))"
-        ),
-    )
+    search_text: Mapped[str] = mapped_column(Text, Computed(SEARCH_TEXT))
     created_at: Mapped[datetime] = written_at()
     updated_at: Mapped[datetime] = written_at()
 

@@ -32,7 +32,7 @@ from expensetracker.platform import money
 from expensetracker.platform.config import Settings
 from expensetracker.platform.db import DriverPool
 from expensetracker.platform.errors import NotFound, Problem
-from expensetracker.platform.pagination import decode_cursor, json_page
+from expensetracker.platform.pagination import PageRequest, decode_cursor, json_page
 
 log = structlog.get_logger(__name__)
 
@@ -250,11 +250,11 @@ async def list_rates(
     user_id: uuid.UUID,
     base: str | None,
     quote: str | None,
-    limit: int,
-    cursor: str | None,
+    paging: PageRequest,
 ) -> str:
     """The rates the user sees (the providers' and their own) as Page JSON."""
-    after = decode_cursor(cursor, types=(date.fromisoformat, str, str, str))
+    limit = paging.limit
+    after = decode_cursor(paging.cursor, types=(date.fromisoformat, str, str, str))
     sql = _RATES if after is None else _RATES_AFTER
     rows = await connection.fetch(sql, user_id, base, quote, limit + 1, *(after or ()))
     last = rows[limit - 1] if len(rows) > limit else None

@@ -26,7 +26,7 @@ from expensetracker.expenses.shared import check_category, set_tags
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import delete_owned
 from expensetracker.platform.errors import Conflict
-from expensetracker.platform.pagination import Page, keyset_page
+from expensetracker.platform.pagination import Page, PageRequest, keyset_page
 
 log = structlog.get_logger(__name__)
 
@@ -195,7 +195,7 @@ async def create_rule(
 
 
 async def list_rules(
-    session: AsyncSession, *, user_id: uuid.UUID, limit: int, cursor: str | None
+    session: AsyncSession, *, user_id: uuid.UUID, paging: PageRequest
 ) -> Page[RecurringOut]:
     async with session.begin():
         return await keyset_page(
@@ -203,8 +203,7 @@ async def list_rules(
             select(RecurringRule).where(RecurringRule.user_id == user_id),
             keys=(RecurringRule.id,),
             types=(uuid.UUID,),
-            limit=limit,
-            cursor=cursor,
+            paging=paging,
             item=_rule_out,
         )
 

@@ -39,7 +39,7 @@ from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import DbConnection, DbSession
 from expensetracker.platform.errors import Problem, ValidationProblem
 from expensetracker.platform.idempotency import Creating
-from expensetracker.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
+from expensetracker.platform.pagination import Page, Paging
 from expensetracker.platform.schemas import TEXT, Currency, Day, JsonDocument
 from expensetracker.platform.state import State
 from expensetracker.platform.tokens import CurrentUser
@@ -107,15 +107,11 @@ async def create_expense(
 
 @router.get("/api/v1/expenses", response_model=Page[ExpenseOut])
 async def list_expenses(
-    filters: ExpenseFilters,
-    user: CurrentUser,
-    connection: DbConnection,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
+    paging: Paging, filters: ExpenseFilters, user: CurrentUser, connection: DbConnection
 ) -> Response:
     """The caller's expenses, newest first, filtered."""
     page = await service.list_expenses(
-        connection, user_id=user.user_id, filters=filters, limit=limit, cursor=cursor
+        connection, user_id=user.user_id, filters=filters, paging=paging
     )
     return JsonDocument(page)
 
@@ -215,9 +211,9 @@ async def create_recurring(
 
 @router.get("/api/v1/expenses/recurring")
 async def list_recurring(
-    user: CurrentUser, session: DbSession, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+    user: CurrentUser, session: DbSession, paging: Paging
 ) -> Page[RecurringOut]:
-    return await recurring.list_rules(session, user_id=user.user_id, limit=limit, cursor=cursor)
+    return await recurring.list_rules(session, user_id=user.user_id, paging=paging)
 
 
 @router.delete("/api/v1/expenses/recurring/{rule_id}", **_NO_CONTENT)
@@ -288,12 +284,12 @@ async def list_rates(
     connection: DbConnection,
     base: Annotated[Currency | None, Query()] = None,
     quote: Annotated[Currency | None, Query()] = None,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
+    *,
+    paging: Paging,  # after the filters in the OpenAPI document, as they always were
 ) -> Response:
     """The exchange rates in use for the caller: the providers' and their own, newest first."""
     page = await rates.list_rates(
-        connection, user_id=user.user_id, base=base, quote=quote, limit=limit, cursor=cursor
+        connection, user_id=user.user_id, base=base, quote=quote, paging=paging
     )
     return JsonDocument(page)
 
@@ -357,16 +353,9 @@ async def delete_expense(
 
 
 @router.get("/api/v1/categories", response_model=Page[CategoryOut])
-async def list_categories(
-    user: CurrentUser,
-    connection: DbConnection,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
-) -> Response:
+async def list_categories(user: CurrentUser, connection: DbConnection, paging: Paging) -> Response:
     """The caller's categories by name; a new user starts with a default set."""
-    page = await service.list_categories(
-        connection, user_id=user.user_id, limit=limit, cursor=cursor
-    )
+    page = await service.list_categories(connection, user_id=user.user_id, paging=paging)
     return JsonDocument(page)
 
 
@@ -391,8 +380,6 @@ async def delete_category(category_id: uuid.UUID, user: CurrentUser, session: Db
 
 
 @router.get("/api/v1/tags")
-async def list_tags(
-    user: CurrentUser, session: DbSession, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
-) -> Page[TagOut]:
+async def list_tags(user: CurrentUser, session: DbSession, paging: Paging) -> Page[TagOut]:
     """The caller's tags by name (tags are created by naming them on an expense)."""
-    return await service.list_tags(session, user_id=user.user_id, limit=limit, cursor=cursor)
+    return await service.list_tags(session, user_id=user.user_id, paging=paging)

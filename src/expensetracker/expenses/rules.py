@@ -29,7 +29,7 @@ from expensetracker.expenses.schemas import (
     RulesApplied,
     RuleUpdate,
 )
-from expensetracker.expenses.shared import check_category, flush_unique
+from expensetracker.expenses.shared import check_category, flush_unique, refuse_nulls
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import delete_owned
 from expensetracker.platform.errors import Conflict, NotFound, ValidationProblem
@@ -165,6 +165,13 @@ def _out(row: CategorisationRule) -> RuleOut:
     )
 
 
+def _range_needs_currency() -> ValidationProblem:
+    # Sent without one, or left without one when the currency is cleared.
+    return ValidationProblem.of_field(
+        "body.currency", "An amount range needs a currency.", "currency"
+    )
+
+
 def _set_checked(row: CategorisationRule, values: dict[str, Any]) -> None:
     """Sets ``values`` (a body's fields, amounts as decimal strings) on ``row``, then checks the
     whole: a pattern that compiles, amounts that fit the currency, in order, and something to
@@ -176,9 +183,7 @@ def _set_checked(row: CategorisationRule, values: dict[str, Any]) -> None:
         if name in values:
             amount = values[name]
             if amount is not None and row.currency is None:
-                raise ValidationProblem.of_field(
-                    "body.currency", "An amount range needs a currency.", "currency"
-                )
+                raise _range_needs_currency()
             try:
                 minor = None if amount is None else money.parse_amount(amount, row.currency or "")
             except ValueError as exc:
@@ -186,9 +191,7 @@ def _set_checked(row: CategorisationRule, values: dict[str, Any]) -> None:
             setattr(row, f"{name}_minor", minor)
     has_range = row.min_amount_minor is not None or row.max_amount_minor is not None
     if row.currency is None and has_range:
-        raise ValidationProblem.of_field(
-            "body.currency", "An amount range needs a currency.", "currency"
-        )
+        raise _range_needs_currency()
     if (
         row.min_amount_minor is not None
         and row.max_amount_minor is not None
@@ -265,11 +268,7 @@ async def update_rule(
     async with session.begin():
         row = await _rule(session, user_id=user_id, rule_id=rule_id)
         values = body.model_dump(include=body.model_fields_set)
-        for name in ("position", "field", "match", "pattern", "tags"):
-            if name in values and values[name] is None:
-                raise ValidationProblem.of_field(
-                    f"body.{name}", "This field cannot be null.", "null"
-                )
+        refuse_nulls(values, ("position", "field", "match", "pattern", "tags"))
         if "category_id" in values:
             await check_category(session, user_id=user_id, category_id=body.category_id)
         if "currency" in values:

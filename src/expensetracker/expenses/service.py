@@ -28,12 +28,19 @@ from expensetracker.expenses.shared import (
     ExpenseFilter,
     flush_unique,
     not_your_category,
+    refuse_nulls,
     tagging,
 )
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import delete_owned
 from expensetracker.platform.errors import NotFound, ValidationProblem
-from expensetracker.platform.pagination import Page, decode_cursor, json_page, page_by_name
+from expensetracker.platform.pagination import (
+    Page,
+    PageRequest,
+    decode_cursor,
+    json_page,
+    page_by_name,
+)
 
 EXPENSES_CREATED = Counter("expensetracker_expenses_created_total", "Expenses created.")
 EXPENSES_UPDATED = Counter("expensetracker_expenses_updated_total", "Expenses changed.")
@@ -62,11 +69,11 @@ _CATEGORIES, _CATEGORIES_AFTER = (
 
 
 async def list_categories(
-    connection: asyncpg.Connection, *, user_id: uuid.UUID, limit: int, cursor: str | None
+    connection: asyncpg.Connection, *, user_id: uuid.UUID, paging: PageRequest
 ) -> str:
     """A page (as Page[CategoryOut] JSON) by name. A new user's first look gives them the
     default categories: only an empty first page asks whether they are an owner yet."""
-    after = decode_cursor(cursor, types=(str, uuid.UUID))
+    limit, after = paging.limit, decode_cursor(paging.cursor, types=(str, uuid.UUID))
     if after is None:
         rows = await connection.fetch(_CATEGORIES, user_id, limit + 1)
         if not rows:
@@ -166,14 +173,13 @@ async def delete_category(
 
 
 async def list_tags(
-    session: AsyncSession, *, user_id: uuid.UUID, limit: int, cursor: str | None
+    session: AsyncSession, *, user_id: uuid.UUID, paging: PageRequest
 ) -> Page[TagOut]:
     return await page_by_name(
         session,
         Tag,
         user_id=user_id,
-        limit=limit,
-        cursor=cursor,
+        paging=paging,
         item=lambda tag: TagOut(id=tag.id, name=tag.name),
     )
 
@@ -427,9 +433,7 @@ async def update_expense(
     """Only the fields sent change. A new amount or currency alone is read against the other,
     stored one (then the row is read first, locked); otherwise one statement."""
     changes = {field: getattr(body, field) for field in body.model_fields_set}
-    for field in _REQUIRED:
-        if field in changes and changes[field] is None:
-            raise ValidationProblem.of_field(f"body.{field}", "This field cannot be null.", "null")
+    refuse_nulls(changes, _REQUIRED)
     columns: list[str] = []
     values: list[object] = []
     # Only a read before the write needs a transaction: one statement is atomic on its own.
@@ -518,10 +522,9 @@ async def list_expenses(
     *,
     user_id: uuid.UUID,
     filters: ExpenseFilter,
-    limit: int,
-    cursor: str | None,
+    paging: PageRequest,
 ) -> str:
     """A page (as Page[ExpenseOut] JSON), newest first: by (occurred_on, id) descending."""
-    after = decode_cursor(cursor, types=_PAGE_KEYS)
-    sql, args = page_statement(user_id=user_id, filters=filters, after=after, limit=limit)
-    return page_json(await connection.fetch(sql, *args), limit=limit)
+    after = decode_cursor(paging.cursor, types=_PAGE_KEYS)
+    sql, args = page_statement(user_id=user_id, filters=filters, after=after, limit=paging.limit)
+    return page_json(await connection.fetch(sql, *args), limit=paging.limit)

@@ -1,10 +1,11 @@
 """What the expenses modules (service.py, recurring.py, rules.py, transfer.py) build on: the
-filter of a list or an export, the tags of an expense, the checks of a category and of a unique
-name. Every query is scoped to the caller's user id."""
+filter of a list or an export, the tags of an expense, the checks of a category, of a unique
+name and of a partial update's nulls. Every query is scoped to the caller's user id."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -26,6 +27,13 @@ async def flush_unique(session: AsyncSession, *, constraint: str, conflict: str)
         if constraint in str(exc.orig):
             raise Conflict(conflict) from None
         raise
+
+
+def refuse_nulls(changes: Mapping[str, object], fields: Iterable[str]) -> None:
+    """A partial update's ``null`` clears an optional field: none of these ``fields``."""
+    for name in fields:
+        if name in changes and changes[name] is None:
+            raise ValidationProblem.of_field(f"body.{name}", "This field cannot be null.", "null")
 
 
 def not_your_category() -> ValidationProblem:

@@ -53,19 +53,12 @@ class UserEventHandling:
     handle: Handler
 
 
+@dataclass(frozen=True, kw_only=True)
 class UserEventConsumer:
-    def __init__(
-        self,
-        *,
-        name: str,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        positions: Table,
-        handle: Handler,
-    ) -> None:
-        self.name = name
-        self.sessionmaker = sessionmaker
-        self.positions = positions
-        self.handle = handle
+    name: str
+    sessionmaker: async_sessionmaker[AsyncSession]
+    positions: Table
+    handle: Handler
 
     async def run_once(self) -> int:
         """Applies the events not handled yet; the number applied (0 when another replica holds

@@ -13,9 +13,10 @@ import binascii
 import json
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Query
+from fastapi import Depends, Query
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Select, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,6 +36,22 @@ Cursor = Annotated[
     Query(max_length=512, description="`next_cursor` of the previous page."),
     TEXT,
 ]
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """The page a list request asks for: ``limit`` items after ``cursor`` (None: the first)."""
+
+    limit: int
+    cursor: str | None
+
+
+def _page_request(limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> PageRequest:
+    return PageRequest(limit=limit, cursor=cursor)
+
+
+# Every list's ?limit= and ?cursor=, as one typed dependency.
+Paging = Annotated[PageRequest, Depends(_page_request)]
 
 
 class Page(BaseModel, Generic[T]):
@@ -87,14 +104,13 @@ async def keyset_page(
     *,
     keys: tuple[ColumnElement[Any] | QueryableAttribute[Any], ...],
     types: tuple[Parser, ...],
-    limit: int,
-    cursor: str | None,
+    paging: PageRequest,
     item: Callable[..., T],
     descending: bool = False,
 ) -> Page[T]:
     """One page of ``query`` ordered by ``keys`` (unique together, the last one an id); ``item``
     turns the columns of a row into an answer item. The cursor holds the keys of the last row."""
-    after = decode_cursor(cursor, types=types)
+    limit, after = paging.limit, decode_cursor(paging.cursor, types=types)
     if after is not None:
         position, bound = tuple_(*keys), tuple_(*after)
         query = query.where(position < bound if descending else position > bound)
@@ -113,8 +129,7 @@ async def page_by_name(
     model: Any,
     *,
     user_id: uuid.UUID,
-    limit: int,
-    cursor: str | None,
+    paging: PageRequest,
     item: Callable[..., T],
 ) -> Page[T]:
     """One page of the caller's rows of ``model`` (a table of named things keyed by user_id and
@@ -125,8 +140,7 @@ async def page_by_name(
             select(model).where(model.user_id == user_id),
             keys=(model.name, model.id),
             types=(str, uuid.UUID),
-            limit=limit,
-            cursor=cursor,
+            paging=paging,
             item=item,
         )
 

@@ -35,7 +35,6 @@ VERIFIED_CACHE_SIZE = 10_000
 
 class InvalidToken(Problem):
     status = 401
-    title = "Unauthorized"
     default_detail = "The access token is missing, invalid or expired."
 
     def __init__(self, detail: str | None = None) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import DriverPool, delete_owned
 from expensetracker.platform.errors import NotFound, ValidationProblem
-from expensetracker.platform.pagination import Page, keyset_page, page_by_name
+from expensetracker.platform.pagination import Page, PageRequest, keyset_page, page_by_name
 from expensetracker.reports import conversion
 from expensetracker.reports.conversion import Converted
 from expensetracker.reports.models import Budget, BudgetAlert, idempotency_keys
@@ -139,11 +139,9 @@ async def delete_budget(session: AsyncSession, *, user_id: uuid.UUID, budget_id:
 
 
 async def list_budgets(
-    session: AsyncSession, *, user_id: uuid.UUID, limit: int, cursor: str | None
+    session: AsyncSession, *, user_id: uuid.UUID, paging: PageRequest
 ) -> Page[BudgetOut]:
-    return await page_by_name(
-        session, Budget, user_id=user_id, limit=limit, cursor=cursor, item=_budget_out
-    )
+    return await page_by_name(session, Budget, user_id=user_id, paging=paging, item=_budget_out)
 
 
 # --- budget status -----------------------------------------------------------------------------
@@ -356,7 +354,7 @@ async def evaluate_alerts(driver_pool: DriverPool, *, today: date, max_rate_age:
 
 
 async def list_alerts(
-    session: AsyncSession, *, user_id: uuid.UUID, limit: int, cursor: str | None
+    session: AsyncSession, *, user_id: uuid.UUID, paging: PageRequest
 ) -> Page[AlertOut]:
     """Newest first."""
     query = (
@@ -385,8 +383,7 @@ async def list_alerts(
             query,
             keys=(BudgetAlert.created_at, BudgetAlert.id),
             types=(datetime.fromisoformat, uuid.UUID),
-            limit=limit,
-            cursor=cursor,
+            paging=paging,
             item=alert_out,
             descending=True,
         )

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from expensetracker.platform import idempotency
 from expensetracker.platform.db import DbConnection, DbReadConnection, DbSession
 from expensetracker.platform.idempotency import Creating
-from expensetracker.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
+from expensetracker.platform.pagination import Page, Paging
 from expensetracker.platform.schemas import Day, Month
 from expensetracker.platform.state import State
 from expensetracker.platform.tokens import CurrentUser
@@ -84,10 +84,8 @@ async def create_budget(body: BudgetIn, creation: Creating, session: DbSession) 
 
 
 @router.get("/api/v1/budgets")
-async def list_budgets(
-    user: CurrentUser, session: DbSession, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
-) -> Page[BudgetOut]:
-    return await budgets.list_budgets(session, user_id=user.user_id, limit=limit, cursor=cursor)
+async def list_budgets(user: CurrentUser, session: DbSession, paging: Paging) -> Page[BudgetOut]:
+    return await budgets.list_budgets(session, user_id=user.user_id, paging=paging)
 
 
 @router.get("/api/v1/budgets/{budget_id}")
@@ -168,8 +166,6 @@ async def top_merchants(
 
 
 @router.get("/api/v1/reports/alerts")
-async def alerts(
-    user: CurrentUser, session: DbSession, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
-) -> Page[AlertOut]:
+async def alerts(user: CurrentUser, session: DbSession, paging: Paging) -> Page[AlertOut]:
     """Budgets that reached a threshold, once per budget, month and threshold; newest first."""
-    return await budgets.list_alerts(session, user_id=user.user_id, limit=limit, cursor=cursor)
+    return await budgets.list_alerts(session, user_id=user.user_id, paging=paging)

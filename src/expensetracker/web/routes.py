@@ -224,6 +224,11 @@ async def _submitted(
     return _redirect(request, then)
 
 
+def _more(path: str, filters: Mapping[str, str], cursor: str | None) -> str | None:
+    """The link to the next page of the list at ``path``, filtered alike; None after the last."""
+    return f"{path}?" + urlencode({**filters, "cursor": cursor}) if cursor else None
+
+
 def _form_key(form: dict[str, str]) -> str:
     """The Idempotency-Key a creating form was rendered with: submitted twice, it creates once."""
     return form.get("idempotency_key") or service.new_form_key()
@@ -319,8 +324,9 @@ class ListPage:
         context: PageContext,
     ) -> None:
         """GET ``path/{item}/edit``: the form of the thing ``get`` reads, ``filled`` from it, in
-        the template named after the thing; POST ``path/{item}``: ``update`` with the form's
-        arguments, then the list page (refused, the form again with the problems)."""
+        the template named after the thing (which extends _edit_page.html); POST ``path/{item}``:
+        ``update`` with the form's arguments, then the list page (refused, the form again with
+        the problems)."""
         name = self.item.removesuffix("_id")
 
         async def show(
@@ -337,6 +343,10 @@ class ListPage:
                 f"{name}_edit.html",
                 account,
                 status=status,
+                action=f"{self.path}/{thing['id']}",
+                back=self.path,
+                field_template=f"_{name}_fields.html",
+                prefix=f"{name}-",
                 **{name: thing},
                 **extra,
                 **choices,
@@ -362,6 +372,43 @@ class ListPage:
 
     def _item_id(self, request: Request) -> dict[str, str]:
         return {self.item: request.path_params[self.item]}
+
+
+class FormPage:
+    """A page at ``path`` that ``show`` renders, whose forms each make one ApiClient call. Its
+    ``posts`` adds the route of such a form: refused, the page again with the form as typed and
+    the API's problems next to its fields; accepted, a redirect."""
+
+    def __init__(self, path: str, show: Callable[..., Awaitable[Response]]) -> None:
+        self.show = show
+
+        async def shown(request: Request, account: SignedIn, state: State) -> Response:
+            return await show(request, account, state)
+
+        router.add_api_route(path, shown, methods=["GET"])
+
+    def posts(
+        self,
+        path: str,
+        call: Callable[..., Awaitable[object]],
+        *,
+        arguments: Callable[[dict[str, str]], dict[str, Any]],
+        then: str,
+        form_as: str = "form",
+    ) -> None:
+        """POST ``path``: ``call`` (an ApiClient method) with the form's ``arguments``, then
+        ``then``; refused, the page with the form as typed as its ``form_as``."""
+
+        async def posted(request: Request, account: SignedIn, state: State) -> Response:
+            form = _text(await request.form())
+            return await _submitted(
+                request,
+                call(state.api, token=account.token, **arguments(form)),
+                invalid=partial(self.show, request, account, state, **{form_as: form}),
+                then=then,
+            )
+
+        router.add_api_route(path, posted, methods=["POST"])
 
 
 # Static files
@@ -557,11 +604,7 @@ async def expenses(
         _expense_list(state, account, filters=filters, cursor=cursor),
         _expense_form_context(state, account),
     )
-    more = (
-        "/expenses?" + urlencode({**filters, "cursor": page["next_cursor"]})
-        if page["next_cursor"]
-        else None
-    )
+    more = _more("/expenses", filters, page["next_cursor"])
     # htmx asks for rows only: the next page while scrolling, or the list again after an add.
     rows_only = _htmx(request) and (cursor or request.query_params.get("rows"))
     template = "_expense_page.html" if rows_only else "expenses.html"
@@ -577,6 +620,13 @@ async def expenses(
         added=request.query_params.get("added"),
         **context,
     )
+
+
+def _refused(exc: ApiError, form: dict[str, str]) -> dict[str, Any]:
+    """What an expense form shows again when the API refused it: the form as typed, and the API's
+    problems next to its fields."""
+    errors = service.expense_errors(exc.field_errors, form)
+    return {"status": 422, "form": form, "errors": errors, "error": exc.detail}
 
 
 async def _new_expense_page(
@@ -606,16 +656,7 @@ async def create_expense(request: Request, account: SignedIn, state: State) -> R
     except ApiError as exc:
         if exc.status != 422:
             raise
-        return await _new_expense_page(
-            request,
-            account,
-            state,
-            key=key,
-            status=422,
-            form=form,
-            errors=service.expense_errors(exc.field_errors, form),
-            error=exc.detail,
-        )
+        return await _new_expense_page(request, account, state, key=key, **_refused(exc, form))
     if not _htmx(request):
         return RedirectResponse("/expenses?added=1", status_code=303)
     response = _page(request, "_expense_added.html", account, expense=expense)
@@ -667,16 +708,7 @@ async def update_expense(
     except ApiError as exc:
         if exc.status != 422:
             raise
-        return await _edit_expense_page(
-            request,
-            account,
-            state,
-            expense_id,
-            status=422,
-            form=form,
-            errors=service.expense_errors(exc.field_errors, form),
-            error=exc.detail,
-        )
+        return await _edit_expense_page(request, account, state, expense_id, **_refused(exc, form))
     if not _htmx(request):
         return RedirectResponse("/expenses", status_code=303)
     context = await _expense_form_context(state, account)
@@ -840,11 +872,7 @@ async def _rates_page(
         return await _rates_page(
             request, account, state, status=422, query={}, filter_errors=exc.field_errors
         )
-    more = (
-        "/rates?" + urlencode({**filters, "cursor": page["next_cursor"]})
-        if page["next_cursor"]
-        else None
-    )
+    more = _more("/rates", filters, page["next_cursor"])
     extra.setdefault("form", {"day": date.today().isoformat(), "quote": home["currency"] or ""})
     return _page(
         request,
@@ -859,20 +887,8 @@ async def _rates_page(
     )
 
 
-@router.get("/rates")
-async def rates(request: Request, account: SignedIn, state: State) -> Response:
-    return await _rates_page(request, account, state)
-
-
-@router.post("/rates")
-async def put_rate(request: Request, account: SignedIn, state: State) -> Response:
-    form = _text(await request.form())
-    return await _submitted(
-        request,
-        state.api.put_rate(token=account.token, **service.own_rate(form)),
-        invalid=partial(_rates_page, request, account, state, form=form),
-        then="/rates",
-    )
+_rates = FormPage("/rates", _rates_page)
+_rates.posts("/rates", ApiClient.put_rate, arguments=service.own_rate, then="/rates")
 
 
 @router.post("/rates/{day}/{base}/{quote}/delete")
@@ -1127,22 +1143,14 @@ async def _account_page(
     )
 
 
-@router.get("/account")
-async def account_page(request: Request, account: SignedIn, state: State) -> Response:
-    return await _account_page(request, account, state)
-
-
-@router.post("/account/home-currency")
-async def set_home_currency(request: Request, account: SignedIn, state: State) -> Response:
-    form = _text(await request.form())
-    return await _submitted(
-        request,
-        state.api.set_home_currency(
-            token=account.token, currency=form.get("currency", "").strip().upper()
-        ),
-        invalid=partial(_account_page, request, account, state, home_form=form),
-        then="/account?home=1",
-    )
+_account_settings = FormPage("/account", _account_page)
+_account_settings.posts(
+    "/account/home-currency",
+    ApiClient.set_home_currency,
+    arguments=service.home_currency,
+    then="/account?home=1",
+    form_as="home_form",
+)
 
 
 @router.post("/account/password")

@@ -435,6 +435,11 @@ def own_rate(form: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+def home_currency(form: Mapping[str, str]) -> dict[str, str]:
+    """The home currency form's choice as the API takes it."""
+    return {"currency": form.get("currency", "").strip().upper()}
+
+
 def rule_body(form: Mapping[str, str]) -> dict[str, Any]:
     """The API body of a rule form. An empty optional field is sent as null: a new rule leaves it
     unset, an edited one has it cleared."""
