@@ -20,6 +20,10 @@ between them moves their ratio. The last column gives the same ratio by CPU time
 load hardly moves: the CPU time (every process: web, API, and this run's database server,
 not the servers of other runs on the machine) of a set of API calls sent directly, over that of
 a page. Both processes are CPU-bound, so throughput goes as its inverse.
+Options (environment): BENCH_SECONDS, the seconds per line (15); BENCH_PAGES=expenses or
+=dashboard, that page's line only; BENCH_PROFILE=<folder>, py-spy (in .venv) records one web
+and one API process during each line, as collapsed stacks (py-spy's
+"raw" format, one stack and its samples a line) in that folder.
 Needs wrk (Debian package `wrk`). Uses the embedded PostgreSQL in a temporary folder, or the
 server in EXPENSETRACKER_BENCH_DATABASE_URL.
 """
@@ -30,9 +34,11 @@ import asyncio
 import os
 import re
 import shutil
+import subprocess
 import sys
 import uuid
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -64,6 +70,8 @@ PASSWORD = "benchmark passphrase 2026"
 SESSION_KEY = "benchmark-session-key-of-some-forty-characters"
 PAGE_TARGET_P99_MS = 50
 RATIO_TARGET = 0.5
+# BENCH_PAGES's values: the line each names.
+PAGES = {"dashboard": "dashboard", "expenses": "first expenses page"}
 
 
 async def load_data(url: str, user: uuid.UUID, today: date) -> None:
@@ -158,6 +166,45 @@ def measured(groups: dict[str, list[int]], urls: list[str], script: str) -> dict
     )
 
 
+@contextmanager
+def profiled(pids: dict[str, list[int]], name: str) -> Iterator[None]:
+    """With BENCH_PROFILE, py-spy's samples of the first web and API processes while the
+    block runs (a line of DURATION_SECONDS)."""
+    folder = os.environ.get("BENCH_PROFILE")
+    if not folder:
+        yield
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    spy = str(REPO / ".venv" / "bin" / "py-spy")
+    records = [
+        subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(pids[group][0]),
+                "--duration",
+                str(DURATION_SECONDS),
+                "--rate",
+                "250",
+                "--nonblocking",
+                "--format",
+                "raw",
+                "--output",
+                str(Path(folder) / f"{name.replace(' ', '-')}-{group}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for group in ("web", "api")
+    ]
+    try:
+        yield
+    finally:
+        for record in records:
+            record.wait(timeout=DURATION_SECONDS + 60)
+
+
 GROUPS = ("web", "api", "database")
 
 
@@ -220,6 +267,9 @@ def main() -> int:
             ("dashboard", ["/"], dashboard_calls),
             ("first expenses page", ["/expenses"], expenses_calls),
         ]
+        only = os.environ.get("BENCH_PAGES")
+        if only:
+            scenarios = [s for s in scenarios if s[0] == PAGES[only]]
         rows = []
         for name, pages, calls in scenarios:
             page_script = lua_requests(pages, {"Cookie": cookie, "Accept-Encoding": "gzip"})
@@ -236,8 +286,10 @@ def main() -> int:
             run_wrk(apis, "/", script=api_script, seconds=3, **wrk)
             log(f"measuring: {name}")
             groups = {**pids, "database": postgres_pids(url)}
-            page = measured(groups, webs, page_script)
-            api = measured(groups, apis, api_script)
+            with profiled(pids, name):
+                page = measured(groups, webs, page_script)
+            with profiled(pids, f"{name} API calls"):
+                api = measured(groups, apis, api_script)
             rows.append((name, page, api, len(calls)))
             for base in webs:
                 after = httpx.get(base + pages[0], headers={"Cookie": cookie})

@@ -851,3 +851,27 @@ async def test_reports_and_the_dashboard_in_the_home_currency_say_how(
     assert (
         "Every currency, converted to EUR" in budgets and "Without a rate (not counted)" in budgets
     )
+
+
+async def test_the_expense_filter_form_shows_each_person_their_own_categories(
+    web: httpx.AsyncClient,
+) -> None:
+    """The filter form is rendered once per distinct form and kept: a person's form follows
+    their categories and filters, and never shows anyone else's."""
+    alice = await signed_up_person(web)
+    await added_category(alice, "Alice's <food>")
+    alice_cookies = dict(web.cookies)
+    web.cookies.clear()
+    bob = await signed_up_person(web)
+    bob_food = await added_category(bob, "Bob & food")
+    bob_page = (await web.get("/expenses")).text
+    assert "Alice" not in bob_page
+    await added_category(bob, "Bob's travel")
+    filtered = (await web.get("/expenses", params={"category_id": bob_food, "q": "<b>"})).text
+    assert "Bob&#39;s travel</option>" in filtered
+    assert f'<option value="{bob_food}" selected>Bob &amp; food</option>' in filtered
+    assert 'value="&lt;b&gt;"' in filtered
+    web.cookies.clear()
+    web.cookies.update(alice_cookies)
+    alice_page = (await web.get("/expenses")).text
+    assert "Alice&#39;s &lt;food&gt;</option>" in alice_page and "Bob" not in alice_page

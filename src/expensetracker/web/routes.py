@@ -25,7 +25,7 @@ from expensetracker.platform.state import app_state
 from expensetracker.web import service, views
 from expensetracker.web.client import ApiClient, ApiError, ServiceUnavailable, Unauthorized
 from expensetracker.web.schemas import RULE_FIELDS, RULE_MATCHES, Expense, HomeCurrency, Page
-from expensetracker.web.service import Account, WebState
+from expensetracker.web.service import Account, Credentials, WebState
 from expensetracker.web.session import (
     CSRF_COOKIE,
     CSRF_FIELD,
@@ -134,6 +134,11 @@ router = APIRouter(
 async def _account(request: Request) -> Account:
     state = _web(request)
     account = await service.open_session(state=state, cookie=request.cookies.get(SESSION_COOKIE))
+    return _signed_in(request, state, account)
+
+
+def _signed_in(request: Request, state: WebState, account: Account | None) -> Account:
+    """The request's account once auth has checked its session; its renewed cookie is set."""
     if account is None:
         raise SignInRequired
     if account.renewed is not None:
@@ -148,7 +153,27 @@ async def _account(request: Request) -> Account:
     return account
 
 
+async def _credentials(request: Request) -> Credentials:
+    credentials = await service.session_credentials(
+        state=_web(request), cookie=request.cookies.get(SESSION_COOKIE)
+    )
+    if credentials is None:
+        raise SignInRequired
+    return credentials
+
+
+async def _checked_reads(
+    request: Request, state: WebState, credentials: Credentials, *reads: Awaitable[Any]
+) -> tuple[Account, list[Any]]:
+    """A page's reads, sent while auth checks the session; answered only when it lives."""
+    account, answers = await service.checked_reads(state=state, of=credentials, reads=reads)
+    return _signed_in(request, state, account), answers
+
+
 SignedIn = Annotated[Account, Depends(_account)]
+# The session's tokens before auth has checked the session: only for a page that reads, and
+# shows nothing before _checked_reads has the account.
+Unchecked = Annotated[Credentials, Depends(_credentials)]
 State = Annotated[WebState, Depends(_state)]
 
 
@@ -561,7 +586,7 @@ async def dashboard(request: Request, account: SignedIn, state: State) -> Respon
 
 
 async def _expense_form_context(
-    state: WebState, account: Account, *, charged: bool = False
+    state: WebState, account: Credentials, *, charged: bool = False
 ) -> dict[str, Any]:
     """The categories; with ``charged`` (an expense form), the home currency too: the currency
     its charged amount is prefilled with. The list pages go without that call."""
@@ -581,7 +606,7 @@ async def _expense_form_context(
 
 
 async def _expense_list(
-    state: WebState, account: Account, *, filters: dict[str, str], cursor: str | None
+    state: WebState, account: Credentials, *, filters: dict[str, str], cursor: str | None
 ) -> tuple[Page[Expense], dict[str, str]]:
     """A page of the list, or none and the filters' problems (the API's 422)."""
     try:
@@ -597,12 +622,15 @@ async def _expense_list(
 
 @router.get("/expenses")
 async def expenses(
-    request: Request, account: SignedIn, state: State, cursor: str | None = None
+    request: Request, credentials: Unchecked, state: State, cursor: str | None = None
 ) -> Response:
     filters = service.expense_filters(request.query_params)
-    (page, errors), context = await asyncio.gather(
-        _expense_list(state, account, filters=filters, cursor=cursor),
-        _expense_form_context(state, account),
+    account, ((page, errors), context) = await _checked_reads(
+        request,
+        state,
+        credentials,
+        _expense_list(state, credentials, filters=filters, cursor=cursor),
+        _expense_form_context(state, credentials),
     )
     more = _more("/expenses", filters, page["next_cursor"])
     # htmx asks for rows only: the next page while scrolling, or the list again after an add.

@@ -11,7 +11,7 @@ import io
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -45,11 +45,10 @@ _ROTATION_MEMORY_SECONDS = 60.0
 _ROTATION_MEMORY_SIZE = 10_000
 
 
-@dataclass
-class Account:
-    """The signed-in person of a request, with the token to call the API for them."""
+@dataclass(frozen=True, kw_only=True)
+class Credentials:
+    """A session cookie's tokens, fresh, its session not yet checked with auth."""
 
-    user: User
     tokens: Tokens
     # A new session cookie when the tokens were refreshed during this request.
     renewed: str | None = None
@@ -57,6 +56,14 @@ class Account:
     @property
     def token(self) -> str:
         return self.tokens.access
+
+
+@dataclass(frozen=True, kw_only=True)
+class Account(Credentials):
+    """The signed-in person of a request (auth has checked the session), with the token to call
+    the API for them."""
+
+    user: User
 
 
 @dataclass
@@ -92,18 +99,54 @@ class WebState:
 async def open_session(*, state: WebState, cookie: str | None) -> Account | None:
     """The account of a session cookie, or None when it is missing, forged, expired, or its
     session has ended (signed out here or elsewhere, password changed, account deleted)."""
+    credentials = await session_credentials(state=state, cookie=cookie)
+    return None if credentials is None else await check_session(state=state, of=credentials)
+
+
+async def session_credentials(*, state: WebState, cookie: str | None) -> Credentials | None:
+    """A session cookie's tokens, refreshed when they are about to expire; None when the cookie
+    is missing or forged, or auth refuses the refresh. The session itself is not checked."""
     tokens = state.codec.open(cookie)
     if tokens is None:
         return None
-    renewed = None
+    if not tokens.expiring(time.time()):
+        return Credentials(tokens=tokens)
     try:
-        if tokens.expiring(time.time()):
-            tokens = await state.rotate(tokens.refresh)
-            renewed = state.codec.seal(tokens)
-        user = await state.api.live_session(token=tokens.access)
+        tokens = await state.rotate(tokens.refresh)
     except Unauthorized:
         return None
-    return Account(user=user, tokens=tokens, renewed=renewed)
+    return Credentials(tokens=tokens, renewed=state.codec.seal(tokens))
+
+
+async def check_session(*, state: WebState, of: Credentials) -> Account | None:
+    """The account, when auth says the session still lives (checked on every request: an old
+    cookie opens nothing once its session ended, whichever replica signed it out)."""
+    try:
+        user = await state.api.live_session(token=of.token)
+    except Unauthorized:
+        return None
+    return Account(user=user, tokens=of.tokens, renewed=of.renewed)
+
+
+async def checked_reads(
+    *, state: WebState, of: Credentials, reads: Sequence[Awaitable[Any]]
+) -> tuple[Account | None, list[Any]]:
+    """The session checked while a page's reads (GETs, which change nothing) are already on
+    their way to the API: the page waits for one round trip instead of two. Their answers are
+    used only once auth has said the session lives; otherwise they are dropped unseen (None, and
+    no answers), as is everything after a read that failed."""
+    tasks = [asyncio.ensure_future(read) for read in reads]
+    try:
+        account = await check_session(state=state, of=of)
+        if account is None:
+            return None, []
+        return account, list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                task.exception()  # retrieved: dropped with the page, nothing to warn about
 
 
 async def sign_in(*, state: WebState, email: str, password: str, client: str) -> str:
