@@ -81,7 +81,7 @@ class KeyedRequest:
         return cls.to(route, key=key)
 
 
-def _keyed_request(request: Request, key: _KeyHeader = None) -> KeyedRequest | None:
+async def _keyed_request(request: Request, key: _KeyHeader = None) -> KeyedRequest | None:
     return None if key is None else KeyedRequest.to(request.scope["route"], key=key)
 
 

@@ -46,7 +46,7 @@ class PageRequest:
     cursor: str | None
 
 
-def _page_request(limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> PageRequest:
+async def _page_request(limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> PageRequest:
     return PageRequest(limit=limit, cursor=cursor)
 
 
