@@ -194,9 +194,13 @@ def _page(
     template: str,
     account: Account | None,
     *,
-    status: int = 200,
+    status: int | None = None,
     **context: Any,
 ) -> Response:
+    """The page; its status, unless given, is 422 where it shows the API's problems (``errors``)
+    and 200 otherwise."""
+    if status is None:
+        status = 422 if context.get("errors") else 200
     return views.render(
         request,
         template,
@@ -640,7 +644,6 @@ async def expenses(
         request,
         template,
         account,
-        status=422 if errors else 200,
         page=page,
         filters=filters,
         errors=errors,
@@ -1030,7 +1033,6 @@ async def reports(request: Request, account: SignedIn, state: State) -> Response
         request,
         "reports.html",
         account,
-        status=422 if errors else 200,
         start=start,
         end=end,
         errors=errors,
