@@ -105,17 +105,14 @@ async def _check_parent(
     category with children cannot become a child itself."""
     parent = await session.get(Category, (user_id, parent_id))
     if parent is None or parent.parent_id is not None or (child and parent.id == child.id):
-        raise ValidationProblem.of_field(
-            "body.parent_id", "Not one of your top-level categories.", "parent"
-        )
-    if child is not None:
-        has_children = await session.scalar(
-            select(exists().where(Category.user_id == user_id, Category.parent_id == child.id))
-        )
-        if has_children:
-            raise ValidationProblem.of_field(
-                "body.parent_id", "A category with subcategories stays at the top level.", "parent"
-            )
+        problem = "Not one of your top-level categories."
+    elif child is not None and await session.scalar(
+        select(exists().where(Category.user_id == user_id, Category.parent_id == child.id))
+    ):
+        problem = "A category with subcategories stays at the top level."
+    else:
+        return
+    raise ValidationProblem.of_field("body.parent_id", problem, "parent")
 
 
 async def create_category(
