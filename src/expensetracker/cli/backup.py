@@ -55,6 +55,13 @@ FolderOption = Annotated[
 JobsOption = Annotated[int, typer.Option(min=1, max=16, help="Parallel pg_restore jobs.")]
 T = TypeVar("T")
 
+
+def _defaulted_in_help(help: str, **kwargs: Any) -> Any:
+    """An option whose default comes from the settings: its ``help`` names it, in place of
+    Typer's `[default: None]`."""
+    return typer.Option(help=help, show_default=False, **kwargs)
+
+
 # expensetracker.backup.service and .metrics are imported lazily, inside the commands: they
 # import every service's migrations (alembic and the targets), seconds of start-up that the
 # other commands would pay for nothing (tests/cli/test_cli_startup.py).
@@ -230,16 +237,12 @@ def backup_restore(
     ],
     target_url: Annotated[
         str | None,
-        typer.Option(
-            help="URL of the target database (default: EXPENSETRACKER_DATABASE_URL's).",
-            show_default=False,
-        ),
+        _defaulted_in_help("URL of the target database (default: EXPENSETRACKER_DATABASE_URL's)."),
     ] = None,
     target_db: Annotated[
         str | None,
-        typer.Option(
-            help="Name of the target database on the configured server (created if missing).",
-            show_default=False,
+        _defaulted_in_help(
+            "Name of the target database on the configured server (created if missing)."
         ),
     ] = None,
     force: Annotated[
@@ -302,10 +305,8 @@ def backup_prune(
     folder: FolderOption = None,
     keep_days: Annotated[
         int | None,
-        typer.Option(
-            min=1,
-            help="Days to keep (default: EXPENSETRACKER_BACKUP_RETENTION_DAYS, 7).",
-            show_default=False,
+        _defaulted_in_help(
+            "Days to keep (default: EXPENSETRACKER_BACKUP_RETENTION_DAYS, 7).", min=1
         ),
     ] = None,
 ) -> None:

@@ -111,7 +111,21 @@ class Tag(Base):
     created_at: Mapped[datetime] = written_at()
 
 
-class Expense(Base):
+class _Spending:
+    """The columns of what is spent, in an expense and in a recurring rule alike: the rule's
+    occurrences become expenses with these values (recurring.py)."""
+
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    # Decimals of the currency (ISO 4217) when written: amounts compare across currencies.
+    currency_exponent: Mapped[int] = mapped_column(SmallInteger)
+    description: Mapped[str] = mapped_column(String(200))
+    notes: Mapped[str | None] = mapped_column(Text)
+    merchant: Mapped[str | None] = mapped_column(String(100))
+    category_id: Mapped[uuid.UUID | None] = mapped_column()
+
+
+class Expense(_Spending, Base):
     __tablename__ = "expenses"
     __table_args__ = (
         _of_owner(),
@@ -130,15 +144,7 @@ class Expense(Base):
 
     user_id: Mapped[uuid.UUID] = key()
     id: Mapped[uuid.UUID] = new_id()
-    amount_minor: Mapped[int] = mapped_column(BigInteger)
-    currency: Mapped[str] = mapped_column(String(3))
-    # Decimals of the currency (ISO 4217) when written: amounts compare across currencies.
-    currency_exponent: Mapped[int] = mapped_column(SmallInteger)
     occurred_on: Mapped[date] = mapped_column(Date)
-    description: Mapped[str] = mapped_column(String(200))
-    notes: Mapped[str | None] = mapped_column(Text)
-    merchant: Mapped[str | None] = mapped_column(String(100))
-    category_id: Mapped[uuid.UUID | None] = mapped_column()
     # What the bank took, in the currency it charged (the home currency): beats any rate.
     charged_minor: Mapped[int | None] = mapped_column(BigInteger)
     charged_currency: Mapped[str | None] = mapped_column(String(3))
@@ -150,7 +156,7 @@ class Expense(Base):
     updated_at: Mapped[datetime] = written_at()
 
 
-class RecurringRule(Base):
+class RecurringRule(_Spending, Base):
     """An expense that repeats; its occurrences become expenses when due (recurring.py)."""
 
     __tablename__ = "recurring_rules"
@@ -162,13 +168,6 @@ class RecurringRule(Base):
 
     user_id: Mapped[uuid.UUID] = key()
     id: Mapped[uuid.UUID] = new_id()
-    amount_minor: Mapped[int] = mapped_column(BigInteger)
-    currency: Mapped[str] = mapped_column(String(3))
-    currency_exponent: Mapped[int] = mapped_column(SmallInteger)
-    description: Mapped[str] = mapped_column(String(200))
-    notes: Mapped[str | None] = mapped_column(Text)
-    merchant: Mapped[str | None] = mapped_column(String(100))
-    category_id: Mapped[uuid.UUID | None] = mapped_column()
     tags: Mapped[list[str]] = mapped_column(ARRAY(String(50)))
     frequency: Mapped[str] = mapped_column(String(10))  # weekly | monthly | yearly
     starts_on: Mapped[date] = mapped_column(Date)

@@ -31,8 +31,8 @@ from expensetracker.expenses.schemas import (
 )
 from expensetracker.expenses.shared import check_category, flush_unique, refuse_nulls
 from expensetracker.platform import idempotency, money
-from expensetracker.platform.db import delete_owned
-from expensetracker.platform.errors import Conflict, NotFound, ValidationProblem
+from expensetracker.platform.db import delete_owned, get_owned
+from expensetracker.platform.errors import Conflict, ValidationProblem
 from expensetracker.platform.pagination import Page
 
 MAX_RULES = 100
@@ -247,26 +247,18 @@ async def list_rules(session: AsyncSession, *, user_id: uuid.UUID) -> Page[RuleO
 
 
 _NO_RULE = "No rule with this id."
-
-
-async def _rule(
-    session: AsyncSession, *, user_id: uuid.UUID, rule_id: uuid.UUID
-) -> CategorisationRule:
-    row = await session.get(CategorisationRule, (user_id, rule_id))
-    if row is None:
-        raise NotFound(_NO_RULE)
-    return row
+_rule = partial(get_owned, model=CategorisationRule, missing=_NO_RULE)
 
 
 async def get_rule(session: AsyncSession, *, user_id: uuid.UUID, rule_id: uuid.UUID) -> RuleOut:
-    return _out(await _rule(session, user_id=user_id, rule_id=rule_id))
+    return _out(await _rule(session, user_id=user_id, id=rule_id))
 
 
 async def update_rule(
     session: AsyncSession, *, user_id: uuid.UUID, rule_id: uuid.UUID, body: RuleUpdate
 ) -> RuleOut:
     async with session.begin():
-        row = await _rule(session, user_id=user_id, rule_id=rule_id)
+        row = await _rule(session, user_id=user_id, id=rule_id)
         values = body.model_dump(include=body.model_fields_set)
         refuse_nulls(values, ("position", "field", "match", "pattern", "tags"))
         if "category_id" in values:

@@ -32,7 +32,7 @@ from expensetracker.expenses.shared import (
     tagging,
 )
 from expensetracker.platform import idempotency, money
-from expensetracker.platform.db import delete_owned
+from expensetracker.platform.db import delete_owned, get_owned
 from expensetracker.platform.errors import NotFound, ValidationProblem
 from expensetracker.platform.pagination import (
     Page,
@@ -89,21 +89,13 @@ async def list_categories(
 
 
 _NO_CATEGORY = "No category with this id."
+_category = partial(get_owned, model=Category, missing=_NO_CATEGORY)
 # Flushes a created or renamed category; a name the user has already is a 409.
 _flush_unique_name = partial(
     flush_unique,
     constraint="uq_categories_user_name",
     conflict="You already have a category with this name.",
 )
-
-
-async def _category(
-    session: AsyncSession, *, user_id: uuid.UUID, category_id: uuid.UUID
-) -> Category:
-    category = await session.get(Category, (user_id, category_id))
-    if category is None:
-        raise NotFound(_NO_CATEGORY)
-    return category
 
 
 async def _check_parent(
@@ -113,17 +105,14 @@ async def _check_parent(
     category with children cannot become a child itself."""
     parent = await session.get(Category, (user_id, parent_id))
     if parent is None or parent.parent_id is not None or (child and parent.id == child.id):
-        raise ValidationProblem.of_field(
-            "body.parent_id", "Not one of your top-level categories.", "parent"
-        )
-    if child is not None:
-        has_children = await session.scalar(
-            select(exists().where(Category.user_id == user_id, Category.parent_id == child.id))
-        )
-        if has_children:
-            raise ValidationProblem.of_field(
-                "body.parent_id", "A category with subcategories stays at the top level.", "parent"
-            )
+        problem = "Not one of your top-level categories."
+    elif child is not None and await session.scalar(
+        select(exists().where(Category.user_id == user_id, Category.parent_id == child.id))
+    ):
+        problem = "A category with subcategories stays at the top level."
+    else:
+        return
+    raise ValidationProblem.of_field("body.parent_id", problem, "parent")
 
 
 async def create_category(
@@ -147,7 +136,7 @@ async def update_category(
     session: AsyncSession, *, user_id: uuid.UUID, category_id: uuid.UUID, body: CategoryUpdate
 ) -> CategoryOut:
     async with session.begin():
-        category = await _category(session, user_id=user_id, category_id=category_id)
+        category = await _category(session, user_id=user_id, id=category_id)
         if "name" in body.model_fields_set:
             if body.name is None:
                 raise ValidationProblem.of_field("body.name", "A name is required.", "missing")

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, TypeVar, cast
 
 import asyncpg
 from fastapi import Depends, Request
@@ -139,6 +139,20 @@ def pool_turns(settings: Settings) -> asyncio.Semaphore:
     woken to take it often found it gone and queued again at the back, so a few requests waited
     hundreds of milliseconds while most waited none (docs/performance.md)."""
     return asyncio.Semaphore(settings.db_pool_size + settings.db_max_overflow)
+
+
+Owned = TypeVar("Owned")
+
+
+async def get_owned(
+    session: AsyncSession, model: type[Owned], *, user_id: uuid.UUID, id: uuid.UUID, missing: str
+) -> Owned:
+    """The caller's row ``id`` of ``model`` (keyed by ``user_id`` and ``id``); another user's id
+    answers 404 with ``missing``, like an id that does not exist."""
+    row = await session.get(model, (user_id, id))
+    if row is None:
+        raise NotFound(missing)
+    return row
 
 
 async def delete_owned(

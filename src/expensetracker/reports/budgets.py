@@ -18,8 +18,8 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from expensetracker.platform import idempotency, money
-from expensetracker.platform.db import DriverPool, delete_owned
-from expensetracker.platform.errors import NotFound, ValidationProblem
+from expensetracker.platform.db import DriverPool, delete_owned, get_owned
+from expensetracker.platform.errors import ValidationProblem
 from expensetracker.platform.pagination import Page, PageRequest, keyset_page, page_by_name
 from expensetracker.reports import conversion
 from expensetracker.reports.conversion import Converted
@@ -105,27 +105,21 @@ async def create_budget(
 
 
 _NO_BUDGET = "No budget with this id."
-
-
-async def _budget(session: AsyncSession, *, user_id: uuid.UUID, budget_id: uuid.UUID) -> Budget:
-    budget = await session.get(Budget, (user_id, budget_id))
-    if budget is None:
-        raise NotFound(_NO_BUDGET)
-    return budget
+_budget = partial(get_owned, model=Budget, missing=_NO_BUDGET)
 
 
 async def get_budget(
     session: AsyncSession, *, user_id: uuid.UUID, budget_id: uuid.UUID
 ) -> BudgetOut:
     async with session.begin():
-        return _budget_out(await _budget(session, user_id=user_id, budget_id=budget_id))
+        return _budget_out(await _budget(session, user_id=user_id, id=budget_id))
 
 
 async def replace_budget(
     session: AsyncSession, *, user_id: uuid.UUID, budget_id: uuid.UUID, body: BudgetIn, today: date
 ) -> BudgetOut:
     async with session.begin():
-        budget = await _budget(session, user_id=user_id, budget_id=budget_id)
+        budget = await _budget(session, user_id=user_id, id=budget_id)
         await _check_category(session, user_id=user_id, category_id=body.category_id)
         _apply(budget, body, today=today)
         budget.updated_at = datetime.now(UTC)

@@ -13,7 +13,7 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 from urllib.parse import quote
 
 import aiohttp
@@ -49,6 +49,33 @@ TIMEOUT_SECONDS = 10.0
 # Connections kept to each service process: more only queue at its database pool.
 CONNECTIONS_PER_SERVICE = 16
 _STREAMED_HEADERS = ("content-type", "content-disposition")
+T = TypeVar("T")
+# Covariant: Things[Category] stands where Things[object] is asked for (only read from).
+Kind = TypeVar("Kind", covariant=True)
+
+
+@dataclass(frozen=True)
+class Things(Generic[Kind]):
+    """A kind of thing a service keeps for the user: all of them at ``path``, one at
+    ``path/{id}``. ApiClient's calls ``page``, ``every``, ``one``, ``create``, ``change`` and
+    ``delete`` take it first, so the calls of every kind live once."""
+
+    service: str
+    path: str
+    # Budgets are replaced whole (PUT); the others take a partial update.
+    change_method: str = "PATCH"
+
+    def item(self, id: str) -> str:
+        return f"{self.path}/{_segment(id)}"
+
+
+EXPENSES: Things[Expense] = Things("expenses", "/api/v1/expenses")
+CATEGORIES: Things[Category] = Things("expenses", "/api/v1/categories")
+TAGS: Things[Tag] = Things("expenses", "/api/v1/tags")
+RECURRING: Things[Recurring] = Things("expenses", "/api/v1/expenses/recurring")
+RATES: Things[Rate] = Things("expenses", "/api/v1/expenses/rates")
+RULES: Things[Rule] = Things("expenses", "/api/v1/expenses/rules")
+BUDGETS: Things[Budget] = Things("reports", "/api/v1/budgets", change_method="PUT")
 
 
 class ApiError(Exception):
@@ -206,13 +233,56 @@ class ApiClient:
     async def _json(self, service: str, method: str, path: str, **kwargs: Any) -> Any:
         return (await self._send(service, method, path, **kwargs)).json()
 
-    async def _created(
-        self, service: str, path: str, *, token: str, body: dict[str, Any], key: str
-    ) -> Any:
-        """A POST that creates, under the form's Idempotency-Key: sent twice, it creates once."""
-        return await self._json(
-            service, "POST", path, token=token, json=body, headers={"Idempotency-Key": key}
+    # Things of every kind (see Things)
+
+    async def page(
+        self,
+        things: Things[T],
+        *,
+        token: str,
+        filters: Mapping[str, str],
+        cursor: str | None,
+        limit: int,
+    ) -> Page[T]:
+        params = {**filters, "limit": str(limit), **({"cursor": cursor} if cursor else {})}
+        return cast(
+            Page[T],
+            await self._json(things.service, "GET", things.path, token=token, params=params),
         )
+
+    async def every(self, things: Things[T], *, token: str) -> list[T]:
+        """Every item of a short list (categories, tags, recurring expenses, budgets), page after
+        page."""
+        items: list[T] = []
+        cursor: str | None = None
+        while True:
+            page = await self.page(things, token=token, filters={}, cursor=cursor, limit=500)
+            items += page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return items
+
+    async def one(self, things: Things[T], *, token: str, id: str) -> T:
+        return cast(T, await self._json(things.service, "GET", things.item(id), token=token))
+
+    async def create(
+        self, things: Things[T], *, token: str, body: dict[str, Any], idempotency_key: str
+    ) -> T:
+        """A POST that creates, under the form's Idempotency-Key: sent twice, it creates once."""
+        headers = {"Idempotency-Key": idempotency_key}
+        return cast(
+            T,
+            await self._json(
+                things.service, "POST", things.path, token=token, json=body, headers=headers
+            ),
+        )
+
+    async def change(self, things: Things[T], *, token: str, id: str, body: dict[str, Any]) -> T:
+        method, path = things.change_method, things.item(id)
+        return cast(T, await self._json(things.service, method, path, token=token, json=body))
+
+    async def delete(self, things: Things[Any], *, token: str, id: str) -> None:
+        await self._send(things.service, "DELETE", things.item(id), token=token)
 
     # auth
 
@@ -261,88 +331,6 @@ class ApiClient:
 
     # expenses
 
-    async def list_expenses(
-        self, *, token: str, filters: Mapping[str, str], cursor: str | None, limit: int
-    ) -> Page[Expense]:
-        params = {**filters, "limit": str(limit), **({"cursor": cursor} if cursor else {})}
-        return cast(
-            Page[Expense],
-            await self._json("expenses", "GET", "/api/v1/expenses", token=token, params=params),
-        )
-
-    async def get_expense(self, *, token: str, expense_id: str) -> Expense:
-        path = f"/api/v1/expenses/{_segment(expense_id)}"
-        return cast(Expense, await self._json("expenses", "GET", path, token=token))
-
-    async def create_expense(
-        self, *, token: str, body: dict[str, Any], idempotency_key: str
-    ) -> Expense:
-        return cast(
-            Expense,
-            await self._created(
-                "expenses", "/api/v1/expenses", token=token, body=body, key=idempotency_key
-            ),
-        )
-
-    async def update_expense(self, *, token: str, expense_id: str, body: dict[str, Any]) -> Expense:
-        path = f"/api/v1/expenses/{_segment(expense_id)}"
-        return cast(Expense, await self._json("expenses", "PATCH", path, token=token, json=body))
-
-    async def delete_expense(self, *, token: str, expense_id: str) -> None:
-        await self._send(
-            "expenses", "DELETE", f"/api/v1/expenses/{_segment(expense_id)}", token=token
-        )
-
-    async def list_categories(self, *, token: str) -> list[Category]:
-        return await self._all(token=token, service="expenses", path="/api/v1/categories")
-
-    async def create_category(
-        self, *, token: str, name: str, parent_id: str | None, idempotency_key: str
-    ) -> Category:
-        return cast(
-            Category,
-            await self._created(
-                "expenses",
-                "/api/v1/categories",
-                token=token,
-                body={"name": name, "parent_id": parent_id},
-                key=idempotency_key,
-            ),
-        )
-
-    async def update_category(self, *, token: str, category_id: str, body: dict[str, Any]) -> None:
-        path = f"/api/v1/categories/{_segment(category_id)}"
-        await self._send("expenses", "PATCH", path, token=token, json=body)
-
-    async def delete_category(self, *, token: str, category_id: str) -> None:
-        await self._send(
-            "expenses", "DELETE", f"/api/v1/categories/{_segment(category_id)}", token=token
-        )
-
-    async def list_tags(self, *, token: str) -> list[Tag]:
-        return await self._all(token=token, service="expenses", path="/api/v1/tags")
-
-    async def list_recurring(self, *, token: str) -> list[Recurring]:
-        return await self._all(token=token, service="expenses", path="/api/v1/expenses/recurring")
-
-    async def create_recurring(
-        self, *, token: str, body: dict[str, Any], idempotency_key: str
-    ) -> Recurring:
-        return cast(
-            Recurring,
-            await self._created(
-                "expenses",
-                "/api/v1/expenses/recurring",
-                token=token,
-                body=body,
-                key=idempotency_key,
-            ),
-        )
-
-    async def delete_recurring(self, *, token: str, rule_id: str) -> None:
-        path = f"/api/v1/expenses/recurring/{_segment(rule_id)}"
-        await self._send("expenses", "DELETE", path, token=token)
-
     async def import_file(
         self,
         *,
@@ -388,17 +376,6 @@ class ApiClient:
             ),
         )
 
-    async def list_rates(
-        self, *, token: str, filters: Mapping[str, str], cursor: str | None, limit: int
-    ) -> Page[Rate]:
-        params = {**filters, "limit": str(limit), **({"cursor": cursor} if cursor else {})}
-        return cast(
-            Page[Rate],
-            await self._json(
-                "expenses", "GET", "/api/v1/expenses/rates", token=token, params=params
-            ),
-        )
-
     async def put_rate(self, *, token: str, day: str, base: str, quote: str, rate: str) -> Rate:
         return cast(
             Rate,
@@ -411,28 +388,9 @@ class ApiClient:
         await self._send("expenses", "DELETE", _rate_path(day, base, quote), token=token)
 
     async def list_rules(self, *, token: str) -> list[Rule]:
-        page = await self._json("expenses", "GET", "/api/v1/expenses/rules", token=token)
+        """All of them in one answer: the API keeps at most 100 and does not page them."""
+        page = await self._json(RULES.service, "GET", RULES.path, token=token)
         return cast(list[Rule], page["items"])
-
-    async def create_rule(self, *, token: str, body: dict[str, Any], idempotency_key: str) -> Rule:
-        return cast(
-            Rule,
-            await self._created(
-                "expenses", "/api/v1/expenses/rules", token=token, body=body, key=idempotency_key
-            ),
-        )
-
-    async def get_rule(self, *, token: str, rule_id: str) -> Rule:
-        path = f"/api/v1/expenses/rules/{_segment(rule_id)}"
-        return cast(Rule, await self._json("expenses", "GET", path, token=token))
-
-    async def update_rule(self, *, token: str, rule_id: str, body: dict[str, Any]) -> Rule:
-        path = f"/api/v1/expenses/rules/{_segment(rule_id)}"
-        return cast(Rule, await self._json("expenses", "PATCH", path, token=token, json=body))
-
-    async def delete_rule(self, *, token: str, rule_id: str) -> None:
-        path = f"/api/v1/expenses/rules/{_segment(rule_id)}"
-        await self._send("expenses", "DELETE", path, token=token)
 
     async def apply_rules(self, *, token: str, dry_run: bool) -> RulesApplied:
         return cast(
@@ -460,30 +418,6 @@ class ApiClient:
             yield streamed
 
     # reports
-
-    async def list_budgets(self, *, token: str) -> list[Budget]:
-        return await self._all(token=token, service="reports", path="/api/v1/budgets")
-
-    async def get_budget(self, *, token: str, budget_id: str) -> Budget:
-        path = f"/api/v1/budgets/{_segment(budget_id)}"
-        return cast(Budget, await self._json("reports", "GET", path, token=token))
-
-    async def create_budget(
-        self, *, token: str, body: dict[str, Any], idempotency_key: str
-    ) -> Budget:
-        return cast(
-            Budget,
-            await self._created(
-                "reports", "/api/v1/budgets", token=token, body=body, key=idempotency_key
-            ),
-        )
-
-    async def replace_budget(self, *, token: str, budget_id: str, body: dict[str, Any]) -> Budget:
-        path = f"/api/v1/budgets/{_segment(budget_id)}"
-        return cast(Budget, await self._json("reports", "PUT", path, token=token, json=body))
-
-    async def delete_budget(self, *, token: str, budget_id: str) -> None:
-        await self._send("reports", "DELETE", f"/api/v1/budgets/{_segment(budget_id)}", token=token)
 
     async def budget_report(self, *, token: str, month: str) -> BudgetReport:
         return cast(
@@ -551,18 +485,6 @@ class ApiClient:
             ),
         )
 
-    async def _all(self, *, token: str, service: str, path: str) -> list[Any]:
-        """Every item of a short list (categories, tags, budgets, rules), page after page."""
-        items: list[Any] = []
-        cursor: str | None = None
-        while True:
-            params = {"limit": "500", **({"cursor": cursor} if cursor else {})}
-            page = await self._json(service, "GET", path, token=token, params=params)
-            items += page["items"]
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return items
-
 
 def _segment(value: str) -> str:
     """An id from a page's URL as one path segment of the API's: whatever it holds (a slash, a
@@ -571,7 +493,7 @@ def _segment(value: str) -> str:
 
 
 def _rate_path(day: str, base: str, quote: str) -> str:
-    return f"/api/v1/expenses/rates/{_segment(day)}/{_segment(base)}/{_segment(quote)}"
+    return f"{RATES.path}/{_segment(day)}/{_segment(base)}/{_segment(quote)}"
 
 
 def _raise_for(service: str, answer: Answer) -> None:

@@ -23,7 +23,20 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from expensetracker.platform.config import Environment
 from expensetracker.platform.state import app_state
 from expensetracker.web import service, views
-from expensetracker.web.client import ApiClient, ApiError, ServiceUnavailable, Unauthorized
+from expensetracker.web.client import (
+    BUDGETS,
+    CATEGORIES,
+    EXPENSES,
+    RATES,
+    RECURRING,
+    RULES,
+    TAGS,
+    ApiClient,
+    ApiError,
+    ServiceUnavailable,
+    Things,
+    Unauthorized,
+)
 from expensetracker.web.schemas import RULE_FIELDS, RULE_MATCHES, Expense, HomeCurrency, Page
 from expensetracker.web.service import Account, Credentials, WebState
 from expensetracker.web.session import (
@@ -194,9 +207,13 @@ def _page(
     template: str,
     account: Account | None,
     *,
-    status: int = 200,
+    status: int | None = None,
     **context: Any,
 ) -> Response:
+    """The page; its status, unless given, is 422 where it shows the API's problems (``errors``)
+    and 200 otherwise."""
+    if status is None:
+        status = 422 if context.get("errors") else 200
     return views.render(
         request,
         template,
@@ -269,19 +286,21 @@ class ListPage:
     """A page at ``path`` that lists the account's things of one kind (categories, recurring
     expenses, budgets, rules), rendered from the template named after it. Its methods add the
     routes of what it offers: a form that creates one, a button that deletes one, a page that
-    edits one. ``item`` names a thing's id, in those routes' paths and in the ApiClient calls;
-    ``arguments`` makes the ApiClient call's arguments of the creating and the editing form."""
+    edits one, each with ApiClient's call on ``things``. ``item`` names a thing's id in those
+    routes' paths; ``arguments`` makes the API call's arguments of the creating and the editing
+    form."""
 
     def __init__(
         self,
         path: str,
+        things: Things[Any],
         *,
         item: str,
         context: PageContext,
         arguments: FormArguments,
         blank_form: Callable[[], dict[str, str]] = dict,  # a function: some values are today's
     ) -> None:
-        self.path, self.item, self.context = path, item, context
+        self.path, self.things, self.item, self.context = path, things, item, context
         self.arguments, self.blank_form = arguments, blank_form
 
         async def listed(request: Request, account: SignedIn, state: State) -> Response:
@@ -311,11 +330,9 @@ class ListPage:
             **context,
         )
 
-    def creates(
-        self, create: Callable[..., Awaitable[object]], *, refusals: tuple[int, ...] = (422,)
-    ) -> None:
-        """POST ``path``: ``create`` (an ApiClient method) with the form's arguments, under the
-        key the form was rendered with; refused, the page again with the problems."""
+    def creates(self, *, refusals: tuple[int, ...] = (422,)) -> None:
+        """POST ``path``: creates one with the form's arguments, under the key the form was
+        rendered with; refused, the page again with the problems."""
 
         async def created(request: Request, account: SignedIn, state: State) -> Response:
             raw = await request.form()
@@ -323,7 +340,9 @@ class ListPage:
             key = _form_key(form)
             return await _submitted(
                 request,
-                create(state.api, token=account.token, idempotency_key=key, **self.arguments(raw)),
+                state.api.create(
+                    self.things, token=account.token, idempotency_key=key, **self.arguments(raw)
+                ),
                 invalid=partial(self.show, request, account, state, form=form),
                 then=self.path,
                 refusals=refusals,
@@ -331,34 +350,27 @@ class ListPage:
 
         router.add_api_route(self.path, created, methods=["POST"])
 
-    def deletes(self, delete: Callable[..., Awaitable[None]]) -> None:
-        """POST ``path/{item}/delete``: ``delete`` (an ApiClient method), then the page."""
+    def deletes(self) -> None:
+        """POST ``path/{item}/delete``: deletes that one, then the page."""
 
         async def deleted(request: Request, account: SignedIn, state: State) -> Response:
-            await delete(state.api, token=account.token, **self._item_id(request))
+            await state.api.delete(self.things, token=account.token, id=self._item_id(request))
             return _redirect(request, self.path)
 
         router.add_api_route(f"{self.path}/{{{self.item}}}/delete", deleted, methods=["POST"])
 
-    def edits(
-        self,
-        get: Callable[..., Awaitable[Any]],
-        update: Callable[..., Awaitable[object]],
-        *,
-        filled: Callable[[Any], dict[str, Any]],
-        context: PageContext,
-    ) -> None:
-        """GET ``path/{item}/edit``: the form of the thing ``get`` reads, ``filled`` from it, in
-        the template named after the thing (which extends _edit_page.html); POST ``path/{item}``:
-        ``update`` with the form's arguments, then the list page (refused, the form again with
-        the problems)."""
+    def edits(self, *, filled: Callable[[Any], dict[str, Any]], context: PageContext) -> None:
+        """GET ``path/{item}/edit``: the form of that one, ``filled`` from it, in the template
+        named after the thing (which extends _edit_page.html); POST ``path/{item}``: changes it
+        with the form's arguments, then the list page (refused, the form again with the
+        problems)."""
         name = self.item.removesuffix("_id")
 
         async def show(
             request: Request, account: Account, state: WebState, *, status: int = 200, **extra: Any
         ) -> Response:
             thing, choices = await asyncio.gather(
-                get(state.api, token=account.token, **self._item_id(request)),
+                state.api.one(self.things, token=account.token, id=self._item_id(request)),
                 context(request, account, state),
             )
             # Filled from the thing, unless ``extra`` holds the form as typed.
@@ -384,8 +396,11 @@ class ListPage:
             raw = await request.form()
             return await _submitted(
                 request,
-                update(
-                    state.api, token=account.token, **self._item_id(request), **self.arguments(raw)
+                state.api.change(
+                    self.things,
+                    token=account.token,
+                    id=self._item_id(request),
+                    **self.arguments(raw),
                 ),
                 invalid=partial(show, request, account, state, form=_text(raw)),
                 then=self.path,
@@ -395,8 +410,8 @@ class ListPage:
         router.add_api_route(f"{item_path}/edit", edit, methods=["GET"])
         router.add_api_route(item_path, updated, methods=["POST"])
 
-    def _item_id(self, request: Request) -> dict[str, str]:
-        return {self.item: request.path_params[self.item]}
+    def _item_id(self, request: Request) -> str:
+        return str(request.path_params[self.item])
 
 
 class FormPage:
@@ -593,11 +608,11 @@ async def _expense_form_context(
     home: HomeCurrency | None = None
     if charged:
         categories, home = await asyncio.gather(
-            state.api.list_categories(token=account.token),
+            state.api.every(CATEGORIES, token=account.token),
             state.api.home_currency(token=account.token),
         )
     else:
-        categories = await state.api.list_categories(token=account.token)
+        categories = await state.api.every(CATEGORIES, token=account.token)
     return {
         "categories": service.category_tree(categories),
         "category_names": service.category_names(categories),
@@ -640,7 +655,6 @@ async def expenses(
         request,
         template,
         account,
-        status=422 if errors else 200,
         page=page,
         filters=filters,
         errors=errors,
@@ -678,8 +692,8 @@ async def create_expense(request: Request, account: SignedIn, state: State) -> R
     form = _text(await request.form())
     key = _form_key(form)
     try:
-        expense = await state.api.create_expense(
-            token=account.token, body=service.expense_body(form), idempotency_key=key
+        expense = await state.api.create(
+            EXPENSES, token=account.token, body=service.expense_body(form), idempotency_key=key
         )
     except ApiError as exc:
         if exc.status != 422:
@@ -697,7 +711,7 @@ async def _edit_expense_page(
 ) -> Response:
     """The form of an expense (in the page, or as its row for htmx), filled from the expense
     unless ``extra`` holds the form as typed."""
-    expense = await state.api.get_expense(token=account.token, expense_id=expense_id)
+    expense = await state.api.one(EXPENSES, token=account.token, id=expense_id)
     context = await _expense_form_context(state, account, charged=True)
     template = "_expense_edit_row.html" if _htmx(request) else "expense_edit.html"
     charged = expense["charged_currency"] or context["home_currency"] or ""
@@ -717,7 +731,7 @@ async def edit_expense(
 async def expense_row(
     request: Request, expense_id: str, account: SignedIn, state: State
 ) -> Response:
-    expense = await state.api.get_expense(token=account.token, expense_id=expense_id)
+    expense = await state.api.one(EXPENSES, token=account.token, id=expense_id)
     context = await _expense_form_context(state, account)
     return _page(request, "_expense_rows.html", account, expenses=[expense], **context)
 
@@ -728,9 +742,10 @@ async def update_expense(
 ) -> Response:
     form = _text(await request.form())
     try:
-        expense = await state.api.update_expense(
+        expense = await state.api.change(
+            EXPENSES,
             token=account.token,
-            expense_id=expense_id,
+            id=expense_id,
             body=service.expense_body(form, partial=True),
         )
     except ApiError as exc:
@@ -749,7 +764,7 @@ async def update_expense(
 async def delete_expense(
     request: Request, expense_id: str, account: SignedIn, state: State
 ) -> Response:
-    await state.api.delete_expense(token=account.token, expense_id=expense_id)
+    await state.api.delete(EXPENSES, token=account.token, id=expense_id)
     if _htmx(request):
         # An empty answer replaces the row; the live region says what happened.
         return Response(headers={"HX-Trigger": json.dumps({"announce": "Expense deleted."})})
@@ -763,31 +778,35 @@ async def _categories_context(
     request: Request, account: Account, state: WebState
 ) -> dict[str, Any]:
     categories, tags = await asyncio.gather(
-        state.api.list_categories(token=account.token), state.api.list_tags(token=account.token)
+        state.api.every(CATEGORIES, token=account.token), state.api.every(TAGS, token=account.token)
     )
     return {"tree": service.category_tree(categories), "tags": tags}
 
 
 def _category_arguments(form: FormData) -> dict[str, Any]:
     text = _text(form)
-    return {"name": text.get("name", ""), "parent_id": text.get("parent_id") or None}
+    return {"body": {"name": text.get("name", ""), "parent_id": text.get("parent_id") or None}}
 
 
 _categories = ListPage(
-    "/categories", item="category_id", context=_categories_context, arguments=_category_arguments
+    "/categories",
+    CATEGORIES,
+    item="category_id",
+    context=_categories_context,
+    arguments=_category_arguments,
 )
-_categories.creates(ApiClient.create_category, refusals=(409, 422))
-_categories.deletes(ApiClient.delete_category)
+_categories.creates(refusals=(409, 422))
+_categories.deletes()
 
 
 @router.post("/categories/{category_id}")
 async def update_category(
     request: Request, category_id: str, account: SignedIn, state: State
 ) -> Response:
-    body = _category_arguments(await request.form())
+    arguments = _category_arguments(await request.form())
     return await _submitted(
         request,
-        state.api.update_category(token=account.token, category_id=category_id, body=body),
+        state.api.change(CATEGORIES, token=account.token, id=category_id, **arguments),
         invalid=partial(_categories.show, request, account, state),
         then="/categories",
         refusals=(409, 422),
@@ -795,7 +814,7 @@ async def update_category(
 
 
 async def _recurring_context(request: Request, account: Account, state: WebState) -> dict[str, Any]:
-    rules = await state.api.list_recurring(token=account.token)
+    rules = await state.api.every(RECURRING, token=account.token)
     return {"rules": rules, **await _expense_form_context(state, account)}
 
 
@@ -813,13 +832,14 @@ def _recurring_arguments(form: FormData) -> dict[str, Any]:
 
 _recurring = ListPage(
     "/recurring",
+    RECURRING,
     item="rule_id",
     context=_recurring_context,
     arguments=_recurring_arguments,
     blank_form=lambda: {"starts_on": date.today().isoformat(), "frequency": "monthly"},
 )
-_recurring.creates(ApiClient.create_recurring)
-_recurring.deletes(ApiClient.delete_recurring)
+_recurring.creates()
+_recurring.deletes()
 
 
 # Budgets
@@ -834,7 +854,9 @@ async def _budgets_context(request: Request, account: Account, state: WebState) 
             raise
         month = date.today().strftime("%Y-%m")
         report = await state.api.budget_report(token=account.token, month=month)
-    budgets = {budget["id"]: budget for budget in await state.api.list_budgets(token=account.token)}
+    budgets = {
+        budget["id"]: budget for budget in await state.api.every(BUDGETS, token=account.token)
+    }
     context = await _expense_form_context(state, account)
     return {"month": month, "report": report, "budgets": budgets, **context}
 
@@ -854,19 +876,15 @@ async def _budget_choices(request: Request, account: Account, state: WebState) -
 
 _budgets = ListPage(
     "/budgets",
+    BUDGETS,
     item="budget_id",
     context=_budgets_context,
     arguments=_budget_arguments,
     blank_form=lambda: {"thresholds": "80, 100"},
 )
-_budgets.creates(ApiClient.create_budget)
-_budgets.deletes(ApiClient.delete_budget)
-_budgets.edits(
-    ApiClient.get_budget,
-    ApiClient.replace_budget,
-    filled=service.budget_form,
-    context=_budget_choices,
-)
+_budgets.creates()
+_budgets.deletes()
+_budgets.edits(filled=service.budget_form, context=_budget_choices)
 
 
 # Exchange rates and categorisation rules
@@ -885,7 +903,8 @@ async def _rates_page(
     filters = service.rate_filters(query)
     try:
         page, home = await asyncio.gather(
-            state.api.list_rates(
+            state.api.page(
+                RATES,
                 token=account.token,
                 filters=filters,
                 cursor=query.get("cursor"),
@@ -945,13 +964,14 @@ def _rule_arguments(form: FormData) -> dict[str, Any]:
 
 _rules = ListPage(
     "/rules",
+    RULES,
     item="rule_id",
     context=_rules_context,
     arguments=_rule_arguments,
     blank_form=lambda: {"field": "any", "match": "contains"},
 )
-_rules.creates(ApiClient.create_rule, refusals=(409, 422))
-_rules.deletes(ApiClient.delete_rule)
+_rules.creates(refusals=(409, 422))
+_rules.deletes()
 
 
 @router.post("/rules/apply")
@@ -967,12 +987,7 @@ async def apply_rules(request: Request, account: SignedIn, state: State) -> Resp
     return await _rules.show(request, account, state, applied=applied)
 
 
-_rules.edits(
-    ApiClient.get_rule,
-    ApiClient.update_rule,
-    filled=service.rule_form,
-    context=_rule_choices,
-)
+_rules.edits(filled=service.rule_form, context=_rule_choices)
 
 
 @router.post("/rules/{rule_id}/move")
@@ -1030,7 +1045,6 @@ async def reports(request: Request, account: SignedIn, state: State) -> Response
         request,
         "reports.html",
         account,
-        status=422 if errors else 200,
         start=start,
         end=end,
         errors=errors,

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from expensetracker.web.client import ApiClient, ApiError, Unauthorized
+from expensetracker.web.client import (
+    CATEGORIES,
+    EXPENSES,
+    RULES,
+    ApiClient,
+    ApiError,
+    Unauthorized,
+)
 from expensetracker.web.schemas import (
     EXPENSE_FILTERS,
     IMPORT_FORMATS,
@@ -232,8 +239,8 @@ async def dashboard(*, api: ApiClient, token: str, today: date, home: bool) -> d
         summary(token=token, start=first.isoformat(), end=last.isoformat(), group_by="category"),
         summary(token=token, start=trend_start.isoformat(), end=last.isoformat(), group_by="month"),
         api.budget_report(token=token, month=today.strftime("%Y-%m")),
-        api.list_expenses(token=token, filters={}, cursor=None, limit=LATEST_EXPENSES),
-        api.list_categories(token=token),
+        api.page(EXPENSES, token=token, filters={}, cursor=None, limit=LATEST_EXPENSES),
+        api.every(CATEGORIES, token=token),
     )
     shown: dict[str, Any] = (
         {
@@ -290,7 +297,7 @@ def expense_filters(query: Mapping[str, str]) -> dict[str, str]:
 async def expense_page(
     *, api: ApiClient, token: str, filters: dict[str, str], cursor: str | None
 ) -> Page[Expense]:
-    return await api.list_expenses(token=token, filters=filters, cursor=cursor, limit=PAGE_SIZE)
+    return await api.page(EXPENSES, token=token, filters=filters, cursor=cursor, limit=PAGE_SIZE)
 
 
 def _typed_amount(form: Mapping[str, str], name: str = "amount") -> str:
@@ -382,7 +389,7 @@ async def reports(
         api.merchants(
             token=token, start=start.isoformat(), end=end.isoformat(), limit=TOP_MERCHANTS
         ),
-        api.list_categories(token=token),
+        api.every(CATEGORIES, token=token),
     )
     months = (end.year * 12 + end.month) - (start.year * 12 + start.month) + 1
     return {
@@ -525,9 +532,9 @@ async def move_rule(*, api: ApiClient, token: str, rule_id: str, direction: str)
         return
     mine, theirs = rules[index], rules[other]
     free = max(rule["position"] for rule in rules) + 1
-    await api.update_rule(token=token, rule_id=mine["id"], body={"position": free})
-    await api.update_rule(token=token, rule_id=theirs["id"], body={"position": mine["position"]})
-    await api.update_rule(token=token, rule_id=mine["id"], body={"position": theirs["position"]})
+    await api.change(RULES, token=token, id=mine["id"], body={"position": free})
+    await api.change(RULES, token=token, id=theirs["id"], body={"position": mine["position"]})
+    await api.change(RULES, token=token, id=mine["id"], body={"position": theirs["position"]})
 
 
 def pack_upload(content: bytes) -> str:
