@@ -60,6 +60,7 @@ class Things(Generic[Kind]):
     ``path/{id}``. ApiClient's calls ``page``, ``every``, ``one``, ``create``, ``change`` and
     ``delete`` take it first, so the calls of every kind live once."""
 
+    kind: type[Kind]  # its shape in schemas.py
     service: str
     path: str
     # Budgets are replaced whole (PUT); the others take a partial update.
@@ -69,13 +70,15 @@ class Things(Generic[Kind]):
         return f"{self.path}/{_segment(id)}"
 
 
-EXPENSES: Things[Expense] = Things("expenses", "/api/v1/expenses")
-CATEGORIES: Things[Category] = Things("expenses", "/api/v1/categories")
-TAGS: Things[Tag] = Things("expenses", "/api/v1/tags")
-RECURRING: Things[Recurring] = Things("expenses", "/api/v1/expenses/recurring")
-RATES: Things[Rate] = Things("expenses", "/api/v1/expenses/rates")
-RULES: Things[Rule] = Things("expenses", "/api/v1/expenses/rules")
-BUDGETS: Things[Budget] = Things("reports", "/api/v1/budgets", change_method="PUT")
+EXPENSES = Things(Expense, "expenses", "/api/v1/expenses")
+CATEGORIES = Things(Category, "expenses", "/api/v1/categories")
+TAGS = Things(Tag, "expenses", "/api/v1/tags")
+RECURRING = Things(Recurring, "expenses", "/api/v1/expenses/recurring")
+RATES = Things(Rate, "expenses", "/api/v1/expenses/rates")
+RULES = Things(Rule, "expenses", "/api/v1/expenses/rules")
+BUDGETS = Things(Budget, "reports", "/api/v1/budgets", change_method="PUT")
+# What a report is asked with to be converted to the home currency.
+_HOME = {"in": "home"}
 
 
 class ApiError(Exception):
@@ -138,12 +141,12 @@ class Transport(Protocol):
     ) -> AbstractAsyncContextManager[Streamed]: ...
 
 
+@dataclass(frozen=True)
 class RemoteTransport:
     """A service in another process, over HTTP."""
 
-    def __init__(self, service: str, session: aiohttp.ClientSession) -> None:
-        self.service = service
-        self.session = session
+    service: str
+    session: aiohttp.ClientSession
 
     async def request(
         self,
@@ -178,11 +181,11 @@ class RemoteTransport:
             raise ServiceUnavailable(self.service, type(exc).__name__) from exc
 
 
+@dataclass(frozen=True)
 class LocalTransport:
     """The services of this very process, called through the app without a socket."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
+    client: httpx.AsyncClient
 
     async def request(self, method: str, path: str, **kwargs: Any) -> Answer:
         response = await self.client.request(method, path, **kwargs)
@@ -202,14 +205,12 @@ def in_process_client(app: ASGIApp, client: str) -> httpx.AsyncClient:
     )
 
 
+@dataclass(frozen=True)
 class ApiClient:
-    def __init__(
-        self, transports: Mapping[str, Transport], *, local_app: ASGIApp | None = None
-    ) -> None:
-        self._transports = transports
-        # The app that serves auth in this process, if it does: a login is sent through it with
-        # the person's own address, which the login throttle counts.
-        self._local_app = local_app
+    transports: Mapping[str, Transport]
+    # The app that serves auth in this process, if it does: a login is sent through it with the
+    # person's own address, which the login throttle counts.
+    local_app: ASGIApp | None = None
 
     async def _send(
         self,
@@ -224,14 +225,13 @@ class ApiClient:
         all_headers = dict(headers or {})
         if token is not None:
             all_headers["Authorization"] = f"Bearer {token}"
-        answer = await self._transports[service].request(
-            method, path, headers=all_headers, **kwargs
-        )
+        answer = await self.transports[service].request(method, path, headers=all_headers, **kwargs)
         _raise_for(service, answer)
         return answer
 
-    async def _json(self, service: str, method: str, path: str, **kwargs: Any) -> Any:
-        return (await self._send(service, method, path, **kwargs)).json()
+    async def _json(self, shape: type[T], service: str, method: str, path: str, **kwargs: Any) -> T:
+        """The answer's JSON, taken to be of ``shape`` (schemas.py): the API's contract."""
+        return cast(T, (await self._send(service, method, path, **kwargs)).json())
 
     # Things of every kind (see Things)
 
@@ -245,9 +245,8 @@ class ApiClient:
         limit: int,
     ) -> Page[T]:
         params = {**filters, "limit": str(limit), **({"cursor": cursor} if cursor else {})}
-        return cast(
-            Page[T],
-            await self._json(things.service, "GET", things.path, token=token, params=params),
+        return await self._json(
+            Page[T], things.service, "GET", things.path, token=token, params=params
         )
 
     async def every(self, things: Things[T], *, token: str) -> list[T]:
@@ -263,23 +262,26 @@ class ApiClient:
                 return items
 
     async def one(self, things: Things[T], *, token: str, id: str) -> T:
-        return cast(T, await self._json(things.service, "GET", things.item(id), token=token))
+        return await self._json(things.kind, things.service, "GET", things.item(id), token=token)
 
     async def create(
         self, things: Things[T], *, token: str, body: dict[str, Any], idempotency_key: str
     ) -> T:
         """A POST that creates, under the form's Idempotency-Key: sent twice, it creates once."""
         headers = {"Idempotency-Key": idempotency_key}
-        return cast(
-            T,
-            await self._json(
-                things.service, "POST", things.path, token=token, json=body, headers=headers
-            ),
+        return await self._json(
+            things.kind,
+            things.service,
+            "POST",
+            things.path,
+            token=token,
+            json=body,
+            headers=headers,
         )
 
     async def change(self, things: Things[T], *, token: str, id: str, body: dict[str, Any]) -> T:
         method, path = things.change_method, things.item(id)
-        return cast(T, await self._json(things.service, method, path, token=token, json=body))
+        return await self._json(things.kind, things.service, method, path, token=token, json=body)
 
     async def delete(self, things: Things[Any], *, token: str, id: str) -> None:
         await self._send(things.service, "DELETE", things.item(id), token=token)
@@ -292,30 +294,22 @@ class ApiClient:
 
     async def login(self, *, email: str, password: str, client: str) -> TokenPair:
         body = {"email": email, "password": password}
-        if self._local_app is None:
+        if self.local_app is None:
             # Believed by auth only where it trusts this app as a proxy (docs/deploy.md).
-            return cast(
-                TokenPair,
-                await self._json(
-                    "auth",
-                    "POST",
-                    "/api/v1/auth/login",
-                    json=body,
-                    headers={"X-Forwarded-For": client},
-                ),
+            forwarded = {"X-Forwarded-For": client}
+            return await self._json(
+                TokenPair, "auth", "POST", "/api/v1/auth/login", json=body, headers=forwarded
             )
-        async with in_process_client(self._local_app, client) as http:
+        async with in_process_client(self.local_app, client) as http:
             local = ApiClient({"auth": LocalTransport(http)})
-            return cast(
-                TokenPair, await local._json("auth", "POST", "/api/v1/auth/login", json=body)
-            )
+            return await local._json(TokenPair, "auth", "POST", "/api/v1/auth/login", json=body)
 
     async def refresh(self, *, refresh_token: str) -> TokenPair:
         body = {"refresh_token": refresh_token}
-        return cast(TokenPair, await self._json("auth", "POST", "/api/v1/auth/refresh", json=body))
+        return await self._json(TokenPair, "auth", "POST", "/api/v1/auth/refresh", json=body)
 
     async def live_session(self, *, token: str) -> User:
-        return cast(User, await self._json("auth", "GET", "/api/v1/auth/session", token=token))
+        return await self._json(User, "auth", "GET", "/api/v1/auth/session", token=token)
 
     async def logout(self, *, token: str, everywhere: bool = False) -> None:
         path = "/api/v1/auth/logout-all" if everywhere else "/api/v1/auth/logout"
@@ -332,82 +326,52 @@ class ApiClient:
     # expenses
 
     async def import_file(
-        self,
-        *,
-        token: str,
-        content: bytes,
-        dry_run: bool,
-        format: str | None = None,
-        options: Mapping[str, str] | None = None,
+        self, *, token: str, content: bytes, dry_run: bool, options: Mapping[str, str]
     ) -> ImportResult:
-        """A CSV file or a bank statement. Without ``format``, the API detects it from the
-        content (sent as application/octet-stream, a type it looks into)."""
-        params = {"dry_run": "true" if dry_run else "false", **(options or {})}
-        if format:
-            params["format"] = format
-        return cast(
+        """A CSV file or a bank statement, with the import's ``options`` (``format`` and QIF's
+        own). Without ``format``, the API detects it from the content (sent as
+        application/octet-stream, a type it looks into)."""
+        params = {"dry_run": "true" if dry_run else "false", **options}
+        headers = {"Content-Type": "application/octet-stream"}
+        return await self._json(
             ImportResult,
-            await self._json(
-                "expenses",
-                "POST",
-                "/api/v1/expenses/import",
-                token=token,
-                content=content,
-                params=params,
-                headers={"Content-Type": "application/octet-stream"},
-            ),
+            "expenses",
+            "POST",
+            "/api/v1/expenses/import",
+            token=token,
+            content=content,
+            params=params,
+            headers=headers,
         )
 
     async def home_currency(self, *, token: str) -> HomeCurrency:
-        return cast(
-            HomeCurrency,
-            await self._json("expenses", "GET", "/api/v1/expenses/home-currency", token=token),
-        )
+        path = "/api/v1/expenses/home-currency"
+        return await self._json(HomeCurrency, "expenses", "GET", path, token=token)
 
     async def set_home_currency(self, *, token: str, currency: str) -> HomeCurrency:
-        return cast(
-            HomeCurrency,
-            await self._json(
-                "expenses",
-                "PUT",
-                "/api/v1/expenses/home-currency",
-                token=token,
-                json={"currency": currency},
-            ),
-        )
+        path, body = "/api/v1/expenses/home-currency", {"currency": currency}
+        return await self._json(HomeCurrency, "expenses", "PUT", path, token=token, json=body)
 
     async def put_rate(self, *, token: str, day: str, base: str, quote: str, rate: str) -> Rate:
-        return cast(
-            Rate,
-            await self._json(
-                "expenses", "PUT", _rate_path(day, base, quote), token=token, json={"rate": rate}
-            ),
-        )
+        path, body = _rate_path(day, base, quote), {"rate": rate}
+        return await self._json(Rate, "expenses", "PUT", path, token=token, json=body)
 
     async def delete_rate(self, *, token: str, day: str, base: str, quote: str) -> None:
         await self._send("expenses", "DELETE", _rate_path(day, base, quote), token=token)
 
     async def list_rules(self, *, token: str) -> list[Rule]:
         """All of them in one answer: the API keeps at most 100 and does not page them."""
-        page = await self._json(RULES.service, "GET", RULES.path, token=token)
-        return cast(list[Rule], page["items"])
+        page = await self._json(Page[Rule], RULES.service, "GET", RULES.path, token=token)
+        return page["items"]
 
     async def apply_rules(self, *, token: str, dry_run: bool) -> RulesApplied:
-        return cast(
-            RulesApplied,
-            await self._json(
-                "expenses",
-                "POST",
-                "/api/v1/expenses/rules/apply",
-                token=token,
-                params={"dry_run": "true" if dry_run else "false"},
-            ),
-        )
+        path, params = "/api/v1/expenses/rules/apply", {"dry_run": "true" if dry_run else "false"}
+        return await self._json(RulesApplied, "expenses", "POST", path, token=token, params=params)
 
     @asynccontextmanager
     async def export(self, *, token: str, fmt: str) -> AsyncIterator[Streamed]:
         """The export, streamed: the caller passes its body on without holding it."""
-        async with self._transports["expenses"].stream(
+        async with self.transports["expenses"].stream(
             "/api/v1/expenses/export",
             params={"format": fmt},
             headers={"Authorization": f"Bearer {token}"},
@@ -417,72 +381,47 @@ class ApiClient:
                 _raise_for("expenses", Answer(streamed.status, body))
             yield streamed
 
-    # reports
+    # reports: each in every currency apart, or (the converted_ ones) in the home currency
+
+    async def _report(self, shape: type[T], name: str, *, token: str, **params: str) -> T:
+        path = f"/api/v1/reports/{name}"
+        return await self._json(shape, "reports", "GET", path, token=token, params=params)
 
     async def budget_report(self, *, token: str, month: str) -> BudgetReport:
-        return cast(
-            BudgetReport,
-            await self._json(
-                "reports", "GET", "/api/v1/reports/budgets", token=token, params={"month": month}
-            ),
-        )
+        return await self._report(BudgetReport, "budgets", token=token, month=month)
 
     async def summary(self, *, token: str, start: str, end: str, group_by: str) -> Summary:
-        params = {"from": start, "to": end, "group_by": group_by}
-        return cast(
-            Summary,
-            await self._json(
-                "reports", "GET", "/api/v1/reports/summary", token=token, params=params
-            ),
-        )
+        span = {"from": start, "to": end}
+        return await self._report(Summary, "summary", token=token, group_by=group_by, **span)
 
     async def converted_summary(
         self, *, token: str, start: str, end: str, group_by: str
     ) -> ConvertedSummary:
-        params = {"from": start, "to": end, "group_by": group_by, "in": "home"}
-        return cast(
-            ConvertedSummary,
-            await self._json(
-                "reports", "GET", "/api/v1/reports/summary", token=token, params=params
-            ),
+        span = {"from": start, "to": end}
+        return await self._report(
+            ConvertedSummary, "summary", token=token, group_by=group_by, **span, **_HOME
         )
 
     async def trends(self, *, token: str, month: str, months: int) -> Trends:
-        params = {"month": month, "months": str(months)}
-        return cast(
-            Trends,
-            await self._json(
-                "reports", "GET", "/api/v1/reports/trends", token=token, params=params
-            ),
-        )
+        return await self._report(Trends, "trends", token=token, month=month, months=str(months))
 
     async def converted_trends(self, *, token: str, month: str, months: int) -> ConvertedTrends:
-        params = {"month": month, "months": str(months), "in": "home"}
-        return cast(
-            ConvertedTrends,
-            await self._json(
-                "reports", "GET", "/api/v1/reports/trends", token=token, params=params
-            ),
+        return await self._report(
+            ConvertedTrends, "trends", token=token, month=month, months=str(months), **_HOME
         )
 
     async def merchants(self, *, token: str, start: str, end: str, limit: int) -> list[Merchant]:
-        params = {"from": start, "to": end, "limit": str(limit)}
-        return cast(
-            list[Merchant],
-            await self._json(
-                "reports", "GET", "/api/v1/reports/merchants", token=token, params=params
-            ),
+        span = {"from": start, "to": end}
+        return await self._report(
+            list[Merchant], "merchants", token=token, limit=str(limit), **span
         )
 
     async def converted_merchants(
         self, *, token: str, start: str, end: str, limit: int
     ) -> list[ConvertedMerchant]:
-        params = {"from": start, "to": end, "limit": str(limit), "in": "home"}
-        return cast(
-            list[ConvertedMerchant],
-            await self._json(
-                "reports", "GET", "/api/v1/reports/merchants", token=token, params=params
-            ),
+        span = {"from": start, "to": end}
+        return await self._report(
+            list[ConvertedMerchant], "merchants", token=token, limit=str(limit), **span, **_HOME
         )
 
 

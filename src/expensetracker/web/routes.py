@@ -1116,10 +1116,10 @@ async def _import(
         return _import_page(
             request, account, status=422, form=form, problem={"detail": detail, "errors": []}
         )
-    format, options = service.import_options(form)
+    options = service.import_options(form)
     try:
         result = await state.api.import_file(
-            token=account.token, content=content, dry_run=dry_run, format=format, options=options
+            token=account.token, content=content, dry_run=dry_run, options=options
         )
     except ApiError as exc:
         if exc.status not in (413, 415, 422):

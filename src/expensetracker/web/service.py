@@ -435,16 +435,14 @@ async def converted_reports(
     }
 
 
-def import_options(form: Mapping[str, str]) -> tuple[str | None, dict[str, str]]:
-    """The format chosen (None: let the API detect it) and QIF's options, as the API names them.
-    An unknown choice is passed on: the API's 422 says what is allowed."""
-    chosen = form.get("format", "").strip()
-    options = {
+def import_options(form: Mapping[str, str]) -> dict[str, str]:
+    """The import's options as the API names them: the format chosen (none: let the API detect
+    it) and QIF's options. An unknown choice is passed on: the API's 422 says what is allowed."""
+    return {
         name: form[name].strip().upper() if name == "currency" else form[name].strip()
-        for name in ("currency", "date_order")
+        for name in ("format", "currency", "date_order")
         if form.get(name, "").strip()
     }
-    return (chosen or None), options
 
 
 def option_errors(problem: Mapping[str, Any]) -> dict[str, str]:
