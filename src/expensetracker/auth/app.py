@@ -53,7 +53,7 @@ async def readiness(app: FastAPI) -> dict[str, str]:
 SPEC = ServiceSpec(
     name="auth",
     router=routes.router,
-    metadata=models.metadata,
+    metadata=models.Base.metadata,
     migrations=Path(__file__).with_name("migrations"),
     path_prefixes=("/api/v1/auth",),
     lifespan=lifespan,

@@ -24,11 +24,9 @@ from expensetracker.platform.tables import new_id, written_at
 
 SCHEMA = "auth"
 
-metadata = MetaData(schema=SCHEMA)
-
 
 class Base(DeclarativeBase):
-    metadata = metadata
+    metadata = MetaData(schema=SCHEMA)
 
 
 class User(Base):

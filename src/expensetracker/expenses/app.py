@@ -32,7 +32,7 @@ def _fetches_rates(settings: Settings) -> bool:
 SPEC = ServiceSpec(
     name="expenses",
     router=routes.router,
-    metadata=models.metadata,
+    metadata=models.Base.metadata,
     migrations=Path(__file__).with_name("migrations"),
     path_prefixes=("/api/v1/expenses", "/api/v1/categories", "/api/v1/tags"),
     user_events=UserEventHandling(positions=models.event_positions, handle=forget_user),

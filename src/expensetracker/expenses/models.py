@@ -26,13 +26,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from expensetracker.platform.events import event_positions_table
-from expensetracker.platform.idempotency import idempotency_table
-from expensetracker.platform.tables import belongs_to, key, new_id, written_at
+from expensetracker.platform.tables import belongs_to, key, new_id, user_data_tables, written_at
 
 SCHEMA = "expenses"
-
-metadata = MetaData(schema=SCHEMA)
 
 
 # What `?q=` searches, lower-cased once at write time; indexed with pg_trgm.
@@ -40,7 +36,10 @@ SEARCH_TEXT = "lower(description || ' ' || coalesce(notes, '') || ' ' || coalesc
 
 
 class Base(DeclarativeBase):
-    metadata = metadata
+    metadata = MetaData(schema=SCHEMA)
+
+
+forgotten_users, idempotency_keys, event_positions = user_data_tables(Base.metadata)
 
 
 def _of_owner() -> ForeignKeyConstraint:
@@ -66,15 +65,6 @@ class Owner(Base):
     # What reports convert to (in=home): set by the user, else by their first expense (0011).
     home_currency: Mapped[str | None] = mapped_column(String(3))
     created_at: Mapped[datetime] = written_at()
-
-
-class ForgottenUser(Base):
-    """A user whose ``user.deleted`` event was applied: never an owner again (migration 0008)."""
-
-    __tablename__ = "forgotten_users"
-
-    user_id: Mapped[uuid.UUID] = key()
-    forgotten_at: Mapped[datetime] = written_at()
 
 
 class Category(Base):
@@ -216,9 +206,6 @@ class ExpenseTag(Base):
     expense_id: Mapped[uuid.UUID] = key()
     tag_id: Mapped[uuid.UUID] = key()
 
-
-idempotency_keys = idempotency_table(metadata)
-event_positions = event_positions_table(metadata)
 
 # Views of the read contract for the reports service (migrations 0005, 0007, 0011 and 0014). The
 # table behind monthly_spending_v1, monthly_totals, is kept by triggers written in SQL (0007,

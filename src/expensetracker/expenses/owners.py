@@ -8,14 +8,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from pydantic import BaseModel
-from sqlalchemy import delete, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from expensetracker.expenses.models import ForgottenUser, Owner, idempotency_keys
+from expensetracker.expenses.models import Owner, forgotten_users, idempotency_keys
 from expensetracker.platform import idempotency
 from expensetracker.platform.db import Db, fetch, fetchval
-from expensetracker.platform.events import USER_DELETED, UserEvent
+from expensetracker.platform.events import USER_DELETED, UserEvent, forget
 from expensetracker.platform.tokens import InvalidToken
 
 # Every new user starts with these (top level -> children); they are theirs to rename or delete.
@@ -38,14 +37,8 @@ async def forget_user(session: AsyncSession, event: UserEvent) -> None:
     tombstone keeps their still-valid access tokens from creating anything again. The exclusive
     lock waits for creations in flight (claim_owner holds it shared)."""
     if event.event_type == USER_DELETED:
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:scope, 0))"),
-            {"scope": f"expenses.owner:{event.user_id}"},
-        )
+        await forget(session, forgotten_users, user_id=event.user_id)
         await session.execute(delete(Owner).where(Owner.user_id == event.user_id))
-        await session.execute(
-            pg_insert(ForgottenUser).values(user_id=event.user_id).on_conflict_do_nothing()
-        )
 
 
 async def ensure_owner(db: Db, *, user_id: uuid.UUID) -> None:

@@ -14,7 +14,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import BigInteger, Column, MetaData, String, Table, select, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    MetaData,
+    String,
+    Table,
+    Uuid,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -32,6 +43,29 @@ def event_positions_table(metadata: MetaData) -> Table:
         Column("consumer", String(100), primary_key=True),
         Column("last_event_id", BigInteger, nullable=False),
     )
+
+
+def forgotten_users_table(metadata: MetaData) -> Table:
+    """Tombstones: the users whose ``user.deleted`` was applied. The service's own check before
+    it creates a user's rows (its ``claim_owner`` or ``user_may_write`` function) refuses them,
+    under the same lock as :func:`forget`."""
+    return Table(
+        "forgotten_users",
+        metadata,
+        Column("user_id", Uuid, primary_key=True),
+        Column("forgotten_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+
+
+async def forget(session: AsyncSession, tombstones: Table, *, user_id: uuid.UUID) -> None:
+    """Records the user's tombstone in ``tombstones`` (forgotten_users_table), in the caller's
+    transaction, after the creations in flight for them: this takes exclusively the lock that
+    the service's check holds shared while a creation runs."""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:scope, 0))"),
+        {"scope": f"{tombstones.schema}.owner:{user_id}"},
+    )
+    await session.execute(pg_insert(tombstones).values(user_id=user_id).on_conflict_do_nothing())
 
 
 @dataclass(frozen=True)

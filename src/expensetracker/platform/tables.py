@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import NamedTuple
 
-from sqlalchemy import DateTime, ForeignKeyConstraint, func
+from sqlalchemy import DateTime, ForeignKeyConstraint, MetaData, Table, func
 from sqlalchemy.orm import Mapped, mapped_column
+
+from expensetracker.platform.events import event_positions_table, forgotten_users_table
+from expensetracker.platform.idempotency import idempotency_table
 
 
 def key() -> Mapped[uuid.UUID]:
@@ -30,4 +34,21 @@ def belongs_to(table: str, column: str) -> ForeignKeyConstraint:
     and goes with it."""
     return ForeignKeyConstraint(
         ["user_id", column], [f"{table}.user_id", f"{table}.id"], ondelete="CASCADE"
+    )
+
+
+class UserDataTables(NamedTuple):
+    """The tables every service that keeps users' data has alike, in its own schema: who was
+    forgotten, the idempotency records of its creations, and how far it read account events."""
+
+    forgotten_users: Table
+    idempotency_keys: Table
+    event_positions: Table
+
+
+def user_data_tables(metadata: MetaData) -> UserDataTables:
+    return UserDataTables(
+        forgotten_users_table(metadata),
+        idempotency_table(metadata),
+        event_positions_table(metadata),
     )

@@ -39,7 +39,7 @@ async def _refresh_converted(state: AppState) -> None:
 SPEC = ServiceSpec(
     name="reports",
     router=routes.router,
-    metadata=models.metadata,
+    metadata=models.Base.metadata,
     migrations=Path(__file__).with_name("migrations"),
     path_prefixes=("/api/v1/budgets", "/api/v1/reports"),
     user_events=UserEventHandling(positions=models.event_positions, handle=forget_user),

@@ -18,26 +18,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from expensetracker.platform.events import event_positions_table
-from expensetracker.platform.idempotency import idempotency_table
-from expensetracker.platform.tables import belongs_to, key, new_id, written_at
+from expensetracker.platform.tables import belongs_to, key, new_id, user_data_tables, written_at
 
 SCHEMA = "reports"
 
-metadata = MetaData(schema=SCHEMA)
-
 
 class Base(DeclarativeBase):
-    metadata = metadata
+    metadata = MetaData(schema=SCHEMA)
 
 
-class ForgottenUser(Base):
-    """A user whose ``user.deleted`` event was applied: nothing is created for them again."""
-
-    __tablename__ = "forgotten_users"
-
-    user_id: Mapped[uuid.UUID] = key()
-    forgotten_at: Mapped[datetime] = written_at()
+forgotten_users, idempotency_keys, event_positions = user_data_tables(Base.metadata)
 
 
 class Budget(Base):
@@ -81,5 +71,3 @@ class BudgetAlert(Base):
 
 
 # The converted monthly totals (migration 0006) are written and read in SQL by conversion.py.
-idempotency_keys = idempotency_table(metadata)
-event_positions = event_positions_table(metadata)

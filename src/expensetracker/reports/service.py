@@ -8,12 +8,11 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import delete, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from expensetracker.platform.events import USER_DELETED, UserEvent
+from expensetracker.platform.events import USER_DELETED, UserEvent, forget
 from expensetracker.platform.tokens import InvalidToken
-from expensetracker.reports.models import Budget, ForgottenUser, idempotency_keys
+from expensetracker.reports.models import Budget, forgotten_users, idempotency_keys
 
 
 async def check_not_forgotten(session: AsyncSession, *, user_id: uuid.UUID) -> None:
@@ -30,13 +29,7 @@ async def forget_user(session: AsyncSession, event: UserEvent) -> None:
     tombstone so that nothing is created for them again (after creations in flight: the
     exclusive lock waits for user_may_write's shared one)."""
     if event.event_type == USER_DELETED:
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:scope, 0))"),
-            {"scope": f"reports.owner:{event.user_id}"},
-        )
-        await session.execute(
-            pg_insert(ForgottenUser).values(user_id=event.user_id).on_conflict_do_nothing()
-        )
+        await forget(session, forgotten_users, user_id=event.user_id)
         await session.execute(delete(Budget).where(Budget.user_id == event.user_id))
         await session.execute(
             text("DELETE FROM reports.converted_months WHERE user_id = :user_id"),
