@@ -144,6 +144,28 @@ async def test_a_form_submitted_twice_creates_one_expense(web: httpx.AsyncClient
     assert idempotency_key(other) != data["idempotency_key"]
 
 
+@pytest.mark.parametrize(
+    "key", ["€uro", "two words", "k" * 256, ""], ids=["non-ascii", "space", "too-long", "empty"]
+)
+async def test_a_form_key_the_api_would_refuse_still_creates_once(
+    web: httpx.AsyncClient, key: str
+) -> None:
+    """Only a hand-made form sends such a key (the page renders a UUID): it is not passed on as
+    a header, which a non-ASCII one cannot even be; the form gets a new key instead."""
+    await signed_up_person(web)
+    form = (await web.get("/expenses/new")).text
+    data = {
+        "csrf_token": csrf_token(form),
+        "idempotency_key": key,
+        "description": "Hand-made form",
+        "amount": "1.25",
+        "currency": "EUR",
+        "occurred_on": "2026-11-04",
+    }
+    assert (await web.post("/expenses/new", data=data)).status_code == 303
+    assert len(expense_ids((await web.get("/expenses")).text)) == 1
+
+
 async def test_another_users_ids_answer_not_found(web: httpx.AsyncClient) -> None:
     alice = await signed_up_person(web)
     await alice.add_expense(description="Alice's lunch")

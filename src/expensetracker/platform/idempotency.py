@@ -47,13 +47,16 @@ RETENTION = timedelta(hours=24)
 # The answer a creation makes (an ...Out model), or the one stored for its key.
 Created = TypeVar("Created", bound=BaseModel)
 
+# What an Idempotency-Key may be: 1 to 255 visible ASCII characters.
+KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+
 _KeyHeader = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
         min_length=1,
         max_length=255,
-        pattern=r"^[\x21-\x7e]+$",
+        pattern=KEY_PATTERN,
         description="Retrying with the same key and body returns the first answer.",
     ),
 ]

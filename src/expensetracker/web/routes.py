@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from datetime import date
@@ -21,6 +22,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from expensetracker.platform.config import Environment
+from expensetracker.platform.idempotency import KEY_PATTERN
 from expensetracker.platform.state import app_state
 from expensetracker.web import service, views
 from expensetracker.web.client import (
@@ -272,8 +274,10 @@ def _more(path: str, filters: Mapping[str, str], cursor: str | None) -> str | No
 
 
 def _form_key(form: dict[str, str]) -> str:
-    """The Idempotency-Key a creating form was rendered with: submitted twice, it creates once."""
-    return form.get("idempotency_key") or service.new_form_key()
+    """The Idempotency-Key a creating form was rendered with: submitted twice, it creates once.
+    A key the API would refuse (only a hand-made form sends one) gives way to a new one."""
+    key = form.get("idempotency_key", "")
+    return key if re.fullmatch(KEY_PATTERN, key) else service.new_form_key()
 
 
 # What a list or edit page shows besides its form: the things listed, the form's choices.
