@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from datetime import date
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import quote
@@ -283,6 +285,49 @@ async def test_a_service_that_is_down_gives_a_friendly_page_with_the_request_id(
             assert "Traceback" not in response.text and "ConnectError" not in response.text
         # What still works, works.
         assert (await web.get("/account")).status_code == 200
+
+
+@pytest.fixture
+def redirecting_service() -> Iterator[str]:
+    """A real HTTP server that answers everything with a redirect, as a proxy sending plain
+    HTTP to HTTPS does: the URL of a service set up wrong."""
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(308)
+            self.send_header("Location", f"https://127.0.0.1{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_a_service_that_redirects_gives_the_friendly_page_too(
+    serve_app: AppFactory, redirecting_service: str
+) -> None:
+    async with serve_app(
+        resolve_targets("auth,web"),
+        base_url="https://testserver",
+        web_session_key=SESSION_KEY,
+        expenses_url=redirecting_service,
+        reports_url=redirecting_service,
+    ) as web:
+        await signed_up_person(web)
+        for path in ("/expenses", "/export?format=csv"):
+            response = await web.get(path)
+            assert response.status_code == 503, path
+            assert response.headers["x-request-id"] in response.text
+            assert "Traceback" not in response.text
 
 
 async def test_static_files_have_hashed_names_long_caching_and_compression(
@@ -640,6 +685,10 @@ async def test_own_rates_are_added_replaced_listed_and_deleted(web: httpx.AsyncC
     assert 'value="-1"' in bad.text  # what was typed stays
     same = await person.submit("/rates", "/rates", {**rate, "quote": "USD"})
     assert same.status_code == 422 and 'id="rate-quote-error"' in same.text
+    # An empty part of the rate's path is refused next to its field, never sent as a path.
+    empty = await person.submit("/rates", "/rates", {**rate, "day": "", "quote": " "})
+    assert empty.status_code == 422
+    assert 'id="rate-day-error"' in empty.text and 'id="rate-quote-error"' in empty.text
     filtered = await web.get("/rates?base=US")
     assert filtered.status_code == 422 and 'id="filter-base-error"' in filtered.text
     assert "0.95" in (await web.get("/rates?base=USD&quote=EUR")).text

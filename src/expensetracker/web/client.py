@@ -159,8 +159,9 @@ class RemoteTransport:
     ) -> Answer:
         propagate.inject(headers)  # the service's log lines name the page's trace
         try:
+            # Never after a redirect: this API sends none, and the token must not follow one.
             async with self.session.request(
-                method, path, headers=headers, data=content, **kwargs
+                method, path, headers=headers, data=content, allow_redirects=False, **kwargs
             ) as response:
                 return Answer(response.status, await response.read())
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -172,7 +173,9 @@ class RemoteTransport:
     ) -> AsyncIterator[Streamed]:
         propagate.inject(headers)
         try:
-            async with self.session.get(path, headers=headers, **kwargs) as response:
+            async with self.session.get(
+                path, headers=headers, allow_redirects=False, **kwargs
+            ) as response:
                 headers = {
                     k: response.headers[k] for k in _STREAMED_HEADERS if k in response.headers
                 }
@@ -376,7 +379,7 @@ class ApiClient:
             params={"format": fmt},
             headers={"Authorization": f"Bearer {token}"},
         ) as streamed:
-            if streamed.status >= 400:
+            if streamed.status >= 300:
                 body = b"".join([chunk async for chunk in streamed.chunks])
                 _raise_for("expenses", Answer(streamed.status, body))
             yield streamed
@@ -432,13 +435,22 @@ def _segment(value: str) -> str:
 
 
 def _rate_path(day: str, base: str, quote: str) -> str:
+    """A rate's path. An empty part would name another path (the API redirects one that ends
+    in a slash), so it is refused here as the API refuses a field left out."""
+    parts = {"day": day, "base": base, "quote": quote}
+    if missing := [name for name, value in parts.items() if not value]:
+        errors = [{"field": f"path.{name}", "message": "Field required"} for name in missing]
+        raise ApiError(
+            422, {"detail": "A rate needs its day and both currencies.", "errors": errors}
+        )
     return f"{RATES.path}/{_segment(day)}/{_segment(base)}/{_segment(quote)}"
 
 
 def _raise_for(service: str, answer: Answer) -> None:
-    if answer.status < 400:
+    if answer.status < 300:
         return
-    if answer.status >= 500:
+    # A redirect is no answer of this API: the page says the service failed, as for a 5xx.
+    if answer.status >= 500 or answer.status < 400:
         raise ServiceUnavailable(service, f"HTTP {answer.status}")
     try:
         problem = answer.json()
