@@ -39,12 +39,14 @@ test: bootstrap test-deps
 test-fast: bootstrap test-deps
 	$(VENV)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# The CI fuzz test (tests/platform/test_fuzz.py) with many more examples per operation: a longer
-# search with the same fixed seed. FUZZ_EXAMPLES=2000 make fuzz searches longer still.
+# The CI fuzz tests (tests/platform/test_fuzz.py, the API; tests/web/test_web_fuzz.py, the web
+# app's forms) with many more examples per operation or route: a longer search with the same
+# fixed seed. FUZZ_EXAMPLES=2000 make fuzz searches longer still.
 FUZZ_EXAMPLES ?= 500
 fuzz: bootstrap
 	EXPENSETRACKER_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/python -m pytest \
-		tests/platform/test_fuzz.py -p no:cacheprovider -s -o timeout=3600 $(PYTEST_ARGS)
+		tests/platform/test_fuzz.py tests/web/test_web_fuzz.py -p no:cacheprovider -s \
+		-o timeout=3600 $(PYTEST_ARGS)
 
 # The CI property test of the expenses API (tests/expenses/test_expense_properties.py: random
 # sequences of creates, PATCHes, DELETEs and imports against a reference in Python) with many more
