@@ -18,13 +18,12 @@ import re
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import date, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from sqlalchemy import make_url
 
 from tests.helpers.database import connected
 from tests.helpers.polling import eventually
-from tests.helpers.processes import REPO, clean_env, cli, free_port, spawn
+from tests.helpers.processes import REPO, clean_env, cli, free_port, http_server, spawn
 from tests.helpers.users import PASSWORD, login, new_email, register
 from tests.helpers.web import csrf_token
 
@@ -344,15 +343,8 @@ def _backup_stand_in() -> Iterator[int]:
         def log_message(self, *_args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with http_server(Metrics) as port:
+        yield port
 
 
 def _exporter_dsn(database_url: str) -> str:

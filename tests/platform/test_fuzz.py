@@ -10,7 +10,6 @@ document holds every operation of every service.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.stateful import run_state_machine_as_test
 from schemathesis.specs.openapi.checks import response_schema_conformance
@@ -27,12 +26,12 @@ from expensetracker.platform.application import create_app
 from expensetracker.platform.config import Settings
 from expensetracker.targets import SERVICES
 from tests.helpers.database import scratch_database
+from tests.helpers.fuzzing import FUZZ_SETTINGS
 from tests.helpers.processes import clean_env, cli, free_port, spawn
 from tests.helpers.users import PASSWORD, signed_up
 
 pytestmark = pytest.mark.database
 
-EXAMPLES = int(os.environ.get("EXPENSETRACKER_FUZZ_EXAMPLES", "20"))
 CHECKS = [not_a_server_error, response_schema_conformance]
 METHODS = {"get", "put", "post", "delete", "patch"}
 # The services with a JSON API (SERVICES), named rather than `all`: a component that serves
@@ -127,13 +126,7 @@ schema = schemathesis.pytest.from_fixture("fuzz_schema")
 
 
 @schema.parametrize()
-@settings(
-    max_examples=EXAMPLES,
-    derandomize=True,  # the fixed seed: the same requests on every run
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-    database=None,
-)
+@FUZZ_SETTINGS
 def test_every_operation(case: schemathesis.Case, fuzz_target: FuzzTarget) -> None:
     fuzz_target.calls += 1
     case.call_and_validate(
@@ -193,12 +186,5 @@ def test_stateful_sequences_of_linked_operations(
 
     run_state_machine_as_test(
         Workflow,
-        settings=settings(
-            max_examples=EXAMPLES,
-            stateful_step_count=6,
-            derandomize=True,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            database=None,
-        ),
+        settings=settings(FUZZ_SETTINGS, stateful_step_count=6),
     )

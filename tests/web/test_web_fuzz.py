@@ -10,7 +10,6 @@ those that end the session the fuzzing runs in, and a test checks that list agai
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,18 +18,18 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from expensetracker.web.routes import router
 from tests.helpers.database import scratch_database
+from tests.helpers.fuzzing import FUZZ_SETTINGS
 from tests.helpers.processes import cli, free_port, serve_env, spawn
 from tests.helpers.users import PASSWORD
 from tests.helpers.web import PAGES, SESSION_KEY, csrf_token, idempotency_key
 
 pytestmark = pytest.mark.database
 
-EXAMPLES = int(os.environ.get("EXPENSETRACKER_FUZZ_EXAMPLES", "20"))
 # Routes that end the session the fuzzing runs in (or the account): each has its own tests.
 SESSION_ENDING = {
     ("POST", "/logout"),
@@ -168,13 +167,7 @@ def _path(template: str, target: WebTarget, draw: st.DrawFn) -> str:
 
 
 @pytest.mark.parametrize(("method", "template"), ROUTES)
-@settings(
-    max_examples=EXAMPLES,
-    derandomize=True,  # the fixed seed: the same requests on every run
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-    database=None,
-)
+@FUZZ_SETTINGS
 @given(data=st.data())
 def test_no_page_or_form_answers_a_server_error(
     method: str, template: str, web_target: WebTarget, data: st.DataObject

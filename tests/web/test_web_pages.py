@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import quote
@@ -22,6 +21,7 @@ from expensetracker.targets import resolve_targets
 from expensetracker.web import routes, views
 from tests.helpers.apps import AppFactory
 from tests.helpers.paths import STATEMENTS
+from tests.helpers.processes import http_server
 from tests.helpers.web import (
     PAGES,
     SESSION_KEY,
@@ -302,14 +302,8 @@ def redirecting_service() -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(Redirect) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 async def test_a_service_that_redirects_gives_the_friendly_page_too(
