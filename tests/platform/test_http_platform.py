@@ -174,6 +174,19 @@ async def test_openapi_is_published_and_docs_only_in_development(serve_app: AppF
         assert (await prod_like.get("/openapi.json")).json()["openapi"].startswith("3.")
 
 
+async def test_every_operation_says_what_it_does(serve_app: AppFactory) -> None:
+    # The docstring of a route is its description in the API reference third parties read.
+    async with serve_app(services=list(COMPONENTS.values())) as client:
+        document = (await client.get("/openapi.json")).json()
+    operations = {
+        f"{method.upper()} {path}": operation.get("description", "")
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    }
+    assert {"POST /api/v1/auth/login", "PATCH /api/v1/expenses/{expense_id}"} <= operations.keys()
+    assert [name for name, description in operations.items() if not description.strip()] == []
+
+
 async def test_rate_limit_answers_429_with_retry_after(serve_app: AppFactory) -> None:
     async with serve_app(rate_limit="3/minute") as client:
         statuses = [(await client.get("/api/v1/anything")).status_code for _ in range(3)]

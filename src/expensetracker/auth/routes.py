@@ -62,12 +62,16 @@ async def login(
     auth: Auth,
     client_address: ClientAddress,
 ) -> TokenPair:
+    """Starts a session: an access token and a refresh token. A wrong password and an unknown
+    address get the same 401; repeated failures are throttled (429 with ``Retry-After``)."""
     attempt = service.PasswordAttempt(password=body.password, client_address=client_address)
     return await service.login(session, email=body.email, attempt=attempt, auth=auth)
 
 
 @router.post("/refresh")
 async def refresh(body: RefreshRequest, session: DbSession, auth: Auth) -> TokenPair:
+    """A new token pair for a refresh token, which stops working (rotation). A token used a
+    second time ends its whole session: 401."""
     return await service.refresh(session, refresh_token=body.refresh_token, auth=auth)
 
 
@@ -85,6 +89,7 @@ async def logout_all(user: CurrentUser, session: DbSession) -> None:
 
 @router.get("/me")
 async def me(user: CurrentUser, session: DbSession) -> UserOut:
+    """The caller's account; 401 once it is deleted."""
     return UserOut.model_validate(
         await service.get_user(session, principal=user), from_attributes=True
     )

@@ -101,6 +101,8 @@ ExpenseFilters = Annotated[ExpenseFilter, Depends(expense_filters)]
 async def create_expense(
     body: ExpenseCreate, creation: Creating, connection: DbConnection
 ) -> Response:
+    """Records an expense; its tags are created as they are first named. With an
+    ``Idempotency-Key``, a repeated request answers as the first did and creates nothing."""
     result = await service.create_expense(connection, creation=creation, body=body)
     return idempotency.respond(result)
 
@@ -213,6 +215,7 @@ async def create_recurring(
 async def list_recurring(
     user: CurrentUser, session: DbSession, paging: Paging
 ) -> Page[RecurringOut]:
+    """The caller's recurring expenses, with the day each falls due next."""
     return await recurring.list_rules(session, user_id=user.user_id, paging=paging)
 
 
@@ -248,6 +251,7 @@ async def apply_rules(
 
 @router.get("/api/v1/expenses/rules/{rule_id}")
 async def get_rule(rule_id: uuid.UUID, user: CurrentUser, session: DbSession) -> RuleOut:
+    """One of the caller's rules; another user's id answers 404."""
     return await rules.get_rule(session, user_id=user.user_id, rule_id=rule_id)
 
 
@@ -255,11 +259,14 @@ async def get_rule(rule_id: uuid.UUID, user: CurrentUser, session: DbSession) ->
 async def update_rule(
     rule_id: uuid.UUID, body: RuleUpdate, user: CurrentUser, session: DbSession
 ) -> RuleOut:
+    """Changes the fields sent; ``null`` clears the currency, the bounds or the category. A
+    position another rule holds is a 409."""
     return await rules.update_rule(session, user_id=user.user_id, rule_id=rule_id, body=body)
 
 
 @router.delete("/api/v1/expenses/rules/{rule_id}", **_NO_CONTENT)
 async def delete_rule(rule_id: uuid.UUID, user: CurrentUser, session: DbSession) -> None:
+    """The rule no longer applies; the expenses it categorised keep their category and tags."""
     await rules.delete_rule(session, user_id=user.user_id, rule_id=rule_id)
 
 
@@ -274,6 +281,7 @@ async def get_home_currency(user: CurrentUser, connection: DbConnection) -> Home
 async def set_home_currency(
     body: HomeCurrencyIn, user: CurrentUser, connection: DbConnection
 ) -> HomeCurrency:
+    """Sets what reports convert to with ``in=home``; no expense changes."""
     await rates.set_home_currency(connection, user_id=user.user_id, currency=body.currency)
     return HomeCurrency(currency=body.currency)
 
@@ -324,6 +332,7 @@ async def put_rate(
 async def delete_rate(
     day: Day, base: Currency, quote: Currency, user: CurrentUser, connection: DbConnection
 ) -> None:
+    """Removes the caller's own rate of the day; the providers' rates stay. 404 without one."""
     await rates.delete_rate(connection, user_id=user.user_id, day=day, base=base, quote=quote)
 
 
@@ -331,6 +340,7 @@ async def delete_rate(
 async def get_expense(
     expense_id: uuid.UUID, user: CurrentUser, connection: DbConnection
 ) -> Response:
+    """One of the caller's expenses; another user's id answers 404."""
     expense = await service.get_expense(connection, user_id=user.user_id, expense_id=expense_id)
     return JsonDocument(expense)
 
@@ -339,6 +349,8 @@ async def get_expense(
 async def update_expense(
     expense_id: uuid.UUID, body: ExpenseUpdate, user: CurrentUser, connection: DbConnection
 ) -> Response:
+    """Changes the fields sent; ``null`` clears an optional one. The charged amount and its
+    currency change together."""
     expense = await service.update_expense(
         connection, user_id=user.user_id, expense_id=expense_id, body=body
     )
@@ -349,6 +361,7 @@ async def update_expense(
 async def delete_expense(
     expense_id: uuid.UUID, user: CurrentUser, connection: DbConnection
 ) -> None:
+    """Deletes the expense; the month's totals and the reports follow at once."""
     await service.delete_expense(connection, user_id=user.user_id, expense_id=expense_id)
 
 
@@ -361,6 +374,8 @@ async def list_categories(user: CurrentUser, connection: DbConnection, paging: P
 
 @router.post("/api/v1/categories", status_code=status.HTTP_201_CREATED, response_model=CategoryOut)
 async def create_category(body: CategoryCreate, creation: Creating, session: DbSession) -> Response:
+    """A category, or a subcategory of a top-level one (one level). A name the caller already
+    has, in any case, is a 409."""
     return idempotency.respond(await service.create_category(session, creation=creation, body=body))
 
 
@@ -368,6 +383,8 @@ async def create_category(body: CategoryCreate, creation: Creating, session: DbS
 async def update_category(
     category_id: uuid.UUID, body: CategoryUpdate, user: CurrentUser, session: DbSession
 ) -> CategoryOut:
+    """Renames it or moves it; ``parent_id: null`` makes it top-level. A category with
+    subcategories stays at the top level."""
     return await service.update_category(
         session, user_id=user.user_id, category_id=category_id, body=body
     )

@@ -79,17 +79,21 @@ def _in_currency(
 
 @router.post("/api/v1/budgets", status_code=status.HTTP_201_CREATED, response_model=BudgetOut)
 async def create_budget(body: BudgetIn, creation: Creating, session: DbSession) -> Response:
+    """A monthly budget in one currency, for one category (its subcategories included) or for
+    all spending in that currency. Accepts ``Idempotency-Key``."""
     result = await budgets.create_budget(session, creation=creation, body=body, today=date.today())
     return idempotency.respond(result)
 
 
 @router.get("/api/v1/budgets")
 async def list_budgets(user: CurrentUser, session: DbSession, paging: Paging) -> Page[BudgetOut]:
+    """The caller's budgets by name; their progress is ``GET /api/v1/reports/budgets``."""
     return await budgets.list_budgets(session, user_id=user.user_id, paging=paging)
 
 
 @router.get("/api/v1/budgets/{budget_id}")
 async def get_budget(budget_id: uuid.UUID, user: CurrentUser, session: DbSession) -> BudgetOut:
+    """One of the caller's budgets; another user's id answers 404."""
     return await budgets.get_budget(session, user_id=user.user_id, budget_id=budget_id)
 
 
@@ -97,6 +101,7 @@ async def get_budget(budget_id: uuid.UUID, user: CurrentUser, session: DbSession
 async def replace_budget(
     budget_id: uuid.UUID, body: BudgetIn, user: CurrentUser, session: DbSession
 ) -> BudgetOut:
+    """Replaces the whole budget: a field left out takes its default, as in a create."""
     return await budgets.replace_budget(
         session, user_id=user.user_id, budget_id=budget_id, body=body, today=date.today()
     )
@@ -104,6 +109,7 @@ async def replace_budget(
 
 @router.delete("/api/v1/budgets/{budget_id}", **_NO_CONTENT)
 async def delete_budget(budget_id: uuid.UUID, user: CurrentUser, session: DbSession) -> None:
+    """Deletes the budget and its alerts."""
     await budgets.delete_budget(session, user_id=user.user_id, budget_id=budget_id)
 
 
