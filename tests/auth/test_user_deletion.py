@@ -20,14 +20,19 @@ from tests.helpers.users import PASSWORD, Account, signed_up
 
 pytestmark = pytest.mark.database
 
+# Every table of the expenses schema that holds a user's rows; populate() fills each.
 USER_TABLES = (
     "owners",
     "categories",
     "tags",
     "expenses",
     "expense_tags",
+    "monthly_totals",
     "idempotency_keys",
     "recurring_rules",
+    "categorisation_rules",
+    "rates",
+    "rate_revisions",
 )
 
 
@@ -59,6 +64,13 @@ async def populate(client: httpx.AsyncClient, account: Account) -> str:
         json={"amount": "1", "currency": "JPY", "occurred_on": "2026-01-01", "description": "x"},
         headers={**account.headers, "Idempotency-Key": "k"},
     )
+    for method, path, body in (
+        ("POST", "/api/v1/expenses/rules", {"pattern": "coffee", "tags": ["c"]}),
+        ("PUT", "/api/v1/expenses/rates/2026-01-01/JPY/EUR", {"rate": "0.0061"}),
+        ("PUT", "/api/v1/expenses/home-currency", {"currency": "EUR"}),
+    ):
+        response = await client.request(method, path, json=body, headers=account.headers)
+        assert response.status_code < 300, response.text
     return (await client.get("/api/v1/auth/me", headers=account.headers)).json()["id"]
 
 
@@ -172,6 +184,9 @@ async def test_a_deleted_account_creates_nothing_with_its_still_valid_token(
             },
         ),
         ("POST", "/api/v1/budgets", {"json": {"name": "b", "amount": "1", "currency": "EUR"}}),
+        ("POST", "/api/v1/expenses/rules", {"json": {"pattern": "again"}}),
+        ("PUT", "/api/v1/expenses/rates/2026-01-02/JPY/EUR", {"json": {"rate": "0.0062"}}),
+        ("PUT", "/api/v1/expenses/home-currency", {"json": {"currency": "JPY"}}),
     ]
     for method, path, extra in attempts:
         headers = {**account.headers, **extra.pop("headers", {})}
