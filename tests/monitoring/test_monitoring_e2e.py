@@ -74,6 +74,8 @@ PANELS_WITH_DATA = {
         "Requests in flight",
         "DB pool usage by component",
         "DB pool connections by state",
+        "Background job failures in a row",
+        "Background job runs by outcome",
         "Build info",
         "Scrape targets",
     },

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import uuid
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
+from structlog.testing import capture_logs
 
+from expensetracker.platform.background import periodically
 from expensetracker.platform.config import Settings
 from expensetracker.platform.db import async_url
 from expensetracker.platform.migrations import head_revision
@@ -163,6 +167,41 @@ async def test_metrics_show_pool_and_build_info(client: httpx.AsyncClient) -> No
     assert values[idle] >= 1
     assert any(name == "expensetracker_build_info" for name, _ in values)
     assert any(name == "http_requests_in_flight" for name, _ in values)
+
+
+async def test_a_failing_background_job_is_counted_until_it_succeeds() -> None:
+    service, job = f"test-{uuid.uuid4().hex[:8]}", "poll"
+    labels = {"service": service, "background_job": job}
+    seen_in_a_row: list[float | None] = []
+    outcomes = [OSError("database down"), OSError("still down"), OSError("down"), None]
+    done = asyncio.Event()
+
+    async def run() -> None:
+        seen_in_a_row.append(
+            REGISTRY.get_sample_value("expensetracker_background_job_failures_in_a_row", labels)
+        )
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+        done.set()
+
+    with capture_logs() as logs:
+        async with periodically(job, run, service=service, interval=0.01):
+            await asyncio.wait_for(done.wait(), timeout=10)
+
+    assert seen_in_a_row == [0, 1, 2, 3]
+    runs = "expensetracker_background_job_runs_total"
+    assert REGISTRY.get_sample_value(runs, {**labels, "outcome": "failed"}) == 3
+    assert REGISTRY.get_sample_value(runs, {**labels, "outcome": "succeeded"}) == 1
+    assert REGISTRY.get_sample_value("expensetracker_background_job_failures_in_a_row", labels) == 0
+    failed = [line for line in logs if line["event"] == "background_job_failed"]
+    assert [(line["service"], line["job"], line["failures_in_a_row"]) for line in failed] == [
+        (service, job, 1),
+        (service, job, 2),
+        (service, job, 3),
+    ]
+    # The traceback once, when the failures begin.
+    assert [line["exc_info"] is not None for line in failed] == [True, False, False]
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))

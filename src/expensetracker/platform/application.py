@@ -100,14 +100,20 @@ async def _start_jobs(stack: AsyncExitStack, state: AppState) -> None:
                 handle=spec.user_events.handle,
             )
             polling = periodically(
-                "user_events", consumer.catch_up, interval=settings.events_poll_seconds
+                "user_events",
+                consumer.catch_up,
+                service=spec.name,
+                interval=settings.events_poll_seconds,
             )
             await stack.enter_async_context(polling)
         for job in spec.jobs:
             if job.enabled(settings):
                 await stack.enter_async_context(
                     periodically(
-                        job.name, partial(job.run, state), interval=getattr(settings, job.interval)
+                        job.name,
+                        partial(job.run, state),
+                        service=spec.name,
+                        interval=getattr(settings, job.interval),
                     )
                 )
 

@@ -30,6 +30,18 @@ HTTP_REQUEST_DURATION = Histogram(
 HTTP_REQUESTS_IN_FLIGHT = Gauge(
     "http_requests_in_flight", "Requests being handled right now.", ["service"]
 )
+# `background_job`, not `job`: Prometheus keeps `job` for the scrape job.
+BACKGROUND_JOB_RUNS = Counter(
+    "expensetracker_background_job_runs_total",
+    "Runs of the background jobs the services declare (event consumers included), by outcome.",
+    ["service", "background_job", "outcome"],
+)
+BACKGROUND_JOB_FAILURES_IN_A_ROW = Gauge(
+    "expensetracker_background_job_failures_in_a_row",
+    "Runs of the background job that failed since it last succeeded: a job that fails each time "
+    "(a poisoned event, a lost grant) keeps counting up.",
+    ["service", "background_job"],
+)
 BUILD_INFO = Gauge(
     "expensetracker_build_info",
     "Always 1; the labels say which build is running.",
