@@ -232,6 +232,21 @@ async def test_a_user_has_at_most_100_rules(
     assert statuses == [201, 201, 201, 409]
 
 
+async def test_rules_added_at_once_each_take_the_next_position(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Concurrent creations of one user take turns: none meets another on the position the
+    # server chose (a 409 the client never asked for), and together they stay within the limit.
+    monkeypatch.setattr(rules, "MAX_RULES", 6)
+    account = await signed_up(client)
+    responses = await asyncio.gather(
+        *(new_rule(client, account, pattern=f"p{n}", tags=["t"]) for n in range(8))
+    )
+    assert sorted(r.status_code for r in responses) == [201] * 6 + [409] * 2
+    created = sorted(r.json()["position"] for r in responses if r.status_code == 201)
+    assert created == [1, 2, 3, 4, 5, 6]
+
+
 def test_a_regex_cannot_backtrack_catastrophically() -> None:
     """The classic (a+)+$ on 100,000 a's then a b: exponential for a backtracking engine, linear
     for RE2."""

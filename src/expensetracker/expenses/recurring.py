@@ -15,7 +15,7 @@ from datetime import date, timedelta
 
 import structlog
 from prometheus_client import Counter
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -24,7 +24,7 @@ from expensetracker.expenses.owners import create_for_owner
 from expensetracker.expenses.schemas import RecurringCreate, RecurringOut
 from expensetracker.expenses.shared import check_category, set_tags
 from expensetracker.platform import idempotency, money
-from expensetracker.platform.db import delete_owned
+from expensetracker.platform.db import delete_owned, lock_until_commit
 from expensetracker.platform.errors import Conflict
 from expensetracker.platform.pagination import Page, PageRequest, keyset_page
 
@@ -147,10 +147,7 @@ def _rule_out(rule: RecurringRule) -> RecurringOut:
 
 async def _check_rule_count(session: AsyncSession, *, user_id: uuid.UUID) -> None:
     """At most MAX_RULES_PER_USER rules; concurrent creations of one user count one at a time."""
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:scope, 0))"),
-        {"scope": f"expenses.recurring:{user_id}"},
-    )
+    await lock_until_commit(session, f"expenses.recurring:{user_id}")
     count = await session.scalar(
         select(func.count()).select_from(RecurringRule).where(RecurringRule.user_id == user_id)
     )

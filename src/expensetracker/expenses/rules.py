@@ -31,7 +31,7 @@ from expensetracker.expenses.schemas import (
 )
 from expensetracker.expenses.shared import check_category, flush_unique, refuse_nulls
 from expensetracker.platform import idempotency, money
-from expensetracker.platform.db import delete_owned, get_owned
+from expensetracker.platform.db import delete_owned, get_owned, lock_until_commit
 from expensetracker.platform.errors import Conflict, ValidationProblem
 from expensetracker.platform.pagination import Page
 
@@ -212,6 +212,8 @@ async def create_rule(
     session: AsyncSession, *, creation: idempotency.Creation, body: RuleCreate
 ) -> RuleOut | idempotency.Stored:
     async def create() -> RuleOut:
+        # Concurrent creations of one user count and number their rules one at a time.
+        await lock_until_commit(session, f"expenses.rules:{creation.user_id}")
         count, last = (
             await session.execute(
                 select(func.count(), func.max(CategorisationRule.position)).where(

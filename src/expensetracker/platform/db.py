@@ -10,7 +10,7 @@ from typing import Annotated, Any, TypeVar, cast
 
 import asyncpg
 from fastapi import Depends, Request
-from sqlalchemy import URL, delete, make_url
+from sqlalchemy import URL, delete, make_url, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -139,6 +139,14 @@ def pool_turns(settings: Settings) -> asyncio.Semaphore:
     woken to take it often found it gone and queued again at the back, so a few requests waited
     hundreds of milliseconds while most waited none (docs/performance.md)."""
     return asyncio.Semaphore(settings.db_pool_size + settings.db_max_overflow)
+
+
+async def lock_until_commit(session: AsyncSession, scope: str) -> None:
+    """Waits for, then holds until the transaction ends, the advisory lock named ``scope`` (such
+    as ``expenses.rules:<user id>``): the work of other transactions that take it waits its turn."""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:scope, 0))"), {"scope": scope}
+    )
 
 
 Owned = TypeVar("Owned")

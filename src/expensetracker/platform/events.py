@@ -29,6 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from expensetracker.platform.db import lock_until_commit
+
 log = structlog.get_logger(__name__)
 
 USER_EVENTS_VIEW = "auth.user_events_v1"
@@ -61,10 +63,7 @@ async def forget(session: AsyncSession, tombstones: Table, *, user_id: uuid.UUID
     """Records the user's tombstone in ``tombstones`` (forgotten_users_table), in the caller's
     transaction, after the creations in flight for them: this takes exclusively the lock that
     the service's check holds shared while a creation runs."""
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:scope, 0))"),
-        {"scope": f"{tombstones.schema}.owner:{user_id}"},
-    )
+    await lock_until_commit(session, f"{tombstones.schema}.owner:{user_id}")
     await session.execute(pg_insert(tombstones).values(user_id=user_id).on_conflict_do_nothing())
 
 
