@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import uuid
+from datetime import date
 
 import httpx
 import pytest
 
 from expensetracker.expenses.owners import DEFAULT_CATEGORIES
-from tests.helpers.users import signed_up
+from tests.helpers.users import Account, signed_up
 
 pytestmark = pytest.mark.database
 
@@ -96,3 +98,78 @@ async def test_users_see_only_their_own_categories(client: httpx.AsyncClient) ->
     }
     assert len(ann_ids) == len(bob_ids) == DEFAULT_COUNT
     assert not ann_ids & bob_ids
+
+
+ROUNDS = 10
+
+
+async def new_category(client: httpx.AsyncClient, account: Account, **body: object) -> str:
+    response = await client.post(
+        "/api/v1/categories", json={"name": uuid.uuid4().hex, **body}, headers=account.headers
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+async def parents(client: httpx.AsyncClient, account: Account) -> dict[str, str | None]:
+    response = await client.get("/api/v1/categories?limit=500", headers=account.headers)
+    return {item["id"]: item["parent_id"] for item in response.json()["items"]}
+
+
+async def test_concurrent_moves_keep_one_level_of_nesting(client: httpx.AsyncClient) -> None:
+    # Each move is checked against the others that committed before it: two categories moved
+    # under each other at once make no cycle, and a category moved under one that is itself
+    # being moved makes no second level. The loser of each race is a 422.
+    account = await signed_up(client)
+
+    async def move(category: str, under: str) -> httpx.Response:
+        return await client.patch(
+            f"/api/v1/categories/{category}", json={"parent_id": under}, headers=account.headers
+        )
+
+    for _ in range(ROUNDS):
+        a, b, c, d, e = [await new_category(client, account) for _ in range(5)]
+        swapped = await asyncio.gather(move(a, b), move(b, a))
+        chained = await asyncio.gather(move(c, d), move(e, c))
+        assert sorted(r.status_code for r in swapped) == [200, 422]
+        assert sorted(r.status_code for r in chained) == [200, 422]
+        parent_of = await parents(client, account)
+        assert not [child for child, parent in parent_of.items() if parent and parent_of[parent]]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/categories", {"name": "sub"}),
+        ("/api/v1/expenses/rules", {"pattern": "coffee"}),
+        (
+            "/api/v1/expenses/recurring",
+            {
+                "amount": "5",
+                "currency": "EUR",
+                "description": "gym",
+                "frequency": "monthly",
+                "starts_on": date.today().isoformat(),
+            },
+        ),
+    ],
+    ids=["subcategory", "rule", "recurring"],
+)
+async def test_creating_under_a_category_being_deleted_is_never_a_500(
+    client: httpx.AsyncClient, path: str, body: dict
+) -> None:
+    # Either the creation comes first (and the deletion then clears its category) or the
+    # deletion does (and the creation is a 422): never a foreign-key error.
+    account = await signed_up(client)
+    field = "parent_id" if path == "/api/v1/categories" else "category_id"
+    for round_ in range(ROUNDS):
+        category = await new_category(client, account)
+        named = {**body, "name": f"sub{round_}"} if "name" in body else body
+        created, deleted = await asyncio.gather(
+            client.post(path, json={**named, field: category}, headers=account.headers),
+            client.delete(f"/api/v1/categories/{category}", headers=account.headers),
+        )
+        assert deleted.status_code == 204
+        assert created.status_code in (201, 422), created.text
+        if created.status_code == 422:
+            assert created.json()["errors"][0]["field"] == f"body.{field}"

@@ -27,12 +27,13 @@ from expensetracker.expenses.shared import (
     TAGS_OF_E,
     ExpenseFilter,
     flush_unique,
+    lock_category,
     not_your_category,
     refuse_nulls,
     tagging,
 )
 from expensetracker.platform import idempotency, money
-from expensetracker.platform.db import delete_owned, get_owned
+from expensetracker.platform.db import delete_owned, get_owned, lock_until_commit
 from expensetracker.platform.errors import NotFound, ValidationProblem
 from expensetracker.platform.pagination import (
     Page,
@@ -102,8 +103,11 @@ async def _check_parent(
     session: AsyncSession, *, user_id: uuid.UUID, parent_id: uuid.UUID, child: Category | None
 ) -> None:
     """One level of grouping: the parent is a top-level category of the same user, and a
-    category with children cannot become a child itself."""
-    parent = await session.get(Category, (user_id, parent_id))
+    category with children cannot become a child itself. A user's moves are checked one at a
+    time (two categories moved under each other at once would make a cycle), each against
+    those committed before it, and the parent is kept until the transaction ends."""
+    await lock_until_commit(session, f"expenses.categories:{user_id}")
+    parent = await lock_category(session, user_id=user_id, category_id=parent_id)
     if parent is None or parent.parent_id is not None or (child and parent.id == child.id):
         problem = "Not one of your top-level categories."
     elif child is not None and await session.scalar(

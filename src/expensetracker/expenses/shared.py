@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
+from sqlalchemy import Row, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -41,10 +42,29 @@ def not_your_category() -> ValidationProblem:
     return ValidationProblem.of_field("body.category_id", "Not one of your categories.", "category")
 
 
+async def lock_category(
+    session: AsyncSession, *, user_id: uuid.UUID, category_id: uuid.UUID
+) -> Row[uuid.UUID, uuid.UUID | None] | None:
+    """The user's category (``id``, ``parent_id``), or None when they have none of this id;
+    locked against deletion until the transaction ends (FOR KEY SHARE, as a foreign key's own
+    check locks it): a deletion under way ends first (and the category is gone), or waits for
+    the rows that refer to it (and then clears their reference)."""
+    return (
+        await session.execute(
+            select(Category.id, Category.parent_id)
+            .where(Category.user_id == user_id, Category.id == category_id)
+            .with_for_update(read=True, key_share=True)
+        )
+    ).one_or_none()
+
+
 async def check_category(
     session: AsyncSession, *, user_id: uuid.UUID, category_id: uuid.UUID | None
 ) -> None:
-    if category_id is not None and await session.get(Category, (user_id, category_id)) is None:
+    """A category that a row about to be written refers to: the user's, and kept until then."""
+    if category_id is None:
+        return
+    if await lock_category(session, user_id=user_id, category_id=category_id) is None:
         raise not_your_category()
 
 
