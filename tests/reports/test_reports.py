@@ -132,6 +132,37 @@ async def test_category_budgets_include_subcategories(client: httpx.AsyncClient)
     assert (report["Rent"]["spent"], report["Rent"]["percent_used"]) == ("950.00", 105.6)
 
 
+async def test_a_budget_whose_category_is_deleted_says_so(client: httpx.AsyncClient) -> None:
+    # The category's expenses become uncategorised, so the budget counts nothing: its status
+    # says why, until a PUT gives it another category.
+    account = await signed_up(client)
+    names = await categories(client, account)
+    snacks = await budget(client, account, name="Health", category_id=names["Health"])
+    await budget(client, account, name="Everything")
+    await create(client, account, occurred_on="2026-01-02", category_id=names["Health"])
+    before = await status_of(client, account, "2026-01")
+    assert [before[name]["category_deleted"] for name in ("Health", "Everything")] == [False] * 2
+    assert before["Health"]["spent"] == "12.34"
+
+    response = await client.delete(f"/api/v1/categories/{names['Health']}", headers=account.headers)
+    assert response.status_code == 204
+    after = await status_of(client, account, "2026-01")
+    assert (after["Health"]["category_deleted"], after["Health"]["spent"]) == (True, "0.00")
+    assert (after["Everything"]["category_deleted"], after["Everything"]["spent"]) == (
+        False,
+        "12.34",
+    )
+
+    body = {"name": "Health", "amount": "100.00", "currency": "EUR", "starts": "2026-01"}
+    response = await client.put(
+        f"/api/v1/budgets/{snacks['id']}",
+        json={**body, "category_id": names["Other"]},
+        headers=account.headers,
+    )
+    assert response.status_code == 200, response.text
+    assert (await status_of(client, account, "2026-01"))["Health"]["category_deleted"] is False
+
+
 async def test_thresholds_are_recorded_once(client: httpx.AsyncClient) -> None:
     account, other = await signed_up(client), await signed_up(client)
     made = await budget(client, account, thresholds=[50, 80, 100], starts="2026-03")

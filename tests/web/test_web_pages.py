@@ -464,6 +464,33 @@ async def test_a_budget_pushed_over_its_limit_shows_on_the_dashboard(
     assert "Over budget" in budgets and "thresholds 50%, 100%" in budgets
 
 
+async def test_a_budget_whose_category_was_deleted_asks_for_another(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    category = await added_category(person, "Snacks")
+    created = await person.submit(
+        "/budgets",
+        "/budgets",
+        {
+            "idempotency_key": idempotency_key((await web.get("/budgets")).text),
+            "name": "Snack money",
+            "amount": "10.00",
+            "currency": "EUR",
+            "category_id": category,
+        },
+    )
+    assert created.status_code == 303, created.text
+    note = "Its category was deleted"
+    assert note not in (await web.get("/budgets")).text
+    deleted = await person.submit("/categories", f"/categories/{category}/delete", {})
+    assert deleted.status_code == 303, deleted.text
+    for page in ("/budgets", "/"):
+        html = (await web.get(page)).text
+        assert note in html
+        assert re.search(r'<a href="/budgets/[0-9a-f-]{36}/edit">give it another category', html)
+
+
 async def test_what_people_typed_is_shown_escaped_in_the_list_and_its_rows(
     web: httpx.AsyncClient,
 ) -> None:

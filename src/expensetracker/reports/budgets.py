@@ -155,6 +155,7 @@ class _Plan:
     thresholds: list[int]
     converted: bool  # spending in every currency counts, converted to `currency`
     recorded: frozenset[int]  # thresholds already recorded as alerts in the month asked for
+    category_deleted: bool  # its category is gone: its expenses are uncategorised now
 
 
 # Spent per (currency, category) in one month; category None is everything in that currency,
@@ -207,7 +208,10 @@ _BUDGETS_IN_MONTH = """
 SELECT b.id, b.name, b.category_id, b.currency, b.amount_minor, b.rollover, b.starts_on,
        b.thresholds, b.converted,
        ARRAY(SELECT a.threshold FROM reports.budget_alerts a
-             WHERE a.user_id = b.user_id AND a.budget_id = b.id AND a.month = $2) AS recorded
+             WHERE a.user_id = b.user_id AND a.budget_id = b.id AND a.month = $2) AS recorded,
+       b.category_id IS NOT NULL AND NOT EXISTS (
+         SELECT FROM expenses.categories_v1 c
+         WHERE c.user_id = b.user_id AND c.category_id = b.category_id) AS category_deleted
 FROM reports.budgets b WHERE b.user_id = $1 AND b.starts_on <= $2 ORDER BY b.name, b.id
 """
 _SPENT_PER_MONTH = """
@@ -311,6 +315,7 @@ async def budget_report(
                 percent_used=percent,
                 thresholds=list(plan.thresholds),
                 state=state,
+                category_deleted=plan.category_deleted,
                 **_made(made[(plan.currency, plan.category_id)]) if plan.converted else {},
             )
         )

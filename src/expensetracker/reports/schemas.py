@@ -78,6 +78,11 @@ class BudgetStatus(StrictModel):
     )
     thresholds: list[int] = Field(description="The budget's alert thresholds, in percent.")
     state: Literal["ok", "warning", "over"]
+    category_deleted: bool = Field(
+        default=False,
+        description="Its category was deleted, and that category's expenses are uncategorised "
+        "since: the budget counts nothing until a PUT gives it another category (or none).",
+    )
     conversion: Conversion | None = Field(
         default=None, description="A converted budget's: how its spending was converted."
     )
