@@ -173,3 +173,52 @@ async def test_creating_under_a_category_being_deleted_is_never_a_500(
         assert created.status_code in (201, 422), created.text
         if created.status_code == 422:
             assert created.json()["errors"][0]["field"] == f"body.{field}"
+
+
+@pytest.mark.parametrize("how", ["named in the file", "set by a rule", "rules applied"])
+async def test_bulk_categorising_while_the_category_is_deleted_is_never_a_500(
+    client: httpx.AsyncClient, how: str
+) -> None:
+    # An import or a run of the rules reads the categories first and writes rows referring to
+    # them later: a deletion meanwhile must wait for them, or count as done before they began.
+    account = await signed_up(client)
+    for round_ in range(ROUNDS):
+        name = uuid.uuid4().hex
+        category = await new_category(client, account, name=name)
+        rule = await client.post(
+            "/api/v1/expenses/rules",
+            json={"pattern": f"shop {round_}", "category_id": category},
+            headers=account.headers,
+        )
+        assert rule.status_code == 201, rule.text
+        named = name if how == "named in the file" else ""
+        lines = [f"2026-10-01,{n + 1}.00,EUR,shop {round_} {n},{named}" for n in range(200)]
+        csv = "\n".join(["occurred_on,amount,currency,description,category", *lines, ""])
+        if how == "rules applied":
+            await client.delete(
+                f"/api/v1/expenses/rules/{rule.json()['id']}", headers=account.headers
+            )
+            imported = await client.post(
+                "/api/v1/expenses/import",
+                content=csv.encode(),
+                headers={**account.headers, "Content-Type": "text/csv"},
+            )
+            assert imported.status_code == 201, imported.text
+            rule = await client.post(
+                "/api/v1/expenses/rules",
+                json={"pattern": f"shop {round_}", "category_id": category},
+                headers=account.headers,
+            )
+            bulk = client.post("/api/v1/expenses/rules/apply", headers=account.headers)
+        else:
+            bulk = client.post(
+                "/api/v1/expenses/import",
+                content=csv.encode(),
+                headers={**account.headers, "Content-Type": "text/csv"},
+            )
+        done, deleted = await asyncio.gather(
+            bulk, client.delete(f"/api/v1/categories/{category}", headers=account.headers)
+        )
+        assert deleted.status_code == 204
+        assert done.status_code in (200, 201, 422), done.text
+        await client.delete(f"/api/v1/expenses/rules/{rule.json()['id']}", headers=account.headers)

@@ -29,7 +29,12 @@ from expensetracker.expenses.schemas import (
     RulesApplied,
     RuleUpdate,
 )
-from expensetracker.expenses.shared import check_category, flush_unique, refuse_nulls
+from expensetracker.expenses.shared import (
+    check_category,
+    flush_unique,
+    lock_categories,
+    refuse_nulls,
+)
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import delete_owned, get_owned, lock_until_commit
 from expensetracker.platform.errors import Conflict, ValidationProblem
@@ -292,6 +297,7 @@ async def apply_rules(session: AsyncSession, *, user_id: uuid.UUID, dry_run: boo
     matched = 0
     changes: list[RuleChange] = []
     async with session.begin():
+        await lock_categories(session, user_id=user_id)
         rules = await load_rules(session, user_id=user_id)
         if not rules:
             return RulesApplied(matched=matched, dry_run=dry_run, changes=changes)

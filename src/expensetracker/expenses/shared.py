@@ -5,7 +5,7 @@ name and of a partial update's nulls. Every query is scoped to the caller's user
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -56,6 +56,21 @@ async def lock_category(
             .with_for_update(read=True, key_share=True)
         )
     ).one_or_none()
+
+
+async def lock_categories(
+    session: AsyncSession, *, user_id: uuid.UUID
+) -> Sequence[Row[uuid.UUID, str]]:
+    """All the user's categories (``id``, ``name``), locked as ``lock_category`` locks one: for
+    work that reads them first and writes rows referring to them later (an import, a run of the
+    rules). Read the rules after this: a deletion that ended first has cleared theirs."""
+    return (
+        await session.execute(
+            select(Category.id, Category.name)
+            .where(Category.user_id == user_id)
+            .with_for_update(read=True, key_share=True)
+        )
+    ).all()
 
 
 async def check_category(

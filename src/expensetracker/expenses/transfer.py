@@ -27,10 +27,8 @@ from typing import Any
 
 import asyncpg
 from prometheus_client import Counter
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from expensetracker.expenses.models import Category
 from expensetracker.expenses.owners import ensure_owner
 from expensetracker.expenses.rules import Rule, first_match, load_rules
 from expensetracker.expenses.schemas import (
@@ -47,7 +45,7 @@ from expensetracker.expenses.schemas import (
     PreviewSkipped,
     PreviewUnchanged,
 )
-from expensetracker.expenses.shared import TAGS_OF_E, ExpenseFilter
+from expensetracker.expenses.shared import TAGS_OF_E, ExpenseFilter, lock_categories
 from expensetracker.expenses.statements import (
     SNIFF_BYTES,
     Format,
@@ -512,9 +510,7 @@ async def _stage(
     rows) and the row count."""
     categories = {
         name.casefold(): category_id
-        for category_id, name in await session.execute(
-            select(Category.id, Category.name).where(Category.user_id == user_id)
-        )
+        for category_id, name in await lock_categories(session, user_id=user_id)
     }
     connection = (await (await session.connection()).get_raw_connection()).driver_connection
     assert connection is not None  # an open session's connection has its driver's
