@@ -77,24 +77,26 @@ def summary_sql() -> str:
 
 
 def converted_sql() -> str:
-    """The statement behind the converted summary by category (EUR, the default rate age), its
-    whole months fresh: the short one, that reads the kept totals."""
+    """The statement behind the converted summary by category (the default rate age), its whole
+    months fresh: the short one, that reads the kept totals, and the home currency and the
+    category names with them."""
     rollup_key, raw_key = summaries._GROUP_KEYS["category"]
     sql, args = conversion.converted_query(
-        target="EUR",
+        target="",
         keys=(raw_key,),
         rollup_keys=(rollup_key,),
         from_=date(YEAR, 1, 1),
         to=date(YEAR, 12, 31),
         max_age=Settings.model_fields["rates_max_age_days"].default,
         rolled_up=True,
+        at_home=True,
+        category_names=True,
     )
-    target, first, last, max_age, first_month, last_month = args
+    first, last, max_age, first_month, last_month = args
     return pgbench_sql(
         sql,
         [
             ":user::uuid",
-            f"'{target}'::bpchar",
             f"'{first}'::date",
             f"'{last}'::date",
             f"{max_age}::int",

@@ -18,9 +18,10 @@ are divided to 28 significant digits. All of it happens in one statement per tot
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -286,12 +287,39 @@ GROUP BY {{groups}}, how, {{currency_column}}"""  # noqa: S608 (only the fixed f
 # shorter statement (to plan as well as to run) sums it, or answers a row of its own (``how``
 # -1) when some span is left to read, and the whole statement is sent instead.
 _ROLLED_UP = """
-WITH {spans}
+WITH {home}{spans}
 {rollup}
 UNION ALL
-SELECT {nulls}, -1, NULL, 0, 0, NULL FROM (SELECT FROM spans LIMIT 1) left_to_read
+SELECT {nulls}, -1, NULL, 0, 0, NULL FROM (SELECT FROM spans LIMIT 1) left_to_read{at_home}
 """
-LEFT_TO_READ = -1
+# Rows of the short statement that are no totals, by their `how`: a span is left to read; and,
+# read in the same statement when the target is the user's home currency (``converted_at_home``),
+# that currency (in the currency column), and each category's name (its id the first key).
+LEFT_TO_READ, HOME_CURRENCY, CATEGORY_NAME = -1, -2, -3
+_HOME = """home AS MATERIALIZED (
+  SELECT home_currency FROM expenses.home_currencies_v1 WHERE user_id = $1
+), """
+_HOME_ROWS = f"""
+UNION ALL
+SELECT {{nulls}}, {HOME_CURRENCY}, home_currency, 0, 0, NULL FROM home"""  # noqa: S608 (constants)
+_NAME_ROWS = f"""
+UNION ALL
+SELECT category_id{{other_nulls}}, {CATEGORY_NAME}, name, 0, 0, NULL
+FROM expenses.categories_v1 WHERE user_id = $1"""  # noqa: S608 (constants)
+_PARAMETER = re.compile(r"\$(\d+)")
+
+
+def _in_home_currency(sql: str) -> str:
+    """``sql`` with the target (parameter $2) read from ``home`` in the statement itself; the
+    parameters after it move down by one."""
+
+    def replaced(match: re.Match[str]) -> str:
+        number = int(match.group(1))
+        if number == 2:
+            return "(SELECT home_currency FROM home)"
+        return f"${number - 1}" if number > 2 else match.group(0)
+
+    return _PARAMETER.sub(replaced, sql)
 
 
 def converted_query(
@@ -306,10 +334,14 @@ def converted_query(
     max_age: int,
     refreshing: bool = False,
     rolled_up: bool = False,
+    at_home: bool = False,
+    category_names: bool = False,
 ) -> tuple[str, list]:
     """The statement of ``converted`` and its parameters after the user's id. ``refreshing``:
     for ``refresh``, only the rows of whole months in other currencies whose converted totals
-    are not fresh, nothing from totals. ``rolled_up``: the short statement of ``_ROLLED_UP``."""
+    are not fresh, nothing from totals. ``rolled_up``: the short statement of ``_ROLLED_UP``;
+    ``at_home``, its target the user's home currency, read in it (and answered as a row, with
+    each category's name as one more with ``category_names``): ``target`` is then ignored."""
     width = len(keys)
     groups = ", ".join(str(n + 1) for n in range(width))
     months = whole_months(from_, to) if rollup_keys is not None or refreshing else None
@@ -320,8 +352,17 @@ def converted_query(
         if months and rollup_keys is not None
         else ""
     )
+    nulls = ", ".join(["NULL"] * width)
     if rolled_up:
-        sql = _ROLLED_UP.format(spans=_SPANS, rollup=rollup, nulls=", ".join(["NULL"] * width))
+        home_rows = _HOME_ROWS.format(nulls=nulls) if at_home else ""
+        if category_names:
+            home_rows += _NAME_ROWS.format(other_nulls=", NULL" * (width - 1))
+        home = _HOME if at_home else ""
+        sql = _ROLLED_UP.format(
+            home=home, spans=_SPANS, rollup=rollup, nulls=nulls, at_home=home_rows
+        )
+        if at_home:
+            return _in_home_currency(sql), [from_, to, max_age, first_month, last_month]
     else:
         sql = _CONVERTED.format(
             spans=_SPANS,
@@ -348,10 +389,7 @@ async def converted(
     are summed from the monthly totals (in ``target``) and from the fresh converted monthly
     totals (in other currencies). Only fixed SQL fragments go into the text."""
     rows = None
-    if query.get("rollup_keys") is not None and whole_months(query["from_"], query["to"]) == (
-        query["from_"],
-        query["to"].replace(day=1),
-    ):
+    if _whole_months_rolled_up(query):
         sql, args = converted_query(**query, rolled_up=True)
         rows = await db.fetch(sql, user_id, *args)
         if any(row[-5] == LEFT_TO_READ for row in rows):
@@ -359,11 +397,60 @@ async def converted(
     if rows is None:
         sql, args = converted_query(**query)
         rows = await db.fetch(sql, user_id, *args)
+    return _summed(rows)
+
+
+def _whole_months_rolled_up(query: dict[str, Any]) -> bool:
+    """Whether the short statement may serve ``query``: whole months, with rollup keys."""
+    return query.get("rollup_keys") is not None and whole_months(query["from_"], query["to"]) == (
+        query["from_"],
+        query["to"].replace(day=1),
+    )
+
+
+def _summed(rows: Iterable[asyncpg.Record]) -> dict[tuple, Converted]:
     totals: dict[tuple, Converted] = defaultdict(Converted)
     for row in rows:
         *key, how, currency, minor, count, rate_day = row
         totals[tuple(key)].add(how, currency, int(minor), count, rate_day)
     return totals
+
+
+@dataclass(frozen=True)
+class AtHome:
+    """Totals converted to the user's home currency, and what the report needs with them."""
+
+    currency: str
+    totals: dict[tuple, Converted]
+    # Each category's name, by id (None, no category, has none); empty unless asked for.
+    category_names: dict[uuid.UUID | None, str]
+
+
+async def converted_at_home(
+    db: asyncpg.Connection, *, user_id: uuid.UUID, category_names: bool = False, **query: Any
+) -> AtHome:
+    """``converted`` to the user's home currency (a 422 when they have none), with the names of
+    their categories when asked (the first of ``keys`` must then be the category's id). On the
+    short path it is one statement: the currency and the names come back as rows of their own,
+    the round trip that cost a converted summary a third of its throughput (docs/performance.md).
+    """
+    if _whole_months_rolled_up(query):
+        sql, args = converted_query(
+            **query, target="", rolled_up=True, at_home=True, category_names=category_names
+        )
+        rows = await db.fetch(sql, user_id, *args)
+        currency = next((row[-4] for row in rows if row[-5] == HOME_CURRENCY), None)
+        if currency is None:
+            raise _no_home_currency()
+        names = {row[0]: row[-4] for row in rows if row[-5] == CATEGORY_NAME}
+        if not any(row[-5] == LEFT_TO_READ for row in rows):
+            return AtHome(currency, _summed([row for row in rows if row[-5] >= 0]), names)
+    elif category_names:
+        currency, names = await home_currency_and_category_names(db, user_id=user_id)
+    else:
+        currency, names = await home_currency(db, user_id=user_id), {}
+    sql, args = converted_query(**{**query, "target": currency})
+    return AtHome(currency, _summed(await db.fetch(sql, user_id, *args)), names)
 
 
 # The converted monthly totals of a user and target that are not fresh ($1 the user, $2 the

@@ -138,25 +138,28 @@ async def converted_summary(
 ) -> ConvertedSummary:
     """Totals per group in the home currency, each saying how it was converted."""
     _check_range(from_, to)
-    if group_by == "category":
-        target, names = await conversion.home_currency_and_category_names(db, user_id=user_id)
-    else:
-        target, names = await conversion.home_currency(db, user_id=user_id), {}
-    range_ = {"target": target, "from_": from_, "to": to, "max_age": max_rate_age}
+    range_ = {"from_": from_, "to": to, "max_age": max_rate_age}
     tagged = group_by == "tag"
     rollup_key, raw_key = _GROUP_KEYS[group_by]
-    groups = await conversion.converted(
+    at_home = await conversion.converted_at_home(
         db,
         user_id=user_id,
+        category_names=group_by == "category",
         keys=(raw_key,),
         rollup_keys=(rollup_key,) if rollup_key else None,
         join=_TAG_JOIN if tagged else "",
         **range_,
     )
+    target, names, groups = at_home.currency, at_home.category_names, at_home.totals
     # An expense with several tags is in several groups, but once in the overall total.
     every = (
         await conversion.converted(
-            db, user_id=user_id, keys=("s.user_id",), rollup_keys=("user_id",), **range_
+            db,
+            user_id=user_id,
+            target=target,
+            keys=("s.user_id",),
+            rollup_keys=("user_id",),
+            **range_,
         )
         if tagged
         else groups
@@ -231,19 +234,19 @@ async def converted_trends(
     db: asyncpg.Connection, *, user_id: uuid.UUID, month: date, months: int, max_rate_age: int
 ) -> ConvertedTrends:
     """The trends in the home currency: per category, its months converted, and how."""
-    target, names = await conversion.home_currency_and_category_names(db, user_id=user_id)
     first = add_months(month, -(months - 1))
     labels = [month_label(add_months(first, n)) for n in range(months)]
-    per_month = await conversion.converted(
+    at_home = await conversion.converted_at_home(
         db,
         user_id=user_id,
-        target=target,
+        category_names=True,
         keys=("s.category_id", "date_trunc('month', s.occurred_on)::date"),
         rollup_keys=("category_id", "month"),
         from_=first,
         to=month_end(month),
         max_age=max_rate_age,
     )
+    target, names, per_month = at_home.currency, at_home.category_names, at_home.totals
     lines: dict[uuid.UUID | None, tuple[dict[str, int], Converted]] = defaultdict(
         lambda: ({}, Converted())
     )
@@ -312,17 +315,16 @@ async def converted_merchants(
 ) -> list[ConvertedMerchant]:
     """The merchants where most money went, in the home currency: the first ``limit``."""
     _check_range(from_, to)
-    target = await conversion.home_currency(db, user_id=user_id)
-    per_merchant = await conversion.converted(
+    at_home = await conversion.converted_at_home(
         db,
         user_id=user_id,
-        target=target,
         keys=("s.merchant",),
         where="s.merchant IS NOT NULL",
         from_=from_,
         to=to,
         max_age=max_rate_age,
     )
+    target, per_merchant = at_home.currency, at_home.totals
     ranked = sorted(per_merchant.items(), key=lambda item: (-item[1].minor, item[0][0]))
     return [
         ConvertedMerchant(merchant=merchant, **total.total(target).model_dump())
