@@ -63,6 +63,14 @@ async def added_category(person: Person, name: str) -> str:
     return re.search(choice, (await person.client.get("/expenses")).text).group(1)
 
 
+async def added_budget(person: Person, **fields: str) -> None:
+    """Adds a budget of 10 euros a month through its page."""
+    form = (await person.client.get("/budgets")).text
+    budget = {"idempotency_key": idempotency_key(form), "amount": "10.00", "currency": "EUR"}
+    created = await person.submit("/budgets", "/budgets", {**budget, **fields})
+    assert created.status_code == 303, created.text
+
+
 async def test_signing_in_sets_a_hardened_session_cookie(web: httpx.AsyncClient) -> None:
     person = await signed_up_person(web)
     web.cookies.clear()
@@ -440,19 +448,7 @@ async def test_a_budget_pushed_over_its_limit_shows_on_the_dashboard(
     web: httpx.AsyncClient,
 ) -> None:
     person = await signed_up_person(web)
-    page = (await web.get("/budgets")).text
-    created = await web.post(
-        "/budgets",
-        data={
-            "csrf_token": csrf_token(page),
-            "idempotency_key": idempotency_key(page),
-            "name": "Coffee money",
-            "amount": "10.00",
-            "currency": "EUR",
-            "thresholds": "50, 100",
-        },
-    )
-    assert created.status_code == 303, created.text
+    await added_budget(person, name="Coffee money", thresholds="50, 100")
     today = date.today().isoformat()
     await person.add_expense(amount="6.00", occurred_on=today)
     assert "Warning" in (await web.get("/")).text
@@ -469,18 +465,7 @@ async def test_a_budget_whose_category_was_deleted_asks_for_another(
 ) -> None:
     person = await signed_up_person(web)
     category = await added_category(person, "Snacks")
-    created = await person.submit(
-        "/budgets",
-        "/budgets",
-        {
-            "idempotency_key": idempotency_key((await web.get("/budgets")).text),
-            "name": "Snack money",
-            "amount": "10.00",
-            "currency": "EUR",
-            "category_id": category,
-        },
-    )
-    assert created.status_code == 303, created.text
+    await added_budget(person, name="Snack money", category_id=category)
     note = "Its category was deleted"
     assert note not in (await web.get("/budgets")).text
     deleted = await person.submit("/categories", f"/categories/{category}/delete", {})
