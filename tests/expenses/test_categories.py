@@ -1,4 +1,5 @@
-"""Categories of the expenses service: a default set per user, keyset pages, isolation."""
+"""Categories of the expenses service: a default set per user, keyset pages, isolation, and
+what concurrent changes and deletions leave (one level of nesting, no 500)."""
 
 from __future__ import annotations
 
@@ -222,3 +223,27 @@ async def test_bulk_categorising_while_the_category_is_deleted_is_never_a_500(
         assert deleted.status_code == 204
         assert done.status_code in (200, 201, 422), done.text
         await client.delete(f"/api/v1/expenses/rules/{rule.json()['id']}", headers=account.headers)
+
+
+@pytest.mark.parametrize("thing", ["category", "rule"])
+async def test_changing_a_thing_while_it_is_deleted_is_a_404_not_a_500(
+    client: httpx.AsyncClient, thing: str
+) -> None:
+    account = await signed_up(client)
+    for round_ in range(ROUNDS):
+        if thing == "category":
+            path = f"/api/v1/categories/{await new_category(client, account)}"
+            change = {"name": f"renamed {round_}"}
+        else:
+            body = {"pattern": f"p{round_}", "tags": ["t"]}
+            created = await client.post(
+                "/api/v1/expenses/rules", json=body, headers=account.headers
+            )
+            path = f"/api/v1/expenses/rules/{created.json()['id']}"
+            change = {"pattern": "q"}
+        changed, deleted = await asyncio.gather(
+            client.patch(path, json=change, headers=account.headers),
+            client.delete(path, headers=account.headers),
+        )
+        assert deleted.status_code == 204
+        assert changed.status_code in (200, 404), changed.text

@@ -163,6 +163,21 @@ async def test_a_budget_whose_category_is_deleted_says_so(client: httpx.AsyncCli
     assert (await status_of(client, account, "2026-01"))["Health"]["category_deleted"] is False
 
 
+async def test_replacing_a_budget_while_it_is_deleted_is_a_404_not_a_500(
+    client: httpx.AsyncClient,
+) -> None:
+    account = await signed_up(client)
+    for _ in range(10):
+        path = f"/api/v1/budgets/{(await budget(client, account))['id']}"
+        body = {"name": "Everything", "amount": "20.00", "currency": "EUR"}
+        replaced, deleted = await asyncio.gather(
+            client.put(path, json=body, headers=account.headers),
+            client.delete(path, headers=account.headers),
+        )
+        assert deleted.status_code == 204
+        assert replaced.status_code in (200, 404), replaced.text
+
+
 async def test_thresholds_are_recorded_once(client: httpx.AsyncClient) -> None:
     account, other = await signed_up(client), await signed_up(client)
     made = await budget(client, account, thresholds=[50, 80, 100], starts="2026-03")

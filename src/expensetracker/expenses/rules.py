@@ -265,7 +265,7 @@ async def update_rule(
     session: AsyncSession, *, user_id: uuid.UUID, rule_id: uuid.UUID, body: RuleUpdate
 ) -> RuleOut:
     async with session.begin():
-        row = await _rule(session, user_id=user_id, id=rule_id)
+        row = await _rule(session, user_id=user_id, id=rule_id, for_update=True)
         values = body.model_dump(include=body.model_fields_set)
         refuse_nulls(values, ("position", "field", "match", "pattern", "tags"))
         if "category_id" in values:

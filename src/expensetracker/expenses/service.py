@@ -140,7 +140,7 @@ async def update_category(
     session: AsyncSession, *, user_id: uuid.UUID, category_id: uuid.UUID, body: CategoryUpdate
 ) -> CategoryOut:
     async with session.begin():
-        category = await _category(session, user_id=user_id, id=category_id)
+        category = await _category(session, user_id=user_id, id=category_id, for_update=True)
         if "name" in body.model_fields_set:
             if body.name is None:
                 raise ValidationProblem.of_field("body.name", "A name is required.", "missing")

@@ -153,11 +153,21 @@ Owned = TypeVar("Owned")
 
 
 async def get_owned(
-    session: AsyncSession, model: type[Owned], *, user_id: uuid.UUID, id: uuid.UUID, missing: str
+    session: AsyncSession,
+    model: type[Owned],
+    *,
+    user_id: uuid.UUID,
+    id: uuid.UUID,
+    missing: str,
+    for_update: bool = False,
 ) -> Owned:
     """The caller's row ``id`` of ``model`` (keyed by ``user_id`` and ``id``); another user's id
-    answers 404 with ``missing``, like an id that does not exist."""
-    row = await session.get(model, (user_id, id))
+    answers 404 with ``missing``, like an id that does not exist. ``for_update``, for a change:
+    the row locked until the transaction ends (FOR NO KEY UPDATE, which rows referring to it do
+    not wait for), so that a deletion under way ends first (a 404) or waits for the change."""
+    row = await session.get(
+        model, (user_id, id), with_for_update={"key_share": True} if for_update else None
+    )
     if row is None:
         raise NotFound(missing)
     return row

@@ -119,7 +119,7 @@ async def replace_budget(
     session: AsyncSession, *, user_id: uuid.UUID, budget_id: uuid.UUID, body: BudgetIn, today: date
 ) -> BudgetOut:
     async with session.begin():
-        budget = await _budget(session, user_id=user_id, id=budget_id)
+        budget = await _budget(session, user_id=user_id, id=budget_id, for_update=True)
         await _check_category(session, user_id=user_id, category_id=body.category_id)
         _apply(budget, body, today=today)
         budget.updated_at = datetime.now(UTC)
