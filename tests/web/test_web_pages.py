@@ -473,7 +473,21 @@ async def test_a_budget_whose_category_was_deleted_asks_for_another(
     for page in ("/budgets", "/"):
         html = (await web.get(page)).text
         assert note in html
-        assert re.search(r'<a href="/budgets/[0-9a-f-]{36}/edit">give it another category', html)
+        edit = re.search(r'<a href="(/budgets/[0-9a-f-]{36}/edit)">give it another category', html)
+        assert edit
+    # Its edit form says so at the field, rather than quietly showing "Everything" chosen.
+    form = (await web.get(edit.group(1))).text
+    assert 'id="budget-category_id" name="category_id" aria-invalid="true"' in form
+    assert "The category it had was deleted: choose another." in form
+    choices = form.split('name="category_id"')[1].split("</select>")[0]
+    assert re.findall(r"<option [^>]*selected>([^<]*)<", choices) == ["(deleted category)"]
+    # Saved as it stands, the API refuses it next to the field; nothing becomes "Everything".
+    saved = await person.submit(
+        edit.group(1),
+        edit.group(1).removesuffix("/edit"),
+        {"name": "Snack money", "amount": "10.00", "currency": "EUR", "category_id": category},
+    )
+    assert saved.status_code == 422 and "Not one of your categories." in saved.text
 
 
 async def test_what_people_typed_is_shown_escaped_in_the_list_and_its_rows(
