@@ -432,7 +432,7 @@ async def converted_at_home(
     """``converted`` to the user's home currency (a 422 when they have none), with the names of
     their categories when asked (the first of ``keys`` must then be the category's id). On the
     short path it is one statement: the currency and the names come back as rows of their own,
-    the round trip that cost a converted summary a third of its throughput (docs/performance.md).
+    the round trip that cost a converted summary a fifth of its time (docs/performance.md).
     """
     if _whole_months_rolled_up(query):
         sql, args = converted_query(
