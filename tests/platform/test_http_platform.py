@@ -8,6 +8,7 @@ import inspect
 from collections.abc import Callable, Iterator
 
 import httpx
+import jsonschema
 import pytest
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import iter_route_contexts
@@ -185,6 +186,33 @@ async def test_every_operation_says_what_it_does(serve_app: AppFactory) -> None:
     }
     assert {"POST /api/v1/auth/login", "PATCH /api/v1/expenses/{expense_id}"} <= operations.keys()
     assert [name for name, description in operations.items() if not description.strip()] == []
+
+
+async def test_every_error_is_documented_as_a_problem(serve_app: AppFactory) -> None:
+    # Clients generated from the document must expect problem+json, not FastAPI's default 422.
+    async with serve_app(services=list(COMPONENTS.values()), rate_limit="100/minute") as client:
+        document = (await client.get("/openapi.json")).json()
+        invalid = await client.post("/api/v1/auth/login", json={"email": 1})
+    schemas = document["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas
+    problem = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    errors: dict[str, set[int]] = {}
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            documented = {int(status): answer for status, answer in operation["responses"].items()}
+            failures = {status for status in documented if status >= 400}
+            errors[f"{method.upper()} {path}"] = failures
+            for status in failures:
+                assert documented[status]["content"] == problem, (method, path, status)
+    # Each kind of route's shared errors, and those a route declares (404, 409).
+    assert errors["GET /api/v1/auth/.well-known/jwks.json"] == {429}
+    assert errors["GET /api/v1/budgets/{budget_id}"] == {401, 404, 422, 429}
+    assert errors["POST /api/v1/expenses"] == {400, 401, 409, 413, 422, 429}
+    assert errors["POST /api/v1/auth/login"] == {400, 401, 413, 422, 429}
+    # A real answer conforms to the published schema, field errors and all.
+    body = assert_problem(invalid, 422)
+    jsonschema.validate(body, {**schemas["Problem"], "components": document["components"]})
+    assert {error["field"] for error in body["errors"]} == {"body.email", "body.password"}
 
 
 async def test_rate_limit_answers_429_with_retry_after(serve_app: AppFactory) -> None:

@@ -19,6 +19,8 @@ from expensetracker.auth.schemas import (
 )
 from expensetracker.auth.service import AuthContext
 from expensetracker.platform.db import DbConnection, DbSession
+from expensetracker.platform.errors import problems
+from expensetracker.platform.schemas import NO_CONTENT
 from expensetracker.platform.state import State
 from expensetracker.platform.tokens import CurrentUser
 
@@ -36,11 +38,6 @@ async def _client_address(request: Request) -> str:
 Auth = Annotated[AuthContext, Depends(_auth)]
 ClientAddress = Annotated[str, Depends(_client_address)]
 
-_NO_CONTENT: dict[str, Any] = {
-    "status_code": status.HTTP_204_NO_CONTENT,
-    "response_class": Response,
-}
-
 
 @router.post("/register", status_code=status.HTTP_202_ACCEPTED)
 async def register(body: RegisterRequest, session: DbSession, auth: Auth) -> RegisterAccepted:
@@ -55,7 +52,7 @@ async def register(body: RegisterRequest, session: DbSession, auth: Auth) -> Reg
     return RegisterAccepted()
 
 
-@router.post("/login")
+@router.post("/login", responses=problems(401, 429))
 async def login(
     body: LoginRequest,
     session: DbSession,
@@ -68,20 +65,20 @@ async def login(
     return await service.login(session, email=body.email, attempt=attempt, auth=auth)
 
 
-@router.post("/refresh")
+@router.post("/refresh", responses=problems(401))
 async def refresh(body: RefreshRequest, session: DbSession, auth: Auth) -> TokenPair:
     """A new token pair for a refresh token, which stops working (rotation). A token used a
     second time ends its whole session: 401."""
     return await service.refresh(session, refresh_token=body.refresh_token, auth=auth)
 
 
-@router.post("/logout", **_NO_CONTENT)
+@router.post("/logout", **NO_CONTENT)
 async def logout(user: CurrentUser, session: DbSession) -> None:
     """Ends this session: its refresh token stops working."""
     await service.logout(session, principal=user)
 
 
-@router.post("/logout-all", **_NO_CONTENT)
+@router.post("/logout-all", **NO_CONTENT)
 async def logout_all(user: CurrentUser, session: DbSession) -> None:
     """Ends every session of the account."""
     await service.logout_all(session, principal=user)
@@ -103,7 +100,7 @@ async def live_session(user: CurrentUser, db: DbConnection) -> UserOut:
     return UserOut.model_validate(dict(await service.get_live_session(db, principal=user)))
 
 
-@router.post("/password", **_NO_CONTENT)
+@router.post("/password", **NO_CONTENT, responses=problems(403, 429))
 async def change_password(
     body: PasswordChangeRequest,
     user: CurrentUser,
@@ -118,7 +115,7 @@ async def change_password(
     )
 
 
-@router.delete("/me", **_NO_CONTENT)
+@router.delete("/me", **NO_CONTENT, responses=problems(403, 429))
 async def delete_account(
     body: AccountDeletionRequest,
     user: CurrentUser,

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import date
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
@@ -37,10 +37,10 @@ from expensetracker.expenses.schemas import (
 from expensetracker.expenses.shared import ExpenseFilter
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import DbConnection, DbSession
-from expensetracker.platform.errors import Problem, ValidationProblem
-from expensetracker.platform.idempotency import Creating
+from expensetracker.platform.errors import Problem, ValidationProblem, problems
+from expensetracker.platform.idempotency import CREATES, Creating
 from expensetracker.platform.pagination import Page, Paging
-from expensetracker.platform.schemas import TEXT, Currency, Day, JsonDocument
+from expensetracker.platform.schemas import NO_CONTENT, TEXT, Currency, Day, JsonDocument
 from expensetracker.platform.state import State
 from expensetracker.platform.tokens import CurrentUser
 
@@ -49,12 +49,6 @@ router = APIRouter(tags=["expenses"])
 
 class UnsupportedMediaType(Problem):
     status = 415
-
-
-_NO_CONTENT: dict[str, Any] = {
-    "status_code": status.HTTP_204_NO_CONTENT,
-    "response_class": Response,
-}
 
 
 def _bound(name: str, value: str | None) -> Decimal | None:
@@ -97,7 +91,7 @@ async def expense_filters(
 ExpenseFilters = Annotated[ExpenseFilter, Depends(expense_filters)]
 
 
-@router.post("/api/v1/expenses", status_code=status.HTTP_201_CREATED, response_model=ExpenseOut)
+@router.post("/api/v1/expenses", response_model=ExpenseOut, **CREATES)
 async def create_expense(
     body: ExpenseCreate, creation: Creating, connection: DbConnection
 ) -> Response:
@@ -124,6 +118,7 @@ _IMPORT_MEDIA_TYPES = [*statements.MEDIA_TYPES, *statements.SNIFFED_MEDIA_TYPES]
 @router.post(
     "/api/v1/expenses/import",
     status_code=status.HTTP_201_CREATED,
+    responses=problems(415),
     openapi_extra={
         "requestBody": {
             "content": {
@@ -199,9 +194,7 @@ async def export_expenses(
     )
 
 
-@router.post(
-    "/api/v1/expenses/recurring", status_code=status.HTTP_201_CREATED, response_model=RecurringOut
-)
+@router.post("/api/v1/expenses/recurring", response_model=RecurringOut, **CREATES)
 async def create_recurring(
     body: RecurringCreate, creation: Creating, session: DbSession
 ) -> Response:
@@ -219,13 +212,13 @@ async def list_recurring(
     return await recurring.list_rules(session, user_id=user.user_id, paging=paging)
 
 
-@router.delete("/api/v1/expenses/recurring/{rule_id}", **_NO_CONTENT)
+@router.delete("/api/v1/expenses/recurring/{rule_id}", **NO_CONTENT, responses=problems(404))
 async def delete_recurring(rule_id: uuid.UUID, user: CurrentUser, session: DbSession) -> None:
     """Stops the rule; the expenses it created stay."""
     await recurring.delete_rule(session, user_id=user.user_id, rule_id=rule_id)
 
 
-@router.post("/api/v1/expenses/rules", status_code=status.HTTP_201_CREATED, response_model=RuleOut)
+@router.post("/api/v1/expenses/rules", response_model=RuleOut, **CREATES)
 async def create_rule(body: RuleCreate, creation: Creating, session: DbSession) -> Response:
     """A categorisation rule, by default after the others (the first that matches wins)."""
     return idempotency.respond(await rules.create_rule(session, creation=creation, body=body))
@@ -249,13 +242,13 @@ async def apply_rules(
     return await rules.apply_rules(session, user_id=user.user_id, dry_run=dry_run)
 
 
-@router.get("/api/v1/expenses/rules/{rule_id}")
+@router.get("/api/v1/expenses/rules/{rule_id}", responses=problems(404))
 async def get_rule(rule_id: uuid.UUID, user: CurrentUser, session: DbSession) -> RuleOut:
     """One of the caller's rules; another user's id answers 404."""
     return await rules.get_rule(session, user_id=user.user_id, rule_id=rule_id)
 
 
-@router.patch("/api/v1/expenses/rules/{rule_id}")
+@router.patch("/api/v1/expenses/rules/{rule_id}", responses=problems(404, 409))
 async def update_rule(
     rule_id: uuid.UUID, body: RuleUpdate, user: CurrentUser, session: DbSession
 ) -> RuleOut:
@@ -264,7 +257,7 @@ async def update_rule(
     return await rules.update_rule(session, user_id=user.user_id, rule_id=rule_id, body=body)
 
 
-@router.delete("/api/v1/expenses/rules/{rule_id}", **_NO_CONTENT)
+@router.delete("/api/v1/expenses/rules/{rule_id}", **NO_CONTENT, responses=problems(404))
 async def delete_rule(rule_id: uuid.UUID, user: CurrentUser, session: DbSession) -> None:
     """The rule no longer applies; the expenses it categorised keep their category and tags."""
     await rules.delete_rule(session, user_id=user.user_id, rule_id=rule_id)
@@ -328,7 +321,7 @@ async def put_rate(
     return RateOut(day=day, base=base, quote=quote, rate=str(rate), source="user")
 
 
-@router.delete(RatePath, **_NO_CONTENT)
+@router.delete(RatePath, **NO_CONTENT, responses=problems(404))
 async def delete_rate(
     day: Day, base: Currency, quote: Currency, user: CurrentUser, connection: DbConnection
 ) -> None:
@@ -336,7 +329,7 @@ async def delete_rate(
     await rates.delete_rate(connection, user_id=user.user_id, day=day, base=base, quote=quote)
 
 
-@router.get("/api/v1/expenses/{expense_id}", response_model=ExpenseOut)
+@router.get("/api/v1/expenses/{expense_id}", response_model=ExpenseOut, responses=problems(404))
 async def get_expense(
     expense_id: uuid.UUID, user: CurrentUser, connection: DbConnection
 ) -> Response:
@@ -345,7 +338,7 @@ async def get_expense(
     return JsonDocument(expense)
 
 
-@router.patch("/api/v1/expenses/{expense_id}", response_model=ExpenseOut)
+@router.patch("/api/v1/expenses/{expense_id}", response_model=ExpenseOut, responses=problems(404))
 async def update_expense(
     expense_id: uuid.UUID, body: ExpenseUpdate, user: CurrentUser, connection: DbConnection
 ) -> Response:
@@ -357,7 +350,7 @@ async def update_expense(
     return JsonDocument(expense)
 
 
-@router.delete("/api/v1/expenses/{expense_id}", **_NO_CONTENT)
+@router.delete("/api/v1/expenses/{expense_id}", **NO_CONTENT, responses=problems(404))
 async def delete_expense(
     expense_id: uuid.UUID, user: CurrentUser, connection: DbConnection
 ) -> None:
@@ -372,14 +365,14 @@ async def list_categories(user: CurrentUser, connection: DbConnection, paging: P
     return JsonDocument(page)
 
 
-@router.post("/api/v1/categories", status_code=status.HTTP_201_CREATED, response_model=CategoryOut)
+@router.post("/api/v1/categories", response_model=CategoryOut, **CREATES)
 async def create_category(body: CategoryCreate, creation: Creating, session: DbSession) -> Response:
     """A category, or a subcategory of a top-level one (one level). A name the caller already
     has, in any case, is a 409."""
     return idempotency.respond(await service.create_category(session, creation=creation, body=body))
 
 
-@router.patch("/api/v1/categories/{category_id}")
+@router.patch("/api/v1/categories/{category_id}", responses=problems(404, 409))
 async def update_category(
     category_id: uuid.UUID, body: CategoryUpdate, user: CurrentUser, session: DbSession
 ) -> CategoryOut:
@@ -390,7 +383,7 @@ async def update_category(
     )
 
 
-@router.delete("/api/v1/categories/{category_id}", **_NO_CONTENT)
+@router.delete("/api/v1/categories/{category_id}", **NO_CONTENT, responses=problems(404))
 async def delete_category(category_id: uuid.UUID, user: CurrentUser, session: DbSession) -> None:
     """Its expenses become uncategorised; its subcategories move to the top level."""
     await service.delete_category(session, user_id=user.user_id, category_id=category_id)

@@ -147,14 +147,18 @@ class ExpenseUpdate(Charged):
     """Only the fields sent change; ``null`` clears an optional field (the charged amount: both
     of its fields, sent together)."""
 
-    currency: Currency | None = None
-    amount: Amount | None = None
+    currency: Currency | None = Field(
+        default=None, description="Sent alone, the stored amount is read in it."
+    )
+    amount: Amount | None = Field(
+        default=None, description="Sent alone, it is read in the stored currency."
+    )
     occurred_on: OccurredOn | None = None
     description: Description | None = None
     notes: Notes | None = None
     merchant: Merchant | None = None
-    category_id: uuid.UUID | None = None
-    tags: TagNames | None = None
+    category_id: uuid.UUID | None = Field(default=None, description="null: uncategorised.")
+    tags: TagNames | None = Field(default=None, description="Replaces them all; [] removes them.")
 
 
 class ExpenseOut(StrictModel):
@@ -287,15 +291,22 @@ class RuleCreate(StrictModel):
 class RuleUpdate(StrictModel):
     """The fields sent change; ``null`` clears an optional one."""
 
-    position: Position | None = None
+    position: Position | None = Field(
+        default=None, description="Moves the rule; a position another rule holds is a 409."
+    )
     field: RuleField | None = None
     match: RuleMatch | None = None
     pattern: Pattern | None = None
-    currency: Currency | None = None
+    currency: Currency | None = Field(
+        default=None,
+        description="The bounds not sent are read again in it; null (any currency) needs none.",
+    )
     min_amount: Amount | None = None
     max_amount: Amount | None = None
-    category_id: uuid.UUID | None = None
-    tags: TagNames | None = None
+    category_id: uuid.UUID | None = Field(
+        default=None, description="null: the rule sets none, and then needs tags."
+    )
+    tags: TagNames | None = Field(default=None, description="Replaces the rule's tags.")
 
 
 class RuleOut(StrictModel):

@@ -23,7 +23,7 @@ from expensetracker.platform.db import (
     create_engine,
     pool_turns,
 )
-from expensetracker.platform.errors import install_problem_handlers
+from expensetracker.platform.errors import document_problems, install_problem_handlers
 from expensetracker.platform.events import UserEventConsumer
 from expensetracker.platform.metrics import DB_POOLS
 from expensetracker.platform.middleware import BodySizeLimit, RequestContext, SecurityHeaders
@@ -188,6 +188,7 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
     install_problem_handlers(
         app, error_page=lambda path: spec.error_page if (spec := owner(path)) else None
     )
+    document_problems(app, rate_limited=settings.rate_limit != "off")
     app.include_router(health.router)
     for spec in services:
         app.include_router(spec.router)

@@ -38,7 +38,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from expensetracker.platform.db import Db, fetch
-from expensetracker.platform.errors import Conflict, ValidationProblem
+from expensetracker.platform.errors import Conflict, ValidationProblem, problems
 from expensetracker.platform.schemas import JsonDocument
 from expensetracker.platform.tokens import CurrentUser
 
@@ -106,6 +106,9 @@ async def _creation(user: CurrentUser, keyed: IdempotencyKey = None) -> Creation
 
 # A creating route's caller and Idempotency-Key, as every creating service function takes them.
 Creating = Annotated[Creation, Depends(_creation)]
+# What a creating route answers: 201, or 409 while a request with its key is in progress.
+# `@router.post(path, response_model=Out, **CREATES)`
+CREATES: dict[str, Any] = {"status_code": 201, "responses": problems(409)}
 
 
 def idempotency_table(metadata: MetaData) -> Table:

@@ -6,15 +6,16 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import date
 from functools import partial
-from typing import Annotated, Any, Literal, ParamSpec, TypeVar, cast
+from typing import Annotated, Literal, ParamSpec, TypeVar, cast
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response
 
 from expensetracker.platform import idempotency
 from expensetracker.platform.db import DbConnection, DbReadConnection, DbSession
-from expensetracker.platform.idempotency import Creating
+from expensetracker.platform.errors import problems
+from expensetracker.platform.idempotency import CREATES, Creating
 from expensetracker.platform.pagination import Page, Paging
-from expensetracker.platform.schemas import Day, Month
+from expensetracker.platform.schemas import NO_CONTENT, Day, Month
 from expensetracker.platform.state import State
 from expensetracker.platform.tokens import CurrentUser
 from expensetracker.reports import budgets, summaries
@@ -34,10 +35,6 @@ from expensetracker.reports.schemas import (
 
 router = APIRouter(tags=["reports"])
 
-_NO_CONTENT: dict[str, Any] = {
-    "status_code": status.HTTP_204_NO_CONTENT,
-    "response_class": Response,
-}
 MonthQuery = Annotated[Month | None, Query(description="YYYY-MM; default: this month")]
 From = Annotated[Day, Query(alias="from", description="First day, inclusive.")]
 To = Annotated[Day, Query(description="Last day, inclusive.")]
@@ -77,7 +74,7 @@ def _in_currency(
     return each
 
 
-@router.post("/api/v1/budgets", status_code=status.HTTP_201_CREATED, response_model=BudgetOut)
+@router.post("/api/v1/budgets", response_model=BudgetOut, **CREATES)
 async def create_budget(body: BudgetIn, creation: Creating, session: DbSession) -> Response:
     """A monthly budget in one currency, for one category (its subcategories included) or for
     all spending in that currency. Accepts ``Idempotency-Key``."""
@@ -91,13 +88,13 @@ async def list_budgets(user: CurrentUser, session: DbSession, paging: Paging) ->
     return await budgets.list_budgets(session, user_id=user.user_id, paging=paging)
 
 
-@router.get("/api/v1/budgets/{budget_id}")
+@router.get("/api/v1/budgets/{budget_id}", responses=problems(404))
 async def get_budget(budget_id: uuid.UUID, user: CurrentUser, session: DbSession) -> BudgetOut:
     """One of the caller's budgets; another user's id answers 404."""
     return await budgets.get_budget(session, user_id=user.user_id, budget_id=budget_id)
 
 
-@router.put("/api/v1/budgets/{budget_id}")
+@router.put("/api/v1/budgets/{budget_id}", responses=problems(404))
 async def replace_budget(
     budget_id: uuid.UUID, body: BudgetIn, user: CurrentUser, session: DbSession
 ) -> BudgetOut:
@@ -107,7 +104,7 @@ async def replace_budget(
     )
 
 
-@router.delete("/api/v1/budgets/{budget_id}", **_NO_CONTENT)
+@router.delete("/api/v1/budgets/{budget_id}", **NO_CONTENT, responses=problems(404))
 async def delete_budget(budget_id: uuid.UUID, user: CurrentUser, session: DbSession) -> None:
     """Deletes the budget and its alerts."""
     await budgets.delete_budget(session, user_id=user.user_id, budget_id=budget_id)
