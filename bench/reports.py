@@ -21,6 +21,8 @@ The API lines also give the CPU milliseconds a request cost in the reports proce
 the benchmark's PostgreSQL server (not in other servers on the machine), and the two summaries'
 ratio by that CPU time, which load from elsewhere on the machine hardly moves (both sides are
 CPU-bound, so throughput goes as its inverse).
+Options (environment): BENCH_SECONDS, the seconds per line (15); BENCH_PROFILE=<folder>, py-spy
+records the first reports process during each API line (bench/wrk.py: profiled).
 Needs wrk (Debian package `wrk`). Uses the embedded PostgreSQL in a temporary folder, or the
 server in EXPENSETRACKER_BENCH_DATABASE_URL.
 """
@@ -45,7 +47,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.pgbench import pgbench_sql, run_pgbench  # noqa: E402
 from bench.setup import bench_env, log, migrated_database, register, serve  # noqa: E402
-from bench.wrk import postgres_pids, run_wrk  # noqa: E402
+from bench.wrk import postgres_pids, profiled, run_wrk  # noqa: E402
 from expensetracker.platform.config import Settings  # noqa: E402
 from expensetracker.platform.embedded import pg_bin  # noqa: E402
 from expensetracker.reports import budgets as reports_budgets  # noqa: E402
@@ -309,7 +311,8 @@ def main() -> int:
             run_wrk(reports, path, seconds=3, **wrk)  # warm-up: pools, JWKS, caches
             log(f"measuring: {name}")
             cpu_of = {"reports": reports_pids, "database": postgres_pids(url)}
-            api = run_wrk(reports, path, seconds=DURATION_SECONDS, cpu_of=cpu_of, **wrk)
+            with profiled({"reports": reports_pids[0]}, name, seconds=DURATION_SECONDS):
+                api = run_wrk(reports, path, seconds=DURATION_SECONDS, cpu_of=cpu_of, **wrk)
             rows.append((f"API: {name}", api))
             if sql is not None:
                 raw = run_pgbench(

@@ -34,11 +34,9 @@ import asyncio
 import os
 import re
 import shutil
-import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import date
 from pathlib import Path
 
@@ -49,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.setup import bench_env, log, migrated_database, serve  # noqa: E402
-from bench.wrk import lua_requests, postgres_pids, run_wrk  # noqa: E402
+from bench.wrk import lua_requests, postgres_pids, profiled, run_wrk  # noqa: E402
 
 # The dates the pages ask for, computed as the pages do.
 from expensetracker.web.service import (  # noqa: E402
@@ -166,45 +164,6 @@ def measured(groups: dict[str, list[int]], urls: list[str], script: str) -> dict
     )
 
 
-@contextmanager
-def profiled(pids: dict[str, list[int]], name: str) -> Iterator[None]:
-    """With BENCH_PROFILE, py-spy's samples of the first web and API processes while the
-    block runs (a line of DURATION_SECONDS)."""
-    folder = os.environ.get("BENCH_PROFILE")
-    if not folder:
-        yield
-        return
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    spy = str(REPO / ".venv" / "bin" / "py-spy")
-    records = [
-        subprocess.Popen(
-            [
-                spy,
-                "record",
-                "--pid",
-                str(pids[group][0]),
-                "--duration",
-                str(DURATION_SECONDS),
-                "--rate",
-                "250",
-                "--nonblocking",
-                "--format",
-                "raw",
-                "--output",
-                str(Path(folder) / f"{name.replace(' ', '-')}-{group}.txt"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for group in ("web", "api")
-    ]
-    try:
-        yield
-    finally:
-        for record in records:
-            record.wait(timeout=DURATION_SECONDS + 60)
-
-
 GROUPS = ("web", "api", "database")
 
 
@@ -286,9 +245,10 @@ def main() -> int:
             run_wrk(apis, "/", script=api_script, seconds=3, **wrk)
             log(f"measuring: {name}")
             groups = {**pids, "database": postgres_pids(url)}
-            with profiled(pids, name):
+            first = {group: pids[group][0] for group in ("web", "api")}
+            with profiled(first, name, seconds=DURATION_SECONDS):
                 page = measured(groups, webs, page_script)
-            with profiled(pids, f"{name} API calls"):
+            with profiled(first, f"{name} API calls", seconds=DURATION_SECONDS):
                 api = measured(groups, apis, api_script)
             rows.append((name, page, api, len(calls)))
             for base in webs:

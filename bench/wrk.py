@@ -7,11 +7,15 @@ import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import psutil
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _lua_string(value: str) -> str:
@@ -192,3 +196,43 @@ def _run_wrk(
         "p99": max(r["p99"] for r in results),  # the worse of the processes: conservative
         "errors": sum(r["errors"] for r in results),
     }
+
+
+@contextmanager
+def profiled(pids: dict[str, int], name: str, *, seconds: int) -> Iterator[None]:
+    """With BENCH_PROFILE=<folder>, py-spy (in .venv) records each process of ``pids`` (a name
+    for each) for ``seconds`` while the block runs, into that folder as collapsed stacks
+    (py-spy's "raw" format: a stack and its samples a line), a file a process."""
+    folder = os.environ.get("BENCH_PROFILE")
+    if not folder:
+        yield
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    spy = str(REPO / ".venv" / "bin" / "py-spy")
+    records = [
+        subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(seconds),
+                "--rate",
+                "250",
+                "--nonblocking",
+                "--format",
+                "raw",
+                "--output",
+                str(Path(folder) / f"{name.replace(' ', '-')}-{group}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for group, pid in pids.items()
+    ]
+    try:
+        yield
+    finally:
+        for record in records:
+            record.wait(timeout=seconds + 60)
