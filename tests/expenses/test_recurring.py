@@ -200,3 +200,91 @@ async def test_rules_per_user_are_capped(client: httpx.AsyncClient) -> None:
     assert refused.status_code == 409, refused.text
     assert refused.headers["content-type"] == "application/problem+json"
     assert (await rule(client, other, starts_on=today)).status_code == 201
+
+
+async def _waiting_on_locks(database_url: str) -> int:
+    async with connected(database_url) as connection:
+        waiting = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+    return int(waiting)
+
+
+async def _until_waiting(database_url: str, count: int) -> None:
+    for _ in range(200):
+        if await _waiting_on_locks(database_url) >= count:
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"fewer than {count} sessions came to wait on a lock")
+
+
+@pytest.mark.database
+async def test_a_category_deleted_while_its_occurrence_is_created(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    """The job locks a due rule, then writes an expense in its category; the deletion of that
+    category locks the category, then clears the rule's. In that order both would wait for the
+    other, and PostgreSQL would end one of them, a 500 or a failed run: the job holds the
+    category first, so the deletion waits for it and then clears the new expense's as well."""
+    account = await signed_up(client)
+    user_id = uuid.UUID((await client.get("/api/v1/auth/me", headers=account.headers)).json()["id"])
+    category = await client.post(
+        "/api/v1/categories", json={"name": "Subscriptions"}, headers=account.headers
+    )
+    today = date.today()
+    created = await rule(
+        client, account, starts_on=today.isoformat(), category_id=category.json()["id"]
+    )
+    assert created.status_code == 201, created.text
+    rule_id = uuid.UUID(created.json()["id"])
+    engine = create_async_engine(async_url(database_url))
+    sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+    try:
+        async with connected(database_url) as holder:
+            # Today's occurrence is due again, and an uncommitted row holds its external id:
+            # the job, with the rule locked, waits for it.
+            await holder.execute("DELETE FROM expenses.expenses WHERE user_id = $1", user_id)
+            await holder.execute(
+                "UPDATE expenses.recurring_rules SET done = 0, next_due_on = starts_on "
+                "WHERE id = $1",
+                rule_id,
+            )
+            transaction = holder.transaction()
+            await transaction.start()
+            await holder.execute(
+                "INSERT INTO expenses.expenses (user_id, id, amount_minor, currency, "
+                "currency_exponent, occurred_on, description, external_id) "
+                "VALUES ($1, $2, 999, 'EUR', 2, $3, 'Streaming', $4)",
+                user_id,
+                uuid.uuid4(),
+                today,
+                f"recurring:{rule_id}:{today.isoformat()}",
+            )
+
+            async def run_job() -> int:
+                async with sessionmaker() as session:
+                    return await materialise_due(session, today=today)
+
+            job = asyncio.create_task(run_job())
+            await _until_waiting(database_url, 1)
+            deletion = asyncio.create_task(
+                client.delete(
+                    f"/api/v1/categories/{category.json()['id']}", headers=account.headers
+                )
+            )
+            await _until_waiting(database_url, 2)
+            await transaction.rollback()
+            deleted, made = await asyncio.gather(deletion, job)
+    finally:
+        await engine.dispose()
+    assert deleted.status_code == 204, deleted.text
+    assert made == 1
+    async with connected(database_url) as connection:
+        categories = await connection.fetch(
+            "SELECT category_id FROM expenses.expenses WHERE user_id = $1 "
+            "UNION ALL SELECT category_id FROM expenses.recurring_rules WHERE id = $2",
+            user_id,
+            rule_id,
+        )
+    assert [row[0] for row in categories] == [None, None]

@@ -15,11 +15,11 @@ from datetime import date, timedelta
 
 import structlog
 from prometheus_client import Counter
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from expensetracker.expenses.models import Expense, RecurringRule, idempotency_keys
+from expensetracker.expenses.models import Category, Expense, RecurringRule, idempotency_keys
 from expensetracker.expenses.owners import create_for_owner
 from expensetracker.expenses.schemas import RecurringCreate, RecurringOut
 from expensetracker.expenses.shared import check_category, set_tags
@@ -61,12 +61,37 @@ async def materialise_due(
     """Creates occurrences due by ``today``, at most ``limit`` (and MAX_OCCURRENCES_PER_RULE per
     rule), the longest overdue first; returns how many expenses were created. What is left
     stays due for the next run. Rules being handled by another replica right now are skipped
-    (SKIP LOCKED)."""
+    (SKIP LOCKED), and those whose category is being deleted."""
     created = 0
     async with session.begin():
+        due = RecurringRule.next_due_on <= today
+        # The categories first, as a deletion takes them before it clears the rules' (which
+        # waits for the rule's lock): holding a rule and then waiting for its category would
+        # deadlock with it. One being deleted is skipped; its rules are due at the next run.
+        categories = (
+            await session.execute(
+                select(Category.user_id, Category.id)
+                .where(
+                    tuple_(Category.user_id, Category.id).in_(
+                        select(RecurringRule.user_id, RecurringRule.category_id)
+                        .where(due)
+                        .order_by(RecurringRule.next_due_on)
+                        .limit(limit)
+                    )
+                )
+                .with_for_update(read=True, key_share=True, skip_locked=True)
+            )
+        ).all()
+        category = tuple_(RecurringRule.user_id, RecurringRule.category_id)
         rules = await session.scalars(
             select(RecurringRule)
-            .where(RecurringRule.next_due_on <= today)
+            .where(
+                due,
+                or_(
+                    RecurringRule.category_id.is_(None),
+                    category.in_([tuple(row) for row in categories]),
+                ),
+            )
             .order_by(RecurringRule.next_due_on)
             .limit(limit)
             .with_for_update(skip_locked=True)
