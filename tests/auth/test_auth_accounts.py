@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -174,6 +176,28 @@ async def test_password_change_revokes_every_other_session(client: httpx.AsyncCl
     )
     assert old.status_code == 401
     await login(client, account.email, new_password)
+
+
+async def test_concurrent_password_changes_need_the_password_of_their_time(
+    client: httpx.AsyncClient,
+) -> None:
+    # Someone who knows the old password must not win a race with the owner changing it: each
+    # change is checked against the password as the changes before it left it.
+    account = await signed_up(client)
+    new_passwords = [f"a fresh passphrase number {n}" for n in range(4)]
+    answers = await asyncio.gather(
+        *(
+            client.post(
+                "/api/v1/auth/password",
+                json={"current_password": PASSWORD, "new_password": new_password},
+                headers=account.headers,
+            )
+            for new_password in new_passwords
+        )
+    )
+    statuses = [answer.status_code for answer in answers]
+    assert sorted(statuses) == [204, 403, 403, 403], statuses
+    await login(client, account.email, new_passwords[statuses.index(204)])
 
 
 async def test_password_change_checks_the_current_and_the_new_password(

@@ -188,7 +188,12 @@ async def _authenticate(
         LOGINS.labels("throttled").inc()
         audit.warning("login_throttled", account=account, client_address=client_address)
         raise TooManyAttempts(wait)
-    user = await session.scalar(select(User).where(User.email == email))
+    # Read after the lock, as the attempts before this one left it: a password change that
+    # waited for another is checked against the new password (populate_existing: the caller
+    # may have loaded the user before the lock).
+    user = await session.scalar(
+        select(User).where(User.email == email).execution_options(populate_existing=True)
+    )
     # Without a user the hasher does the same work and answers False.
     verified = await auth.hasher.verify(user.password_hash if user else None, password)
     if user is None or not verified:
