@@ -507,6 +507,10 @@ def test_ingress_routes_exactly_the_spec_prefixes_with_tls_and_limits(env: str) 
     assert annotations["nginx.ingress.kubernetes.io/limit-rpm"] == "100"
     assert annotations["nginx.ingress.kubernetes.io/enable-cors"] == "true"
     assert annotations["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
+    # A browser's requests stay on one web replica, where its token refreshes are single-flight.
+    assert annotations["nginx.ingress.kubernetes.io/affinity"] == "cookie"
+    assert annotations["nginx.ingress.kubernetes.io/affinity-mode"] == "persistent"
+    assert annotations["nginx.ingress.kubernetes.io/session-cookie-secure"] == "true"
     namespace, name = annotations["nginx.ingress.kubernetes.io/custom-headers"].split("/")
     headers = named(overlay(env), "ConfigMap", name)["data"]
     assert namespace == "expensetracker"
