@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from expensetracker.expenses import rules
+from tests.helpers.database import connected, until_waiting_on_locks
 from tests.helpers.expenses import HEADER, upload_statement
 from tests.helpers.paths import STATEMENTS
 from tests.helpers.processes import REPO, clean_env, cli, spawn
@@ -145,6 +146,42 @@ async def test_rules_apply_on_demand_to_uncategorised_expenses_with_a_preview(
     assert after["Bus"] == (None, [])
     again = await client.post("/api/v1/expenses/rules/apply", headers=account.headers)
     assert again.json()["matched"] == 0
+
+
+async def test_a_category_chosen_while_the_rules_run_is_kept(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    account = await signed_up(client)
+    ids = await category_ids(client, account)
+    created = await client.post(
+        "/api/v1/expenses",
+        json={
+            "amount": "700",
+            "currency": "EUR",
+            "occurred_on": "2026-05-01",
+            "description": "Rent May",
+        },
+        headers=account.headers,
+    )
+    await new_rule(client, account, pattern="RENT", category_id=ids["Housing"], tags=["home"])
+    async with connected(database_url) as person:
+        # The person chooses a category after the run has read the expense as uncategorised:
+        # the run's write waits for theirs, then must leave it, tags included.
+        choice = person.transaction()
+        await choice.start()
+        await person.execute(
+            "UPDATE expenses.expenses SET category_id = $1 WHERE id = $2",
+            uuid.UUID(ids["Rent"]),
+            uuid.UUID(created.json()["id"]),
+        )
+        applying = asyncio.create_task(
+            client.post("/api/v1/expenses/rules/apply", headers=account.headers)
+        )
+        await until_waiting_on_locks(database_url, 1)
+        await choice.commit()
+        applied = await applying
+    assert applied.status_code == 200, applied.text
+    assert (await expenses_by_description(client, account))["Rent May"] == (ids["Rent"], [])
 
 
 async def test_rules_are_per_user_and_editable_in_order(client: httpx.AsyncClient) -> None:

@@ -18,7 +18,7 @@ from expensetracker.expenses.recurring import (
     run_maintenance,
 )
 from expensetracker.platform.db import async_url
-from tests.helpers.database import connected
+from tests.helpers.database import connected, until_waiting_on_locks
 from tests.helpers.processes import clean_env, cli, spawn
 from tests.helpers.users import Account, signed_up
 
@@ -202,23 +202,6 @@ async def test_rules_per_user_are_capped(client: httpx.AsyncClient) -> None:
     assert (await rule(client, other, starts_on=today)).status_code == 201
 
 
-async def _waiting_on_locks(database_url: str) -> int:
-    async with connected(database_url) as connection:
-        waiting = await connection.fetchval(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-    return int(waiting)
-
-
-async def _until_waiting(database_url: str, count: int) -> None:
-    for _ in range(200):
-        if await _waiting_on_locks(database_url) >= count:
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"fewer than {count} sessions came to wait on a lock")
-
-
 @pytest.mark.database
 async def test_a_category_deleted_while_its_occurrence_is_created(
     client: httpx.AsyncClient, database_url: str
@@ -267,13 +250,13 @@ async def test_a_category_deleted_while_its_occurrence_is_created(
                     return await materialise_due(session, today=today)
 
             job = asyncio.create_task(run_job())
-            await _until_waiting(database_url, 1)
+            await until_waiting_on_locks(database_url, 1)
             deletion = asyncio.create_task(
                 client.delete(
                     f"/api/v1/categories/{category.json()['id']}", headers=account.headers
                 )
             )
-            await _until_waiting(database_url, 2)
+            await until_waiting_on_locks(database_url, 2)
             await transaction.rollback()
             deleted, made = await asyncio.gather(deletion, job)
     finally:

@@ -3,6 +3,7 @@ cloned from a template."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,20 @@ async def connected(url: str) -> AsyncIterator[asyncpg.Connection]:
         yield connection
     finally:
         await connection.close()
+
+
+async def until_waiting_on_locks(url: str, count: int) -> None:
+    """Returns once ``count`` sessions of the database wait on a lock (polled, 5 s at most)."""
+    async with connected(url) as connection:
+        for _ in range(200):
+            waiting = await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if waiting >= count:
+                return
+            await asyncio.sleep(0.025)
+    raise AssertionError(f"fewer than {count} sessions came to wait on a lock")
 
 
 async def admin_execute(admin_url: str, *statements: str) -> None:

@@ -339,11 +339,16 @@ async def _write(
     connection: Any, *, user_id: uuid.UUID, pending: list[tuple[uuid.UUID, Rule]]
 ) -> None:
     ids = [expense_id for expense_id, _ in pending]
-    await connection.execute(
-        _SET_CATEGORIES, user_id, ids, [rule.category_id for _, rule in pending]
-    )
+    claimed = {
+        row["id"]
+        for row in await connection.fetch(
+            _CLAIM_UNCATEGORISED, user_id, ids, [rule.category_id for _, rule in pending]
+        )
+    }
     tagged = [
-        (expense_id, TAG_SEPARATOR.join(rule.tags)) for expense_id, rule in pending if rule.tags
+        (expense_id, TAG_SEPARATOR.join(rule.tags))
+        for expense_id, rule in pending
+        if rule.tags and expense_id in claimed
     ]
     if tagged:
         expense_ids, tags = zip(*tagged, strict=True)
@@ -355,10 +360,14 @@ _UNCATEGORISED = """
     SELECT id, description, merchant, amount_minor, currency FROM expenses.expenses
     WHERE user_id = $1 AND category_id IS NULL ORDER BY occurred_on, id
 """
-_SET_CATEGORIES = """
+# The expenses still uncategorised as the rules' changes are written (rechecked on the row's
+# latest version, after a person's change to it commits), with the matching rule's category if
+# it sets one: the run changes these alone, a category chosen meanwhile stays.
+_CLAIM_UNCATEGORISED = """
     UPDATE expenses.expenses e SET category_id = r.category_id, updated_at = now()
     FROM unnest($2::uuid[], $3::uuid[]) AS r(id, category_id)
-    WHERE e.user_id = $1 AND e.id = r.id AND r.category_id IS NOT NULL
+    WHERE e.user_id = $1 AND e.id = r.id AND e.category_id IS NULL
+    RETURNING e.id
 """
 # A new tag is named by its first spelling; PostgreSQL's lower() decides which names are one.
 _NEW_TAGS = """
