@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from expensetracker.platform.money import format_amount
 from expensetracker.platform.state import app_state
 from tests.helpers.apps import AppFactory, app_of, counter
-from tests.helpers.database import connected
+from tests.helpers.database import connected, until_waiting_on_locks
 from tests.helpers.expenses import categories, create
 from tests.helpers.reports import budget, status_of
 from tests.helpers.users import PASSWORD, Account, signed_up
@@ -196,6 +196,34 @@ async def test_thresholds_are_recorded_once(client: httpx.AsyncClient) -> None:
     assert sorted(alert["threshold"] for alert in alerts) == [50, 80, 100]
     assert counter("expensetracker_budgets_exceeded_total") == before + 3
     assert (await client.get("/api/v1/reports/alerts", headers=other.headers)).json()["items"] == []
+
+
+async def test_a_crossing_of_a_budget_being_deleted_is_not_recorded(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    """The status reads the budgets, then records the thresholds newly crossed; a budget deleted
+    in between is left out of the record, not a foreign-key error (a 500, or a failed run of
+    the alerts job)."""
+    account = await signed_up(client)
+    made = await budget(client, account, starts="2026-03")
+    await create(client, account, occurred_on="2026-03-05", amount="85.00")
+    async with connected(database_url) as owner:
+        deletion = owner.transaction()
+        await deletion.start()
+        await owner.execute("DELETE FROM reports.budgets WHERE id = $1", uuid.UUID(made["id"]))
+        reading = asyncio.create_task(
+            client.get(
+                "/api/v1/reports/budgets", params={"month": "2026-03"}, headers=account.headers
+            )
+        )
+        await until_waiting_on_locks(database_url, 1)
+        await deletion.commit()
+        report = await reading
+    assert report.status_code == 200, report.text
+    # Read before the deletion committed, it still shows the budget, crossed; nothing is kept.
+    assert [item["state"] for item in report.json()["budgets"]] == ["warning"]
+    alerts = await client.get("/api/v1/reports/alerts", headers=account.headers)
+    assert alerts.json()["items"] == []
 
 
 async def test_trends_and_merchants(client: httpx.AsyncClient) -> None:

@@ -219,10 +219,15 @@ SELECT month, category_id, category_parent_id, currency, total_minor
 FROM expenses.monthly_spending_v1
 WHERE user_id = $1 AND month BETWEEN $2 AND $3 AND currency = ANY($4::text[])
 """
+# Only for the budgets that still exist, locked as the foreign key's check locks them: one
+# deleted since they were read (or being deleted: its deletion is waited for) is left out.
 _RECORD_ALERTS = """
 INSERT INTO reports.budget_alerts
     (user_id, month, id, budget_id, threshold, spent_minor, available_minor)
-SELECT $1, $2, * FROM unnest($3::uuid[], $4::uuid[], $5::smallint[], $6::bigint[], $7::bigint[])
+SELECT $1, $2, a.* FROM unnest($3::uuid[], $4::uuid[], $5::smallint[], $6::bigint[], $7::bigint[])
+    AS a(id, budget_id, threshold, spent_minor, available_minor)
+WHERE a.budget_id IN (SELECT b.id FROM reports.budgets b
+                      WHERE b.user_id = $1 AND b.id = ANY($4::uuid[]) FOR KEY SHARE)
 ON CONFLICT DO NOTHING RETURNING id
 """
 
