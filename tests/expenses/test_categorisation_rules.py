@@ -14,7 +14,7 @@ import pytest
 
 from expensetracker.expenses import rules
 from tests.helpers.database import connected, until_waiting_on_locks
-from tests.helpers.expenses import HEADER, upload_statement
+from tests.helpers.expenses import HEADER, create, upload_statement
 from tests.helpers.paths import STATEMENTS
 from tests.helpers.processes import REPO, clean_env, cli, spawn
 from tests.helpers.users import Account, signed_up
@@ -153,16 +153,7 @@ async def test_a_category_chosen_while_the_rules_run_is_kept(
 ) -> None:
     account = await signed_up(client)
     ids = await category_ids(client, account)
-    created = await client.post(
-        "/api/v1/expenses",
-        json={
-            "amount": "700",
-            "currency": "EUR",
-            "occurred_on": "2026-05-01",
-            "description": "Rent May",
-        },
-        headers=account.headers,
-    )
+    created = await create(client, account, description="Rent May")
     await new_rule(client, account, pattern="RENT", category_id=ids["Housing"], tags=["home"])
     async with connected(database_url) as person:
         # The person chooses a category after the run has read the expense as uncategorised:
@@ -172,7 +163,7 @@ async def test_a_category_chosen_while_the_rules_run_is_kept(
         await person.execute(
             "UPDATE expenses.expenses SET category_id = $1 WHERE id = $2",
             uuid.UUID(ids["Rent"]),
-            uuid.UUID(created.json()["id"]),
+            uuid.UUID(created["id"]),
         )
         applying = asyncio.create_task(
             client.post("/api/v1/expenses/rules/apply", headers=account.headers)
