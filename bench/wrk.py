@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,8 +15,6 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import psutil
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _lua_string(value: str) -> str:
@@ -208,7 +207,7 @@ def profiled(pids: dict[str, int], name: str, *, seconds: int) -> Iterator[None]
         yield
         return
     Path(folder).mkdir(parents=True, exist_ok=True)
-    spy = str(REPO / ".venv" / "bin" / "py-spy")
+    spy = str(Path(sys.executable).parent / "py-spy")  # beside the venv's python
     records = [
         subprocess.Popen(
             [

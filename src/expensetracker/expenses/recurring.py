@@ -82,14 +82,14 @@ async def materialise_due(
                 .with_for_update(read=True, key_share=True, skip_locked=True)
             )
         ).all()
-        category = tuple_(RecurringRule.user_id, RecurringRule.category_id)
+        rule_category = tuple_(RecurringRule.user_id, RecurringRule.category_id)
         rules = await session.scalars(
             select(RecurringRule)
             .where(
                 due,
                 or_(
                     RecurringRule.category_id.is_(None),
-                    category.in_([tuple(row) for row in categories]),
+                    rule_category.in_([tuple(row) for row in categories]),
                 ),
             )
             .order_by(RecurringRule.next_due_on)
