@@ -261,6 +261,97 @@ async def test_text_search_uses_an_index_not_everyones_rows(database_url: str) -
         assert re.search(r"(Index|Recheck) Cond: \(.*user_id = ", plan), plan
 
 
+# 2,500 expenses, newest last: (word, the rows that contain it). The newest 1,000 are the search
+# window: "alpha" fills a page from it, "bravo" has one match in it and five older ones,
+# "charlie" only older ones, "delta" none; "li" is too short for a trigram. Another user has
+# 40,000 expenses, all with "alpha" and "bravo".
+SEARCH_ROWS = 2_500
+SEARCH_WORDS = {
+    "alpha": lambda n: n % 7 == 0,
+    "bravo": lambda n: n % 300 == 0 and n <= 1_800,
+    "charlie": lambda n: n in (5, 17, 800),
+    "delta": lambda n: False,
+}
+
+
+async def searchable_account(
+    client: httpx.AsyncClient, database_url: str
+) -> tuple[Account, uuid.UUID]:
+    account = await signed_up(client)
+    first = await create(client, account, occurred_on="2024-12-31", description="first")
+    async with connected(database_url) as connection:
+        user_id = await connection.fetchval(
+            "SELECT user_id FROM expenses.expenses WHERE id = $1", uuid.UUID(first["id"])
+        )
+        rows = []
+        for n in range(1, SEARCH_ROWS + 1):
+            words = " ".join(word for word, has in SEARCH_WORDS.items() if has(n))
+            day = date(2025, 1, 1) + timedelta(days=n // 10)  # ten a day: ties broken by id
+            rows.append((user_id, n, day, f"row {n}", words or None))
+        await connection.executemany(
+            """
+            INSERT INTO expenses.expenses (user_id, id, amount_minor, currency, currency_exponent,
+                                           occurred_on, description, notes)
+            VALUES ($1, gen_random_uuid(), $2, 'EUR', 2, $3, $4, $5)
+            """,
+            rows,
+        )
+        other = uuid.uuid4()
+        await connection.execute("INSERT INTO expenses.owners (user_id) VALUES ($1)", other)
+        await connection.execute(
+            """
+            INSERT INTO expenses.expenses (user_id, id, amount_minor, currency, currency_exponent,
+                                           occurred_on, description)
+            SELECT $1, gen_random_uuid(), n, 'EUR', 2, date '2025-01-01' + n % 400,
+                   'alpha bravo ' || n
+            FROM generate_series(1, 40000) AS n
+            """,
+            other,
+        )
+    return account, user_id
+
+
+async def test_text_search_pages_hold_every_match_in_order(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    account, user_id = await searchable_account(client, database_url)
+    async with connected(database_url) as connection:
+        expected = {
+            (word, to): [
+                str(row["id"])
+                for row in await connection.fetch(
+                    "SELECT id FROM expenses.expenses WHERE user_id = $1 "
+                    "AND search_text LIKE lower($2) AND occurred_on <= $3 "
+                    "ORDER BY occurred_on DESC, id DESC",
+                    user_id,
+                    f"%{word}%",
+                    to,
+                )
+            ]
+            for word in (*SEARCH_WORDS, "li", "ROW 24")
+            for to in (date(2026, 1, 1), date(2025, 3, 1))
+        }
+    assert len(expected["alpha", date(2026, 1, 1)]) == SEARCH_ROWS // 7
+    assert len(expected["bravo", date(2026, 1, 1)]) == 6
+    for (word, to), ids in expected.items():
+        # Past the window in pages of 2 (sparse words), and of 50 and 500 (dense ones).
+        for limit in (50, 500) if len(ids) > 20 else (2, 50):
+            seen: list[str] = []
+            params: dict[str, object] = {"q": word, "to": to.isoformat(), "limit": limit}
+            while True:
+                response = await client.get(
+                    "/api/v1/expenses", params=params, headers=account.headers
+                )
+                assert response.status_code == 200, response.text
+                page = response.json()
+                assert len(page["items"]) <= limit
+                seen += [item["id"] for item in page["items"]]
+                if page["next_cursor"] is None:
+                    break
+                params["cursor"] = page["next_cursor"]
+            assert seen == ids, (word, to, limit)
+
+
 async def test_categories_crud(client: httpx.AsyncClient) -> None:
     account = await signed_up(client)
     made = await client.post("/api/v1/categories", json={"name": "Pets"}, headers=account.headers)
