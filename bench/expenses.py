@@ -10,8 +10,9 @@ first-page statements straight to PostgreSQL. wrk drives 16 connections (127.0.0
 BENCH_SECONDS per line, 10 by default), rotating over 16 users with 12,000 expenses each.
 
 Lines: create (plain, with an Idempotency-Key, with tags), the first page, a page past 10,000
-rows by cursor, a filtered page (a category with its subcategories, half a year), a text search,
-PATCH and DELETE; then the 100,000-row import through the command line and the API.
+rows by cursor, a filtered page (a category with its subcategories, half a year), a text search
+(a word in some of the rows, and one in none), PATCH and DELETE; then the 100,000-row import
+through the command line and the API.
 Targets (issue 14): create and first page >= 0.6x the bare app with p99 <= 25 ms; the other
 lines p99 <= 50 ms; the import <= 5 s (command line) and <= 8 s (API).
 Needs wrk (Debian package `wrk`). Uses the embedded PostgreSQL in a temporary folder, or the
@@ -242,6 +243,7 @@ def lines(users: list[BenchUser]) -> list[Line]:
             *get({u: f"?category_id={u.category}&from=2025-01-01&to=2025-06-30" for u in users}),
         ),
         Line("text search q=shop 7", *get("?q=shop%207")),
+        Line("text search, a word in no row q=zebra", *get("?q=zebra")),
         Line(
             "PATCH amount + description",
             [

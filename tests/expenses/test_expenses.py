@@ -261,10 +261,10 @@ async def test_text_search_uses_an_index_not_everyones_rows(database_url: str) -
         assert re.search(r"(Index|Recheck) Cond: \(.*user_id = ", plan), plan
 
 
-# 2,500 expenses, newest last: (word, the rows that contain it). The newest 1,000 are the search
-# window: "alpha" fills a page from it, "bravo" has one match in it and five older ones,
-# "charlie" only older ones, "delta" none; "li" is too short for a trigram. Another user has
-# 40,000 expenses, all with "alpha" and "bravo".
+# 2,500 expenses, newest last: (word, the rows that contain it). "alpha" is in every seventh
+# row, "bravo" in six spread over the older rows, "charlie" in three of the oldest, "delta" in
+# none; "li" is too short for a trigram. Another user has 40,000 expenses, all with "alpha" and
+# "bravo".
 SEARCH_ROWS = 2_500
 SEARCH_WORDS = {
     "alpha": lambda n: n % 7 == 0,
@@ -334,7 +334,7 @@ async def test_text_search_pages_hold_every_match_in_order(
     assert len(expected["alpha", date(2026, 1, 1)]) == SEARCH_ROWS // 7
     assert len(expected["bravo", date(2026, 1, 1)]) == 6
     for (word, to), ids in expected.items():
-        # Past the window in pages of 2 (sparse words), and of 50 and 500 (dense ones).
+        # In pages of 2 and 50 (sparse words), and of 50 and 500 (dense ones).
         for limit in (50, 500) if len(ids) > 20 else (2, 50):
             seen: list[str] = []
             params: dict[str, object] = {"q": word, "to": to.isoformat(), "limit": limit}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from contextlib import nullcontext
 from datetime import date
@@ -482,40 +481,6 @@ async def delete_expense(
 
 _PAGE_KEYS = (date.fromisoformat, uuid.UUID)
 
-# A page of a text search reads the newest rows in order (those past the cursor that match the
-# other filters), at most SEARCH_WINDOW of them, and only when they hold too few matches asks the
-# trigram index for the older ones (the One-Time Filter of `older`: that part does not run
-# otherwise). Either way alone is slow for one kind of word under the generic plan PostgreSQL
-# keeps for a prepared statement: read in order, a rare word read all the user's rows (0.5 s for
-# 420,000); through the index, a common one fetches and sorts every matching row. `found` takes
-# the window's first matches in the order the window was written (a CTE is read in that order),
-# so the window is read only as far as the page needs; `occurred_on + 0` keeps the planner from
-# reading `older` in order through the date index. A text without three letters or digits in a
-# row has no trigram to look up: read in order.
-SEARCH_WINDOW = 1000
-_HAS_TRIGRAM = re.compile(r"[^\W_]{3}")
-_SEARCH_PAGE = """
-WITH recent AS MATERIALIZED (
-  SELECT e.occurred_on, e.id, e.search_text FROM expenses.expenses e WHERE {where}
-  ORDER BY e.occurred_on DESC, e.id DESC LIMIT {window}
-),
-found AS MATERIALIZED (
-  SELECT e.occurred_on, e.id FROM recent e WHERE {text} LIMIT {limit}
-),
-older AS (
-  SELECT e.occurred_on, e.id FROM expenses.expenses e
-  WHERE {where} AND {text}
-    AND (e.occurred_on, e.id)
-        < (SELECT occurred_on, id FROM recent ORDER BY occurred_on, id LIMIT 1)
-    AND (SELECT count(*) FROM found) < {limit} AND (SELECT count(*) FROM recent) = {window}
-  ORDER BY e.occurred_on + 0 DESC, e.id DESC LIMIT {limit}
-)
-SELECT {json}, e.occurred_on, e.id
-FROM (SELECT * FROM found UNION ALL SELECT * FROM older) page
-JOIN expenses.expenses e ON e.user_id = $1 AND e.id = page.id
-ORDER BY e.occurred_on DESC, e.id DESC LIMIT {limit}
-"""
-
 
 def page_statement(
     *, user_id: uuid.UUID, filters: ExpenseFilter, after: list[Any] | None, limit: int
@@ -523,22 +488,14 @@ def page_statement(
     """The statement of a page and its parameters: up to ``limit`` + 1 rows (JSON, then the
     sort key), newest first, past the key ``after``."""
     args: list[object] = [user_id]
-    windowed = filters.q is not None and _HAS_TRIGRAM.search(filters.q) is not None
-    where = filters.where(args, text=not windowed)
+    where = filters.where(args)
     if after is not None:
         args += after
         where += f" AND (e.occurred_on, e.id) < (${len(args) - 1}, ${len(args)})"
-    json = EXPENSE_JSON.format(tags=TAGS_OF_E)
-    if windowed:
-        text = filters.text_condition(args)
-        args.append(limit + 1)
-        sql = _SEARCH_PAGE.format(
-            json=json, where=where, text=text, limit=f"${len(args)}", window=SEARCH_WINDOW
-        )
-        return sql, args
     args.append(limit + 1)
     sql = (
-        f"SELECT {json}, e.occurred_on, e.id FROM expenses.expenses e WHERE {where} "
+        f"SELECT {EXPENSE_JSON.format(tags=TAGS_OF_E)}, e.occurred_on, e.id "
+        f"FROM expenses.expenses e WHERE {where} "
         f"ORDER BY e.occurred_on DESC, e.id DESC LIMIT ${len(args)}"
     )
     return sql, args

@@ -150,11 +150,10 @@ class ExpenseFilter:
     max_amount: Decimal | None = None
     currency: str | None = None
 
-    def where(self, args: list[object], *, text: bool = True) -> str:
+    def where(self, args: list[object]) -> str:
         """The conditions on expenses `e` (after ``args``, the caller's id first), appending
-        their parameters to ``args``; ``q``'s only with ``text``. Only the filters given appear,
-        so that each combination is its own prepared statement, with a plan that stays good as
-        a generic plan."""
+        their parameters to ``args``. Only the filters given appear, so that each combination
+        is its own prepared statement, with a plan that stays good as a generic plan."""
         conditions = ["e.user_id = $1"]
 
         def parameter(value: object) -> str:
@@ -177,8 +176,9 @@ class ExpenseFilter:
                 "ON t.user_id = et.user_id AND t.id = et.tag_id WHERE et.user_id = $1 "
                 f"AND et.expense_id = e.id AND lower(t.name) = lower({parameter(self.tag)}))"
             )
-        if self.q is not None and text:
-            conditions.append(self.text_condition(args))
+        if self.q is not None:  # served by the trigram index on search_text, lower-cased
+            escaped = self.q.replace("/", "//").replace("%", "/%").replace("_", "/_")
+            conditions.append(f"e.search_text LIKE lower({parameter(f'%{escaped}%')}) ESCAPE '/'")
         scale = "10::numeric ^ e.currency_exponent"
         if self.min_amount is not None:
             conditions.append(f"e.amount_minor >= {parameter(self.min_amount)}::numeric * {scale}")
@@ -187,11 +187,3 @@ class ExpenseFilter:
         if self.currency is not None:
             conditions.append(f"e.currency = {parameter(self.currency)}")
         return " AND ".join(conditions)
-
-    def text_condition(self, args: list[object]) -> str:
-        """``q`` as a condition on expenses `e`, its parameter appended to ``args``: served by
-        the trigram index on search_text, which is lower-cased."""
-        assert self.q is not None
-        escaped = self.q.replace("/", "//").replace("%", "/%").replace("_", "/_")
-        args.append(f"%{escaped}%")
-        return f"e.search_text LIKE lower(${len(args)}) ESCAPE '/'"
