@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers.apps import counter
 from tests.helpers.database import connected
-from tests.helpers.expenses import VALID, create
+from tests.helpers.expenses import VALID, create, every_item
 from tests.helpers.users import Account, signed_up
 
 pytestmark = pytest.mark.database
@@ -217,14 +217,7 @@ async def test_keyset_pages_are_stable(client: httpx.AsyncClient) -> None:
         (await create(client, account, occurred_on=f"2026-01-{day:02d}"))["id"]
         for day in (1, 1, 2, 3, 3)
     ]
-    seen, cursor = [], None
-    while True:
-        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
-        body = (await client.get("/api/v1/expenses", params=params, headers=account.headers)).json()
-        seen += [item["id"] for item in body["items"]]
-        cursor = body["next_cursor"]
-        if cursor is None:
-            break
+    seen = [item["id"] for item in await every_item(client, account, "/api/v1/expenses", limit=2)]
     assert sorted(seen) == sorted(created) and len(seen) == 5
 
 
@@ -336,20 +329,10 @@ async def test_text_search_pages_hold_every_match_in_order(
     for (word, to), ids in expected.items():
         # In pages of 2 and 50 (sparse words), and of 50 and 500 (dense ones).
         for limit in (50, 500) if len(ids) > 20 else (2, 50):
-            seen: list[str] = []
-            params: dict[str, object] = {"q": word, "to": to.isoformat(), "limit": limit}
-            while True:
-                response = await client.get(
-                    "/api/v1/expenses", params=params, headers=account.headers
-                )
-                assert response.status_code == 200, response.text
-                page = response.json()
-                assert len(page["items"]) <= limit
-                seen += [item["id"] for item in page["items"]]
-                if page["next_cursor"] is None:
-                    break
-                params["cursor"] = page["next_cursor"]
-            assert seen == ids, (word, to, limit)
+            found = await every_item(
+                client, account, "/api/v1/expenses", limit=limit, q=word, to=to.isoformat()
+            )
+            assert [item["id"] for item in found] == ids, (word, to, limit)
 
 
 async def test_categories_crud(client: httpx.AsyncClient) -> None:

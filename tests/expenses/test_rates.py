@@ -19,7 +19,7 @@ import pytest
 from expensetracker.expenses import rates
 from tests.helpers.apps import AppFactory
 from tests.helpers.database import connected
-from tests.helpers.expenses import create
+from tests.helpers.expenses import create, every_item
 from tests.helpers.paths import ECB_SAMPLE
 from tests.helpers.polling import eventually
 from tests.helpers.processes import Process, clean_env, cli, spawn
@@ -256,15 +256,8 @@ async def test_rates_are_listed_newest_first_a_page_at_a_time(
     await client.put(
         "/api/v1/expenses/rates/2026-01-09/EUR/GBP", json={"rate": "0.84"}, headers=account.headers
     )
-    seen, cursor = [], None
-    while True:
-        params = {"limit": 4, **({"cursor": cursor} if cursor else {})}
-        page = (
-            await client.get("/api/v1/expenses/rates", params=params, headers=account.headers)
-        ).json()
-        seen += [(item["day"], item["quote"], item["source"]) for item in page["items"]]
-        if not (cursor := page["next_cursor"]):
-            break
+    listed = await every_item(client, account, "/api/v1/expenses/rates", limit=4)
+    seen = [(item["day"], item["quote"], item["source"]) for item in listed]
     assert len(seen) == 16 and len(set(seen)) == 16
     assert seen[:3] == [
         ("2026-01-09", "CHF", "ecb"),

@@ -20,6 +20,23 @@ VALID = {
 HEADER = "occurred_on,amount,currency,description,notes,merchant,category,tags,external_id\n"
 
 
+async def every_item(
+    client: httpx.AsyncClient, account: Account, url: str, *, limit: int, **params: object
+) -> list[dict]:
+    """Every item of a list, page by page through next_cursor."""
+    items: list[dict] = []
+    query: dict[str, object] = {**params, "limit": limit}
+    while True:
+        response = await client.get(url, params=query, headers=account.headers)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        assert len(page["items"]) <= limit
+        items += page["items"]
+        if page["next_cursor"] is None:
+            return items
+        query["cursor"] = page["next_cursor"]
+
+
 async def create(client: httpx.AsyncClient, account: Account, **fields) -> dict:
     response = await client.post(
         "/api/v1/expenses", json={**VALID, **fields}, headers=account.headers
