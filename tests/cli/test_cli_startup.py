@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
-from tests.helpers.processes import REPO, clean_env
+from tests.helpers.processes import REPO, clean_env, cli
 
 
 def test_the_import_command_starts_without_the_services() -> None:
@@ -17,9 +18,39 @@ def test_the_import_command_starts_without_the_services() -> None:
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=clean_env())
     code = (
-        "import sys, expensetracker.cli, expensetracker.expenses.transfer\n"
+        "import sys, expensetracker.cli, expensetracker.cli.expenses\n"
         "loaded = {'alembic', 'uvicorn', 'expensetracker.targets', 'expensetracker.web.app',\n"
-        "          'expensetracker.reports.app', 'expensetracker.auth.app'} & set(sys.modules)\n"
+        "          'expensetracker.reports.app', 'expensetracker.auth.app',\n"
+        "          'expensetracker.cli.auth', 'expensetracker.auth.keys',\n"
+        "          'expensetracker.cli.backup', 'expensetracker.backup.store'} & set(sys.modules)\n"
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=clean_env())
+
+
+def test_every_service_command_is_listed_and_runs() -> None:
+    """The service commands load when named (SERVICE_COMMANDS), and the top-level help lists
+    them all, each with its own help."""
+    listed = subprocess.run(
+        cli("--help"), check=True, cwd=REPO, env=clean_env(), capture_output=True, text=True
+    ).stdout
+    for name, summary in [
+        ("auth", "Operations of the auth service."),
+        ("expenses", "Operations of the expenses service."),
+        ("rates", "Exchange rates (kept by the expenses service)."),
+        ("backup", "Backups of the database"),
+    ]:
+        assert re.search(rf"^\W*{name}\s+{re.escape(summary)}", listed, re.MULTILINE), listed
+    rules = subprocess.run(
+        cli("expenses", "rules", "--help"),
+        check=True,
+        cwd=REPO,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "expensetracker expenses rules" in rules and "The categorisation rules" in rules
+    unknown = subprocess.run(
+        cli("nonsense"), cwd=REPO, env=clean_env(), capture_output=True, text=True
+    )
+    assert unknown.returncode == 2 and "No such command" in unknown.stderr

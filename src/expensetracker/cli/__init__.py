@@ -4,6 +4,7 @@ service (auth.py, expenses.py, backup.py), sharing common.py."""
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 from datetime import date
@@ -13,9 +14,9 @@ from typing import TYPE_CHECKING, Annotated
 import structlog
 import typer
 from pydantic import SecretStr
+from typer.core import TyperGroup
 
 from expensetracker import __version__
-from expensetracker.cli import auth, backup, expenses
 from expensetracker.cli.common import (
     HostOption,
     PortOption,
@@ -30,13 +31,43 @@ from expensetracker.platform.config import Settings
 from expensetracker.platform.embedded import DataDirInUse, EmbeddedPostgres
 
 if TYPE_CHECKING:
+    # The Click that Typer vendors, whose classes TyperGroup's methods take and answer.
+    from typer._click import Command, Context
+
     from expensetracker.platform.spec import ServiceSpec
 
 # expensetracker.targets.TARGET_NAMES, which imports every service to list them (a test checks
 # that both agree).
 TARGET_NAMES = ("auth", "expenses", "reports", "web", "all")
 
+# Each service's operator commands: (module under expensetracker.cli, its typer.Typer). Imported
+# when named, and only then: `expenses import` needs neither auth's keys nor the backup tools.
+SERVICE_COMMANDS = {
+    "auth": ("auth", "cli"),
+    "expenses": ("expenses", "cli"),
+    "rates": ("expenses", "rates_cli"),
+    "backup": ("backup", "cli"),
+}
+
+
+class _ServiceCommands(TyperGroup):
+    """The top-level group, whose service commands (SERVICE_COMMANDS) load as they are used."""
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        return [*super().list_commands(ctx), *SERVICE_COMMANDS]
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        if cmd_name not in SERVICE_COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module, attribute = SERVICE_COMMANDS[cmd_name]
+        commands = getattr(importlib.import_module(f"expensetracker.cli.{module}"), attribute)
+        group = typer.main.get_group(commands)
+        group.name = cmd_name
+        return group
+
+
 cli = typer.Typer(
+    cls=_ServiceCommands,
     name="expensetracker",
     help="ExpenseTracker: self-hosted expense tracking.",
     no_args_is_help=True,
@@ -199,12 +230,6 @@ def migrate(target: TargetOption = "all") -> None:
     services = _targets(target)
     start_logging(settings, service=_process_name(services))
     _migrate(services, database_url(settings))
-
-
-cli.add_typer(auth.cli, name="auth")
-cli.add_typer(expenses.cli, name="expenses")
-cli.add_typer(expenses.rates_cli, name="rates")
-cli.add_typer(backup.cli, name="backup")
 
 
 def main() -> None:
