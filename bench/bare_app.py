@@ -110,9 +110,10 @@ async def list_expenses(
 ) -> Response:
     filters = shared.ExpenseFilter(category_id=category_id, from_=from_, to=to, q=q)
     after = decode_cursor(cursor, types=(date.fromisoformat, uuid.UUID))
-    sql, args = service.page_statement(user_id=user, filters=filters, after=after, limit=50)
     async with request.app.state.pool.acquire() as connection:
-        rows = await connection.fetch(sql, *args)
+        rows = await service.fetch_page(
+            connection, user_id=user, filters=filters, after=after, limit=50
+        )
     return json_response(service.page_json(rows, limit=50))
 
 

@@ -9,6 +9,9 @@ from datetime import date, timedelta
 import httpx
 import pytest
 
+from expensetracker.expenses import service
+from expensetracker.expenses.shared import ExpenseFilter
+from expensetracker.platform.pagination import PageRequest
 from tests.helpers.apps import counter
 from tests.helpers.database import connected
 from tests.helpers.expenses import VALID, create, every_item
@@ -333,6 +336,36 @@ async def test_text_search_pages_hold_every_match_in_order(
                 client, account, "/api/v1/expenses", limit=limit, q=word, to=to.isoformat()
             )
             assert [item["id"] for item in found] == ids, (word, to, limit)
+
+
+async def test_text_search_is_planned_for_its_word_every_time(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    """After five calls PostgreSQL may keep one plan for a prepared statement, whatever its
+    parameters: for a search that plan reads all of a user's rows when the word is in none of
+    them. The search statement is planned for its word on every call (service.fetch_page): on
+    the statement-caching connection the routes use, it counts custom plans only, while the
+    plain page's statement, called as often, goes generic."""
+    _, user_id = await searchable_account(client, database_url)
+    calls = 3 * len(SEARCH_WORDS)
+    async with connected(database_url) as connection:
+        for n in range(calls):
+            for filters in (ExpenseFilter(q=list(SEARCH_WORDS)[n % 4]), ExpenseFilter()):
+                await service.list_expenses(
+                    connection,
+                    user_id=user_id,
+                    filters=filters,
+                    paging=PageRequest(limit=50, cursor=None),
+                )
+        plans = await connection.fetch(
+            "SELECT statement LIKE '%search_text LIKE%' AS search, generic_plans, custom_plans "
+            "FROM pg_prepared_statements WHERE statement LIKE '%FROM expenses.expenses e %' "
+            "AND statement NOT LIKE '%pg_prepared_statements%' ORDER BY 1"
+        )
+    assert [tuple(plan) for plan in plans] == [
+        (False, calls - 5, 5),  # the plain page: five custom plans, then the kept one
+        (True, 0, calls),
+    ]
 
 
 async def test_categories_crud(client: httpx.AsyncClient) -> None:

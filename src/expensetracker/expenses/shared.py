@@ -153,7 +153,8 @@ class ExpenseFilter:
     def where(self, args: list[object]) -> str:
         """The conditions on expenses `e` (after ``args``, the caller's id first), appending
         their parameters to ``args``. Only the filters given appear, so that each combination
-        is its own prepared statement, with a plan that stays good as a generic plan."""
+        is its own prepared statement, with a plan that stays good as a generic plan (but a
+        text search's: service.fetch_page plans it for its word on every call)."""
         conditions = ["e.user_id = $1"]
 
         def parameter(value: object) -> str:
