@@ -197,7 +197,9 @@ async def taking_turn(turns: asyncio.Semaphore, *, wait_seconds: float) -> Async
     connection, even when the database is gone and every turn is taken."""
     if turns.locked():  # only a request that must queue pays for the timer
         try:
-            await asyncio.wait_for(turns.acquire(), wait_seconds)
+            # A timer on this task, not wait_for's task of its own (Python 3.11) per waiter.
+            async with asyncio.timeout(wait_seconds):
+                await turns.acquire()
         except TimeoutError:
             raise PoolTurnTimeout from None
     else:
