@@ -28,29 +28,26 @@ def test_the_import_command_starts_without_the_services() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=clean_env())
 
 
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cli(*args), cwd=REPO, env=clean_env(), capture_output=True, text=True)
+
+
 def test_every_service_command_is_listed_and_runs() -> None:
     """The service commands load when named (SERVICE_COMMANDS), and the top-level help lists
     them all, each with its own help."""
-    listed = subprocess.run(
-        cli("--help"), check=True, cwd=REPO, env=clean_env(), capture_output=True, text=True
-    ).stdout
+    listed = _run("--help")
+    assert listed.returncode == 0, listed.stderr
     for name, summary in [
         ("auth", "Operations of the auth service."),
         ("expenses", "Operations of the expenses service."),
         ("rates", "Exchange rates (kept by the expenses service)."),
         ("backup", "Backups of the database"),
     ]:
-        assert re.search(rf"^\W*{name}\s+{re.escape(summary)}", listed, re.MULTILINE), listed
-    rules = subprocess.run(
-        cli("expenses", "rules", "--help"),
-        check=True,
-        cwd=REPO,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-    ).stdout
-    assert "expensetracker expenses rules" in rules and "The categorisation rules" in rules
-    unknown = subprocess.run(
-        cli("nonsense"), cwd=REPO, env=clean_env(), capture_output=True, text=True
-    )
+        found = re.search(rf"^\W*{name}\s+{re.escape(summary)}", listed.stdout, re.MULTILINE)
+        assert found, listed.stdout
+    rules = _run("expenses", "rules", "--help")
+    assert rules.returncode == 0, rules.stderr
+    assert "expensetracker expenses rules" in rules.stdout
+    assert "The categorisation rules" in rules.stdout
+    unknown = _run("nonsense")
     assert unknown.returncode == 2 and "No such command" in unknown.stderr
