@@ -225,8 +225,10 @@ def create_statement(*, tagged: bool, key: Literal["new", "claimed"] | None) -> 
     - ``claimed``: the key was claimed earlier in the transaction; its answer is stored.
     - ``new``: one statement for a key never seen, then the request hash and the key's lock
       scope: the expense is created and the key stored with its answer only if the lock is
-      free and the key unknown; answers (lock taken, the expense or null). A key stored
-      meanwhile by another transaction fails the key's primary key: nothing is written.
+      free; answers (lock taken, the expense or null). A key stored before, by this caller's
+      earlier request or by another transaction meanwhile, fails the key's primary key, and
+      nothing is written. The primary key, not a lookup, finds it: a lookup's plan, kept while
+      the table was nearly empty, read the whole table on every creation (docs/performance.md).
     """
     n = _TAGS + tagged
     values = ", ".join(f"${i}::{kind}" for i, kind in enumerate(_COLUMN_TYPES, 1))
@@ -234,8 +236,7 @@ def create_statement(*, tagged: bool, key: Literal["new", "claimed"] | None) -> 
         ctes = [
             f"lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(hashtext(${n + 2})) AS taken)",
             f"e AS (INSERT INTO expenses.expenses ({_COLUMNS}) SELECT {values} FROM lock "
-            f"WHERE taken AND NOT EXISTS (SELECT FROM {idempotency_keys.fullname} "
-            f"WHERE user_id = $1 AND key = ${n}) RETURNING *)",
+            "WHERE taken RETURNING *)",
         ]
     else:
         ctes = [f"e AS (INSERT INTO expenses.expenses ({_COLUMNS}) VALUES ({values}) RETURNING *)"]
@@ -276,6 +277,7 @@ DELETE = "DELETE FROM expenses.expenses WHERE user_id = $1 AND id = $2"
 # A user without an owner row yet (or no longer) fails these foreign keys first.
 _OWNER_MISSING = ("expenses_user_id_fkey", "idempotency_keys_user_id_fkey")
 _CATEGORY_MISSING = "expenses_user_id_category_id_fkey"
+_KEY_KNOWN = "idempotency_keys_pkey"
 
 
 async def _write(connection: asyncpg.Connection, sql: str, *args: object) -> str | None:
@@ -347,7 +349,9 @@ async def create_expense(
                 request_hash,
                 scope,
             )
-        except asyncpg.UniqueViolationError:  # the key was stored meanwhile: as if known
+        except asyncpg.UniqueViolationError as exc:  # the key is known
+            if exc.constraint_name != _KEY_KNOWN:
+                raise
             taken, created = True, None
         if not taken:
             raise idempotency.in_progress()
