@@ -371,6 +371,17 @@ async def test_text_search_is_planned_for_its_word_every_time(
     ]
 
 
+async def test_the_search_index_keeps_a_short_pending_list(database_url: str) -> None:
+    """Every search reads the trigram index's pending list whole: 1 MB, not PostgreSQL's 4 MB,
+    bounds what that adds to a search (migration 0016)."""
+    async with connected(database_url) as connection:
+        options = await connection.fetchval(
+            "SELECT reloptions FROM pg_class "
+            "WHERE oid = 'expenses.ix_expenses_user_search'::regclass"
+        )
+    assert options == ["gin_pending_list_limit=1024"]
+
+
 async def test_a_keyed_creation_scans_no_stored_keys(
     client: httpx.AsyncClient, database_url: str
 ) -> None:

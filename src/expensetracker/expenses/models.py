@@ -122,13 +122,14 @@ class Expense(_Spending, Base):
         _in_category(),
         Index("ix_expenses_user_occurred", "user_id", "occurred_on", "id"),
         Index("uq_expenses_user_external_id", "user_id", "external_id", unique=True),
-        # Text search within one user's expenses (migration 0010).
+        # Text search within one user's expenses (migration 0010), its pending list 1 MB (0016).
         Index(
             "ix_expenses_user_search",
             "user_id",
             "search_text",
             postgresql_using="gin",
             postgresql_ops={"search_text": "gin_trgm_ops"},
+            postgresql_with={"gin_pending_list_limit": 1024},
         ),
     )
 
