@@ -388,7 +388,7 @@ async def test_a_keyed_creation_scans_no_stored_keys(
     """A creation with an Idempotency-Key finds a known key by the keys' primary key. A lookup
     of the key in its statement was planned as a read of the whole table when the table had
     been analyzed while (nearly) empty, as after a restore or the benchmark's load: then every
-    creation read every key stored in the last 24 hours."""
+    creation read every stored key, until the table was analyzed again."""
     account = await signed_up(client)
     first = await create(client, account)
     body = ExpenseCreate.model_validate(VALID)

@@ -227,8 +227,9 @@ def create_statement(*, tagged: bool, key: Literal["new", "claimed"] | None) -> 
       scope: the expense is created and the key stored with its answer only if the lock is
       free; answers (lock taken, the expense or null). A key stored before, by this caller's
       earlier request or by another transaction meanwhile, fails the key's primary key, and
-      nothing is written. The primary key, not a lookup, finds it: a lookup's plan, kept while
-      the table was nearly empty, read the whole table on every creation (docs/performance.md).
+      nothing is written. The primary key, not a lookup, finds it: a lookup's plan, made while
+      the table was nearly empty, read the whole table on every creation until the table was
+      analyzed again (docs/performance.md).
     """
     n = _TAGS + tagged
     values = ", ".join(f"${i}::{kind}" for i, kind in enumerate(_COLUMN_TYPES, 1))
