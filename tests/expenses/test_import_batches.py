@@ -216,3 +216,50 @@ def test_the_benchmark_file_is_valid_and_the_same_every_time() -> None:
     assert sum(expense[-2] is not None for expense in expenses) == 1_000  # external ids
     assert sum(expense[3] == "EUR" for expense in expenses) > 1_600
     assert sum(expense[-1] is not None for expense in expenses) > 400  # tags
+
+
+@pytest.mark.database
+async def test_a_batchs_new_tags_are_checked_against_earlier_imports_row_by_row(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    """A batch names new tags only for rows not imported before, each found by the unique index
+    of external ids. Planned for a user of the statistics' average size, that test read every
+    expense of a user who had grown far past it, as a big importer does after a few batches:
+    once per batch."""
+    account = await signed_up(client)
+    await client.get("/api/v1/categories", headers=account.headers)  # makes the owner's row
+    owner = await owner_of(client, account)
+    header = ["occurred_on", "amount", "currency", "description", "tags", "external_id"]
+    validator = transfer._Validator(header, categories={})
+    rows = [
+        validator.row(n, ["2026-01-01", "1.00", "EUR", f"Row {n}", tag, f"{tag}-{n}"])[0]
+        for n, tag in enumerate(2000 * ["new"] + 50 * ["old"], 1)
+    ]
+    index = "'expenses.uq_expenses_user_external_id'::regclass"
+    async with connected(database_url) as connection, connection.transaction():
+        # The statistics taken while 100 users had 200 expenses each and this one none; then
+        # this one has 5,000, 50 of them in the batch.
+        await connection.execute(
+            "WITH others AS (INSERT INTO expenses.owners (user_id) "
+            "  SELECT gen_random_uuid() FROM generate_series(1, 100) RETURNING user_id) "
+            "INSERT INTO expenses.expenses (user_id, id, amount_minor, currency, "
+            "currency_exponent, occurred_on, description) "
+            "SELECT user_id, gen_random_uuid(), 100, 'EUR', 2, '2026-01-01', 'Other' "
+            "FROM others CROSS JOIN generate_series(1, 200)"
+        )
+        await connection.execute("ANALYZE expenses.expenses")
+        await connection.execute(
+            "INSERT INTO expenses.expenses (user_id, id, amount_minor, currency, "
+            "currency_exponent, occurred_on, description, external_id) "
+            "SELECT $1, gen_random_uuid(), 100, 'EUR', 2, '2026-01-01', 'Earlier', 'old-' || n "
+            "FROM generate_series(2001, 7000) AS n",
+            owner,
+        )
+        await connection.execute(transfer._CREATE_STAGING)
+        await connection.copy_records_to_table("import_rows", records=rows, schema_name="pg_temp")
+        read_before = await connection.fetchval(f"SELECT pg_stat_get_xact_tuples_returned({index})")
+        await connection.execute(transfer._INSERT_TAGS, owner)
+        read = await connection.fetchval(f"SELECT pg_stat_get_xact_tuples_returned({index})")
+        tags = await connection.fetch("SELECT name FROM expenses.tags WHERE user_id = $1", owner)
+    assert read - read_before <= len(rows)  # it read 5,000, the user's every external id
+    assert [tag["name"] for tag in tags] == ["new"]
