@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
+import struct
 import sys
 import time
 
@@ -192,3 +194,38 @@ async def test_forwarded_for_from_an_untrusted_peer_changes_nothing(database_url
     # A configured proxy (here the test client's own address) is believed.
     trusted = await served_statuses(database_url, EXPENSETRACKER_FORWARDED_ALLOW_IPS="127.0.0.1/32")
     assert trusted == [200] * 5
+
+
+def data_segments_received(connection: socket.socket) -> int:
+    """The kernel's count of segments with data that arrived on this TCP connection
+    (``tcpi_data_segs_in`` of Linux's ``struct tcp_info``)."""
+    info = connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 160)
+    return int(struct.unpack_from("I", info, 152)[0])
+
+
+def test_each_response_leaves_in_one_segment(database_url: str) -> None:
+    """The real server sends a response's head and body in one write: one TCP segment each for
+    small responses, where uvicorn alone sends two."""
+    env = clean_env(EXPENSETRACKER_DATABASE_URL=database_url, EXPENSETRACKER_RATE_LIMIT="off")
+    with spawn(cli("serve", "--target", "auth", "--port", str(free_port())), env) as process:
+        url = httpx.URL(process.wait_ready())
+        with socket.create_connection((url.host, url.port), timeout=10) as connection:
+            before = data_segments_received(connection)
+            for _ in range(20):
+                connection.sendall(b"GET /livez HTTP/1.1\r\nHost: test\r\n\r\n")
+                response = b""
+                while not (b"\r\n\r\n" in response and response.endswith(b"}")):
+                    response += connection.recv(65536)
+                assert response.startswith(b"HTTP/1.1 200 ")
+            segments = data_segments_received(connection) - before
+            # A response that closes the connection is sent whole before the close.
+            connection.sendall(b"GET /livez HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            last = b""
+            while chunk := connection.recv(65536):
+                last += chunk
+        process.signal(signal.SIGTERM)
+        assert process.wait() == 0, process.output
+    assert segments == 20
+    head, body = last.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 ") and b"connection: close" in head.lower()
+    assert json.loads(body)["status"] == "ok"

@@ -1,9 +1,10 @@
 """uvicorn with the shutdown Kubernetes needs: on SIGTERM, first report not-ready while still
 serving (so endpoints drop the pod), then stop accepting, finish in-flight requests, close pools
-and exit 0."""
+and exit 0; and each response sent in one write."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import signal
 import socket
@@ -11,10 +12,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any, cast
 
 import structlog
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from expensetracker.platform.config import Settings
 from expensetracker.platform.health import Readiness
@@ -62,6 +65,48 @@ class GracefulServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+class CoalescingTransport:
+    """A transport whose writes made in one turn of the event loop leave in one write, at the end
+    of that turn (at once from FLUSH_BYTES on, and before closing). uvicorn writes a response's
+    status line and headers, then its body: two sends, two TCP segments, and a reader woken
+    twice. Sent together they cost the serving process 4-6% less CPU a request
+    (docs/performance.md); aiohttp coalesces its own responses the same way."""
+
+    FLUSH_BYTES = 64 * 1024
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= self.FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            pending, self._pending, self._pending_bytes = self._pending, [], 0
+            if not self._transport.is_closing():
+                self._transport.write(b"".join(pending))
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # the rest is the transport's own
+        return getattr(self._transport, name)
+
+
+class _OneWritePerResponse(HttpToolsProtocol):
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        # The parent narrows asyncio's argument type the same way; the wrapper is duck-typed.
+        super().connection_made(cast(asyncio.Transport, CoalescingTransport(transport)))
+
+
 @contextmanager
 def _signals_absorbed() -> Iterator[None]:
     """uvicorn re-raises the signal that stopped it once it is done; absorbing it lets a
@@ -97,6 +142,7 @@ def run(
         forwarded_allow_ips=settings.forwarded_allow_ips.strip(),
         timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
         lifespan="on",
+        http=_OneWritePerResponse,
     )
     server = GracefulServer(
         config,
