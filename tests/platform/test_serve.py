@@ -215,7 +215,9 @@ def test_each_response_leaves_in_one_segment(database_url: str) -> None:
                 connection.sendall(b"GET /livez HTTP/1.1\r\nHost: test\r\n\r\n")
                 response = b""
                 while not (b"\r\n\r\n" in response and response.endswith(b"}")):
-                    response += connection.recv(65536)
+                    chunk = connection.recv(65536)
+                    assert chunk, response  # the server closed the connection
+                    response += chunk
                 assert response.startswith(b"HTTP/1.1 200 ")
             segments = data_segments_received(connection) - before
             # A response that closes the connection is sent whole before the close.

@@ -65,7 +65,7 @@ class GracefulServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-class CoalescingTransport:
+class _CoalescingTransport:
     """A transport whose writes made in one turn of the event loop leave in one write, at the end
     of that turn (at once from FLUSH_BYTES on, and before closing). uvicorn writes a response's
     status line and headers, then its body: two sends, two TCP segments, and a reader woken
@@ -104,7 +104,7 @@ class CoalescingTransport:
 class _OneWritePerResponse(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # The parent narrows asyncio's argument type the same way; the wrapper is duck-typed.
-        super().connection_made(cast(asyncio.Transport, CoalescingTransport(transport)))
+        super().connection_made(cast(asyncio.Transport, _CoalescingTransport(transport)))
 
 
 @contextmanager
