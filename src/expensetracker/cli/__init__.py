@@ -4,6 +4,8 @@ service (auth.py, expenses.py, backup.py), sharing common.py."""
 
 from __future__ import annotations
 
+import atexit
+import gc
 import importlib
 import signal
 import sys
@@ -233,4 +235,8 @@ def migrate(target: TargetOption = "all") -> None:
 
 
 def main() -> None:
+    # Whatever is alive at exit is frozen first, so that the interpreter's last collections skip
+    # it: with the services' modules loaded, exiting took 0.3 s of every command, 20 ms now
+    # (docs/performance.md). Files and connections are closed by then; refcounts still free.
+    atexit.register(gc.freeze)
     sys.exit(cli())
