@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
-from expensetracker.platform.db import DbSession
+from expensetracker.platform.deps import DbSession
 
 router = APIRouter(prefix="/api/v1/probe")
 

@@ -18,11 +18,9 @@ from expensetracker.auth.schemas import (
     UserOut,
 )
 from expensetracker.auth.service import AuthContext
-from expensetracker.platform.db import DbConnection, DbSession
+from expensetracker.platform.deps import CurrentUser, DbConnection, DbSession, State
 from expensetracker.platform.errors import problems
 from expensetracker.platform.schemas import NO_CONTENT
-from expensetracker.platform.state import State
-from expensetracker.platform.tokens import CurrentUser
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 

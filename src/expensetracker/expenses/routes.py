@@ -36,13 +36,18 @@ from expensetracker.expenses.schemas import (
 )
 from expensetracker.expenses.shared import ExpenseFilter
 from expensetracker.platform import idempotency, money
-from expensetracker.platform.db import DbConnection, DbSession
+from expensetracker.platform.deps import (
+    Creating,
+    CurrentUser,
+    DbConnection,
+    DbSession,
+    Paging,
+    State,
+)
 from expensetracker.platform.errors import Problem, ValidationProblem, problems
-from expensetracker.platform.idempotency import CREATES, Creating
-from expensetracker.platform.pagination import Page, Paging
+from expensetracker.platform.idempotency import CREATES
+from expensetracker.platform.pagination import Page
 from expensetracker.platform.schemas import NO_CONTENT, TEXT, Currency, Day, JsonDocument
-from expensetracker.platform.state import State
-from expensetracker.platform.tokens import CurrentUser
 
 router = APIRouter(tags=["expenses"])
 

@@ -23,7 +23,7 @@ from expensetracker.platform.db import (
     create_engine,
     pool_turns,
 )
-from expensetracker.platform.errors import document_problems, install_problem_handlers
+from expensetracker.platform.error_handlers import document_problems, install_problem_handlers
 from expensetracker.platform.events import UserEventConsumer
 from expensetracker.platform.metrics import DB_POOLS
 from expensetracker.platform.middleware import BodySizeLimit, RequestContext, SecurityHeaders

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Annotated, Any, TypeVar, cast
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar, cast
 
 import asyncpg
-from fastapi import Depends, Request
 from sqlalchemy import URL, delete, make_url, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import (
@@ -20,7 +19,6 @@ from sqlalchemy.ext.asyncio import (
 
 from expensetracker.platform.config import Settings
 from expensetracker.platform.errors import NotFound
-from expensetracker.platform.state import app_state
 
 
 def async_url(url: str | URL) -> URL:
@@ -210,12 +208,6 @@ async def taking_turn(turns: asyncio.Semaphore, *, wait_seconds: float) -> Async
         turns.release()
 
 
-def pool_turn(request: Request) -> AbstractAsyncContextManager[None]:
-    """A turn for the ORM's pool (pool_turns)."""
-    state = app_state(request.app)
-    return taking_turn(state.db.pool_turns, wait_seconds=state.settings.db_pool_timeout_seconds)
-
-
 _UNAVAILABLE = (
     ConnectionError,  # refused, reset: the server is down or restarting
     TimeoutError,  # connecting, or waiting for the pool, took longer than the pool timeout
@@ -244,15 +236,6 @@ def database_unavailable(exc: BaseException) -> bool:
             return True
         current = current.__cause__ or current.__context__
     return False
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    sessionmaker = app_state(request.app).db.sessionmaker
-    async with pool_turn(request), sessionmaker() as session:
-        yield session
-
-
-DbSession = Annotated[AsyncSession, Depends(get_session)]
 
 
 class DriverPool:
@@ -287,24 +270,6 @@ class DriverPool:
                 raise
             finally:
                 await self.pool.release(proxy)
-
-
-async def get_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
-    async with app_state(request.app).db.driver_pool.connection() as connection:
-        yield connection
-
-
-DbConnection = Annotated[asyncpg.Connection, Depends(get_connection)]
-
-
-async def get_read_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
-    async with app_state(request.app).db.read_driver_pool.connection() as connection:
-        yield connection
-
-
-# For paths that only read and may lag the primary (a replica, with the read URL): never one
-# that writes, nor one whose reads decide a write.
-DbReadConnection = Annotated[asyncpg.Connection, Depends(get_read_connection)]
 
 
 # Statements written once, in asyncpg's $n style, run on the hot paths through the driver

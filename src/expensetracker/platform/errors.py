@@ -1,26 +1,19 @@
 """RFC 9457 problem details for every error the API returns.
 
-Route code raises :class:`Problem` (or a subclass); the handlers installed by
-:func:`install_problem_handlers` turn framework errors (404, 405, validation) into the same
-shape. Unexpected exceptions become a 500 problem, without stack trace, in the request middleware.
-:func:`document_problems` says so in the OpenAPI document: every error an operation answers is
-listed there, as a :class:`ProblemDetails`.
+Service code raises :class:`Problem` (or a subclass), and a route declares the errors particular
+to it with :func:`problems`. The app's handlers (error_handlers.py) answer problems, and turn
+framework errors (404, 405, validation) into the same shape; unexpected exceptions become a 500
+problem, without stack trace, in the request middleware. Nothing here needs FastAPI: the command
+line raises and reads the same problems.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse, Response
-
-if TYPE_CHECKING:
-    from expensetracker.platform.spec import ErrorPage
+from starlette.responses import JSONResponse
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "urn:expensetracker:problem:"
@@ -109,110 +102,7 @@ class ValidationProblem(Problem):
         return cls([{"field": field, "message": message, "type": type_}])
 
 
-async def _on_problem(_request: Request, exc: Exception) -> ProblemResponse:
-    assert isinstance(exc, Problem)
-    return exc.response()
-
-
-def _http_exception_handler(
-    error_page: Callable[[str], ErrorPage | None],
-) -> Callable[[Request, Exception], Any]:
-    async def on_http_exception(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        detail: str | None = exc.detail if isinstance(exc.detail, str) else None
-        if detail == HTTPStatus(exc.status_code).phrase:
-            detail = None
-        if render := error_page(request.url.path):
-            return render(request, exc.status_code, detail)
-        return problem_response(exc.status_code, detail=detail, headers=exc.headers)
-
-    return on_http_exception
-
-
-async def _on_validation_error(_request: Request, exc: Exception) -> ProblemResponse:
-    assert isinstance(exc, RequestValidationError)
-    errors = [
-        {
-            "field": ".".join(str(part) for part in error["loc"]),
-            "message": error["msg"],
-            "type": error["type"],
-        }
-        for error in exc.errors()
-    ]
-    return ValidationProblem(errors).response()
-
-
-def install_problem_handlers(
-    app: FastAPI, *, error_page: Callable[[str], ErrorPage | None] = lambda _path: None
-) -> None:
-    """``error_page`` gives, for a path, the service's own renderer of HTTP errors, if any."""
-    app.add_exception_handler(Problem, _on_problem)
-    app.add_exception_handler(StarletteHTTPException, _http_exception_handler(error_page))
-    app.add_exception_handler(RequestValidationError, _on_validation_error)
-
-
-class FieldError(BaseModel):
-    field: str
-    message: str
-    type: str
-
-
-class ProblemDetails(BaseModel):
-    """An error (RFC 9457); a 422 also names the offending fields."""
-
-    model_config = ConfigDict(title="Problem")
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    errors: list[FieldError] | None = None
-
-
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """A route's ``responses``: the errors particular to it. Those its kind of route shares (400,
-    401, 413, 422, 429) are added by :func:`document_problems`."""
+    401, 413, 422, 429) are added by error_handlers.document_problems."""
     return {status: {"description": HTTPStatus(status).phrase} for status in statuses}
-
-
-def document_problems(app: FastAPI, *, rate_limited: bool) -> None:
-    """The app's OpenAPI document lists each operation's errors as problem+json: those routes
-    declare with :func:`problems`, and those shared by every route of a kind. It replaces
-    FastAPI's default 422, whose body is not what :func:`_on_validation_error` answers."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = _with_problems(generate(), rate_limited=rate_limited)
-        return app.openapi_schema
-
-    # Assigning app.openapi is how FastAPI documents changing the document; mypy sees a method.
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
-def _with_problems(document: dict[str, Any], *, rate_limited: bool) -> dict[str, Any]:
-    schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    for unused in ("HTTPValidationError", "ValidationError"):
-        schemas.pop(unused, None)
-    problem = ProblemDetails.model_json_schema(ref_template="#/components/schemas/{model}")
-    schemas.update(problem.pop("$defs"))
-    schemas["Problem"] = problem
-    content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
-    for item in document.get("paths", {}).values():
-        for operation in item.values():
-            shared = [429] if rate_limited else []
-            if "security" in operation:
-                shared.append(401)
-            if "requestBody" in operation:
-                # 400: a body that cannot be read as its media type (not UTF-8, say).
-                shared += [400, 413, 422]
-            if "parameters" in operation:
-                shared.append(422)
-            responses = operation["responses"]
-            for status in shared:
-                responses.setdefault(str(status), {"description": HTTPStatus(status).phrase})
-            for status, response in responses.items():
-                if int(status) >= 400:
-                    response["content"] = content
-            operation["responses"] = dict(sorted(responses.items()))
-    return document

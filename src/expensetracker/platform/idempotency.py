@@ -14,11 +14,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from sqlalchemy import (
     Column,
@@ -36,11 +33,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import JSONResponse, Response
 
 from expensetracker.platform.db import Db, fetch
 from expensetracker.platform.errors import Conflict, ValidationProblem, problems
 from expensetracker.platform.schemas import JsonDocument
-from expensetracker.platform.tokens import CurrentUser
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+    from fastapi.routing import APIRoute
 
 RETENTION = timedelta(hours=24)
 
@@ -49,17 +50,6 @@ Created = TypeVar("Created", bound=BaseModel)
 
 # What an Idempotency-Key may be: 1 to 255 visible ASCII characters.
 KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
-
-_KeyHeader = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=255,
-        pattern=KEY_PATTERN,
-        description="Retrying with the same key and body returns the first answer.",
-    ),
-]
 
 
 @dataclass(frozen=True)
@@ -80,16 +70,8 @@ class KeyedRequest:
         cls, router: APIRouter, endpoint: Callable[..., object], *, key: str
     ) -> KeyedRequest:
         """The key as if sent to the route of ``endpoint`` (for callers outside HTTP)."""
-        [route] = [r for r in router.routes if isinstance(r, APIRoute) and r.endpoint is endpoint]
-        return cls.to(route, key=key)
-
-
-async def _keyed_request(request: Request, key: _KeyHeader = None) -> KeyedRequest | None:
-    return None if key is None else KeyedRequest.to(request.scope["route"], key=key)
-
-
-# A creating route's Idempotency-Key header, with the route it came to.
-IdempotencyKey = Annotated[KeyedRequest | None, Depends(_keyed_request)]
+        [route] = [r for r in router.routes if getattr(r, "endpoint", None) is endpoint]
+        return cls.to(cast("APIRoute", route), key=key)
 
 
 @dataclass(frozen=True)
@@ -100,12 +82,6 @@ class Creation:
     keyed: KeyedRequest | None
 
 
-async def _creation(user: CurrentUser, keyed: IdempotencyKey = None) -> Creation:
-    return Creation(user_id=user.user_id, keyed=keyed)
-
-
-# A creating route's caller and Idempotency-Key, as every creating service function takes them.
-Creating = Annotated[Creation, Depends(_creation)]
 # What a creating route answers: 201, or 409 while a request with its key is in progress.
 # `@router.post(path, response_model=Out, **CREATES)`
 CREATES: dict[str, Any] = {"status_code": 201, "responses": problems(409)}

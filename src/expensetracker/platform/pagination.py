@@ -14,28 +14,20 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from fastapi import Depends, Query
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Select, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
 from expensetracker.platform.errors import ValidationProblem
-from expensetracker.platform.schemas import TEXT, check_text
+from expensetracker.platform.schemas import check_text
 
 T = TypeVar("T")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")]
-Cursor = Annotated[
-    str | None,
-    Query(max_length=512, description="`next_cursor` of the previous page."),
-    TEXT,
-]
 
 
 @dataclass(frozen=True)
@@ -44,14 +36,6 @@ class PageRequest:
 
     limit: int
     cursor: str | None
-
-
-async def _page_request(limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> PageRequest:
-    return PageRequest(limit=limit, cursor=cursor)
-
-
-# Every list's ?limit= and ?cursor=, as one typed dependency.
-Paging = Annotated[PageRequest, Depends(_page_request)]
 
 
 class Page(BaseModel, Generic[T]):

@@ -4,8 +4,8 @@ import re
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi.responses import Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from starlette.responses import Response
 
 from expensetracker.platform import money
 

@@ -1,13 +1,13 @@
-"""The one typed object a running app keeps (``app.state.platform``): what the platform set up
-for its services, and each service's own state, kept by its type."""
+"""The one typed object a running app keeps (``app.state.platform``; routes take it as
+``deps.State``): what the platform set up for its services, and each service's own state, kept
+by its type."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from fastapi import Depends, Request
 from starlette.applications import Starlette
 
 if TYPE_CHECKING:
@@ -80,12 +80,3 @@ def app_state(app: Starlette) -> AppState:
     """The state of an app made by platform.application.create_app."""
     state: AppState = app.state.platform
     return state
-
-
-# Dependencies are coroutines: FastAPI runs a plain function in its thread pool, two thread
-# hand-offs per request for a lookup (docs/performance.md).
-async def _request_state(request: Request) -> AppState:
-    return app_state(request.app)
-
-
-State = Annotated[AppState, Depends(_request_state)]

@@ -3,7 +3,8 @@
 Tokens are signed by the auth service; every service verifies them locally with the public keys
 from auth's JWKS (fetched over HTTP: in-process in single-process mode, from the auth Service in
 Kubernetes), cached and refetched when a token names an unknown key. Only the algorithms in
-``ALLOWED_ALGORITHMS`` are accepted: never ``none``, never HMAC.
+``ALLOWED_ALGORITHMS`` are accepted: never ``none``, never HMAC. Routes take the verified
+caller as ``deps.CurrentUser``.
 """
 
 from __future__ import annotations
@@ -13,16 +14,13 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import httpx
 import jwt
 import structlog
-from fastapi import Depends, Request
-from fastapi.security import HTTPBearer
 
 from expensetracker.platform.errors import Problem
-from expensetracker.platform.state import app_state
 
 log = structlog.get_logger(__name__)
 
@@ -148,24 +146,3 @@ def _parse_jwks(document: Any) -> dict[str, jwt.PyJWK]:
         if entry.get("alg") in ALLOWED_ALGORITHMS and isinstance(entry.get("kid"), str):
             keys[entry["kid"]] = jwt.PyJWK(entry)
     return keys
-
-
-class BearerPrincipal(HTTPBearer):
-    """The caller of every authenticated route, from ``Authorization: Bearer``: one dependency
-    (declared in the OpenAPI document as the bearer scheme), verified by the app's verifier."""
-
-    # HTTPBearer is subclassed for its OpenAPI security scheme; as a dependency this answers
-    # the verified Principal where HTTPBearer answers the raw credentials.
-    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise InvalidToken("An access token is required (Authorization: Bearer ...).")
-        principal = await app_state(request.app).verifier.verify(token)
-        structlog.contextvars.bind_contextvars(user_id=str(principal.user_id))
-        return principal
-
-
-current_user = BearerPrincipal(
-    auto_error=False, description="An access token from POST /api/v1/auth/login"
-)
-CurrentUser = Annotated[Principal, Depends(current_user)]

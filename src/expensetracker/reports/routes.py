@@ -11,13 +11,19 @@ from typing import Annotated, Literal, ParamSpec, TypeVar, cast
 from fastapi import APIRouter, Depends, Query, Response
 
 from expensetracker.platform import idempotency
-from expensetracker.platform.db import DbConnection, DbReadConnection, DbSession
+from expensetracker.platform.deps import (
+    Creating,
+    CurrentUser,
+    DbConnection,
+    DbReadConnection,
+    DbSession,
+    Paging,
+    State,
+)
 from expensetracker.platform.errors import problems
-from expensetracker.platform.idempotency import CREATES, Creating
-from expensetracker.platform.pagination import Page, Paging
+from expensetracker.platform.idempotency import CREATES
+from expensetracker.platform.pagination import Page
 from expensetracker.platform.schemas import NO_CONTENT, Day, Month
-from expensetracker.platform.state import State
-from expensetracker.platform.tokens import CurrentUser
 from expensetracker.reports import budgets, summaries
 from expensetracker.reports.months import parse_month
 from expensetracker.reports.schemas import (
