@@ -165,6 +165,11 @@ def main_options(
     ] = False,
 ) -> None:
     """ExpenseTracker: self-hosted expense tracking."""
+    # Called once the command named is loaded, before it runs: what is loaded by now lives as
+    # long as the process, and later collections skip it. Collection was off while loading
+    # (expensetracker/__main__.py).
+    gc.freeze()
+    gc.enable()
 
 
 @cli.command()
