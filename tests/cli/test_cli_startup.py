@@ -12,7 +12,8 @@ from tests.helpers.processes import REPO, clean_env, cli
 def test_the_import_command_starts_without_the_services() -> None:
     """`expensetracker expenses import` imports what it uses: not every service's app, the
     server, the migrations (seconds of start-up on a small machine), nor FastAPI (the routes'
-    dependencies are in platform/deps.py, the app's error handlers in error_handlers.py)."""
+    dependencies are in platform/deps.py, the app's error handlers in error_handlers.py) and
+    the token verifier's jwt and cryptography."""
     code = (
         "import sys, expensetracker.cli as cli, expensetracker.targets as targets\n"
         "assert cli.TARGET_NAMES == targets.TARGET_NAMES, cli.TARGET_NAMES\n"
@@ -20,7 +21,8 @@ def test_the_import_command_starts_without_the_services() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=clean_env())
     code = (
         "import sys, expensetracker.cli, expensetracker.cli.expenses\n"
-        "loaded = {'alembic', 'uvicorn', 'fastapi', 'expensetracker.targets',\n"
+        "loaded = {'alembic', 'uvicorn', 'fastapi', 'jwt', 'cryptography',\n"
+        "          'expensetracker.targets',\n"
         "          'expensetracker.web.app',\n"
         "          'expensetracker.reports.app', 'expensetracker.auth.app',\n"
         "          'expensetracker.cli.auth', 'expensetracker.auth.keys',\n"

@@ -29,9 +29,9 @@ from expensetracker.auth.models import OutboxEvent, RefreshToken, User
 from expensetracker.auth.passwords import PasswordHasher, policy_violation
 from expensetracker.auth.schemas import TokenPair
 from expensetracker.platform.config import Settings
-from expensetracker.platform.errors import Problem, ValidationProblem
+from expensetracker.platform.errors import InvalidToken, Problem, ValidationProblem
 from expensetracker.platform.events import USER_DELETED
-from expensetracker.platform.tokens import InvalidToken, Principal
+from expensetracker.platform.tokens import Principal
 
 audit = structlog.get_logger("expensetracker.audit")
 

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from expensetracker.expenses.models import Owner, forgotten_users, idempotency_keys
 from expensetracker.platform import idempotency
 from expensetracker.platform.db import Db, fetch, fetchval
+from expensetracker.platform.errors import InvalidToken
 from expensetracker.platform.events import USER_DELETED, UserEvent, forget
-from expensetracker.platform.tokens import InvalidToken
 
 # Every new user starts with these (top level -> children); they are theirs to rename or delete.
 DEFAULT_CATEGORIES: dict[str, tuple[str, ...]] = {

@@ -19,11 +19,12 @@ from fastapi.security import HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from expensetracker.platform.db import taking_turn
+from expensetracker.platform.errors import InvalidToken
 from expensetracker.platform.idempotency import KEY_PATTERN, Creation, KeyedRequest
 from expensetracker.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
 from expensetracker.platform.schemas import TEXT
 from expensetracker.platform.state import AppState, app_state
-from expensetracker.platform.tokens import InvalidToken, Principal
+from expensetracker.platform.tokens import Principal
 
 
 async def _request_state(request: Request) -> AppState:

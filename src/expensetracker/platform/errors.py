@@ -84,6 +84,16 @@ class Conflict(Problem):
     status = 409
 
 
+class InvalidToken(Problem):
+    """A request's access token is missing, invalid or expired, or its account is gone."""
+
+    status = 401
+    default_detail = "The access token is missing, invalid or expired."
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
 class ValidationProblem(Problem):
     """A 422 naming the offending fields: where and why, never the submitted value (it may be a
     password)."""

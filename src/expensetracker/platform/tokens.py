@@ -20,7 +20,7 @@ import httpx
 import jwt
 import structlog
 
-from expensetracker.platform.errors import Problem
+from expensetracker.platform.errors import InvalidToken
 
 log = structlog.get_logger(__name__)
 
@@ -29,14 +29,6 @@ ALLOWED_ALGORITHMS = ("EdDSA",)
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "nbf", "jti")
 CLOCK_SKEW_SECONDS = 5
 VERIFIED_CACHE_SIZE = 10_000
-
-
-class InvalidToken(Problem):
-    status = 401
-    default_detail = "The access token is missing, invalid or expired."
-
-    def __init__(self, detail: str | None = None) -> None:
-        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import uuid
 from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from expensetracker.platform.errors import InvalidToken
 from expensetracker.platform.events import USER_DELETED, UserEvent, forget
-from expensetracker.platform.tokens import InvalidToken
 from expensetracker.reports.models import Budget, forgotten_users, idempotency_keys
 
 
