@@ -36,6 +36,12 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cli(*args), cwd=REPO, env=clean_env(), capture_output=True, text=True)
 
 
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=clean_env(), capture_output=True, text=True
+    )
+
+
 def test_every_service_command_is_listed_and_runs() -> None:
     """The service commands load when named (SERVICE_COMMANDS), and the top-level help lists
     them all, each with its own help."""
@@ -69,9 +75,7 @@ def test_a_command_exits_without_collecting_its_modules() -> None:
         "from expensetracker.cli import main\n"
         "main()\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, env=clean_env(), capture_output=True, text=True
-    )
+    done = _python(code)
     assert done.returncode == 0, done.stderr
     assert "Operations of the expenses service." in done.stdout
     frozen = re.search(r"frozen at exit: (\d+)", done.stderr)
@@ -98,9 +102,7 @@ def test_a_command_loads_without_collections() -> None:
         "from expensetracker.__main__ import main\n"
         "main()\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, env=clean_env(), capture_output=True, text=True
-    )
+    done = _python(code)
     assert done.returncode == 2, done.stderr  # the file does not exist
     assert "/nonexistent" in done.stderr
     assert "collections while loading: 0 on: True" in done.stderr, done.stderr
