@@ -15,6 +15,8 @@ rows by cursor, a filtered page (a category with its subcategories, half a year)
 through the command line and the API.
 Targets (issue 14): create and first page >= 0.6x the bare app with p99 <= 25 ms; the other
 lines p99 <= 50 ms; the import <= 5 s (command line) and <= 8 s (API).
+Options (environment): BENCH_SECONDS; BENCH_PROFILE=<folder>, py-spy records the first process
+of each side (ours, the bare app's) during each measured line (bench/wrk.py: profiled).
 Needs wrk (Debian package `wrk`). Uses the embedded PostgreSQL in a temporary folder, or the
 server in EXPENSETRACKER_BENCH_DATABASE_URL.
 """
@@ -28,7 +30,7 @@ import shutil
 import sys
 import time
 import uuid
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +43,7 @@ sys.path.insert(0, str(REPO))
 from bench.imports import IMPORT_SETTINGS, measure_imports  # noqa: E402
 from bench.pgbench import pgbench_sql, run_pgbench  # noqa: E402
 from bench.setup import bench_env, log, migrated_database, register, serve  # noqa: E402
-from bench.wrk import Call, lua_script, postgres_pids, run_wrk  # noqa: E402
+from bench.wrk import Call, lua_script, postgres_pids, profiled, run_wrk  # noqa: E402
 from expensetracker.expenses import service, shared  # noqa: E402
 from expensetracker.platform.embedded import pg_bin  # noqa: E402
 from expensetracker.platform.pagination import encode_cursor  # noqa: E402
@@ -277,18 +279,21 @@ def measure(
     seconds: int,
     *,
     database_url: str,
+    side: str | None = None,
 ) -> dict[str, float]:
     """wrk's figures, and the CPU milliseconds per request of the serving processes and of
-    PostgreSQL."""
+    PostgreSQL; with ``side`` (its name in the file), profiled under BENCH_PROFILE."""
     urls = [url for url, _ in servers]
     scripts = [
         lua_script(process_calls, expected=line.expected, unique_header=line.unique_header)
         for process_calls in (calls if len(calls) == len(urls) else calls * len(urls))
     ]
     cpu_of = {"app": [p.popen.pid for _, p in servers], "database": postgres_pids(database_url)}
-    return run_wrk(
-        urls, "/", script=scripts, seconds=seconds, connections=CONNECTIONS, cpu_of=cpu_of
-    )
+    pid = servers[0][1].popen.pid
+    with profiled({side: pid}, line.name, seconds=seconds) if side else nullcontext():
+        return run_wrk(
+            urls, "/", script=scripts, seconds=seconds, connections=CONNECTIONS, cpu_of=cpu_of
+        )
 
 
 def pgbench_lines(pgbench: str, url: str, users: list[BenchUser]) -> list[tuple[str, dict]]:
@@ -355,18 +360,15 @@ def main() -> int:
         results = []
         for line in lines(users):
             log(f"measuring: {line.name}")
+            sides = {"ours": (ours, line.ours), "bare": (bare, line.bare)}
             if line.expected != 204:  # deletions cannot be sent twice
-                measure(
-                    ours, line.ours, line, 3, database_url=url
-                )  # warm-up: pools, JWKS, prepared statements
-                measure(bare, line.bare, line, 3, database_url=url)
-            results.append(
-                (
-                    line,
-                    measure(ours, line.ours, line, DURATION_SECONDS, database_url=url),
-                    measure(bare, line.bare, line, DURATION_SECONDS, database_url=url),
-                )
+                for servers, calls in sides.values():  # warm-up: pools, JWKS, statements
+                    measure(servers, calls, line, 3, database_url=url)
+            mine, theirs = (
+                measure(servers, calls, line, DURATION_SECONDS, database_url=url, side=side)
+                for side, (servers, calls) in sides.items()
             )
+            results.append((line, mine, theirs))
         log("measuring: pgbench")
         raw = pgbench_lines(str(pg_bin("pgbench")), url, users)
         imports = measure_imports(
