@@ -514,6 +514,18 @@ async def test_what_people_typed_is_shown_escaped_in_the_list_and_its_rows(
         assert "<td>&lt;b&gt;Tea &amp; &#34;Co&#34;&lt;/b&gt;</td>" in html
 
 
+async def test_a_merchant_is_shown_under_its_expense_unless_it_repeats_the_description(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    for description, merchant in (("Weekly shop", "Corner Shop"), ("Landlord", "Landlord")):
+        added = await person.add_expense(description=description, merchant=merchant)
+        assert added.status_code == 303
+    listed = (await web.get("/expenses")).text
+    assert "<td>Weekly shop<br><small>Corner Shop</small></td>" in listed
+    assert "<td>Landlord</td>" in listed and "<small>Landlord</small>" not in listed
+
+
 async def test_htmx_gets_fragments_and_plain_forms_get_redirects(web: httpx.AsyncClient) -> None:
     person = await signed_up_person(web)
     htmx = {"HX-Request": "true", "X-CSRF-Token": ""}

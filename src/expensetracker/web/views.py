@@ -154,7 +154,11 @@ def expense_rows(
             id=escape(expense["id"]),
             day=day(expense["occurred_on"], locale),
             description=escape(expense["description"]),
-            merchant=escape(expense["merchant"] or ""),
+            # A merchant that only repeats the description (a bank's payee is often both) is
+            # not shown twice, as in the import's preview.
+            merchant=escape(
+                "" if expense["merchant"] in (None, expense["description"]) else expense["merchant"]
+            ),
             category=categories.get(expense["category_id"] or "", _NO_CATEGORY),
             tags=[escape(tag) for tag in expense["tags"]],
             amount=money(expense["amount"], expense["currency"], locale),
