@@ -263,6 +263,23 @@ async def test_trends_and_merchants(client: httpx.AsyncClient) -> None:
     assert merchants == [{"merchant": "Market", "currency": "EUR", "amount": "40.00", "count": 1}]
 
 
+async def test_a_summary_by_category_lists_them_by_name(client: httpx.AsyncClient) -> None:
+    """Both summaries, each currency apart and converted (all of it in the home currency
+    here): the categories by name, as the trends list them; spending without one last."""
+    account = await signed_up(client)
+    names = await categories(client, account)
+    for category_id in [*names.values(), None]:
+        await create(client, account, occurred_on="2026-03-02", category_id=category_id)
+    by_name = [*sorted(names, key=str.casefold), None]
+    for converted in ({}, {"in": "home"}):
+        summary = await client.get(
+            "/api/v1/reports/summary",
+            params={"from": "2026-03-01", "to": "2026-03-31", **converted},
+            headers=account.headers,
+        )
+        assert [group["name"] for group in summary.json()["groups"]] == by_name, converted
+
+
 async def test_more_concurrent_requests_than_pool_connections(serve_app: AppFactory) -> None:
     """Every request waits its turn for the one connection, none is starved or deadlocked,
     and the alert crossed by all of them at once is recorded once."""

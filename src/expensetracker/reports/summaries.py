@@ -102,6 +102,13 @@ def _nulls_last(key: str | None) -> tuple[bool, str]:
     return (key is None, key or "")
 
 
+def _group_order(group_by: str, key: str | None, name: str | None) -> tuple[bool, str, str]:
+    """Months and tags in the order of their keys; categories by name, as the trends list them
+    (their keys are ids, in no order a reader sees); the group without a key last."""
+    shown = (name or "").casefold() if group_by == "category" else ""
+    return (key is None, shown, key or "")
+
+
 async def summary(
     db: asyncpg.Connection, *, user_id: uuid.UUID, from_: date, to: date, group_by: str
 ) -> Summary:
@@ -121,7 +128,9 @@ async def summary(
             "group_by": group_by,
             "groups": [
                 SummaryGroup(key=key, name=name, totals=sorted(totals, key=lambda t: t.currency))
-                for key, (name, totals) in sorted(groups.items(), key=lambda g: _nulls_last(g[0]))
+                for key, (name, totals) in sorted(
+                    groups.items(), key=lambda group: _group_order(group_by, group[0], group[1][0])
+                )
             ],
         }
     )
@@ -167,7 +176,10 @@ async def converted_summary(
     overall = Converted()
     for total in every.values():
         overall.merge(total)
-    keys = sorted((key for (key,) in groups), key=lambda key: _nulls_last(key and str(key)))
+    keys = sorted(
+        (key for (key,) in groups),
+        key=lambda key: _group_order(group_by, key and str(key), names.get(key)),
+    )
     return ConvertedSummary.model_validate(
         {
             "from": from_,
