@@ -259,13 +259,30 @@ async def test_a_phone_screen_has_no_sideways_scrolling_and_no_accessibility_pro
     browser: Browser, base_url: str
 ) -> None:
     email, password = await new_account(base_url, expenses=30)
+    # This month in three currencies, with big amounts: the widest tables the pages can show.
+    async with httpx.AsyncClient(base_url=base_url) as api:
+        account = await login(api, email)
+        listed = await api.get("/api/v1/categories", headers=account.headers)
+        category = listed.json()["items"][0]["id"]
+        for amount, currency in (("999999999.99", "EUR"), ("1500000", "JPY"), ("1234.567", "KWD")):
+            expense = {
+                "amount": amount,
+                "currency": currency,
+                "occurred_on": date.today().isoformat(),
+                "description": f"Something bought in {currency}",
+                "merchant": "A merchant with a rather long name",
+                "category_id": category,
+            }
+            created = await api.post("/api/v1/expenses", json=expense, headers=account.headers)
+            assert created.status_code == 201, created.text
     context = await browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
     page = await context.new_page()
     await sign_in(page, base_url, email, password)
     await page.goto(f"{base_url}/expenses")
     first = await page.locator("#expense-rows > tr").first.get_attribute("id")
     expense_edit = f"/expenses/{first.removeprefix('expense-')}/edit"
-    for path in (*PAGES, expense_edit, "/no-such-page"):
+    converted = ("/?in=home", "/reports?in=home")
+    for path in (*PAGES, *converted, expense_edit, "/no-such-page"):
         await page.goto(f"{base_url}{path}")
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"], f"{path} is {width} px wide"
