@@ -122,6 +122,28 @@ async def test_bad_input_is_a_422_and_changes_nothing(
     assert await count_rows(database_url) == before
 
 
+@pytest.mark.parametrize(
+    ("amount", "message"),
+    [
+        ("12.345", "EUR amounts have at most 2 decimal(s)"),
+        ("-5.00", "amount must be greater than zero"),
+        ("0", "amount must be greater than zero"),
+        ("1e3", 'amount must be a decimal string such as "12.34"'),
+    ],
+)
+async def test_a_bad_amount_is_explained_in_its_checks_own_words(
+    client: httpx.AsyncClient, amount: str, message: str
+) -> None:
+    """As the web app shows it next to the field: no "Value error, " of the library's."""
+    account = await signed_up(client)
+    response = await client.post(
+        "/api/v1/expenses", json={**VALID, "amount": amount}, headers=account.headers
+    )
+    assert response.status_code == 422, response.text
+    [error] = [error for error in response.json()["errors"] if error["field"] == "body.amount"]
+    assert (error["message"], error["type"]) == (message, "value_error")
+
+
 async def test_bad_patch_changes_nothing(client: httpx.AsyncClient) -> None:
     account = await signed_up(client)
     created = await create(client, account)

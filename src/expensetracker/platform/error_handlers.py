@@ -4,7 +4,7 @@ every error an operation answers, as a :class:`ProblemDetails`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -46,12 +46,19 @@ def _http_exception_handler(
     return on_http_exception
 
 
+def _message(error: Mapping[str, Any]) -> str:
+    """What to show the person who typed the value. Our own checks raise ValueError with a
+    sentence of their own, which pydantic prefixes with "Value error, ": shown as raised."""
+    raised = error.get("ctx", {}).get("error")
+    return str(raised) if error["type"] == "value_error" and raised else error["msg"]
+
+
 async def _on_validation_error(_request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
         {
             "field": ".".join(str(part) for part in error["loc"]),
-            "message": error["msg"],
+            "message": _message(error),
             "type": error["type"],
         }
         for error in exc.errors()

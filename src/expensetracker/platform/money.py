@@ -37,6 +37,8 @@ def parse_amount(amount: str, currency: str) -> int:
     """``"12.34"`` in EUR -> 1234. Positive, at most the currency's decimals, below the cap."""
     match = _AMOUNT.fullmatch(amount)
     if match is None:
+        if amount.startswith("-") and _AMOUNT.fullmatch(amount[1:]):
+            raise ValueError("amount must be greater than zero")
         raise ValueError('amount must be a decimal string such as "12.34"')
     decimals = exponent(currency)
     whole, fraction = match.group(1), match.group(2) or ""
