@@ -626,6 +626,18 @@ async def test_editing_a_budget_or_a_category_shows_refusals_on_the_form(
     )
     assert refused.status_code == 422
     assert 'id="budget-amount-error"' in refused.text and 'value="30.001"' in refused.text
+    # Thresholds that are no whole percent are refused at their field, never replaced.
+    for thresholds in ("80.5", "abc, 100", "0", ""):
+        refused = await person.submit(
+            edit,
+            f"/budgets/{budget_id}",
+            {"name": "Books", "amount": "30", "currency": "EUR", "thresholds": thresholds},
+        )
+        assert refused.status_code == 422, thresholds
+        assert 'id="budget-thresholds-error"' in refused.text, thresholds
+        assert f'id="budget-thresholds" name="thresholds" type="text" value="{thresholds}"' in (
+            refused.text
+        )
     saved = await person.submit(
         edit, f"/budgets/{budget_id}", {"name": "Novels", "amount": "35", "currency": "EUR"}
     )
@@ -636,6 +648,35 @@ async def test_editing_a_budget_or_a_category_shows_refusals_on_the_form(
     taken = re.search(r"<summary>([^<]+)</summary>", categories).group(1)
     clash = await person.submit("/categories", f"/categories/{ids[1]}", {"name": taken})
     assert clash.status_code in (409, 422) and 'role="alert"' in clash.text
+
+
+async def test_a_refused_category_change_is_shown_on_that_category_as_typed(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    listed = (await web.get("/categories")).text
+    ids = dict(
+        re.findall(r'<summary>([^<]+)</summary>\s*<form[^>]*action="/categories/([^"]+)"', listed)
+    )
+    # A name taken by another category (in other case): the 409 at this category's name.
+    clash = await person.submit("/categories", f"/categories/{ids['Travel']}", {"name": "HEALTH"})
+    assert clash.status_code == 409
+    refused = clash.text.split(f'action="/categories/{ids["Travel"]}"')[1].split("</details>")[0]
+    assert 'value="HEALTH"' in refused and 'aria-invalid="true"' in refused
+    assert f'id="{ids["Travel"]}-name-error"' in refused
+    assert '<details class="category" open>\n  <summary>Travel</summary>' in clash.text
+    assert 'id="new-category-name-error"' not in clash.text
+    # A second level of nesting: the API's reason next to "Inside", the choice kept.
+    nested = await person.submit(
+        "/categories", f"/categories/{ids['Food']}", {"name": "Food", "parent_id": ids["Housing"]}
+    )
+    assert nested.status_code == 422
+    refused = nested.text.split(f'action="/categories/{ids["Food"]}"')[1].split("</details>")[0]
+    assert (
+        f'id="{ids["Food"]}-parent-error">A category with subcategories stays at the top level.'
+        in refused
+    )
+    assert f'<option value="{ids["Housing"]}" selected>' in refused
 
 
 def encoded(value: str) -> str:

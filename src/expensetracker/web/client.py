@@ -95,10 +95,12 @@ class ApiError(Exception):
 
     @property
     def field_errors(self) -> dict[str, str]:
-        """Field name (last part of the API's location) -> message, for the form to show."""
+        """Field name (the last part of the API's location that is no list index: a problem
+        with ``body.thresholds.0`` is the thresholds field's) -> message, for the form."""
         errors: dict[str, str] = {}
         for error in self.problem.get("errors") or []:
-            name = str(error.get("field", "")).split(".")[-1]
+            parts = str(error.get("field", "")).split(".")
+            name = next((part for part in reversed(parts) if not part.isdigit()), "")
             errors.setdefault(name, str(error.get("message", "invalid")))
         return errors
 

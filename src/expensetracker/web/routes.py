@@ -256,15 +256,20 @@ async def _submitted(
     invalid: Callable[..., Awaitable[Response]],
     then: str,
     refusals: tuple[int, ...] = (422,),
+    conflicting: str | None = None,
 ) -> Response:
     """A form's API call: on success a redirect to ``then``; refused with one of ``refusals``,
-    the form's page again (``invalid``) with the API's problem next to its fields."""
+    the form's page again (``invalid``) with the API's problem next to its fields (a 409, which
+    names none, next to the field ``conflicting``)."""
     try:
         await call
     except ApiError as exc:
         if exc.status not in refusals:
             raise
-        return await invalid(status=exc.status, errors=exc.field_errors, error=exc.detail)
+        errors = exc.field_errors
+        if exc.status == 409 and conflicting and not errors:
+            errors = {conflicting: exc.detail}
+        return await invalid(status=exc.status, errors=errors, error=exc.detail)
     return _redirect(request, then)
 
 
@@ -334,9 +339,12 @@ class ListPage:
             **context,
         )
 
-    def creates(self, *, refusals: tuple[int, ...] = (422,)) -> None:
+    def creates(
+        self, *, refusals: tuple[int, ...] = (422,), conflicting: str | None = None
+    ) -> None:
         """POST ``path``: creates one with the form's arguments, under the key the form was
-        rendered with; refused, the page again with the problems."""
+        rendered with; refused, the page again with the problems (``conflicting``: the field
+        a 409 concerns)."""
 
         async def created(request: Request, account: SignedIn, state: State) -> Response:
             raw = await request.form()
@@ -350,6 +358,7 @@ class ListPage:
                 invalid=partial(self.show, request, account, state, form=form),
                 then=self.path,
                 refusals=refusals,
+                conflicting=conflicting,
             )
 
         router.add_api_route(self.path, created, methods=["POST"])
@@ -799,7 +808,7 @@ _categories = ListPage(
     context=_categories_context,
     arguments=_category_arguments,
 )
-_categories.creates(refusals=(409, 422))
+_categories.creates(refusals=(409, 422), conflicting="name")
 _categories.deletes()
 
 
@@ -807,13 +816,20 @@ _categories.deletes()
 async def update_category(
     request: Request, category_id: str, account: SignedIn, state: State
 ) -> Response:
-    arguments = _category_arguments(await request.form())
+    """Renames or moves one; refused, the page with that category's form open, as typed, and
+    the problems next to its fields (not the new category's)."""
+    raw = await request.form()
     return await _submitted(
         request,
-        state.api.change(CATEGORIES, token=account.token, id=category_id, **arguments),
-        invalid=partial(_categories.show, request, account, state),
+        state.api.change(
+            CATEGORIES, token=account.token, id=category_id, **_category_arguments(raw)
+        ),
+        invalid=partial(
+            _categories.show, request, account, state, editing=category_id, typed=_text(raw)
+        ),
         then="/categories",
         refusals=(409, 422),
+        conflicting="name",
     )
 
 
@@ -865,9 +881,10 @@ async def _budgets_context(request: Request, account: Account, state: WebState) 
     return {"month": month, "report": report, "budgets": budgets, **context}
 
 
-def _thresholds(form: FormData) -> list[str]:
+def _thresholds(form: FormData) -> list[str] | None:
+    """The thresholds typed, split at the commas; None from a form without the field."""
     values = [str(value) for value in form.getlist("thresholds")]
-    return [part.strip() for value in values for part in value.split(",")]
+    return [part.strip() for value in values for part in value.split(",")] if values else None
 
 
 def _budget_arguments(form: FormData) -> dict[str, Any]:

@@ -351,15 +351,18 @@ def _tags(form: Mapping[str, str]) -> list[str]:
     return [tag.strip() for tag in form.get("tags", "").split(",") if tag.strip()]
 
 
-def budget_body(form: Mapping[str, str], *, thresholds: list[str]) -> dict[str, Any]:
+def budget_body(form: Mapping[str, str], *, thresholds: list[str] | None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "name": form.get("name", "").strip(),
         "amount": _typed_amount(form),
         "currency": form.get("currency", "").strip().upper(),
         "category_id": form.get("category_id") or None,
         "rollover": form.get("rollover") == "on",
-        "thresholds": [int(value) for value in thresholds if value.strip().isdigit()] or [80, 100],
     }
+    if thresholds is not None:  # as typed: what is no whole number is the API's to refuse
+        body["thresholds"] = [
+            int(value) if value.isdigit() else value for value in thresholds if value
+        ]
     if form.get("starts", "").strip():
         body["starts"] = form["starts"].strip()
     if form.get("converted") == "on":
