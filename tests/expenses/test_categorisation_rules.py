@@ -222,6 +222,7 @@ async def test_rules_are_per_user_and_editable_in_order(client: httpx.AsyncClien
     [
         ({"pattern": "x" * 201, "tags": ["t"]}, "pattern"),
         ({"pattern": "", "tags": ["t"]}, "pattern"),
+        ({"pattern": "   ", "tags": ["t"]}, "pattern"),  # would match any text with a space
         ({"match": "regex", "pattern": "(unclosed", "tags": ["t"]}, "pattern"),
         ({"match": "regex", "pattern": r"(a)\1", "tags": ["t"]}, "pattern"),  # backreference
         ({"match": "regex", "pattern": "(?=look)ahead", "tags": ["t"]}, "pattern"),

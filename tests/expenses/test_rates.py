@@ -243,6 +243,8 @@ async def test_user_rates_are_theirs_alone(client: httpx.AsyncClient) -> None:
     ):
         response = await client.put(bad_path, json=body, headers=account.headers)
         assert response.status_code == 422, (bad_path, body)
+        if body["rate"] in ("0", "-1"):  # said as such, not as a malformed number
+            assert response.json()["errors"][0]["message"] == "rate must be greater than zero"
     assert (await client.delete(path, headers=account.headers)).status_code == 204
     assert (await client.delete(path, headers=account.headers)).status_code == 404
 

@@ -62,7 +62,11 @@ class Rate:
 def parse_rate(text: str) -> Decimal:
     """``"1.0832"`` -> Decimal; a positive decimal string or ValueError."""
     if not _RATE.fullmatch(text):
-        raise ValueError('must be a decimal string such as "1.0832"')
+        if text.startswith("-") and _RATE.fullmatch(text[1:]):
+            raise ValueError("must be greater than zero")
+        raise ValueError(
+            'must be a decimal string such as "1.0832", up to 12 digits each side of the point'
+        )
     rate = Decimal(text)
     if rate <= 0:
         raise ValueError("must be greater than zero")

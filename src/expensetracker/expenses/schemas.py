@@ -267,7 +267,16 @@ class ImportOut(StrictModel):
 # Categorisation rules (rules.py): what a pattern is matched against, and how.
 RuleField = Literal["any", "description", "merchant"]
 RuleMatch = Literal["contains", "regex"]
-Pattern = Annotated[str, Field(min_length=1, max_length=200), TEXT]
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be only spaces")
+    return value
+
+
+# Not stripped: spaces around a word may be what a rule looks for ("shop "), but never alone.
+Pattern = Annotated[str, Field(min_length=1, max_length=200), TEXT, AfterValidator(_not_blank)]
 Position = Annotated[int, Field(ge=1, le=1_000_000)]
 
 
