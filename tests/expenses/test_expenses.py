@@ -125,7 +125,7 @@ async def test_bad_input_is_a_422_and_changes_nothing(
 @pytest.mark.parametrize(
     ("amount", "message"),
     [
-        ("12.345", "EUR amounts have at most 2 decimal(s)"),
+        ("12.345", "EUR amounts have at most 2 decimals"),
         ("-5.00", "amount must be greater than zero"),
         ("0", "amount must be greater than zero"),
         ("1e3", 'amount must be a decimal string such as "12.34"'),
@@ -142,6 +142,26 @@ async def test_a_bad_amount_is_explained_in_its_checks_own_words(
     assert response.status_code == 422, response.text
     [error] = [error for error in response.json()["errors"] if error["field"] == "body.amount"]
     assert (error["message"], error["type"]) == (message, "value_error")
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"description": ""}, "body.description", "must not be empty"),
+        ({"description": "leave out"}, "body.description", "is required"),
+        ({"occurred_on": "2026-02-30"}, "body.occurred_on", "must be a real calendar date"),
+        ({"tags": [f"t{i}" for i in range(21)]}, "body.tags", "must have at most 20 items"),
+    ],
+)
+async def test_the_librarys_refusals_are_said_in_plain_words(
+    client: httpx.AsyncClient, change: dict, field: str, message: str
+) -> None:
+    account = await signed_up(client)
+    body = {key: value for key, value in {**VALID, **change}.items() if value != "leave out"}
+    response = await client.post("/api/v1/expenses", json=body, headers=account.headers)
+    assert response.status_code == 422, response.text
+    messages = {error["field"]: error["message"] for error in response.json()["errors"]}
+    assert messages[field].startswith(message), messages
 
 
 async def test_bad_patch_changes_nothing(client: httpx.AsyncClient) -> None:

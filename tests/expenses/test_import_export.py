@@ -219,7 +219,7 @@ async def test_import_command(client: httpx.AsyncClient, database_url: str, tmp_
     assert "already imported, skipped: line 2 (c-1), 3 (c-2)" in previewed_again.output
     assert "5 rows: 0 would be created, 5 already there" in previewed_again.output
     assert refused.popen.returncode == 2
-    assert "line 2: amount: EUR amounts have at most 2 decimal(s)" in refused.output
+    assert "line 2: amount: EUR amounts have at most 2 decimals" in refused.output
     assert nobody.popen.returncode == 2
     assert await expense_count(database_url) == 5
 

@@ -48,9 +48,23 @@ def _http_exception_handler(
 
 def _message(error: Mapping[str, Any]) -> str:
     """What to show the person who typed the value. Our own checks raise ValueError with a
-    sentence of their own, which pydantic prefixes with "Value error, ": shown as raised."""
-    raised = error.get("ctx", {}).get("error")
-    return str(raised) if error["type"] == "value_error" and raised else error["msg"]
+    sentence of their own, which pydantic prefixes with "Value error, ": shown as raised. The
+    library's own sentences that people meet most are said as our checks say things."""
+    kind, context = error["type"], error.get("ctx", {})
+    if kind == "value_error" and context.get("error"):
+        return str(context["error"])
+    if kind == "missing":
+        return "is required"
+    if kind == "string_too_short" and context.get("min_length") == 1:
+        return "must not be empty"
+    if kind == "too_long" and context.get("field_type") == "List":
+        return f"must have at most {context['max_length']} items"
+    if kind == "too_short" and context.get("field_type") == "List":
+        least = context["min_length"]
+        return f"must have at least {least} item{'s' if least > 1 else ''}"
+    if kind in ("date_parsing", "date_from_datetime_parsing", "date_type"):
+        return 'must be a real calendar date, such as "2026-03-01"'
+    return str(error["msg"])
 
 
 async def _on_validation_error(_request: Request, exc: Exception) -> ProblemResponse:

@@ -43,7 +43,10 @@ def parse_amount(amount: str, currency: str) -> int:
     decimals = exponent(currency)
     whole, fraction = match.group(1), match.group(2) or ""
     if len(fraction) > decimals:
-        raise ValueError(f"{currency} amounts have at most {decimals} decimal(s)")
+        allowed = {0: "no decimals", 1: "at most 1 decimal"}.get(
+            decimals, f"at most {decimals} decimals"
+        )
+        raise ValueError(f"{currency} amounts have {allowed}")
     minor = int(whole + fraction.ljust(decimals, "0"))
     if minor <= 0:
         raise ValueError("amount must be greater than zero")
