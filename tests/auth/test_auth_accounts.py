@@ -214,6 +214,11 @@ async def test_password_change_checks_the_current_and_the_new_password(
         json={"current_password": PASSWORD, "new_password": "12345678"},
         headers=account.headers,
     )
+    same = await client.post(
+        "/api/v1/auth/password",
+        json={"current_password": PASSWORD, "new_password": PASSWORD},
+        headers=account.headers,
+    )
     anonymous = await client.post(
         "/api/v1/auth/password",
         json={"current_password": PASSWORD, "new_password": "another good phrase"},
@@ -221,6 +226,14 @@ async def test_password_change_checks_the_current_and_the_new_password(
     assert wrong.status_code == 403
     assert weak.status_code == 422
     assert weak.json()["errors"][0]["field"] == "body.new_password"
+    assert same.status_code == 422
+    assert same.json()["errors"] == [
+        {
+            "field": "body.new_password",
+            "message": "must differ from the current password",
+            "type": "value_error",
+        }
+    ]
     assert anonymous.status_code == 401
     await login(client, account.email)  # the password did not change
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, EmailStr, Field
+from pydantic import AfterValidator, EmailStr, Field, ValidationInfo, field_validator
 
 from expensetracker.auth.passwords import MAX_LENGTH
 from expensetracker.platform.schemas import TEXT, StrictModel
@@ -51,6 +51,13 @@ class TokenPair(StrictModel):
 class PasswordChangeRequest(StrictModel):
     current_password: Password
     new_password: Password
+
+    @field_validator("new_password")
+    @classmethod
+    def _changed(cls, value: str, info: ValidationInfo) -> str:
+        if value == info.data.get("current_password"):
+            raise ValueError("must differ from the current password")
+        return value
 
 
 class AccountDeletionRequest(StrictModel):
