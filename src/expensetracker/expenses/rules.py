@@ -49,6 +49,7 @@ TAG_SEPARATOR = ";"  # as in transfer.py: no tag name contains it
 _flush_unique_position = partial(
     flush_unique,
     constraint="categorisation_rules_position_key",
+    field="position",
     conflict="Another of your rules has this position.",
 )
 

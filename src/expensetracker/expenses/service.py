@@ -95,6 +95,7 @@ _category = partial(get_owned, model=Category, missing=_NO_CATEGORY)
 _flush_unique_name = partial(
     flush_unique,
     constraint="uq_categories_user_name",
+    field="name",
     conflict="You already have a category with this name.",
 )
 

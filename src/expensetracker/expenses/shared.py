@@ -19,14 +19,18 @@ from expensetracker.platform.db import Db, fetch
 from expensetracker.platform.errors import Conflict, ValidationProblem
 
 
-async def flush_unique(session: AsyncSession, *, constraint: str, conflict: str) -> None:
+async def flush_unique(
+    session: AsyncSession, *, constraint: str, field: str, conflict: str
+) -> None:
     """Flushes the session; a row breaking the unique ``constraint`` is a 409 saying
-    ``conflict``."""
+    ``conflict``, which names the body's ``field`` as a 422 names its fields (a form shows it
+    there)."""
     try:
         await session.flush()
     except IntegrityError as exc:
         if constraint in str(exc.orig):
-            raise Conflict(conflict) from None
+            errors = [{"field": f"body.{field}", "message": conflict, "type": "unique"}]
+            raise Conflict(conflict, errors=errors) from None
         raise
 
 

@@ -256,20 +256,15 @@ async def _submitted(
     invalid: Callable[..., Awaitable[Response]],
     then: str,
     refusals: tuple[int, ...] = (422,),
-    conflicting: str | None = None,
 ) -> Response:
     """A form's API call: on success a redirect to ``then``; refused with one of ``refusals``,
-    the form's page again (``invalid``) with the API's problem next to its fields (a 409, which
-    names none, next to the field ``conflicting``)."""
+    the form's page again (``invalid``) with the API's problem next to its fields."""
     try:
         await call
     except ApiError as exc:
         if exc.status not in refusals:
             raise
-        errors = exc.field_errors
-        if exc.status == 409 and conflicting and not errors:
-            errors = {conflicting: exc.detail}
-        return await invalid(status=exc.status, errors=errors, error=exc.detail)
+        return await invalid(status=exc.status, errors=exc.field_errors, error=exc.detail)
     return _redirect(request, then)
 
 
@@ -339,12 +334,9 @@ class ListPage:
             **context,
         )
 
-    def creates(
-        self, *, refusals: tuple[int, ...] = (422,), conflicting: str | None = None
-    ) -> None:
+    def creates(self, *, refusals: tuple[int, ...] = (422,)) -> None:
         """POST ``path``: creates one with the form's arguments, under the key the form was
-        rendered with; refused, the page again with the problems (``conflicting``: the field
-        a 409 concerns)."""
+        rendered with; refused, the page again with the problems."""
 
         async def created(request: Request, account: SignedIn, state: State) -> Response:
             raw = await request.form()
@@ -358,7 +350,6 @@ class ListPage:
                 invalid=partial(self.show, request, account, state, form=form),
                 then=self.path,
                 refusals=refusals,
-                conflicting=conflicting,
             )
 
         router.add_api_route(self.path, created, methods=["POST"])
@@ -808,7 +799,7 @@ _categories = ListPage(
     context=_categories_context,
     arguments=_category_arguments,
 )
-_categories.creates(refusals=(409, 422), conflicting="name")
+_categories.creates(refusals=(409, 422))
 _categories.deletes()
 
 
@@ -829,7 +820,6 @@ async def update_category(
         ),
         then="/categories",
         refusals=(409, 422),
-        conflicting="name",
     )
 
 
