@@ -276,6 +276,28 @@ async def test_rules_added_at_once_each_take_the_next_position(
     assert created == [1, 2, 3, 4, 5, 6]
 
 
+async def test_the_rules_list_pages_in_their_order(client: httpx.AsyncClient) -> None:
+    account = await signed_up(client)
+    for n in range(5):
+        assert (await new_rule(client, account, pattern=f"p{n}", tags=["t"])).status_code == 201
+    patterns: list[str] = []
+    params: dict[str, str] = {"limit": "2"}
+    while True:
+        page = await client.get("/api/v1/expenses/rules", params=params, headers=account.headers)
+        assert page.status_code == 200, page.text
+        assert len(page.json()["items"]) <= 2
+        patterns += [rule["pattern"] for rule in page.json()["items"]]
+        if not page.json()["next_cursor"]:
+            break
+        params["cursor"] = page.json()["next_cursor"]
+    assert patterns == [f"p{n}" for n in range(5)]
+    forged = await client.get(
+        "/api/v1/expenses/rules", params={"cursor": "bm90LWpzb24"}, headers=account.headers
+    )
+    assert forged.status_code == 422
+    assert forged.json()["errors"][0]["field"] == "query.cursor"
+
+
 def test_a_regex_cannot_backtrack_catastrophically() -> None:
     """The classic (a+)+$ on 100,000 a's then a b: exponential for a backtracking engine, linear
     for RE2."""

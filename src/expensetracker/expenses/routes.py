@@ -230,9 +230,9 @@ async def create_rule(body: RuleCreate, creation: Creating, session: DbSession) 
 
 
 @router.get("/api/v1/expenses/rules")
-async def list_rules(user: CurrentUser, session: DbSession) -> Page[RuleOut]:
-    """All the caller's rules (at most 100), in their order."""
-    return await rules.list_rules(session, user_id=user.user_id)
+async def list_rules(user: CurrentUser, session: DbSession, paging: Paging) -> Page[RuleOut]:
+    """The caller's rules (at most 100 in all), in their order."""
+    return await rules.list_rules(session, user_id=user.user_id, paging=paging)
 
 
 @router.post("/api/v1/expenses/rules/apply")

@@ -38,7 +38,7 @@ from expensetracker.expenses.shared import (
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import delete_owned, get_owned, lock_until_commit
 from expensetracker.platform.errors import Conflict, ValidationProblem
-from expensetracker.platform.pagination import Page
+from expensetracker.platform.pagination import Page, PageRequest, keyset_page
 
 MAX_RULES = 100
 REGEX_MEMORY_BYTES = 256 * 1024
@@ -244,14 +244,19 @@ async def create_rule(
     return await create_for_owner(session, creation=creation, body=body, create=create)
 
 
-async def list_rules(session: AsyncSession, *, user_id: uuid.UUID) -> Page[RuleOut]:
-    """All of them (at most MAX_RULES), in their order."""
-    rows = await session.scalars(
-        select(CategorisationRule)
-        .where(CategorisationRule.user_id == user_id)
-        .order_by(CategorisationRule.position)
-    )
-    return Page[RuleOut](items=[_out(row) for row in rows], next_cursor=None)
+async def list_rules(
+    session: AsyncSession, *, user_id: uuid.UUID, paging: PageRequest
+) -> Page[RuleOut]:
+    """One page of them, in their order (positions are unique per user)."""
+    async with session.begin():
+        return await keyset_page(
+            session,
+            select(CategorisationRule).where(CategorisationRule.user_id == user_id),
+            keys=(CategorisationRule.position,),
+            types=(int,),
+            paging=paging,
+            item=_out,
+        )
 
 
 _NO_RULE = "No rule with this id."

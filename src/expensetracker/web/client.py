@@ -255,8 +255,8 @@ class ApiClient:
         )
 
     async def every(self, things: Things[T], *, token: str) -> list[T]:
-        """Every item of a short list (categories, tags, recurring expenses, budgets), page after
-        page."""
+        """Every item of a short list (categories, tags, rules, recurring expenses, budgets), page
+        after page."""
         items: list[T] = []
         cursor: str | None = None
         while True:
@@ -363,11 +363,6 @@ class ApiClient:
 
     async def delete_rate(self, *, token: str, day: str, base: str, quote: str) -> None:
         await self._send("expenses", "DELETE", _rate_path(day, base, quote), token=token)
-
-    async def list_rules(self, *, token: str) -> list[Rule]:
-        """All of them in one answer: the API keeps at most 100 and does not page them."""
-        page = await self._json(Page[Rule], RULES.service, "GET", RULES.path, token=token)
-        return page["items"]
 
     async def apply_rules(self, *, token: str, dry_run: bool) -> RulesApplied:
         path, params = "/api/v1/expenses/rules/apply", {"dry_run": "true" if dry_run else "false"}

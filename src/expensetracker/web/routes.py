@@ -964,7 +964,7 @@ async def _rule_choices(request: Request, account: Account, state: WebState) -> 
 
 async def _rules_context(request: Request, account: Account, state: WebState) -> dict[str, Any]:
     rules, choices = await asyncio.gather(
-        state.api.list_rules(token=account.token), _rule_choices(request, account, state)
+        state.api.every(RULES, token=account.token), _rule_choices(request, account, state)
     )
     return {"rules": rules, **choices}
 

@@ -524,7 +524,7 @@ def rule_form(rule: Rule) -> dict[str, str]:
 async def move_rule(*, api: ApiClient, token: str, rule_id: str, direction: str) -> None:
     """Swaps a rule with its neighbour above or below. Positions are unique, so one of the two
     passes through a free position (after the last); each step leaves a valid order."""
-    rules = await api.list_rules(token=token)
+    rules = await api.every(RULES, token=token)
     index = next((i for i, rule in enumerate(rules) if rule["id"] == rule_id), None)
     if index is None:
         raise ApiError(404, {"detail": "No such rule."})
