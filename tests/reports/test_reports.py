@@ -313,9 +313,24 @@ async def test_bad_report_queries_are_422(client: httpx.AsyncClient) -> None:
         ("/api/v1/reports/summary", {"from": "2026-01-01", "to": "2026-02-01", "group_by": "x"}),
         ("/api/v1/reports/budgets", {"month": "2026-1"}),
         ("/api/v1/reports/trends", {"months": 1}),
+        ("/api/v1/reports/trends", {"month": "1900-05", "months": 6}),
+        ("/api/v1/reports/trends", {"month": "1900-05", "months": 6, "in": "home"}),
     ]:
         response = await client.get(path, params=params, headers=account.headers)
         assert response.status_code == 422, (path, params)
+    # Trends may begin in the earliest month a request may name, not before it.
+    home = {"currency": "EUR"}
+    await client.put("/api/v1/expenses/home-currency", json=home, headers=account.headers)
+    for in_home in ({}, {"in": "home"}):
+        params = {"month": "1900-06", "months": "6", **in_home}
+        earliest = await client.get(
+            "/api/v1/reports/trends", params=params, headers=account.headers
+        )
+        assert earliest.status_code == 200, earliest.text
+        assert earliest.json()["months"][0] == "1900-01"
+        params["month"] = "1900-05"
+        before = await client.get("/api/v1/reports/trends", params=params, headers=account.headers)
+        assert before.json()["errors"][0]["field"] == "query.months", before.text
 
 
 async def test_deleted_users_budgets_go(client: httpx.AsyncClient, database_url: str) -> None:

@@ -721,6 +721,17 @@ async def test_malformed_input_never_answers_a_server_error(web: httpx.AsyncClie
             assert (await web.get(path)).status_code < 500, path
 
 
+async def test_a_report_ending_in_1900s_first_months_says_why_it_falls_back(
+    web: httpx.AsyncClient,
+) -> None:
+    await signed_up_person(web)
+    page = (await web.get("/reports?from=1900-01-01&to=1900-02-28")).text
+    assert (
+        'id="report-to-error">The trends&#39; months up to here must not reach back before 1900-01.'
+        in page
+    )
+
+
 # Issue 15 on the web: the home currency, rates, charged amounts, statements, rules.
 
 _RULE_ID = re.compile(r'action="/rules/([0-9a-f-]{36})/delete"')

@@ -13,6 +13,7 @@ import asyncpg
 
 from expensetracker.platform import money
 from expensetracker.platform.errors import ValidationProblem
+from expensetracker.platform.schemas import EARLIEST_DAY
 from expensetracker.reports import conversion
 from expensetracker.reports.conversion import Converted
 from expensetracker.reports.months import add_months, month_end, month_label, whole_months
@@ -208,11 +209,21 @@ SELECT t.category_id, c.name, t.currency, t.month, t.total FROM (
 """
 
 
+def _trend_months(month: date, months: int) -> tuple[date, list[str]]:
+    """The first of ``months`` months up to ``month``, and their labels; they may not begin
+    before the earliest month a request may name."""
+    first = add_months(month, -(months - 1))
+    if first < EARLIEST_DAY:
+        raise ValidationProblem.of_field(
+            "query.months", f"must not reach back before {month_label(EARLIEST_DAY)}", "value_error"
+        )
+    return first, [month_label(add_months(first, n)) for n in range(months)]
+
+
 async def trends(db: asyncpg.Connection, *, user_id: uuid.UUID, month: date, months: int) -> Trends:
     """Monthly totals per category and currency over ``months`` months up to ``month``, and
     the change of the last month from the one before."""
-    first = add_months(month, -(months - 1))
-    labels = [month_label(add_months(first, n)) for n in range(months)]
+    first, labels = _trend_months(month, months)
     series: dict[tuple[Any, ...], dict[str, int]] = defaultdict(dict)
     for category_id, name, currency, at, total in await db.fetch(
         _MONTHLY_PER_CATEGORY, user_id, first, month
@@ -246,8 +257,7 @@ async def converted_trends(
     db: asyncpg.Connection, *, user_id: uuid.UUID, month: date, months: int, max_rate_age: int
 ) -> ConvertedTrends:
     """The trends in the home currency: per category, its months converted, and how."""
-    first = add_months(month, -(months - 1))
-    labels = [month_label(add_months(first, n)) for n in range(months)]
+    first, labels = _trend_months(month, months)
     at_home = await conversion.converted_at_home(
         db,
         user_id=user_id,

@@ -1049,7 +1049,10 @@ async def reports(request: Request, account: SignedIn, state: State) -> Response
         if home and "in" in exc.field_errors:
             home, notice = False, _NO_HOME_CURRENCY
         else:
-            errors = {**errors, **exc.field_errors} or {"from": exc.detail}
+            form_errors = dict(exc.field_errors)
+            if "months" in form_errors:  # the trends' six months end at "To"
+                form_errors["to"] = f"The trends' months up to here {form_errors.pop('months')}."
+            errors = {**errors, **form_errors} or {"from": exc.detail}
             start, end = date(date.today().year, 1, 1), service.month_bounds(date.today())[1]
         data = await report(start=start, end=end, home=home)
     return _page(
