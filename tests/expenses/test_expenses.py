@@ -120,6 +120,8 @@ async def test_bad_input_is_a_422_and_changes_nothing(
     assert response.headers["content-type"] == "application/problem+json"
     assert field in {error["field"] for error in response.json()["errors"]}
     assert await count_rows(database_url) == before
+    if field == "body.currency":  # a refusal says what is wrong, never repeating what was sent
+        assert change["currency"] not in response.text
 
 
 @pytest.mark.parametrize(
@@ -151,6 +153,9 @@ async def test_a_bad_amount_is_explained_in_its_checks_own_words(
         ({"description": "leave out"}, "body.description", "is required"),
         ({"occurred_on": "2026-02-30"}, "body.occurred_on", "must be a real calendar date"),
         ({"tags": [f"t{i}" for i in range(21)]}, "body.tags", "must have at most 20 items"),
+        ({"description": "x" * 201}, "body.description", "must have at most 200 characters"),
+        ({"category_id": "food"}, "body.category_id", "must be an id as the API gives it"),
+        ({"bogus": 1}, "body.bogus", "is not a field this request takes"),
     ],
 )
 async def test_the_librarys_refusals_are_said_in_plain_words(
@@ -159,6 +164,28 @@ async def test_the_librarys_refusals_are_said_in_plain_words(
     account = await signed_up(client)
     body = {key: value for key, value in {**VALID, **change}.items() if value != "leave out"}
     response = await client.post("/api/v1/expenses", json=body, headers=account.headers)
+    assert response.status_code == 422, response.text
+    messages = {error["field"]: error["message"] for error in response.json()["errors"]}
+    assert messages[field].startswith(message), messages
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "field", "message"),
+    [
+        ("/api/v1/expenses", {"limit": "ten"}, "query.limit", "must be a whole number"),
+        ("/api/v1/expenses", {"limit": "501"}, "query.limit", "must be at most 500"),
+        ("/api/v1/expenses", {"currency": "EU"}, "query.currency", "must be an ISO 4217"),
+        ("/api/v1/expenses", {"currency": "XYZ"}, "query.currency", "must be an ISO 4217"),
+        ("/api/v1/reports/budgets", {"month": "2026-3"}, "query.month", "must be a month as"),
+        ("/api/v1/reports/summary", {"group_by": "x"}, "query.group_by", "must be one of"),
+        ("/api/v1/reports/summary", {}, "query.from", "is required"),
+    ],
+)
+async def test_query_refusals_are_said_in_plain_words(
+    client: httpx.AsyncClient, path: str, params: dict, field: str, message: str
+) -> None:
+    account = await signed_up(client)
+    response = await client.get(path, params=params, headers=account.headers)
     assert response.status_code == 422, response.text
     messages = {error["field"]: error["message"] for error in response.json()["errors"]}
     assert messages[field].startswith(message), messages

@@ -177,7 +177,7 @@ def home_currency(
     try:
         money.exponent(currency)
     except ValueError as exc:
-        fail(str(exc))
+        fail(f"The currency {exc}.")
     settings = operator_settings(service="expenses")
 
     async def run() -> None:

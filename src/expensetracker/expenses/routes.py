@@ -79,7 +79,7 @@ async def expense_filters(
     ] = None,
     min_amount: Annotated[str | None, Query(max_length=30), TEXT] = None,
     max_amount: Annotated[str | None, Query(max_length=30), TEXT] = None,
-    currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$")] = None,
+    currency: Annotated[Currency | None, Query()] = None,
 ) -> ExpenseFilter:
     return ExpenseFilter(
         from_=from_,
@@ -148,7 +148,7 @@ async def import_expenses(
         ImportFormat | None, Query(description="Overrides the content type and the content.")
     ] = None,
     currency: Annotated[
-        str | None, Query(pattern=r"^[A-Z]{3}$", description="QIF's currency (QIF has none).")
+        Currency | None, Query(description="QIF's currency (QIF has none).")
     ] = None,
     date_order: Annotated[
         DateOrder | None, Query(description="QIF's date order, where its dates do not prove it.")

@@ -46,24 +46,40 @@ def _http_exception_handler(
     return on_http_exception
 
 
+# The library's sentences people meet, said as our own checks say things ({...}: its context).
+_PLAIN_WORDS = {
+    "missing": "is required",
+    "extra_forbidden": "is not a field this request takes",
+    "string_too_short": "must have at least {min_length} characters",
+    "string_too_long": "must have at most {max_length} characters",
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than_equal": "must be at most {le}",
+    "bool_parsing": "must be true or false",
+    "uuid_parsing": "must be an id as the API gives it, such as {example_id}",
+    "literal_error": "must be one of {expected}",
+    "date_parsing": 'must be a real calendar date, such as "2026-03-01"',
+    "date_from_datetime_parsing": 'must be a real calendar date, such as "2026-03-01"',
+    "date_type": 'must be a real calendar date, such as "2026-03-01"',
+}
+
+
 def _message(error: Mapping[str, Any]) -> str:
     """What to show the person who typed the value. Our own checks raise ValueError with a
-    sentence of their own, which pydantic prefixes with "Value error, ": shown as raised. The
-    library's own sentences that people meet most are said as our checks say things."""
+    sentence of their own, which pydantic prefixes with "Value error, ": shown as raised."""
     kind, context = error["type"], error.get("ctx", {})
     if kind == "value_error" and context.get("error"):
         return str(context["error"])
-    if kind == "missing":
-        return "is required"
     if kind == "string_too_short" and context.get("min_length") == 1:
         return "must not be empty"
-    if kind == "too_long" and context.get("field_type") == "List":
-        return f"must have at most {context['max_length']} items"
-    if kind == "too_short" and context.get("field_type") == "List":
-        least = context["min_length"]
-        return f"must have at least {least} item{'s' if least > 1 else ''}"
-    if kind in ("date_parsing", "date_from_datetime_parsing", "date_type"):
-        return 'must be a real calendar date, such as "2026-03-01"'
+    if kind in ("too_long", "too_short") and context.get("field_type") == "List":
+        bound = context["max_length" if kind == "too_long" else "min_length"]
+        most = "most" if kind == "too_long" else "least"
+        return f"must have at {most} {bound} item{'s' if bound != 1 else ''}"
+    if said := _PLAIN_WORDS.get(kind):
+        return said.format(**context, example_id='"0b6d3f5e-1c2a-4e8b-9f00-3a7c2d1e4b5f"')
     return str(error["msg"])
 
 

@@ -29,7 +29,8 @@ def exponent(currency: str) -> int:
     """Decimals of ``currency``; ValueError when it is not an ISO 4217 currency with a minor unit
     (codes are upper case: ``eur`` is refused, not guessed)."""
     if not _CODE.fullmatch(currency) or currency not in _exponents():
-        raise ValueError(f"{currency!r} is not an ISO 4217 currency code (e.g. EUR, JPY)")
+        # The value is not repeated: a refusal never echoes what was sent.
+        raise ValueError("must be an ISO 4217 currency code in capitals, such as EUR or JPY")
     return _exponents()[currency]
 
 

@@ -44,15 +44,23 @@ def check_day(value: date) -> date:
     return value
 
 
+# YYYY-MM with ASCII digits, the whole string (no trailing newline).
+MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+
+
 def check_month(value: str) -> str:
+    if not re.fullmatch(MONTH_PATTERN, value):
+        raise ValueError('must be a month as YYYY-MM, such as "2026-03"')
     if not EARLIEST_DAY.year <= int(value[:4]) <= LATEST_DAY.year:
         raise ValueError(f"must be between {EARLIEST_DAY.year}-01 and {LATEST_DAY.year}-12")
     return value
 
 
 Day = Annotated[date, AfterValidator(check_day)]
-# YYYY-MM with ASCII digits, the whole string (no trailing newline).
-Month = Annotated[str, Field(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$"), AfterValidator(check_month)]
+# The pattern stays in the API's schema; the check says what a month is in words.
+Month = Annotated[
+    str, Field(json_schema_extra={"pattern": MONTH_PATTERN}), AfterValidator(check_month)
+]
 
 
 class StrictModel(BaseModel):
@@ -66,7 +74,10 @@ def _currency(value: str) -> str:
     return value
 
 
-Currency = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_currency)]
+# The length stays in the API's schema; the check says what a currency is in words.
+Currency = Annotated[
+    str, Field(json_schema_extra={"minLength": 3, "maxLength": 3}), AfterValidator(_currency)
+]
 Amount = Annotated[str, Field(max_length=30, examples=["12.34"]), TEXT]
 
 
