@@ -245,9 +245,43 @@ async def test_a_dry_run_reports_what_an_import_would_do_and_keeps_nothing(
     tags = (await client.get("/api/v1/tags", headers=account.headers)).json()["items"]
     assert tags == []
     too_precise = HEADER + "2026-03-02,2.001,EUR,Too precise,,,,,\n"
+    rejected = [
+        counter("expensetracker_imports_total", outcome="rejected"),
+        counter("expensetracker_import_rows_total", outcome="rejected"),
+    ]
     invalid = await upload(client, account, too_precise, dry_run=True)
     assert invalid.status_code == 422
     assert [(e["line"], e["field"]) for e in invalid.json()["errors"]] == [(2, "amount")]
+    # A preview is no import: the import metrics count neither it nor its bad rows.
+    assert rejected == [
+        counter("expensetracker_imports_total", outcome="rejected"),
+        counter("expensetracker_import_rows_total", outcome="rejected"),
+    ]
+
+
+async def test_an_import_under_an_idempotency_key_happens_once(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    # Rows without an external id: only the key tells a resent import from a new one.
+    account = await signed_up(client)
+    content = HEADER + "2026-03-02,2.00,EUR,Coffee,,,,,\n2026-03-03,3.00,EUR,Tea,,,,,\n"
+    succeeded = counter("expensetracker_imports_total", outcome="succeeded")
+    previewed = await upload(client, account, content, dry_run=True, key="confirm-1")
+    assert previewed.status_code == 200  # a dry run keeps nothing, its key neither
+    first = await upload(client, account, content, key="confirm-1")
+    again = await upload(client, account, content, key="confirm-1")
+    assert (first.status_code, again.status_code) == (201, 201), again.text
+    assert again.json() == first.json() == imported(rows=2, created=2, unchanged=0)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    assert await expense_count(database_url) == 2
+    assert counter("expensetracker_imports_total", outcome="succeeded") == succeeded + 1
+    other = await upload(client, account, content.replace("Tea", "Milk"), key="confirm-1")
+    assert other.status_code == 422
+    assert other.json()["errors"][0]["field"] == "header.Idempotency-Key"
+    unkeyed = await upload(client, account, content)
+    assert unkeyed.json()["created"] == 2  # without a key, a file is imported as often as sent
+    assert await expense_count(database_url) == 4
 
 
 FORMULAS = [

@@ -64,15 +64,21 @@ def imported(*, rows: int, created: int, unchanged: int) -> dict[str, object]:
 
 
 async def upload(
-    client: httpx.AsyncClient, account: Account, content: str | bytes, *, dry_run: bool = False
+    client: httpx.AsyncClient,
+    account: Account,
+    content: str | bytes,
+    *,
+    dry_run: bool = False,
+    key: str | None = None,
 ) -> httpx.Response:
-    """A CSV import."""
+    """A CSV import, under the Idempotency-Key ``key`` if given."""
     data = content.encode() if isinstance(content, str) else content
+    keyed = {"Idempotency-Key": key} if key else {}
     return await client.post(
         "/api/v1/expenses/import",
         params={"dry_run": "true"} if dry_run else {},
         content=data,
-        headers={**account.headers, "content-type": "text/csv"},
+        headers={**account.headers, "content-type": "text/csv", **keyed},
     )
 
 

@@ -380,8 +380,13 @@ async def test_the_list_keeps_filters_in_the_url_and_pages_on_the_cursor(
         files={"file": ("bank.csv", content.encode(), "text/csv")},
     )
     packed = re.search(r'name="packed" value="([^"]+)"', preview.text).group(1)
-    confirmed = await person.submit("/import", "/import/confirm", {"packed": packed})
+    confirm = {"packed": packed, "idempotency_key": idempotency_key(preview.text)}
+    confirmed = await person.submit("/import", "/import/confirm", confirm)
     assert "Imported: 55 new expenses" in confirmed.text
+    # Confirmed again (a double click, a reload of the answer): no row has an external id,
+    # and still nothing is imported twice.
+    resent = await person.submit("/import", "/import/confirm", confirm)
+    assert "Imported: 55 new expenses" in resent.text
     first = (await web.get("/expenses")).text
     assert len(expense_ids(first)) == 50
     more = re.search(r'<a href="(/expenses\?cursor=[^"]+)">More expenses</a>', first).group(1)
@@ -408,6 +413,14 @@ async def test_an_import_with_a_bad_row_shows_its_line_and_saves_nothing(
     )
     assert refused.status_code == 422
     assert re.search(r"<td class=\"num\">3</td><td>amount</td>", refused.text)
+    empty = await web.post(
+        "/import", data={"csrf_token": token}, files={"file": ("a.csv", b"", "text/csv")}
+    )
+    none = await web.post(
+        "/import", data={"csrf_token": token}, files={"file": ("", b"", "application/octet-stream")}
+    )
+    assert (empty.status_code, none.status_code) == (422, 422)
+    assert "The file is empty." in empty.text and "Choose a file to import." in none.text
     assert expense_ids((await web.get("/expenses")).text) == []
     await person.add_expense(description="Earlier")  # not from the file
     good = header + "2026-11-01,5.00,EUR,Fine,,,,,b-1\n2026-11-02,5.00,EUR,Fixed,,,,,b-2\n"

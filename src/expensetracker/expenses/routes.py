@@ -45,7 +45,7 @@ from expensetracker.platform.deps import (
     State,
 )
 from expensetracker.platform.errors import Problem, ValidationProblem, problems
-from expensetracker.platform.idempotency import CREATES
+from expensetracker.platform.idempotency import CREATES, Stored
 from expensetracker.platform.pagination import Page
 from expensetracker.platform.schemas import NO_CONTENT, TEXT, Currency, Day, JsonDocument
 
@@ -122,8 +122,12 @@ _IMPORT_MEDIA_TYPES = [*statements.MEDIA_TYPES, *statements.SNIFFED_MEDIA_TYPES]
 
 @router.post(
     "/api/v1/expenses/import",
+    response_model=ImportOut,
     status_code=status.HTTP_201_CREATED,
-    responses=problems(415),
+    responses={
+        status.HTTP_200_OK: {"model": ImportOut, "description": "A dry run: nothing was kept."},
+        **problems(409, 415),
+    },
     openapi_extra={
         "requestBody": {
             "content": {
@@ -134,8 +138,7 @@ _IMPORT_MEDIA_TYPES = [*statements.MEDIA_TYPES, *statements.SNIFFED_MEDIA_TYPES]
 )
 async def import_expenses(
     request: Request,
-    response: Response,
-    user: CurrentUser,
+    creation: Creating,
     session: DbSession,
     dry_run: Annotated[
         bool,
@@ -153,10 +156,11 @@ async def import_expenses(
     date_order: Annotated[
         DateOrder | None, Query(description="QIF's date order, where its dates do not prove it.")
     ] = None,
-) -> ImportOut:
+) -> Response:
     """A CSV file (UTF-8, header row; columns as in the export) or a bank statement (OFX/QFX,
-    CAMT.053, MT940, QIF): imported whole or not at all, with every bad row reported by its
-    position. Rows with an external_id seen before are skipped, and a statement's credits."""
+    CAMT.053, MT940, QIF), sent as the request body: imported whole or not at all, with every
+    bad row reported by its position. Rows with an external_id seen before are skipped, and a
+    statement's credits. Under an Idempotency-Key, an import sent again happens once."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if format is None and media_type not in statements.SNIFFED_MEDIA_TYPES:
         format = statements.MEDIA_TYPES.get(media_type)
@@ -164,15 +168,17 @@ async def import_expenses(
             raise UnsupportedMediaType(f"Send the file as one of {', '.join(_IMPORT_MEDIA_TYPES)}.")
     result = await transfer.import_file(
         session,
-        user_id=user.user_id,
+        user_id=creation.user_id,
         chunks=request.stream(),
         format=format,
         options=statements.Options(currency=currency, date_order=date_order),
         dry_run=dry_run,
+        keyed=creation.keyed,
     )
-    if dry_run:
-        response.status_code = status.HTTP_200_OK  # nothing was created
-    return ImportOut.model_validate(result, from_attributes=True)
+    if isinstance(result, Stored):
+        return idempotency.respond(result)
+    # A dry run created nothing: 200.
+    return idempotency.respond(transfer.import_answer(result), status_code=200 if dry_run else 201)
 
 
 @router.get("/api/v1/expenses/export", response_class=StreamingResponse)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import operator
@@ -23,12 +24,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, overload
 
 import asyncpg
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from expensetracker.expenses.models import idempotency_keys
 from expensetracker.expenses.owners import ensure_owner
 from expensetracker.expenses.rules import Rule, first_match, load_rules
 from expensetracker.expenses.schemas import (
@@ -40,6 +42,7 @@ from expensetracker.expenses.schemas import (
     NOTES_MAX,
     PREVIEW_ROWS,
     TAGS_MAX,
+    ImportOut,
     ImportPreview,
     PreviewExpense,
     PreviewSkipped,
@@ -54,7 +57,8 @@ from expensetracker.expenses.statements import (
     Statement,
     detect,
 )
-from expensetracker.platform import money
+from expensetracker.platform import idempotency, money
+from expensetracker.platform.idempotency import KeyedRequest, Stored
 from expensetracker.platform.schemas import check_text
 
 COLUMNS = (
@@ -272,6 +276,7 @@ def _open(spool: Any) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     return header, ((reader.line_num, values) for values in reader)
 
 
+@overload
 async def import_file(
     session: AsyncSession,
     *,
@@ -281,12 +286,46 @@ async def import_file(
     options: Options | None = None,
     progress: Callable[[int], None] | None = None,
     dry_run: bool = False,
-) -> ImportResult:
+    keyed: None = None,
+) -> ImportResult: ...
+
+
+@overload
+async def import_file(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    chunks: AsyncIterator[bytes],
+    format: Format | None = None,
+    options: Options | None = None,
+    progress: Callable[[int], None] | None = None,
+    dry_run: bool = False,
+    keyed: KeyedRequest | None,
+) -> ImportResult | Stored: ...
+
+
+async def import_file(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    chunks: AsyncIterator[bytes],
+    format: Format | None = None,
+    options: Options | None = None,
+    progress: Callable[[int], None] | None = None,
+    dry_run: bool = False,
+    keyed: KeyedRequest | None = None,
+) -> ImportResult | Stored:
     """A CSV file or a bank statement (``format``, or detected from the content when None).
-    ``dry_run`` does everything an import would, reports it, and keeps nothing."""
+    ``dry_run`` does everything an import would, reports it, and keeps nothing (not even its
+    key). An import under an Idempotency-Key (``keyed``) happens once: sent again with the same
+    file and options, it answers what the first answered (Stored), in the same transaction."""
+    keyed = None if dry_run else keyed
+    digest = hashlib.sha256(f"{keyed.route}\n{format}\n{options}\n".encode()) if keyed else None
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES) as spool:
         async for chunk in chunks:
             spool.write(chunk)
+            if digest is not None:
+                digest.update(chunk)
         spool.seek(0)
         if format is None:
             format = detect(spool.read(SNIFF_BYTES))
@@ -299,6 +338,16 @@ async def import_file(
         try:
             async with session.begin():
                 await ensure_owner(session, user_id=user_id)
+                if keyed is not None and digest is not None:
+                    stored = await idempotency.claim(
+                        session,
+                        idempotency_keys,
+                        user_id=user_id,
+                        key=keyed.key,
+                        request_hash=digest.digest(),
+                    )
+                    if stored is not None:
+                        return stored
                 batches, rows = await _stage(
                     session,
                     user_id=user_id,
@@ -313,10 +362,20 @@ async def import_file(
                         batches.connection, user_id=user_id, result=result, statement=statement
                     )
                     raise _RolledBack(dataclasses.replace(result, dry_run=True, preview=preview))
+                if keyed is not None:
+                    await idempotency.remember(
+                        session,
+                        idempotency_keys,
+                        user_id=user_id,
+                        key=keyed.key,
+                        status_code=201,
+                        body=import_answer(result).model_dump_json(),
+                    )
         except _RolledBack as rolled_back:
             return rolled_back.result
         except InvalidImport:
-            IMPORTS.labels("rejected").inc()
+            if not dry_run:  # a dry run is a preview, not an import
+                IMPORTS.labels("rejected").inc()
             raise
     IMPORTS.labels("succeeded").inc()
     IMPORT_ROWS.labels("accepted").inc(result.rows)
@@ -571,11 +630,16 @@ async def _stage(
     return batches, rows
 
 
+def import_answer(result: ImportResult) -> ImportOut:
+    return ImportOut.model_validate(result, from_attributes=True)
+
+
 def _publish(batches: _Batches, *, rows: int, statement: Statement | None) -> ImportResult:
     """What the import did, or, when a row was bad, an InvalidImport with the first errors
     (the transaction then keeps nothing)."""
     if batches.rejected:
-        IMPORT_ROWS.labels("rejected").inc(batches.rejected)
+        if batches.preview is None:  # rows a dry run would refuse were not refused imports
+            IMPORT_ROWS.labels("rejected").inc(batches.rejected)
         reported = batches.reported_errors()
         if statement is not None:  # a position in a statement is a transaction's number
             reported = [{"transaction": error.pop("line"), **error} for error in reported]

@@ -331,13 +331,21 @@ class ApiClient:
     # expenses
 
     async def import_file(
-        self, *, token: str, content: bytes, dry_run: bool, options: Mapping[str, str]
+        self,
+        *,
+        token: str,
+        content: bytes,
+        dry_run: bool,
+        options: Mapping[str, str],
+        idempotency_key: str | None,
     ) -> ImportResult:
         """A CSV file or a bank statement, with the import's ``options`` (``format`` and QIF's
         own). Without ``format``, the API detects it from the content (sent as
         application/octet-stream, a type it looks into)."""
         params = {"dry_run": "true" if dry_run else "false", **options}
         headers = {"Content-Type": "application/octet-stream"}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
         return await self._json(
             ImportResult,
             "expenses",

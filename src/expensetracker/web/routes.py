@@ -1092,7 +1092,7 @@ async def _upload(request: Request) -> tuple[bytes | None, dict[str, str]]:
     raw = await request.form()
     form = _text(raw)
     upload = raw.get("file")
-    if isinstance(upload, UploadFile):
+    if isinstance(upload, UploadFile) and upload.filename:  # a browser sends no name for none
         return await upload.read(), form
     if "packed" in form:
         limit = app_state(request.app).settings.max_import_body_bytes
@@ -1121,27 +1121,37 @@ async def _import(
     the file on), then the confirmed import."""
     content, form = await _upload(request)
     form.pop("packed", None)
+    key = None if dry_run else _form_key(form)
     if not content:
-        detail = (
-            "Choose a file to import."
-            if dry_run
-            else "The file was lost on the way; upload it again."
-        )
+        if not dry_run:
+            detail = "The file was lost on the way; upload it again."
+        else:
+            detail = "Choose a file to import." if content is None else "The file is empty."
         return _import_page(
             request, account, status=422, form=form, problem={"detail": detail, "errors": []}
         )
     options = service.import_options(form)
     try:
         result = await state.api.import_file(
-            token=account.token, content=content, dry_run=dry_run, options=options
+            token=account.token,
+            content=content,
+            dry_run=dry_run,
+            options=options,
+            idempotency_key=key,
         )
     except ApiError as exc:
         if exc.status not in (413, 415, 422):
             raise
         return _import_refused(request, account, exc, form)
     if dry_run:
+        # The confirm form's key: confirmed twice (a double click, a reload), it imports once.
         return _import_page(
-            request, account, form=form, preview=result, packed=service.pack_upload(content)
+            request,
+            account,
+            form=form,
+            preview=result,
+            packed=service.pack_upload(content),
+            idempotency_key=service.new_form_key(),
         )
     return _import_page(request, account, imported=result)
 
