@@ -275,6 +275,17 @@ async def test_a_phone_screen_has_no_sideways_scrolling_and_no_accessibility_pro
             }
             created = await api.post("/api/v1/expenses", json=expense, headers=account.headers)
             assert created.status_code == 201, created.text
+        # A description with no space to break at, on the dashboard's latest and in the list.
+        unbroken = {**expense, "description": "=HYPERLINK(" + "x" * 60 + ")"}
+        created = await api.post("/api/v1/expenses", json=unbroken, headers=account.headers)
+        assert created.status_code == 201, created.text
+        # A recurring expense: its table's row actions hold hidden labels.
+        monthly = {**expense, "frequency": "monthly", "starts_on": date.today().isoformat()}
+        del monthly["occurred_on"]
+        created = await api.post(
+            "/api/v1/expenses/recurring", json=monthly, headers=account.headers
+        )
+        assert created.status_code == 201, created.text
     context = await browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
     page = await context.new_page()
     await sign_in(page, base_url, email, password)
@@ -321,6 +332,82 @@ async def test_the_keyboard_alone_reaches_everything_and_focus_is_visible(
     await expect(page.get_by_role("dialog")).to_be_visible()
     await page.keyboard.press("Escape")
     await expect(page.get_by_role("dialog")).to_be_hidden()
+
+
+async def focus_moves_to(page: Page, name: str, row: str | None = None) -> None:
+    """Waits until the focused element's name (or text) starts with ``name``, in the table row
+    ``row`` when given: focus moves once a partial update has settled."""
+    await page.wait_for_function(
+        """([name, row]) => {
+            const el = document.activeElement;
+            if (!el || el === document.body) return false;
+            const label = el.getAttribute("name") || el.textContent.trim();
+            return label.startsWith(name) && (row === null || el.closest("tr")?.id === row);
+        }""",
+        arg=[name, row],
+        timeout=5000,
+    )
+
+
+async def test_focus_stays_where_the_work_is_after_each_partial_update(
+    context: BrowserContext, base_url: str
+) -> None:
+    email, password = await new_account(base_url, expenses=55)
+    page = await context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())  # the delete's confirmation
+    await sign_in(page, base_url, email, password)
+    await page.goto(f"{base_url}/expenses")
+    rows = page.locator("#expense-rows > tr:not(.more)")
+    first, second = await rows.nth(0).get_attribute("id"), await rows.nth(1).get_attribute("id")
+    announcer = page.locator("#announcer")
+    # Edit opens with focus in the form; Escape gives the row back, with focus on its Edit.
+    await page.locator(f"#{first} a", has_text="Edit").focus()
+    await page.keyboard.press("Enter")
+    await focus_moves_to(page, "description", row=first)
+    await page.keyboard.press("Escape")
+    await focus_moves_to(page, "Edit", row=first)
+    # Saved with Enter: said, and focus back on the row's Edit.
+    await page.keyboard.press("Enter")
+    await focus_moves_to(page, "description", row=first)
+    await page.keyboard.type(" (edited)")
+    await page.keyboard.press("Enter")
+    await expect(announcer).to_have_text("Expense saved.")
+    await focus_moves_to(page, "Edit", row=first)
+    await expect(page.locator(f"#{first}")).to_contain_text("(edited)")
+    # Deleted: focus on the next row's Edit.
+    await page.locator(f"#{first} button", has_text="Delete").focus()
+    await page.keyboard.press("Enter")
+    await expect(announcer).to_have_text("Expense deleted.")
+    await focus_moves_to(page, "Edit", row=second)
+    # The next page loads where the keyboard is: focus on its first new row.
+    await page.get_by_role("link", name="More expenses").focus()
+    await expect(rows).to_have_count(54)
+    await focus_moves_to(page, "Edit", row=await rows.nth(49).get_attribute("id"))
+    # Quick-add: after saving, focus on "Add another"; then in the new form. An inline edit not
+    # saved yet is kept, not reloaded away.
+    await page.locator(f"#{second} a", has_text="Edit").focus()
+    await page.keyboard.press("Enter")
+    await focus_moves_to(page, "description", row=second)
+    await page.keyboard.type(" unsaved")
+    await page.get_by_role("link", name="Add expense").click()
+    dialog = page.get_by_role("dialog")
+    await dialog.get_by_label("Description").fill("Focus test")
+    await dialog.get_by_label("Amount").fill("2.00")
+    await dialog.get_by_label("Currency", exact=True).fill("EUR")
+    await dialog.get_by_label("Amount").press("Enter")
+    await expect(announcer).to_have_text("Expense added.")
+    await focus_moves_to(page, "Add another")
+    await page.keyboard.press("Enter")
+    await expect(dialog.get_by_label("Description")).to_be_focused()
+    await page.keyboard.press("Escape")
+    assert "unsaved" in await page.locator(f"#{second} [name=description]").input_value()
+    # On the add page itself, "n" goes to its form instead of opening a copy of it.
+    await page.goto(f"{base_url}/expenses/new")
+    await page.keyboard.press("n")
+    await focus_moves_to(page, "description")
+    await expect(page.get_by_role("dialog")).to_be_hidden()
+    ids = await page.evaluate("[...document.querySelectorAll('[id]')].map((e) => e.id)")
+    assert len(ids) == len(set(ids))
 
 
 async def test_with_scripts_off_signing_in_listing_adding_and_deleting_work(

@@ -759,9 +759,11 @@ async def update_expense(
     if not _htmx(request):
         return RedirectResponse("/expenses", status_code=303)
     context = await _expense_form_context(state, account)
-    return _page(
+    response = _page(
         request, "_expense_rows.html", account, expenses=[expense], updated=True, **context
     )
+    response.headers["HX-Trigger"] = json.dumps({"announce": "Expense saved."})
+    return response
 
 
 @router.post("/expenses/{expense_id}/delete")

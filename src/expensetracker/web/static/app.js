@@ -19,6 +19,12 @@
     const dialog = document.getElementById("quick-add");
     if (!dialog || !window.htmx || typeof dialog.showModal !== "function") return;
     if (event) event.preventDefault();
+    // On the page that is the form already (/expenses/new): its first field, not a copy of it.
+    const onPage = document.getElementById("expense-form");
+    if (onPage && !dialog.contains(onPage)) {
+      firstFocusable(onPage).focus();
+      return;
+    }
     window.htmx.ajax("GET", "/expenses/new", { target: "#quick-add-body", swap: "innerHTML" })
       .then(() => {
         const first = dialog.querySelector("input:not([type=hidden]), select");
@@ -35,11 +41,55 @@
   });
 
   document.addEventListener("keydown", (event) => {
+    // Escape in an expense's inline edit: the row as it was, as its Cancel link gives it.
+    if (event.key === "Escape") {
+      const editing = event.target.closest("tr.editing");
+      if (editing) editing.querySelector("[data-cancel]").click();
+      return;
+    }
     if (event.key !== "n" || event.ctrlKey || event.metaKey || event.altKey) return;
     const target = event.target;
     if (target.closest("input, textarea, select, [contenteditable], dialog[open]")) return;
     openQuickAdd(event);
   });
+
+  // A partial update that replaces the focused element (an expense row edited, saved or
+  // deleted, the "More expenses" row, the quick-add form) would leave focus on the page itself,
+  // and keyboard users would start again from the top: focus moves to what took its place.
+  const FOCUSABLE = "input:not([type=hidden]), select, textarea, button, a[href]";
+  const firstFocusable = (element) =>
+    element.matches(FOCUSABLE) ? element : element.querySelector(FOCUSABLE);
+
+  let replaced = null; // the swap that is taking the focused element away, until it settles
+
+  function moveFocus(swap) {
+    if (!replaced || (swap && swap !== replaced)) return; // a later swap's to settle
+    const active = document.activeElement;
+    if (active && active !== document.body && active.isConnected) {
+      if (swap) replaced = null; // its time is up; another swap's settling is no sign
+      return;
+    }
+    const { target, parent, before, after } = replaced;
+    replaced = null;
+    // What now stands where the target stood (or the target itself, if only its content was
+    // swapped), then its neighbours, then the list around it.
+    const first = before ? before.nextElementSibling : parent && parent.firstElementChild;
+    const heirs = [target, first, after, before, parent].filter((e) => e && e.isConnected);
+    (heirs.map(firstFocusable).find(Boolean) || document.getElementById("main")).focus();
+  }
+
+  document.addEventListener("htmx:beforeSwap", (event) => {
+    const target = event.detail.target;
+    if (!target.contains(document.activeElement)) return;
+    const parent = target.parentElement;
+    const swap = { target, parent, before: target.previousElementSibling, after: target.nextElementSibling };
+    replaced = swap;
+    // A swap that leaves no new element (a deleted row) has no settling to wait for.
+    window.setTimeout(() => moveFocus(swap), window.htmx.config.defaultSettleDelay + 100);
+  });
+  // After the settling, the new content's own hx- attributes work: a key pressed at once on
+  // what gets the focus does what it says.
+  document.addEventListener("htmx:afterSettle", () => moveFocus(null));
 
   // Partial updates are announced to screen readers; failures are said, never swallowed.
   document.addEventListener("expense-added", () => announce("Expense added."));
@@ -57,7 +107,15 @@
     }
   });
   document.addEventListener("htmx:sendError", () => announce("The server could not be reached."));
+  // The list reloads to show an expense added in the dialog, unless that would throw away an
+  // edit not saved yet.
+  document.addEventListener("htmx:beforeRequest", (event) => {
+    const list = event.detail.elt;
+    if (list.id === "expense-rows" && list.querySelector("tr.editing")) event.preventDefault();
+  });
   document.addEventListener("htmx:afterSwap", (event) => {
+    const cause = event.detail.requestConfig && event.detail.requestConfig.triggeringEvent;
+    if (cause && cause.type === "expense-added") return; // "Expense added." is the news
     if (event.detail.target.id === "expense-rows" || event.detail.elt.classList.contains("more")) {
       const rows = document.querySelectorAll("#expense-rows > tr:not(.more)").length;
       announce(`${rows} expenses shown.`);
