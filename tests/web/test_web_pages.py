@@ -734,10 +734,14 @@ async def test_malformed_input_never_answers_a_server_error(web: httpx.AsyncClie
             assert (await web.get(path)).status_code < 500, path
 
 
-async def test_a_report_ending_in_1900s_first_months_says_why_it_falls_back(
+async def test_refused_report_and_budget_months_stay_as_typed_with_their_reason(
     web: httpx.AsyncClient,
 ) -> None:
     await signed_up_person(web)
+    month = (await web.get("/budgets?month=2026-13")).text
+    assert 'value="2026-13"' in month and 'id="budget-month-error">must be a month as' in month
+    backwards = (await web.get("/reports?from=2026-05-01&to=2026-01-01")).text
+    assert 'value="2026-05-01"' in backwards and 'value="2026-01-01"' in backwards  # as typed
     page = (await web.get("/reports?from=1900-01-01&to=1900-02-28")).text
     assert (
         'id="report-to-error">The trends&#39; months up to here must not reach back before 1900-01.'
@@ -786,8 +790,14 @@ async def test_own_rates_are_added_replaced_listed_and_deleted(web: httpx.AsyncC
     empty = await person.submit("/rates", "/rates", {**rate, "day": "", "quote": " "})
     assert empty.status_code == 422
     assert 'id="rate-day-error"' in empty.text and 'id="rate-quote-error"' in empty.text
+    # Nor is a part no path segment can carry (a hand-made form: the date picker sends none).
+    slashed = await person.submit("/rates", "/rates", {**rate, "day": "02/11/2026", "base": ".."})
+    assert slashed.status_code == 422 and 'value="02/11/2026"' in slashed.text
+    assert 'id="rate-day-error">must be a date as YYYY-MM-DD' in slashed.text
+    assert 'id="rate-base-error"' in slashed.text
     filtered = await web.get("/rates?base=US")
     assert filtered.status_code == 422 and 'id="filter-base-error"' in filtered.text
+    assert 'name="base" type="text" value="US"' in filtered.text  # kept as typed
     assert "0.95" in (await web.get("/rates?base=USD&quote=EUR")).text
     assert "No rates for this pair" in (await web.get("/rates?base=GBP")).text
     delete = "/rates/2026-11-02/USD/EUR/delete"
@@ -967,6 +977,11 @@ async def test_another_users_rules_and_rates_answer_not_found(web: httpx.AsyncCl
         response = await bob.submit("/rules", action, data)
         assert response.status_code == 404, action
     assert (await web.get(f"/rules/{rule}/edit")).status_code == 404
+    # An id that is no id at all names nothing either: "not found", not "something went wrong".
+    for path in ("/rules/garbage/edit", "/expenses/garbage/edit", "/budgets/garbage/edit"):
+        malformed = await web.get(path)
+        assert malformed.status_code == 404 and "Page not found" in malformed.text, path
+    assert (await bob.submit("/rules", "/expenses/garbage/delete", {})).status_code == 404
     assert "alice" not in (await web.get("/rules")).text
     assert "No rates yet" in (await web.get("/rates")).text
 

@@ -10,8 +10,8 @@ fraction of httpx's per call (docs/web.md, the benchmark)."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, cast
 from urllib.parse import quote
@@ -267,7 +267,10 @@ class ApiClient:
                 return items
 
     async def one(self, things: Things[T], *, token: str, id: str) -> T:
-        return await self._json(things.kind, things.service, "GET", things.item(id), token=token)
+        with _malformed_id_not_found():
+            return await self._json(
+                things.kind, things.service, "GET", things.item(id), token=token
+            )
 
     async def create(
         self, things: Things[T], *, token: str, body: dict[str, Any], idempotency_key: str
@@ -286,10 +289,14 @@ class ApiClient:
 
     async def change(self, things: Things[T], *, token: str, id: str, body: dict[str, Any]) -> T:
         method, path = things.change_method, things.item(id)
-        return await self._json(things.kind, things.service, method, path, token=token, json=body)
+        with _malformed_id_not_found():
+            return await self._json(
+                things.kind, things.service, method, path, token=token, json=body
+            )
 
     async def delete(self, things: Things[Any], *, token: str, id: str) -> None:
-        await self._send(things.service, "DELETE", things.item(id), token=token)
+        with _malformed_id_not_found():
+            await self._send(things.service, "DELETE", things.item(id), token=token)
 
     # auth
 
@@ -433,18 +440,44 @@ class ApiClient:
         )
 
 
+@contextmanager
+def _malformed_id_not_found() -> Iterator[None]:
+    """An id the API refuses as malformed (a 422 at the path alone) names nothing, as an unknown
+    id does: a page's URL that holds one is "not found", not "something went wrong"."""
+    try:
+        yield
+    except ApiError as exc:
+        fields = [str(error.get("field", "")) for error in exc.problem.get("errors") or []]
+        if exc.status == 422 and fields and all(f.startswith("path.") for f in fields):
+            raise ApiError(404, {"detail": "Not found."}) from None
+        raise
+
+
 def _segment(value: str) -> str:
     """An id from a page's URL as one path segment of the API's: whatever it holds (a slash, a
     NUL, a lone surrogate) it names no other path, and the API judges it."""
     return quote(value.encode("utf-8", "surrogatepass"), safe="")
 
 
+_RATE_PARTS = {
+    "day": "must be a date as YYYY-MM-DD",
+    "base": "must be a currency code, such as EUR",
+    "quote": "must be a currency code, such as EUR",
+}
+
+
 def _rate_path(day: str, base: str, quote: str) -> str:
     """A rate's path. An empty part would name another path (the API redirects one that ends
-    in a slash), so it is refused here as the API refuses a field left out."""
+    in a slash), so it is refused here as the API refuses a field left out; so is a part that
+    no path segment can carry."""
     parts = {"day": day, "base": base, "quote": quote}
-    if missing := [name for name, value in parts.items() if not value]:
-        errors = [{"field": f"path.{name}", "message": "Field required"} for name in missing]
+    # A slash, or a dot or two alone, would name another path too (the route is not found).
+    errors = [
+        {"field": f"path.{name}", "message": _RATE_PARTS[name] if value else "is required"}
+        for name, value in parts.items()
+        if not value or "/" in value or value in (".", "..")
+    ]
+    if errors:
         raise ApiError(
             422, {"detail": "A rate needs its day and both currencies.", "errors": errors}
         )

@@ -858,19 +858,29 @@ _recurring.deletes()
 
 
 async def _budgets_context(request: Request, account: Account, state: WebState) -> dict[str, Any]:
-    month = request.query_params.get("month") or date.today().strftime("%Y-%m")
+    month = typed = request.query_params.get("month") or date.today().strftime("%Y-%m")
+    month_errors: dict[str, str] = {}
     try:
         report = await state.api.budget_report(token=account.token, month=month)
     except ApiError as exc:
         if exc.status != 422:
             raise
+        # This month's instead, with the reason next to the month as typed.
+        month_errors = {"month": f"{exc.field_errors.get('month', exc.detail)}; this month shown."}
         month = date.today().strftime("%Y-%m")
         report = await state.api.budget_report(token=account.token, month=month)
     budgets = {
         budget["id"]: budget for budget in await state.api.every(BUDGETS, token=account.token)
     }
     context = await _expense_form_context(state, account)
-    return {"month": month, "report": report, "budgets": budgets, **context}
+    return {
+        "month": month,
+        "month_field": {"month": typed},
+        "month_errors": month_errors,
+        "report": report,
+        "budgets": budgets,
+        **context,
+    }
 
 
 def _thresholds(form: FormData) -> list[str] | None:
@@ -928,9 +938,15 @@ async def _rates_page(
     except ApiError as exc:
         if exc.status != 422 or not query:
             raise
-        # A filter (or cursor) the API refused: its problem next to it, and every rate.
+        # A filter (or cursor) the API refused: its problem next to it, as typed, and every rate.
         return await _rates_page(
-            request, account, state, status=422, query={}, filter_errors=exc.field_errors
+            request,
+            account,
+            state,
+            status=422,
+            query={},
+            filter_errors=exc.field_errors,
+            typed_filters=filters,
         )
     more = _more("/rates", filters, page["next_cursor"])
     extra.setdefault("form", {"day": date.today().isoformat(), "quote": home["currency"] or ""})
@@ -1064,6 +1080,8 @@ async def reports(request: Request, account: SignedIn, state: State) -> Response
         start=start,
         end=end,
         errors=errors,
+        # A refused range stays in its fields as typed, next to its problem.
+        typed_range={name: request.query_params.get(name, "") for name in ("from", "to")},
         home=home,
         notice=notice,
         **data,
