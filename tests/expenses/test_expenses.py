@@ -129,6 +129,7 @@ async def test_bad_input_is_a_422_and_changes_nothing(
     [
         ("12.345", "EUR amounts have at most 2 decimals"),
         ("-5.00", "amount must be greater than zero"),
+        ("99999999999999999999", "amount must be below 1,000,000,000"),  # not "malformed"
         ("0", "amount must be greater than zero"),
         ("1e3", 'amount must be a decimal string such as "12.34"'),
     ],

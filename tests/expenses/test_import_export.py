@@ -88,6 +88,9 @@ async def test_a_file_with_bad_rows_is_refused_whole_with_every_line_reported(
     body = response.json()
     assert body["rejected_rows"] == 8
     assert sorted({error["line"] for error in body["errors"]}) == [3, 4, 5, 6, 7, 9, 10, 11]
+    messages = {(error["line"], error["field"]): error["message"] for error in body["errors"]}
+    assert messages[(4, "occurred_on")] == 'must be a real calendar date, such as "2026-03-01"'
+    assert body["detail"] == "8 of 10 rows are invalid; nothing was imported."
     assert await expense_count(database_url) == 0  # not even the good row
     assert counter("expensetracker_import_rows_total", outcome="rejected") == before + 8
     assert counter("expensetracker_imports_total", outcome="rejected") == imports_before + 1

@@ -167,6 +167,7 @@ async def test_the_format_comes_from_the_content_type_or_the_override(
     assert named.status_code == 200 and named.json()["format"] == "ofx"
     assert as_csv.status_code == 422  # text/csv says CSV: its header is refused
     assert "Header must name columns" in as_csv.json()["detail"]
+    assert "unknown: <?xml version" in as_csv.json()["detail"]  # named, not as a Python list
     assert overridden.status_code == 201 and overridden.json()["created"] == 3
     assert mt940_as_ofx.status_code == 422
     assert "no <OFX> element" in mt940_as_ofx.json()["detail"]
@@ -254,6 +255,7 @@ async def test_every_bad_transaction_is_reported_by_its_number(
     assert response.status_code == 422, response.text
     body = response.json()
     assert body["rejected_rows"] == 6
+    assert body["detail"].startswith("6 of 8 transactions are invalid")
     assert [(error["transaction"], error["field"]) for error in body["errors"]] == [
         (3, "external_id"),
         (4, "occurred_on"),

@@ -321,7 +321,7 @@ async def put_rate(
     """The caller's own rate, 1 ``base`` = ``rate`` ``quote`` on ``day``: theirs alone, and
     preferred to a provider's of the same day."""
     if base == quote:
-        raise ValidationProblem.of_field("path.quote", "Must differ from base.", "pair")
+        raise ValidationProblem.of_field("path.quote", "must differ from the base currency", "pair")
     try:
         rate = rates.parse_rate(body.rate)
     except ValueError as exc:

@@ -204,7 +204,7 @@ def _set_checked(row: CategorisationRule, values: dict[str, Any]) -> None:
         and row.min_amount_minor > row.max_amount_minor
     ):
         raise ValidationProblem.of_field(
-            "body.max_amount", "max_amount is below min_amount.", "amount"
+            "body.max_amount", "must not be below the lowest amount", "amount"
         )
     if row.match == "regex":
         _regex(row.pattern)

@@ -123,7 +123,7 @@ class RecurringCreate(PricedModel):
     @classmethod
     def _ends_after_start(cls, value: date | None, info: ValidationInfo) -> date | None:
         if value is not None and "starts_on" in info.data and value < info.data["starts_on"]:
-            raise ValueError("must not be before the first date (starts_on)")
+            raise ValueError("must not be before the first date")
         return value
 
 

@@ -197,10 +197,11 @@ class _Validator:
             return None, errors, None
         try:
             occurred_on = date.fromisoformat(occurred.strip())
+        except ValueError:
+            errors.append(("occurred_on", 'must be a real calendar date, such as "2026-03-01"'))
+        else:
             if not EARLIEST_DATE <= occurred_on <= self.latest:
-                raise ValueError(f"must be between {EARLIEST_DATE} and {self.latest}")
-        except ValueError as exc:
-            errors.append(("occurred_on", str(exc)))
+                errors.append(("occurred_on", f"must be between {EARLIEST_DATE} and {self.latest}"))
         currency = currency.strip()
         try:
             amount_minor = money.parse_amount(amount.strip(), currency)
@@ -271,7 +272,8 @@ def _open(spool: Any) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     if unknown or missing or len(set(header)) != len(header):
         raise InvalidImport(
             f"Header must name columns among {', '.join(COLUMNS)} once each, with "
-            f"{', '.join(REQUIRED)}; unknown: {unknown or 'none'}, missing: {missing or 'none'}."
+            f"{', '.join(REQUIRED)}; unknown: {', '.join(unknown) or 'none'}, missing: "
+            f"{', '.join(missing) or 'none'}."
         )
     return header, ((reader.line_num, values) for values in reader)
 
@@ -643,8 +645,9 @@ def _publish(batches: _Batches, *, rows: int, statement: Statement | None) -> Im
         reported = batches.reported_errors()
         if statement is not None:  # a position in a statement is a transaction's number
             reported = [{"transaction": error.pop("line"), **error} for error in reported]
+        kind = "rows" if statement is None else "transactions"
         raise InvalidImport(
-            f"{batches.rejected} of {rows} rows are invalid; nothing was imported.",
+            f"{batches.rejected} of {rows} {kind} are invalid; nothing was imported.",
             rejected_rows=batches.rejected,
             errors=reported,
         )

@@ -17,6 +17,8 @@ MAX_MAJOR_UNITS = 10**9
 # ASCII digits only, matched against the whole string (fullmatch): `\d` would take Arabic-Indic
 # or full-width digits and `$` a trailing newline.
 _AMOUNT = re.compile(r"([0-9]{1,13})(?:\.([0-9]{1,6}))?", re.ASCII)
+# A decimal string with more whole digits than any amount has: too large, not malformed.
+_TOO_MANY_DIGITS = re.compile(r"[0-9]{14,}(?:\.[0-9]+)?", re.ASCII)
 _CODE = re.compile(r"[A-Z]{3}", re.ASCII)
 
 
@@ -40,6 +42,8 @@ def parse_amount(amount: str, currency: str) -> int:
     if match is None:
         if amount.startswith("-") and _AMOUNT.fullmatch(amount[1:]):
             raise ValueError("amount must be greater than zero")
+        if _TOO_MANY_DIGITS.fullmatch(amount):
+            raise ValueError(f"amount must be below {MAX_MAJOR_UNITS:,}")
         raise ValueError('amount must be a decimal string such as "12.34"')
     decimals = exponent(currency)
     whole, fraction = match.group(1), match.group(2) or ""
