@@ -443,6 +443,7 @@ async def test_an_import_with_a_bad_row_shows_its_line_and_saves_nothing(
     )
     assert "2 will be skipped as already imported" in again.text
     assert "To be added" not in again.text
+    assert "Nothing to import" in again.text and 'action="/import/confirm"' not in again.text
     assert re.findall(
         r'<td class="num">(\d+)</td><td><code>([^<]+)</code></td>',
         table_of(again.text, "Skipped as already imported"),
