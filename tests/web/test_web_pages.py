@@ -810,9 +810,9 @@ async def test_own_rates_are_added_replaced_listed_and_deleted(web: httpx.AsyncC
 async def test_the_charged_amount_is_added_shown_and_cleared(web: httpx.AsyncClient) -> None:
     person = await signed_up_person(web)
     await person.submit("/account", "/account/home-currency", {"currency": "EUR"})
-    assert (
-        'name="charged_currency" type="text" value="EUR"' in (await web.get("/expenses/new")).text
-    )
+    new = (await web.get("/expenses/new")).text
+    assert 'name="charged_currency" type="text" value="EUR"' in new
+    assert 'name="currency" type="text" value="EUR"' in new
     refused = await person.add_expense(
         currency="USD", charged_amount="9.999", charged_currency="EUR"
     )

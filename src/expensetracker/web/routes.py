@@ -682,7 +682,8 @@ async def _new_expense_page(
     context = await _expense_form_context(state, account, charged=True)
     template = "_expense_form.html" if _htmx(request) else "expense_new.html"
     today, home = date.today().isoformat(), context["home_currency"] or ""
-    extra.setdefault("form", {"occurred_on": today, "charged_currency": home})
+    # The home currency, where there is one, is the likeliest for both.
+    extra.setdefault("form", {"occurred_on": today, "currency": home, "charged_currency": home})
     return _page(request, template, account, idempotency_key=key, **extra, **context)
 
 
