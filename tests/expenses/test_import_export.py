@@ -8,6 +8,7 @@ import csv
 import io
 import random
 import re
+import uuid
 from datetime import date, timedelta
 
 import httpx
@@ -49,6 +50,7 @@ async def test_import_then_export_gives_the_same_rows(client: httpx.AsyncClient)
     assert rows[0]["amount"] == "0.125"
     listed = (await client.get("/api/v1/expenses", headers=account.headers)).json()["items"]
     assert len(listed) == 3
+    assert {uuid.UUID(item["id"]).version for item in listed} == {7}  # time-ordered, as created
 
 
 async def test_reimporting_the_same_file_creates_nothing(

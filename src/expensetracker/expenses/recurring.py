@@ -27,6 +27,7 @@ from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import delete_owned, lock_until_commit
 from expensetracker.platform.errors import Conflict
 from expensetracker.platform.pagination import Page, PageRequest, keyset_page
+from expensetracker.platform.tables import time_ordered_id
 
 log = structlog.get_logger(__name__)
 
@@ -127,7 +128,7 @@ async def materialise_rule(
 
 
 async def _create_occurrence(session: AsyncSession, *, rule: RecurringRule, due: date) -> int:
-    expense_id = uuid.uuid4()
+    expense_id = time_ordered_id()
     inserted = await session.scalar(
         pg_insert(Expense)
         .values(
@@ -193,7 +194,7 @@ async def create_rule(
         await _check_rule_count(session, user_id=creation.user_id)
         rule = RecurringRule(
             user_id=creation.user_id,
-            id=uuid.uuid4(),
+            id=time_ordered_id(),
             **money.stored(body.amount, body.currency),
             description=body.description,
             notes=body.notes,

@@ -42,6 +42,7 @@ from expensetracker.platform.pagination import (
     json_page,
     page_by_name,
 )
+from expensetracker.platform.tables import time_ordered_id
 
 EXPENSES_CREATED = Counter("expensetracker_expenses_created_total", "Expenses created.")
 EXPENSES_UPDATED = Counter("expensetracker_expenses_updated_total", "Expenses changed.")
@@ -320,7 +321,7 @@ async def create_expense(
     stored = money.stored(body.amount, body.currency)
     args: list[object] = [
         user_id,
-        uuid.uuid4(),
+        time_ordered_id(),
         stored["amount_minor"],
         body.currency,
         stored["currency_exponent"],

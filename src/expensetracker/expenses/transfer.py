@@ -60,6 +60,7 @@ from expensetracker.expenses.statements import (
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.idempotency import KeyedRequest, Stored
 from expensetracker.platform.schemas import check_text
+from expensetracker.platform.tables import TIME_ORDERED_ID_SQL
 
 COLUMNS = (
     "occurred_on",
@@ -713,9 +714,9 @@ _INSERT_TAGS = """
 # rows: the expenses whose external id is new to the user, their tags, and the external ids met
 # for the first time in this file. Answers the lines not created: an external id imported before
 # (repeated false) or already seen in this file (repeated true).
-_INSERT_EXPENSES = """
+_INSERT_EXPENSES = f"""
     WITH input AS MATERIALIZED (
-      SELECT gen_random_uuid() AS id, r.* FROM pg_temp.import_rows r
+      SELECT {TIME_ORDERED_ID_SQL} AS id, r.* FROM pg_temp.import_rows r
     ),
     first_seen AS (
       INSERT INTO pg_temp.import_external_ids (external_id, line)
@@ -747,7 +748,7 @@ _INSERT_EXPENSES = """
     UNION ALL
     SELECT line, true FROM input r
     WHERE external_id IS NOT NULL AND NOT EXISTS (SELECT FROM first_seen f WHERE f.line = r.line)
-"""
+"""  # noqa: S608 - constant SQL
 
 # Once a row is bad nothing is written: the external ids are still checked, for the report.
 _CHECK_EXTERNAL_IDS = """
