@@ -27,7 +27,7 @@
     }
     window.htmx.ajax("GET", "/expenses/new", { target: "#quick-add-body", swap: "innerHTML" })
       .then(() => {
-        const first = dialog.querySelector("input:not([type=hidden]), select");
+        const first = firstFocusable(document.getElementById("quick-add-body"));
         if (first) first.focus();
       });
     dialog.showModal();
