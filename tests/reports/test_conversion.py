@@ -14,7 +14,10 @@ import pytest
 
 from expensetracker.expenses import rates
 from expensetracker.platform import money
-from tests.helpers.apps import AppFactory
+from expensetracker.platform.state import app_state
+from expensetracker.reports import conversion
+from expensetracker.reports.budgets import evaluate_alerts
+from tests.helpers.apps import AppFactory, app_of
 from tests.helpers.database import connected
 from tests.helpers.expenses import categories, create, put_rate, spend
 from tests.helpers.paths import ECB_SAMPLE
@@ -594,3 +597,45 @@ async def test_the_statement_equals_the_rules_written_out_on_random_data(
                     for c, (m, n) in sorted(missing.items())
                 ],
             }, (seed, first, last)
+
+
+async def test_one_users_totals_beyond_a_bigint_stop_no_one_elses(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    # The largest amount the API takes, at the largest rate it takes: a converted total no
+    # bigint column holds. It once made that user's budget status a 500, and the background
+    # jobs fail on it for every user met after.
+    huge, other = await signed_up(client), await signed_up(client)
+    today = date.today()
+    for account in (huge, other):
+        await client.put(
+            "/api/v1/expenses/home-currency", json={"currency": "EUR"}, headers=account.headers
+        )
+    await spend(client, huge, "999999999.999", "KWD", today.isoformat())
+    await put_rate(client, huge, today, "KWD", "EUR", "999999999999")
+    await spend(client, other, "85.00", "EUR", today.isoformat())
+    await spend(client, other, "5.00", "USD", today.isoformat())  # converted: a month kept
+    await put_rate(client, other, today, "USD", "EUR", "1")
+    for account in (huge, other):
+        await budget(client, account, converted=True, starts=today.strftime("%Y-%m"))
+    state = app_state(app_of(client))
+    max_age = state.settings.rates_max_age_days
+    await evaluate_alerts(state.db.driver_pool, today=today, max_rate_age=max_age)
+    async with connected(database_url) as connection:
+        await conversion.refresh_all(connection, max_age=max_age)
+    alerts = await client.get("/api/v1/reports/alerts", headers=other.headers)
+    assert [alert["threshold"] for alert in alerts.json()["items"]] == [80]
+    others_id = (await client.get("/api/v1/auth/me", headers=other.headers)).json()["id"]
+    kept = "SELECT count(*) FROM reports.converted_months WHERE user_id = $1::uuid"
+    async with connected(database_url) as connection:
+        assert await connection.fetchval(kept, others_id) > 0
+    status = await status_of(client, huge, today.strftime("%Y-%m"))
+    assert status["Everything"]["state"] == "over"
+    summary = await client.get(
+        "/api/v1/reports/summary",
+        params={"from": today.isoformat(), "to": today.isoformat(), "in": "home"},
+        headers=huge.headers,
+    )
+    assert summary.status_code == 200, summary.text
+    exact = (Decimal("999999999.999") * Decimal("999999999999")).quantize(Decimal("0.01"))
+    assert summary.json()["total"]["amount"] == str(exact)

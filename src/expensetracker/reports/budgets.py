@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any
 
 import asyncpg
+import structlog
 from prometheus_client import Counter
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,6 +34,11 @@ from expensetracker.reports.schemas import (
     BudgetStatus,
 )
 from expensetracker.reports.service import check_not_forgotten
+
+log = structlog.get_logger(__name__)
+
+# What a bigint column (an alert's spent and available) holds.
+_BIGINT = range(-(2**63), 2**63)
 
 BUDGETS_EXCEEDED = Counter(
     "expensetracker_budgets_exceeded_total",
@@ -300,10 +306,11 @@ async def budget_report(
         months = converted_by_month if plan.converted else by_month
         carry, available, spent = _status(plan, month, months)
         state, percent, reached = _state(plan, available, spent)
+        # A converted total beyond a bigint (huge amounts at a huge rate) is shown, not recorded.
         crossings += [
             (plan.id, threshold, spent, available)
             for threshold in reached
-            if threshold not in plan.recorded
+            if threshold not in plan.recorded and spent in _BIGINT and available in _BIGINT
         ]
         fmt = partial(money.format_amount, currency=plan.currency)
         statuses.append(
@@ -349,12 +356,11 @@ async def evaluate_alerts(driver_pool: DriverPool, *, today: date, max_rate_age:
             "SELECT DISTINCT user_id FROM reports.budgets WHERE starts_on <= $1", month
         )
         for (user_id,) in users:
-            await budget_report(
-                db,
-                user_id=user_id,
-                month=month,
-                max_rate_age=max_rate_age,
-            )
+            # One user's failure is logged and leaves the others' alerts to be recorded.
+            try:
+                await budget_report(db, user_id=user_id, month=month, max_rate_age=max_rate_age)
+            except Exception:
+                log.exception("budget_alerts_failed", user_id=str(user_id))
 
 
 async def list_alerts(

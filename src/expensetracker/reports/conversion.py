@@ -27,11 +27,14 @@ from datetime import date, timedelta
 from typing import Any
 
 import asyncpg
+import structlog
 
 from expensetracker.platform import money
 from expensetracker.platform.errors import ValidationProblem
 from expensetracker.reports.months import month_end, whole_months
 from expensetracker.reports.schemas import Conversion, ConvertedTotal, CurrencyTotal
+
+log = structlog.get_logger(__name__)
 
 # How each expense was converted (the `how` column of _CONVERTED).
 IN_TARGET, CHARGED, RATED, MISSING = range(4)
@@ -559,7 +562,12 @@ async def refresh_all(db: asyncpg.Connection, *, max_age: int) -> int:
         await db.execute(_FORGET_OTHER_TARGETS, max_age)
         made = 0
         for user_id, target in await db.fetch(_TARGETS_TO_REFRESH):
-            made += await refresh(db, user_id=user_id, target=target, max_age=max_age)
+            # One user's failure (a total beyond a bigint) is logged and leaves the others' made;
+            # that user's reports read the expenses instead, as for any month not kept.
+            try:
+                made += await refresh(db, user_id=user_id, target=target, max_age=max_age)
+            except Exception:
+                log.exception("converted_months_failed", user_id=str(user_id), target=target)
         return made
     finally:
         await db.execute(f"SELECT pg_advisory_unlock({_REFRESH_LOCK})")
