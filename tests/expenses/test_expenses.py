@@ -194,6 +194,21 @@ async def test_query_refusals_are_said_in_plain_words(
     assert messages[field].startswith(message), messages
 
 
+async def test_tags_replaced_at_once_end_as_one_of_the_requests_sent(
+    client: httpx.AsyncClient,
+) -> None:
+    account = await signed_up(client)
+    created = await create(client, account, tags=["first"])
+    path = f"/api/v1/expenses/{created['id']}"
+    sets = [[f"set{n}a", f"set{n}b"] for n in range(10)]
+    answers = await asyncio.gather(
+        *(client.patch(path, json={"tags": tags}, headers=account.headers) for tags in sets)
+    )
+    assert [answer.status_code for answer in answers] == [200] * 10
+    final = (await client.get(path, headers=account.headers)).json()["tags"]
+    assert final in sets, final  # one request's tags, not a mix of several
+
+
 async def test_bad_patch_changes_nothing(client: httpx.AsyncClient) -> None:
     account = await signed_up(client)
     created = await create(client, account)

@@ -431,20 +431,27 @@ async def update_expense(
     body: ExpenseUpdate,
 ) -> str:
     """Only the fields sent change. A new amount or currency alone is read against the other,
-    stored one (then the row is read first, locked); otherwise one statement."""
+    stored one, and new tags replace the old: then the row is read first, locked; otherwise one
+    statement."""
     changes = {field: getattr(body, field) for field in body.model_fields_set}
     refuse_nulls(changes, _REQUIRED)
     columns: list[str] = []
     values: list[object] = []
-    # Only a read before the write needs a transaction: one statement is atomic on its own.
-    reads_first = ("currency" in changes) != ("amount" in changes)
-    async with connection.transaction() if reads_first else nullcontext():
+    # Only a read before the write needs a transaction: one statement is atomic on its own. The
+    # tags are replaced by a delete and an insert that see their statement's snapshot: two
+    # replacements at once would each keep the other's links, unless the second waits for the
+    # first on the row's lock before its statement begins.
+    reads_amount = ("currency" in changes) != ("amount" in changes)
+    locks_first = reads_amount or "tags" in changes
+    async with connection.transaction() if locks_first else nullcontext():
+        current = None
+        if locks_first:
+            current = await connection.fetchrow(CURRENT_AMOUNT, user_id, expense_id)
+            if current is None:
+                raise NotFound("No expense with this id.")
         if "currency" in changes or "amount" in changes:
             currency, amount = changes.get("currency"), changes.get("amount")
-            if reads_first:
-                current = await connection.fetchrow(CURRENT_AMOUNT, user_id, expense_id)
-                if current is None:
-                    raise NotFound("No expense with this id.")
+            if current is not None and reads_amount:
                 currency = currency or current["currency"]
                 amount = amount or money.format_amount(current["amount_minor"], current["currency"])
             try:
