@@ -429,7 +429,7 @@ async def test_summary_matches_python(
             keys = {
                 "category": [str(category_ids[category]) if category_ids[category] else None],
                 "month": [f"{day.year:04d}-{day.month:02d}"],
-                "tag": sorted(tags),
+                "tag": sorted(tags) or [None],  # the untagged: the group without a key
             }[group_by]
             for key in keys:
                 expected[key][currency][0] += minor

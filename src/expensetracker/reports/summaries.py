@@ -41,8 +41,10 @@ _GROUP_KEYS = {
     "month": ("to_char(month, 'YYYY-MM')", "to_char(s.occurred_on, 'YYYY-MM')"),
     "tag": (None, "t.tag"),
 }
+# Untagged expenses too: their group is the one without a key.
 _TAG_JOIN = (
-    "JOIN expenses.expense_tags_v1 t ON t.user_id = s.user_id AND t.expense_id = s.expense_id"
+    "LEFT JOIN expenses.expense_tags_v1 t "
+    "ON t.user_id = s.user_id AND t.expense_id = s.expense_id"
 )
 
 
