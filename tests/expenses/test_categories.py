@@ -136,6 +136,9 @@ async def test_concurrent_moves_keep_one_level_of_nesting(client: httpx.AsyncCli
         assert sorted(r.status_code for r in chained) == [200, 422]
         parent_of = await parents(client, account)
         assert not [child for child, parent in parent_of.items() if parent and parent_of[parent]]
+    itself = await move(a, a)
+    assert itself.status_code == 422
+    assert itself.json()["errors"][0]["message"] == "A category cannot be inside itself."
 
 
 @pytest.mark.parametrize(

@@ -223,6 +223,8 @@ async def test_user_rates_are_theirs_alone(client: httpx.AsyncClient) -> None:
         "rate": "0.9612",
         "source": "user",
     }
+    tiny = await client.put(path, json={"rate": "0.000000000001"}, headers=account.headers)
+    assert tiny.json()["rate"] == "0.000000000001"  # a decimal string, never "1E-12"
     again = await client.put(path, json={"rate": "0.9650"}, headers=account.headers)
     assert again.status_code == 200
     mine = await client.get("/api/v1/expenses/rates", headers=account.headers)

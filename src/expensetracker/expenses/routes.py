@@ -329,7 +329,7 @@ async def put_rate(
     await rates.put_rate(
         connection, user_id=user.user_id, day=day, base=base, quote=quote, rate=rate
     )
-    return RateOut(day=day, base=base, quote=quote, rate=str(rate), source="user")
+    return RateOut(day=day, base=base, quote=quote, rate=format(rate, "f"), source="user")
 
 
 @router.delete(RatePath, **NO_CONTENT, responses=problems(404))

@@ -110,7 +110,9 @@ async def _check_parent(
     those committed before it, and the parent is kept until the transaction ends."""
     await lock_until_commit(session, f"expenses.categories:{user_id}")
     parent = await lock_category(session, user_id=user_id, category_id=parent_id)
-    if parent is None or parent.parent_id is not None or (child and parent.id == child.id):
+    if child is not None and parent_id == child.id:
+        problem = "A category cannot be inside itself."
+    elif parent is None or parent.parent_id is not None:
         problem = "Not one of your top-level categories."
     elif child is not None and await session.scalar(
         select(exists().where(Category.user_id == user_id, Category.parent_id == child.id))

@@ -165,7 +165,7 @@ async def claim(
     if stored_hash != request_hash:
         raise ValidationProblem.of_field(
             "header.Idempotency-Key",
-            "This key was used with a different request body.",
+            "This key was used with a different request (another body, or another route).",
             "idempotency_key_reused",
         )
     return Stored(status_code=status_code, body=response)
