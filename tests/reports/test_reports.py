@@ -42,6 +42,9 @@ async def test_budget_crud_and_validation(client: httpx.AsyncClient) -> None:
         {"amount": "0"},
         {"thresholds": [0]},
         {"thresholds": []},
+        {"thresholds": ["80"]},  # JSON's own types: a number, not a string of one
+        {"rollover": "yes"},
+        {"converted": 1},
         {"starts": "2026-13"},
         {"category_id": str(uuid.uuid4())},
         {"owner": "me"},

@@ -25,7 +25,7 @@ def _thresholds(values: list[int]) -> list[int]:
 
 
 Thresholds = Annotated[
-    list[Annotated[int, Field(ge=1, le=1000)]],
+    list[Annotated[int, Field(ge=1, le=1000, strict=True)]],  # 80, not "80" nor 80.0
     Field(min_length=1, max_length=5),
     AfterValidator(_thresholds),
 ]
@@ -39,12 +39,15 @@ class BudgetIn(PricedModel):
         default=None, description="A category (its subcategories included); none for everything."
     )
     rollover: bool = Field(
-        default=False, description="Carry what is left (or overspent) into the next month."
+        default=False,
+        strict=True,  # true or false, not "yes" nor 1
+        description="Carry what is left (or overspent) into the next month.",
     )
     thresholds: Thresholds = Field(default_factory=lambda: [80, 100])
     starts: Month | None = Field(default=None, description="First month, YYYY-MM (default: now).")
     converted: bool = Field(
         default=False,
+        strict=True,
         description="Count spending in every currency, converted to this one (as in=home).",
     )
 
