@@ -43,8 +43,7 @@ _GROUP_KEYS = {
 }
 # Untagged expenses too: their group is the one without a key.
 _TAG_JOIN = (
-    "LEFT JOIN expenses.expense_tags_v1 t "
-    "ON t.user_id = s.user_id AND t.expense_id = s.expense_id"
+    "LEFT JOIN expenses.expense_tags_v1 t ON t.user_id = s.user_id AND t.expense_id = s.expense_id"
 )
 
 
