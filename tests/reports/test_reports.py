@@ -199,6 +199,16 @@ async def test_thresholds_are_recorded_once(client: httpx.AsyncClient) -> None:
     assert sorted(alert["threshold"] for alert in alerts) == [50, 80, 100]
     assert counter("expensetracker_budgets_exceeded_total") == before + 3
     assert (await client.get("/api/v1/reports/alerts", headers=other.headers)).json()["items"] == []
+    # The budget's currency changes: its past alerts keep the one their amounts were in.
+    replaced = await client.put(
+        f"/api/v1/budgets/{made['id']}",
+        json={"name": "Everything", "amount": "100", "currency": "JPY", "starts": "2026-03"},
+        headers=account.headers,
+    )
+    assert replaced.status_code == 200, replaced.text
+    alerts = (await client.get("/api/v1/reports/alerts", headers=account.headers)).json()["items"]
+    spent = {(alert["currency"], alert["spent"]) for alert in alerts}
+    assert spent == {("EUR", "85.00"), ("EUR", "105.00")}
 
 
 async def test_a_crossing_of_a_budget_being_deleted_is_not_recorded(

@@ -229,9 +229,10 @@ WHERE user_id = $1 AND month BETWEEN $2 AND $3 AND currency = ANY($4::text[])
 # deleted since they were read (or being deleted: its deletion is waited for) is left out.
 _RECORD_ALERTS = """
 INSERT INTO reports.budget_alerts
-    (user_id, month, id, budget_id, threshold, spent_minor, available_minor)
-SELECT $1, $2, a.* FROM unnest($3::uuid[], $4::uuid[], $5::smallint[], $6::bigint[], $7::bigint[])
-    AS a(id, budget_id, threshold, spent_minor, available_minor)
+    (user_id, month, id, budget_id, threshold, spent_minor, available_minor, currency)
+SELECT $1, $2, a.* FROM unnest(
+    $3::uuid[], $4::uuid[], $5::smallint[], $6::bigint[], $7::bigint[], $8::text[]
+) AS a(id, budget_id, threshold, spent_minor, available_minor, currency)
 WHERE a.budget_id IN (SELECT b.id FROM reports.budgets b
                       WHERE b.user_id = $1 AND b.id = ANY($4::uuid[]) FOR KEY SHARE)
 ON CONFLICT DO NOTHING RETURNING id
@@ -308,7 +309,7 @@ async def budget_report(
         state, percent, reached = _state(plan, available, spent)
         # A converted total beyond a bigint (huge amounts at a huge rate) is shown, not recorded.
         crossings += [
-            (plan.id, threshold, spent, available)
+            (plan.id, threshold, spent, available, plan.currency)
             for threshold in reached
             if threshold not in plan.recorded and spent in _BIGINT and available in _BIGINT
         ]
@@ -334,10 +335,18 @@ async def budget_report(
     if crossings:
         # Concurrent reports may race to record the same crossing: the unique key keeps one.
         # The columns of the crossings, for unnest(): spent and available become tuples.
-        budget_ids, thresholds, spent, available = zip(*crossings, strict=True)  # type: ignore[assignment]
+        budget_ids, thresholds, spent, available, currencies = zip(*crossings, strict=True)  # type: ignore[assignment]
         ids = [uuid.uuid4() for _ in crossings]
         recorded = await db.fetch(
-            _RECORD_ALERTS, user_id, month, ids, budget_ids, thresholds, spent, available
+            _RECORD_ALERTS,
+            user_id,
+            month,
+            ids,
+            budget_ids,
+            thresholds,
+            spent,
+            available,
+            currencies,
         )
         BUDGETS_EXCEEDED.inc(len(recorded))
     return BudgetReport(month=month_label(month), budgets=statuses)
@@ -367,15 +376,10 @@ async def list_alerts(
     session: AsyncSession, *, user_id: uuid.UUID, paging: PageRequest
 ) -> Page[AlertOut]:
     """Newest first."""
-    query = (
-        select(BudgetAlert, Budget.currency)
-        .join(
-            Budget, (Budget.user_id == BudgetAlert.user_id) & (Budget.id == BudgetAlert.budget_id)
-        )
-        .where(BudgetAlert.user_id == user_id)
-    )
+    query = select(BudgetAlert).where(BudgetAlert.user_id == user_id)
 
-    def alert_out(alert: BudgetAlert, currency: str) -> AlertOut:
+    def alert_out(alert: BudgetAlert) -> AlertOut:
+        currency = alert.currency  # as recorded: the budget's may have changed since
         return AlertOut(
             id=alert.id,
             budget_id=alert.budget_id,

@@ -67,6 +67,8 @@ class BudgetAlert(Base):
     threshold: Mapped[int] = mapped_column(SmallInteger)
     spent_minor: Mapped[int] = mapped_column(BigInteger)
     available_minor: Mapped[int] = mapped_column(BigInteger)
+    # The budget's currency when recorded (migration 0007): it may change later.
+    currency: Mapped[str] = mapped_column(String(3))
     created_at: Mapped[datetime] = written_at()
 
 
