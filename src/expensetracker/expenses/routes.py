@@ -45,7 +45,7 @@ from expensetracker.platform.deps import (
     State,
 )
 from expensetracker.platform.errors import Problem, ValidationProblem, problems
-from expensetracker.platform.idempotency import CREATES, Stored
+from expensetracker.platform.idempotency import CREATES
 from expensetracker.platform.pagination import Page
 from expensetracker.platform.schemas import NO_CONTENT, TEXT, Currency, Day, JsonDocument
 
@@ -166,17 +166,18 @@ async def import_expenses(
         format = statements.MEDIA_TYPES.get(media_type)
         if format is None:
             raise UnsupportedMediaType(f"Send the file as one of {', '.join(_IMPORT_MEDIA_TYPES)}.")
-    result = await transfer.import_file(
-        session,
-        user_id=creation.user_id,
-        chunks=request.stream(),
-        format=format,
-        options=statements.Options(currency=currency, date_order=date_order),
-        dry_run=dry_run,
-        keyed=creation.keyed,
-    )
-    if isinstance(result, Stored):
-        return idempotency.respond(result)
+    try:
+        result = await transfer.import_file(
+            session,
+            user_id=creation.user_id,
+            chunks=request.stream(),
+            format=format,
+            options=statements.Options(currency=currency, date_order=date_order),
+            dry_run=dry_run,
+            keyed=creation.keyed,
+        )
+    except transfer.Replayed as replayed:
+        return idempotency.respond(replayed.stored)
     # A dry run created nothing: 200.
     return idempotency.respond(transfer.import_answer(result), status_code=200 if dry_run else 201)
 

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, overload
+from typing import Any
 
 import asyncpg
 from prometheus_client import Counter
@@ -137,6 +137,13 @@ class ImportResult:
     # A dry run: what an import would do, then rolled back, with its first rows.
     dry_run: bool = False
     preview: ImportPreview | None = None
+
+
+class Replayed(Exception):
+    """An import sent again under its Idempotency-Key: the first import's stored answer."""
+
+    def __init__(self, stored: Stored) -> None:
+        self.stored = stored
 
 
 class _RolledBack(Exception):
@@ -279,34 +286,6 @@ def _open(spool: Any) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     return header, ((reader.line_num, values) for values in reader)
 
 
-@overload
-async def import_file(
-    session: AsyncSession,
-    *,
-    user_id: uuid.UUID,
-    chunks: AsyncIterator[bytes],
-    format: Format | None = None,
-    options: Options | None = None,
-    progress: Callable[[int], None] | None = None,
-    dry_run: bool = False,
-    keyed: None = None,
-) -> ImportResult: ...
-
-
-@overload
-async def import_file(
-    session: AsyncSession,
-    *,
-    user_id: uuid.UUID,
-    chunks: AsyncIterator[bytes],
-    format: Format | None = None,
-    options: Options | None = None,
-    progress: Callable[[int], None] | None = None,
-    dry_run: bool = False,
-    keyed: KeyedRequest | None,
-) -> ImportResult | Stored: ...
-
-
 async def import_file(
     session: AsyncSession,
     *,
@@ -317,11 +296,11 @@ async def import_file(
     progress: Callable[[int], None] | None = None,
     dry_run: bool = False,
     keyed: KeyedRequest | None = None,
-) -> ImportResult | Stored:
+) -> ImportResult:
     """A CSV file or a bank statement (``format``, or detected from the content when None).
     ``dry_run`` does everything an import would, reports it, and keeps nothing (not even its
     key). An import under an Idempotency-Key (``keyed``) happens once: sent again with the same
-    file and options, it answers what the first answered (Stored), in the same transaction."""
+    file and options, it raises Replayed with what the first answered, in the same transaction."""
     keyed = None if dry_run else keyed
     digest = hashlib.sha256(f"{keyed.route}\n{format}\n{options}\n".encode()) if keyed else None
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES) as spool:
@@ -350,7 +329,7 @@ async def import_file(
                         request_hash=digest.digest(),
                     )
                     if stored is not None:
-                        return stored
+                        raise Replayed(stored)
                 batches, rows = await _stage(
                     session,
                     user_id=user_id,
