@@ -16,10 +16,13 @@ import httpx
 import pytest
 from markupsafe import escape
 
+from expensetracker.expenses.models import idempotency_keys
 from expensetracker.platform.config import Settings
+from expensetracker.platform.idempotency import lock_scope
 from expensetracker.targets import resolve_targets
 from expensetracker.web import routes, views
 from tests.helpers.apps import AppFactory
+from tests.helpers.database import connected
 from tests.helpers.paths import STATEMENTS
 from tests.helpers.processes import http_server
 from tests.helpers.web import (
@@ -399,6 +402,36 @@ async def test_the_list_keeps_filters_in_the_url_and_pages_on_the_cursor(
     assert 'value="Shop"' in filtered and 'value="40"' in filtered
     bad = await web.get("/expenses?from=yesterday")
     assert bad.status_code == 422 and 'id="filter-from-error"' in bad.text
+
+
+async def test_a_confirm_sent_while_the_first_one_imports_says_so(
+    web: httpx.AsyncClient, database_url: str
+) -> None:
+    # The first confirm is still importing: it holds its Idempotency-Key's lock (taken here).
+    person = await signed_up_person(web)
+    content = "occurred_on,amount,currency,description\n2026-11-01,5.00,EUR,Once\n"
+    token = csrf_token((await web.get("/import")).text)
+    preview = await web.post(
+        "/import",
+        data={"csrf_token": token},
+        files={"file": ("a.csv", content.encode(), "text/csv")},
+    )
+    confirm = {
+        "packed": packed_upload(preview.text),
+        "idempotency_key": idempotency_key(preview.text),
+    }
+    async with connected(database_url) as connection:
+        user_id = await connection.fetchval(
+            "SELECT id FROM auth.users WHERE email = $1", person.email
+        )
+        scope = lock_scope(idempotency_keys, user_id=user_id, key=confirm["idempotency_key"])
+        await connection.execute("SELECT pg_advisory_lock(hashtext($1))", scope)
+        second = await person.submit("/import", "/import/confirm", confirm)
+        await connection.execute("SELECT pg_advisory_unlock(hashtext($1))", scope)
+    assert second.status_code == 409 and "being imported already" in second.text
+    first = await person.submit("/import", "/import/confirm", confirm)
+    assert "Imported: 1 new expense" in first.text
+    assert len(expense_ids((await web.get("/expenses")).text)) == 1
 
 
 async def test_an_import_with_a_bad_row_shows_its_line_and_saves_nothing(

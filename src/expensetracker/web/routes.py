@@ -1161,6 +1161,11 @@ async def _import(
             idempotency_key=key,
         )
     except ApiError as exc:
+        if exc.status == 409 and not dry_run:  # a second click while the first one imports
+            detail = "This file is being imported already; its expenses appear once it is done."
+            return _import_page(
+                request, account, status=409, problem={"detail": detail, "errors": []}
+            )
         if exc.status not in (413, 415, 422):
             raise
         return _import_refused(request, account, exc, form)
