@@ -59,7 +59,7 @@ from expensetracker.expenses.statements import (
 )
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.idempotency import KeyedRequest, Stored
-from expensetracker.platform.schemas import check_text
+from expensetracker.platform.schemas import NOT_A_DAY, check_text
 from expensetracker.platform.tables import TIME_ORDERED_ID_SQL
 
 COLUMNS = (
@@ -206,7 +206,7 @@ class _Validator:
         try:
             occurred_on = date.fromisoformat(occurred.strip())
         except ValueError:
-            errors.append(("occurred_on", 'must be a real calendar date, such as "2026-03-01"'))
+            errors.append(("occurred_on", NOT_A_DAY))
         else:
             if not EARLIEST_DATE <= occurred_on <= self.latest:
                 errors.append(("occurred_on", f"must be between {EARLIEST_DATE} and {self.latest}"))

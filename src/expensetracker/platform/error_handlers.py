@@ -21,6 +21,7 @@ from expensetracker.platform.errors import (
     ValidationProblem,
     problem_response,
 )
+from expensetracker.platform.schemas import NOT_A_DAY
 
 if TYPE_CHECKING:
     from expensetracker.platform.spec import ErrorPage
@@ -60,9 +61,9 @@ _PLAIN_WORDS = {
     "bool_parsing": "must be true or false",
     "uuid_parsing": "must be an id as the API gives it, such as {example_id}",
     "literal_error": "must be one of {expected}",
-    "date_parsing": 'must be a real calendar date, such as "2026-03-01"',
-    "date_from_datetime_parsing": 'must be a real calendar date, such as "2026-03-01"',
-    "date_type": 'must be a real calendar date, such as "2026-03-01"',
+    "date_parsing": NOT_A_DAY,
+    "date_from_datetime_parsing": NOT_A_DAY,
+    "date_type": NOT_A_DAY,
 }
 
 

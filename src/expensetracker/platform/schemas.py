@@ -38,6 +38,10 @@ EARLIEST_DAY = date(1900, 1, 1)
 LATEST_DAY = date(2999, 12, 31)
 
 
+# What a day that is no date is told, by the API's checks and an import's rows alike.
+NOT_A_DAY = 'must be a real calendar date, such as "2026-03-01"'
+
+
 def check_day(value: date) -> date:
     if not EARLIEST_DAY <= value <= LATEST_DAY:
         raise ValueError(f"must be between {EARLIEST_DAY} and {LATEST_DAY}")
