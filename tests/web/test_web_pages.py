@@ -489,6 +489,11 @@ async def test_an_import_with_a_bad_row_shows_its_line_and_saves_nothing(
         "Fixed",
         "Earlier",
     )
+    # A format there is none of is a page saying so, not a CSV file.
+    unknown = await web.get("/export?format=xml")
+    assert unknown.status_code == 422 and unknown.headers["content-type"].startswith("text/html")
+    assert "content-disposition" not in unknown.headers
+    assert "Format must be one of &#39;csv&#39; or &#39;json&#39;." in unknown.text
 
 
 async def test_a_budget_pushed_over_its_limit_shows_on_the_dashboard(

@@ -84,17 +84,28 @@ def _message(error: Mapping[str, Any]) -> str:
     return str(error["msg"])
 
 
-async def _on_validation_error(_request: Request, exc: Exception) -> ProblemResponse:
-    assert isinstance(exc, RequestValidationError)
-    errors = [
-        {
-            "field": ".".join(str(part) for part in error["loc"]),
-            "message": _message(error),
-            "type": error["type"],
-        }
-        for error in exc.errors()
-    ]
-    return ValidationProblem(errors).response()
+def _validation_error_handler(
+    error_page: Callable[[str], ErrorPage | None],
+) -> Callable[[Request, Exception], Any]:
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {
+                "field": ".".join(str(part) for part in error["loc"]),
+                "message": _message(error),
+                "type": error["type"],
+            }
+            for error in exc.errors()
+        ]
+        if render := error_page(request.url.path):
+            # A page's address or form with a value it does not take: said on a page, by name.
+            said = "; ".join(
+                f"{error['field'].rpartition('.')[2]} {error['message']}" for error in errors
+            )
+            return render(request, 422, f"{said[0].upper()}{said[1:]}.")
+        return ValidationProblem(errors).response()
+
+    return on_validation_error
 
 
 def install_problem_handlers(
@@ -103,7 +114,7 @@ def install_problem_handlers(
     """``error_page`` gives, for a path, the service's own renderer of HTTP errors, if any."""
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler(error_page))
-    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(RequestValidationError, _validation_error_handler(error_page))
 
 
 class FieldError(BaseModel):

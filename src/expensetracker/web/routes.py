@@ -12,7 +12,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from datetime import date
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
 import structlog
@@ -1194,11 +1194,10 @@ async def import_confirm(request: Request, account: SignedIn, state: State) -> R
 
 @router.get("/export")
 async def export(
-    request: Request, account: SignedIn, state: State, format: str = "csv"
+    request: Request, account: SignedIn, state: State, format: Literal["csv", "json"] = "csv"
 ) -> Response:
-    fmt = "json" if format == "json" else "csv"
     # Entered here, so that a refusal becomes a page; left when the last byte is sent.
-    stream = state.api.export(token=account.token, fmt=fmt)
+    stream = state.api.export(token=account.token, fmt=format)
     upstream = await stream.__aenter__()
 
     async def body() -> AsyncIterator[bytes]:

@@ -280,6 +280,7 @@ _TITLES = {
     404: "Page not found",
     405: "This page does not accept that",
     413: "That file is too large",
+    422: "This page cannot show that",
     429: "Too many requests",
     503: "ExpenseTracker is not available right now",
 }
