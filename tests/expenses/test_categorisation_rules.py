@@ -178,14 +178,17 @@ async def test_a_category_chosen_while_the_rules_run_is_kept(
 async def test_rules_are_per_user_and_editable_in_order(client: httpx.AsyncClient) -> None:
     ann, bob = await signed_up(client), await signed_up(client)
     ids = await category_ids(client, ann)
-    one = (await new_rule(client, ann, pattern="a", tags=["x"])).json()
+    # Two spellings of one tag are one tag, as on an expense: the first spelling stays.
+    one = (await new_rule(client, ann, pattern="a", tags=["x", "hotel", "X"])).json()
     two = (await new_rule(client, ann, pattern="b", tags=["y"])).json()
+    assert one["tags"] == ["x", "hotel"]
     moved = await client.patch(
         f"/api/v1/expenses/rules/{one['id']}",
-        json={"position": 5, "category_id": ids["Travel"]},
+        json={"position": 5, "category_id": ids["Travel"], "tags": ["Trip", "TRIP", "x"]},
         headers=ann.headers,
     )
     assert moved.status_code == 200, moved.text
+    assert moved.json()["tags"] == ["Trip", "x"]
     listed = (await client.get("/api/v1/expenses/rules", headers=ann.headers)).json()["items"]
     assert [rule["id"] for rule in listed] == [two["id"], one["id"]]
     taken = await client.patch(

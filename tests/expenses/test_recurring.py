@@ -61,9 +61,11 @@ async def test_due_occurrences_are_created_once(
     user_id = (await client.get("/api/v1/auth/me", headers=account.headers)).json()["id"]
     today = date.today()
     starts_on = today - timedelta(weeks=3)
-    response = await rule(client, account, starts_on=starts_on.isoformat(), tags=["tv"])
+    tags = ["tv", "news", "TV"]  # two spellings of one tag: one tag, spelt first as given
+    response = await rule(client, account, starts_on=starts_on.isoformat(), tags=tags)
     assert response.status_code == 201, response.text
     created = response.json()
+    assert created["tags"] == ["tv", "news"]
     assert created["next_due_on"] == (starts_on + timedelta(weeks=4)).isoformat()
     expected = [starts_on + timedelta(weeks=n) for n in range(4)]
     assert await occurrences(database_url, user_id) == expected

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from expensetracker.expenses.models import Category, Expense, RecurringRule, idempotency_keys
 from expensetracker.expenses.owners import create_for_owner
 from expensetracker.expenses.schemas import RecurringCreate, RecurringOut
-from expensetracker.expenses.shared import check_category, set_tags
+from expensetracker.expenses.shared import check_category, distinct_tag_names, set_tags
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import delete_owned, lock_until_commit
 from expensetracker.platform.errors import Conflict
@@ -200,7 +200,7 @@ async def create_rule(
             notes=body.notes,
             merchant=body.merchant,
             category_id=body.category_id,
-            tags=body.tags,
+            tags=await distinct_tag_names(session, names=body.tags),
             frequency=body.frequency,
             starts_on=body.starts_on,
             ends_on=body.ends_on,

@@ -31,6 +31,7 @@ from expensetracker.expenses.schemas import (
 )
 from expensetracker.expenses.shared import (
     check_category,
+    distinct_tag_names,
     flush_unique,
     lock_categories,
     refuse_nulls,
@@ -235,6 +236,7 @@ async def create_rule(
         )
         values = body.model_dump()
         values["position"] = body.position or (last or 0) + 1
+        values["tags"] = await distinct_tag_names(session, names=body.tags)
         _set_checked(row, values)
         session.add(row)
         await _flush_unique_position(session)
@@ -280,6 +282,8 @@ async def update_rule(
             # A bound not sent stays as written: read again in the new currency.
             values.setdefault("min_amount", _amount_text(row.min_amount_minor, row.currency))
             values.setdefault("max_amount", _amount_text(row.max_amount_minor, row.currency))
+        if body.tags:
+            values["tags"] = await distinct_tag_names(session, names=body.tags)
         _set_checked(row, values)
         await _flush_unique_position(session)
         return _out(row)

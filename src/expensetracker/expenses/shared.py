@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -102,12 +102,7 @@ TAGS_OF_E = (
 # request is not in this statement's snapshot: the conflict finds it (DO UPDATE returns it).
 # Used as common table expressions; `tagged` holds the tags (id, name) of the expense.
 _TAGGING = """
-given AS (
-    SELECT DISTINCT ON (lower(g.name)) g.name
-    FROM unnest({names}::text[]) WITH ORDINALITY AS g(name, position)
-    WHERE {expense_exists}
-    ORDER BY lower(g.name), g.position
-),
+given AS ({first_spellings}),
 known AS (
     SELECT t.id, t.name FROM expenses.tags t
     WHERE t.user_id = $1 AND lower(t.name) IN (SELECT lower(name) FROM given)
@@ -131,8 +126,27 @@ linked AS (
 )"""
 
 
+# The first spelling of each name in {names} (name, position), as PostgreSQL's lower() tells
+# them apart.
+_FIRST_SPELLINGS = """
+SELECT DISTINCT ON (lower(g.name)) g.name, g.position
+FROM unnest({names}::text[]) WITH ORDINALITY AS g(name, position)
+WHERE {expense_exists}
+ORDER BY lower(g.name), g.position"""
+
+
 def tagging(*, expense: str, names: str, expense_exists: str = "true") -> str:
-    return _TAGGING.format(expense=expense, names=names, expense_exists=expense_exists)
+    first_spellings = _FIRST_SPELLINGS.format(names=names, expense_exists=expense_exists)
+    return _TAGGING.format(expense=expense, first_spellings=first_spellings)
+
+
+async def distinct_tag_names(session: AsyncSession, *, names: list[str]) -> list[str]:
+    """``names`` without a second spelling of one tag, in their order: what a rule keeps, so
+    that it shows the tags it adds as the expenses will have them."""
+    first_spellings = _FIRST_SPELLINGS.format(names="CAST(:names AS text[])", expense_exists="true")
+    statement = f"SELECT array_agg(name ORDER BY position) FROM ({first_spellings}) AS s"
+    distinct = await session.scalar(text(statement), {"names": names})
+    return list(distinct or [])
 
 
 async def set_tags(db: Db, *, user_id: uuid.UUID, expense_id: uuid.UUID, names: list[str]) -> None:
