@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from expensetracker.expenses.owners import DEFAULT_CATEGORIES
+from tests.helpers.expenses import HEADER, upload
 from tests.helpers.users import Account, signed_up
 
 pytestmark = pytest.mark.database
@@ -99,6 +100,53 @@ async def test_users_see_only_their_own_categories(client: httpx.AsyncClient) ->
     }
     assert len(ann_ids) == len(bob_ids) == DEFAULT_COUNT
     assert not ann_ids & bob_ids
+
+
+async def test_names_that_look_the_same_are_the_same_name(client: httpx.AsyncClient) -> None:
+    """Categories, tags and budgets are named in composed form, with single spaces and nothing
+    invisible: two names that look alike cannot both exist, and a name never hides a character."""
+    account = await signed_up(client)
+
+    async def category(name: str) -> httpx.Response:
+        return await client.post("/api/v1/categories", json={"name": name}, headers=account.headers)
+
+    created = await category("Cafe\u0301  and\u00a0bar")  # a combining accent, a no-break space
+    assert created.status_code == 201, created.text
+    assert created.json()["name"] == "Caf\u00e9 and bar"
+    assert (await category("caf\u00e9 and bar")).status_code == 409
+    for hidden in ("Bar\u200b", "\u202eRab", "\u200dBar", "B\u00adar"):
+        refused = await category(hidden)
+        assert refused.status_code == 422, hidden
+        assert "invisible character" in refused.json()["errors"][0]["message"]
+    # A joiner between two characters is part of what shows: an emoji family, a Persian word.
+    for joined in (
+        "Kids \U0001f468\u200d\U0001f467",
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+    ):
+        assert (await category(joined)).status_code == 201, joined
+    tagged = await client.post(
+        "/api/v1/expenses",
+        json={
+            "amount": "1.00",
+            "currency": "EUR",
+            "occurred_on": "2026-03-01",
+            "description": "x",
+            "tags": ["travel\u200b"],
+        },
+        headers=account.headers,
+    )
+    assert tagged.status_code == 422 and tagged.json()["errors"][0]["field"] == "body.tags.0"
+    budget = await client.post(
+        "/api/v1/budgets",
+        json={"name": "Fun\u200e", "amount": "10", "currency": "EUR"},
+        headers=account.headers,
+    )
+    assert budget.status_code == 422 and budget.json()["errors"][0]["field"] == "body.name"
+    imported = await upload(
+        client, account, HEADER + "2026-03-01,1.00,EUR,x,,,,ok;bad\u200b,\n", dry_run=True
+    )
+    assert imported.status_code == 422
+    assert "invisible character" in imported.text
 
 
 ROUNDS = 10

@@ -16,7 +16,15 @@ from pydantic import (
 )
 
 from expensetracker.platform import money
-from expensetracker.platform.schemas import TEXT, Amount, Currency, Day, PricedModel, StrictModel
+from expensetracker.platform.schemas import (
+    NAME,
+    TEXT,
+    Amount,
+    Currency,
+    Day,
+    PricedModel,
+    StrictModel,
+)
 
 EARLIEST_DATE = date(1970, 1, 1)
 # Planned expenses may lie ahead, but not beyond a year.
@@ -42,7 +50,7 @@ TAGS_MAX = 20
 
 # Stripped before the length check: "  " is no name.
 Name = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX), TEXT
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX), TEXT, NAME
 ]
 OccurredOn = Annotated[date, AfterValidator(_within_range)]
 Description = Annotated[str, Field(min_length=1, max_length=DESCRIPTION_MAX), TEXT]

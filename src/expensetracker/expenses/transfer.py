@@ -59,7 +59,7 @@ from expensetracker.expenses.statements import (
 )
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.idempotency import KeyedRequest, Stored
-from expensetracker.platform.schemas import NOT_A_DAY, check_text
+from expensetracker.platform.schemas import NOT_A_DAY, check_name, check_text
 from expensetracker.platform.tables import TIME_ORDERED_ID_SQL
 
 COLUMNS = (
@@ -215,15 +215,23 @@ class _Validator:
             amount_minor = money.parse_amount(amount.strip(), currency)
         except ValueError as exc:
             errors.append(("amount", str(exc)))
-        category = category.strip()
         category_id = None
-        if category:
-            category_id = self.categories.get(category.casefold())
-            if category_id is None:
-                errors.append(("category", f"no category named {category!r}"))
+        if category.strip():
+            try:
+                category = check_name(category)
+            except ValueError as exc:
+                errors.append(("category", str(exc)))
+            else:
+                category_id = self.categories.get(category.casefold())
+                if category_id is None:
+                    errors.append(("category", f"no category named {category!r}"))
         paid_amount, paid_currency = map(str.strip, paid)
         charged = _charged(paid_amount, paid_currency, errors)
-        names = [tag for tag in map(str.strip, tags.split(TAG_SEPARATOR)) if tag] if tags else []
+        try:
+            names = [check_name(tag) for tag in tags.split(TAG_SEPARATOR) if tag.strip()]
+        except ValueError as exc:
+            names = []
+            errors.append(("tags", str(exc)))
         if len(names) > TAGS_MAX or any(len(tag) > NAME_MAX for tag in names):
             errors.append(("tags", f"at most {TAGS_MAX} tags of at most {NAME_MAX} characters"))
         external_id = external.strip() or None

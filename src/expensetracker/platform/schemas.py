@@ -1,6 +1,7 @@
 """Base classes and field types of request and response bodies, shared by every service."""
 
 import re
+import unicodedata
 from datetime import date
 from typing import Annotated, Any
 
@@ -31,6 +32,29 @@ def check_text(value: str) -> str:
 TEXT = AfterValidator(check_text)
 # Every free-text field and parameter without other constraints.
 SafeText = Annotated[str, TEXT]
+
+# Controls, format characters (zero-width space, direction marks) and line separators: nothing
+# shows of them.
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
+# Zero-width (non-)joiners are part of emoji sequences and of words in some scripts: allowed
+# between two characters.
+_JOINERS = "\u200c\u200d"
+
+
+def check_name(value: str) -> str:
+    """A name as it is shown and compared (a category, a tag, a budget): composed (NFC), each
+    run of spaces one space, and nothing invisible in it, so that two names that look the same
+    are the same name."""
+    value = " ".join(unicodedata.normalize("NFC", value).split())
+    last = len(value) - 1
+    for index, char in enumerate(value):
+        if unicodedata.category(char) in _INVISIBLE and not (char in _JOINERS and 0 < index < last):
+            raise ValueError(f"must not contain an invisible character (U+{ord(char):04X} here)")
+    return value
+
+
+# The rule as annotation metadata, after TEXT: `Annotated[str, StringConstraints(...), TEXT, NAME]`.
+NAME = AfterValidator(check_name)
 
 # Days and months a request may name: wide enough for any real expense or report, narrow enough
 # that month arithmetic around them never leaves what Python and PostgreSQL can represent.

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, StringConstraints
 
 from expensetracker.platform.schemas import (
+    NAME,
     TEXT,
     Amount,
     Currency,
@@ -17,7 +18,9 @@ from expensetracker.platform.schemas import (
     StrictModel,
 )
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), TEXT]
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), TEXT, NAME
+]
 
 
 def _thresholds(values: list[int]) -> list[int]:
