@@ -209,6 +209,25 @@ async def test_tags_replaced_at_once_end_as_one_of_the_requests_sent(
     assert final in sets, final  # one request's tags, not a mix of several
 
 
+async def test_only_tags_on_an_expense_are_listed(client: httpx.AsyncClient) -> None:
+    account = await signed_up(client)
+
+    async def listed() -> list[str]:
+        tags = await client.get("/api/v1/tags", headers=account.headers)
+        return [tag["name"] for tag in tags.json()["items"]]
+
+    kept = await create(client, account, tags=["Groceries", "Trip"])
+    dropped = await create(client, account, tags=["Trip"])
+    assert await listed() == ["Groceries", "Trip"]
+    await client.patch(f"/api/v1/expenses/{kept['id']}", json={"tags": []}, headers=account.headers)
+    assert await listed() == ["Trip"]
+    await client.delete(f"/api/v1/expenses/{dropped['id']}", headers=account.headers)
+    assert await listed() == []
+    # Named again, the tag is back, as first spelt.
+    await create(client, account, tags=["trip"])
+    assert await listed() == ["Trip"]
+
+
 async def test_bad_patch_changes_nothing(client: httpx.AsyncClient) -> None:
     account = await signed_up(client)
     created = await create(client, account)

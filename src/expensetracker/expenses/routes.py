@@ -403,5 +403,6 @@ async def delete_category(category_id: uuid.UUID, user: CurrentUser, session: Db
 
 @router.get("/api/v1/tags")
 async def list_tags(user: CurrentUser, session: DbSession, paging: Paging) -> Page[TagOut]:
-    """The caller's tags by name (tags are created by naming them on an expense)."""
+    """The caller's tags on at least one expense, by name (tags are created by naming them on an
+    expense; one that no expense has any more is not listed)."""
     return await service.list_tags(session, user_id=user.user_id, paging=paging)

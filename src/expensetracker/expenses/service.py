@@ -13,7 +13,7 @@ from prometheus_client import Counter
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from expensetracker.expenses.models import Category, Tag, idempotency_keys
+from expensetracker.expenses.models import Category, ExpenseTag, Tag, idempotency_keys
 from expensetracker.expenses.owners import create_for_owner, ensure_owner
 from expensetracker.expenses.schemas import (
     CategoryCreate,
@@ -172,12 +172,19 @@ async def delete_category(
 async def list_tags(
     session: AsyncSession, *, user_id: uuid.UUID, paging: PageRequest
 ) -> Page[TagOut]:
+    """The tags on at least one expense: a tag no expense has any more is not offered."""
+    in_use = (
+        select(ExpenseTag)
+        .where(ExpenseTag.user_id == Tag.user_id, ExpenseTag.tag_id == Tag.id)
+        .exists()
+    )
     return await page_by_name(
         session,
         Tag,
         user_id=user_id,
         paging=paging,
         item=lambda tag: TagOut(id=tag.id, name=tag.name),
+        where=(in_use,),
     )
 
 

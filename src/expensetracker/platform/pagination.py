@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -115,13 +115,14 @@ async def page_by_name(
     user_id: uuid.UUID,
     paging: PageRequest,
     item: Callable[..., T],
+    where: Sequence[ColumnElement[bool]] = (),
 ) -> Page[T]:
     """One page of the caller's rows of ``model`` (a table of named things keyed by user_id and
-    id) by name, then id, in a transaction of its own."""
+    id) by name, then id, in a transaction of its own; only those meeting ``where``, if given."""
     async with session.begin():
         return await keyset_page(
             session,
-            select(model).where(model.user_id == user_id),
+            select(model).where(model.user_id == user_id, *where),
             keys=(model.name, model.id),
             types=(str, uuid.UUID),
             paging=paging,
