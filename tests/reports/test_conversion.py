@@ -455,15 +455,24 @@ async def test_a_charged_amount_beats_any_rate_only_in_the_home_currency(
     )
     # A charged amount needs no rate at all: a day with none.
     await spend(client, account, "10.00", "USD", "2026-01-30", **in_euros("9.20"))
+    # Nor does it use the rate its day has: that rate is not the oldest one used.
+    await put_rate(client, account, date(2026, 1, 5), "USD", "EUR", "0.4")
+    await spend(client, account, "10.00", "USD", "2026-01-06", **in_euros("9.30"))
     summary = await converted(client, account, "summary", **JANUARY)
-    assert summary["total"]["amount"] == money.format_amount(100 + 913 + 500 + 920, "EUR")
-    assert summary["total"]["conversion"] == {
-        "in_currency": 1,
-        "charged": 2,
-        "rated": 1,
-        "oldest_rate_day": "2026-01-09",
-        "missing": 0,
-    }
+    assert summary["total"]["amount"] == money.format_amount(100 + 913 + 500 + 920 + 930, "EUR")
+    made = {"in_currency": 1, "charged": 3, "rated": 1, "oldest_rate_day": "2026-01-09"}
+    assert summary["total"]["conversion"] == {**made, "missing": 0}
+    trends = await converted(client, account, "trends", month="2026-01", months=2)
+    assert [line["conversion"]["oldest_rate_day"] for line in trends["categories"]] == [
+        "2026-01-09"
+    ]
+    # Charged ones alone used no rate at all.
+    await spend(client, account, "10.00", "USD", "2026-02-06", **in_euros("9.30"))
+    await put_rate(client, account, date(2026, 2, 5), "USD", "EUR", "0.4")
+    february = await converted(
+        client, account, "summary", **{"from": "2026-02-01", "to": "2026-02-28"}
+    )
+    assert february["total"]["conversion"]["oldest_rate_day"] is None
 
 
 # The cross-check: random rates of every source and way, random expenses, random ranges and ages,

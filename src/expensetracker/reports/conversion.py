@@ -255,7 +255,7 @@ WITH {spans}, rates AS MATERIALIZED (
 SELECT {names}, how, CASE WHEN how = 3 THEN currency END,
        sum(CASE how WHEN 3 THEN amount_minor WHEN 2 THEN reports.round_half_even(raw)
            ELSE exact END),
-       count(*), min(rate_day)
+       count(*), min(rate_day) FILTER (WHERE how = 2)  -- the rated ones' only
 FROM e GROUP BY {groups}, how, {currency_column}{rollup}
 """
 # The whole months in the target from the monthly totals, and the fresh ones in other currencies
