@@ -147,6 +147,19 @@ async def test_names_that_look_the_same_are_the_same_name(client: httpx.AsyncCli
     )
     assert imported.status_code == 422
     assert "invisible character" in imported.text
+    # What separates tags (in a CSV cell, in the web's form) is in no tag's name: such a name
+    # would come back from an export as two tags.
+    for separated in ("rock;roll", "rock,roll"):
+        refused = await client.post(
+            "/api/v1/expenses/rules",
+            json={"pattern": "x", "tags": [separated]},
+            headers=account.headers,
+        )
+        assert refused.status_code == 422 and "separate tags" in refused.text, separated
+    imported = await upload(
+        client, account, HEADER + '2026-03-01,1,EUR,x,,,,"a,b",\n', dry_run=True
+    )
+    assert imported.status_code == 422 and "separate tags" in imported.text
 
 
 ROUNDS = 10

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from expensetracker.expenses.models import CategorisationRule
 from expensetracker.expenses.owners import create_for_owner
 from expensetracker.expenses.schemas import (
+    TAG_SEPARATOR,
     RuleChange,
     RuleCreate,
     RuleOut,
@@ -45,7 +46,6 @@ MAX_RULES = 100
 REGEX_MEMORY_BYTES = 256 * 1024
 REPORTED_CHANGES = 100
 APPLY_BATCH = 5000
-TAG_SEPARATOR = ";"  # as in transfer.py: no tag name contains it
 # Flushes a created or changed rule; a position another rule has is a 409.
 _flush_unique_position = partial(
     flush_unique,

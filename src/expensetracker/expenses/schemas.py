@@ -56,9 +56,22 @@ OccurredOn = Annotated[date, AfterValidator(_within_range)]
 Description = Annotated[str, Field(min_length=1, max_length=DESCRIPTION_MAX), TEXT]
 Notes = Annotated[str, Field(max_length=NOTES_MAX), TEXT]
 Merchant = Annotated[str, Field(min_length=1, max_length=MERCHANT_MAX), TEXT]
+# What separates tags in a CSV cell and in the import's statements; the web's form separates them
+# with commas. No tag name holds either, so that a name reads the same whichever way it came in.
+TAG_SEPARATOR = ";"
+
+
+def check_tag_name(value: str) -> str:
+    """A name (checked as check_name does) that is one tag's."""
+    if TAG_SEPARATOR in value or "," in value:
+        raise ValueError("must not contain ';' or ',', which separate tags")
+    return value
+
+
+TagName = Annotated[Name, AfterValidator(check_tag_name)]
 # Names differing only in case are one tag: PostgreSQL's lower() decides (service.set_tags), so
 # that Python and the database never disagree about which names are the same.
-TagNames = Annotated[list[Name], Field(max_length=TAGS_MAX)]
+TagNames = Annotated[list[TagName], Field(max_length=TAGS_MAX)]
 
 
 class CategoryCreate(StrictModel):

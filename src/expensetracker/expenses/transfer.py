@@ -41,12 +41,14 @@ from expensetracker.expenses.schemas import (
     NAME_MAX,
     NOTES_MAX,
     PREVIEW_ROWS,
+    TAG_SEPARATOR,
     TAGS_MAX,
     ImportOut,
     ImportPreview,
     PreviewExpense,
     PreviewSkipped,
     PreviewUnchanged,
+    check_tag_name,
 )
 from expensetracker.expenses.shared import TAGS_OF_E, ExpenseFilter, lock_categories
 from expensetracker.expenses.statements import (
@@ -86,7 +88,6 @@ LIMITS = {
     "merchant": MERCHANT_MAX,
     "external_id": 100,  # the import's own column: the API never takes one
 }
-TAG_SEPARATOR = ";"
 # Rows per statement: one batch is written while the next is read and checked.
 BATCH_ROWS = 5000
 # Reading gives way to the event loop this often: the statements of the batch being written go
@@ -228,7 +229,9 @@ class _Validator:
         paid_amount, paid_currency = map(str.strip, paid)
         charged = _charged(paid_amount, paid_currency, errors)
         try:
-            names = [check_name(tag) for tag in tags.split(TAG_SEPARATOR) if tag.strip()]
+            names = [
+                check_tag_name(check_name(tag)) for tag in tags.split(TAG_SEPARATOR) if tag.strip()
+            ]
         except ValueError as exc:
             names = []
             errors.append(("tags", str(exc)))
