@@ -129,17 +129,19 @@ async def test_repeats_are_still_found_once_nothing_is_written(
         "2026-13-04,1.00,EUR,Bad date and z again,,,,,z\n"  # line 5
         "2026-01-05,1.00,EUR,Bad category,,,Yachts,,w\n"  # line 6: w is taken first here
         "2026-01-06,1.00,EUR,w again,,,,,w\n"  # line 7
+        "2026-01-07,1.00,eur,Currency in lower case,,,,,\n"  # line 8: the currency's fault
     )
     response = await upload(client, account, content)
     assert response.status_code == 422, response.text
     body = response.json()
-    assert body["rejected_rows"] == 4
+    assert body["rejected_rows"] == 5
     assert lines_of(body) == [
         (2, "amount"),
         (5, "occurred_on"),
         (5, "external_id"),
         (6, "category"),
         (7, "external_id"),
+        (8, "currency"),
     ]
     assert await expense_count(database_url) == 0
 

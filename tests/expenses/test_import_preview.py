@@ -247,3 +247,7 @@ async def test_a_file_with_a_bad_row_is_refused_by_the_dry_run_with_its_errors(
     assert response.headers["content-type"] == "application/problem+json"
     assert [(e["line"], e["field"]) for e in response.json()["errors"]] == [(3, "amount")]
     assert "preview" not in response.json()
+    # A charged currency there is none of: that column's fault, not the amount's.
+    charged = CHARGED_HEADER + "2026-03-01,3.50,USD,Abroad,,,,,,3.20,EU\n"
+    refused = await upload(client, account, charged, dry_run=True)
+    assert [(e["line"], e["field"]) for e in refused.json()["errors"]] == [(2, "charged_currency")]

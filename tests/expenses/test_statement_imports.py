@@ -269,7 +269,7 @@ async def test_every_bad_transaction_is_reported_by_its_number(
     )
     assert unknown_currency.status_code == 422
     assert [(e["transaction"], e["field"]) for e in unknown_currency.json()["errors"]] == [
-        (1, "amount")
+        (1, "currency")
     ]
     assert "ISO 4217" in unknown_currency.json()["errors"][0]["message"]
     assert await expense_count(database_url) == 0

@@ -212,10 +212,7 @@ class _Validator:
             if not EARLIEST_DATE <= occurred_on <= self.latest:
                 errors.append(("occurred_on", f"must be between {EARLIEST_DATE} and {self.latest}"))
         currency = currency.strip()
-        try:
-            amount_minor = money.parse_amount(amount.strip(), currency)
-        except ValueError as exc:
-            errors.append(("amount", str(exc)))
+        amount_minor = _minor_units(amount.strip(), currency, errors, columns=_AMOUNT_COLUMNS)
         category_id = None
         if category.strip():
             try:
@@ -240,6 +237,7 @@ class _Validator:
         external_id = external.strip() or None
         if errors:
             return None, errors, external_id
+        assert amount_minor is not None  # without errors, the amount was read
         if self.rules and category_id is None:
             rule = first_match(
                 self.rules,
@@ -264,6 +262,28 @@ class _Validator:
 _POSITIONS = {name: position for position, name in enumerate(COLUMNS)}
 
 
+def _minor_units(
+    amount: str, currency: str, errors: list[tuple[str, str]], *, columns: tuple[str, str]
+) -> int | None:
+    """``amount`` in ``currency`` as minor units, or None: a problem with either is added to
+    ``errors`` under its own column of ``columns`` (the amount's, the currency's)."""
+    amount_column, currency_column = columns
+    try:
+        money.exponent(currency)
+    except ValueError as exc:
+        errors.append((currency_column, str(exc)))
+        return None
+    try:
+        return money.parse_amount(amount, currency)
+    except ValueError as exc:
+        errors.append((amount_column, str(exc)))
+        return None
+
+
+_AMOUNT_COLUMNS = ("amount", "currency")
+_CHARGED_COLUMNS = ("charged_amount", "charged_currency")
+
+
 def _charged(amount: str, currency: str, errors: list[tuple[str, str]]) -> tuple[Any, ...]:
     """A row's charged amount as its three columns (None when it has none); a problem with it
     is added to ``errors``."""
@@ -272,11 +292,10 @@ def _charged(amount: str, currency: str, errors: list[tuple[str, str]]) -> tuple
     if not (amount and currency):
         errors.append(("charged_amount", "charged_amount and charged_currency go together"))
         return (None, None, None)
-    try:
-        return (money.parse_amount(amount, currency), currency, money.exponent(currency))
-    except ValueError as exc:
-        errors.append(("charged_amount", str(exc)))
+    minor = _minor_units(amount, currency, errors, columns=_CHARGED_COLUMNS)
+    if minor is None:
         return (None, None, None)
+    return (minor, currency, money.exponent(currency))
 
 
 def _open(spool: Any) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
