@@ -277,9 +277,11 @@ async def test_trends_and_merchants(client: httpx.AsyncClient) -> None:
 
 
 async def test_a_summary_by_category_lists_them_by_name(client: httpx.AsyncClient) -> None:
-    """Both summaries, each currency apart and converted (all of it in the home currency
-    here): the categories by name, as the trends list them; spending without one last."""
+    """Both summaries and both trends, each currency apart and converted (all of it in the
+    home currency here): the categories by name, case aside; spending without one last."""
     account = await signed_up(client)
+    # A name in lower case: by the code points alone it would come after every capital.
+    await client.post("/api/v1/categories", json={"name": "music"}, headers=account.headers)
     names = await categories(client, account)
     for category_id in [*names.values(), None]:
         await create(client, account, occurred_on="2026-03-02", category_id=category_id)
@@ -291,6 +293,13 @@ async def test_a_summary_by_category_lists_them_by_name(client: httpx.AsyncClien
             headers=account.headers,
         )
         assert [group["name"] for group in summary.json()["groups"]] == by_name, converted
+        trends = await client.get(
+            "/api/v1/reports/trends",
+            params={"month": "2026-03", "months": 2, **converted},
+            headers=account.headers,
+        )
+        lines = [line["name"] for line in trends.json()["categories"]]
+        assert list(dict.fromkeys(lines)) == by_name, converted
 
 
 async def test_more_concurrent_requests_than_pool_connections(serve_app: AppFactory) -> None:

@@ -51,7 +51,11 @@ def _check_range(from_: date, to: date) -> None:
     if from_ > to:
         raise ValidationProblem.of_field("query.to", "Must not be before `from`.", "range")
     if (to - from_).days > MAX_RANGE_DAYS:
-        raise ValidationProblem.of_field("query.to", "The range spans ten years at most.", "range")
+        raise ValidationProblem.of_field(
+            "query.to",
+            f"The range spans {MAX_RANGE_DAYS:,} days (about ten years) at most.",
+            "range",
+        )
 
 
 def _summary_query(*, group_by: str, from_: date, to: date) -> tuple[str, list[Any]]:
@@ -100,15 +104,17 @@ def _summary_query(*, group_by: str, from_: date, to: date) -> tuple[str, list[A
     return sql, args
 
 
-def _nulls_last(key: str | None) -> tuple[bool, str]:
-    return (key is None, key or "")
+def _by_name(name: str | None) -> tuple[bool, str, str]:
+    """Categories by name as a reader sorts them (case aside), the uncategorised last."""
+    return (name is None, (name or "").casefold(), name or "")
 
 
 def _group_order(group_by: str, key: str | None, name: str | None) -> tuple[bool, str, str]:
     """Months and tags in the order of their keys; categories by name, as the trends list them
     (their keys are ids, in no order a reader sees); the group without a key last."""
-    shown = (name or "").casefold() if group_by == "category" else ""
-    return (key is None, shown, key or "")
+    if group_by == "category":
+        return (key is None, *_by_name(name)[1:])
+    return (key is None, "", key or "")
 
 
 async def summary(
@@ -244,7 +250,7 @@ async def trends(db: asyncpg.Connection, *, user_id: uuid.UUID, month: date, mon
                 change_percent=percent,
             )
         )
-    lines.sort(key=lambda line: (*_nulls_last(line.name), line.currency))
+    lines.sort(key=lambda line: (*_by_name(line.name), line.currency))
     return Trends(months=labels, categories=lines)
 
 
@@ -293,7 +299,7 @@ async def converted_trends(
                 unconverted=made.unconverted(),
             )
         )
-    result.sort(key=lambda line: _nulls_last(line.name))
+    result.sort(key=lambda line: _by_name(line.name))
     return ConvertedTrends(months=labels, currency=target, categories=result)
 
 
