@@ -26,7 +26,7 @@ from expensetracker.targets import SERVICES
 from tests.helpers.apps import AppFactory, app_of
 from tests.helpers.database import connected
 from tests.helpers.processes import clean_env, cli, free_port, spawn
-from tests.helpers.users import Account, signed_up
+from tests.helpers.users import PASSWORD, Account, signed_up
 
 pytestmark = pytest.mark.database
 
@@ -196,6 +196,27 @@ async def test_retired_keys_leave_the_jwks_after_their_tokens_expire(
     async with serve_app() as fresh:  # a verifier that never saw the old key
         response = await fresh.get("/api/v1/categories", headers=account.headers)
     assert response.status_code == 401
+
+
+async def test_a_signing_key_under_another_key_encryption_key_is_a_503_saying_so(
+    serve_app: AppFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with serve_app(key_encryption_key="first-key-encryption-key-" * 2) as client:
+        account = await signed_up(client)
+    # Started again with another key-encryption key: the stored signing key cannot be read.
+    async with serve_app(key_encryption_key="another-key-encryption-key-" * 2) as client:
+        refused = await client.post(
+            "/api/v1/auth/login", json={"email": account.email, "password": PASSWORD}
+        )
+        ready = await client.get("/readyz")
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "cannot read its signing key" in refused.json()["detail"]
+    assert ready.status_code == 503 and ready.json()["checks"]["signing_key"] == "not loaded"
+    logged = capsys.readouterr()
+    said = logged.out + logged.err
+    assert "signing_key_unreadable" in said and "EXPENSETRACKER_KEY_ENCRYPTION_KEY" in said
+    assert "another-key-encryption-key" not in said and "unhandled_exception" not in said
 
 
 async def test_services_in_separate_processes_verify_with_the_auth_jwks(

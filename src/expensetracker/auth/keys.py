@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -27,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from expensetracker.auth.models import SigningKey
 from expensetracker.platform.config import Environment, Settings
+from expensetracker.platform.errors import Problem
 from expensetracker.platform.tokens import CLOCK_SKEW_SECONDS
 
 ALGORITHM = "EdDSA"
@@ -36,6 +38,7 @@ SIGNING_KEY_CACHE_SECONDS = 30
 DEVELOPMENT_KEK = "development-only-key-encryption-key-never-protects-real-data"
 
 audit = structlog.get_logger("expensetracker.audit")
+log = structlog.get_logger(__name__)
 
 
 def _b64url(data: bytes) -> str:
@@ -75,6 +78,15 @@ class KeyEncryption:
             return cls(settings.key_encryption_key.get_secret_value())
         assert settings.env is Environment.development, "settings refuse this outside development"
         return cls(DEVELOPMENT_KEK)
+
+
+class SigningKeyUnreadable(Problem):
+    """The signing key was encrypted under another key-encryption key than the one set: no
+    token can be signed until the right one is (a 503, not a 500: nothing is wrong with the
+    request, and the cause is named in the log)."""
+
+    status = 503
+    default_detail = "Signing in is unavailable right now: the server cannot read its signing key."
 
 
 @dataclass(frozen=True)
@@ -180,7 +192,15 @@ class KeyStore:
             ).one_or_none()
         if row is None:
             raise RuntimeError("no signing key: run `expensetracker auth rotate-keys`")
-        pem = self.encryption.decrypt(row.private_key_encrypted, kid=row.kid)
+        try:
+            pem = self.encryption.decrypt(row.private_key_encrypted, kid=row.kid)
+        except InvalidTag:
+            log.error(
+                "signing_key_unreadable",
+                kid=row.kid,
+                cause="encrypted under another EXPENSETRACKER_KEY_ENCRYPTION_KEY than the one set",
+            )
+            raise SigningKeyUnreadable from None
         private_key = serialization.load_pem_private_key(pem, password=None)
         assert isinstance(private_key, Ed25519PrivateKey)
         self._active = ActiveKey(kid=row.kid, private_key=private_key, loaded_at=time.monotonic())
