@@ -512,6 +512,42 @@ async def test_a_budget_pushed_over_its_limit_shows_on_the_dashboard(
     assert "Over budget" in budgets and "thresholds 50%, 100%" in budgets
 
 
+async def test_a_deletion_is_confirmed_on_the_page_it_returns_to(web: httpx.AsyncClient) -> None:
+    person = await signed_up_person(web)
+    category = await added_category(person, "Snacks")
+    await added_budget(person, name="Snack money")
+    form = (await web.get("/recurring")).text
+    await person.submit(
+        "/recurring",
+        "/recurring",
+        {
+            "idempotency_key": idempotency_key(form),
+            "description": "Gym",
+            "amount": "30.00",
+            "currency": "EUR",
+            "frequency": "monthly",
+            "starts_on": date.today().isoformat(),
+        },
+    )
+    await person.submit("/rules", "/rules", {"pattern": "bakery", "category_id": category})
+    pages = {
+        "/budgets": ("Budget deleted.", r'action="(/budgets/[0-9a-f-]{36}/delete)"'),
+        "/recurring": ("Recurring expense stopped", r'action="(/recurring/[0-9a-f-]{36}/delete)"'),
+        "/rules": ("Rule deleted.", r'action="(/rules/[0-9a-f-]{36}/delete)"'),
+        "/categories": ("Category deleted.", rf'action="(/categories/{category}/delete)"'),
+    }
+    for page, (said, action) in pages.items():
+        html = (await web.get(page)).text
+        assert said not in html, page
+        htmx = {"HX-Request": "true"} if page == "/rules" else {}  # the script's way, too
+        deleted = await person.submit(page, re.search(action, html).group(1), {}, **htmx)
+        back = deleted.headers["hx-redirect" if htmx else "location"]
+        assert back == f"{page}?deleted=1", page
+        shown = (await web.get(back)).text
+        assert f'<p class="notice" role="status">{said}' in shown, page
+        assert re.search(action, shown) is None, page
+
+
 async def test_a_budget_whose_category_was_deleted_asks_for_another(
     web: httpx.AsyncClient,
 ) -> None:

@@ -306,6 +306,7 @@ class ListPage:
     ) -> None:
         self.path, self.things, self.item, self.context = path, things, item, context
         self.arguments, self.blank_form = arguments, blank_form
+        self.deleted: str | None = None  # what the page says after a deletion, if it offers one
 
         async def listed(request: Request, account: SignedIn, state: State) -> Response:
             return await self.show(request, account, state)
@@ -324,6 +325,8 @@ class ListPage:
         """The page; with ``extra``, the form as typed and the API's problems with it."""
         context = await self.context(request, account, state)
         extra.setdefault("form", self.blank_form())
+        if request.query_params.get("deleted") and self.deleted:
+            extra.setdefault("done", self.deleted)
         return _page(
             request,
             f"{self.path.strip('/')}.html",
@@ -354,12 +357,13 @@ class ListPage:
 
         router.add_api_route(self.path, created, methods=["POST"])
 
-    def deletes(self) -> None:
-        """POST ``path/{item}/delete``: deletes that one, then the page."""
+    def deletes(self, *, done: str) -> None:
+        """POST ``path/{item}/delete``: deletes that one, then the page, saying ``done``."""
+        self.deleted = done
 
         async def deleted(request: Request, account: SignedIn, state: State) -> Response:
             await state.api.delete(self.things, token=account.token, id=self._item_id(request))
-            return _redirect(request, self.path)
+            return _redirect(request, f"{self.path}?deleted=1")
 
         router.add_api_route(f"{self.path}/{{{self.item}}}/delete", deleted, methods=["POST"])
 
@@ -803,7 +807,7 @@ _categories = ListPage(
     arguments=_category_arguments,
 )
 _categories.creates(refusals=(409, 422))
-_categories.deletes()
+_categories.deletes(done="Category deleted.")
 
 
 @router.post("/categories/{category_id}")
@@ -852,7 +856,7 @@ _recurring = ListPage(
     blank_form=lambda: {"starts_on": date.today().isoformat(), "frequency": "monthly"},
 )
 _recurring.creates()
-_recurring.deletes()
+_recurring.deletes(done="Recurring expense stopped; the expenses it created stay.")
 
 
 # Budgets
@@ -907,7 +911,7 @@ _budgets = ListPage(
     blank_form=lambda: {"thresholds": "80, 100"},
 )
 _budgets.creates()
-_budgets.deletes()
+_budgets.deletes(done="Budget deleted.")
 _budgets.edits(filled=service.budget_form, context=_budget_choices)
 
 
@@ -1001,7 +1005,7 @@ _rules = ListPage(
     blank_form=lambda: {"field": "any", "match": "contains"},
 )
 _rules.creates(refusals=(409, 422))
-_rules.deletes()
+_rules.deletes(done="Rule deleted.")
 
 
 @router.post("/rules/apply")
