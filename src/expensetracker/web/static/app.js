@@ -33,6 +33,10 @@
     dialog.showModal();
   }
 
+  // With this script the "Add expense" links open a dialog where they led to a page: they are
+  // buttons then, and a button opens with Space as well as Enter.
+  document.querySelectorAll("a[data-quick-add]").forEach((link) => link.setAttribute("role", "button"));
+
   document.addEventListener("click", (event) => {
     const opener = event.target.closest("[data-quick-add]");
     if (opener) { openQuickAdd(event); return; }
@@ -41,6 +45,10 @@
   });
 
   document.addEventListener("keydown", (event) => {
+    if (event.key === " " && event.target.closest("a[data-quick-add]")) {
+      openQuickAdd(event);
+      return;
+    }
     // Escape in an expense's inline edit: the row as it was, as its Cancel link gives it.
     if (event.key === "Escape") {
       const editing = event.target.closest("tr.editing");
