@@ -21,6 +21,7 @@ configure_logging(level="INFO", fmt="json", service="auth")
 structlog.get_logger("t").info(
     "login", password="hunter2", refresh_token="rt-1", database_url="postgresql://u:pw@h/d",
     authorization="Bearer x", user_id=7,
+    error="Client error '404 Not Found' for url 'https://bob:pw-in-url@rates.example/d.xml'",
 )
 logging.getLogger("uvicorn.error").info("Started server process")
 """
@@ -38,6 +39,8 @@ def test_secret_looking_fields_are_masked_and_stdlib_records_share_the_format() 
     login, uvicorn = json_lines()
     for key in ("password", "refresh_token", "database_url", "authorization"):
         assert login[key] == "***"
+    # A URL's user and password, inside any text (an error repeats its URL).
+    assert login["error"].endswith("for url 'https://***@rates.example/d.xml'")
     assert login["user_id"] == 7
     assert login["service"] == "auth"
     assert login["level"] == "info"

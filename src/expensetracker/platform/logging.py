@@ -8,6 +8,7 @@ secrets are masked before rendering.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import asyncpg
@@ -18,10 +19,22 @@ from structlog.typing import EventDict, WrappedLogger
 _SECRET_KEYS = ("password", "token", "secret", "authorization", "cookie", "database_url", "key")
 
 
+# The user and password of a URL (`https://user:password@host/`, `postgresql://u:p@db/x`).
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/\s@]+@")
+
+
+def hide_url_credentials(text: str) -> str:
+    """``text`` with the user and password of every URL in it replaced by ``***``: a rates URL
+    or a database URL may hold them, and an error's text repeats its URL."""
+    return _URL_CREDENTIALS.sub("***@", text)
+
+
 def _mask_secrets(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
-    for key in event:
+    for key, value in event.items():
         if key != "event" and any(word in key.lower() for word in _SECRET_KEYS):
             event[key] = "***"
+        elif isinstance(value, str) and "://" in value:
+            event[key] = hide_url_credentials(value)
     return event
 
 
