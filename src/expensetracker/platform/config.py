@@ -34,6 +34,9 @@ _PLACEHOLDER = re.compile(
 )
 
 
+# libpq's values of `sslmode` in a database URL.
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
 KEK_PROBLEM = "EXPENSETRACKER_KEY_ENCRYPTION_KEY must be a real secret of at least 32 characters"
 WEB_SESSION_KEY_PROBLEM = (
     "EXPENSETRACKER_WEB_SESSION_KEY must be a real secret of at least 32 characters"
@@ -236,6 +239,12 @@ class Settings(BaseSettings):
             url = make_url(value.get_secret_value())
             if url.get_backend_name() != "postgresql":
                 raise ValueError("only PostgreSQL URLs are supported")
+            # asyncpg's `ssl` reaches the server as a setting it refuses, and pg_dump (libpq)
+            # knows no `ssl`: libpq's `sslmode` is the one spelling every connection reads.
+            if "ssl" in url.query:
+                raise ValueError("write sslmode=, not ssl=, for TLS (libpq's spelling)")
+            if url.query.get("sslmode", "disable") not in SSL_MODES:
+                raise ValueError(f"sslmode must be one of {', '.join(SSL_MODES)}")
         return value
 
     @model_validator(mode="after")

@@ -22,8 +22,16 @@ from expensetracker.platform.errors import NotFound
 
 
 def async_url(url: str | URL) -> URL:
-    """The same URL with the asyncpg driver, whatever driver it named."""
-    return make_url(url).set(drivername="postgresql+asyncpg")
+    """The same URL for SQLAlchemy's asyncpg dialect, whatever driver it named. libpq's
+    ``sslmode`` becomes asyncpg's ``ssl``, which takes the same values: the dialect hands the
+    query to asyncpg.connect() as keyword arguments, and it has no ``sslmode`` (asyncpg's own
+    DSN parser, create_driver_pool's, reads ``sslmode``)."""
+    parsed = make_url(url).set(drivername="postgresql+asyncpg")
+    if "sslmode" not in parsed.query:
+        return parsed
+    return parsed.difference_update_query(["sslmode"]).update_query_dict(
+        {"ssl": parsed.query["sslmode"]}
+    )
 
 
 def _server_settings(settings: Settings, *, application_name: str) -> dict[str, str]:
