@@ -5,13 +5,36 @@ from __future__ import annotations
 
 import subprocess
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import make_url
 
+from expensetracker.cli.common import DATABASE_UNAVAILABLE, USAGE_ERROR, database_failure
+from tests.helpers.database import with_database
+from tests.helpers.paths import ECB_SAMPLE, STATEMENTS
 from tests.helpers.processes import REPO, clean_env, cli, free_port, spawn
 
 pytestmark = pytest.mark.database
+
+PASSWORD = "s3cret-pw"
+# Every command that works on the configured database, with what it needs to get that far.
+DATABASE_COMMANDS = [
+    ("migrate",),
+    ("up", "--port", str(free_port())),
+    ("auth", "rotate-keys"),
+    (
+        "expenses",
+        "import",
+        str(STATEMENTS.relative_to(REPO) / "checking.ofx"),
+        "--user",
+        "a@example.org",
+    ),
+    ("expenses", "run-jobs"),
+    ("expenses", "home-currency", "EUR", "--user", "a@example.org"),
+    ("expenses", "rules", "apply", "--email", "a@example.org"),
+    ("rates", "load", str(ECB_SAMPLE.relative_to(REPO))),
+]
 
 
 def _run(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
@@ -53,3 +76,87 @@ def test_asyncpgs_ssl_is_refused_for_libpqs_sslmode() -> None:
         assert reason in refused.stderr
         assert "s3cret" not in refused.stderr
         assert "Traceback" not in refused.stderr
+
+
+def _one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The one line a command that failed printed on stderr, which shows no password."""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert PASSWORD not in done.stdout + done.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", DATABASE_COMMANDS, ids=" ".join)
+def test_a_database_that_refuses_connections_is_one_line(command: tuple[str, ...]) -> None:
+    """A database that is down stopped every command with a traceback of 90-200 lines (and
+    `rates load` blamed its file): one line names the database, host and port, and the exit
+    status says that it may work later."""
+    port = free_port()  # nothing listens there
+    url = f"postgresql://expenses:{PASSWORD}@127.0.0.1:{port}/expensetracker"
+    done = _run(*command, database_url=url)
+    assert _one_error_line(done) == (
+        f"error: cannot connect to the database expensetracker at 127.0.0.1:{port}"
+        " (connection refused)"
+    )
+    assert done.returncode == DATABASE_UNAVAILABLE
+
+
+def test_a_url_the_server_refuses_is_one_line(postgres_admin_url: str) -> None:
+    """A database that does not exist, or a role that does not, is the URL's fault: the server's
+    reason, and the exit status of a configuration error."""
+    missing_database = with_database(postgres_admin_url, "et_no_such_database")
+    missing_role = make_url(postgres_admin_url).set(username="et_nobody", password=PASSWORD)
+    for url, reason in [
+        (missing_database, 'database "et_no_such_database" does not exist'),
+        (missing_role.render_as_string(hide_password=False), 'role "et_nobody" does not exist'),
+    ]:
+        done = _run("expenses", "run-jobs", database_url=url)
+        line = _one_error_line(done)
+        assert line.startswith("error: cannot connect to the database "), line
+        assert line.endswith(f"({reason})"), line
+        assert done.returncode == USAGE_ERROR
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("", "database_url: Value error, empty: unset it, or give a PostgreSQL URL"),
+        ("notaurl", "database_url: Value error, not a URL such as postgresql://"),
+    ],
+)
+def test_a_database_url_that_is_no_url_is_one_line(url: str, reason: str) -> None:
+    done = _run("migrate", database_url=url)
+    assert reason in _one_error_line(done)
+    assert done.returncode == USAGE_ERROR
+
+
+@pytest.mark.parametrize(
+    ("command", "missing"),
+    [
+        (("auth", "rotate-keys"), "auth.signing_keys"),
+        (("expenses", "run-jobs"), "expenses.categories"),
+        (("rates", "load", str(ECB_SAMPLE.relative_to(REPO))), "expenses.rates"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, tuple) else value,
+)
+def test_an_unmigrated_database_says_to_migrate(
+    command: tuple[str, ...], missing: str, empty_database_url: str
+) -> None:
+    done = _run(*command, database_url=empty_database_url)
+    line = _one_error_line(done)
+    assert f'is not migrated (relation "{missing}" does not exist)' in line
+    assert line.endswith("run `expensetracker migrate`"), line
+    assert done.returncode == USAGE_ERROR
+
+
+async def test_only_the_databases_failures_are_told_as_such() -> None:
+    """Connecting's errors are the socket's own (OSError): one raised elsewhere, by a file, is a
+    failure of something else, which keeps its traceback."""
+    try:
+        await asyncpg.connect(f"postgresql://expenses@127.0.0.1:{free_port()}/expensetracker")
+    except OSError as exc:
+        assert database_failure(exc) is not None
+    try:
+        (REPO / "no-such-file").read_bytes()
+    except OSError as exc:
+        assert database_failure(exc) is None

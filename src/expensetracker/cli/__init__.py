@@ -11,7 +11,7 @@ import signal
 import sys
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 import typer
@@ -23,6 +23,7 @@ from expensetracker.cli.common import (
     HostOption,
     PortOption,
     database,
+    database_failure,
     database_url,
     fail,
     interrupt,
@@ -53,7 +54,18 @@ SERVICE_COMMANDS = {
 
 
 class _ServiceCommands(TyperGroup):
-    """The top-level group, whose service commands (SERVICE_COMMANDS) load as they are used."""
+    """The top-level group, whose service commands (SERVICE_COMMANDS) load as they are used, and
+    through which every command runs: a database that cannot be reached or used ends it with one
+    line that says so, not a traceback."""
+
+    def invoke(self, ctx: Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            failure = database_failure(exc)
+            if failure is None:
+                raise
+            fail(failure.message, code=failure.exit_status)
 
     def list_commands(self, ctx: Context) -> list[str]:
         return [*super().list_commands(ctx), *SERVICE_COMMANDS]

@@ -1,14 +1,20 @@
-"""What every command shares: failing with a message, the settings, the logging, a database."""
+"""What every command shares: failing with a message, the settings, the logging, a database,
+and what a failure to use the database says."""
 
 from __future__ import annotations
 
+import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn
 
+import asyncpg
 import typer
 from pydantic import ValidationError
+from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from expensetracker.auth.accounts import user_id_by_email
@@ -24,7 +30,15 @@ EmailOption = Annotated[
 ]
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
+# Exit statuses besides 0, and 1 (the command failed): docs/operations.md#exit-status.
+USAGE_ERROR = 2  # bad usage or configuration, as Click's own usage errors
+DATABASE_UNAVAILABLE = 69  # sysexits.h's EX_UNAVAILABLE: trying again later may succeed
+
+# The database the command works on, which a failure to use it names (database_failure).
+_current_database_url: ContextVar[str | None] = ContextVar("_current_database_url", default=None)
+
+
+def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     raise typer.Exit(code)
 
@@ -56,7 +70,9 @@ def start_logging(settings: Settings, *, service: str, level: str | None = None)
 def database_url(settings: Settings) -> str:
     if settings.database_url is None:
         fail("EXPENSETRACKER_DATABASE_URL is not set")
-    return settings.database_url.get_secret_value()
+    url = settings.database_url.get_secret_value()
+    _current_database_url.set(url)
+    return url
 
 
 def operator_settings(
@@ -98,3 +114,85 @@ async def account(session: AsyncSession, email: str) -> uuid.UUID:
     if user_id is None:
         fail(f"no account with the email address {email}")
     return user_id
+
+
+@dataclass(frozen=True)
+class DatabaseFailure:
+    message: str
+    exit_status: int
+
+
+# Besides class 08 (connection exceptions), SQLSTATEs of a server that takes no connection now
+# (too many, shutting down, starting up): trying again later may work.
+_SERVER_UNAVAILABLE = ("53300", "57P01", "57P02", "57P03")
+# The URL names a role, a password or a database the server refuses.
+_CONNECTION_REFUSED = ("28000", "28P01", "3D000")
+# A relation or a schema that migrations create is missing.
+_NOT_MIGRATED = ("42P01", "3F000")
+
+
+def database_failure(exc: BaseException) -> DatabaseFailure | None:
+    """What to tell the operator when ``exc`` (or an exception it was raised from) says that the
+    database could not be reached or used; None when it says something else, a bug whose
+    traceback must show."""
+    where = _database_location(_current_database_url.get())
+    for cause in _chain(exc):
+        if isinstance(cause, asyncpg.PostgresError):
+            sqlstate = cause.sqlstate or ""
+            if sqlstate.startswith("08") or sqlstate in _SERVER_UNAVAILABLE:
+                return _cannot_connect(where, str(cause), DATABASE_UNAVAILABLE)
+            if sqlstate in _CONNECTION_REFUSED:
+                return _cannot_connect(where, str(cause), USAGE_ERROR)
+            if sqlstate in _NOT_MIGRATED:
+                return DatabaseFailure(
+                    f"the database{where} is not migrated ({cause}): run `expensetracker migrate`",
+                    USAGE_ERROR,
+                )
+        # Connecting fails with the socket's own errors: asyncpg's, below every connection of
+        # the program (SQLAlchemy's included), raises them as they come. A file's errors raised
+        # elsewhere are not the database's.
+        elif isinstance(cause, OSError) and _raised_within_asyncpg(cause):
+            return _cannot_connect(where, _connect_error_reason(cause), DATABASE_UNAVAILABLE)
+    return None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _raised_within_asyncpg(exc: BaseException) -> bool:
+    traceback = exc.__traceback__
+    while traceback is not None:
+        if traceback.tb_frame.f_globals.get("__name__", "").startswith("asyncpg."):
+            return True
+        traceback = traceback.tb_next
+    return False
+
+
+def _connect_error_reason(exc: OSError) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_NONAME:
+        return "unknown host"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    return (exc.strerror or str(exc) or type(exc).__name__).lower()
+
+
+def _database_location(url: str | None) -> str:
+    """`` <name> at <host>:<port>`` of a database URL: never its user or password."""
+    if url is None:
+        return ""
+    parsed = make_url(url)
+    name = f" {parsed.database}" if parsed.database else ""
+    host = parsed.host or parsed.query.get("host") or "localhost"
+    return f"{name} at {host}:{parsed.port or 5432}"
+
+
+def _cannot_connect(where: str, reason: str, exit_status: int) -> DatabaseFailure:
+    return DatabaseFailure(f"cannot connect to the database{where} ({reason})", exit_status)

@@ -19,6 +19,7 @@ from expensetracker.cli.common import (
     EmailOption,
     account,
     database,
+    database_failure,
     driver_connection,
     fail,
     operator_settings,
@@ -243,5 +244,7 @@ def load_rates(
     try:
         kept = asyncio.run(run())
     except (InvalidRates, httpx.HTTPError, OSError) as exc:
+        if database_failure(exc) is not None:
+            raise  # the database's, not the file's: told as such (cli._ServiceCommands)
         fail(f"{location}: {getattr(exc, 'detail', None) or exc}", code=1)
     typer.echo(f"rates kept: {kept}")

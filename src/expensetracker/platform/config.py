@@ -23,6 +23,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 MIB = 1024 * 1024
 
@@ -34,6 +35,7 @@ _PLACEHOLDER = re.compile(
 )
 
 
+EXAMPLE_DATABASE_URL = "postgresql://user:password@host:5432/database"
 # libpq's values of `sslmode` in a database URL.
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
@@ -236,7 +238,13 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_database_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            url = make_url(value.get_secret_value())
+            if not value.get_secret_value().strip():
+                raise ValueError("empty: unset it, or give a PostgreSQL URL")
+            try:
+                url = make_url(value.get_secret_value())
+            except ArgumentError:
+                # SQLAlchemy's own error is no ValueError: pydantic would let it through.
+                raise ValueError(f"not a URL such as {EXAMPLE_DATABASE_URL}") from None
             if url.get_backend_name() != "postgresql":
                 raise ValueError("only PostgreSQL URLs are supported")
             # asyncpg's `ssl` reaches the server as a setting it refuses, and pg_dump (libpq)
