@@ -362,11 +362,15 @@ async def test_the_import_command_reads_statements(
     ofx = await run(str(STATEMENTS / "checking.ofx"))
     qif = await run(str(STATEMENTS / "ambiguous.qif"), "--currency", "EUR", "--date-order", "mdy")
     unsaid = await run(str(STATEMENTS / "ambiguous.qif"), "--currency", "EUR")
+    no_currency = await run(str(STATEMENTS / "shop.qif"))
     assert ofx.popen.returncode == 0, ofx.output
     assert "3 rows: 3 created, 0 already there, 1 credits skipped" in ofx.output
     assert qif.popen.returncode == 0, qif.output
     assert unsaid.popen.returncode == 2
-    assert "date_order option" in unsaid.output
+    # The command's options by their names, not the API's query parameters.
+    assert "give --date-order (dmy or mdy)." in unsaid.output
+    assert no_currency.popen.returncode == 2
+    assert "A QIF file names no currency: give --currency." in no_currency.output
     assert await listed(client, account) == [
         *SAMPLE_EXPENSES["checking.ofx"][2],
         ("2026-05-06", "10.00", "EUR", "Newsagent", "Newsagent"),  # mdy

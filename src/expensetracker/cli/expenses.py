@@ -28,7 +28,7 @@ from expensetracker.expenses.rates import InvalidRates, load_ecb, set_home_curre
 from expensetracker.expenses.recurring import run_maintenance
 from expensetracker.expenses.rules import apply_rules
 from expensetracker.expenses.schemas import DateOrder, ImportFormat, ImportPreview
-from expensetracker.expenses.statements import SNIFF_BYTES, Options, detect
+from expensetracker.expenses.statements import SNIFF_BYTES, MissingOption, Options, detect
 from expensetracker.expenses.transfer import ImportResult, InvalidImport, import_file
 from expensetracker.platform import money
 
@@ -106,6 +106,8 @@ def import_expenses(
     try:
         with Progress(transient=True) as progress:
             result = asyncio.run(run(progress))
+    except MissingOption as exc:
+        fail(exc.reason.format(option=f"--{exc.option.replace('_', '-')}"))
     except InvalidImport as exc:
         for error in exc.extensions.get("errors", []):
             position = (

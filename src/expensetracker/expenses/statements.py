@@ -63,6 +63,16 @@ class InvalidImport(Problem):
     title = "Invalid import"
 
 
+class MissingOption(InvalidImport):
+    """A file refused for want of an option. ``reason`` names it ``{option}``: the API's detail
+    says "the <name> option" (its query parameter), the command line its own ``--name``."""
+
+    def __init__(self, reason: str, *, option: str) -> None:
+        super().__init__(reason.format(option=f"the {option} option"))
+        self.reason = reason
+        self.option = option
+
+
 def detect(head: bytes) -> Format:
     """The format of a file from its first bytes; CSV when nothing else fits."""
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").decode("latin-1")
@@ -302,7 +312,7 @@ class Statement:
         if not text.endswith("^"):
             raise InvalidImport("The QIF file does not end with '^' (truncated?).")
         if not self.options.currency:
-            raise InvalidImport("A QIF file names no currency: give the currency option.")
+            raise MissingOption("A QIF file names no currency: give {option}.", option="currency")
         day_first = qif_day_first(text, self.options.date_order)
         try:
             qif = quiffen.Qif.parse_string(text, day_first=day_first)
@@ -395,8 +405,8 @@ def qif_day_first(text: str, date_order: DateOrder | None) -> bool:
         raise InvalidImport(f"The QIF file's dates are {proved}, not {date_order}.")
     order = proved or date_order
     if order is None:
-        raise InvalidImport(
-            "The QIF file's dates could be day-first or month-first: give the date_order "
-            "option (dmy or mdy)."
+        raise MissingOption(
+            "The QIF file's dates could be day-first or month-first: give {option} (dmy or mdy).",
+            option="date_order",
         )
     return order == "dmy"
