@@ -3,6 +3,8 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import subprocess
 
 import asyncpg
@@ -13,7 +15,8 @@ from sqlalchemy import make_url
 from expensetracker.cli.common import DATABASE_UNAVAILABLE, USAGE_ERROR, database_failure
 from tests.helpers.database import with_database
 from tests.helpers.paths import ECB_SAMPLE, STATEMENTS
-from tests.helpers.processes import REPO, clean_env, cli, free_port, spawn
+from tests.helpers.polling import eventually
+from tests.helpers.processes import REPO, Process, clean_env, cli, free_port, spawn
 
 pytestmark = pytest.mark.database
 
@@ -160,3 +163,44 @@ async def test_only_the_databases_failures_are_told_as_such() -> None:
         (REPO / "no-such-file").read_bytes()
     except OSError as exc:
         assert database_failure(exc) is None
+
+
+async def _listening_unready(process: Process, address: str) -> None:
+    """The banner of a server that listens but is not ready, and /readyz agrees."""
+
+    async def said() -> bool:
+        return any("is listening on" in line for line in process.lines)
+
+    await eventually("the banner", said, within=60, processes=(process,))
+    assert f"is listening on {address}, not ready yet (" in process.output
+    async with httpx.AsyncClient(base_url=address, timeout=10) as client:
+        assert (await client.get("/readyz")).status_code == 503
+    assert "is ready" not in process.output
+
+
+async def test_serve_says_ready_only_once_the_database_is() -> None:
+    """`serve` on a database that is down printed "is ready" while /readyz answered 503."""
+    port = free_port()
+    down = f"postgresql://expenses:{PASSWORD}@127.0.0.1:{free_port()}/expensetracker"
+    env = clean_env(EXPENSETRACKER_DATABASE_URL=down, EXPENSETRACKER_LOG_LEVEL="WARNING")
+    with spawn(cli("serve", "--target", "all", "--port", str(port)), env) as process:
+        await _listening_unready(process, f"http://127.0.0.1:{port}")
+        process.signal(signal.SIGTERM)
+        assert process.wait() == 0, process.output
+    assert "is ready" not in process.output
+    assert PASSWORD not in process.output
+
+
+async def test_serve_says_ready_once_the_database_is_migrated(empty_database_url: str) -> None:
+    port = free_port()
+    env = clean_env(
+        EXPENSETRACKER_DATABASE_URL=empty_database_url, EXPENSETRACKER_LOG_LEVEL="WARNING"
+    )
+    with spawn(cli("serve", "--target", "all", "--port", str(port)), env) as process:
+        address = f"http://127.0.0.1:{port}"
+        await _listening_unready(process, address)
+        migrated = await asyncio.to_thread(_run, "migrate", database_url=empty_database_url)
+        assert migrated.returncode == 0, migrated.stderr
+        assert await asyncio.to_thread(process.wait_ready) == address
+        async with httpx.AsyncClient(base_url=address, timeout=10) as client:
+            assert (await client.get("/readyz")).status_code == 200

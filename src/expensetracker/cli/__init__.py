@@ -144,20 +144,43 @@ def _prepare(services: list[ServiceSpec], settings: Settings, *, demo: bool) -> 
 
 
 def _serve(services: list[ServiceSpec], settings: Settings, host: str, port: int) -> None:
+    import asyncio
+
     from expensetracker.platform import server  # lazy: uvicorn
     from expensetracker.platform.application import create_app  # lazy: FastAPI app set-up
+    from expensetracker.platform.health import all_ok, readiness_checks  # lazy: with create_app
     from expensetracker.platform.state import app_state  # lazy: with create_app
 
     try:
         app = create_app(services, settings)
     except ValueError as exc:
         fail(str(exc))
+    readiness = app_state(app).readiness
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+    served = f"ExpenseTracker ({_process_name(services)})"
+    address = f"http://{shown}:{port}"
+
+    async def announce_when_ready() -> None:
+        """ "is ready" once /readyz would answer 200: listening is not enough when the database
+        is down or not migrated."""
+        checks = await readiness_checks(app)
+        if not all_ok(checks):
+            failing = ", ".join(
+                f"{name}: {value}" for name, value in checks.items() if value != "ok"
+            )
+            typer.echo(f"{served} is listening on {address}, not ready yet ({failing})")
+            while not all_ok(checks):
+                if readiness.shutting_down:
+                    return
+                await asyncio.sleep(2)  # a check that fails logs why: not at every turn
+                checks = await readiness_checks(app)
+        typer.echo(f"{served} is ready: {address}")
+
+    announcing: list[asyncio.Task[None]] = []  # a task the loop only holds weakly
 
     def announce() -> None:
-        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
-        typer.echo(f"ExpenseTracker ({_process_name(services)}) is ready: http://{shown}:{port}")
+        announcing.append(asyncio.get_running_loop().create_task(announce_when_ready()))
 
-    readiness = app_state(app).readiness
     if not server.run(
         app, settings=settings, host=host, port=port, readiness=readiness, on_ready=announce
     ):

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from sqlalchemy import text
 from starlette.responses import JSONResponse, Response
@@ -36,7 +36,17 @@ async def livez() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    state = app_state(request.app)
+    checks = await readiness_checks(request.app)
+    ready = all_ok(checks)
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+async def readiness_checks(app: FastAPI) -> dict[str, str]:
+    """Each check of /readyz: "ok", or why not."""
+    state = app_state(app)
     checks: dict[str, str] = {}
     if state.readiness.shutting_down:
         checks["shutdown"] = "in progress"
@@ -44,12 +54,12 @@ async def readyz(request: Request) -> JSONResponse:
         checks.update(await _database_checks(state))
     for spec in state.services:
         if spec.readiness is not None:
-            checks.update(await spec.readiness(request.app))
-    ready = all(value == "ok" for value in checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks},
-        status_code=200 if ready else 503,
-    )
+            checks.update(await spec.readiness(app))
+    return checks
+
+
+def all_ok(checks: dict[str, str]) -> bool:
+    return all(value == "ok" for value in checks.values())
 
 
 async def _database_checks(state: AppState) -> dict[str, str]:
