@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from expensetracker.auth.accounts import user_id_by_email
 from expensetracker.platform.config import Settings
 from expensetracker.platform.db import create_driver_pool, create_engine
+from expensetracker.platform.errors import chained
 from expensetracker.platform.logging import configure_logging
 
 HostOption = Annotated[str, typer.Option(help="Address to listen on.")]
@@ -136,7 +137,7 @@ def database_failure(exc: BaseException) -> DatabaseFailure | None:
     database could not be reached or used; None when it says something else, a bug whose
     traceback must show."""
     where = _database_location(_current_database_url.get())
-    for cause in _chain(exc):
+    for cause in chained(exc):
         if isinstance(cause, asyncpg.PostgresError):
             sqlstate = cause.sqlstate or ""
             if sqlstate.startswith("08") or sqlstate in _SERVER_UNAVAILABLE:
@@ -154,15 +155,6 @@ def database_failure(exc: BaseException) -> DatabaseFailure | None:
         elif isinstance(cause, OSError) and _raised_within_asyncpg(cause):
             return _cannot_connect(where, _connect_error_reason(cause), DATABASE_UNAVAILABLE)
     return None
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
 
 
 def _raised_within_asyncpg(exc: BaseException) -> bool:

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from expensetracker.platform.config import Settings
-from expensetracker.platform.errors import NotFound
+from expensetracker.platform.errors import NotFound, chained
 
 
 def async_url(url: str | URL) -> URL:
@@ -234,16 +234,11 @@ _UNAVAILABLE = (
 def database_unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` (or an exception chained to it) says the database cannot be reached, as
     opposed to a statement failing: such requests answer 503, not 500."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, _UNAVAILABLE):
-            return True
-        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    return any(
+        isinstance(cause, _UNAVAILABLE)
+        or (isinstance(cause, sa_exc.DBAPIError) and cause.connection_invalidated)
+        for cause in chained(exc)
+    )
 
 
 class DriverPool:

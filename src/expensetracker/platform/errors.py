@@ -9,11 +9,21 @@ line raises and reads the same problems.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from http import HTTPStatus
 from typing import Any
 
 from starlette.responses import JSONResponse
+
+
+def chained(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc``, then the exception it was raised from or while handling, and so on."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "urn:expensetracker:problem:"

@@ -16,6 +16,8 @@ import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, WrappedLogger
 
+from expensetracker.platform.errors import chained
+
 _SECRET_KEYS = ("password", "token", "secret", "authorization", "cookie", "database_url", "key")
 
 
@@ -43,12 +45,9 @@ def scrub_exception(exc: BaseException | None) -> None:
     contains (ann@example.org, $argon2id$...)", "Key (email)=(...)") from ``exc`` and every
     exception chained to it, before anything formats them. Statement parameters themselves are
     never in the text: engines are created with ``hide_parameters`` (platform/db.py)."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, asyncpg.PostgresError) and getattr(exc, "detail", None):
-            exc.detail = "(hidden: it may hold statement values)"
-        exc = exc.__cause__ or exc.__context__
+    for cause in chained(exc):
+        if isinstance(cause, asyncpg.PostgresError) and getattr(cause, "detail", None):
+            cause.detail = "(hidden: it may hold statement values)"
 
 
 def _scrub_exc_info(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
