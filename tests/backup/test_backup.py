@@ -178,6 +178,39 @@ async def test_round_trip_through_the_command_line(
     assert code == 0 and "1 backup(s) kept" in output, output
 
 
+# --- refusals ------------------------------------------------------------------------------------
+
+
+async def test_outside_development_the_database_url_is_required(tmp_path: Path) -> None:
+    """Without it the embedded default would start a new, empty database: a backup of nothing
+    that verifies, and that prune keeps as the newest verified one."""
+    data_dir, backups = tmp_path / "data", tmp_path / "backups"
+    env = {
+        "EXPENSETRACKER_ENV": "production",
+        "EXPENSETRACKER_DATA_DIR": str(data_dir),
+        "EXPENSETRACKER_BACKUP_DIR": str(backups),
+    }
+    for command in (["create"], ["verify"], ["restore", "latest"]):
+        code, output = await asyncio.to_thread(run, ["backup", *command], **env)
+        assert (code, output) == (2, "error: EXPENSETRACKER_DATABASE_URL is not set"), command
+    assert not data_dir.exists() and not backups.exists()
+
+
+async def test_a_database_without_the_services_schemas_is_not_backed_up(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    async with connected(empty_database_url) as connection:
+        await connection.execute("CREATE TABLE public.unrelated (id int)")
+    env = {"EXPENSETRACKER_DATABASE_URL": empty_database_url}
+    code, output = await asyncio.to_thread(run, ["backup", "create", "--dir", str(tmp_path)], **env)
+    assert (code, output) == (
+        2,
+        f"error: nothing to back up: the database {make_url(empty_database_url).database} holds "
+        "none of the services' schemas (auth, expenses, reports); run `migrate` first?",
+    )
+    assert os.listdir(tmp_path) == []  # no archive, and no failure recorded
+
+
 # --- verify --------------------------------------------------------------------------------------
 
 

@@ -30,7 +30,7 @@ from expensetracker.backup.store import (
     Verification,
     utc_now,
 )
-from expensetracker.backup.tools import BackupError
+from expensetracker.backup.tools import BackupError, BadUsage
 from expensetracker.platform.migrations import head_revision
 from expensetracker.targets import SERVICES
 
@@ -96,6 +96,7 @@ async def create(
         try:
             server_version = tools.server_version_of(await contents.server_version_num(connection))
             tools.check_server(pg_dump, server_version=server_version)
+            await _check_services_schemas(connection, database_url=database_url)
             async with connection.transaction(isolation="repeatable_read", readonly=True):
                 snapshot = await connection.fetchval("SELECT pg_export_snapshot()")
                 created_at = clock()
@@ -140,6 +141,8 @@ async def create(
             **held,
         )
         store.write_json(folder / f"{name}{store.MANIFEST}", manifest)
+    except BadUsage:
+        raise  # nothing was attempted: not a failed backup
     except BaseException as exc:
         _record_failure(folder, "create", name, exc, clock)
         raise
@@ -152,6 +155,18 @@ async def create(
         seconds=manifest.duration_seconds,
     )
     return store.find(folder, name)
+
+
+async def _check_services_schemas(connection: asyncpg.Connection, *, database_url: str) -> None:
+    """A database holding none of the services' schemas is the wrong one, or not migrated yet:
+    its backup would restore nothing."""
+    found = await contents.schemas(connection)
+    expected = [spec.schema for spec in SERVICES.values()]
+    if not set(expected) & set(found):
+        raise BadUsage(
+            f"nothing to back up: the database {make_url(database_url).database} holds none of "
+            f"the services' schemas ({', '.join(expected)}); run `migrate` first?"
+        )
 
 
 async def _dump_and_read(

@@ -24,6 +24,11 @@ class BackupError(RuntimeError):
     """An operation that cannot go on; the message says why and what to do."""
 
 
+class BadUsage(BackupError):
+    """A command that cannot be carried out as given, or as configured (a database with nothing
+    to back up): exit status 2, and no failed run is recorded for the metrics."""
+
+
 @dataclass(frozen=True)
 class Tool:
     name: str

@@ -26,16 +26,17 @@ from rich.progress import (
 from rich.table import Table
 
 from expensetracker.backup import store
-from expensetracker.backup.tools import BackupError
+from expensetracker.backup.tools import BackupError, BadUsage
 from expensetracker.cli.common import (
     HostOption,
     PortOption,
+    database_url,
     fail,
     interrupt,
     load_settings,
     operator_settings,
 )
-from expensetracker.platform.config import Settings
+from expensetracker.platform.config import Environment, Settings
 from expensetracker.platform.embedded import DataDirInUse, embedded_database
 
 if TYPE_CHECKING:
@@ -85,10 +86,11 @@ def _backup_folder(settings: Settings, folder: Path | None) -> Path:
 
 @contextmanager
 def _backup_database(settings: Settings) -> Iterator[str]:
-    """EXPENSETRACKER_DATABASE_URL or, when unset (development), the embedded database of the
-    data folder: the one `up` runs, or one started for the while."""
-    if settings.database_url is not None:
-        yield settings.database_url.get_secret_value()
+    """EXPENSETRACKER_DATABASE_URL or, when unset in development, the embedded database of the
+    data folder: the one `up` runs, or one started for the while. Elsewhere an unset URL is
+    refused, as `migrate` does: an embedded database started there would be a new, empty one."""
+    if settings.database_url is not None or settings.env is not Environment.development:
+        yield database_url(settings)
         return
     try:
         with embedded_database(settings.data_dir) as url:
@@ -100,6 +102,8 @@ def _backup_database(settings: Settings) -> Iterator[str]:
 def _run_backup(work: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(work)
+    except BadUsage as exc:
+        fail(str(exc))
     except BackupError as exc:
         fail(str(exc), code=1)
     except KeyboardInterrupt:
