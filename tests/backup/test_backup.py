@@ -211,6 +211,25 @@ async def test_a_database_without_the_services_schemas_is_not_backed_up(
     assert os.listdir(tmp_path) == []  # no archive, and no failure recorded
 
 
+async def test_a_backup_or_folder_that_does_not_exist_is_a_usage_error(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A typo is no failed backup: the BackupFailed alert must not fire on it."""
+    backups, missing = tmp_path / "backups", tmp_path / "missing"
+    await service.create(database_url=database_url, folder=backups)
+    env = {"EXPENSETRACKER_DATABASE_URL": database_url}
+    for args, said in (
+        (["verify", "nosuch", "--dir", str(backups)], f"no backup named nosuch in {backups}"),
+        (["verify", "--dir", str(missing)], f"no backup in {missing}"),
+        (["restore", "nosuch", "--dir", str(backups)], f"no backup named nosuch in {backups}"),
+        (["restore", "latest", "--dir", str(backups)], f"no verified backup in {backups}"),
+    ):
+        code, output = await asyncio.to_thread(run, ["backup", *args], **env)
+        assert (code, output) == (2, f"error: {said}"), args
+    assert store.read_status(backups).last_failure is None
+    assert not missing.exists()
+
+
 # --- verify --------------------------------------------------------------------------------------
 
 

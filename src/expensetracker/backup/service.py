@@ -253,10 +253,9 @@ async def verify(
     """Check a backup (the newest by default) in full: its sha256, its table of contents, then a
     restore into a scratch database on the same server whose every table must hold exactly the
     rows of the manifest. The result is kept beside the backup, which is returned with it."""
-    backup: Backup | None = None
+    backup = store.find(folder, name)
     started = time.monotonic()
     try:
-        backup = store.find(folder, name)
         try:
             await _verify(
                 backup, database_url=database_url, bin_dir=bin_dir, jobs=jobs, progress=progress
@@ -272,7 +271,7 @@ async def verify(
         )
         store.write_json(backup.verification_path, verification)
     except BaseException as exc:
-        _record_failure(folder, "verify", backup.name if backup else None, exc, clock)
+        _record_failure(folder, "verify", backup.name, exc, clock)
         raise
     if detail:
         _record_failure(folder, "verify", backup.name, InvalidBackup(detail), clock)

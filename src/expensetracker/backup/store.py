@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from expensetracker.backup.tools import BackupError
+from expensetracker.backup.tools import BadUsage
 
 PREFIX = "expensetracker-"
 DUMP = ".dump"
@@ -234,19 +234,20 @@ def _first_line(exc: Exception) -> str:
 
 
 def find(folder: Path, name: str | None, *, verified: bool = False) -> Backup:
-    """A backup by name (or archive file name); without one the newest, or the newest verified."""
+    """A backup by name (or archive file name); without one the newest, or the newest verified.
+    None there is BadUsage: a name mistyped is no failed backup."""
     backups = scan(folder)
     if name is None:
         candidates = [b for b in backups if not verified or b.state == "verified"]
         if not candidates:
             kind = "verified backup" if verified else "backup"
-            raise BackupError(f"no {kind} in {folder}")
+            raise BadUsage(f"no {kind} in {folder}")
         return candidates[-1]
     wanted = Path(name).name.removesuffix(DUMP).removesuffix(MANIFEST)
     for backup in backups:
         if backup.name == wanted:
             return backup
-    raise BackupError(f"no backup named {wanted} in {folder}")
+    raise BadUsage(f"no backup named {wanted} in {folder}")
 
 
 def read_status(folder: Path) -> Status:
