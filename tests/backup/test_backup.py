@@ -230,6 +230,25 @@ async def test_a_backup_or_folder_that_does_not_exist_is_a_usage_error(
     assert not missing.exists()
 
 
+async def test_a_folder_that_cannot_be_used_is_a_usage_error(
+    database_url: str, tmp_path: Path
+) -> None:
+    a_file = tmp_path / "somefile.csv"
+    a_file.write_text("date,amount\n")
+    env = {"EXPENSETRACKER_DATABASE_URL": database_url}
+    for args, said in (
+        (["create", "--dir", "/proc/nope"], "cannot create the backup folder /proc/nope: "),
+        (["create", "--dir", "/proc"], "cannot write in the backup folder /proc: "),
+        (["create", "--dir", str(a_file)], f"{a_file} is not a folder"),
+        (["list", "--dir", str(a_file)], f"{a_file} is not a folder"),
+        (["verify", "--dir", str(a_file)], f"{a_file} is not a folder"),
+        (["prune", "--dir", str(a_file)], f"{a_file} is not a folder"),
+    ):
+        code, output = await asyncio.to_thread(run, ["backup", *args], **env)
+        assert code == 2, (args, output)
+        assert output.startswith(f"error: {said}") and "\n" not in output, (args, output)
+
+
 # --- verify --------------------------------------------------------------------------------------
 
 

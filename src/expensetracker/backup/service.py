@@ -89,7 +89,7 @@ async def create(
     """Dump the database into ``folder``; the manifest, written last, makes it a backup."""
     name: str | None = None
     try:
-        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(store.check_writable, folder)
         pg_dump = tools.find("pg_dump", bin_dir=bin_dir)
         started = time.monotonic()
         connection = await contents.connect(database_url)
@@ -254,6 +254,7 @@ async def verify(
     restore into a scratch database on the same server whose every table must hold exactly the
     rows of the manifest. The result is kept beside the backup, which is returned with it."""
     backup = store.find(folder, name)
+    store.check_writable(folder)  # for the result
     started = time.monotonic()
     try:
         try:

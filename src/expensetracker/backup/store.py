@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -140,6 +141,22 @@ def new_name(folder: Path, at: datetime) -> str:
     return name
 
 
+def check_writable(folder: Path) -> None:
+    """That backups can be written in ``folder``, created when missing; else BadUsage, before
+    anything is attempted."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise BadUsage(f"{folder} is not a folder") from exc
+    except OSError as exc:
+        raise BadUsage(f"cannot create the backup folder {folder}: {exc.strerror}") from exc
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise BadUsage(f"cannot write in the backup folder {folder}: {exc.strerror}") from exc
+
+
 def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.name}{PARTIAL}")
 
@@ -201,8 +218,10 @@ def read_manifest(path: Path) -> Manifest:
 
 
 def scan(folder: Path) -> list[Backup]:
-    """Every backup with a manifest, oldest first."""
+    """Every backup with a manifest, oldest first (none in a folder not made yet)."""
     if not folder.is_dir():
+        if folder.exists():
+            raise BadUsage(f"{folder} is not a folder")
         return []
     backups = []
     for path in folder.glob(f"{PREFIX}*{MANIFEST}"):
@@ -258,7 +277,6 @@ def read_status(folder: Path) -> Status:
 
 
 def record_failure(folder: Path, failure: Failure) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / STATUS, Status(last_failure=failure))
 
 

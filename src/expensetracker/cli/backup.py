@@ -99,15 +99,23 @@ def _backup_database(settings: Settings) -> Iterator[str]:
         fail(f"{exc}, which does not run the embedded PostgreSQL yet")
 
 
-def _run_backup(work: Coroutine[Any, Any, T]) -> T:
+@contextmanager
+def _exit_status() -> Iterator[None]:
+    """The exit status of what the backup tools raise (docs/operations.md), with one line:
+    2 bad usage or configuration, 1 failed, 130 interrupted."""
     try:
-        return asyncio.run(work)
+        yield
     except BadUsage as exc:
         fail(str(exc))
     except BackupError as exc:
         fail(str(exc), code=1)
     except KeyboardInterrupt:
         fail("interrupted", code=130)
+
+
+def _run_backup(work: Coroutine[Any, Any, T]) -> T:
+    with _exit_status():
+        return asyncio.run(work)
 
 
 def _backup_step(
@@ -210,7 +218,8 @@ def backup_list(folder: FolderOption = None) -> None:
     """The backups, oldest first: when, size, what they hold, and whether they were verified."""
     settings = load_settings()
     target = _backup_folder(settings, folder)
-    backups = store.scan(target)
+    with _exit_status():
+        backups = store.scan(target)
     if not backups:
         typer.echo(f"no backups in {target}")
         return
@@ -319,7 +328,10 @@ def backup_prune(
 
     settings = _backup_settings()
     target = _backup_folder(settings, folder)
-    removed = service.prune(folder=target, keep_days=keep_days or settings.backup_retention_days)
+    with _exit_status():
+        removed = service.prune(
+            folder=target, keep_days=keep_days or settings.backup_retention_days
+        )
     for name in removed:
         typer.echo(f"removed {name}")
     typer.echo(f"{len(store.scan(target))} backup(s) kept in {target}")
