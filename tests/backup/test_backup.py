@@ -249,6 +249,34 @@ async def test_a_folder_that_cannot_be_used_is_a_usage_error(
         assert output.startswith(f"error: {said}") and "\n" not in output, (args, output)
 
 
+def modes(folder: Path) -> dict[str, int]:
+    """The permission bits of ``folder`` (as ".") and of each of its files."""
+    paths = [folder, *folder.iterdir()]
+    return {
+        "." if path == folder else path.name: stat.S_IMODE(path.stat().st_mode) for path in paths
+    }
+
+
+async def test_backups_are_readable_by_their_owner_alone(database_url: str, tmp_path: Path) -> None:
+    """The archives hold password hashes and encrypted keys. A folder the command creates is
+    private too; one that exists keeps the mode its operator gave it (a volume's group)."""
+    created, existing = tmp_path / "created", tmp_path / "existing"
+    existing.mkdir()
+    existing.chmod(0o750)
+    for folder in (created, existing):
+        backup = await service.create(database_url=database_url, folder=folder)
+        await service.verify(database_url=database_url, folder=folder)
+        backup.dump.write_bytes(b"damaged")
+        await service.verify(database_url=database_url, folder=folder)  # a failure recorded
+        assert modes(folder) == {
+            ".": 0o700 if folder == created else 0o750,
+            backup.dump.name: 0o600,
+            backup.manifest_path.name: 0o600,
+            backup.verification_path.name: 0o600,
+            store.STATUS: 0o600,
+        }
+
+
 # --- verify --------------------------------------------------------------------------------------
 
 

@@ -105,6 +105,8 @@ async def create(
                 partial = store.partial_path(dump)
                 log.info("backup_started", backup=name, pg_dump=str(pg_dump.path))
                 with store.removed_on_failure(partial):
+                    # pg_dump writes into it, and would create it readable by everyone.
+                    os.close(store.create_private(partial))
                     held = await _dump_and_read(
                         connection,
                         pg_dump=pg_dump,

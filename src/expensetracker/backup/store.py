@@ -34,6 +34,10 @@ STATUS = "status.json"
 PARTIAL = ".partial"
 # A temporary file nobody has written to for this long was left by a killed run.
 ABANDONED_AFTER = timedelta(hours=1)
+# The archives hold password hashes and encrypted keys: every file is its owner's alone, and so
+# is the folder when a command creates it (one that exists keeps the mode it was given).
+PRIVATE_FILE = 0o600
+PRIVATE_FOLDER = 0o700
 
 
 def utc_now() -> datetime:
@@ -145,7 +149,7 @@ def check_writable(folder: Path) -> None:
     """That backups can be written in ``folder``, created when missing; else BadUsage, before
     anything is attempted."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
     except FileExistsError as exc:
         raise BadUsage(f"{folder} is not a folder") from exc
     except OSError as exc:
@@ -159,6 +163,13 @@ def check_writable(folder: Path) -> None:
 
 def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.name}{PARTIAL}")
+
+
+def create_private(path: Path) -> int:
+    """``path`` created, or emptied, for its owner alone: a descriptor to write it with."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+    os.fchmod(descriptor, PRIVATE_FILE)  # a file that was already there keeps its mode otherwise
+    return descriptor
 
 
 def sync_folder(folder: Path) -> None:
@@ -177,7 +188,7 @@ def publish(partial: Path, path: Path) -> None:
 
 def write_json(path: Path, model: BaseModel) -> None:
     partial = partial_path(path)
-    with partial.open("w", encoding="utf-8") as handle:
+    with os.fdopen(create_private(partial), "w", encoding="utf-8") as handle:
         handle.write(model.model_dump_json(indent=2) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
