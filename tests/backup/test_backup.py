@@ -467,6 +467,28 @@ async def test_restore_checks_the_archive_before_touching_the_target(
     assert await fetchval(target, "SELECT count(*) FROM pg_namespace WHERE nspname = 'auth'") == 0
 
 
+async def test_restore_into_a_database_of_any_name(
+    database_url: str, postgres_admin_url: str, tmp_path: Path
+) -> None:
+    """Names are given to pg_restore quoted, whatever they hold: a space, a quote, a slash."""
+    await load_expenses(database_url, 10)
+    backup = await service.create(database_url=database_url, folder=tmp_path)
+    await service.verify(database_url=database_url, folder=tmp_path)
+    name = f"et_test {uuid.uuid4().hex[:8]} it's a/b"
+    env = {"EXPENSETRACKER_DATABASE_URL": database_url, "EXPENSETRACKER_BACKUP_DIR": str(tmp_path)}
+    try:
+        code, output = await asyncio.to_thread(
+            run, ["backup", "restore", "latest", "--target-db", name], **env
+        )
+        assert code == 0, output
+        assert f"restored {backup.name} into {name}:" in output
+        assert await snapshot_of(with_database(postgres_admin_url, name)) == backup.manifest.tables
+    finally:
+        await admin_execute(
+            postgres_admin_url, f"DROP DATABASE IF EXISTS {contents.identifier(name)} WITH (FORCE)"
+        )
+
+
 # --- roles ---------------------------------------------------------------------------------------
 
 

@@ -182,8 +182,8 @@ async def _dump_and_read(
 ) -> dict[str, object]:
     """pg_dump in the exported snapshot while this connection, still holding it, reads what the
     manifest records."""
-    uri, env = tools.libpq(database_url)
-    dumping = asyncio.create_task(tools.run(pg_dump, [*args, f"--dbname={uri}"], env=env))
+    conninfo, env = tools.libpq(database_url)
+    dumping = asyncio.create_task(tools.run(pg_dump, [*args, f"--dbname={conninfo}"], env=env))
 
     async def watch() -> None:
         while True:
@@ -360,7 +360,7 @@ async def _pg_restore(
     step: str,
     progress: OnProgress,
 ) -> None:
-    uri, env = tools.libpq(url)
+    conninfo, env = tools.libpq(url)
     done = 0
 
     def advance(line: str) -> None:
@@ -382,7 +382,7 @@ async def _pg_restore(
             f"--jobs={1 if tolerant else jobs}",
             *([] if tolerant else ["--exit-on-error"]),
             *options,
-            f"--dbname={uri}",
+            f"--dbname={conninfo}",
             str(backup.dump),
         ],
         env=env,

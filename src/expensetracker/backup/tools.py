@@ -86,14 +86,34 @@ def server_version_of(version_num: int) -> str:
 
 
 def libpq(url: str) -> tuple[str, dict[str, str]]:
-    """The URL for libpq, and the environment carrying its password: on the command line the
-    password would be visible to every user of the machine."""
+    """libpq's connection string for the URL, and the environment carrying its password: on the
+    command line the password would be visible to every user of the machine. Keywords and quoted
+    values rather than a URI, which SQLAlchemy renders with spaces left raw in names (a database
+    "name with space"), and libpq refuses those."""
     parsed = make_url(url)
     env = {**os.environ, "PGAPPNAME": "expensetracker-backup"}
     if parsed.password:
         env["PGPASSWORD"] = parsed.password
-    plain = parsed.set(drivername="postgresql", password=None)
-    return plain.render_as_string(hide_password=False), env
+    keywords = {
+        "host": parsed.host,
+        "port": parsed.port,
+        "user": parsed.username,
+        "dbname": parsed.database,
+        # The URL's libpq parameters (a Unix socket's host, sslmode...), which win as in a URI.
+        **{
+            key: value if isinstance(value, str) else ",".join(value)
+            for key, value in parsed.query.items()
+        },
+    }
+    conninfo = " ".join(
+        f"{key}={_quoted(str(value))}" for key, value in keywords.items() if value is not None
+    )
+    return conninfo, env
+
+
+def _quoted(value: str) -> str:
+    """A value of a libpq connection string: in single quotes, backslashes and quotes escaped."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 async def execute(
