@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import stat
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import httpx
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import make_url
@@ -27,7 +30,7 @@ from expensetracker.targets import SERVICES
 from tests.helpers.apps import AppFactory
 from tests.helpers.database import admin_execute, connected, with_database
 from tests.helpers.polling import eventually
-from tests.helpers.processes import clean_env, cli, free_port, spawn
+from tests.helpers.processes import Process, clean_env, cli, free_port, spawn
 from tests.helpers.roles import (
     BACKUP,
     BACKUP_PASSWORD,
@@ -380,6 +383,48 @@ async def test_verify_drops_its_scratch_database_when_stopped(
     assert [b.state for b in store.scan(tmp_path)] == ["unverified"]
 
 
+async def interrupt_after(process: Process, *, cpu_seconds: float) -> None:
+    """SIGINT once the process has used ``cpu_seconds``: a measure of how far it got that a
+    busy machine does not stretch, as it does the time on the clock. Nothing if it ends first."""
+    while process.popen.poll() is None:
+        with suppress(psutil.NoSuchProcess):
+            used = psutil.Process(process.popen.pid).cpu_times()
+            if used.user + used.system >= cpu_seconds:
+                process.signal(signal.SIGINT)
+                return
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.slow
+async def test_create_interrupted_at_any_moment_says_so_and_leaves_nothing(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Ctrl-C sent ever later, from the moment the command line is loaded (then `create` loads
+    the backup service, a second of imports, and works) until a run gets its backup made: each
+    run before says `interrupted` (exit status 130) and leaves none of its files."""
+    await load_expenses(database_url, 20_000)
+    env = clean_env(EXPENSETRACKER_DATABASE_URL=database_url)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    code, output = await asyncio.to_thread(run, ["backup", "create", "--help"])
+    assert code == 0, output
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    loading = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    # Past the loading of the command line, with a margin.
+    cpu_seconds, interrupted = loading * 1.3, 0
+    while True:
+        folder = tmp_path / f"after-{cpu_seconds:.2f}-cpu-seconds"
+        with spawn(cli("backup", "create", "--dir", str(folder)), env) as process:
+            await interrupt_after(process, cpu_seconds=cpu_seconds)
+            code = await asyncio.to_thread(process.wait, 60)
+        if store.scan(folder):
+            break  # made before the signal came (which may still stop the process on its way out)
+        assert code == 130 and process.output.endswith("error: interrupted"), process.output
+        # What prune would delete as left by a killed run: temporary files, a lone archive.
+        assert store.leftovers(folder, now=store.utc_now() + timedelta(hours=2)) == []
+        interrupted, cpu_seconds = interrupted + 1, cpu_seconds + 0.1
+    assert interrupted >= 3 and [b.state for b in store.scan(folder)] == ["unverified"]
+
+
 # --- consistency ---------------------------------------------------------------------------------
 
 
@@ -649,6 +694,14 @@ def test_prune_removes_what_killed_runs_left_and_nothing_in_progress(tmp_path: P
     removed = service.prune(folder=tmp_path, keep_days=7, now=now)
     assert sorted(removed) == sorted([abandoned.name, unfinished.name])
     assert [p.name for p in tmp_path.iterdir()] == [writing.name]
+
+
+def test_a_file_that_cannot_be_written_leaves_no_temporary_file(tmp_path: Path) -> None:
+    in_the_way = tmp_path / store.STATUS
+    in_the_way.mkdir()
+    with pytest.raises(IsADirectoryError):
+        store.write_json(in_the_way, store.Status())
+    assert os.listdir(tmp_path) == [store.STATUS]
 
 
 # --- metrics -------------------------------------------------------------------------------------

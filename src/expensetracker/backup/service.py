@@ -142,7 +142,14 @@ async def create(
             sha256=sha256,
             **held,
         )
-        store.write_json(folder / f"{name}{store.MANIFEST}", manifest)
+        manifest_path = folder / f"{name}{store.MANIFEST}"
+        try:
+            store.write_json(manifest_path, manifest)
+        except BaseException:
+            # Not written (stopped by SIGTERM, a full disk): without it the archive is no backup.
+            if not manifest_path.exists():
+                dump.unlink(missing_ok=True)
+            raise
     except BadUsage:
         raise  # nothing was attempted: not a failed backup
     except BaseException as exc:

@@ -188,11 +188,12 @@ def publish(partial: Path, path: Path) -> None:
 
 def write_json(path: Path, model: BaseModel) -> None:
     partial = partial_path(path)
-    with os.fdopen(create_private(partial), "w", encoding="utf-8") as handle:
-        handle.write(model.model_dump_json(indent=2) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    publish(partial, path)
+    with removed_on_failure(partial):
+        with os.fdopen(create_private(partial), "w", encoding="utf-8") as handle:
+            handle.write(model.model_dump_json(indent=2) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        publish(partial, path)
 
 
 @contextmanager

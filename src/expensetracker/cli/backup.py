@@ -24,6 +24,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from typer.core import TyperGroup
 
 from expensetracker.backup import store
 from expensetracker.backup.tools import BackupError, BadUsage
@@ -40,10 +41,39 @@ from expensetracker.platform.config import Environment, Settings
 from expensetracker.platform.embedded import DataDirInUse, embedded_database
 
 if TYPE_CHECKING:
+    # The Click that Typer vendors, whose Context TyperGroup's methods take.
+    from typer._click import Context
+
     from expensetracker.backup.service import OnProgress, Step
 
+
+@contextmanager
+def _exit_status() -> Iterator[None]:
+    """The exit status of what the backup tools raise (docs/operations.md), with one line:
+    2 bad usage or configuration, 1 failed, 130 interrupted."""
+    try:
+        yield
+    except BadUsage as exc:
+        fail(str(exc))
+    except BackupError as exc:
+        fail(str(exc), code=1)
+    except KeyboardInterrupt:
+        fail("interrupted", code=130)
+
+
+class _BackupCommands(TyperGroup):
+    """The backup commands, each ending with its exit status wherever it stops: a Ctrl-C while
+    a command loads the backup service (a second) says `interrupted` as one during its work."""
+
+    def invoke(self, ctx: Context) -> Any:
+        with _exit_status():
+            return super().invoke(ctx)
+
+
 cli = typer.Typer(
-    help="Backups of the database: create, verify, list, restore, prune.", no_args_is_help=True
+    cls=_BackupCommands,
+    help="Backups of the database: create, verify, list, restore, prune.",
+    no_args_is_help=True,
 )
 
 FolderOption = Annotated[
@@ -99,25 +129,6 @@ def _backup_database(settings: Settings) -> Iterator[str]:
         fail(f"{exc}, which does not run the embedded PostgreSQL yet")
 
 
-@contextmanager
-def _exit_status() -> Iterator[None]:
-    """The exit status of what the backup tools raise (docs/operations.md), with one line:
-    2 bad usage or configuration, 1 failed, 130 interrupted."""
-    try:
-        yield
-    except BadUsage as exc:
-        fail(str(exc))
-    except BackupError as exc:
-        fail(str(exc), code=1)
-    except KeyboardInterrupt:
-        fail("interrupted", code=130)
-
-
-def _run_backup(work: Coroutine[Any, Any, T]) -> T:
-    with _exit_status():
-        return asyncio.run(work)
-
-
 def _backup_step(
     step: Callable[..., Coroutine[Any, Any, T]], *, folder: Path | None, **options: object
 ) -> T:
@@ -125,7 +136,7 @@ def _backup_step(
     settings = _backup_settings()
     target = _backup_folder(settings, folder)
     with _backup_database(settings) as url, _progress() as progress:
-        return _run_backup(
+        return asyncio.run(
             step(
                 database_url=url,
                 folder=target,
@@ -218,8 +229,7 @@ def backup_list(folder: FolderOption = None) -> None:
     """The backups, oldest first: when, size, what they hold, and whether they were verified."""
     settings = load_settings()
     target = _backup_folder(settings, folder)
-    with _exit_status():
-        backups = store.scan(target)
+    backups = store.scan(target)
     if not backups:
         typer.echo(f"no backups in {target}")
         return
@@ -285,9 +295,9 @@ def backup_restore(
             target_url = (
                 server
                 if target_db is None
-                else _run_backup(service.create_database(server_url=server, name=target_db))
+                else asyncio.run(service.create_database(server_url=server, name=target_db))
             )
-        restored = _run_backup(
+        restored = asyncio.run(
             service.restore(
                 folder=_backup_folder(settings, folder),
                 name=None if name == "latest" else name,
@@ -328,10 +338,7 @@ def backup_prune(
 
     settings = _backup_settings()
     target = _backup_folder(settings, folder)
-    with _exit_status():
-        removed = service.prune(
-            folder=target, keep_days=keep_days or settings.backup_retention_days
-        )
+    removed = service.prune(folder=target, keep_days=keep_days or settings.backup_retention_days)
     for name in removed:
         typer.echo(f"removed {name}")
     typer.echo(f"{len(store.scan(target))} backup(s) kept in {target}")
