@@ -10,6 +10,7 @@ import asyncpg
 from sqlalchemy import make_url
 
 from expensetracker.backup.store import TableContents
+from expensetracker.backup.tools import BackupError
 from expensetracker.platform.migrations import VERSION_TABLE
 from expensetracker.targets import SERVICES
 
@@ -92,7 +93,13 @@ def asyncpg_url(url: str) -> str:
 
 
 async def connect(url: str) -> asyncpg.Connection:
-    return await asyncpg.connect(asyncpg_url(url), server_settings=SESSION_SETTINGS)
+    try:
+        return await asyncpg.connect(asyncpg_url(url), server_settings=SESSION_SETTINGS)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # A server down or refusing the role: the run fails, in one line rather than a trace.
+        raise BackupError(
+            f"cannot connect to the database {make_url(url).database}: {exc}"
+        ) from exc
 
 
 def identifier(name: str) -> str:
