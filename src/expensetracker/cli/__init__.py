@@ -61,6 +61,8 @@ class _ServiceCommands(TyperGroup):
     def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
+        except typer.Exit:
+            raise  # the command's own end, said already (raised while handling its cause)
         except Exception as exc:
             failure = database_failure(exc)
             if failure is None:
