@@ -430,7 +430,10 @@ async def test_create_interrupted_at_any_moment_says_so_and_leaves_nothing(
             code = await asyncio.to_thread(process.wait, 60)
         if store.scan(folder):
             break  # made before the signal came (which may still stop the process on its way out)
-        assert code == 130 and process.output.endswith("error: interrupted"), process.output
+        # 130, or (one run in three here, after the message) the end by the signal itself, -2:
+        # a shell shows 130 for both.
+        assert code in (130, -signal.SIGINT), process.output
+        assert process.output.endswith("error: interrupted"), process.output
         # What prune would delete as left by a killed run: temporary files, a lone archive.
         assert store.leftovers(folder, now=store.utc_now() + timedelta(hours=2)) == []
         interrupted, cpu_seconds = interrupted + 1, cpu_seconds + 0.1
