@@ -169,3 +169,65 @@ def test_forwarded_headers_are_trusted_from_the_ingress_controller_only() -> Non
         for entry in value.split(","):
             network = ipaddress.ip_network(entry.strip())  # an address or network, never "*"
             assert network.is_private and network.prefixlen >= 8, (name, entry)
+
+
+# What the API server accepts under each ResourceQuota scope (Kubernetes'
+# IsResourceQuotaScopeValidForResource, pkg/apis/core/helper): the pod scopes take only the pod
+# count and compute; BestEffort only the pod count. A quota naming anything else under one of
+# them (`services` under a PriorityClass scope, say) is refused as a whole, and then none of its
+# limits is enforced.
+POD_COUNT = {"pods", "count/pods"}
+POD_COMPUTE = {"cpu", "memory", "requests.cpu", "requests.memory", "limits.cpu", "limits.memory"}
+SCOPE_ALLOWS = {
+    "Terminating": POD_COUNT | POD_COMPUTE,
+    "NotTerminating": POD_COUNT | POD_COMPUTE,
+    "NotBestEffort": POD_COUNT | POD_COMPUTE,
+    "PriorityClass": POD_COUNT | POD_COMPUTE,
+    "CrossNamespacePodAffinity": POD_COUNT | POD_COMPUTE,
+    "BestEffort": POD_COUNT,
+}
+
+
+def test_every_scoped_quota_names_only_what_its_scopes_allow() -> None:
+    scoped = 0
+    for render, manifests in every_render().items():
+        for quota in (m for m in manifests if m["kind"] == "ResourceQuota"):
+            spec = quota["spec"]
+            scopes = [
+                *spec.get("scopes", []),
+                *(
+                    e["scopeName"]
+                    for e in spec.get("scopeSelector", {}).get("matchExpressions", [])
+                ),
+            ]
+            for scope in scopes:
+                refused = set(spec["hard"]) - SCOPE_ALLOWS[scope]
+                assert not refused, f"{render}: {quota['metadata']['name']}: {scope} {refused}"
+                scoped += 1
+    assert scoped >= 2  # the application's and the database's quotas in the cluster renders
+
+
+def test_the_seeds_quota_holds_in_every_environment() -> None:
+    """4/8 CPUs, 8/16 GiB, 20 pods and 10 Services, between the application's quotas, whatever
+    their scopes; the Services count in a quota that every Service falls under."""
+    seed = {
+        "requests.cpu": "4",
+        "requests.memory": "8Gi",
+        "limits.cpu": "8",
+        "limits.memory": "16Gi",
+        "pods": "20",
+        "services": "10",
+    }
+    for name in OVERLAYS:
+        quotas = [
+            m
+            for m in overlay(name)
+            if m["kind"] == "ResourceQuota" and m["metadata"]["name"] != "expensetracker-database"
+        ]
+        hard: dict[str, str] = {}
+        for quota in quotas:
+            assert not set(hard) & set(quota["spec"]["hard"]), name
+            hard |= quota["spec"]["hard"]
+        assert hard == seed, name
+        [services] = [q for q in quotas if "services" in q["spec"]["hard"]]
+        assert "scopes" not in services["spec"] and "scopeSelector" not in services["spec"]

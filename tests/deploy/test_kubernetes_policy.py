@@ -187,8 +187,12 @@ def test_everything_namespaced_in_expensetracker(env: str) -> None:
 
 
 def test_quota_limit_range_and_worst_case_fit(env: str) -> None:
+    # Split in two: pods and compute (scoped to the application's pods where the database has
+    # a quota of its own), and the Services count, which no such scope may carry.
     quota = named(overlay(env), "ResourceQuota", "expensetracker")
-    assert quota["spec"]["hard"] == QUOTA
+    objects = named(overlay(env), "ResourceQuota", "expensetracker-objects")
+    assert quota["spec"]["hard"] | objects["spec"]["hard"] == QUOTA
+    assert objects["spec"] == {"hard": {"services": QUOTA["services"]}}
     assert of_kind(overlay(env), "LimitRange")
     # At the HPA maximum the quota admits 20 pods: the other pods (the database, the exporter)
     # and as many of the largest service pods as remain must fit its CPU and memory.
