@@ -271,6 +271,22 @@ def test_the_database_has_the_seeds_resources_and_storage(env: str) -> None:
     assert cluster["enableSuperuserAccess"] is False
 
 
+def test_every_pooler_reaches_its_cluster_through_an_enabled_service(env: str) -> None:
+    """A Pooler of type rw or ro connects to its Cluster's `<cluster>-rw` or `<cluster>-ro`
+    Service, which the operator does not create when the Cluster lists that type in
+    disabledDefaultServices: the Pooler, and whoever connects through it, would get nowhere."""
+    poolers = of_kind(overlay(env), "Pooler")
+    if env == "development":
+        assert poolers == []
+        return
+    assert {p["spec"]["type"] for p in poolers} == {"rw", "ro"}
+    for pooler in poolers:
+        cluster = named(overlay(env), "Cluster", pooler["spec"]["cluster"]["name"])
+        services = cluster["spec"].get("managed", {}).get("services", {})
+        disabled = services.get("disabledDefaultServices", [])
+        assert pooler["spec"]["type"] not in disabled, (pooler["metadata"]["name"], disabled)
+
+
 def test_disruption_budgets_wherever_replicas_exceed_one(env: str) -> None:
     budgets = {p["metadata"]["name"]: p for p in of_kind(overlay(env), "PodDisruptionBudget")}
     for deployment in services(env):
