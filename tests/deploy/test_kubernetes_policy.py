@@ -38,6 +38,12 @@ REQUIRED_LABELS = (
     "environment",
 )
 REPLICAS = {"development": 1, "staging": 2, "production": 3}
+# Each environment's own host (tests/deploy/test_kubernetes_environments.py: none shared).
+HOSTS = {
+    "development": "api.expensetracker.example.com",
+    "staging": "api.staging.expensetracker.example.com",
+    "production": "api.expensetracker.example.com",
+}
 # The services with a database (a migrate initContainer, a role of their own), and web, which
 # calls their APIs and has none.
 API_SERVICES = ("auth", "expenses", "reports")
@@ -542,7 +548,7 @@ def test_ingress_routes_exactly_the_spec_prefixes_with_tls_and_limits(env: str) 
     } <= set(headers)
     [tls] = ingress["spec"]["tls"]
     [rule] = ingress["spec"]["rules"]
-    assert tls["hosts"] == [rule["host"]] == ["api.expensetracker.example.com"]
+    assert tls["hosts"] == [rule["host"]] == [HOSTS[env]]
     routes = {path["path"]: path["backend"]["service"]["name"] for path in rule["http"]["paths"]}
     assert {path["pathType"] for path in rule["http"]["paths"]} == {"Prefix"}
     # The same prefixes the API services answer, from the code itself; everything else is the
