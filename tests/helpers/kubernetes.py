@@ -190,3 +190,89 @@ def checkov(manifests: Sequence[Manifest], file: Path, *options: str) -> tuple[A
         timeout=600,
     )
     return json.loads(result.stdout), result.stderr, result.returncode
+
+
+def selects(selector: dict | None, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions) against a set of labels; an
+    empty selector selects everything."""
+    if not selector:
+        return True
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values")
+        present = key in labels
+        if not {
+            "In": present and labels.get(key) in (values or []),
+            "NotIn": labels.get(key) not in (values or []),
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[operator]:
+            return False
+    return True
+
+
+def network_allows(
+    policies: Sequence[Manifest],
+    source: tuple[str, dict[str, str]],
+    target: tuple[str, dict[str, str]],
+    port: int,
+) -> bool:
+    """Whether NetworkPolicies (of any namespace, each with its metadata.namespace) let a pod
+    (namespace, labels) open a TCP connection to another on ``port``: the source's egress and
+    the target's ingress must both allow it. A pod no policy of a direction selects is not
+    isolated in that direction. Peers by ipBlock are not followed (they never match a pod)."""
+
+    def peer_matches(peer: dict, own_namespace: str, other: tuple[str, dict[str, str]]) -> bool:
+        namespace, labels = other
+        if "ipBlock" in peer:
+            return False
+        if "namespaceSelector" in peer:
+            if not selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace}):
+                return False
+        elif namespace != own_namespace:
+            return False
+        return selects(peer.get("podSelector"), labels)
+
+    def port_matches(rule: dict) -> bool:
+        ports = rule.get("ports")
+        if not ports:
+            return True
+        return any(
+            p.get("protocol", "TCP") == "TCP"
+            and (
+                "port" not in p
+                or p["port"] == port
+                or (isinstance(p["port"], int) and p["port"] <= port <= p.get("endPort", p["port"]))
+            )
+            for p in ports
+        )
+
+    def policy_types(spec: dict) -> list[str]:
+        return spec.get("policyTypes", ["Ingress", *(["Egress"] if "egress" in spec else [])])
+
+    def direction_allows(pod: tuple[str, dict[str, str]], kind: str, other: tuple) -> bool:
+        namespace, labels = pod
+        applicable = [
+            p
+            for p in policies
+            if p["metadata"].get("namespace") == namespace
+            and kind.capitalize() in policy_types(p["spec"])
+            and selects(p["spec"]["podSelector"], labels)
+        ]
+        if not applicable:
+            return True
+        peers_key = "from" if kind == "ingress" else "to"
+        return any(
+            port_matches(rule)
+            and (
+                peers_key not in rule
+                or any(peer_matches(peer, namespace, other) for peer in rule[peers_key])
+            )
+            for policy in applicable
+            for rule in policy["spec"].get(kind, [])
+        )
+
+    return direction_allows(target, "ingress", source) and direction_allows(
+        source, "egress", target
+    )

@@ -9,20 +9,26 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.helpers.kubernetes import (
     KUBERNETES,
     MONITORING,
+    OVERLAYS,
     POD_SECURITY,
     WORKLOAD_KINDS,
+    Manifest,
     containers,
     kustomize,
     monitoring,
     named,
+    network_allows,
     of_kind,
+    overlay,
     pod_labels,
     pod_spec,
+    selects,
 )
 
 # The only pods that read the host, through read-only hostPath volumes: node-exporter, and
@@ -241,3 +247,120 @@ def test_service_overview_shows_every_service() -> None:
     assert "label_values(http_requests_total" in service["query"]["query"]
     by_service = [q for q in queries if re.search(r"by \((?:service|service, le)\)", q)]
     assert len(by_service) >= 3, "requests, errors and latency per service"
+
+
+# The ports of the pods CloudNativePG makes: PostgreSQL and its exporter on an instance,
+# PgBouncer and its exporter on a Pooler's pod.
+INSTANCE_PORTS = {"postgresql": 5432, "metrics": 9187}
+POOLER_PORTS = {"pgbouncer": 5432, "metrics": 9127}
+
+
+def application_pods(manifests: tuple[Manifest, ...]) -> list[tuple[str, dict, dict, dict]]:
+    """Each kind of pod a render makes: its name, labels, annotations and named ports, the
+    operator's (from a Cluster's inheritedMetadata, a Pooler's template) included."""
+    pods = []
+    for workload in of_kind(manifests, *WORKLOAD_KINDS):
+        template = workload["spec"]
+        if workload["kind"] == "CronJob":
+            template = template["jobTemplate"]["spec"]
+        metadata = template["template"]["metadata"]
+        ports = {
+            p.get("name", str(p["containerPort"])): p["containerPort"]
+            for c in containers(workload)
+            for p in c.get("ports", [])
+        }
+        pods.append(
+            (
+                workload["metadata"]["name"],
+                pod_labels(workload),
+                metadata.get("annotations", {}),
+                ports,
+            )
+        )
+    for cluster in of_kind(manifests, "Cluster"):
+        name, inherited = cluster["metadata"]["name"], cluster["spec"]["inheritedMetadata"]
+        labels = inherited["labels"] | {"cnpg.io/cluster": name, "cnpg.io/podRole": "instance"}
+        pods.append((name, labels, inherited.get("annotations", {}), INSTANCE_PORTS))
+    for pooler in of_kind(manifests, "Pooler"):
+        name, metadata = pooler["metadata"]["name"], pooler["spec"]["template"]["metadata"]
+        labels = metadata["labels"] | {"cnpg.io/poolerName": name}
+        pods.append((name, labels, metadata.get("annotations", {}), POOLER_PORTS))
+    return pods
+
+
+def scrape_targets(manifests: tuple[Manifest, ...]) -> list[tuple[str, dict, int]]:
+    """What Prometheus scrapes in a render, as (pod, labels, port number): the pods its
+    `expensetracker` job keeps by their prometheus.io/scrape annotation, on their
+    prometheus.io/port (its relabel rules, prometheus/prometheus.yml), and the endpoints of any
+    PodMonitor or ServiceMonitor, a named port resolved through the Service and the pod."""
+    pods = application_pods(manifests)
+    targets = [
+        (name, labels, int(annotations["prometheus.io/port"]))
+        for name, labels, annotations, _ in pods
+        if annotations.get("prometheus.io/scrape") == "true"
+    ]
+
+    def resolve(port: str | int, named_ports: dict) -> int:
+        return port if isinstance(port, int) else named_ports[port]
+
+    for monitor in of_kind(manifests, "PodMonitor"):
+        for name, labels, _, ports in pods:
+            if selects(monitor["spec"]["selector"], labels):
+                for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+                    port = endpoint.get("portNumber", endpoint.get("port"))
+                    targets.append((name, labels, resolve(port, ports)))
+    for monitor in of_kind(manifests, "ServiceMonitor"):
+        for service in of_kind(manifests, "Service"):
+            if not selects(monitor["spec"]["selector"], service["metadata"].get("labels", {})):
+                continue
+            by_name = {p.get("name"): p for p in service["spec"]["ports"]}
+            for endpoint in monitor["spec"]["endpoints"]:
+                service_port = by_name[endpoint["port"]]
+                target_port = service_port.get("targetPort", service_port["port"])
+                for name, labels, _, ports in pods:
+                    # A Service's selector is a plain map of labels.
+                    if selects({"matchLabels": service["spec"]["selector"]}, labels):
+                        targets.append((name, labels, resolve(target_port, ports)))
+    return targets
+
+
+@pytest.mark.parametrize("env", OVERLAYS)
+def test_prometheus_may_reach_every_port_it_scrapes_in_the_application(env: str) -> None:
+    """Every scrape of the application's namespace passes both ends' network policies:
+    Prometheus' egress (monitoring) and the target's ingress from Prometheus (expensetracker).
+    A port left out means a target that is down forever (BackupMissing and PgBouncer's alerts
+    firing for nothing, or never firing)."""
+    prometheus = ("monitoring", pod_labels(named(monitoring(), "StatefulSet", "prometheus")))
+    policies = [*of_kind(monitoring(), "NetworkPolicy"), *of_kind(overlay(env), "NetworkPolicy")]
+    targets = scrape_targets(overlay(env))
+    ports = {port for _, _, port in targets}
+    assert {8000} <= ports and (env == "development" or {9127, 9187, 9188} <= ports), ports
+    for name, labels, port in targets:
+        assert network_allows(policies, prometheus, ("expensetracker", labels), port), (name, port)
+    # The check itself: a port Prometheus may not reach is refused, by either end.
+    [(name, labels, _)] = [t for t in targets if t[0] == "web"]
+    assert not network_allows(policies, prometheus, ("expensetracker", labels), 9999)
+
+
+def test_scrape_targets_follow_monitors_named_ports_to_their_numbers() -> None:
+    """The PodMonitor and ServiceMonitor path of scrape_targets, on made-up monitors of web."""
+    manifests = overlay("production")
+    pod_monitor = {
+        "kind": "PodMonitor",
+        "metadata": {"name": "web"},
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/component": "web"}},
+            "podMetricsEndpoints": [{"port": "http"}],
+        },
+    }
+    service_monitor = {
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "web"},
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/component": "web"}},
+            "endpoints": [{"port": "http"}],
+        },
+    }
+    annotated = len(scrape_targets(manifests))
+    targets = scrape_targets((*manifests, pod_monitor, service_monitor))
+    assert [(t[0], t[2]) for t in targets[annotated:]] == [("web", 8000), ("web", 8000)]
