@@ -12,7 +12,7 @@ import yaml
 from pydantic import TypeAdapter
 from sqlalchemy import make_url
 
-from expensetracker.platform.config import is_placeholder
+from expensetracker.platform.config import Settings, is_placeholder
 from expensetracker.targets import SERVICES
 from tests.helpers.kubernetes import (
     KUBERNETES,
@@ -157,6 +157,32 @@ def test_service_deployments_probes_rollout_and_shutdown(env: str) -> None:
             [migrate] = spec["initContainers"]
             assert migrate["args"] == ["migrate", "--target", target]
     assert sorted(d["metadata"]["name"] for d in services(env)) == [*API_SERVICES, WEB]
+
+
+# How many imports a service pod's /tmp holds at once (docs/deploy.md, service-defaults.yaml):
+# more than an expenses pod spools at once (one per turn on its pool), about what web's memory
+# holds (it reads each uploaded file into memory).
+IMPORTS_PER_POD = 20
+
+
+def test_tmp_holds_the_imports_a_pod_takes_at_once(env: str) -> None:
+    """Import bodies past their first MiB are spooled to /tmp, up to the import body limit each;
+    a pod writing past its emptyDir's sizeLimit is evicted with every request in flight."""
+    settings = config(env)
+    fields = Settings.model_fields
+    largest = int(
+        settings.get(
+            "EXPENSETRACKER_MAX_IMPORT_BODY_BYTES", fields["max_import_body_bytes"].default
+        )
+    )
+    turns = int(settings.get("EXPENSETRACKER_DB_POOL_SIZE", fields["db_pool_size"].default))
+    turns += int(settings.get("EXPENSETRACKER_DB_MAX_OVERFLOW", fields["db_max_overflow"].default))
+    assert turns <= IMPORTS_PER_POD  # expenses spools one import per turn at most
+    for deployment in services(env):
+        [tmp] = [v for v in pod_spec(deployment)["volumes"] if v["name"] == "tmp"]
+        limit = memory(tmp["emptyDir"]["sizeLimit"])
+        assert "medium" not in tmp["emptyDir"]  # on disk, not in the pod's memory
+        assert limit >= IMPORTS_PER_POD * largest, (deployment["metadata"]["name"], limit)
 
 
 def test_web_has_no_database_and_reaches_the_apis_by_their_services(env: str) -> None:
