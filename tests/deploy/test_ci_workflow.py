@@ -231,11 +231,82 @@ def test_workflow_audits_scans_and_attaches_the_sbom() -> None:
     assert image["outputs"]["digest"] == "${{ steps.push.outputs.digest }}"
     assert push["id"] == "push" and 'echo "digest=${digest#*@}" >> "$GITHUB_OUTPUT"' in push["run"]
 
-    _, pin = _step(jobs["deploy-development"], name="production")
-    assert REPO / pin["working-directory"] == KUBERNETES / "overlays" / "production"
-    assert pin["run"] == (
-        'kustomize edit set image "expensetracker=$IMAGE@${{ needs.image.outputs.digest }}"'
-    )
+    for env in ("staging", "production"):
+        _, pin = _step(jobs["deploy-development"], name=f"{env} overlay")
+        assert REPO / pin["working-directory"] == KUBERNETES / "overlays" / env
+        assert pin["run"] == (
+            'kustomize edit set image "expensetracker=$IMAGE@${{ needs.image.outputs.digest }}"'
+        )
+
+
+def _set_image(kustomization_file: Path, argument: str) -> None:
+    """What `kustomize edit set image NAME=IMAGE[:TAG|@DIGEST]` leaves in a kustomization: the
+    image's entry with the new name and the tag or the digest (and not the other)."""
+    name, _, image = argument.partition("=")
+    kustomization = yaml.safe_load(kustomization_file.read_text())
+    entry: dict[str, str] = {"name": name}
+    if "@" in image:
+        entry["newName"], entry["digest"] = image.split("@")
+    else:
+        entry["newName"], _, entry["newTag"] = image.rpartition(":")
+    others = [i for i in kustomization.get("images", []) if i["name"] != name]
+    kustomization["images"] = [*others, entry]
+    kustomization_file.write_text(yaml.safe_dump(kustomization))
+
+
+def test_staging_and_production_run_the_image_ci_pins_and_the_same_one(tmp_path: Path) -> None:
+    """Every step of the deploy job that edits an overlay's image, run on a copy of the tree
+    (with made-up values for the workflow's IMAGE and the pushed digest): staging and production
+    then run the same image, by digest, from the registry CI pushed it to, and development its
+    tag from that registry. Before CI's first run the committed overlays name one registry."""
+    committed = {
+        env: {
+            i["newName"]
+            for i in yaml.safe_load(
+                (KUBERNETES / "overlays" / env / "kustomization.yaml").read_text()
+            )["images"]
+        }
+        for env in ("development", "staging", "production")
+    }
+    assert len(set(map(frozenset, committed.values()))) == 1, committed
+
+    document = workflow()
+    image = "ghcr.io/expensetracker/expensetracker"
+    assert document["env"]["IMAGE"] == "ghcr.io/${{ github.repository }}"
+    digest = "sha256:" + hashlib.sha256(b"not a real image").hexdigest()
+    values = {
+        "$IMAGE": image,
+        "${{ needs.image.outputs.digest }}": digest,
+        "${{ needs.image.outputs.tag }}": "1a2b3c4d5e6f",
+    }
+    tree = tmp_path / "kubernetes"
+    shutil.copytree(KUBERNETES, tree)
+    edited = set()
+    for step in document["jobs"]["deploy-development"]["steps"]:
+        run = step.get("run", "")
+        if not run.startswith("kustomize edit set image "):
+            continue
+        argument = run.removeprefix("kustomize edit set image ").strip('"')
+        for variable, value in values.items():
+            argument = argument.replace(variable, value)
+        folder = REPO / step["working-directory"]
+        assert folder.parent == KUBERNETES / "overlays"
+        _set_image(tree / "overlays" / folder.name / "kustomization.yaml", argument)
+        edited.add(folder.name)
+    assert edited == {"development", "staging", "production"}
+
+    def ours(env: str) -> set[str]:
+        rendered = tuple(kustomize(tree / "overlays" / env))
+        return {
+            container["image"]
+            for manifest in of_kind(rendered, *WORKLOAD_KINDS)
+            for container in containers(manifest)
+            if container["image"].startswith(image)
+            or container["image"].startswith("registry.example.com")
+        }
+
+    assert ours("staging") == ours("production") == {f"{image}@{digest}"}
+    assert ours("development") == {f"{image}:1a2b3c4d5e6f"}
 
 
 def test_the_digest_ci_writes_pins_our_image_but_not_the_third_party_ones(tmp_path: Path) -> None:
