@@ -462,7 +462,13 @@ def test_network_policies_deny_by_default_and_allow_only_the_flows(env: str) -> 
     operator = {"namespace": "cnpg-system", "app.kubernetes.io/name": "cloudnative-pg"}
     controller = {"namespace": "ingress-nginx", "app.kubernetes.io/name": "ingress-nginx"}
     prometheus = {"namespace": "monitoring", "app.kubernetes.io/name": "prometheus"}
-    backup = {"app.kubernetes.io/component": "backup"}
+    # The backup CronJob's pods and the hand-run restore Job's (backup component, its
+    # restore-job.yaml template) dump and restore the database.
+    backup = {"app.kubernetes.io/name": "postgres-backup", "app.kubernetes.io/component": "backup"}
+    restore = {
+        "app.kubernetes.io/name": "postgres-restore",
+        "app.kubernetes.io/component": "backup",
+    }
     dns = {"namespace": "kube-system", "k8s-app": "kube-dns"}
     for name in (*API_SERVICES, WEB):
         assert _allowed(policies, controller, pods[name], 8000)
@@ -490,6 +496,24 @@ def test_network_policies_deny_by_default_and_allow_only_the_flows(env: str) -> 
             for port in (8000, 5432, 9187, 9188):
                 assert not _allowed(policies, pods[WEB], labels, port), (name, port)
     assert _allowed(policies, backup, pods["postgres"], 5432)
+    assert _allowed(policies, restore, pods["postgres"], 5432)
+    for workload in workloads(env):
+        if workload["kind"] == "CronJob" and workload["metadata"]["name"] == "postgres-backup":
+            assert _allowed(policies, pod_labels(workload), pods["postgres"], 5432)
+        # The backups' browser reads its volume and serves metrics: no database, at either end.
+        if workload["kind"] == "Deployment" and workload["metadata"]["name"] == "postgres-backup":
+            browser = pod_labels(workload)
+            assert browser["app.kubernetes.io/component"] == "backup"
+            for database in (pods["postgres"], endpoint):
+                assert not _allowed(policies, browser, database, 5432)
+                assert not any(
+                    _selects(peer.get("podSelector", {}), browser)
+                    for policy in policies
+                    if _selects(policy["spec"]["podSelector"], database)
+                    for rule in policy["spec"].get("ingress", [])
+                    for peer in rule.get("from", [])
+                    if "namespaceSelector" not in peer
+                )
     if "postgres-exporter" in pods:
         assert _allowed(policies, prometheus, pods["postgres-exporter"], 9187)
         assert _allowed(policies, pods["postgres-exporter"], pods["postgres"], 5432)
