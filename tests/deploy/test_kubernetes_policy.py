@@ -586,7 +586,6 @@ def test_ingress_routes_exactly_the_spec_prefixes_with_tls_and_limits(env: str) 
     ingress = named(overlay(env), "Ingress", "expensetracker")
     annotations = ingress["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/limit-rpm"] == "100"
-    assert annotations["nginx.ingress.kubernetes.io/enable-cors"] == "true"
     assert annotations["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
     # A browser's requests stay on one web replica, where its token refreshes are single-flight.
     assert annotations["nginx.ingress.kubernetes.io/affinity"] == "cookie"
@@ -641,6 +640,30 @@ def test_ingress_routes_exactly_the_spec_prefixes_with_tls_and_limits(env: str) 
             "kind": "ClusterIssuer",
             "name": issuer,
         }
+
+
+def test_cors_names_only_origins_this_environment_serves(env: str) -> None:
+    """A CORS origin is a page allowed to call the APIs from elsewhere; one that nothing serves
+    is either dead configuration or a name someone else may register. The web app is served
+    from the APIs' own host (same origin), so none is needed; any that is set must be one of
+    this environment's hosts."""
+    served = {
+        f"{scheme}://{rule['host']}"
+        for ingress in of_kind(overlay(env), "Ingress")
+        for rule in ingress["spec"]["rules"]
+        for scheme in (["https"] if ingress["spec"].get("tls") else ["http", "https"])
+    }
+    origins = [
+        o.strip() for o in config(env).get("EXPENSETRACKER_CORS_ORIGINS", "").split(",") if o
+    ]
+    for ingress in of_kind(overlay(env), "Ingress"):
+        annotations = ingress["metadata"].get("annotations", {})
+        if annotations.get("nginx.ingress.kubernetes.io/enable-cors") == "true":
+            # ingress-nginx's default origin, when none is named, is every origin.
+            allowed = annotations.get("nginx.ingress.kubernetes.io/cors-allow-origin", "*")
+            origins += [o.strip() for o in allowed.split(",")]
+    for origin in origins:
+        assert origin in served, (origin, served)
 
 
 def test_argocd_generates_this_environment_with_its_own_revision(env: str) -> None:
