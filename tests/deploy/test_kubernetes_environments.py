@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 
-from tests.helpers.kubernetes import Manifest, of_kind, overlay
+from tests.helpers.kubernetes import OVERLAYS, Manifest, of_kind, overlay
 
 STORE_ENVIRONMENTS = ("staging", "production")
 
@@ -70,8 +70,8 @@ def test_each_environment_archives_to_its_own_folder() -> None:
 
 
 def test_no_two_environments_answer_for_the_same_host() -> None:
-    for env in STORE_ENVIRONMENTS:
+    for env in OVERLAYS:
         assert hosts(overlay(env)), env
-    for first, second in itertools.combinations(STORE_ENVIRONMENTS, 2):
+    for first, second in itertools.combinations(OVERLAYS, 2):
         shared = hosts(overlay(first)) & hosts(overlay(second))
         assert not shared, (first, second, shared)

@@ -41,7 +41,7 @@ REQUIRED_LABELS = (
 REPLICAS = {"development": 1, "staging": 2, "production": 3}
 # Each environment's own host (tests/deploy/test_kubernetes_environments.py: none shared).
 HOSTS = {
-    "development": "api.expensetracker.example.com",
+    "development": "api.expensetracker.localhost",
     "staging": "api.staging.expensetracker.example.com",
     "production": "api.expensetracker.example.com",
 }
@@ -586,11 +586,13 @@ def test_ingress_routes_exactly_the_spec_prefixes_with_tls_and_limits(env: str) 
     ingress = named(overlay(env), "Ingress", "expensetracker")
     annotations = ingress["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/limit-rpm"] == "100"
-    assert annotations["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
+    # HTTPS wherever there is a certificate (staging, production); development is plain HTTP.
+    https = "true" if env != "development" else "false"
+    assert annotations["nginx.ingress.kubernetes.io/force-ssl-redirect"] == https
     # A browser's requests stay on one web replica, where its token refreshes are single-flight.
     assert annotations["nginx.ingress.kubernetes.io/affinity"] == "cookie"
     assert annotations["nginx.ingress.kubernetes.io/affinity-mode"] == "persistent"
-    assert annotations["nginx.ingress.kubernetes.io/session-cookie-secure"] == "true"
+    assert annotations["nginx.ingress.kubernetes.io/session-cookie-secure"] == https
     namespace, name = annotations["nginx.ingress.kubernetes.io/custom-headers"].split("/")
     headers = named(overlay(env), "ConfigMap", name)["data"]
     assert namespace == "expensetracker"
@@ -600,9 +602,11 @@ def test_ingress_routes_exactly_the_spec_prefixes_with_tls_and_limits(env: str) 
         "X-Frame-Options",
         "Referrer-Policy",
     } <= set(headers)
-    [tls] = ingress["spec"]["tls"]
     [rule] = ingress["spec"]["rules"]
-    assert tls["hosts"] == [rule["host"]] == [HOSTS[env]]
+    assert rule["host"] == HOSTS[env]
+    [tls] = ingress["spec"].get("tls", [{"hosts": [rule["host"]], "secretName": None}])
+    assert tls["hosts"] == [rule["host"]]
+    assert ("tls" in ingress["spec"]) is (env != "development")
     routes = {path["path"]: path["backend"]["service"]["name"] for path in rule["http"]["paths"]}
     assert {path["pathType"] for path in rule["http"]["paths"]} == {"Prefix"}
     # The same prefixes the API services answer, from the code itself; everything else is the
@@ -626,7 +630,7 @@ def test_ingress_routes_exactly_the_spec_prefixes_with_tls_and_limits(env: str) 
     }
     assert not any("snippet" in key for key in refusals)
     assert refusing["spec"]["ingressClassName"] == ingress["spec"]["ingressClassName"]
-    assert refusing["spec"]["tls"] == ingress["spec"]["tls"]
+    assert refusing["spec"].get("tls") == ingress["spec"].get("tls")
     [refused] = refusing["spec"]["rules"]
     assert refused["host"] == rule["host"]
     assert sorted(path["path"] for path in refused["http"]["paths"]) == sorted(internal)
@@ -640,6 +644,27 @@ def test_ingress_routes_exactly_the_spec_prefixes_with_tls_and_limits(env: str) 
             "kind": "ClusterIssuer",
             "name": issuer,
         }
+
+
+def test_ingress_tls_secrets_exist_and_redirects_have_somewhere_to_go(env: str) -> None:
+    """An Ingress naming a TLS Secret that nothing in its environment creates is served with the
+    controller's self-signed default certificate; redirecting to HTTPS without TLS sends every
+    browser there. Each TLS Secret comes from the render (a Secret, or a cert-manager
+    Certificate writing it), and only an Ingress with TLS redirects to HTTPS."""
+    made = {s["metadata"]["name"] for s in of_kind(overlay(env), "Secret")}
+    made |= {c["spec"]["secretName"] for c in of_kind(overlay(env), "Certificate")}
+    made |= {e["spec"]["target"]["name"] for e in of_kind(overlay(env), "ExternalSecret")}
+    for ingress in of_kind(overlay(env), "Ingress"):
+        name = ingress["metadata"]["name"]
+        tls = ingress["spec"].get("tls", [])
+        for entry in tls:
+            assert entry["secretName"] in made, (name, entry["secretName"])
+        annotations = ingress["metadata"].get("annotations", {})
+        for redirect in ("ssl-redirect", "force-ssl-redirect"):
+            if annotations.get(f"nginx.ingress.kubernetes.io/{redirect}") == "true":
+                assert tls, (name, redirect)
+        if annotations.get("nginx.ingress.kubernetes.io/session-cookie-secure") == "true":
+            assert tls, name  # a Secure cookie never comes back over HTTP
 
 
 def test_cors_names_only_origins_this_environment_serves(env: str) -> None:
