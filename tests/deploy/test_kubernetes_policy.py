@@ -12,6 +12,7 @@ import yaml
 from pydantic import TypeAdapter
 from sqlalchemy import make_url
 
+from expensetracker import __version__
 from expensetracker.platform.config import Settings, is_placeholder
 from expensetracker.targets import SERVICES
 from tests.helpers.kubernetes import (
@@ -209,6 +210,8 @@ def test_labels_on_every_workload_and_pod(env: str) -> None:
             assert labels["environment"] == env
             assert labels["app.kubernetes.io/managed-by"] == "argocd"
             assert labels["app.kubernetes.io/part-of"] == "expensetracker"
+            # The application's own version, not the seed's "1.0" (docs/deploy.md, departures).
+            assert labels["app.kubernetes.io/version"] == __version__
 
 
 def test_everything_namespaced_in_expensetracker(env: str) -> None:
