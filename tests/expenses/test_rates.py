@@ -144,10 +144,15 @@ async def test_rates_load_command_from_a_file_and_a_url(
     assert await stored_rates(database_url) == first
     assert (date(2026, 1, 9), "EUR", "GBP", Decimal("0.83195"), "ecb", None) in first
     refused = await run(str(unsafe))
-    down = await run(f"{files.url}/missing.xml")
+    # A URL's user and password are never repeated; the server's answer is one line.
+    down = await run(files.url.replace("://", "://reader:pw-in-url@") + "/missing.xml")
+    other_scheme = await run("ftp://127.0.0.1/eurofxref-daily.xml")
     assert (refused.popen.returncode, down.popen.returncode) == (1, 1)
     assert "Not a rate file" in refused.output
-    assert "503" in down.output
+    assert down.output.strip().endswith("/missing.xml: answered 503 Service Unavailable")
+    assert "pw-in-url" not in down.output and "reader" not in down.output
+    assert other_scheme.popen.returncode == 1
+    assert "Only http:// and https:// URLs are fetched" in other_scheme.output
     assert len(await stored_rates(database_url)) == 15
 
 

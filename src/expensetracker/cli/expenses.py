@@ -31,6 +31,7 @@ from expensetracker.expenses.schemas import DateOrder, ImportFormat, ImportPrevi
 from expensetracker.expenses.statements import SNIFF_BYTES, MissingOption, Options, detect
 from expensetracker.expenses.transfer import ImportResult, InvalidImport, import_file
 from expensetracker.platform import money
+from expensetracker.platform.logging import hide_url_credentials
 
 cli = typer.Typer(help="Operations of the expenses service.", no_args_is_help=True)
 rules_cli = typer.Typer(help="The categorisation rules of an account.", no_args_is_help=True)
@@ -248,5 +249,9 @@ def load_rates(
     except (InvalidRates, httpx.HTTPError, OSError) as exc:
         if database_failure(exc) is not None:
             raise  # the database's, not the file's: told as such (cli._ServiceCommands)
-        fail(f"{location}: {getattr(exc, 'detail', None) or exc}", code=1)
+        if isinstance(exc, httpx.HTTPStatusError):  # httpx's own text is two lines and a link
+            reason = f"answered {exc.response.status_code} {exc.response.reason_phrase}"
+        else:
+            reason = getattr(exc, "detail", None) or str(exc)
+        fail(hide_url_credentials(f"{location}: {reason}"), code=1)
     typer.echo(f"rates kept: {kept}")

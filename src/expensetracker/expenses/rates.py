@@ -183,6 +183,8 @@ async def load_ecb(connection: asyncpg.Connection, location: str) -> int:
     if location.startswith(("http://", "https://")):
         async with httpx.AsyncClient(follow_redirects=True) as client:
             document = await download(client, location)
+    elif "://" in location:
+        raise InvalidRates("Only http:// and https:// URLs are fetched; a path is read as a file.")
     else:
         document = await asyncio.to_thread(Path(location).read_bytes)
     return await store(connection, parse_ecb(document), source="ecb")
