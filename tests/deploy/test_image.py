@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from expensetracker import __version__
-from tests.helpers.processes import REPO, free_port, spawn
+from tests.helpers.processes import LISTENING_UNREADY, REPO, free_port, spawn
 
 # Here the build takes about 35 s, and debootstrap about 40 s more the first time.
 pytestmark = [pytest.mark.image, pytest.mark.timeout(1200)]
@@ -257,7 +257,7 @@ def test_image_serves_as_nobody_on_a_read_only_root(image: str, config: dict) ->
         # (the last --port wins).
         command = [*config["Entrypoint"], *config["Cmd"], "--port", str(free_port())]
         with spawn(read_only_root(root, user, *command), env) as process:
-            url = process.wait_ready()
+            url = process.wait_ready(said=LISTENING_UNREADY)
             live = httpx.get(f"{url}/livez", timeout=10)
             ready = httpx.get(f"{url}/readyz", timeout=10)
             process.signal(signal.SIGTERM)

@@ -23,6 +23,8 @@ import psutil
 from tests.helpers.paths import REPO
 
 READY = re.compile(r"(?:is ready: |^ready )(http://\S+)")
+# What `serve` says when it listens but /readyz fails (no database yet).
+LISTENING_UNREADY = re.compile(r"is listening on (http://[^\s,]+), not ready yet")
 
 
 def free_port() -> int:
@@ -64,7 +66,9 @@ class Process:
     def output(self) -> str:
         return "\n".join(self.lines)
 
-    def wait_ready(self, timeout: float = 60) -> str:
+    def wait_ready(self, timeout: float = 60, *, said: re.Pattern[str] = READY) -> str:
+        """The address once the process says it is ready (or, given ``said``, something else
+        that names it)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -74,7 +78,7 @@ class Process:
                     message = f"exited with {self.popen.returncode}:\n{self.output}"
                     raise AssertionError(message) from None
                 continue
-            if match := READY.search(line):
+            if match := said.search(line):
                 return match.group(1)
         raise AssertionError(f"not ready after {timeout} s:\n{self.output}")
 
