@@ -205,29 +205,3 @@ def test_every_scoped_quota_names_only_what_its_scopes_allow() -> None:
                 assert not refused, f"{render}: {quota['metadata']['name']}: {scope} {refused}"
                 scoped += 1
     assert scoped >= 2  # the application's and the database's quotas in the cluster renders
-
-
-def test_the_seeds_quota_holds_in_every_environment() -> None:
-    """4/8 CPUs, 8/16 GiB, 20 pods and 10 Services, between the application's quotas, whatever
-    their scopes; the Services count in a quota that every Service falls under."""
-    seed = {
-        "requests.cpu": "4",
-        "requests.memory": "8Gi",
-        "limits.cpu": "8",
-        "limits.memory": "16Gi",
-        "pods": "20",
-        "services": "10",
-    }
-    for name in OVERLAYS:
-        quotas = [
-            m
-            for m in overlay(name)
-            if m["kind"] == "ResourceQuota" and m["metadata"]["name"] != "expensetracker-database"
-        ]
-        hard: dict[str, str] = {}
-        for quota in quotas:
-            assert not set(hard) & set(quota["spec"]["hard"]), name
-            hard |= quota["spec"]["hard"]
-        assert hard == seed, name
-        [services] = [q for q in quotas if "services" in q["spec"]["hard"]]
-        assert "scopes" not in services["spec"] and "scopeSelector" not in services["spec"]
