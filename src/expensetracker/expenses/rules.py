@@ -282,7 +282,7 @@ async def update_rule(
             # A bound not sent stays as written: read again in the new currency.
             values.setdefault("min_amount", _amount_text(row.min_amount_minor, row.currency))
             values.setdefault("max_amount", _amount_text(row.max_amount_minor, row.currency))
-        if body.tags:
+        if body.tags is not None:
             values["tags"] = await distinct_tag_names(session, names=body.tags)
         _set_checked(row, values)
         await _flush_unique_position(session)

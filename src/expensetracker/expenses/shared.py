@@ -143,10 +143,11 @@ def tagging(*, expense: str, names: str, expense_exists: str = "true") -> str:
 async def distinct_tag_names(session: AsyncSession, *, names: list[str]) -> list[str]:
     """``names`` without a second spelling of one tag, in their order: what a rule keeps, so
     that it shows the tags it adds as the expenses will have them."""
+    if not names:
+        return []  # no round trip for a rule without tags
     first_spellings = _FIRST_SPELLINGS.format(names="CAST(:names AS text[])", expense_exists="true")
     statement = f"SELECT array_agg(name ORDER BY position) FROM ({first_spellings}) AS s"
-    distinct = await session.scalar(text(statement), {"names": names})
-    return list(distinct or [])
+    return list(await session.scalar(text(statement), {"names": names}))
 
 
 async def set_tags(db: Db, *, user_id: uuid.UUID, expense_id: uuid.UUID, names: list[str]) -> None:
