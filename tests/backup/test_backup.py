@@ -4,20 +4,23 @@ made, verified, damaged on purpose, restored, pruned, and their metrics over HTT
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
+import pwd
 import resource
+import shutil
 import signal
 import stat
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import suppress
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import httpx
-import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import make_url
@@ -30,7 +33,7 @@ from expensetracker.targets import SERVICES
 from tests.helpers.apps import AppFactory
 from tests.helpers.database import admin_execute, connected, with_database
 from tests.helpers.polling import eventually
-from tests.helpers.processes import Process, clean_env, cli, free_port, spawn
+from tests.helpers.processes import clean_env, cli, free_port, interrupt_after, spawn
 from tests.helpers.roles import (
     BACKUP,
     BACKUP_PASSWORD,
@@ -395,18 +398,6 @@ async def test_verify_drops_its_scratch_database_when_stopped(
     assert [b.state for b in store.scan(tmp_path)] == ["unverified"]
 
 
-async def interrupt_after(process: Process, *, cpu_seconds: float) -> None:
-    """SIGINT once the process has used ``cpu_seconds``: a measure of how far it got that a
-    busy machine does not stretch, as it does the time on the clock. Nothing if it ends first."""
-    while process.popen.poll() is None:
-        with suppress(psutil.NoSuchProcess):
-            used = psutil.Process(process.popen.pid).cpu_times()
-            if used.user + used.system >= cpu_seconds:
-                process.signal(signal.SIGINT)
-                return
-        await asyncio.sleep(0.005)
-
-
 @pytest.mark.slow
 async def test_create_interrupted_at_any_moment_says_so_and_leaves_nothing(
     database_url: str, tmp_path: Path
@@ -709,6 +700,34 @@ def test_prune_removes_what_killed_runs_left_and_nothing_in_progress(tmp_path: P
     removed = service.prune(folder=tmp_path, keep_days=7, now=now)
     assert sorted(removed) == sorted([abandoned.name, unfinished.name])
     assert [p.name for p in tmp_path.iterdir()] == [writing.name]
+
+
+def test_a_folder_whose_files_cannot_be_deleted_fails_prune_in_one_line() -> None:
+    """An operator's folder they may read but not write: prune says so, not a traceback. As
+    root (CI) the prune runs as nobody, whom the folder's mode binds."""
+    folder = Path(tempfile.mkdtemp(prefix="et-prune-", dir="/tmp"))  # nobody can reach it
+    try:
+        abandoned = folder / ".expensetracker-20260301T020000Z.dump.partial"
+        abandoned.write_bytes(b"x")
+        long_ago = (datetime.now(UTC) - timedelta(days=1)).timestamp()
+        os.utime(abandoned, (long_ago, long_ago))
+        folder.chmod(0o555)
+        as_nobody = os.geteuid() == 0
+        with (
+            ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("fork"),
+                initializer=os.setuid if as_nobody else None,
+                initargs=(pwd.getpwnam("nobody").pw_uid,) if as_nobody else (),
+            ) as child,
+            pytest.raises(BackupError) as failed,
+        ):
+            child.submit(service.prune, folder=folder, keep_days=7).result()
+        assert str(failed.value) == f"cannot prune {folder}: {abandoned}: Permission denied"
+        assert abandoned.exists()
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)
 
 
 def test_a_file_that_cannot_be_written_leaves_no_temporary_file(tmp_path: Path) -> None:

@@ -560,16 +560,21 @@ def prune(*, folder: Path, keep_days: int, now: datetime | None = None) -> list[
     """Delete the backups older than ``keep_days`` (never the newest verified one, nor the
     newest one) and the files of no backup; what was deleted."""
     now = now or utc_now()
-    removed = []
-    for backup in store.expired(store.scan(folder), keep_days=keep_days, now=now):
-        # The manifest first: a reader never finds a manifest whose archive is gone.
-        for path in (backup.manifest_path, backup.dump, backup.verification_path):
+    removed: list[str] = []
+    try:
+        for backup in store.expired(store.scan(folder), keep_days=keep_days, now=now):
+            # The manifest first: a reader never finds a manifest whose archive is gone.
+            for path in (backup.manifest_path, backup.dump, backup.verification_path):
+                path.unlink(missing_ok=True)
+            removed.append(backup.name)
+        for path in store.leftovers(folder, now=now):
             path.unlink(missing_ok=True)
-        removed.append(backup.name)
-    for path in store.leftovers(folder, now=now):
-        path.unlink(missing_ok=True)
-        removed.append(path.name)
-    if removed:
-        store.sync_folder(folder)
-        log.info("backups_pruned", removed=removed, keep_days=keep_days)
+            removed.append(path.name)
+    except OSError as exc:
+        raise BackupError(f"cannot prune {folder}: {exc.filename}: {exc.strerror}") from exc
+    finally:
+        # What went before a failure is said too: the log tells what is gone.
+        if removed:
+            store.sync_folder(folder)
+            log.info("backups_pruned", removed=removed, keep_days=keep_days)
     return removed
