@@ -1,6 +1,7 @@
 """The ``expensetracker`` command (and ``python -m expensetracker``)."""
 
 import gc
+import sys
 
 
 def main() -> None:
@@ -8,9 +9,15 @@ def main() -> None:
     # the collections it set off while loading took about 0.1 s of every start. Collection
     # resumes once the command is loaded, with those objects frozen (cli.main_options).
     gc.disable()
-    from expensetracker.cli import main as run
+    try:
+        from expensetracker.cli import main as run
 
-    run()
+        run()
+    except KeyboardInterrupt:
+        # Ctrl-C while the command line loads, before a command runs (which would say so
+        # itself): the same one line, not a traceback.
+        sys.stderr.write("error: interrupted\n")
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ on 127.0.0.1, each bounded in time."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -14,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -101,6 +102,18 @@ def spawn(args: list[str], env: dict[str, str]) -> Iterator[Process]:
         yield process
     finally:
         process.stop()
+
+
+async def interrupt_after(process: Process, *, cpu_seconds: float) -> None:
+    """SIGINT once the process has used ``cpu_seconds``: a measure of how far it got that a
+    busy machine does not stretch, as it does the time on the clock. Nothing if it ends first."""
+    while process.popen.poll() is None:
+        with suppress(psutil.NoSuchProcess):
+            used = psutil.Process(process.popen.pid).cpu_times()
+            if used.user + used.system >= cpu_seconds:
+                process.signal(signal.SIGINT)
+                return
+        await asyncio.sleep(0.005)
 
 
 def cli(*args: str) -> list[str]:

@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 
 from expensetracker import __version__
 from expensetracker.cli.common import (
+    INTERRUPTED,
     HostOption,
     PortOption,
     database,
@@ -55,14 +56,24 @@ SERVICE_COMMANDS = {
 
 class _ServiceCommands(TyperGroup):
     """The top-level group, whose service commands (SERVICE_COMMANDS) load as they are used, and
-    through which every command runs: a database that cannot be reached or used ends it with one
-    line that says so, not a traceback."""
+    through which every command runs: a database that cannot be reached or used, or a Ctrl-C at
+    any moment (while a command loads too), ends it with one line that says so, not a traceback
+    (nor Click's `Aborted!`)."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Context:
+        # The options' parsing, before invoke: the last moment of loading.
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt:
+            fail("interrupted", code=INTERRUPTED)
 
     def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
         except typer.Exit:
             raise  # the command's own end, said already (raised while handling its cause)
+        except KeyboardInterrupt:
+            fail("interrupted", code=INTERRUPTED)
         except Exception as exc:
             failure = database_failure(exc)
             if failure is None:

@@ -50,20 +50,18 @@ if TYPE_CHECKING:
 @contextmanager
 def _exit_status() -> Iterator[None]:
     """The exit status of what the backup tools raise (docs/operations.md), with one line:
-    2 bad usage or configuration, 1 failed, 130 interrupted."""
+    2 bad usage or configuration, 1 failed (a Ctrl-C is the top-level group's: 130)."""
     try:
         yield
     except BadUsage as exc:
         fail(str(exc))
     except BackupError as exc:
         fail(str(exc), code=1)
-    except KeyboardInterrupt:
-        fail("interrupted", code=130)
 
 
 class _BackupCommands(TyperGroup):
-    """The backup commands, each ending with its exit status wherever it stops: a Ctrl-C while
-    a command loads the backup service (a second) says `interrupted` as one during its work."""
+    """The backup commands, each ending with its exit status wherever it stops, while it loads
+    the backup service (a second) as during its work."""
 
     def invoke(self, ctx: Context) -> Any:
         with _exit_status():

@@ -34,6 +34,7 @@ EmailOption = Annotated[
 # Exit statuses besides 0, and 1 (the command failed): docs/operations.md#exit-status.
 USAGE_ERROR = 2  # bad usage or configuration, as Click's own usage errors
 DATABASE_UNAVAILABLE = 69  # sysexits.h's EX_UNAVAILABLE: trying again later may succeed
+INTERRUPTED = 130  # a shell's status for SIGINT (128 + 2); SIGTERM unwinds as one too
 
 # The database the command works on, which a failure to use it names (database_failure).
 _current_database_url: ContextVar[str | None] = ContextVar("_current_database_url", default=None)
