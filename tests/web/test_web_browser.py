@@ -159,8 +159,10 @@ async def test_the_journey(context: BrowserContext, base_url: str, tmp_path: Pat
     await editing.get_by_label("Description").fill("Item renamed")
     await editing.get_by_role("button", name="Save").click()
     await expect(page.locator("tr.updated")).to_contain_text("Item renamed")
-    page.once("dialog", lambda confirm: confirm.accept())
-    await page.locator("tr.updated").get_by_role("button", name=re.compile("^Delete")).click()
+    # Delete asks first, in the row: no window to dismiss.
+    await page.locator("tr.updated summary", has_text="Delete").click()
+    await expect(page.locator("tr.updated")).to_contain_text("Delete “Item renamed”?")
+    await page.locator("tr.updated").get_by_role("button", name=re.compile("^Yes, delete")).click()
     await expect(page.locator("#announcer")).to_have_text("Expense deleted.")
     assert await expense_rows(page) == 9
 
@@ -356,7 +358,6 @@ async def test_focus_stays_where_the_work_is_after_each_partial_update(
 ) -> None:
     email, password = await new_account(base_url, expenses=55)
     page = await context.new_page()
-    page.on("dialog", lambda dialog: dialog.accept())  # the delete's confirmation
     await sign_in(page, base_url, email, password)
     await page.goto(f"{base_url}/expenses")
     rows = page.locator("#expense-rows > tr:not(.more)")
@@ -376,8 +377,11 @@ async def test_focus_stays_where_the_work_is_after_each_partial_update(
     await expect(announcer).to_have_text("Expense saved.")
     await focus_moves_to(page, "Edit", row=first)
     await expect(page.locator(f"#{first}")).to_contain_text("(edited)")
-    # Deleted: focus on the next row's Edit.
-    await page.locator(f"#{first} button", has_text="Delete").focus()
+    # Deleted, asked first: focus on the next row's Edit.
+    await page.locator(f"#{first} summary", has_text="Delete").focus()
+    await page.keyboard.press("Enter")
+    await page.keyboard.press("Tab")
+    await focus_moves_to(page, "Yes, delete", row=first)
     await page.keyboard.press("Enter")
     await expect(announcer).to_have_text("Expense deleted.")
     await focus_moves_to(page, "Edit", row=second)
@@ -433,7 +437,8 @@ async def test_with_scripts_off_signing_in_listing_adding_and_deleting_work(
     await page.wait_for_url(f"{base_url}/expenses?added=1")
     await expect(page.get_by_role("status").first).to_have_text("Expense added.")
     row = page.locator("tr", has_text="No script needed")
-    await row.get_by_role("button", name=re.compile("^Delete")).click()
+    await row.locator("summary", has_text="Delete").click()  # asks first, without scripts too
+    await row.get_by_role("button", name=re.compile("^Yes, delete")).click()
     await page.wait_for_url(f"{base_url}/expenses")
     await expect(page.locator("tr", has_text="No script needed")).to_have_count(0)
     await context.close()

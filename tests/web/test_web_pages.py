@@ -597,7 +597,9 @@ async def test_what_people_typed_is_shown_escaped_in_the_list_and_its_rows(
     for html in (listed, row):
         assert "<script>alert" not in html and "<i>Shop" not in html and "<u>tag" not in html
         assert "<b>Tea" not in html
-        assert html.count("&lt;script&gt;alert(1)&lt;/script&gt; &amp; more") == 4
+        # The cell, the names of Edit, Delete and "Yes, delete", and the delete's question; once.
+        assert html.count("&lt;script&gt;alert(1)&lt;/script&gt; &amp; more") == 5
+        assert "&amp;lt;" not in html
         assert "&lt;i&gt;Shop&lt;/i&gt;" in html and "&lt;u&gt;tag&lt;/u&gt;" in html
         assert "<td>&lt;b&gt;Tea &amp; &#34;Co&#34;&lt;/b&gt;</td>" in html
 
