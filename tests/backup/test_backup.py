@@ -284,12 +284,17 @@ async def test_backups_are_readable_by_their_owner_alone(database_url: str, tmp_
 
 
 async def test_a_database_that_cannot_be_reached_is_a_failed_backup(tmp_path: Path) -> None:
-    unreachable = f"postgresql://expensetracker:secret@127.0.0.1:{free_port()}/expensetracker"
+    port = free_port()
+    unreachable = f"postgresql://expensetracker:secret@127.0.0.1:{port}/expensetracker"
     env = {"EXPENSETRACKER_DATABASE_URL": unreachable}
     code, output = await asyncio.to_thread(run, ["backup", "create", "--dir", str(tmp_path)], **env)
     assert code == 1, output
     error = output.splitlines()[-1]
-    assert error.startswith("error: cannot connect to the database expensetracker: "), output
+    # As every command says it (docs/operations.md#exit-status), with backup's own status.
+    assert error == (
+        f"error: cannot connect to the database expensetracker at 127.0.0.1:{port} "
+        "(connection refused)"
+    ), output
     assert "Traceback" not in output and "secret" not in output
     failure = store.read_status(tmp_path).last_failure
     assert failure is not None and f"error: {failure.error}" == error

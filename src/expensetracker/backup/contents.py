@@ -11,6 +11,7 @@ from sqlalchemy import make_url
 
 from expensetracker.backup.store import TableContents
 from expensetracker.backup.tools import BackupError
+from expensetracker.platform.db import cannot_connect, connect_error_reason
 from expensetracker.platform.migrations import VERSION_TABLE
 from expensetracker.targets import SERVICES
 
@@ -96,10 +97,10 @@ async def connect(url: str) -> asyncpg.Connection:
     try:
         return await asyncpg.connect(asyncpg_url(url), server_settings=SESSION_SETTINGS)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        # A server down or refusing the role: the run fails, in one line rather than a trace.
-        raise BackupError(
-            f"cannot connect to the database {make_url(url).database}: {exc}"
-        ) from exc
+        # A server down or refusing the role: the run fails, in one line rather than a trace,
+        # said as every command says it.
+        reason = connect_error_reason(exc) if isinstance(exc, OSError) else str(exc)
+        raise BackupError(cannot_connect(url, reason)) from exc
 
 
 def identifier(name: str) -> str:

@@ -3,7 +3,6 @@ and what a failure to use the database says."""
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,12 +13,17 @@ from typing import Annotated, Any, NoReturn
 import asyncpg
 import typer
 from pydantic import ValidationError
-from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from expensetracker.auth.accounts import user_id_by_email
 from expensetracker.platform.config import Settings
-from expensetracker.platform.db import create_driver_pool, create_engine
+from expensetracker.platform.db import (
+    cannot_connect,
+    connect_error_reason,
+    create_driver_pool,
+    create_engine,
+    database_location,
+)
 from expensetracker.platform.errors import chained
 from expensetracker.platform.logging import configure_logging
 
@@ -137,15 +141,16 @@ def database_failure(exc: BaseException) -> DatabaseFailure | None:
     """What to tell the operator when ``exc`` (or an exception it was raised from) says that the
     database could not be reached or used; None when it says something else, a bug whose
     traceback must show."""
-    where = _database_location(_current_database_url.get())
+    url = _current_database_url.get()
     for cause in chained(exc):
         if isinstance(cause, asyncpg.PostgresError):
             sqlstate = cause.sqlstate or ""
             if sqlstate.startswith("08") or sqlstate in _SERVER_UNAVAILABLE:
-                return _cannot_connect(where, str(cause), DATABASE_UNAVAILABLE)
+                return _cannot_connect(url, str(cause), DATABASE_UNAVAILABLE)
             if sqlstate in _CONNECTION_REFUSED:
-                return _cannot_connect(where, str(cause), USAGE_ERROR)
+                return _cannot_connect(url, str(cause), USAGE_ERROR)
             if sqlstate in _NOT_MIGRATED:
+                where = database_location(url)
                 return DatabaseFailure(
                     f"the database{where} is not migrated ({cause}): run `expensetracker migrate`",
                     USAGE_ERROR,
@@ -154,7 +159,7 @@ def database_failure(exc: BaseException) -> DatabaseFailure | None:
         # the program (SQLAlchemy's included), raises them as they come. A file's errors raised
         # elsewhere are not the database's.
         elif isinstance(cause, OSError) and _raised_within_asyncpg(cause):
-            return _cannot_connect(where, _connect_error_reason(cause), DATABASE_UNAVAILABLE)
+            return _cannot_connect(url, connect_error_reason(cause), DATABASE_UNAVAILABLE)
     return None
 
 
@@ -167,25 +172,5 @@ def _raised_within_asyncpg(exc: BaseException) -> bool:
     return False
 
 
-def _connect_error_reason(exc: OSError) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_NONAME:
-        return "unknown host"
-    if isinstance(exc, TimeoutError):
-        return "no answer in time"
-    return (exc.strerror or str(exc) or type(exc).__name__).lower()
-
-
-def _database_location(url: str | None) -> str:
-    """`` <name> at <host>:<port>`` of a database URL: never its user or password."""
-    if url is None:
-        return ""
-    parsed = make_url(url)
-    name = f" {parsed.database}" if parsed.database else ""
-    host = parsed.host or parsed.query.get("host") or "localhost"
-    return f"{name} at {host}:{parsed.port or 5432}"
-
-
-def _cannot_connect(where: str, reason: str, exit_status: int) -> DatabaseFailure:
-    return DatabaseFailure(f"cannot connect to the database{where} ({reason})", exit_status)
+def _cannot_connect(url: str | None, reason: str, exit_status: int) -> DatabaseFailure:
+    return DatabaseFailure(cannot_connect(url, reason), exit_status)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,6 +33,33 @@ def async_url(url: str | URL) -> URL:
     return parsed.difference_update_query(["sslmode"]).update_query_dict(
         {"ssl": parsed.query["sslmode"]}
     )
+
+
+def database_location(url: str | URL | None) -> str:
+    """`` <name> at <host>:<port>`` of a database URL, to name it in a message: never its user
+    or password."""
+    if url is None:
+        return ""
+    parsed = make_url(url)
+    name = f" {parsed.database}" if parsed.database else ""
+    host = parsed.host or parsed.query.get("host") or "localhost"
+    return f"{name} at {host}:{parsed.port or 5432}"
+
+
+def connect_error_reason(exc: OSError) -> str:
+    """Why connecting failed, in a few words: asyncpg raises the socket's own errors."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_NONAME:
+        return "unknown host"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    return (exc.strerror or str(exc) or type(exc).__name__).lower()
+
+
+def cannot_connect(url: str | URL | None, reason: str) -> str:
+    """What every command says when it cannot connect to its database."""
+    return f"cannot connect to the database{database_location(url)} ({reason})"
 
 
 def _server_settings(settings: Settings, *, application_name: str) -> dict[str, str]:
