@@ -127,12 +127,14 @@ def test_crd_schemas_are_strict_enough_to_catch_a_mistake() -> None:
     assert list(jsonschema.Draft7Validator(schema).iter_errors(broken))
 
 
-@pytest.mark.parametrize("render", ["production", "monitoring"])
+@pytest.mark.parametrize("render", ["production", *(f"monitoring/{env}" for env in OVERLAYS)])
 def test_checkov_passes_on_the_production_render(render: str, tmp_path: Path) -> None:
-    """The production overlay, and the monitoring stack it runs beside."""
-    manifests = monitoring() if render == "monitoring" else overlay(render)
+    """The production overlay, and the monitoring stack beside it in every environment (each
+    cluster runs its own overlay of it)."""
+    kind, _, env = render.partition("/")
+    manifests = monitoring(env) if kind == "monitoring" else overlay(render)
     report, stderr, returncode = checkov(
-        manifests, tmp_path / f"{render}.yaml", "--config-file", str(CHECKOV_CONFIG)
+        manifests, tmp_path / f"{kind}-{env}.yaml", "--config-file", str(CHECKOV_CONFIG)
     )
     reports = report if isinstance(report, list) else [report]
     summary = Counter()

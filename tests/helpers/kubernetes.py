@@ -19,7 +19,10 @@ from tests.helpers.paths import REPO
 
 KUBERNETES = REPO / "deploy" / "kubernetes"
 ARGOCD = REPO / "deploy" / "argocd"
-MONITORING = REPO / "deploy" / "monitoring"
+# The monitoring stack: its base (the configuration files the tests read) and one overlay per
+# environment, which is what a cluster applies.
+MONITORING = REPO / "deploy" / "monitoring" / "base"
+MONITORING_OVERLAYS = REPO / "deploy" / "monitoring" / "overlays"
 OVERLAYS = ("development", "staging", "production")
 COMPONENTS = tuple(sorted(p.name for p in (KUBERNETES / "components").iterdir() if p.is_dir()))
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
@@ -98,15 +101,17 @@ def cluster() -> tuple[Manifest, ...]:
 
 
 @functools.cache
-def monitoring() -> tuple[Manifest, ...]:
-    return tuple(kustomize(MONITORING))
+def monitoring(env: str = "production") -> tuple[Manifest, ...]:
+    """The monitoring stack as an environment's cluster runs it (production's by default)."""
+    return tuple(kustomize(MONITORING_OVERLAYS / env))
 
 
 def every_render() -> dict[str, tuple[Manifest, ...]]:
     renders = {f"overlay/{name}": overlay(name) for name in OVERLAYS}
     renders |= {f"component/{name}": component(name) for name in COMPONENTS}
     base = tuple(kustomize(KUBERNETES / "base"))
-    return renders | {"base": base, "cluster": cluster(), "monitoring": monitoring()}
+    renders |= {f"monitoring/{name}": monitoring(name) for name in OVERLAYS}
+    return renders | {"base": base, "cluster": cluster()}
 
 
 def of_kind(manifests: tuple[Manifest, ...], *kinds: str) -> list[Manifest]:

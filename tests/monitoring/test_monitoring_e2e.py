@@ -1,9 +1,9 @@
 """The monitoring stack end to end, with real parts on 127.0.0.1: the three services as
 separate `serve --target` processes (as in Kubernetes), Debian's postgres-exporter on the same
 PostgreSQL, and a real Prometheus with the `expensetracker` job and relabel rules of
-deploy/monitoring/prometheus/prometheus.yml (pod discovery replaced by static targets carrying
+deploy/monitoring/base/prometheus/prometheus.yml (pod discovery replaced by static targets carrying
 the `__meta_kubernetes_*` labels the pods would have) and every rule file of
-deploy/monitoring/rules. Traffic goes through the public API; then every dashboard query and
+deploy/monitoring/base/rules. Traffic goes through the public API; then every dashboard query and
 every rule expression must be accepted by Prometheus, every rule must evaluate, and the panels
 listed in PANELS_WITH_DATA must show data.
 
@@ -38,7 +38,7 @@ from tests.helpers.processes import REPO, clean_env, cli, free_port, http_server
 from tests.helpers.users import PASSWORD, login, new_email, register
 from tests.helpers.web import csrf_token
 
-MONITORING = REPO / "deploy" / "monitoring"
+MONITORING = REPO / "deploy" / "monitoring" / "base"
 DASHBOARDS = MONITORING / "dashboards"
 RULES = MONITORING / "rules"
 PROMETHEUS_CONFIG = MONITORING / "prometheus" / "prometheus.yml"
@@ -284,7 +284,7 @@ def _pod(component: str, port: int, **overrides: str) -> dict[str, Any]:
 def _prometheus_config(
     pods: list[dict[str, Any]], prometheus_port: int, rule_files: list[Path]
 ) -> dict[str, Any]:
-    """deploy/monitoring/prometheus/prometheus.yml for this machine: the application's job with
+    """deploy/monitoring/base/prometheus/prometheus.yml for this machine: the application's job with
     its relabel rules unchanged, Prometheus' own job, second-long intervals."""
     source = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     jobs = {job["job_name"]: job for job in source["scrape_configs"]}

@@ -1,14 +1,19 @@
-"""The monitoring stack's manifests (deploy/monitoring/), rendered with kubectl kustomize and held
-to the application's rules: the seed's security contexts, resources, probes, network policies,
-plus what the issue asks of each part. Schema validation and checkov run on it with the others
-(tests/deploy/test_kubernetes_manifests.py)."""
+"""The monitoring stack's manifests (deploy/monitoring/: a base and an overlay per environment),
+rendered with kubectl kustomize and held to the application's rules: the seed's security
+contexts, resources, probes, network policies, plus what the issue asks of each part, and what
+sets the environments apart (host, links, Prometheus' `environment` label). Schema validation
+and checkov run on every overlay with the others (tests/deploy/test_kubernetes_manifests.py)."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -17,8 +22,10 @@ from tests.helpers.kubernetes import (
     MONITORING,
     OVERLAYS,
     POD_SECURITY,
+    REPO,
     WORKLOAD_KINDS,
     Manifest,
+    argocd,
     containers,
     kustomize,
     monitoring,
@@ -30,6 +37,7 @@ from tests.helpers.kubernetes import (
     pod_spec,
     selects,
 )
+from tests.helpers.processes import clean_env, free_port
 
 # The only pods that read the host, through read-only hostPath volumes: node-exporter, and
 # Alloy (the pods' log files).
@@ -155,13 +163,37 @@ def test_grafana_admin_from_a_secret_provisioned_and_persistent() -> None:
     assert source["type"] == "prometheus" and "prometheus:9090/prometheus" in source["url"]
 
 
-def test_monitoring_ingress_tls_grafana_and_prometheus_behind_authentication() -> None:
-    ingresses = {i["metadata"]["name"]: i for i in of_kind(monitoring(), "Ingress")}
+# Each environment's monitoring host and scheme (deploy/monitoring/overlays/): TLS in staging and
+# production (staging's certificate from Let's Encrypt's staging server, like its API's), plain
+# HTTP on a .localhost host in development, like the application's overlays.
+HOSTS = {
+    "production": ("https", "monitoring.expensetracker.example.com"),
+    "staging": ("https", "monitoring.staging.expensetracker.example.com"),
+    "development": ("http", "monitoring.expensetracker.localhost"),
+}
+ISSUERS = {"production": "letsencrypt", "staging": "letsencrypt-staging"}
+
+
+@pytest.mark.parametrize("env", OVERLAYS)
+def test_monitoring_ingress_grafana_and_prometheus_behind_authentication(env: str) -> None:
+    scheme, host = HOSTS[env]
+    manifests = monitoring(env)
+    ingresses = {i["metadata"]["name"]: i for i in of_kind(manifests, "Ingress")}
+    assert set(ingresses) == {"grafana", "prometheus"}
     paths = {}
     for ingress in ingresses.values():
         [rule] = ingress["spec"]["rules"]
-        assert rule["host"] == "monitoring.expensetracker.example.com"
-        assert ingress["spec"]["tls"][0]["hosts"] == [rule["host"]]
+        assert rule["host"] == host
+        redirect = ingress["metadata"]["annotations"][
+            "nginx.ingress.kubernetes.io/force-ssl-redirect"
+        ]
+        if scheme == "https":
+            assert ingress["spec"]["tls"] == [{"hosts": [host], "secretName": "monitoring-tls"}]
+            assert redirect == "true"
+        else:
+            # No TLS section naming a Secret nothing creates, no redirect to an HTTPS that
+            # would answer with the controller's self-signed certificate.
+            assert "tls" not in ingress["spec"] and redirect == "false"
         for path in rule["http"]["paths"]:
             paths[path["path"]] = (ingress, path["backend"]["service"]["name"])
     assert {p: s for p, (_, s) in paths.items()} == {
@@ -170,10 +202,186 @@ def test_monitoring_ingress_tls_grafana_and_prometheus_behind_authentication() -
     }
     annotations = paths["/prometheus"][0]["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/auth-type"] == "basic"
-    secret = named(monitoring(), "Secret", annotations["nginx.ingress.kubernetes.io/auth-secret"])
+    secret = named(manifests, "Secret", annotations["nginx.ingress.kubernetes.io/auth-secret"])
     assert secret["stringData"]["auth"].startswith("prometheus:")
-    certificate = named(monitoring(), "Certificate", "monitoring-tls")
-    assert certificate["spec"]["dnsNames"] == ["monitoring.expensetracker.example.com"]
+    certificates = of_kind(manifests, "Certificate")
+    if scheme == "https":
+        [certificate] = certificates
+        assert certificate["spec"]["secretName"] == "monitoring-tls"
+        assert certificate["spec"]["dnsNames"] == [host]
+        assert certificate["spec"]["issuerRef"]["name"] == ISSUERS[env]
+    else:
+        assert certificates == []  # development has no cert-manager
+
+
+def external_urls(manifests: tuple[Manifest, ...]) -> dict[str, str]:
+    """The URLs Prometheus (alerts' links), Alertmanager (notifications' links) and Grafana
+    (its links and redirects) say they are served at."""
+
+    def flag(kind: str, name: str) -> str:
+        [container] = pod_spec(named(manifests, kind, name))["containers"]
+        [url] = [
+            a.split("=", 1)[1] for a in container["args"] if a.startswith("--web.external-url=")
+        ]
+        return url
+
+    [grafana] = pod_spec(named(manifests, "Deployment", "grafana"))["containers"]
+    root = {e["name"]: e.get("value") for e in grafana["env"]}["GF_SERVER_ROOT_URL"]
+    return {
+        "prometheus": flag("StatefulSet", "prometheus"),
+        "alertmanager": flag("StatefulSet", "alertmanager"),
+        "grafana": root,
+    }
+
+
+@pytest.mark.parametrize("env", OVERLAYS)
+def test_links_point_at_the_environments_own_host(env: str) -> None:
+    scheme, host = HOSTS[env]
+    assert external_urls(monitoring(env)) == {
+        name: f"{scheme}://{host}/{name}" for name in ("prometheus", "alertmanager", "grafana")
+    }
+
+
+def test_no_two_environments_share_a_monitoring_host() -> None:
+    """DNS and a certificate can name one cluster only: every host and URL is one
+    environment's, and none is the application's."""
+    seen: dict[str, str] = {}
+    for env in OVERLAYS:
+        manifests = monitoring(env)
+        hosts = {r["host"] for i in of_kind(manifests, "Ingress") for r in i["spec"]["rules"]}
+        hosts |= {h for c in of_kind(manifests, "Certificate") for h in c["spec"]["dnsNames"]}
+        hosts |= {u.split("/")[2] for u in external_urls(manifests).values()}
+        assert hosts == {HOSTS[env][1]}, (env, hosts)
+        [host] = hosts
+        assert host not in seen, f"{env} and {seen.get(host)} share {host}"
+        seen[host] = env
+        application = {
+            r["host"] for i in of_kind(overlay(env), "Ingress") for r in i["spec"]["rules"]
+        }
+        assert host not in application
+
+
+def prometheus_environment(manifests: tuple[Manifest, ...]) -> tuple[dict, list[str], str]:
+    """Prometheus' rendered config, its arguments, and the value of its ENVIRONMENT variable,
+    followed to the ConfigMap it names in the same render."""
+    [container] = pod_spec(named(manifests, "StatefulSet", "prometheus"))["containers"]
+    [variable] = [e for e in container["env"] if e["name"] == "ENVIRONMENT"]
+    reference = variable["valueFrom"]["configMapKeyRef"]
+    source = named(manifests, "ConfigMap", reference["name"])
+    config = yaml.safe_load(
+        next(
+            m
+            for m in of_kind(manifests, "ConfigMap")
+            if m["metadata"]["name"].startswith("prometheus-config-")
+        )["data"]["prometheus.yml"]
+    )
+    return config, container["args"], source["data"][reference["key"]]
+
+
+@pytest.mark.parametrize("env", OVERLAYS)
+def test_prometheus_labels_every_series_and_alert_with_its_environment(env: str) -> None:
+    manifests = monitoring(env)
+    config, args, value = prometheus_environment(manifests)
+    assert value == env
+    assert config["global"]["external_labels"] == {
+        "cluster": "expensetracker",
+        "environment": "${ENVIRONMENT}",
+    }
+    # Without the feature flag Prometheus would send the text "${ENVIRONMENT}" itself.
+    assert "--enable-feature=expand-external-labels" in args
+    # Every object says which environment it belongs to, like the application's.
+    for manifest in manifests:
+        assert manifest["metadata"]["labels"]["environment"] == env, manifest["metadata"]["name"]
+
+
+def test_prometheus_expands_the_environment_into_its_external_labels(tmp_path: Path) -> None:
+    """A real Prometheus with staging's rendered global section, arguments and variable: the
+    configuration it has loaded says `environment: staging`. (Debian's build has no Kubernetes
+    discovery, so the scrape jobs are left out; the e2e test runs those.)"""
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is needed: apt-get install prometheus"
+    config, args, value = prometheus_environment(monitoring("staging"))
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({"global": config["global"]}))
+    features = [a for a in args if a.startswith("--enable-feature=")]
+    port = free_port()
+    log = (tmp_path / "prometheus.log").open("w")
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            *features,
+        ],
+        env=clean_env() | {"ENVIRONMENT": value},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, (tmp_path / "prometheus.log").read_text()
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/api/v1/status/config", timeout=5)
+                if response.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "prometheus did not answer"
+            time.sleep(0.2)
+        loaded = yaml.safe_load(response.json()["data"]["yaml"])
+        assert loaded["global"]["external_labels"] == {
+            "cluster": "expensetracker",
+            "environment": "staging",
+        }
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+
+
+def test_overlays_change_no_field_a_running_stack_cannot_take() -> None:
+    """A StatefulSet's selector and volumeClaimTemplates, and any selector, cannot change once
+    created: the overlays leave them as the base has them (the environment label is on the
+    objects only), so a cluster that ran the old single stack syncs to its overlay."""
+
+    def fixed(manifests: tuple[Manifest, ...]) -> dict:
+        return {
+            (m["kind"], m["metadata"]["name"]): (
+                m["spec"].get("selector"),
+                m["spec"].get("volumeClaimTemplates"),
+            )
+            for m in of_kind(manifests, *WORKLOAD_KINDS)
+        }
+
+    base = fixed(tuple(kustomize(MONITORING)))
+    assert any(claims for _, claims in base.values())
+    for env in OVERLAYS:
+        assert fixed(monitoring(env)) == base, env
+
+
+def test_argocd_gives_each_cluster_its_environments_overlay() -> None:
+    appsets = {m["metadata"]["name"]: m for m in of_kind(argocd(), "ApplicationSet")}
+    stack, application = appsets["monitoring"], appsets["expensetracker"]
+    [generator] = stack["spec"]["generators"]
+    elements = {e["environment"]: e for e in generator["list"]["elements"]}
+    assert set(elements) == set(OVERLAYS)
+    [app_generator] = application["spec"]["generators"]
+    app_elements = {e["environment"]: e for e in app_generator["list"]["elements"]}
+    template = stack["spec"]["template"]
+    paths = set()
+    for env, element in elements.items():
+        # The same cluster and revision as the application's environment.
+        assert element["cluster"] == app_elements[env]["cluster"]
+        assert element["targetRevision"] == app_elements[env]["targetRevision"]
+        path = template["spec"]["source"]["path"].replace("{{ .environment }}", env)
+        assert path == f"deploy/monitoring/overlays/{env}"
+        assert (REPO / path / "kustomization.yaml").is_file()
+        paths.add(path)
+    assert len(paths) == len(OVERLAYS)
+    # Named per cluster as before: a renamed Application is deleted with its stack.
+    assert template["metadata"]["name"] == "monitoring-{{ .cluster }}"
+    assert template["spec"]["destination"] == {"name": "{{ .cluster }}", "namespace": "monitoring"}
 
 
 def test_network_policies_cover_every_pod_and_deny_by_default() -> None:

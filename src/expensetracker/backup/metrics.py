@@ -1,5 +1,6 @@
 """``/metrics`` of the backup folder, read at each scrape (the postgres-backup Deployment in
-Kubernetes serves it; the alert rules of deploy/monitoring/rules/backups.yaml read these names)."""
+Kubernetes serves it; the alert rules of deploy/monitoring/base/rules/backups.yaml read these
+names)."""
 
 from __future__ import annotations
 
