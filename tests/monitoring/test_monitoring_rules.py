@@ -25,7 +25,15 @@ import pytest
 import yaml
 
 from expensetracker.targets import COMPONENTS
-from tests.helpers.kubernetes import KUBERNETES, MONITORING, REPO, kustomize, of_kind
+from tests.helpers.kubernetes import (
+    KUBERNETES,
+    MONITORING,
+    OVERLAYS,
+    REPO,
+    kustomize,
+    monitoring,
+    of_kind,
+)
 from tests.helpers.processes import free_port
 
 RULES = MONITORING / "rules"
@@ -37,6 +45,9 @@ RUNBOOKS = REPO / "docs" / "runbooks"
 RUNBOOK_URL = "https://github.com/expensetracker/expensetracker/blob/main/docs/runbooks/{}.md"
 RUNBOOK_SECTIONS = ("What it means", "Impact", "Diagnosis", "What to do", "Escalation")
 RECEIVER_OF_SEVERITY = {"critical": "oncall-pager", "warning": "team-tickets"}
+# The `environment` external label each overlay's Prometheus puts on its alerts (None: an alert
+# without it, treated as production's).
+ENVIRONMENTS = ("development", "staging", "production", None)
 # The SRE workbook's table for a 99.9% objective: (long, short) windows -> burn rate, `for:`,
 # severity.
 BURN_RATE_WINDOWS = {
@@ -395,15 +406,46 @@ def receiver_of(labels: dict[str, str]) -> str:
     return result.stdout.strip()
 
 
+def expected_receiver(alert: Alert, environment: str | None) -> str:
+    """Production (or no label): by severity, Watchdog to the dead man's switch. Development
+    and staging: never a page, a ticket at most, and their heartbeat dropped."""
+    if environment in {"development", "staging"}:
+        return "discard" if alert.name == "Watchdog" else "team-tickets"
+    if alert.name == "Watchdog":
+        return "dead-mans-switch"
+    return RECEIVER_OF_SEVERITY[alert.labels["severity"]]
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS, ids=lambda e: e or "no-environment")
 @pytest.mark.parametrize("alert", **by_id(alerts()))
-def test_alert_reaches_the_receiver_of_its_severity(alert: Alert) -> None:
+def test_alert_reaches_the_receiver_of_its_severity_and_environment(
+    alert: Alert, environment: str | None
+) -> None:
     labels = {"alertname": alert.name, "namespace": "expensetracker", **alert.labels}
-    expected = (
-        "dead-mans-switch"
-        if alert.name == "Watchdog"
-        else RECEIVER_OF_SEVERITY[alert.labels["severity"]]
-    )
-    assert receiver_of(labels) == expected
+    if environment is not None:
+        labels["environment"] = environment
+    assert receiver_of(labels) == expected_receiver(alert, environment)
+
+
+def test_only_production_pages() -> None:
+    """amtool on the committed routes: a critical alert pages in production only, whatever
+    else it carries; an environment that merely contains a word of another is not it."""
+    critical = {"alertname": "ServiceDown", "severity": "critical", "service": "auth"}
+    assert receiver_of(critical | {"environment": "production"}) == "oncall-pager"
+    assert receiver_of(critical | {"environment": "staging"}) == "team-tickets"
+    assert receiver_of(critical | {"environment": "development"}) == "team-tickets"
+    assert receiver_of(critical | {"environment": "pre-staging"}) == "oncall-pager"
+    assert receiver_of({"alertname": "Watchdog", "environment": "staging"}) == "discard"
+    # The environment every overlay names is one these routes know.
+    for env in OVERLAYS:
+        config_maps = of_kind(monitoring(env), "ConfigMap")
+        [named_env] = [
+            m["data"]["environment"]
+            for m in config_maps
+            if m["metadata"]["name"].startswith("monitoring-environment-")
+        ]
+        paged = receiver_of(critical | {"environment": named_env}) == "oncall-pager"
+        assert paged is (env == "production"), env
 
 
 def test_dead_mans_switch_hears_the_watchdog_every_minute() -> None:
@@ -419,8 +461,12 @@ def test_receivers_are_placeholders_without_secrets() -> None:
     assert {r["name"] for r in config["receivers"]} == {
         *RECEIVER_OF_SEVERITY.values(),
         "dead-mans-switch",
+        "discard",
     }
     for receiver in config["receivers"]:
+        if receiver["name"] == "discard":
+            assert receiver == {"name": "discard"}  # no integration: dropped
+            continue
         assert set(receiver) == {"name", "webhook_configs"}
         for webhook in receiver["webhook_configs"]:
             host = httpx.URL(webhook["url"]).host
@@ -435,7 +481,7 @@ def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Cli
     folder = tmp_path_factory.mktemp("alertmanager")
     config = alertmanager_config()
     for receiver in config["receivers"]:
-        for webhook in receiver["webhook_configs"]:
+        for webhook in receiver.get("webhook_configs", []):
             webhook["url"] = "http://127.0.0.1:9/"  # discard: no notification leaves the test
     (folder / "alertmanager.yml").write_text(yaml.safe_dump(config))
     port = free_port()
@@ -546,3 +592,36 @@ def test_postgresql_down_inhibits_the_services_symptoms(alertmanager: httpx.Clie
         "errors elsewhere": False,
     }
     assert suppressed(alertmanager, expected) == expected
+
+
+def test_alertmanager_pages_for_production_only(alertmanager: httpx.Client) -> None:
+    """The running Alertmanager, not only amtool: the same critical alert from each
+    environment, and the heartbeats, reach the receivers the routes name."""
+    down = {"alertname": "ServiceDown", "severity": "critical", "service": "web"}
+    post(
+        alertmanager,
+        *({**down, "case": f"down in {env}", "environment": env} for env in OVERLAYS),
+        *(
+            {
+                "alertname": "Watchdog",
+                "severity": "none",
+                "case": f"heartbeat {env}",
+                "environment": env,
+            }
+            for env in OVERLAYS
+        ),
+    )
+    expected = {
+        "down in development": ["team-tickets"],
+        "down in staging": ["team-tickets"],
+        "down in production": ["oncall-pager"],
+        "heartbeat development": ["discard"],
+        "heartbeat staging": ["discard"],
+        "heartbeat production": ["dead-mans-switch"],
+    }
+    received = {
+        alert["labels"]["case"]: [r["name"] for r in alert["receivers"]]
+        for alert in alertmanager.get("/api/v2/alerts").json()
+        if alert["labels"]["case"] in expected
+    }
+    assert received == expected
