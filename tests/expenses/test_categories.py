@@ -311,3 +311,60 @@ async def test_changing_a_thing_while_it_is_deleted_is_a_404_not_a_500(
         )
         assert deleted.status_code == 204
         assert changed.status_code in (200, 404), changed.text
+
+
+async def test_deleting_a_category_can_move_its_expenses_and_rules_to_another(
+    client: httpx.AsyncClient,
+) -> None:
+    """With `move_to`, its expenses (so their months), recurring expenses and rules go to
+    another of the user's categories. Itself, another user's, an unknown or a malformed id is a
+    422 that deletes and moves nothing."""
+    account, other = await signed_up(client), await signed_up(client)
+    headers = account.headers
+    old, new = await new_category(client, account), await new_category(client, account)
+    theirs = await new_category(client, other)
+    spending = {"amount": "12.50", "currency": "EUR", "description": "Lunch", "category_id": old}
+    expense = await client.post(
+        "/api/v1/expenses", json={**spending, "occurred_on": "2026-03-05"}, headers=headers
+    )
+    recurring = await client.post(
+        "/api/v1/expenses/recurring",
+        json={**spending, "frequency": "monthly", "starts_on": "2026-03-05"},
+        headers=headers,
+    )
+    rule = await client.post(
+        "/api/v1/expenses/rules",
+        json={"field": "any", "match": "contains", "pattern": "lunch", "category_id": old},
+        headers=headers,
+    )
+    assert {expense.status_code, recurring.status_code, rule.status_code} == {201}, rule.text
+
+    async def categories_of_its_things() -> list[str | None]:
+        listed = [
+            await client.get(f"/api/v1/expenses/{expense.json()['id']}", headers=headers),
+            await client.get("/api/v1/expenses/recurring", headers=headers),
+            await client.get("/api/v1/expenses/rules", headers=headers),
+        ]
+        first, *pages = [response.json() for response in listed]
+        return [first["category_id"]] + [page["items"][0]["category_id"] for page in pages]
+
+    for move_to in (old, theirs, str(uuid.uuid4()), "not-an-id"):
+        refused = await client.delete(
+            f"/api/v1/categories/{old}", params={"move_to": move_to}, headers=headers
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert [error["field"] for error in refused.json()["errors"]] == ["query.move_to"]
+    assert await categories_of_its_things() == [old] * 3
+
+    moved = await client.delete(
+        f"/api/v1/categories/{old}", params={"move_to": new}, headers=headers
+    )
+    assert moved.status_code == 204, moved.text
+    assert await categories_of_its_things() == [new] * 3
+    gone = await client.delete(
+        f"/api/v1/categories/{old}", params={"move_to": new}, headers=headers
+    )
+    assert gone.status_code == 404
+    theirs_left = await client.get("/api/v1/categories", headers=other.headers)
+    assert theirs in [item["id"] for item in theirs_left.json()["items"]]

@@ -167,11 +167,11 @@ class Reference:
     def parent_of(self, category_id: uuid.UUID | None) -> uuid.UUID | None:
         return None if category_id is None else self.categories[category_id].parent_id
 
-    def delete_category(self, category_id: uuid.UUID) -> None:
+    def delete_category(self, category_id: uuid.UUID, move_to: uuid.UUID | None = None) -> None:
         self.deleted_categories.append(self.categories.pop(category_id))
         for expense in self.expenses.values():
             if expense.category_id == category_id:
-                expense.category_id = None
+                expense.category_id = move_to
         for category in self.categories.values():
             if category.parent_id == category_id:
                 category.parent_id = None
@@ -1000,15 +1000,26 @@ class ExpensesMachine(RuleBasedStateMachine):
             )
 
     def delete_category(self, data: st.DataObject) -> None:
-        """Its expenses become uncategorised; its subcategories move to the top level."""
+        """Its expenses become uncategorised, or move to another live category of the user's
+        (``move_to``: itself, a deleted one or another user's is a 422); its subcategories move
+        to the top level."""
         live = sorted(self.ref.categories.values(), key=lambda c: c.name)
         category = self.draw_category(data, live + self.ref.deleted_categories, "category")
-        response = self.call("DELETE", f"/api/v1/categories/{category.id}")
+        move_to, accepted = None, True
+        if data.draw(st.booleans(), label="moving its expenses"):
+            target, accepted = self.category_choice(data)
+            move_to = uuid.UUID(target) if target else None
+            accepted = accepted and move_to != category.id
+        params = {"move_to": str(move_to)} if move_to else {}
+        response = self.call("DELETE", f"/api/v1/categories/{category.id}", params=params)
         if category.id not in self.ref.categories:
             self.refused(response, 404)
             return
+        if not accepted:
+            self.refused(response)
+            return
         assert response.status_code == 204, response.text
-        self.ref.delete_category(category.id)
+        self.ref.delete_category(category.id, move_to)
 
     # --- lists ---
 

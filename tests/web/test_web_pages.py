@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import date
 from http.server import BaseHTTPRequestHandler
@@ -546,6 +547,29 @@ async def test_a_deletion_is_confirmed_on_the_page_it_returns_to(web: httpx.Asyn
         shown = (await web.get(back)).text
         assert f'<p class="notice" role="status">{said}' in shown, page
         assert re.search(action, shown) is None, page
+
+
+async def test_deleting_a_category_can_move_its_expenses_to_another(
+    web: httpx.AsyncClient,
+) -> None:
+    """The delete's question offers the other categories (not itself) for its expenses; the one
+    chosen gets them. A choice the API refuses (deleted meanwhile) is said, and nothing goes."""
+    person = await signed_up_person(web)
+    old, new = await added_category(person, "Snacks"), await added_category(person, "Treats")
+    assert (await person.add_expense(description="Crisps", category_id=old)).status_code == 303
+    html = (await web.get("/categories")).text
+    question = html.split(f'action="/categories/{old}/delete"')[1].split("</form>")[0]
+    label = f'<label for="{old}-move-move_to">Its expenses, recurring expenses and rules go to'
+    assert label in question
+    assert f'value="{new}"' in question and f'value="{old}"' not in question
+    gone = str(uuid.uuid4())
+    refused = await person.submit("/categories", f"/categories/{old}/delete", {"move_to": gone})
+    assert refused.status_code == 422 and "Category deleted." not in refused.text
+    assert f'action="/categories/{old}/delete"' in refused.text  # still there
+    moved = await person.submit("/categories", f"/categories/{old}/delete", {"move_to": new})
+    assert moved.headers["location"] == "/categories?deleted=1"
+    listed = (await web.get("/expenses", params={"category_id": new})).text
+    assert "Crisps" in listed
 
 
 async def test_a_budget_whose_category_was_deleted_asks_for_another(

@@ -395,10 +395,22 @@ async def update_category(
     )
 
 
-@router.delete("/api/v1/categories/{category_id}", **NO_CONTENT, responses=problems(404))
-async def delete_category(category_id: uuid.UUID, user: CurrentUser, session: DbSession) -> None:
-    """Its expenses become uncategorised; its subcategories move to the top level."""
-    await service.delete_category(session, user_id=user.user_id, category_id=category_id)
+@router.delete("/api/v1/categories/{category_id}", **NO_CONTENT, responses=problems(404, 422))
+async def delete_category(
+    category_id: uuid.UUID,
+    user: CurrentUser,
+    session: DbSession,
+    move_to: Annotated[
+        uuid.UUID | None,
+        Query(description="Another of your categories, to take its expenses and rules."),
+    ] = None,
+) -> None:
+    """Its subcategories move to the top level. Its expenses, recurring expenses and rules move
+    to ``move_to`` when given (so that their months keep counting there, in reports and
+    budgets), or are left without a category."""
+    await service.delete_category(
+        session, user_id=user.user_id, category_id=category_id, move_to=move_to
+    )
 
 
 @router.get("/api/v1/tags")

@@ -10,10 +10,18 @@ from typing import Any, Literal
 
 import asyncpg
 from prometheus_client import Counter
-from sqlalchemy import exists, select
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from expensetracker.expenses.models import Category, ExpenseTag, Tag, idempotency_keys
+from expensetracker.expenses.models import (
+    CategorisationRule,
+    Category,
+    Expense,
+    ExpenseTag,
+    RecurringRule,
+    Tag,
+    idempotency_keys,
+)
 from expensetracker.expenses.owners import create_for_owner, ensure_owner
 from expensetracker.expenses.schemas import (
     CategoryCreate,
@@ -160,10 +168,38 @@ async def update_category(
 
 
 async def delete_category(
-    session: AsyncSession, *, user_id: uuid.UUID, category_id: uuid.UUID
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    category_id: uuid.UUID,
+    move_to: uuid.UUID | None = None,
 ) -> None:
-    """Its expenses become uncategorised and its subcategories move to the top level."""
-    await delete_owned(session, Category, user_id=user_id, id=category_id, missing=_NO_CATEGORY)
+    """Its subcategories move to the top level. Its expenses, recurring expenses and rules move
+    to ``move_to``, another of the user's categories (so their months keep counting in it), or
+    are left without a category."""
+    if move_to is None:
+        await delete_owned(session, Category, user_id=user_id, id=category_id, missing=_NO_CATEGORY)
+        return
+    async with session.begin():
+        # One structural change of a user's categories at a time: two deletions moving into each
+        # other's category would otherwise wait for each other.
+        await lock_until_commit(session, f"expenses.categories:{user_id}")
+        await _category(session, user_id=user_id, id=category_id, for_update=True)
+        if move_to == category_id or not await lock_category(
+            session, user_id=user_id, category_id=move_to
+        ):
+            raise ValidationProblem.of_field(
+                "query.move_to", "Not another of your categories.", "move_to"
+            )
+        for model in (Expense, RecurringRule, CategorisationRule):
+            await session.execute(
+                update(model)
+                .where(model.user_id == user_id, model.category_id == category_id)
+                .values(category_id=move_to)
+            )
+        await session.execute(
+            delete(Category).where(Category.user_id == user_id, Category.id == category_id)
+        )
 
 
 # --- tags --------------------------------------------------------------------------------------

@@ -294,9 +294,11 @@ class ApiClient:
                 things.kind, things.service, method, path, token=token, json=body
             )
 
-    async def delete(self, things: Things[Any], *, token: str, id: str) -> None:
+    async def delete(
+        self, things: Things[Any], *, token: str, id: str, params: Mapping[str, str] | None = None
+    ) -> None:
         with _malformed_id_not_found():
-            await self._send(things.service, "DELETE", things.item(id), token=token)
+            await self._send(things.service, "DELETE", things.item(id), token=token, params=params)
 
     # auth
 

@@ -357,13 +357,26 @@ class ListPage:
 
         router.add_api_route(self.path, created, methods=["POST"])
 
-    def deletes(self, *, done: str) -> None:
-        """POST ``path/{item}/delete``: deletes that one, then the page, saying ``done``."""
+    def deletes(
+        self, *, done: str, params: Callable[[FormData], dict[str, str]] | None = None
+    ) -> None:
+        """POST ``path/{item}/delete``: deletes that one, with the query ``params`` of its form
+        (none by default), then the page, saying ``done``; refused, the page with the problem."""
         self.deleted = done
 
         async def deleted(request: Request, account: SignedIn, state: State) -> Response:
-            await state.api.delete(self.things, token=account.token, id=self._item_id(request))
-            return _redirect(request, f"{self.path}?deleted=1")
+            call = state.api.delete(
+                self.things,
+                token=account.token,
+                id=self._item_id(request),
+                params=params(await request.form()) if params else None,
+            )
+            return await _submitted(
+                request,
+                call,
+                invalid=partial(self.show, request, account, state),
+                then=f"{self.path}?deleted=1",
+            )
 
         router.add_api_route(f"{self.path}/{{{self.item}}}/delete", deleted, methods=["POST"])
 
@@ -807,7 +820,11 @@ _categories = ListPage(
     arguments=_category_arguments,
 )
 _categories.creates(refusals=(409, 422))
-_categories.deletes(done="Category deleted.")
+_categories.deletes(
+    done="Category deleted.",
+    # Where its expenses, recurring expenses and rules go: none chosen, they keep no category.
+    params=lambda form: {"move_to": move_to} if (move_to := _text(form).get("move_to")) else {},
+)
 
 
 @router.post("/categories/{category_id}")
