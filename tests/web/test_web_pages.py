@@ -7,7 +7,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import date
+from datetime import date, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import SimpleNamespace
@@ -511,6 +511,29 @@ async def test_a_budget_pushed_over_its_limit_shows_on_the_dashboard(
     assert 'low="50" high="99.99"' in dashboard
     budgets = (await web.get("/budgets")).text
     assert "Over budget" in budgets and "thresholds 50%, 100%" in budgets
+
+
+async def test_a_budget_that_a_rollover_left_nothing_shows_a_full_bar_not_0_percent(
+    web: httpx.AsyncClient,
+) -> None:
+    """Overspent last month by more than its limit, a rollover budget has nothing available
+    this month (the API has no percent then): the bar is full and says so, never "0%". A single
+    low threshold keeps the meter's zones in order."""
+    person = await signed_up_person(web)
+    today = date.today()
+    last_month = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+    await added_budget(
+        person, name="Lunches", rollover="on", starts=last_month.strftime("%Y-%m"), thresholds="10"
+    )
+    await person.add_expense(amount="30.00", occurred_on=last_month.isoformat())
+    await person.add_expense(amount="5.00", occurred_on=today.isoformat())
+    for page in ("/", "/budgets"):
+        html = (await web.get(page)).text
+        assert "Over budget" in html and "€5.00 of -€10.00" in html, page
+        assert 'low="10" high="10" optimum="0" value="100"' in html, page
+        assert 'aria-label="Lunches: nothing available, over budget">nothing available' in html
+        assert "· nothing available · thresholds 10%" in html, page
+        assert ">0%<" not in html and "· 0% ·" not in html and "0 percent" not in html, page
 
 
 async def test_a_deletion_is_confirmed_on_the_page_it_returns_to(web: httpx.AsyncClient) -> None:
