@@ -403,6 +403,14 @@ async def test_the_list_keeps_filters_in_the_url_and_pages_on_the_cursor(
     assert 'value="Shop"' in filtered and 'value="40"' in filtered
     bad = await web.get("/expenses?from=yesterday")
     assert bad.status_code == 422 and 'id="filter-from-error"' in bad.text
+    # A currency in lower case, as every form takes it; a range that ends before it begins is
+    # said next to "To" (as the reports say it), not shown as an empty list.
+    lower = (await web.get("/expenses?q=Shop&min_amount=40&currency=eur")).text
+    assert expense_ids(lower) == ids and 'value="EUR"' in lower
+    reversed_range = await web.get("/expenses?from=2026-10-20&to=2026-10-10")
+    assert reversed_range.status_code == 422, reversed_range.text
+    assert 'id="filter-to-error">Must not be before the first day.' in reversed_range.text
+    assert expense_ids(reversed_range.text) == []
 
 
 async def test_a_confirm_sent_while_the_first_one_imports_says_so(

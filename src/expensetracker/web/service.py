@@ -290,8 +290,22 @@ def month_series(groups: list[SummaryGroup], *, start: date, months: int) -> dic
 
 
 def expense_filters(query: Mapping[str, str]) -> dict[str, str]:
-    """The API filters present in a page's query string, as given (the API checks them)."""
-    return {name: query[name].strip() for name in EXPENSE_FILTERS if query.get(name, "").strip()}
+    """The API filters present in a page's query string, as given (the API checks them), but for
+    the currency in capitals, as every form of the app takes it."""
+    filters = {name: query[name].strip() for name in EXPENSE_FILTERS if query.get(name, "").strip()}
+    if "currency" in filters:
+        filters["currency"] = filters["currency"].upper()
+    return filters
+
+
+def expense_filter_problems(filters: Mapping[str, str]) -> dict[str, str]:
+    """What the list's filters get wrong that the API lets pass: a last day before the first
+    matches nothing there; here it is refused next to the field, as the reports' range is."""
+    try:
+        first, last = date.fromisoformat(filters["from"]), date.fromisoformat(filters["to"])
+    except (KeyError, ValueError):
+        return {}
+    return {"to": "Must not be before the first day."} if last < first else {}
 
 
 async def expense_page(
