@@ -439,7 +439,8 @@ async def test_with_scripts_off_signing_in_listing_adding_and_deleting_work(
     row = page.locator("tr", has_text="No script needed")
     await row.locator("summary", has_text="Delete").click()  # asks first, without scripts too
     await row.get_by_role("button", name=re.compile("^Yes, delete")).click()
-    await page.wait_for_url(f"{base_url}/expenses")
+    await page.wait_for_url(f"{base_url}/expenses?done=deleted")
+    await expect(page.get_by_role("status").first).to_have_text("Expense deleted.")
     await expect(page.locator("tr", has_text="No script needed")).to_have_count(0)
     await context.close()
 

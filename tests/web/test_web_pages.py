@@ -413,6 +413,41 @@ async def test_the_list_keeps_filters_in_the_url_and_pages_on_the_cursor(
     assert expense_ids(reversed_range.text) == []
 
 
+async def test_without_scripts_a_save_or_a_delete_comes_back_to_the_filtered_list(
+    web: httpx.AsyncClient,
+) -> None:
+    """The rows' Edit link and delete form carry where the list is (its filters); the edit page
+    keeps it, and each redirect goes back there, saying what was done. Only the list's own
+    parameters go back: a forged `back` cannot send anyone elsewhere."""
+    person = await signed_up_person(web)
+    for description in ("Shop one", "Shop two", "Cafe"):
+        assert (await person.add_expense(description=description)).status_code == 303
+    listed = (await web.get("/expenses?q=Shop&currency=eur")).text
+    place = "q=Shop&amp;currency=EUR"
+    assert listed.count(f'<input type="hidden" name="back" value="{place}">') == 2
+    first, second = expense_ids(listed)
+    assert f'href="/expenses/{first}/edit?{place}"' in listed
+    edit_page = (await web.get(f"/expenses/{first}/edit?q=Shop&currency=EUR")).text
+    assert f'name="back" value="{place}"' in edit_page
+    assert f'<a href="/expenses?{place}">Cancel</a>' in edit_page
+    saved = await person.submit(
+        "/expenses",
+        f"/expenses/{first}",
+        {"description": "Shop one, edited", "back": "q=Shop&currency=EUR"},
+    )
+    assert saved.headers["location"] == "/expenses?q=Shop&currency=EUR&done=saved"
+    shown = (await web.get(saved.headers["location"])).text
+    assert '<p class="notice" role="status">Expense saved.' in shown
+    assert "Shop one, edited" in shown and "Cafe" not in shown
+    deleted = await person.submit(
+        "/expenses", f"/expenses/{second}/delete", {"back": "q=Shop&next=//elsewhere.example"}
+    )
+    assert deleted.headers["location"] == "/expenses?q=Shop&done=deleted"
+    shown = (await web.get(deleted.headers["location"])).text
+    assert '<p class="notice" role="status">Expense deleted.' in shown
+    assert expense_ids(shown) == [first]
+
+
 async def test_a_confirm_sent_while_the_first_one_imports_says_so(
     web: httpx.AsyncClient, database_url: str
 ) -> None:

@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 import structlog
 from fastapi import APIRouter, Depends, Request
 from fastapi.routing import APIRoute
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import FormData, QueryParams, UploadFile
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from expensetracker.platform.config import Environment
@@ -683,8 +683,20 @@ async def expenses(
         errors=errors,
         more=more,
         added=request.query_params.get("added"),
+        done=_DONE.get(request.query_params.get("done", "")),
+        list_query=service.list_query(request.query_params),
         **context,
     )
+
+
+# What the list says on coming back from a save or a delete made without scripts.
+_DONE = {"saved": "Expense saved.", "deleted": "Expense deleted."}
+
+
+def _back_to_list(form: Mapping[str, str], done: str) -> Response:
+    """The list where the form was opened (its ``back``: filters and cursor), saying ``done``."""
+    place = service.list_query(QueryParams(form.get("back", "")))
+    return RedirectResponse(f"/expenses?{place}{'&' if place else ''}done={done}", 303)
 
 
 def _refused(exc: ApiError, form: dict[str, str]) -> dict[str, Any]:
@@ -741,6 +753,7 @@ async def _edit_expense_page(
     charged = expense["charged_currency"] or context["home_currency"] or ""
     tags = ", ".join(expense["tags"])
     extra.setdefault("form", {**expense, "tags": tags, "charged_currency": charged})
+    extra.setdefault("list_query", service.list_query(request.query_params))
     return _page(request, template, account, expense=expense, **extra, **context)
 
 
@@ -775,9 +788,12 @@ async def update_expense(
     except ApiError as exc:
         if exc.status != 422:
             raise
-        return await _edit_expense_page(request, account, state, expense_id, **_refused(exc, form))
+        refused = _refused(exc, form)
+        return await _edit_expense_page(
+            request, account, state, expense_id, list_query=form.get("back", ""), **refused
+        )
     if not _htmx(request):
-        return RedirectResponse("/expenses", status_code=303)
+        return _back_to_list(form, "saved")
     context = await _expense_form_context(state, account)
     response = _page(
         request, "_expense_rows.html", account, expenses=[expense], updated=True, **context
@@ -794,7 +810,7 @@ async def delete_expense(
     if _htmx(request):
         # An empty answer replaces the row; the live region says what happened.
         return Response(headers={"HX-Trigger": json.dumps({"announce": "Expense deleted."})})
-    return RedirectResponse("/expenses", status_code=303)
+    return _back_to_list(_text(await request.form()), "deleted")
 
 
 # Categories, tags and recurring expenses

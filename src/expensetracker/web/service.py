@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
+from urllib.parse import urlencode
 
 from expensetracker.web.client import (
     CATEGORIES,
@@ -296,6 +297,16 @@ def expense_filters(query: Mapping[str, str]) -> dict[str, str]:
     if "currency" in filters:
         filters["currency"] = filters["currency"].upper()
     return filters
+
+
+def list_query(query: Mapping[str, str]) -> str:
+    """The list's place in ``query`` (its filters and cursor) as a query string, and nothing
+    else: a form carries it, and the redirect after a save or a delete without scripts goes back
+    to that place."""
+    place = expense_filters(query)
+    if query.get("cursor"):
+        place["cursor"] = query["cursor"]
+    return urlencode(place)
 
 
 def expense_filter_problems(filters: Mapping[str, str]) -> dict[str, str]:
