@@ -141,6 +141,8 @@ async def test_the_journey(context: BrowserContext, base_url: str, tmp_path: Pat
     assert await expense_rows(page) == 50
     await page.locator("tr.more").scroll_into_view_if_needed()
     await expect(page.locator("#expense-rows > tr:not(.more)")).to_have_count(61)
+    # The last page too is announced, so that a screen reader knows where the list ends.
+    await expect(page.locator("#announcer")).to_have_text("61 expenses shown.")
     await page.get_by_text("Filter and search").click()
     await page.get_by_label("Text in description or notes").fill("Item 5")
     await page.get_by_label("Minimum amount").fill("50")

@@ -121,13 +121,18 @@
     const list = event.detail.elt;
     if (list.id === "expense-rows" && list.querySelector("tr.editing")) event.preventDefault();
   });
+  // htmx sends afterSwap from each new element of a swap, as its `elt`: the list is counted
+  // once per answer, whatever came (the last page brings no "more" row of its own).
+  const counted = new WeakSet();
   document.addEventListener("htmx:afterSwap", (event) => {
     const cause = event.detail.requestConfig && event.detail.requestConfig.triggeringEvent;
     if (cause && cause.type === "expense-added") return; // "Expense added." is the news
-    if (event.detail.target.id === "expense-rows" || event.detail.elt.classList.contains("more")) {
-      const rows = document.querySelectorAll("#expense-rows > tr:not(.more)").length;
-      announce(`${rows} expenses shown.`);
-    }
+    const target = event.detail.target;
+    if (target.id !== "expense-rows" && !target.classList.contains("more")) return;
+    if (counted.has(event.detail.xhr)) return;
+    counted.add(event.detail.xhr);
+    const rows = document.querySelectorAll("#expense-rows > tr:not(.more)").length;
+    announce(`${rows} expenses shown.`);
   });
 
   // Charts: drawn by Chart.js from the table next to them, which holds the exact numbers.
