@@ -276,6 +276,28 @@ async def test_money_is_exact_and_in_the_readers_locale(web: httpx.AsyncClient) 
     assert "1.234,50\xa0€" in german and "1.200\xa0¥" in german and "1,250\xa0KWD" in german
 
 
+async def test_amounts_are_read_as_people_type_them(web: httpx.AsyncClient) -> None:
+    """A decimal comma, thousands separators in either style, and "1,500" yen as 1500 (a comma
+    before three digits in a currency without three decimals); in dinars, "1,500" is 1.5."""
+    person = await signed_up_person(web)
+    typed = [
+        ("12,50", "EUR", "12.50"),
+        ("1,500", "jpy", "1500"),
+        ("1,500", "KWD", "1.500"),
+        ("1,500,000.50", "USD", "1500000.50"),
+        ("1.234,56", "EUR", "1234.56"),
+    ]
+    for amount, currency, _ in typed:
+        added = await person.add_expense(amount=amount, currency=currency)
+        assert added.status_code == 303, (amount, currency, added.text)
+    exported = (await web.get("/export?format=json")).json()
+    stored = sorted((item["currency"], item["amount"]) for item in exported)
+    assert stored == sorted((currency.upper(), exact) for _, currency, exact in typed)
+    # What still is not an amount stays as typed, with the API's reason next to it.
+    refused = await person.add_expense(amount="1,234,5", currency="EUR")
+    assert refused.status_code == 422 and 'value="1,234,5"' in refused.text
+
+
 async def test_a_service_that_is_down_gives_a_friendly_page_with_the_request_id(
     serve_app: AppFactory,
 ) -> None:

@@ -8,6 +8,7 @@ import base64
 import calendar
 import gzip
 import io
+import re
 import time
 import uuid
 from collections import OrderedDict
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 from urllib.parse import urlencode
+
+from babel.numbers import get_currency_precision, list_currencies
 
 from expensetracker.web.client import (
     CATEGORIES,
@@ -325,11 +328,38 @@ async def expense_page(
     return await api.page(EXPENSES, token=token, filters=filters, cursor=cursor, limit=PAGE_SIZE)
 
 
-def _typed_amount(form: Mapping[str, str], name: str = "amount") -> str:
-    """An amount as typed, a decimal comma read as a point ("12,50"); the API checks the rest
-    (the currency's decimals, digits only)."""
-    amount = form.get(name, "").strip()
-    return amount.replace(",", ".") if amount.count(",") == 1 and "." not in amount else amount
+_CURRENCIES = list_currencies()
+
+
+def currency_decimals(code: str) -> int | None:
+    """The currency's number of decimals (CLDR's, by Babel); None for no known currency."""
+    return get_currency_precision(code) if code in _CURRENCIES else None
+
+
+# Thousands in groups of three, then maybe decimals: "1,500,000.50", or "1.500.000,50".
+_GROUPED_POINT = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_GROUPED_COMMA = re.compile(r"\d{1,3}(?:\.\d{3})+,\d+")
+
+
+def typed_amount(amount: str, currency: str = "") -> str:
+    """An amount as typed, in the API's form (digits, a point before the decimals); the API
+    checks the rest (the currency's decimals). A comma alone is the decimal mark ("12,50"),
+    except before three digits in a currency that has no three decimals: "1,500" yen are 1500.
+    Thousands separators go: "1,500,000.50", "1.500.000,50"."""
+    amount = amount.strip()
+    if _GROUPED_COMMA.fullmatch(amount):
+        return amount.replace(".", "").replace(",", ".")
+    if amount.count(",") == 1 and "." not in amount:
+        whole, fraction = amount.split(",")
+        thousands = len(fraction) == 3 and currency_decimals(currency) not in (None, 3)
+        return whole + fraction if thousands else f"{whole}.{fraction}"
+    if _GROUPED_POINT.fullmatch(amount):
+        return amount.replace(",", "")
+    return amount
+
+
+def _typed_amount(form: Mapping[str, str], name: str = "amount", currency: str = "currency") -> str:
+    return typed_amount(form.get(name, ""), form.get(currency, "").strip().upper())
 
 
 def expense_body(form: Mapping[str, str], *, partial: bool = False) -> dict[str, Any]:
@@ -354,7 +384,7 @@ def expense_body(form: Mapping[str, str], *, partial: bool = False) -> dict[str,
         del body["tags"]
     if "charged_amount" in form:
         # What the bank took in the home currency: both fields, or (cleared) neither.
-        charged = _typed_amount(form, "charged_amount")
+        charged = _typed_amount(form, "charged_amount", "charged_currency")
         if charged:
             body["charged_amount"] = charged
             body["charged_currency"] = form.get("charged_currency", "").strip().upper()
