@@ -429,6 +429,9 @@ async def test_the_list_keeps_filters_in_the_url_and_pages_on_the_cursor(
     # said next to "To" (as the reports say it), not shown as an empty list.
     lower = (await web.get("/expenses?q=Shop&min_amount=40&currency=eur")).text
     assert expense_ids(lower) == ids and 'value="EUR"' in lower
+    forged = await web.get("/expenses?q=Shop&cursor=garbage")
+    assert forged.status_code == 422
+    assert 'not valid: <a href="/expenses?q=Shop">see the list from its first page' in forged.text
     reversed_range = await web.get("/expenses?from=2026-10-20&to=2026-10-10")
     assert reversed_range.status_code == 422, reversed_range.text
     assert 'id="filter-to-error">Must not be before the first day.' in reversed_range.text
