@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -37,7 +35,8 @@ from tests.helpers.kubernetes import (
     pod_spec,
     selects,
 )
-from tests.helpers.processes import clean_env, free_port
+from tests.helpers.polling import eventually
+from tests.helpers.processes import clean_env, free_port, spawn
 
 # The only pods that read the host, through read-only hostPath volumes: node-exporter, and
 # Alloy (the pods' log files).
@@ -294,7 +293,9 @@ def test_prometheus_labels_every_series_and_alert_with_its_environment(env: str)
         assert manifest["metadata"]["labels"]["environment"] == env, manifest["metadata"]["name"]
 
 
-def test_prometheus_expands_the_environment_into_its_external_labels(tmp_path: Path) -> None:
+async def test_prometheus_expands_the_environment_into_its_external_labels(
+    tmp_path: Path,
+) -> None:
     """A real Prometheus with staging's rendered global section, arguments and variable: the
     configuration it has loaded says `environment: staging`. (Debian's build has no Kubernetes
     discovery, so the scrape jobs are left out; the e2e test runs those.)"""
@@ -304,40 +305,27 @@ def test_prometheus_expands_the_environment_into_its_external_labels(tmp_path: P
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({"global": config["global"]}))
     features = [a for a in args if a.startswith("--enable-feature=")]
     port = free_port()
-    log = (tmp_path / "prometheus.log").open("w")
-    process = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            *features,
-        ],
-        env=clean_env() | {"ENVIRONMENT": value},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, (tmp_path / "prometheus.log").read_text()
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/api/v1/status/config", timeout=5)
-                if response.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "prometheus did not answer"
-            time.sleep(0.2)
-        loaded = yaml.safe_load(response.json()["data"]["yaml"])
-        assert loaded["global"]["external_labels"] == {
-            "cluster": "expensetracker",
-            "environment": "staging",
-        }
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
+    command = [
+        binary,
+        f"--config.file={tmp_path / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        *features,
+    ]
+    with spawn(command, clean_env(ENVIRONMENT=value)) as process:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+
+            async def loaded() -> dict:
+                response = await client.get("/api/v1/status/config")
+                return yaml.safe_load(response.json()["data"]["yaml"])
+
+            config = await eventually(
+                "prometheus's configuration", loaded, within=30, processes=(process,)
+            )
+    assert config["global"]["external_labels"] == {
+        "cluster": "expensetracker",
+        "environment": "staging",
+    }
 
 
 def test_overlays_change_no_field_a_running_stack_cannot_take() -> None:
