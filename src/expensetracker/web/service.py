@@ -331,7 +331,7 @@ async def expense_page(
 _CURRENCIES = list_currencies()
 
 
-def currency_decimals(code: str) -> int | None:
+def _currency_decimals(code: str) -> int | None:
     """The currency's number of decimals (CLDR's, by Babel); None for no known currency."""
     return get_currency_precision(code) if code in _CURRENCIES else None
 
@@ -351,7 +351,7 @@ def typed_amount(amount: str, currency: str = "") -> str:
         return amount.replace(".", "").replace(",", ".")
     if amount.count(",") == 1 and "." not in amount:
         whole, fraction = amount.split(",")
-        thousands = len(fraction) == 3 and currency_decimals(currency) not in (None, 3)
+        thousands = len(fraction) == 3 and _currency_decimals(currency) not in (None, 3)
         return whole + fraction if thousands else f"{whole}.{fraction}"
     if _GROUPED_POINT.fullmatch(amount):
         return amount.replace(",", "")
