@@ -7,7 +7,6 @@ import asyncio
 import multiprocessing
 import os
 import pwd
-import resource
 import shutil
 import signal
 import stat
@@ -33,7 +32,14 @@ from expensetracker.targets import SERVICES
 from tests.helpers.apps import AppFactory
 from tests.helpers.database import admin_execute, connected, with_database
 from tests.helpers.polling import eventually
-from tests.helpers.processes import clean_env, cli, free_port, interrupt_after, spawn
+from tests.helpers.processes import (
+    clean_env,
+    cli,
+    cpu_seconds,
+    free_port,
+    interrupt_after,
+    spawn,
+)
 from tests.helpers.roles import (
     BACKUP,
     BACKUP_PASSWORD,
@@ -412,17 +418,13 @@ async def test_create_interrupted_at_any_moment_says_so_and_leaves_nothing(
     run before says `interrupted` (exit status 130) and leaves none of its files."""
     await load_expenses(database_url, 20_000)
     env = clean_env(EXPENSETRACKER_DATABASE_URL=database_url)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    code, output = await asyncio.to_thread(run, ["backup", "create", "--help"])
-    assert code == 0, output
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    loading = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    loading = cpu_seconds(cli("backup", "create", "--help"))
     # Past the loading of the command line, with a margin.
-    cpu_seconds, interrupted = loading * 1.3, 0
+    moment, interrupted = loading * 1.3, 0
     while True:
-        folder = tmp_path / f"after-{cpu_seconds:.2f}-cpu-seconds"
+        folder = tmp_path / f"after-{moment:.2f}-cpu-seconds"
         with spawn(cli("backup", "create", "--dir", str(folder)), env) as process:
-            await interrupt_after(process, cpu_seconds=cpu_seconds)
+            await interrupt_after(process, cpu_seconds=moment)
             code = await asyncio.to_thread(process.wait, 60)
         if store.scan(folder):
             break  # made before the signal came (which may still stop the process on its way out)
@@ -432,7 +434,7 @@ async def test_create_interrupted_at_any_moment_says_so_and_leaves_nothing(
         assert process.output.endswith("error: interrupted"), process.output
         # What prune would delete as left by a killed run: temporary files, a lone archive.
         assert store.leftovers(folder, now=store.utc_now() + timedelta(hours=2)) == []
-        interrupted, cpu_seconds = interrupted + 1, cpu_seconds + 0.1
+        interrupted, moment = interrupted + 1, moment + 0.1
     assert interrupted >= 3 and [b.state for b in store.scan(folder)] == ["unverified"]
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import re
-import resource
 import signal
 import subprocess
 import sys
 
-from tests.helpers.processes import REPO, clean_env, cli, interrupt_after, spawn
+from tests.helpers.processes import REPO, clean_env, cli, cpu_seconds, interrupt_after, spawn
 
 
 def test_the_import_command_starts_without_the_services() -> None:
@@ -112,23 +111,14 @@ def test_a_command_loads_without_collections() -> None:
     assert "collections while loading: 0 on: True" in done.stderr, done.stderr
 
 
-def _cpu_seconds(command: list[str]) -> float:
-    """The CPU time ``command`` takes, run to its end."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(command, cwd=REPO, env=clean_env(), capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-
-
 async def test_ctrl_c_while_a_command_loads_says_interrupted() -> None:
     """Ctrl-C sent ever later, from when Python has started (its own start-up, `site` and the
     packages' import hooks, is Python's to answer) until the command is loaded and done: each
     run stopped says `error: interrupted` (status 130; or it ends by the signal itself, -2, as
     it exits), never a traceback. (Later moments, in a command's work: test_backup.py.)"""
     command = cli("expenses", "import", "--help")
-    python = _cpu_seconds([sys.executable, "-c", ""]) * 1.5
-    loading = _cpu_seconds(command)
+    python = cpu_seconds([sys.executable, "-c", ""]) * 1.5
+    loading = cpu_seconds(command)
     said: collections.Counter[int] = collections.Counter()
     for step in range(1, 25):
         with spawn(command, clean_env()) as process:

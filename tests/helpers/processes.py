@@ -8,6 +8,7 @@ import json
 import os
 import queue
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -102,6 +103,15 @@ def spawn(args: list[str], env: dict[str, str]) -> Iterator[Process]:
         yield process
     finally:
         process.stop()
+
+
+def cpu_seconds(command: list[str]) -> float:
+    """The CPU time ``command`` takes, run to its end: how far interrupt_after may go."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(command, cwd=REPO, env=clean_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 async def interrupt_after(process: Process, *, cpu_seconds: float) -> None:

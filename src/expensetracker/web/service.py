@@ -18,7 +18,7 @@ from datetime import date
 from typing import Any
 from urllib.parse import urlencode
 
-from babel.numbers import get_currency_precision, list_currencies
+from babel.numbers import get_currency_precision
 
 from expensetracker.web.client import (
     CATEGORIES,
@@ -328,14 +328,6 @@ async def expense_page(
     return await api.page(EXPENSES, token=token, filters=filters, cursor=cursor, limit=PAGE_SIZE)
 
 
-_CURRENCIES = list_currencies()
-
-
-def _currency_decimals(code: str) -> int | None:
-    """The currency's number of decimals (CLDR's, by Babel); None for no known currency."""
-    return get_currency_precision(code) if code in _CURRENCIES else None
-
-
 # Thousands in groups of three, then maybe decimals: "1,500,000.50", or "1.500.000,50".
 _GROUPED_POINT = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _GROUPED_COMMA = re.compile(r"\d{1,3}(?:\.\d{3})+,\d+")
@@ -351,7 +343,8 @@ def typed_amount(amount: str, currency: str = "") -> str:
         return amount.replace(".", "").replace(",", ".")
     if amount.count(",") == 1 and "." not in amount:
         whole, fraction = amount.split(",")
-        thousands = len(fraction) == 3 and _currency_decimals(currency) not in (None, 3)
+        # The currency's decimals are CLDR's, by Babel; an unknown code is the API's to refuse.
+        thousands = len(fraction) == 3 and bool(currency) and get_currency_precision(currency) != 3
         return whole + fraction if thousands else f"{whole}.{fraction}"
     if _GROUPED_POINT.fullmatch(amount):
         return amount.replace(",", "")
