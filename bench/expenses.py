@@ -42,7 +42,14 @@ sys.path.insert(0, str(REPO))
 
 from bench.imports import IMPORT_SETTINGS, measure_imports  # noqa: E402
 from bench.pgbench import pgbench_sql, run_pgbench  # noqa: E402
-from bench.setup import bench_env, log, migrated_database, register, serve  # noqa: E402
+from bench.setup import (  # noqa: E402
+    bench_env,
+    log,
+    migrated_database,
+    register,
+    serve,
+    settle,
+)
 from bench.wrk import Call, lua_script, postgres_pids, profiled, run_wrk  # noqa: E402
 from expensetracker.expenses import service, shared  # noqa: E402
 from expensetracker.platform.embedded import pg_bin  # noqa: E402
@@ -132,12 +139,7 @@ async def load_data(url: str, bench_users: list[tuple[str, str]]) -> list[BenchU
         bench_ids = ids[:BENCH_USERS]
         for statement in LOAD_TAGS.split(";"):
             await connection.execute(statement, bench_ids)
-        # As after a night of autovacuum: statistics, and the visibility map of a loaded table
-        # (else an insert-triggered vacuum of 1,000,000 rows runs during the first lines); and
-        # the pages they dirtied written out (else a checkpoint writes them during the first
-        # line, on our side alone, measured before the bare app's).
-        await connection.execute("VACUUM (ANALYZE)")
-        await connection.execute("CHECKPOINT")
+        await settle(connection)
         count = await connection.fetchval("SELECT count(*) FROM expenses.expenses")
         assert count == EXPENSES, count
         users = []

@@ -46,7 +46,14 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.setup import bench_env, log, migrated_database, register, serve  # noqa: E402
+from bench.setup import (  # noqa: E402
+    bench_env,
+    log,
+    migrated_database,
+    register,
+    serve,
+    settle,
+)
 from tests.helpers.processes import cli  # noqa: E402
 
 ROWS = 100_000
@@ -377,7 +384,7 @@ async def load_data(url: str, user: uuid.UUID) -> float:
             CATEGORIES_PER_USER,
             PER_USER,
         )
-        await connection.execute("ANALYZE")
+        await settle(connection)
         count = await connection.fetchval("SELECT count(*) FROM expenses.expenses")
         assert count >= USERS * PER_USER, count
     finally:

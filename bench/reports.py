@@ -46,7 +46,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.pgbench import pgbench_sql, run_pgbench  # noqa: E402
-from bench.setup import bench_env, log, migrated_database, register, serve  # noqa: E402
+from bench.setup import (  # noqa: E402
+    bench_env,
+    log,
+    migrated_database,
+    register,
+    serve,
+    settle,
+)
 from bench.wrk import postgres_pids, profiled, run_wrk  # noqa: E402
 from expensetracker.platform.config import Settings  # noqa: E402
 from expensetracker.platform.embedded import pg_bin  # noqa: E402
@@ -196,11 +203,11 @@ async def load_data(url: str, users: list[uuid.UUID]) -> float:
             rows,
         )
         # The steady state, as the reports service's job and autovacuum keep it: the converted
-        # monthly totals made, statistics, and pages marked all-visible.
+        # monthly totals made.
         await conversion.refresh_all(
             connection, max_age=Settings.model_fields["rates_max_age_days"].default
         )
-        await connection.execute("VACUUM (ANALYZE)")
+        await settle(connection)
         count = await connection.fetchval("SELECT count(*) FROM expenses.expenses")
         assert count == USERS * PER_USER, count
     finally:

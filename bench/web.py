@@ -46,7 +46,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.setup import bench_env, log, migrated_database, serve  # noqa: E402
+from bench.setup import bench_env, log, migrated_database, serve, settle  # noqa: E402
 from bench.wrk import lua_requests, postgres_pids, profiled, run_wrk  # noqa: E402
 
 # The dates the pages ask for, computed as the pages do.
@@ -109,7 +109,7 @@ async def load_data(url: str, user: uuid.UUID, today: date) -> None:
                 for i in range(BUDGETS)
             ],
         )
-        await connection.execute("ANALYZE")
+        await settle(connection)
     finally:
         await connection.close()
 
