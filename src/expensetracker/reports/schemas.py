@@ -86,8 +86,8 @@ class BudgetStatus(StrictModel):
     state: Literal["ok", "warning", "over"]
     category_deleted: bool = Field(
         default=False,
-        description="Its category was deleted, and that category's expenses are uncategorised "
-        "since: the budget counts nothing until a PUT gives it another category (or none).",
+        description="Its category was deleted (its expenses uncategorised, or moved to another "
+        "category): the budget counts nothing until a PUT gives it another category (or none).",
     )
     conversion: Conversion | None = Field(
         default=None, description="A converted budget's: how its spending was converted."
