@@ -42,14 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.imports import IMPORT_SETTINGS, measure_imports  # noqa: E402
 from bench.pgbench import pgbench_sql, run_pgbench  # noqa: E402
-from bench.setup import (  # noqa: E402
-    bench_env,
-    log,
-    migrated_database,
-    register,
-    serve,
-    settle,
-)
+from bench.setup import bench_env, log, migrated_database, register, serve, settle  # noqa: E402
 from bench.wrk import Call, lua_script, postgres_pids, profiled, run_wrk  # noqa: E402
 from expensetracker.expenses import service, shared  # noqa: E402
 from expensetracker.platform.embedded import pg_bin  # noqa: E402

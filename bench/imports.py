@@ -46,14 +46,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.setup import (  # noqa: E402
-    bench_env,
-    log,
-    migrated_database,
-    register,
-    serve,
-    settle,
-)
+from bench.setup import bench_env, log, migrated_database, register, serve, settle  # noqa: E402
 from tests.helpers.processes import cli  # noqa: E402
 
 ROWS = 100_000

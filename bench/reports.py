@@ -46,14 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.pgbench import pgbench_sql, run_pgbench  # noqa: E402
-from bench.setup import (  # noqa: E402
-    bench_env,
-    log,
-    migrated_database,
-    register,
-    serve,
-    settle,
-)
+from bench.setup import bench_env, log, migrated_database, register, serve, settle  # noqa: E402
 from bench.wrk import postgres_pids, profiled, run_wrk  # noqa: E402
 from expensetracker.platform.config import Settings  # noqa: E402
 from expensetracker.platform.embedded import pg_bin  # noqa: E402
