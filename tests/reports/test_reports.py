@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections import defaultdict
 from datetime import date, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from expensetracker.platform.money import format_amount
 from expensetracker.platform.state import app_state
+from expensetracker.reports.summaries import percent
 from tests.helpers.apps import AppFactory, app_of, counter
 from tests.helpers.database import connected, until_waiting_on_locks
 from tests.helpers.expenses import categories, create
@@ -274,6 +276,40 @@ async def test_trends_and_merchants(client: httpx.AsyncClient) -> None:
         )
     ).json()
     assert merchants == [{"merchant": "Market", "currency": "EUR", "amount": "40.00", "count": 1}]
+
+
+async def test_percentages_are_rounded_from_the_exact_quotient(
+    client: httpx.AsyncClient,
+) -> None:
+    """0.23 of 20.00 is 1.15 %: 1.2 to one decimal (half-even, and half up alike). Divided as
+    floats it was 1.1499…, shown as 1.1, in a budget's percent used and a trend's change."""
+    account = await signed_up(client)
+    await budget(client, account, amount="20.00", starts="2026-02")
+    await create(client, account, occurred_on="2026-01-10", amount="20.00")
+    await create(client, account, occurred_on="2026-02-10", amount="0.23")
+    await create(client, account, occurred_on="2026-02-11", amount="20.00")
+    await create(client, account, occurred_on="2026-03-10", amount="0.23")
+    assert (await status_of(client, account, "2026-03"))["Everything"]["percent_used"] == 1.2
+    for converted in ({}, {"in": "home"}):
+        response = await client.get(
+            "/api/v1/reports/trends",
+            params={"month": "2026-02", "months": 2, **converted},
+            headers=account.headers,
+        )
+        [line] = response.json()["categories"]
+        assert (line["change"], line["change_percent"]) == ("0.23", 1.2), converted
+    march = await client.get(
+        "/api/v1/reports/trends", params={"month": "2026-03", "months": 2}, headers=account.headers
+    )
+    # -98.86…%: a fall rounds the same way.
+    assert march.json()["categories"][0]["change_percent"] == -98.9
+
+
+@given(part=st.integers(-(10**20), 10**20), whole=st.integers(1, 10**20))
+def test_a_percentage_is_the_exact_one_rounded_half_even(part: int, whole: int) -> None:
+    with localcontext(prec=100, rounding=ROUND_HALF_EVEN):  # exact for these sizes
+        exact = (Decimal(part) * 100 / Decimal(whole)).quantize(Decimal("0.1"))
+    assert percent(part, whole) == float(exact)
 
 
 async def test_a_summary_by_category_lists_them_by_name(client: httpx.AsyncClient) -> None:

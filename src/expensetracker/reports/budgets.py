@@ -34,6 +34,7 @@ from expensetracker.reports.schemas import (
     BudgetStatus,
 )
 from expensetracker.reports.service import check_not_forgotten
+from expensetracker.reports.summaries import percent
 
 log = structlog.get_logger(__name__)
 
@@ -198,14 +199,14 @@ def _status(plan: _Plan, month: date, by_month: dict[date, MonthSums]) -> tuple[
 
 def _state(plan: _Plan, available: int, spent: int) -> tuple[str, float | None, list[int]]:
     """State, percent used, and the thresholds reached."""
-    percent = round(spent * 100 / available, 1) if available > 0 else None
+    percent_used = percent(spent, available) if available > 0 else None
     if available > 0:
         reached = [t for t in plan.thresholds if spent * 100 >= t * available]
     else:
         reached = list(plan.thresholds) if spent > 0 else []
     if available - spent < 0:
-        return "over", percent, reached
-    return ("warning" if reached else "ok"), percent, reached
+        return "over", percent_used, reached
+    return ("warning" if reached else "ok"), percent_used, reached
 
 
 # Reads go straight through asyncpg, one statement each: this is the hottest route of the service

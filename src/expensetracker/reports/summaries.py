@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from datetime import date, timedelta
+from fractions import Fraction
 from typing import Any
 
 import asyncpg
@@ -254,10 +255,16 @@ async def trends(db: asyncpg.Connection, *, user_id: uuid.UUID, month: date, mon
     return Trends(months=labels, categories=lines)
 
 
+def percent(part: int, whole: int) -> float:
+    """``part`` in percent of ``whole``, to one decimal, rounded half-even from the exact
+    quotient: a float's division first made 23 of 2,000 (1.15 %) 1.1499…, so 1.1."""
+    return float(round(Fraction(part * 100, whole), 1))
+
+
 def _change(totals: list[int]) -> tuple[int, float | None]:
     """The last month minus the one before, and that in percent of the one before."""
     last, before = totals[-1], totals[-2]
-    return last - before, (round((last - before) * 100 / before, 1) if before else None)
+    return last - before, (percent(last - before, before) if before else None)
 
 
 async def converted_trends(
