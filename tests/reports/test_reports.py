@@ -368,6 +368,9 @@ async def test_bad_report_queries_are_422(client: httpx.AsyncClient) -> None:
     for path, params in [
         ("/api/v1/reports/summary", {"from": "2026-02-01", "to": "2026-01-01"}),
         ("/api/v1/reports/summary", {"from": "2000-01-01", "to": "2026-01-01"}),
+        # 3,661 days, both ends counted: one more than a report spans.
+        ("/api/v1/reports/summary", {"from": "2016-01-01", "to": "2026-01-08"}),
+        ("/api/v1/reports/merchants", {"from": "2016-01-01", "to": "2026-01-08"}),
         ("/api/v1/reports/summary", {"from": "2026-01-01", "to": "2026-02-01", "group_by": "x"}),
         ("/api/v1/reports/budgets", {"month": "2026-1"}),
         ("/api/v1/reports/trends", {"months": 1}),
@@ -376,6 +379,10 @@ async def test_bad_report_queries_are_422(client: httpx.AsyncClient) -> None:
     ]:
         response = await client.get(path, params=params, headers=account.headers)
         assert response.status_code == 422, (path, params)
+    for path in ("/api/v1/reports/summary", "/api/v1/reports/merchants"):
+        longest = {"from": "2016-01-01", "to": "2026-01-07"}  # 3,660 days
+        response = await client.get(path, params=longest, headers=account.headers)
+        assert response.status_code == 200, (path, response.text)
     # Trends may begin in the earliest month a request may name, not before it.
     home = {"currency": "EUR"}
     await client.put("/api/v1/expenses/home-currency", json=home, headers=account.headers)

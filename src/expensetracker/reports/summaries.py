@@ -32,7 +32,8 @@ from expensetracker.reports.schemas import (
     Trends,
 )
 
-# Reports span at most this long: a decade of months is plenty and bounds the work.
+# Reports span at most this many days, both ends counted: a decade of months is plenty and
+# bounds the work.
 MAX_RANGE_DAYS = 3660
 
 
@@ -51,7 +52,7 @@ _TAG_JOIN = (
 def _check_range(from_: date, to: date) -> None:
     if from_ > to:
         raise ValidationProblem.of_field("query.to", "Must not be before `from`.", "range")
-    if (to - from_).days > MAX_RANGE_DAYS:
+    if (to - from_).days + 1 > MAX_RANGE_DAYS:  # the dates are inclusive
         raise ValidationProblem.of_field(
             "query.to",
             f"The range spans {MAX_RANGE_DAYS:,} days (about ten years) at most.",
