@@ -109,6 +109,29 @@ SAMPLE_EXPENSES = {
 
 
 @pytest.mark.database
+async def test_mt940_signs_by_the_money_leaving_the_account(client: httpx.AsyncClient) -> None:
+    """A reversal of a credit (RC) takes money out like a debit, a reversal of a debit (RD) puts
+    it back like a credit, and a mark in lower case is the same mark: the closing balance, 1500
+    - 23.40 - 100.00 + 9.99, says so. RC and d were skipped as credits."""
+    account = await signed_up(client)
+    statement = (
+        b":20:STMT20260501\n:25:DE89370400440532013000\n:28C:00042/001\n"
+        b":60F:C260430EUR1500,00\n"
+        b":61:2605020502d23,40NMSCNONREF//BREF-7101\n:86:BAKERY\n"
+        b":61:2605030503RC100,00NTRFNONREF//BREF-7102\n:86:REFUND TAKEN BACK\n"
+        b":61:2605040504RD9,99NDDTNONREF//BREF-7103\n:86:DIRECT DEBIT RETURNED\n"
+        b":62F:C260504EUR1386,59\n-\n"
+    )
+    response = await upload_statement(client, account, statement)
+    assert response.status_code == 201, response.text
+    assert (response.json()["created"], response.json()["skipped"]) == (2, 1)
+    assert await listed(client, account) == [
+        ("2026-05-02", "23.40", "EUR", "BAKERY", ""),
+        ("2026-05-03", "100.00", "EUR", "REFUND TAKEN BACK", ""),
+    ]
+
+
+@pytest.mark.database
 @pytest.mark.parametrize("name", list(SAMPLE_EXPENSES))
 async def test_a_statement_imports_its_spending_once(
     client: httpx.AsyncClient, database_url: str, name: str

@@ -50,6 +50,10 @@ SNIFF_BYTES = 4096
 DESCRIPTION_LIMIT = 200
 MERCHANT_LIMIT = 100
 EXTERNAL_ID_LIMIT = 100
+# How an MT940 :61: mark signs its amount. The package's defaults (those of its release 5.0)
+# negate only a plain D: a reversal of a credit (RC), money leaving the account like a debit,
+# came back positive and was skipped as a credit, and so was a debit marked in lower case (d).
+_MT940_SIGNS = mt940.Options(reversal_sign=True, case_insensitive_marks=True)
 READ_CHARS = 1024 * 1024
 
 
@@ -285,7 +289,7 @@ class Statement:
                 "transaction (truncated?)."
             )
         try:
-            transactions = mt940.parse(text)
+            transactions = mt940.parse(text, options=_MT940_SIGNS)
             account = str(transactions.data.get("account_identification") or "")
         except Exception as exc:  # the package raises what it meets: one answer for all
             raise InvalidImport(f"The file is not a valid MT940 statement ({exc}).") from None
