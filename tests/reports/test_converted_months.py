@@ -224,6 +224,70 @@ async def test_reports_read_kept_totals_only_while_they_are_fresh(
         assert await _kept(pool, user_id) == 0
 
 
+async def test_a_month_changed_back_to_the_sum_of_its_revisions_is_not_fresh(
+    serve_app: AppFactory, pool: asyncpg.Pool
+) -> None:
+    """A revision handed out before the refresh's snapshot may be committed after it. Here a
+    change of A and a new D are under way while B is added and the month is kept; once they
+    are committed and B is deleted (its row goes), the month's revisions add up to the sum
+    and the count kept, with A, B and D all changed. Kept by those, the month was read as
+    fresh: 10 + 30 USD at 0.5 where the expenses say 20 + 40 USD, and for good."""
+    async with serve_app(
+        rates_max_age_days=MAX_AGE, converted_refresh_interval_seconds=3600
+    ) as client:
+        account = await signed_up(client)
+        user_id = (await client.get("/api/v1/auth/me", headers=account.headers)).json()["id"]
+        await client.put(
+            "/api/v1/expenses/home-currency", json={"currency": "EUR"}, headers=account.headers
+        )
+        await put_rate(client, account, date(2025, 6, 3), "USD", "EUR", "0.5")
+        named = await categories(client, account)
+        a, b, d = named["Groceries"], named["Transport"], named["Rent"]
+        first = await create(
+            client, account, amount="10.00", currency="USD", occurred_on="2025-06-03", category_id=a
+        )
+        revision = (
+            "SELECT revision FROM expenses.monthly_totals "
+            "WHERE user_id = $1::uuid AND category_id = $2::uuid"
+        )
+        async with pool.acquire() as under_way, under_way.transaction():
+            a_before = await pool.fetchval(revision, user_id, a)
+            await under_way.execute(
+                "UPDATE expenses.expenses SET amount_minor = 2000 WHERE id = $1::uuid",
+                first["id"],
+            )
+            await under_way.execute(
+                "INSERT INTO expenses.expenses (user_id, id, amount_minor, currency, "
+                "currency_exponent, occurred_on, description, category_id) VALUES "
+                "($1::uuid, gen_random_uuid(), 4000, 'USD', 2, '2025-06-04', 'D', $2::uuid)",
+                user_id,
+                d,
+            )
+            a_after = await under_way.fetchval(revision, user_id, a)
+            # B's revision is then the one that makes the sums meet.
+            b_revision = a_after - a_before + await under_way.fetchval(revision, user_id, d)
+            await pool.execute("SELECT setval('expenses.revisions', $1)", b_revision - 1)
+            added = await create(
+                client,
+                account,
+                amount="30.00",
+                currency="USD",
+                occurred_on="2025-06-05",
+                category_id=b,
+            )
+            assert await pool.fetchval(revision, user_id, b) == b_revision
+            assert await _made_again(pool) == 1
+        deleted = await client.delete(f"/api/v1/expenses/{added['id']}", headers=account.headers)
+        assert deleted.status_code == 204
+        summary = await client.get(
+            "/api/v1/reports/summary",
+            params={"from": "2025-06-01", "to": "2025-06-30", "in": "home"},
+            headers=account.headers,
+        )
+        assert summary.json()["total"]["amount"] == "30.00"
+        assert await _made_again(pool) == 1  # the job sees it too
+
+
 async def test_a_rate_revision_changes_with_the_rates_of_its_months_only(
     pool: asyncpg.Pool,
 ) -> None:

@@ -139,12 +139,16 @@ async def home_currency_and_category_names(
     return row["home_currency"], dict(zip(row["ids"] or (), row["names"] or (), strict=True))
 
 
-# What the converted monthly totals of a currency and month were made from: the sum and the
-# count of the revisions of the monthly totals (migration 0014 of expenses: the sum changes with
-# any of them, in whatever order they commit) and of the rates that may serve the month (each
-# rate day's revision is written into every month it may reach), the user's and everyone's.
+# What the converted monthly totals of a currency and month were made from: the revisions of
+# its monthly totals, every one (migration 0014 of expenses: each write of a row takes a number
+# of its own, so the same numbers are the same rows), and the sum and the count of those of the
+# rates that may serve the month (each rate day's revision is written into every month it may
+# reach), the user's and everyone's. A sum and a count would not do for the totals: their rows
+# are deleted when they drop to zero, and a number handed out before a refresh's snapshot may
+# be committed after it, so a row removed and rows written since could add up to the sum kept.
+# Rate revisions are never removed: theirs only grow, and any change changes the sum or count.
 _TOTALS_FINGERPRINTS = """
-  SELECT month, currency, sum(revision) AS totals_sum, count(*) AS totals_count
+  SELECT month, currency, array_agg(revision ORDER BY revision) AS totals_revisions
   FROM {totals}
   GROUP BY 1, 2"""
 _RATES_FINGERPRINTS = """
@@ -180,8 +184,8 @@ totals AS MATERIALIZED (
     )
 }) r USING (month)
   WHERE c.user_id = $1 AND c.target = $2 AND c.max_age = $5 AND c.month BETWEEN $6 AND $7
-    AND (c.totals_sum, c.totals_count, c.rates_sum, c.rates_count)
-      = (t.totals_sum, t.totals_count, r.rates_sum, r.rates_count)
+    AND (c.totals_revisions, c.rates_sum, c.rates_count)
+      = (t.totals_revisions, r.rates_sum, r.rates_count)
 ), spans AS MATERIALIZED (
   SELECT currency::text, greatest(month, $3::date) AS first_day,
          least((month + interval '1 month')::date - 1, $4::date) AS last_day
@@ -466,14 +470,14 @@ WITH totals AS ({
     )
 }),
 cached AS (
-  SELECT month, currency, totals_sum, totals_count, rates_sum, rates_count
+  SELECT month, currency, totals_revisions, rates_sum, rates_count
   FROM reports.converted_months WHERE user_id = $1 AND target = $2 AND max_age = $3
 ),
 rates AS ({_RATES_FINGERPRINTS.format(user="$1", months="SELECT DISTINCT month FROM totals")})
-SELECT month, currency, t.totals_sum, t.totals_count, r.rates_sum, r.rates_count
+SELECT month, currency, t.totals_revisions, r.rates_sum, r.rates_count
 FROM totals t FULL JOIN cached c USING (month, currency) LEFT JOIN rates r USING (month)
-WHERE (t.totals_sum, t.totals_count, r.rates_sum, r.rates_count)
-      IS DISTINCT FROM (c.totals_sum, c.totals_count, c.rates_sum, c.rates_count)
+WHERE (t.totals_revisions, r.rates_sum, r.rates_count)
+      IS DISTINCT FROM (c.totals_revisions, c.rates_sum, c.rates_count)
 ORDER BY month, currency
 """  # noqa: S608 (only the fixed fragments above)
 # Whom to keep converted totals for: each user's home currency, and the currencies of their
@@ -501,8 +505,8 @@ WHERE max_age <> $1 OR (user_id, target) NOT IN (SELECT user_id, target FROM tar
 """  # noqa: S608 (only the fixed fragments above)
 _MONTH = """
 INSERT INTO reports.converted_months
-  (user_id, target, max_age, month, currency, totals_sum, totals_count, rates_sum, rates_count)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+  (user_id, target, max_age, month, currency, totals_revisions, rates_sum, rates_count)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 """
 _MONTH_TOTALS = """
 INSERT INTO reports.converted_month_totals (user_id, target, max_age, month, currency,
@@ -532,7 +536,7 @@ async def refresh(db: asyncpg.Connection, *, user_id: uuid.UUID, target: str, ma
             [row["month"] for row in stale],
             [row["currency"] for row in stale],
         )
-        present = [row for row in stale if row["totals_count"] is not None]
+        present = [row for row in stale if row["totals_revisions"] is not None]
         for month in sorted({row["month"] for row in present}):
             sql, args = converted_query(
                 target=target,
