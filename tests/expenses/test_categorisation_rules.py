@@ -5,6 +5,8 @@ matched in linear time."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import subprocess
 import time
 import uuid
@@ -299,6 +301,27 @@ async def test_the_rules_list_pages_in_their_order(client: httpx.AsyncClient) ->
     )
     assert forged.status_code == 422
     assert forged.json()["errors"][0]["field"] == "query.cursor"
+
+
+@pytest.mark.parametrize("position", [2**63, -(2**63) - 1, 10**30])
+async def test_a_forged_cursor_beyond_a_bigint_is_a_422(
+    client: httpx.AsyncClient, position: int
+) -> None:
+    """The rules' cursor holds a number: one no BIGINT holds is refused, not a 500."""
+    account = await signed_up(client)
+    assert (await new_rule(client, account, pattern="p", tags=["t"])).status_code == 201
+    forged = base64.urlsafe_b64encode(json.dumps([position]).encode()).decode()
+    response = await client.get(
+        "/api/v1/expenses/rules", params={"cursor": forged}, headers=account.headers
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"][0]["field"] == "query.cursor"
+    last = base64.urlsafe_b64encode(json.dumps([2**63 - 1]).encode()).decode()
+    beyond = await client.get(
+        "/api/v1/expenses/rules", params={"cursor": last}, headers=account.headers
+    )
+    assert beyond.json() == {"items": [], "next_cursor": None}
 
 
 def test_a_regex_cannot_backtrack_catastrophically() -> None:

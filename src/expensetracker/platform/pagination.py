@@ -28,6 +28,8 @@ T = TypeVar("T")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+# A BIGINT's range: a forged cursor's number beyond it would fail in the driver, not be a 422.
+_BIGINT = range(-(2**63), 2**63)
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ Parser = type | Callable[[str], Any]
 
 def _parse(value: Any, kind: Parser) -> Any:
     if kind in (str, int):
-        if type(value) is not kind:
+        if type(value) is not kind or (kind is int and value not in _BIGINT):
             raise ValueError(value)
         return check_text(value) if isinstance(value, str) else value
     if not isinstance(value, str):  # other kinds (UUID, date...) travel as strings
