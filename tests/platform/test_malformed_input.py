@@ -220,3 +220,52 @@ async def test_months_take_ascii_digits_and_nothing_else(
         "/api/v1/budgets", json={**BUDGET, "starts": month}, headers=account.headers
     )
     assert_problem(response)
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "field", "message"),
+    [
+        (
+            json.dumps(EXPENSE),
+            None,
+            "body",
+            "must be sent as JSON, with Content-Type: application/json",
+        ),
+        (
+            json.dumps(EXPENSE),
+            "text/plain",
+            "body",
+            "must be sent as JSON, with Content-Type: application/json",
+        ),
+        (
+            "amount=1",
+            "application/x-www-form-urlencoded",
+            "body",
+            "must be sent as JSON, with Content-Type: application/json",
+        ),
+        (json.dumps([EXPENSE]), "application/json", "body", "must be a JSON object"),
+        ("null", "application/json", "body", "must be a JSON object"),
+        ('"x"', "application/json", "body", "must be a JSON object"),
+        ('{"amount": ', "application/json", "body", "is not valid JSON"),
+        (
+            json.dumps({**EXPENSE, "currency": 978}),
+            "application/json",
+            "body.currency",
+            "must be a string, in quotes",
+        ),
+    ],
+)
+async def test_a_body_that_is_no_json_object_is_said_so_by_field(
+    client: httpx.AsyncClient, content: str, content_type: str | None, field: str, message: str
+) -> None:
+    """Not JSON, not sent as JSON, or not an object: a 422 naming the body in plain words, not
+    the library's sentence or a character position as a field, and nothing is created."""
+    account = await signed_up(client)
+    headers = {**account.headers, **({"Content-Type": content_type} if content_type else {})}
+    response = await client.post("/api/v1/expenses", content=content.encode(), headers=headers)
+    assert_problem(response)
+    [error] = response.json()["errors"]
+    assert error["field"] == field
+    assert error["message"].startswith(message), error
+    listed = await client.get("/api/v1/expenses", headers=account.headers)
+    assert listed.json()["items"] == []

@@ -64,13 +64,37 @@ _PLAIN_WORDS = {
     "date_parsing": NOT_A_DAY,
     "date_from_datetime_parsing": NOT_A_DAY,
     "date_type": NOT_A_DAY,
+    "string_type": "must be a string, in quotes",
+    "bool_type": "must be true or false",
+    "list_type": "must be a list",
+    "model_attributes_type": "must be a JSON object",
+    "model_type": "must be a JSON object",
+    "dict_type": "must be a JSON object",
+    "json_invalid": "is not valid JSON ({error} at character {position})",
 }
+# A body sent with another Content-Type reaches the model unparsed: that is what to say.
+_NOT_SENT_AS_JSON = "must be sent as JSON, with Content-Type: application/json"
 
 
-def _message(error: Mapping[str, Any]) -> str:
+def _field(error: Mapping[str, Any]) -> str:
+    # Invalid JSON is located at ("body", character position): the field is the body.
+    location = error["loc"][:1] if error["type"] == "json_invalid" else error["loc"]
+    return ".".join(str(part) for part in location)
+
+
+def _sent_as_json(request: Request) -> bool:
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+def _message(error: Mapping[str, Any], request: Request) -> str:
     """What to show the person who typed the value. Our own checks raise ValueError with a
     sentence of their own, which pydantic prefixes with "Value error, ": shown as raised."""
     kind, context = error["type"], error.get("ctx", {})
+    if kind == "model_attributes_type" and not _sent_as_json(request):
+        return _NOT_SENT_AS_JSON
+    if kind == "json_invalid":
+        context = {**context, "position": error["loc"][-1]}
     if kind == "value_error" and context.get("error"):
         return str(context["error"])
     if kind == "string_too_short" and context.get("min_length") == 1:
@@ -91,8 +115,8 @@ def _validation_error_handler(
         assert isinstance(exc, RequestValidationError)
         errors = [
             {
-                "field": ".".join(str(part) for part in error["loc"]),
-                "message": _message(error),
+                "field": _field(error),
+                "message": _message(error, request),
                 "type": error["type"],
             }
             for error in exc.errors()
