@@ -106,6 +106,9 @@ BAD_INPUT = [
     ({"tags": ["   "]}, "body.tags.0"),
     ({"user_id": str(uuid.uuid4())}, "body.user_id"),  # no mass assignment
     ({"category_id": str(uuid.uuid4())}, "body.category_id"),
+    # The charged amount is checked against its own currency, and named when it does not fit.
+    ({"charged_amount": "1.5", "charged_currency": "JPY"}, "body.charged_amount"),
+    ({"charged_amount": "1.001", "charged_currency": "EUR"}, "body.charged_amount"),
 ]
 
 

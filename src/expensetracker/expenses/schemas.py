@@ -99,17 +99,24 @@ class TagOut(StrictModel):
 class Charged(StrictModel):
     """What the bank actually took, in the home currency: given together, or not at all."""
 
+    # `charged_currency` before `charged_amount`: validated first, so that an amount that does
+    # not fit it is refused as the amount's own fault, by name (as PricedModel does).
+    charged_currency: Currency | None = None
     charged_amount: Amount | None = Field(
         default=None, description="Beats any exchange rate in reports converted to it."
     )
-    charged_currency: Currency | None = None
+
+    @field_validator("charged_amount")
+    @classmethod
+    def _charged_fits_currency(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("charged_currency") is not None:
+            money.parse_amount(value, info.data["charged_currency"])
+        return value
 
     @model_validator(mode="after")
     def _charged_whole(self) -> Charged:
         if (self.charged_amount is None) != (self.charged_currency is None):
             raise ValueError("charged_amount and charged_currency go together")
-        if self.charged_amount is not None and self.charged_currency is not None:
-            money.parse_amount(self.charged_amount, self.charged_currency)
         return self
 
 
