@@ -53,7 +53,18 @@ Name = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX), TEXT, NAME
 ]
 OccurredOn = Annotated[date, AfterValidator(_within_range)]
-Description = Annotated[str, Field(min_length=1, max_length=DESCRIPTION_MAX), TEXT]
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be only spaces")
+    return value
+
+
+# Not stripped, as an import keeps it; but blank is no description (an import refuses it too).
+Description = Annotated[
+    str, Field(min_length=1, max_length=DESCRIPTION_MAX), TEXT, AfterValidator(_not_blank)
+]
 Notes = Annotated[str, Field(max_length=NOTES_MAX), TEXT]
 Merchant = Annotated[str, Field(min_length=1, max_length=MERCHANT_MAX), TEXT]
 # What separates tags in a CSV cell and in the import's statements; the web's form separates them
@@ -295,12 +306,6 @@ class ImportOut(StrictModel):
 # Categorisation rules (rules.py): what a pattern is matched against, and how.
 RuleField = Literal["any", "description", "merchant"]
 RuleMatch = Literal["contains", "regex"]
-
-
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be only spaces")
-    return value
 
 
 # Not stripped: spaces around a word may be what a rule looks for ("shop "), but never alone.
