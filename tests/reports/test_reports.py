@@ -4,6 +4,8 @@ rollover chains, category trees, alerts, isolation."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import uuid
 from collections import defaultdict
 from datetime import date, timedelta
@@ -181,6 +183,35 @@ async def test_replacing_a_budget_while_it_is_deleted_is_a_404_not_a_500(
         )
         assert deleted.status_code == 204
         assert replaced.status_code in (200, 404), replaced.text
+
+
+@pytest.mark.parametrize(
+    "moment",
+    ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "2026-03-05T12:00:00"],
+)
+async def test_alerts_page_on_and_refuse_a_forged_moment(
+    client: httpx.AsyncClient, moment: str
+) -> None:
+    """The alerts' cursor holds a timestamp: pages follow one another, and a forged one that UTC
+    cannot hold, or without an offset, is a 422 naming the cursor, not a 500."""
+    account = await signed_up(client)
+    await budget(client, account, thresholds=[50, 80], starts="2026-03")
+    await create(client, account, occurred_on="2026-03-05", amount="85.00")
+    await status_of(client, account, "2026-03")
+    first = await client.get("/api/v1/reports/alerts", params={"limit": 1}, headers=account.headers)
+    cursor = first.json()["next_cursor"]
+    second = await client.get(
+        "/api/v1/reports/alerts", params={"limit": 1, "cursor": cursor}, headers=account.headers
+    )
+    thresholds = [page.json()["items"][0]["threshold"] for page in (first, second)]
+    assert sorted(thresholds) == [50, 80] and second.json()["next_cursor"] is None
+    forged = base64.urlsafe_b64encode(json.dumps([moment, str(uuid.uuid4())]).encode()).decode()
+    response = await client.get(
+        "/api/v1/reports/alerts", params={"cursor": forged}, headers=account.headers
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"][0]["field"] == "query.cursor"
 
 
 async def test_thresholds_are_recorded_once(client: httpx.AsyncClient) -> None:

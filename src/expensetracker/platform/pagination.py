@@ -14,6 +14,7 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -43,6 +44,15 @@ class PageRequest:
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None
+
+
+def instant(value: str) -> datetime:
+    """A timestamp key, as the database compares it: with an offset, in UTC. A forged one that
+    UTC cannot hold (year 1 at +01:00) is no cursor (OverflowError), not a driver's error."""
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise ValueError(value)
+    return moment.astimezone(UTC)
 
 
 def encode_cursor(key: list[Any]) -> str:

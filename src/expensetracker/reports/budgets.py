@@ -21,7 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import DriverPool, delete_owned, get_owned
 from expensetracker.platform.errors import ValidationProblem
-from expensetracker.platform.pagination import Page, PageRequest, keyset_page, page_by_name
+from expensetracker.platform.pagination import (
+    Page,
+    PageRequest,
+    instant,
+    keyset_page,
+    page_by_name,
+)
 from expensetracker.reports import conversion
 from expensetracker.reports.conversion import Converted
 from expensetracker.reports.models import Budget, BudgetAlert, idempotency_keys
@@ -397,7 +403,7 @@ async def list_alerts(
             session,
             query,
             keys=(BudgetAlert.created_at, BudgetAlert.id),
-            types=(datetime.fromisoformat, uuid.UUID),
+            types=(instant, uuid.UUID),
             paging=paging,
             item=alert_out,
             descending=True,
