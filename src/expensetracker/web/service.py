@@ -387,8 +387,8 @@ def expense_body(form: Mapping[str, str], *, partial: bool = False) -> dict[str,
 
 
 def expense_errors(field_errors: dict[str, str], form: Mapping[str, str]) -> dict[str, str]:
-    """The API's problems by field. The body's own checks concern the charged amount (whether
-    it goes with its currency, its decimals) when one was given: shown next to it."""
+    """The API's problems by field. The body's own check concerns the charged amount (whether
+    it goes with its currency) when one was given: shown next to it."""
     errors = dict(field_errors)
     if "body" in errors and form.get("charged_amount", "").strip():
         errors["charged_amount"] = errors.pop("body")
