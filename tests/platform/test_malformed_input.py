@@ -269,3 +269,32 @@ async def test_a_body_that_is_no_json_object_is_said_so_by_field(
     assert error["message"].startswith(message), error
     listed = await client.get("/api/v1/expenses", headers=account.headers)
     assert listed.json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "name"),
+    [
+        ("/api/v1/expenses", "currency=EUR&currency=JPY", "currency"),
+        ("/api/v1/expenses/export", "from=2026-01-01&to=2026-01-31&from=2026-01-02", "from"),
+        ("/api/v1/expenses", "limit=1&limit=500", "limit"),
+        (
+            "/api/v1/reports/summary",
+            "from=2026-01-01&to=2026-12-31&group_by=tag&group_by=month",
+            "group_by",
+        ),
+    ],
+)
+async def test_a_query_parameter_given_twice_is_refused_by_name(
+    client: httpx.AsyncClient, path: str, query: str, name: str
+) -> None:
+    """The framework keeps the last of two values: a list filtered by one of two currencies
+    looked filtered by both. A parameter given twice is a 422 naming it; once, it is taken."""
+    account = await signed_up(client)
+    await client.post("/api/v1/expenses", json=EXPENSE, headers=account.headers)
+    response = await client.get(f"{path}?{query}", headers=account.headers)
+    assert_problem(response)
+    assert response.json()["errors"] == [
+        {"field": f"query.{name}", "message": "must be given once", "type": "repeated"}
+    ]
+    once = await client.get(f"{path}?{query.rsplit('&', 1)[0]}", headers=account.headers)
+    assert once.status_code == 200, once.text

@@ -37,6 +37,7 @@ from expensetracker.expenses.schemas import (
 from expensetracker.expenses.shared import ExpenseFilter
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.deps import (
+    SINGLE_QUERY_VALUES,
     Creating,
     CurrentUser,
     DbConnection,
@@ -49,7 +50,7 @@ from expensetracker.platform.idempotency import CREATES
 from expensetracker.platform.pagination import Page
 from expensetracker.platform.schemas import NO_CONTENT, TEXT, Currency, Day, JsonDocument
 
-router = APIRouter(tags=["expenses"])
+router = APIRouter(tags=["expenses"], dependencies=SINGLE_QUERY_VALUES)
 
 
 class UnsupportedMediaType(Problem):

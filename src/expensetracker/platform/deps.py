@@ -19,7 +19,7 @@ from fastapi.security import HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from expensetracker.platform.db import taking_turn
-from expensetracker.platform.errors import InvalidToken
+from expensetracker.platform.errors import InvalidToken, ValidationProblem
 from expensetracker.platform.idempotency import KEY_PATTERN, Creation, KeyedRequest
 from expensetracker.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
 from expensetracker.platform.schemas import TEXT
@@ -125,3 +125,20 @@ async def _page_request(limit: _Limit = DEFAULT_LIMIT, cursor: _Cursor = None) -
 
 # Every list's ?limit= and ?cursor=, as one typed dependency.
 Paging = Annotated[PageRequest, Depends(_page_request)]
+
+
+async def _one_value_each(request: Request) -> None:
+    """Every query parameter once: FastAPI keeps the last of ``?currency=EUR&currency=JPY``, so
+    that a list filtered by one of them looked filtered by both."""
+    names = [name for name, _value in request.query_params.multi_items()]
+    if repeated := [name for name in dict.fromkeys(names) if names.count(name) > 1]:
+        raise ValidationProblem(
+            [
+                {"field": f"query.{name}", "message": "must be given once", "type": "repeated"}
+                for name in repeated
+            ]
+        )
+
+
+# On the routers whose routes take query parameters: `APIRouter(dependencies=SINGLE_QUERY_VALUES)`.
+SINGLE_QUERY_VALUES = [Depends(_one_value_each)]

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from expensetracker.platform import idempotency
 from expensetracker.platform.deps import (
+    SINGLE_QUERY_VALUES,
     Creating,
     CurrentUser,
     DbConnection,
@@ -39,7 +40,7 @@ from expensetracker.reports.schemas import (
     Trends,
 )
 
-router = APIRouter(tags=["reports"])
+router = APIRouter(tags=["reports"], dependencies=SINGLE_QUERY_VALUES)
 
 MonthQuery = Annotated[Month | None, Query(description="YYYY-MM; default: this month")]
 From = Annotated[Day, Query(alias="from", description="First day, inclusive.")]
