@@ -106,6 +106,24 @@ async def test_malformed_keys_are_refused(client: httpx.AsyncClient, key: str) -
     assert response.status_code == 422
 
 
+async def test_two_keys_in_one_request_are_refused(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    """Which of two keys would the request be retried under? Neither: a 422, nothing created."""
+    account = await signed_up(client)
+    headers = [
+        *account.headers.items(),
+        ("Idempotency-Key", "first"),
+        ("Idempotency-Key", "second"),
+    ]
+    response = await client.post("/api/v1/expenses", json=VALID, headers=headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"] == [
+        {"field": "header.Idempotency-Key", "message": "must be given once", "type": "repeated"}
+    ]
+    assert await expense_count(database_url) == 0
+
+
 async def test_categories_take_idempotency_keys_too(client: httpx.AsyncClient) -> None:
     account = await signed_up(client)
     headers = {**account.headers, "Idempotency-Key": "cat-1"}

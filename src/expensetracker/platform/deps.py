@@ -97,6 +97,10 @@ _KeyHeader = Annotated[
 
 
 async def _keyed_request(request: Request, key: _KeyHeader = None) -> KeyedRequest | None:
+    # Two keys name no one request: FastAPI would keep the first, and a retry sending the other
+    # first would create again.
+    if len(request.headers.getlist("idempotency-key")) > 1:
+        raise ValidationProblem.of_field("header.Idempotency-Key", "must be given once", "repeated")
     return None if key is None else KeyedRequest.to(request.scope["route"], key=key)
 
 
