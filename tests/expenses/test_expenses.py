@@ -324,6 +324,14 @@ async def test_filters(client: httpx.AsyncClient) -> None:
     for bad in ({"min_amount": "ten"}, {"currency": "eur"}, {"from": "2026-13-01"}, {"q": ""}):
         response = await client.get("/api/v1/expenses", params=bad, headers=account.headers)
         assert response.status_code == 422, bad
+    # A range that can match nothing is said so by name, in the list and the export alike.
+    reversed_dates = {"from": "2026-02-01", "to": "2026-01-31"}
+    reversed_amounts = {"min_amount": "10", "max_amount": "9.99"}
+    for path in ("/api/v1/expenses", "/api/v1/expenses/export"):
+        for params, field in ((reversed_dates, "query.to"), (reversed_amounts, "query.max_amount")):
+            response = await client.get(path, params=params, headers=account.headers)
+            assert response.status_code == 422, (path, params)
+            assert [error["field"] for error in response.json()["errors"]] == [field]
 
 
 async def test_keyset_pages_are_stable(client: httpx.AsyncClient) -> None:

@@ -82,15 +82,17 @@ async def expense_filters(
     max_amount: Annotated[str | None, Query(max_length=30), TEXT] = None,
     currency: Annotated[Currency | None, Query()] = None,
 ) -> ExpenseFilter:
-    return ExpenseFilter(
-        from_=from_,
-        to=to,
-        category_id=category_id,
-        tag=tag,
-        q=q,
-        min_amount=_bound("min_amount", min_amount),
-        max_amount=_bound("max_amount", max_amount),
-        currency=currency,
+    return service.matchable(
+        filters=ExpenseFilter(
+            from_=from_,
+            to=to,
+            category_id=category_id,
+            tag=tag,
+            q=q,
+            min_amount=_bound("min_amount", min_amount),
+            max_amount=_bound("max_amount", max_amount),
+            currency=currency,
+        )
     )
 
 

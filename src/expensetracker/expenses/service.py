@@ -589,6 +589,32 @@ async def fetch_page(
         return await connection.fetch(sql, *args)
 
 
+def matchable(*, filters: ExpenseFilter) -> ExpenseFilter:
+    """The filters, when they can match something: a last day before the first, or a highest
+    amount below the lowest, is refused by name (as the reports refuse a reversed range), where
+    it would answer an empty list as if there were nothing to show."""
+    errors = []
+    if filters.from_ is not None and filters.to is not None and filters.to < filters.from_:
+        errors.append(
+            {"field": "query.to", "message": "Must not be before the first day.", "type": "range"}
+        )
+    if (
+        filters.min_amount is not None
+        and filters.max_amount is not None
+        and filters.max_amount < filters.min_amount
+    ):
+        errors.append(
+            {
+                "field": "query.max_amount",
+                "message": "Must not be below the lowest amount.",
+                "type": "range",
+            }
+        )
+    if errors:
+        raise ValidationProblem(errors)
+    return filters
+
+
 async def list_expenses(
     connection: asyncpg.Connection,
     *,
