@@ -855,6 +855,30 @@ async def test_editing_a_budget_or_a_category_shows_refusals_on_the_form(
     assert clash.status_code in (409, 422) and 'role="alert"' in clash.text
 
 
+async def test_a_refused_recurring_frequency_is_shown_next_to_its_field(
+    web: httpx.AsyncClient,
+) -> None:
+    """A frequency the API does not know (a page's select edited): its reason by the select."""
+    person = await signed_up_person(web)
+    page = (await web.get("/recurring")).text
+    refused = await person.submit(
+        "/recurring",
+        "/recurring",
+        {
+            "idempotency_key": idempotency_key(page),
+            "description": "Rent",
+            "amount": "900",
+            "currency": "EUR",
+            "frequency": "daily",
+            "starts_on": "2026-01-01",
+        },
+    )
+    assert refused.status_code == 422
+    assert 'aria-describedby="rule-frequency-error"' in refused.text
+    assert re.search(r'<p class="error" id="rule-frequency-error">[^<]+</p>', refused.text)
+    assert 'value="Rent"' in refused.text and 'value="900"' in refused.text
+
+
 async def test_a_refused_category_change_is_shown_on_that_category_as_typed(
     web: httpx.AsyncClient,
 ) -> None:
