@@ -581,6 +581,18 @@ async def test_a_budget_pushed_over_its_limit_shows_on_the_dashboard(
     assert "Over budget" in budgets and "thresholds 50%, 100%" in budgets
 
 
+async def test_budget_percents_are_in_the_readers_format(web: httpx.AsyncClient) -> None:
+    """A budget spent 123 times over: its percent and thresholds grouped and spaced as the
+    reader's language writes them, like the amounts beside them."""
+    person = await signed_up_person(web)
+    await added_budget(person, name="Holiday", thresholds="80, 100")
+    await person.add_expense(amount="1234.00", occurred_on=date.today().isoformat())
+    english = (await web.get("/budgets", headers={"Accept-Language": "en-GB"})).text
+    german = (await web.get("/budgets", headers={"Accept-Language": "de-DE"})).text
+    assert "· 12,340% · thresholds 80%, 100%" in english
+    assert "· 12.340\xa0% · thresholds 80\xa0%, 100\xa0%" in german
+
+
 async def test_a_budget_that_a_rollover_left_nothing_shows_a_full_bar_not_0_percent(
     web: httpx.AsyncClient,
 ) -> None:

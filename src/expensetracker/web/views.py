@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import structlog
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
-from babel.numbers import format_currency, format_decimal
+from babel.numbers import format_currency, format_decimal, format_percent
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 from starlette.requests import Request
@@ -113,6 +113,13 @@ def money(amount: str, currency: str, locale: str) -> Markup:
 
 def number(value: Decimal | int | str, locale: Locale) -> str:
     return format_decimal(Decimal(value), locale=locale, decimal_quantization=False)
+
+
+def percent(value: float, locale: Locale, *, signed: bool = False) -> str:
+    """A whole percent in the reader's format ("61,790%", "61.790 %"); ``signed`` marks a rise
+    with a plus, as a fall has its minus."""
+    text = format_percent(Decimal(str(value)) / 100, locale=locale)
+    return f"+{text}" if signed and value > 0 else text
 
 
 @lru_cache(maxsize=4096)
@@ -266,6 +273,7 @@ def render(
         lang=locale.language,
         money=partial(money, locale=tag),
         number=partial(number, locale=locale),
+        percent=partial(percent, locale=locale),
         day=partial(day, locale=tag),
         month_name=partial(month_name, locale=tag),
         expense_rows=partial(expense_rows, locale=tag),
