@@ -473,6 +473,30 @@ async def test_without_scripts_a_save_or_a_delete_comes_back_to_the_filtered_lis
     assert expense_ids(shown) == [first]
 
 
+async def test_emptying_a_required_field_of_an_expense_is_refused_next_to_it(
+    web: httpx.AsyncClient,
+) -> None:
+    """Saved with its description or its amount emptied, an expense is not "saved" unchanged:
+    the form comes back with the reason by that field, and the expense stays as it was."""
+    person = await signed_up_person(web)
+    assert (await person.add_expense(description="Bakery", amount="4.10")).status_code == 303
+    [expense_id] = expense_ids((await web.get("/expenses")).text)
+    edit = f"/expenses/{expense_id}/edit"
+    typed = {
+        "description": "Bakery",
+        "amount": "4.10",
+        "currency": "EUR",
+        "occurred_on": "2026-11-02",
+    }
+    for emptied in ("description", "amount"):
+        form = {**typed, emptied: " "}
+        refused = await person.submit(edit, f"/expenses/{expense_id}", form)
+        assert refused.status_code == 422, emptied
+        assert f'id="edit-{emptied}-error"' in refused.text
+    listed = (await web.get("/expenses")).text
+    assert "Bakery" in listed and "€4.10" in listed
+
+
 async def test_a_confirm_sent_while_the_first_one_imports_says_so(
     web: httpx.AsyncClient, database_url: str
 ) -> None:

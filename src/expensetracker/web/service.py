@@ -357,15 +357,15 @@ def _typed_amount(form: Mapping[str, str], name: str = "amount", currency: str =
 
 def expense_body(form: Mapping[str, str], *, partial: bool = False) -> dict[str, Any]:
     """The API body of an expense form. Empty optional fields are left out on create and
-    cleared (null) on update."""
+    cleared (null) on update; an emptied required field is sent empty, for the API to refuse
+    next to it rather than the old value being kept unsaid."""
     body: dict[str, Any] = {}
     for name in ("description", "occurred_on", "currency"):
-        value = form.get(name, "").strip()
-        if value or not partial:
+        if name in form or not partial:
+            value = form.get(name, "").strip()
             body[name] = value.upper() if name == "currency" else value
-    amount = _typed_amount(form)
-    if amount or not partial:
-        body["amount"] = amount
+    if "amount" in form or not partial:
+        body["amount"] = _typed_amount(form)
     for name in ("merchant", "notes", "category_id"):
         value = form.get(name, "").strip()
         if value:
