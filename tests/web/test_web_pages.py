@@ -229,6 +229,23 @@ async def test_after_signing_out_the_old_cookie_opens_nothing(
         assert response.headers["location"].startswith("/login")
 
 
+async def test_a_refused_sign_up_blames_the_address_not_the_name_left_empty(
+    web: httpx.AsyncClient,
+) -> None:
+    """The optional name, left empty, is made from the address: a wrong address is said at the
+    address, never as a problem of the name nobody typed."""
+    page = (await web.get("/signup")).text
+    for email in ("", "a" * 300 + "@example.org"):
+        refused = await web.post(
+            "/signup",
+            data={"csrf_token": csrf_token(page), "email": email, "password": "a passphrase 9"},
+            headers={"Sec-Fetch-Site": "same-origin"},
+        )
+        assert refused.status_code == 422, email
+        assert 'id="email-error"' in refused.text, email
+        assert 'id="display_name-error"' not in refused.text, email
+
+
 async def test_signing_in_never_tells_whether_an_address_is_registered(
     web: httpx.AsyncClient,
 ) -> None:

@@ -546,12 +546,13 @@ async def signup_page(request: Request) -> Response:
 @router.post("/signup")
 async def signup(request: Request, state: State) -> Response:
     form = _text(await request.form())
+    display_name = form.get("display_name", "").strip()
     try:
         cookie = await service.sign_up(
             state=state,
             email=form.get("email", ""),
             password=form.get("password", ""),
-            display_name=form.get("display_name", "").strip(),
+            display_name=display_name,
             client=_client(request),
         )
     except ApiError as exc:
@@ -562,7 +563,7 @@ async def signup(request: Request, state: State) -> Response:
             None,
             status=422,
             form=form,
-            errors=exc.field_errors,
+            errors=service.sign_up_errors(exc.field_errors, display_name=display_name),
             error=exc.detail,
         )
     if cookie is None:

@@ -182,6 +182,15 @@ async def sign_up(
         raise
 
 
+def sign_up_errors(field_errors: Mapping[str, str], *, display_name: str) -> dict[str, str]:
+    """The API's problems with a sign-up, by field. Without a name typed, the name sent was made
+    from the address: its problem (empty, too long) is the address's, which has its own."""
+    errors = dict(field_errors)
+    if not display_name:
+        errors.pop("display_name", None)
+    return errors
+
+
 def month_bounds(day: date) -> tuple[date, date]:
     last = calendar.monthrange(day.year, day.month)[1]
     return day.replace(day=1), day.replace(day=last)
