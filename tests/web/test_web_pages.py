@@ -453,6 +453,15 @@ async def test_the_list_keeps_filters_in_the_url_and_pages_on_the_cursor(
     assert reversed_range.status_code == 422, reversed_range.text
     assert 'id="filter-to-error">Must not be before the first day.' in reversed_range.text
     assert expense_ids(reversed_range.text) == []
+    # Amounts are read as every amount field reads them ("40,00"), and a highest amount below
+    # the lowest is said next to it.
+    comma = (await web.get("/expenses?q=Shop&min_amount=40,00&currency=EUR")).text
+    assert expense_ids(comma) == ids
+    reversed_amounts = await web.get("/expenses?min_amount=40&max_amount=4")
+    assert reversed_amounts.status_code == 422
+    assert 'id="filter-max_amount-error">Must not be below the lowest amount.' in (
+        reversed_amounts.text
+    )
 
 
 async def test_without_scripts_a_save_or_a_delete_comes_back_to_the_filtered_list(

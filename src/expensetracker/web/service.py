@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -304,10 +305,14 @@ def month_series(groups: list[SummaryGroup], *, start: date, months: int) -> dic
 
 def expense_filters(query: Mapping[str, str]) -> dict[str, str]:
     """The API filters present in a page's query string, as given (the API checks them), but for
-    the currency in capitals, as every form of the app takes it."""
+    the currency in capitals and the amounts read as typed ("12,50"), as every form of the app
+    takes them."""
     filters = {name: query[name].strip() for name in EXPENSE_FILTERS if query.get(name, "").strip()}
     if "currency" in filters:
         filters["currency"] = filters["currency"].upper()
+    for name in ("min_amount", "max_amount"):
+        if name in filters:
+            filters[name] = typed_amount(filters[name], filters.get("currency", ""))
     return filters
 
 
@@ -322,13 +327,21 @@ def list_query(query: Mapping[str, str]) -> str:
 
 
 def expense_filter_problems(filters: Mapping[str, str]) -> dict[str, str]:
-    """What the list's filters get wrong that the API lets pass: a last day before the first
-    matches nothing there; here it is refused next to the field, as the reports' range is."""
+    """What the list's filters get wrong that the API lets pass: a last day before the first, or
+    a highest amount below the lowest, matches nothing there; here it is refused next to the
+    field, as the reports' range and a rule's amounts are."""
+    problems: dict[str, str] = {}
     try:
-        first, last = date.fromisoformat(filters["from"]), date.fromisoformat(filters["to"])
+        if date.fromisoformat(filters["to"]) < date.fromisoformat(filters["from"]):
+            problems["to"] = "Must not be before the first day."
     except (KeyError, ValueError):
-        return {}
-    return {"to": "Must not be before the first day."} if last < first else {}
+        pass  # a missing bound, or one the API refuses itself
+    try:
+        if Decimal(filters["max_amount"]) < Decimal(filters["min_amount"]):
+            problems["max_amount"] = "Must not be below the lowest amount."
+    except (KeyError, ArithmeticError):
+        pass
+    return problems
 
 
 async def expense_page(
