@@ -290,14 +290,26 @@ async def test_a_phone_screen_has_no_sideways_scrolling_and_no_accessibility_pro
             "/api/v1/expenses/recurring", json=monthly, headers=account.headers
         )
         assert created.status_code == 201, created.text
+        # Names with no space to break at, as long as the API takes them: a category's (in every
+        # category select), a budget's (beside its badge), a rule's pattern.
+        long_names = (
+            ("/api/v1/categories", {"name": "C" * 50}),
+            ("/api/v1/budgets", {"name": "B" * 100, "amount": "10", "currency": "EUR"}),
+            ("/api/v1/expenses/rules", {"field": "any", "pattern": "P" * 200, "tags": ["t"]}),
+        )
+        for path, body in long_names:
+            created = await api.post(path, json=body, headers=account.headers)
+            assert created.status_code == 201, created.text
     context = await browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
     page = await context.new_page()
     await sign_in(page, base_url, email, password)
     await page.goto(f"{base_url}/expenses")
     first = await page.locator("#expense-rows > tr").first.get_attribute("id")
     expense_edit = f"/expenses/{first.removeprefix('expense-')}/edit"
+    await page.goto(f"{base_url}/budgets")
+    budget_edit = await page.locator("a[href$='/edit']").first.get_attribute("href")
     converted = ("/?in=home", "/reports?in=home")
-    for path in (*PAGES, *converted, expense_edit, "/no-such-page"):
+    for path in (*PAGES, *converted, expense_edit, budget_edit, "/no-such-page"):
         await page.goto(f"{base_url}{path}")
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"], f"{path} is {width} px wide"
