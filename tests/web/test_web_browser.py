@@ -575,7 +575,7 @@ async def test_a_statement_rates_rules_and_the_home_currency_in_the_browser(
     await expect(page.get_by_text("In all: €71.79")).to_be_visible()  # 12.50 + 49.99 + 9.30
     table = page.locator("#by-month")
     await expect(table).to_contain_text(
-        "2 already in EUR; 1 at an exchange rate (oldest 2026-03-05)"
+        "2 already in EUR; 1 at an exchange rate (oldest 5 Mar 2026)"
     )
     await expect(page.locator("figure[data-table=by-month] canvas")).to_have_count(1)
     await audit("reports (home currency)")

@@ -1059,6 +1059,8 @@ async def test_own_rates_are_added_replaced_listed_and_deleted(web: httpx.AsyncC
     assert (await person.submit("/rates", "/rates", {**rate, "rate": "0.95"})).status_code == 303
     page = (await web.get("/rates")).text
     assert "1 USD → EUR" in page and "0.95" in page and "0.9177" not in page and "Yours" in page
+    german = (await web.get("/rates", headers={"Accept-Language": "de-DE"})).text
+    assert '<td class="num">0,95</td>' in german
     bad = await person.submit("/rates", "/rates", {**rate, "rate": "-1"})
     assert bad.status_code == 422 and 'id="rate-rate-error"' in bad.text
     assert 'value="-1"' in bad.text  # what was typed stays

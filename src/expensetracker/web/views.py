@@ -179,7 +179,7 @@ def expense_rows(
     ]
 
 
-def made_of(conversion: Conversion, currency: str) -> str:
+def made_of(conversion: Conversion, currency: str, *, locale: str) -> str:
     """How a converted total was made, in words: never a guessed rate."""
     parts = []
     if conversion["in_currency"]:
@@ -189,7 +189,8 @@ def made_of(conversion: Conversion, currency: str) -> str:
     if conversion["rated"]:
         oldest = conversion["oldest_rate_day"]
         parts.append(
-            f"{conversion['rated']} at an exchange rate" + (f" (oldest {oldest})" if oldest else "")
+            f"{conversion['rated']} at an exchange rate"
+            + (f" (oldest {day(oldest, locale)})" if oldest else "")
         )
     if conversion["missing"]:
         parts.append(f"{conversion['missing']} without a rate, not included")
@@ -240,7 +241,6 @@ templates = Environment(
     auto_reload=False,
 )
 templates.globals["static_url"] = static_url
-templates.globals["made_of"] = made_of
 templates.globals["filter_form"] = filter_form
 
 
@@ -275,6 +275,7 @@ def render(
         number=partial(number, locale=locale),
         percent=partial(percent, locale=locale),
         day=partial(day, locale=tag),
+        made_of=partial(made_of, locale=tag),
         month_name=partial(month_name, locale=tag),
         expense_rows=partial(expense_rows, locale=tag),
         **context,
