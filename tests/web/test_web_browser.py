@@ -459,6 +459,32 @@ async def test_with_scripts_off_signing_in_listing_adding_and_deleting_work(
     await context.close()
 
 
+async def test_a_refused_delete_with_scripts_shows_the_page_once(
+    context: BrowserContext, base_url: str
+) -> None:
+    """A delete posted in place and refused (here a category's "move to" choice edited to one
+    that is not the person's) brings its page with the problem instead of this one, never a
+    second page inside the confirm form."""
+    email, password = await new_account(base_url)
+    page = await context.new_page()
+    await sign_in(page, base_url, email, password)
+    await page.goto(f"{base_url}/categories")
+    category = page.locator("details.category").first
+    await category.locator("summary").first.click()
+    confirm = category.locator("details.confirm")
+    await confirm.locator("summary").click()
+    await confirm.locator("select[name=move_to]").evaluate(
+        "select => { const other = new Option('', '00000000-0000-0000-0000-000000000000');"
+        " select.append(other); select.value = other.value; }"
+    )
+    async with page.expect_response(re.compile(r"/delete$")) as answer:
+        await confirm.get_by_role("button", name=re.compile("^Yes, delete")).click()
+    assert (await answer.value).status == 422
+    await expect(page.get_by_role("alert")).to_be_visible()
+    await expect(page.locator("header.site-header")).to_have_count(1)
+    await expect(page.locator("h1")).to_have_count(1)
+
+
 async def test_no_inline_script_runs(context: BrowserContext, base_url: str) -> None:
     page = await context.new_page()
     violations = watch_csp(page)

@@ -264,7 +264,12 @@ async def _submitted(
     except ApiError as exc:
         if exc.status not in refusals:
             raise
-        return await invalid(status=exc.status, errors=exc.field_errors, error=exc.detail)
+        page = await invalid(status=exc.status, errors=exc.field_errors, error=exc.detail)
+        if _htmx(request):
+            # Posted in place (a delete's confirm): the page with the problem replaces the page,
+            # not the form, which would hold a second page.
+            page.headers.update({"HX-Retarget": "body", "HX-Reswap": "innerHTML"})
+        return page
     return _redirect(request, then)
 
 
