@@ -824,6 +824,11 @@ async def test_htmx_gets_fragments_and_plain_forms_get_redirects(web: httpx.Asyn
     assert expense_ids((await web.get("/expenses")).text) == []
     plain = await person.add_expense()
     assert plain.status_code == 303 and plain.headers["location"] == "/expenses?added=1"
+    # A whole page answering a post made in place (a refusal the form cannot show) replaces
+    # the page, not the form.
+    refused = await web.post("/rates/2026-02-30/EUR/USD/delete", headers=htmx)
+    assert refused.status_code == 422 and "<html" in refused.text
+    assert (refused.headers["hx-retarget"], refused.headers["hx-reswap"]) == ("body", "innerHTML")
 
 
 async def test_deleting_the_account_needs_the_box_and_the_password(

@@ -95,7 +95,7 @@ class WebRoute(APIRoute):
             except ApiError as exc:
                 if exc.status == 404:
                     return views.error_page(request, 404, "There is nothing here.")
-                return views.error_page(request, exc.status, exc.detail)
+                return _whole_page(request, views.error_page(request, exc.status, exc.detail))
             except ServiceUnavailable as exc:
                 log.warning("service_unavailable", service=exc.service, error=str(exc))
                 return views.error_page(request, 503, None)
@@ -204,6 +204,14 @@ def _redirect(request: Request, url: str) -> Response:
     return RedirectResponse(url, status_code=303)
 
 
+def _whole_page(request: Request, page: Response) -> Response:
+    """A whole page answering a form that htmx posted in place (a delete's confirm, the
+    quick-add): it replaces the page, not the form, which would hold a second page."""
+    if _htmx(request):
+        page.headers.update({"HX-Retarget": "body", "HX-Reswap": "innerHTML"})
+    return page
+
+
 def _page(
     request: Request,
     template: str,
@@ -265,11 +273,7 @@ async def _submitted(
         if exc.status not in refusals:
             raise
         page = await invalid(status=exc.status, errors=exc.field_errors, error=exc.detail)
-        if _htmx(request):
-            # Posted in place (a delete's confirm): the page with the problem replaces the page,
-            # not the form, which would hold a second page.
-            page.headers.update({"HX-Retarget": "body", "HX-Reswap": "innerHTML"})
-        return page
+        return _whole_page(request, page)
     return _redirect(request, then)
 
 
