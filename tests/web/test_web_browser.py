@@ -350,6 +350,16 @@ async def test_the_keyboard_alone_reaches_everything_and_focus_is_visible(
         await expect(page.get_by_role("dialog")).to_be_visible()
         await page.keyboard.press("Escape")
         await expect(page.get_by_role("dialog")).to_be_hidden()
+    # A delete's question opens with Enter and, like a dialog, closes with Escape, focus back on
+    # the "Delete" that opened it.
+    question = page.locator("#expense-rows details.confirm").first
+    await question.locator("summary").focus()
+    await page.keyboard.press("Enter")
+    await page.keyboard.press("Tab")
+    await expect(question.get_by_role("button", name=re.compile("^Yes, delete"))).to_be_focused()
+    await page.keyboard.press("Escape")
+    await expect(question).not_to_have_attribute("open", "")
+    await expect(question.locator("summary")).to_be_focused()
 
 
 async def focus_moves_to(page: Page, name: str, row: str | None = None) -> None:

@@ -49,10 +49,16 @@
       openQuickAdd(event);
       return;
     }
-    // Escape in an expense's inline edit: the row as it was, as its Cancel link gives it.
+    // Escape in an expense's inline edit: the row as it was, as its Cancel link gives it. In a
+    // delete's question: the question closes, as a dialog would, and focus is back on its opener.
     if (event.key === "Escape") {
       const editing = event.target.closest("tr.editing");
       if (editing) editing.querySelector("[data-cancel]").click();
+      const asking = event.target.closest("details.confirm[open]");
+      if (asking && !editing) {
+        asking.open = false;
+        asking.querySelector("summary").focus();
+      }
       return;
     }
     if (event.key !== "n" || event.ctrlKey || event.metaKey || event.altKey) return;
