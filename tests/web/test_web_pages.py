@@ -156,6 +156,16 @@ async def test_a_form_submitted_twice_creates_one_expense(web: httpx.AsyncClient
     # A new rendering of the form is a new expense.
     other = (await web.get("/expenses/new")).text
     assert idempotency_key(other) != data["idempotency_key"]
+    # Sent again changed (back in the browser's history, another amount): nothing is saved,
+    # the form says why and carries a new key, with which these values are added once.
+    changed = await web.post("/expenses/new", data={**data, "amount": "5.00"})
+    assert changed.status_code == 422 and "This form was saved before" in changed.text
+    assert 'value="5.00"' in changed.text
+    assert idempotency_key(changed.text) != data["idempotency_key"]
+    assert len(expense_ids((await web.get("/expenses")).text)) == 1
+    again = {**data, "amount": "5.00", "idempotency_key": idempotency_key(changed.text)}
+    assert (await web.post("/expenses/new", data=again)).status_code == 303
+    assert len(expense_ids((await web.get("/expenses")).text)) == 2
 
 
 @pytest.mark.parametrize(

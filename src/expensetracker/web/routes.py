@@ -728,6 +728,12 @@ async def _new_expense_page(
     return _page(request, template, account, idempotency_key=key, **extra, **context)
 
 
+_SAVED_BEFORE = (
+    "This form was saved before, with other values; these were not saved. Add the expense "
+    "to save them as a new one, or change the saved one from the list."
+)
+
+
 @router.get("/expenses/new")
 async def new_expense(request: Request, account: SignedIn, state: State) -> Response:
     return await _new_expense_page(request, account, state, key=service.new_form_key())
@@ -744,7 +750,13 @@ async def create_expense(request: Request, account: SignedIn, state: State) -> R
     except ApiError as exc:
         if exc.status != 422:
             raise
-        return await _new_expense_page(request, account, state, key=key, **_refused(exc, form))
+        refused = _refused(exc, form)
+        if "Idempotency-Key" in refused["errors"]:
+            # The form was saved before with other values (sent again from the browser's
+            # history, changed): nothing is saved now, and a new key lets these be added.
+            key = service.new_form_key()
+            refused["error"] = _SAVED_BEFORE
+        return await _new_expense_page(request, account, state, key=key, **refused)
     if not _htmx(request):
         return RedirectResponse("/expenses?added=1", status_code=303)
     response = _page(request, "_expense_added.html", account, expense=expense)
