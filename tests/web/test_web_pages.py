@@ -956,6 +956,26 @@ async def test_a_refused_recurring_frequency_is_shown_next_to_its_field(
     assert 'value="Rent"' in refused.text and 'value="900"' in refused.text
 
 
+async def test_a_creating_form_saved_before_and_sent_again_changed_says_so(
+    web: httpx.AsyncClient,
+) -> None:
+    """A budget form saved, then sent again with another name (back in the browser's history):
+    nothing is saved, the page says why, and its new form adds the budget once."""
+    person = await signed_up_person(web)
+    page = (await web.get("/budgets")).text
+    form = {"idempotency_key": idempotency_key(page), "amount": "30", "currency": "EUR"}
+    saved = await person.submit("/budgets", "/budgets", {**form, "name": "Books"})
+    assert saved.status_code == 303
+    changed = await person.submit("/budgets", "/budgets", {**form, "name": "Films"})
+    assert changed.status_code == 422 and "This form was saved before" in changed.text
+    assert 'value="Films"' in changed.text
+    again = {**form, "name": "Films", "idempotency_key": idempotency_key(changed.text)}
+    assert (await person.submit("/budgets", "/budgets", again)).status_code == 303
+    assert (
+        "Books" in (await web.get("/budgets")).text and "Films" in (await web.get("/budgets")).text
+    )
+
+
 async def test_a_refused_category_change_is_shown_on_that_category_as_typed(
     web: httpx.AsyncClient,
 ) -> None:

@@ -257,6 +257,18 @@ def _safe_next(target: str | None) -> str:
     return "/"
 
 
+# A creating form saved before, sent again changed (from the browser's history): its key is
+# refused with the other values. The page renders it with a new key, which adds them.
+_SAVED_BEFORE = (
+    "This form was saved before, with other values; these were not saved. "
+    "Send it again to save them as a new one."
+)
+
+
+def _saved_before(exc: ApiError) -> bool:
+    return "Idempotency-Key" in exc.field_errors
+
+
 async def _submitted(
     request: Request,
     call: Awaitable[object],
@@ -272,7 +284,8 @@ async def _submitted(
     except ApiError as exc:
         if exc.status not in refusals:
             raise
-        page = await invalid(status=exc.status, errors=exc.field_errors, error=exc.detail)
+        error = _SAVED_BEFORE if _saved_before(exc) else exc.detail
+        page = await invalid(status=exc.status, errors=exc.field_errors, error=error)
         return _whole_page(request, page)
     return _redirect(request, then)
 
@@ -728,12 +741,6 @@ async def _new_expense_page(
     return _page(request, template, account, idempotency_key=key, **extra, **context)
 
 
-_SAVED_BEFORE = (
-    "This form was saved before, with other values; these were not saved. Add the expense "
-    "to save them as a new one, or change the saved one from the list."
-)
-
-
 @router.get("/expenses/new")
 async def new_expense(request: Request, account: SignedIn, state: State) -> Response:
     return await _new_expense_page(request, account, state, key=service.new_form_key())
@@ -751,9 +758,7 @@ async def create_expense(request: Request, account: SignedIn, state: State) -> R
         if exc.status != 422:
             raise
         refused = _refused(exc, form)
-        if "Idempotency-Key" in refused["errors"]:
-            # The form was saved before with other values (sent again from the browser's
-            # history, changed): nothing is saved now, and a new key lets these be added.
+        if _saved_before(exc):
             key = service.new_form_key()
             refused["error"] = _SAVED_BEFORE
         return await _new_expense_page(request, account, state, key=key, **refused)
