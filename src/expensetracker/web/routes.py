@@ -667,9 +667,7 @@ async def _expense_form_context(
 async def _expense_list(
     state: WebState, account: Credentials, *, filters: dict[str, str], cursor: str | None
 ) -> tuple[Page[Expense], dict[str, str]]:
-    """A page of the list, or none and the filters' problems (ours, or the API's 422)."""
-    if problems := service.expense_filter_problems(filters):
-        return {"items": [], "next_cursor": None}, problems
+    """A page of the list, or none and the filters' problems (the API's 422)."""
     try:
         page = await service.expense_page(
             api=state.api, token=account.token, filters=filters, cursor=cursor

@@ -15,7 +15,6 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -324,24 +323,6 @@ def list_query(query: Mapping[str, str]) -> str:
     if query.get("cursor"):
         place["cursor"] = query["cursor"]
     return urlencode(place)
-
-
-def expense_filter_problems(filters: Mapping[str, str]) -> dict[str, str]:
-    """What the list's filters get wrong that the API lets pass: a last day before the first, or
-    a highest amount below the lowest, matches nothing there; here it is refused next to the
-    field, as the reports' range and a rule's amounts are."""
-    problems: dict[str, str] = {}
-    try:
-        if date.fromisoformat(filters["to"]) < date.fromisoformat(filters["from"]):
-            problems["to"] = "Must not be before the first day."
-    except (KeyError, ValueError):
-        pass  # a missing bound, or one the API refuses itself
-    try:
-        if Decimal(filters["max_amount"]) < Decimal(filters["min_amount"]):
-            problems["max_amount"] = "Must not be below the lowest amount."
-    except (KeyError, ArithmeticError):
-        pass
-    return problems
 
 
 async def expense_page(
