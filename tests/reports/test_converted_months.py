@@ -49,6 +49,15 @@ async def _ecb_rates(pool: asyncpg.Pool, generator: random.Random) -> None:
         await rates.store(connection, published, source="ecb")
 
 
+async def _at_home_in_euros(client: httpx.AsyncClient) -> tuple[Account, str]:
+    """A new account whose home currency is EUR, and its user id."""
+    account = await signed_up(client)
+    user_id = (await client.get("/api/v1/auth/me", headers=account.headers)).json()["id"]
+    home = {"currency": "EUR"}
+    await client.put("/api/v1/expenses/home-currency", json=home, headers=account.headers)
+    return account, user_id
+
+
 async def _reports(client: httpx.AsyncClient, account: Account) -> dict:
     """Every converted report that may read the kept totals: summaries of whole and partial
     months, by category and by month, trends, and the converted budgets' status."""
@@ -102,11 +111,7 @@ async def test_reports_read_kept_totals_only_while_they_are_fresh(
     async with serve_app(
         rates_max_age_days=MAX_AGE, converted_refresh_interval_seconds=3600
     ) as client:
-        account = await signed_up(client)
-        user_id = (await client.get("/api/v1/auth/me", headers=account.headers)).json()["id"]
-        await client.put(
-            "/api/v1/expenses/home-currency", json={"currency": "EUR"}, headers=account.headers
-        )
+        account, user_id = await _at_home_in_euros(client)
         named = await categories(client, account)
         choices = [None, named["Groceries"], named["Food"], named["Transport"]]
         made = []
@@ -235,11 +240,7 @@ async def test_a_month_changed_back_to_the_sum_of_its_revisions_is_not_fresh(
     async with serve_app(
         rates_max_age_days=MAX_AGE, converted_refresh_interval_seconds=3600
     ) as client:
-        account = await signed_up(client)
-        user_id = (await client.get("/api/v1/auth/me", headers=account.headers)).json()["id"]
-        await client.put(
-            "/api/v1/expenses/home-currency", json={"currency": "EUR"}, headers=account.headers
-        )
+        account, user_id = await _at_home_in_euros(client)
         await put_rate(client, account, date(2025, 6, 3), "USD", "EUR", "0.5")
         named = await categories(client, account)
         a, b, d = named["Groceries"], named["Transport"], named["Rent"]
