@@ -11,7 +11,7 @@ import uuid
 import httpx
 import pytest
 
-from bench.imports import csv_rows
+from bench.imports import SHAPES, csv_rows, server_floor, write_floor
 from expensetracker.expenses import transfer
 from tests.helpers.database import connected
 from tests.helpers.expenses import ACTUAL, EXPECTED, HEADER, expense_count, export, imported, upload
@@ -265,3 +265,38 @@ async def test_a_batchs_new_tags_are_checked_against_earlier_imports_row_by_row(
         tags = await connection.fetch("SELECT name FROM expenses.tags WHERE user_id = $1", owner)
     assert read - read_before <= len(rows)  # it read 5,000, the user's every external id
     assert [tag["name"] for tag in tags] == ["new"]
+
+
+@pytest.mark.database
+async def test_the_benchmarks_floor_writes_each_files_shape_and_keeps_nothing(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    """The imports' baseline in bench/imports.py writes as many rows as a file of its kind has
+    categories, external ids and tags, through the tables' every index, key and trigger."""
+    account = await signed_up(client)
+    await client.get("/api/v1/categories", headers=account.headers)  # the owner's row
+    owner = await owner_of(client, account)
+    shares = (
+        "SELECT count(category_id), count(external_id), "
+        "  (SELECT count(*) FROM expenses.expense_tags WHERE user_id = $1), "
+        "  (SELECT sum(expense_count) FROM expenses.monthly_totals WHERE user_id = $1) "
+        "FROM expenses.expenses WHERE user_id = $1"
+    )
+    async with connected(database_url) as connection:
+        for kind, shape in SHAPES.items():
+            transaction = connection.transaction()
+            await transaction.start()
+            try:
+                seconds = await write_floor(connection, user_id=owner, shape=shape, rows=1_000)
+                categorised, identified, links, counted = await connection.fetchrow(shares, owner)
+            finally:
+                await transaction.rollback()
+            assert seconds > 0
+            assert (categorised, identified, counted) == (
+                10 * shape.categorised,
+                10 * shape.identified,
+                1_000,
+            ), kind
+            assert abs(links - 2 * 10 * shape.tagged) <= 2 * 30, (kind, links)
+    assert await server_floor(database_url, user_id=str(owner), shape=SHAPES["CSV"], rows=10) > 0
+    assert await fetch(database_url, ACTUAL, owner) == []
