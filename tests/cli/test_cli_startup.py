@@ -111,6 +111,51 @@ def test_a_command_loads_without_collections() -> None:
     assert "collections while loading: 0 on: True" in done.stderr, done.stderr
 
 
+def test_ctrl_c_that_python_ignores_while_loading_still_stops_the_command() -> None:
+    """Python ignores (prints, then drops) an exception raised where it cannot be passed on,
+    as in a weak reference's callback, which the import system runs while a command loads: a
+    Ctrl-C landing there is still an interrupt, said once the command is loaded, before it
+    runs. Here the callback runs as the expenses commands start to load."""
+    code = (
+        "import sys, weakref\n"
+        "class Interrupting:\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'expensetracker.cli.expenses':\n"
+        "            class Thing: pass\n"
+        "            thing = Thing()\n"
+        "            def callback(_):\n"
+        "                raise KeyboardInterrupt\n"
+        "            watched = weakref.ref(thing, callback)\n"
+        "            del thing\n"
+        "sys.meta_path.insert(0, Interrupting())\n"
+        "sys.argv = ['expensetracker', 'expenses', 'import', '/nonexistent', '--user', 'a@b.org']\n"
+        "from expensetracker.__main__ import main\n"
+        "main()\n"
+    )
+    done = _python(code)
+    assert done.returncode == 130, (done.returncode, done.stderr)
+    assert done.stderr.strip() == "error: interrupted", done.stderr
+
+
+def test_ctrl_c_that_python_ignores_once_a_command_runs_asks_for_another() -> None:
+    code = (
+        "import weakref\n"
+        "from expensetracker import loading\n"
+        "loading.start()\n"
+        "assert not loading.loaded()\n"
+        "class Thing: pass\n"
+        "thing = Thing()\n"
+        "def callback(_):\n"
+        "    raise KeyboardInterrupt\n"
+        "watched = weakref.ref(thing, callback)\n"
+        "del thing\n"
+        "print('went on')\n"
+    )
+    done = _python(code)
+    assert (done.returncode, done.stdout) == (0, "went on\n"), done.stderr
+    assert done.stderr == "Ctrl-C came where Python cannot stop: press it again to stop.\n"
+
+
 async def test_ctrl_c_while_a_command_loads_says_interrupted() -> None:
     """Ctrl-C sent ever later, from when Python has started (its own start-up, `site` and the
     packages' import hooks, is Python's to answer) until the command is loaded and done: each

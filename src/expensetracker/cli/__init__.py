@@ -18,7 +18,7 @@ import typer
 from pydantic import SecretStr
 from typer.core import TyperGroup
 
-from expensetracker import __version__
+from expensetracker import __version__, loading
 from expensetracker.cli.common import (
     INTERRUPTED,
     HostOption,
@@ -218,6 +218,8 @@ def main_options(
     # (expensetracker/__main__.py).
     gc.freeze()
     gc.enable()
+    if loading.loaded():
+        raise KeyboardInterrupt  # pressed while loading, where Python dropped it
 
 
 @cli.command()
