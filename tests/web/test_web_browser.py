@@ -474,7 +474,7 @@ async def test_a_refused_delete_with_scripts_shows_the_page_once(
 ) -> None:
     """A delete posted in place and refused (here a category's "move to" choice edited to one
     that is not the person's) brings its page with the problem instead of this one, never a
-    second page inside the confirm form."""
+    second page inside the confirm form: its question open, the choice kept, the problem at it."""
     email, password = await new_account(base_url)
     page = await context.new_page()
     await sign_in(page, base_url, email, password)
@@ -493,6 +493,12 @@ async def test_a_refused_delete_with_scripts_shows_the_page_once(
     await expect(page.get_by_role("alert")).to_be_visible()
     await expect(page.locator("header.site-header")).to_have_count(1)
     await expect(page.locator("h1")).to_have_count(1)
+    asked = page.locator("details.confirm[open]")
+    await expect(asked.locator("select[name=move_to]")).to_have_value(
+        "00000000-0000-0000-0000-000000000000"
+    )
+    await expect(asked.locator("p.error")).to_have_text("Not another of your categories.")
+    await expect(asked.locator("p.error")).to_be_visible()
 
 
 async def test_no_inline_script_runs(context: BrowserContext, base_url: str) -> None:

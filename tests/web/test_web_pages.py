@@ -735,6 +735,45 @@ async def test_deleting_a_category_can_move_its_expenses_to_another(
     assert "Crisps" in listed
 
 
+async def test_a_refused_move_to_is_shown_at_its_field_with_the_choice_kept(
+    web: httpx.AsyncClient,
+) -> None:
+    """A delete's "move to" that the API refuses (here forged, with a valid token: another
+    person's category) is said next to that field, in its question open again with the choice
+    kept, and by the page's alert as any refused form; the same when htmx posts it. Nothing is
+    deleted, and nothing of the other person's category shows."""
+    alice = await signed_up_person(web)
+    alices = await added_category(alice, "Alice's food")
+    web.cookies.clear()
+    bob = await signed_up_person(web)
+    snacks = await added_category(bob, "Snacks")
+    for headers in ({}, {"HX-Request": "true"}):
+        refused = await bob.submit(
+            "/categories", f"/categories/{snacks}/delete", {"move_to": alices}, **headers
+        )
+        assert refused.status_code == 422, headers
+        assert refused.headers.get("hx-retarget") == ("body" if headers else None)
+        html = refused.text
+        assert re.search(r'<p class="alert" role="alert">[^<]+</p>', html), headers
+        assert re.search(r'<details class="category" open>\s*<summary>Snacks</summary>', html)
+        question = html.split('<details class="confirm" open>')[1].split("</form>")[0]
+        assert html.count('<details class="confirm" open>') == 1, headers
+        assert f'action="/categories/{snacks}/delete"' in question, headers
+        field = f"{snacks}-move-move_to"
+        assert f'aria-invalid="true" aria-describedby="{field}-error"' in question, headers
+        assert f'id="{field}-error">Not another of your categories.</p>' in question, headers
+        assert f'<option value="{alices}" selected>(not another of your categories)</option>' in (
+            question
+        )
+        assert 'id="new-category-name-error"' not in html and "Alice" not in html, headers
+        assert "<summary>Snacks</summary>" in (await web.get("/categories")).text
+    # Itself, which its question does not offer: kept as chosen too, not shown as "No category".
+    itself = await bob.submit("/categories", f"/categories/{snacks}/delete", {"move_to": snacks})
+    assert itself.status_code == 422
+    chosen = f'<option value="{snacks}" selected>(not another of your categories)</option>'
+    assert chosen in itself.text
+
+
 async def test_a_budget_whose_category_was_deleted_asks_for_another(
     web: httpx.AsyncClient,
 ) -> None:

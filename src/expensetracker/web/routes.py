@@ -383,20 +383,25 @@ class ListPage:
         self, *, done: str, params: Callable[[FormData], dict[str, str]] | None = None
     ) -> None:
         """POST ``path/{item}/delete``: deletes that one, with the query ``params`` of its form
-        (none by default), then the page, saying ``done``; refused, the page with the problem."""
+        (none by default), then the page, saying ``done``; refused, the page with the problem,
+        and that one's question (``deleting``) open as answered (``typed``), the problem at its
+        field."""
         self.deleted = done
 
         async def deleted(request: Request, account: SignedIn, state: State) -> Response:
+            form, item_id = await request.form(), self._item_id(request)
             call = state.api.delete(
                 self.things,
                 token=account.token,
-                id=self._item_id(request),
-                params=params(await request.form()) if params else None,
+                id=item_id,
+                params=params(form) if params else None,
             )
             return await _submitted(
                 request,
                 call,
-                invalid=partial(self.show, request, account, state),
+                invalid=partial(
+                    self.show, request, account, state, deleting=item_id, typed=_text(form)
+                ),
                 then=f"{self.path}?deleted=1",
             )
 
