@@ -1412,3 +1412,32 @@ async def test_the_expense_filter_form_shows_each_person_their_own_categories(
     web.cookies.update(alice_cookies)
     alice_page = (await web.get("/expenses")).text
     assert "Alice&#39;s &lt;food&gt;</option>" in alice_page and "Bob" not in alice_page
+
+
+async def test_a_list_filtered_by_a_category_not_ones_own_says_there_is_no_such_category(
+    web: httpx.AsyncClient,
+) -> None:
+    """The filter's category is not one a person had: another person's id and a made-up one are
+    both "No such category." at the field, on pages the same but for the id (whether the id is
+    someone else's never shows). One's own category is no problem."""
+    alice = await signed_up_person(web)
+    alices = await added_category(alice, "Alice's food")
+    assert (await alice.add_expense(description="Lunch", category_id=alices)).status_code == 303
+    web.cookies.clear()
+    bob = await signed_up_person(web)
+    snacks = await added_category(bob, "Snacks")
+    assert (await bob.add_expense(description="Crisps")).status_code == 303
+    made_up = str(uuid.uuid4())
+    pages = {}
+    for category in (alices, made_up):
+        listed = await web.get("/expenses", params={"category_id": category})
+        assert listed.status_code == 200, category
+        html = listed.text
+        assert 'id="filter-category_id-error">No such category.</p>' in html, category
+        assert f'<option value="{category}" selected>(no such category)</option>' in html
+        assert "was deleted" not in html and "Alice" not in html, category
+        assert expense_ids(html) == [] and "No expenses match these filters." in html
+        pages[category] = html.replace(category, "the id")
+    assert pages[alices] == pages[made_up]
+    own = (await web.get("/expenses", params={"category_id": snacks})).text
+    assert "No such category." not in own and f'<option value="{snacks}" selected>' in own
