@@ -320,6 +320,37 @@ async def test_a_rate_revision_changes_with_the_rates_of_its_months_only(
         assert all(removed[month] == after[month] for month in served[second])
 
 
+async def test_a_rate_revision_never_goes_down_when_writers_meet(pool: asyncpg.Pool) -> None:
+    """A rate's writer that waits on another transaction's lock on a month's revision writes a
+    number drawn after that transaction's, not the one it drew before it waited: the month's
+    revision only grows, whatever order the two commit in (expenses migration 0017)."""
+    day, month = date(2030, 3, 10), date(2030, 3, 1)
+    revision = "SELECT revision FROM expenses.rate_revisions WHERE month = $1 AND user_id IS NULL"
+    async with pool.acquire() as holder, pool.acquire() as writer:
+        await rates.store(holder, [rates.Rate(day, "EUR", "USD", Decimal("1.1"))], source="ecb")
+        transaction = holder.transaction()
+        await transaction.start()
+        await holder.fetchval(revision + " FOR UPDATE", month)
+        # The writer's trigger draws its number, then waits for the holder's lock on the month.
+        changed = rates.Rate(day, "EUR", "USD", Decimal("1.2"))
+        writing = asyncio.create_task(rates.store(writer, [changed], source="ecb"))
+        # pg_locks, not pg_stat_activity: that one is read once per transaction.
+        waiting = "SELECT EXISTS (SELECT FROM pg_locks WHERE pid = $1 AND NOT granted)"
+        for _ in range(100):
+            if await holder.fetchval(waiting, writer.get_server_pid()):
+                break
+            await asyncio.sleep(0.05)
+        assert await holder.fetchval(waiting, writer.get_server_pid())
+        held = await holder.fetchval(
+            "UPDATE expenses.rate_revisions SET revision = nextval('expenses.revisions') "
+            "WHERE month = $1 AND user_id IS NULL RETURNING revision",
+            month,
+        )
+        await transaction.commit()
+        await writing
+        assert await holder.fetchval(revision, month) > held
+
+
 async def _job_waiting_on_lock(pool: asyncpg.Pool) -> bool:
     return bool(
         await pool.fetchval(
