@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import httpx
 import pytest
@@ -196,6 +196,72 @@ async def test_query_refusals_are_said_in_plain_words(
     assert response.status_code == 422, response.text
     messages = {error["field"]: error["message"] for error in response.json()["errors"]}
     assert messages[field].startswith(message), messages
+
+
+# What pydantic alone would read as a day, keeping only its date: a datetime at midnight, with
+# a time zone or without, a date with a time zone, and a Unix timestamp of a midnight.
+NOT_A_DAY_ALONE = ["{}T00:00:00", "{}T00:00:00+01:00", "{} 00:00Z", "{}+01:00", "timestamp"]
+
+
+@pytest.mark.parametrize("form", NOT_A_DAY_ALONE)
+async def test_a_date_is_the_day_alone(
+    client: httpx.AsyncClient, database_url: str, form: str
+) -> None:
+    """Every date of the expenses and reports APIs, in a body, a path or a query, is YYYY-MM-DD
+    and nothing more: anything else is a 422 naming it, and nothing is written."""
+    account = await signed_up(client)
+    today = date.today()
+    midnight = datetime.combine(today, time(), tzinfo=UTC)
+    sent = int(midnight.timestamp()) if form == "timestamp" else form.format(today)
+    created = await create(client, account, occurred_on=today.isoformat())
+    before = await count_rows(database_url)
+    expense = f"/api/v1/expenses/{created['id']}"
+    rule = {"amount": "9.99", "currency": "EUR", "description": "Streaming", "frequency": "weekly"}
+    span = {"from": today.isoformat(), "to": today.isoformat()}
+    refused = [
+        ("POST", "/api/v1/expenses", {"json": {**VALID, "occurred_on": sent}}, "body.occurred_on"),
+        ("PATCH", expense, {"json": {"occurred_on": sent}}, "body.occurred_on"),
+        (
+            "POST",
+            "/api/v1/expenses/recurring",
+            {"json": {**rule, "starts_on": sent}},
+            "body.starts_on",
+        ),
+        (
+            "POST",
+            "/api/v1/expenses/recurring",
+            {"json": {**rule, "starts_on": today.isoformat(), "ends_on": sent}},
+            "body.ends_on",
+        ),
+        ("PUT", f"/api/v1/expenses/rates/{sent}/EUR/USD", {"json": {"rate": "1.1"}}, "path.day"),
+        ("GET", "/api/v1/expenses", {"params": {**span, "from": sent}}, "query.from"),
+        ("GET", "/api/v1/expenses/export", {"params": {**span, "to": sent}}, "query.to"),
+        ("GET", "/api/v1/reports/summary", {"params": {**span, "to": sent}}, "query.to"),
+    ]
+    for method, path, sending, field in refused:
+        response = await client.request(method, path, headers=account.headers, **sending)
+        assert response.status_code == 422, (method, path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        [error] = response.json()["errors"]
+        assert error["field"] == field, (method, path, error)
+        assert error["message"] == (
+            'must be a date as YYYY-MM-DD, such as "2026-03-01", without a time'
+        )
+    assert await count_rows(database_url) == before
+    assert (await client.get(expense, headers=account.headers)).json() == created
+    async with connected(database_url) as connection:
+        rules = await connection.fetchval("SELECT count(*) FROM expenses.recurring_rules")
+        own_rates = "SELECT count(*) FROM expenses.rates WHERE user_id IS NOT NULL"
+        assert (rules, await connection.fetchval(own_rates)) == (0, 0)
+    # The day alone is taken everywhere.
+    assert [item["id"] for item in await listing(client, account, **span)] == [created["id"]]
+    for method, path, sending, status in [
+        ("GET", "/api/v1/reports/summary", {"params": span}, 200),
+        ("PUT", f"/api/v1/expenses/rates/{today}/EUR/USD", {"json": {"rate": "1.1"}}, 200),
+        ("POST", "/api/v1/expenses/recurring", {"json": {**rule, "starts_on": str(today)}}, 201),
+    ]:
+        response = await client.request(method, path, headers=account.headers, **sending)
+        assert response.status_code == status, (path, response.text)
 
 
 async def test_tags_replaced_at_once_end_as_one_of_the_requests_sent(

@@ -17,6 +17,7 @@ from pydantic import (
 
 from expensetracker.platform import money
 from expensetracker.platform.schemas import (
+    DAY_ALONE,
     NAME,
     TEXT,
     Amount,
@@ -52,7 +53,7 @@ TAGS_MAX = 20
 Name = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX), TEXT, NAME
 ]
-OccurredOn = Annotated[date, AfterValidator(_within_range)]
+OccurredOn = Annotated[date, DAY_ALONE, AfterValidator(_within_range)]
 
 
 def _not_blank(value: str) -> str:

@@ -2,10 +2,18 @@
 
 import re
 import unicodedata
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 from starlette.responses import Response
 
 from expensetracker.platform import money
@@ -66,6 +74,26 @@ LATEST_DAY = date(2999, 12, 31)
 NOT_A_DAY = 'must be a real calendar date, such as "2026-03-01"'
 
 
+# YYYY-MM-DD with ASCII digits, the whole string (no trailing newline).
+DAY_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+
+
+def check_day_alone(value: object) -> object:
+    """A day as the API writes one, checked before pydantic reads it: pydantic also takes a
+    datetime at midnight ("2026-03-01T00:00:00", in any time zone) or a Unix timestamp and
+    keeps its date alone, silently dropping a time or zone the client meant. A date object
+    (from our own code) passes; a datetime, a date too to Python, does not."""
+    if isinstance(value, str) and re.fullmatch(DAY_PATTERN, value):
+        return value
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    raise ValueError('must be a date as YYYY-MM-DD, such as "2026-03-01", without a time')
+
+
+# The rule as annotation metadata, before a date's own checks: `Annotated[date, DAY_ALONE, ...]`.
+DAY_ALONE = BeforeValidator(check_day_alone)
+
+
 def check_day(value: date) -> date:
     if not EARLIEST_DAY <= value <= LATEST_DAY:
         raise ValueError(f"must be between {EARLIEST_DAY} and {LATEST_DAY}")
@@ -84,7 +112,7 @@ def check_month(value: str) -> str:
     return value
 
 
-Day = Annotated[date, AfterValidator(check_day)]
+Day = Annotated[date, DAY_ALONE, AfterValidator(check_day)]
 # The pattern stays in the API's schema; the check says what a month is in words.
 Month = Annotated[
     str, Field(json_schema_extra={"pattern": MONTH_PATTERN}), AfterValidator(check_month)
