@@ -394,6 +394,31 @@ async def test_more_concurrent_requests_than_pool_connections(serve_app: AppFact
         assert [alert["threshold"] for alert in alerts.json()["items"]] == [100]
 
 
+async def test_a_reversed_range_is_one_problem_in_every_service(
+    client: httpx.AsyncClient,
+) -> None:
+    """A range whose last day comes before its first is refused by name, in the same words,
+    by the expenses' list and export and by every report that takes a range (the web shows
+    them as they are)."""
+    account = await signed_up(client)
+    await client.put(
+        "/api/v1/expenses/home-currency", json={"currency": "EUR"}, headers=account.headers
+    )
+    backwards = {"from": "2026-02-01", "to": "2026-01-31"}
+    for path, params in [
+        ("/api/v1/expenses", backwards),
+        ("/api/v1/expenses/export", backwards),
+        ("/api/v1/reports/summary", backwards),
+        ("/api/v1/reports/summary", {**backwards, "in": "home"}),
+        ("/api/v1/reports/merchants", backwards),
+    ]:
+        response = await client.get(path, params=params, headers=account.headers)
+        assert response.status_code == 422, (path, params, response.text)
+        assert response.json()["errors"] == [
+            {"field": "query.to", "message": "Must not be before the first day.", "type": "range"}
+        ], (path, params)
+
+
 async def test_bad_report_queries_are_422(client: httpx.AsyncClient) -> None:
     account = await signed_up(client)
     for path, params in [

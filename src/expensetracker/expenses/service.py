@@ -42,7 +42,7 @@ from expensetracker.expenses.shared import (
 )
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.db import delete_owned, get_owned, lock_until_commit
-from expensetracker.platform.errors import NotFound, ValidationProblem
+from expensetracker.platform.errors import NotFound, ValidationProblem, reversed_range
 from expensetracker.platform.pagination import (
     Page,
     PageRequest,
@@ -591,13 +591,9 @@ async def fetch_page(
 
 def matchable(*, filters: ExpenseFilter) -> ExpenseFilter:
     """The filters, when they can match something: a last day before the first, or a highest
-    amount below the lowest, is refused by name (as the reports refuse a reversed range), where
-    it would answer an empty list as if there were nothing to show."""
-    errors = []
-    if filters.from_ is not None and filters.to is not None and filters.to < filters.from_:
-        errors.append(
-            {"field": "query.to", "message": "Must not be before the first day.", "type": "range"}
-        )
+    amount below the lowest, is refused by name (the range in every service's words), where it
+    would answer an empty list as if there were nothing to show."""
+    errors = reversed_range(from_=filters.from_, to=filters.to)
     if (
         filters.min_amount is not None
         and filters.max_amount is not None

@@ -10,6 +10,7 @@ line raises and reads the same problems.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from datetime import date
 from http import HTTPStatus
 from typing import Any
 
@@ -120,6 +121,17 @@ class ValidationProblem(Problem):
     @classmethod
     def of_field(cls, field: str, message: str, type_: str) -> ValidationProblem:
         return cls([{"field": field, "message": message, "type": type_}])
+
+
+def reversed_range(*, from_: date | None, to: date | None) -> list[dict[str, str]]:
+    """The error of a query's range whose last day (``to``) comes before its first (``from``),
+    or none: every service refuses such a range in these words, where it would answer as if
+    there were nothing in it."""
+    if from_ is not None and to is not None and to < from_:
+        return [
+            {"field": "query.to", "message": "Must not be before the first day.", "type": "range"}
+        ]
+    return []
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from expensetracker.platform import money
-from expensetracker.platform.errors import ValidationProblem
+from expensetracker.platform.errors import ValidationProblem, reversed_range
 from expensetracker.platform.schemas import EARLIEST_DAY
 from expensetracker.reports import conversion
 from expensetracker.reports.conversion import Converted
@@ -50,8 +50,8 @@ _TAG_JOIN = (
 
 
 def _check_range(from_: date, to: date) -> None:
-    if from_ > to:
-        raise ValidationProblem.of_field("query.to", "Must not be before `from`.", "range")
+    if errors := reversed_range(from_=from_, to=to):
+        raise ValidationProblem(errors)
     if (to - from_).days + 1 > MAX_RANGE_DAYS:  # the dates are inclusive
         raise ValidationProblem.of_field(
             "query.to",
