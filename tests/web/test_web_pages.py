@@ -1094,6 +1094,8 @@ async def test_refused_report_and_budget_months_stay_as_typed_with_their_reason(
     assert 'value="2026-13"' in month and 'id="budget-month-error">must be a month as' in month
     backwards = (await web.get("/reports?from=2026-05-01&to=2026-01-01")).text
     assert 'value="2026-05-01"' in backwards and 'value="2026-01-01"' in backwards  # as typed
+    # In the API's words, as the expenses list says it.
+    assert 'id="report-to-error">Must not be before the first day.' in backwards
     page = (await web.get("/reports?from=1900-01-01&to=1900-02-28")).text
     assert (
         'id="report-to-error">The trends&#39; months up to here must not reach back before 1900-01.'

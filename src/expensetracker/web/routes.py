@@ -1118,9 +1118,6 @@ def _report_range(request: Request) -> tuple[date, date, dict[str, str]]:
             start = parsed
         else:
             end = parsed
-    if start > end:
-        errors["to"] = "The end must not be before the start."
-        start, end = date(today.year, 1, 1), service.month_bounds(today)[1]
     return start, end, errors
 
 
