@@ -336,7 +336,7 @@ async def test_a_rate_revision_never_goes_down_when_writers_meet(pool: asyncpg.P
         writing = asyncio.create_task(rates.store(writer, [changed], source="ecb"))
         # pg_locks, not pg_stat_activity: that one is read once per transaction.
         waiting = "SELECT EXISTS (SELECT FROM pg_locks WHERE pid = $1 AND NOT granted)"
-        for _ in range(100):
+        for _ in range(600):  # up to 30 s, for a loaded machine
             if await holder.fetchval(waiting, writer.get_server_pid()):
                 break
             await asyncio.sleep(0.05)
