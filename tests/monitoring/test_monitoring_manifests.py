@@ -317,6 +317,8 @@ async def test_prometheus_expands_the_environment_into_its_external_labels(
 
             async def loaded() -> dict:
                 response = await client.get("/api/v1/status/config")
+                # 503 "Service Unavailable", not JSON, until it has started: not yet.
+                response.raise_for_status()
                 return yaml.safe_load(response.json()["data"]["yaml"])
 
             config = await eventually(
