@@ -105,10 +105,11 @@ def spawn(args: list[str], env: dict[str, str]) -> Iterator[Process]:
         process.stop()
 
 
-def cpu_seconds(command: list[str]) -> float:
-    """The CPU time ``command`` takes, run to its end: how far interrupt_after may go."""
+def cpu_seconds(command: list[str], env: dict[str, str] | None = None) -> float:
+    """The CPU time ``command`` takes (with the processes it waited for), run to its end in
+    ``env`` (clean_env() by default): how far interrupt_after may go."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(command, cwd=REPO, env=clean_env(), capture_output=True, text=True)
+    done = subprocess.run(command, cwd=REPO, env=env or clean_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
