@@ -4,6 +4,7 @@ on free ports of 127.0.0.1, stopped with the run."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -14,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import make_url
 
 from expensetracker.platform.embedded import EmbeddedPostgres
 from expensetracker.platform.migrations import upgrade
 from expensetracker.targets import SERVICES
+from tests.helpers.database import connected, with_database
 from tests.helpers.processes import Process, clean_env, cli, free_port
 
 PASSWORD = "benchmark passphrase 2025"
@@ -53,10 +56,22 @@ def migrated_database(stack: ExitStack, *, prefix: str) -> str:
     if url is None:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
         url = stack.enter_context(EmbeddedPostgres(folder / "data")).url
+    else:
+        asyncio.run(create_if_missing(url))
     log("migrating")
     for spec in SERVICES.values():
         upgrade(spec, url)
     return url
+
+
+async def create_if_missing(url: str) -> None:
+    """The database the URL names, created empty on its server when it does not exist yet."""
+    name = make_url(url).database
+    async with connected(with_database(url, "postgres")) as connection:
+        if not await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            log(f"creating the database {name}")
+            quoted = name.replace('"', '""')
+            await connection.execute(f'CREATE DATABASE "{quoted}"')
 
 
 def bench_env(database_url: str, **settings: str) -> dict[str, str]:
