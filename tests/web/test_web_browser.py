@@ -85,7 +85,7 @@ def watch_csp(page: Page) -> list[str]:
 
 
 async def expense_rows(page: Page) -> int:
-    return await page.locator("#expense-rows > tr:not(.more)").count()
+    return await page.locator("#expense-rows > tr:not(.more):not(.empty)").count()
 
 
 async def test_the_journey(context: BrowserContext, base_url: str, tmp_path: Path) -> None:
@@ -438,6 +438,30 @@ async def test_focus_stays_where_the_work_is_after_each_partial_update(
     await expect(page.get_by_role("dialog")).to_be_hidden()
     ids = await page.evaluate("[...document.querySelectorAll('[id]')].map((e) => e.id)")
     assert len(ids) == len(set(ids))
+
+
+async def test_the_empty_list_says_so_until_an_expense_is_added_in_the_dialog(
+    context: BrowserContext, base_url: str
+) -> None:
+    """A new person's list says it is empty; the first expense added in the dialog reloads the
+    list, which then shows that expense and no longer says it has none."""
+    email, password = await new_account(base_url)
+    page = await context.new_page()
+    await sign_in(page, base_url, email, password)
+    await page.goto(f"{base_url}/expenses")
+    empty = page.get_by_text("No expenses.")
+    await expect(empty).to_be_visible()
+    await page.get_by_role("button", name="Add expense").click()
+    dialog = page.get_by_role("dialog")
+    await dialog.get_by_label("Description").fill("The first one")
+    await dialog.get_by_label("Amount").fill("4.20")
+    await dialog.get_by_label("Currency", exact=True).fill("EUR")
+    await dialog.get_by_role("button", name="Add the expense").click()
+    await expect(page.locator("#expense-rows > tr", has_text="The first one")).to_have_count(1)
+    await expect(empty).to_have_count(0)
+    await expect(page.locator("#announcer")).to_have_text("Expense added.")
+    await page.keyboard.press("Escape")
+    await expect(empty).to_have_count(0)
 
 
 async def test_with_scripts_off_signing_in_listing_adding_and_deleting_work(

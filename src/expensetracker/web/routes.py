@@ -708,6 +708,7 @@ async def expenses(
         filters=filters,
         errors=errors,
         more=more,
+        cursor=cursor,
         added=request.query_params.get("added"),
         done=_DONE.get(request.query_params.get("done", "")),
         list_query=service.list_query(request.query_params),

@@ -137,7 +137,7 @@
     if (target.id !== "expense-rows" && !target.classList.contains("more")) return;
     if (counted.has(event.detail.xhr)) return;
     counted.add(event.detail.xhr);
-    const rows = document.querySelectorAll("#expense-rows > tr:not(.more)").length;
+    const rows = document.querySelectorAll("#expense-rows > tr:not(.more):not(.empty)").length;
     announce(`${rows} expenses shown.`);
   });
 
