@@ -440,6 +440,52 @@ async def test_focus_stays_where_the_work_is_after_each_partial_update(
     assert len(ids) == len(set(ids))
 
 
+async def test_a_form_refused_in_place_puts_focus_on_the_field_with_the_problem(
+    context: BrowserContext, base_url: str
+) -> None:
+    """The quick-add and an inline edit, refused: focus on the field the problem is at, what was
+    typed kept; sent with a click on the button (which is disabled while it is sent), the focus
+    still follows the answer instead of falling to the page itself."""
+    email, password = await new_account(base_url, expenses=1)
+    page = await context.new_page()
+    await sign_in(page, base_url, email, password)
+    await page.goto(f"{base_url}/expenses")
+    await page.get_by_role("button", name="Add expense").click()
+    dialog = page.get_by_role("dialog")
+    await dialog.get_by_label("Description").fill("Lunch ☕")
+    await dialog.get_by_label("Amount").fill("1e3")
+    await dialog.get_by_label("Currency", exact=True).fill("EUR")
+    await dialog.get_by_label("Merchant").fill("Café")
+    await dialog.get_by_role("button", name="Add the expense").click()
+    amount = dialog.get_by_label("Amount")
+    await expect(amount).to_have_attribute("aria-invalid", "true")
+    await expect(amount).to_be_focused()
+    await expect(amount).to_have_value("1e3")
+    await expect(dialog.get_by_label("Description")).to_have_value("Lunch ☕")
+    # In the merchant field, Enter sends the form: focus goes to the problem all the same.
+    await dialog.get_by_label("Date").fill("1960-01-01")
+    await amount.fill("12.50")
+    await dialog.get_by_label("Merchant").press("Enter")
+    day = dialog.get_by_label("Date")
+    await expect(day).to_have_attribute("aria-invalid", "true")
+    await expect(day).to_be_focused()
+    await day.fill(date.today().isoformat())
+    await dialog.get_by_role("button", name="Add the expense").click()
+    await expect(page.locator("#announcer")).to_have_text("Expense added.")
+    await focus_moves_to(page, "Add another")
+    await page.keyboard.press("Escape")
+    # An inline edit refused: focus on its amount, not on its first field.
+    row = page.locator("#expense-rows > tr", has_text="Market 0")
+    row_id = await row.get_attribute("id")
+    await row.get_by_role("link", name=re.compile("^Edit")).click()
+    await focus_moves_to(page, "description", row=row_id)
+    editing = page.locator(f"#{row_id}")
+    await editing.get_by_label("Amount").fill("abc")
+    await editing.get_by_role("button", name="Save").click()
+    await expect(editing.get_by_label("Amount")).to_have_attribute("aria-invalid", "true")
+    await expect(editing.get_by_label("Amount")).to_be_focused()
+
+
 async def test_the_empty_list_says_so_until_an_expense_is_added_in_the_dialog(
     context: BrowserContext, base_url: str
 ) -> None:

@@ -92,9 +92,18 @@
     (heirs.map(firstFocusable).find(Boolean) || document.getElementById("main")).focus();
   }
 
+  // A form's submit button is disabled while it is sent (hx-disabled-elt), and focus leaves it
+  // for the page itself: whether focus was in what the answer replaces is noted when it is sent.
+  document.addEventListener("htmx:beforeRequest", (event) => {
+    const { target, requestConfig } = event.detail;
+    if (requestConfig && target.contains(document.activeElement)) requestConfig.heldFocus = true;
+  });
+
   document.addEventListener("htmx:beforeSwap", (event) => {
     const target = event.detail.target;
-    if (!target.contains(document.activeElement)) return;
+    const config = event.detail.requestConfig;
+    const held = config && config.heldFocus && document.activeElement === document.body;
+    if (!target.contains(document.activeElement) && !held) return;
     const parent = target.parentElement;
     const swap = { target, parent, before: target.previousElementSibling, after: target.nextElementSibling };
     replaced = swap;
@@ -104,6 +113,16 @@
   // After the settling, the new content's own hx- attributes work: a key pressed at once on
   // what gets the focus does what it says.
   document.addEventListener("htmx:afterSettle", () => moveFocus(null));
+  // A form refused in place (the quick-add, an inline edit) comes back with its problems: focus
+  // goes to the first field with one, where the person has to act, not to the form's first.
+  document.addEventListener("htmx:afterSettle", (event) => {
+    const config = event.detail.requestConfig;
+    if (!config || config.verb !== "post" || !(event.target instanceof Element)) return;
+    const invalid = event.target.querySelector("[aria-invalid=true]");
+    if (!invalid) return;
+    replaced = null;
+    invalid.focus();
+  });
 
   // Partial updates are announced to screen readers; failures are said, never swallowed.
   document.addEventListener("expense-added", () => announce("Expense added."));
