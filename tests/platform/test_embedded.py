@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -105,6 +106,28 @@ async def test_second_up_on_the_same_data_folder_is_refused(tmp_path: Path) -> N
         assert_ready(url)  # the first one is untouched
         stop(first, signal.SIGTERM)
     assert postgres_processes(data_dir) == []
+
+
+def test_a_data_folder_that_cannot_be_made_is_said_in_one_line(tmp_path: Path) -> None:
+    """`up` and `backup create` make the embedded database's data folder: a file with its name,
+    or a file among its parents, ended them in a FileExistsError (NotADirectoryError) traceback."""
+    a_file = tmp_path / "expenses.csv"
+    a_file.write_text("mine")
+    for data_dir, reason in [
+        (a_file, f"error: {a_file} is not a folder"),
+        (
+            a_file / "data",
+            f"error: cannot create the data folder {a_file / 'data'}: Not a directory",
+        ),
+    ]:
+        for args, env in [
+            (up(data_dir, free_port()), clean_env()),
+            (cli("backup", "create"), clean_env(EXPENSETRACKER_DATA_DIR=str(data_dir))),
+        ]:
+            done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 2, done.stderr
+            assert done.stderr.strip() == reason, done.stderr
+    assert a_file.read_text() == "mine"
 
 
 @pytest.mark.database

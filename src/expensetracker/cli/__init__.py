@@ -32,7 +32,7 @@ from expensetracker.cli.common import (
     start_logging,
 )
 from expensetracker.platform.config import Settings
-from expensetracker.platform.embedded import DataDirInUse, EmbeddedPostgres
+from expensetracker.platform.embedded import DataDirInUse, DataDirUnusable, EmbeddedPostgres
 
 if TYPE_CHECKING:
     # The Click that Typer vendors, whose classes TyperGroup's methods take and answer.
@@ -258,7 +258,7 @@ def up(
             settings = settings.model_copy(update={"database_url": SecretStr(embedded.url)})
             _prepare(services, settings, demo=demo)
             _serve(services, settings, host, port)
-    except DataDirInUse as exc:
+    except (DataDirInUse, DataDirUnusable) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         log.info("interrupted_during_startup")

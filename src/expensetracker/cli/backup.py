@@ -38,7 +38,7 @@ from expensetracker.cli.common import (
     operator_settings,
 )
 from expensetracker.platform.config import Environment, Settings
-from expensetracker.platform.embedded import DataDirInUse, embedded_database
+from expensetracker.platform.embedded import DataDirInUse, DataDirUnusable, embedded_database
 
 if TYPE_CHECKING:
     # The Click that Typer vendors, whose Context TyperGroup's methods take.
@@ -125,6 +125,8 @@ def _backup_database(settings: Settings) -> Iterator[str]:
             yield url
     except DataDirInUse as exc:
         fail(f"{exc}, which does not run the embedded PostgreSQL yet")
+    except DataDirUnusable as exc:
+        fail(str(exc))
 
 
 def _backup_step(

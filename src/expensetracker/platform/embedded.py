@@ -37,6 +37,10 @@ class DataDirInUse(RuntimeError):
     pass
 
 
+class DataDirUnusable(RuntimeError):
+    """The data folder cannot be made: a file has its name, or a parent cannot be written."""
+
+
 class EmbeddedPostgres:
     """``with EmbeddedPostgres(data_dir) as pg: pg.url`` — started on enter, stopped on exit."""
 
@@ -58,7 +62,15 @@ class EmbeddedPostgres:
         return make_url(self.admin_url).set(database=self.database).render_as_string(False)
 
     def start(self) -> Self:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The commands say it in one line, as the backup folder's (backup/store.py), no traceback.
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except FileExistsError as exc:
+            raise DataDirUnusable(f"{self.data_dir} is not a folder") from exc
+        except OSError as exc:
+            raise DataDirUnusable(
+                f"cannot create the data folder {self.data_dir}: {exc.strerror}"
+            ) from exc
         if not self._lock.acquire(blocking=False):
             raise DataDirInUse(f"{self.data_dir} is in use by another expensetracker process")
         try:
