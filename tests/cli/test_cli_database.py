@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 
 import asyncpg
@@ -204,3 +205,18 @@ async def test_serve_says_ready_once_the_database_is_migrated(empty_database_url
         assert await asyncio.to_thread(process.wait_ready) == address
         async with httpx.AsyncClient(base_url=address, timeout=10) as client:
             assert (await client.get("/readyz")).status_code == 200
+
+
+def test_a_port_in_use_is_one_line_and_exit_status_1() -> None:
+    """uvicorn ends with status 3 of its own when it cannot listen: `serve` (and `up`) ended so,
+    without their `error:` line, outside the exit statuses of docs/operations.md."""
+    down = f"postgresql://expenses:{PASSWORD}@127.0.0.1:{free_port()}/expensetracker"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _run("serve", "--target", "all", "--port", str(port), database_url=down)
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert "address already in use" in said
+    assert done.stderr.strip().endswith("error: the server did not start (see the log above)")

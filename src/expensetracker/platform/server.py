@@ -151,5 +151,10 @@ def run(
         on_ready=on_ready,
     )
     with _signals_absorbed():
-        server.run()
+        try:
+            server.run()
+        except SystemExit:
+            # uvicorn's own exit (status 3) when it cannot listen or the app's startup fails:
+            # the command says so instead, with the status docs/operations.md gives.
+            return False
     return server.started
