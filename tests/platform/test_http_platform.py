@@ -48,6 +48,22 @@ async def test_wrong_method_is_a_405_problem(client: httpx.AsyncClient) -> None:
     assert response.headers["allow"] == "GET"
 
 
+async def test_a_405_allows_every_method_of_the_path(client: httpx.AsyncClient) -> None:
+    """Starlette's 405 named only the methods of the first route with the path: `Allow: POST`
+    for /api/v1/expenses, `Allow: GET` for an expense that PATCH and DELETE change too. RFC 9110
+    asks for every method the target takes."""
+    an_id = "0b6d3f5e-1c2a-4e8b-9f00-3a7c2d1e4b5f"
+    for method, path, allowed in [
+        ("DELETE", "/api/v1/expenses", "GET, POST"),
+        ("PUT", f"/api/v1/expenses/{an_id}", "DELETE, GET, PATCH"),
+        ("PATCH", f"/api/v1/budgets/{an_id}", "DELETE, GET, PUT"),
+        ("POST", "/api/v1/tags", "GET"),
+    ]:
+        response = await client.request(method, path)
+        assert_problem(response, 405)
+        assert response.headers["allow"] == allowed, (method, path)
+
+
 async def test_validation_errors_list_every_offending_field(serve_app: AppFactory) -> None:
     async with serve_app([probe_service()]) as client:
         response = await client.post(

@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from expensetracker.platform.errors import (
     PROBLEM_JSON,
@@ -32,6 +34,16 @@ async def _on_problem(_request: Request, exc: Exception) -> ProblemResponse:
     return exc.response()
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method of the path's routes. Starlette's 405 names those of the first route whose
+    path matched: `Allow: POST` for /api/v1/expenses, which GET reads too (RFC 9110: all)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.router.routes):  # in included routers too
+        if route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
+
+
 def _http_exception_handler(
     error_page: Callable[[str], ErrorPage | None],
 ) -> Callable[[Request, Exception], Any]:
@@ -42,7 +54,12 @@ def _http_exception_handler(
             detail = None
         if render := error_page(request.url.path):
             return render(request, exc.status_code, detail)
-        return problem_response(exc.status_code, detail=detail, headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED and (
+            allowed := _allowed_methods(request)
+        ):
+            headers = {**(headers or {}), "Allow": allowed}
+        return problem_response(exc.status_code, detail=detail, headers=headers)
 
     return on_http_exception
 
