@@ -510,6 +510,32 @@ async def test_the_empty_list_says_so_until_an_expense_is_added_in_the_dialog(
     await expect(empty).to_have_count(0)
 
 
+async def test_the_dashboard_shows_the_first_expense_added_in_its_dialog(
+    context: BrowserContext, base_url: str
+) -> None:
+    """A new person's dashboard says there are no expenses yet; the first expense added in the
+    dialog opened there reloads the latest expenses, which then show it instead. The dialog,
+    closed, gives focus to them: the link that opened it is gone."""
+    email, password = await new_account(base_url)
+    page = await context.new_page()
+    await sign_in(page, base_url, email, password)
+    latest = page.get_by_role("region", name="Latest expenses")
+    empty = latest.get_by_text("No expenses yet.")
+    await expect(empty).to_be_visible()
+    await latest.get_by_role("button", name="Add the first one").click()
+    dialog = page.get_by_role("dialog")
+    await dialog.get_by_label("Description").fill("The first one")
+    await dialog.get_by_label("Amount").fill("4.20")
+    await dialog.get_by_label("Currency", exact=True).fill("EUR")
+    await dialog.get_by_role("button", name="Add the expense").click()
+    await expect(page.locator("#announcer")).to_have_text("Expense added.")
+    await expect(latest.get_by_role("cell", name="The first one")).to_be_visible()
+    await expect(empty).to_have_count(0)
+    await page.keyboard.press("Escape")
+    await expect(empty).to_have_count(0)
+    await expect(latest.get_by_role("link", name="All expenses")).to_be_focused()
+
+
 async def test_with_scripts_off_signing_in_listing_adding_and_deleting_work(
     browser: Browser, base_url: str
 ) -> None:

@@ -631,6 +631,10 @@ _NO_HOME_CURRENCY = "Set your home currency on the Account page to see totals co
 
 @router.get("/")
 async def dashboard(request: Request, account: SignedIn, state: State) -> Response:
+    # htmx asks for the latest expenses only, again after an add in the dialog.
+    if _htmx(request) and request.query_params.get("latest"):
+        latest = await service.latest_expenses(api=state.api, token=account.token)
+        return _page(request, "_latest_expenses.html", account, **latest)
     home, notice = _in_home(request), None
     try:
         data = await service.dashboard(

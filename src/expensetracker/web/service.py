@@ -248,12 +248,11 @@ async def dashboard(*, api: ApiClient, token: str, today: date, home: bool) -> d
     trend_start = months_back(today, TREND_MONTHS)
     # Either summary's shape: each branch below reads the one it asked for.
     summary: Callable[..., Awaitable[Any]] = api.converted_summary if home else api.summary
-    by_category, by_month, budgets, latest, categories = await asyncio.gather(
+    by_category, by_month, budgets, latest = await asyncio.gather(
         summary(token=token, start=first.isoformat(), end=last.isoformat(), group_by="category"),
         summary(token=token, start=trend_start.isoformat(), end=last.isoformat(), group_by="month"),
         api.budget_report(token=token, month=today.strftime("%Y-%m")),
-        api.page(EXPENSES, token=token, filters={}, cursor=None, limit=LATEST_EXPENSES),
-        api.every(CATEGORIES, token=token),
+        latest_expenses(api=api, token=token),
     )
     shown: dict[str, Any] = (
         {
@@ -273,10 +272,19 @@ async def dashboard(*, api: ApiClient, token: str, today: date, home: bool) -> d
         "month": today.strftime("%Y-%m"),
         "by_category": by_category["groups"],
         "budgets": budgets["budgets"],
-        "latest": latest["items"],
-        "category_names": category_names(categories),
+        **latest,
         **shown,
     }
+
+
+async def latest_expenses(*, api: ApiClient, token: str) -> dict[str, Any]:
+    """The dashboard's latest expenses, with the names of their categories: the part of it that
+    reloads after an expense is added in the dialog."""
+    latest, categories = await asyncio.gather(
+        api.page(EXPENSES, token=token, filters={}, cursor=None, limit=LATEST_EXPENSES),
+        api.every(CATEGORIES, token=token),
+    )
+    return {"latest": latest["items"], "category_names": category_names(categories)}
 
 
 def _month_keys(start: date, months: int) -> list[str]:

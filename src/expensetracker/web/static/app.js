@@ -13,12 +13,17 @@
     window.requestAnimationFrame(() => { region.textContent = message; });
   }
 
+  // The link that opened the quick-add dialog, and the part of the page it is in.
+  let opened = null;
+
   // The quick-add dialog: the "Add expense" links open it (or the key "n" anywhere but in a
   // field); its form comes from the server, with its own Idempotency-Key each time.
   function openQuickAdd(event) {
     const dialog = document.getElementById("quick-add");
     if (!dialog || !window.htmx || typeof dialog.showModal !== "function") return;
     if (event) event.preventDefault();
+    const opener = event && event.target.closest("[data-quick-add]");
+    opened = opener && { opener, part: opener.parentElement.closest("[id]") };
     // On the page that is the form already (/expenses/new): its first field, not a copy of it.
     const onPage = document.getElementById("expense-form");
     if (onPage && !dialog.contains(onPage)) {
@@ -43,6 +48,15 @@
     const closer = event.target.closest("[data-dialog-close]");
     if (closer) closer.closest("dialog").close();
   });
+
+  // The closed dialog gives focus back to its opener, unless the add reloaded that away ("Add
+  // the first one" on the dashboard): then to the part that took its place.
+  document.addEventListener("close", (event) => {
+    if (event.target.id !== "quick-add" || !opened || opened.opener.isConnected) return;
+    const { part } = opened;
+    opened = null;
+    ((part && part.isConnected && firstFocusable(part)) || document.getElementById("main")).focus();
+  }, true); // "close" does not bubble
 
   document.addEventListener("keydown", (event) => {
     if (event.key === " " && event.target.closest("a[data-quick-add]")) {
