@@ -536,6 +536,29 @@ async def test_the_dashboard_shows_the_first_expense_added_in_its_dialog(
     await expect(latest.get_by_role("link", name="All expenses")).to_be_focused()
 
 
+async def test_deleting_the_last_row_in_place_says_the_list_is_empty(
+    context: BrowserContext, base_url: str
+) -> None:
+    """The last row deleted in place leaves the list saying what the page would say reloaded:
+    "No expenses match these filters." in a filtered list, "No expenses." once none is left."""
+    email, password = await new_account(base_url, expenses=2)  # "Market 0" and "Shop 1"
+    page = await context.new_page()
+    await sign_in(page, base_url, email, password)
+    rows = page.locator("#expense-rows > tr")
+    for place, name, said in [
+        ("?q=Market", "Market 0", "No expenses match these filters."),
+        ("", "Shop 1", "No expenses."),
+    ]:
+        await page.goto(f"{base_url}/expenses{place}")
+        await expect(rows).to_have_count(1)
+        row = rows.filter(has_text=name)
+        await row.locator("summary", has_text="Delete").click()
+        await row.get_by_role("button", name=re.compile("^Yes, delete")).click()
+        await expect(page.locator("#announcer")).to_have_text("Expense deleted.")
+        await expect(rows).to_have_text([said])
+        await expect(rows).to_have_class(["empty"])
+
+
 async def test_with_scripts_off_signing_in_listing_adding_and_deleting_work(
     browser: Browser, base_url: str
 ) -> None:

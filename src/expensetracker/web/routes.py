@@ -843,8 +843,14 @@ async def delete_expense(
 ) -> Response:
     await state.api.delete(EXPENSES, token=account.token, id=expense_id)
     if _htmx(request):
-        # An empty answer replaces the row; the live region says what happened.
-        return Response(headers={"HX-Trigger": json.dumps({"announce": "Expense deleted."})})
+        # An empty answer replaces the row; the live region says what happened. Once the row is
+        # gone, the script reloads a list left without rows, which then says it is empty.
+        return Response(
+            headers={
+                "HX-Trigger": json.dumps({"announce": "Expense deleted."}),
+                "HX-Trigger-After-Swap": "expense-deleted",
+            }
+        )
     return _back_to_list(_text(await request.form()), "deleted")
 
 

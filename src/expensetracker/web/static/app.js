@@ -160,12 +160,20 @@
     const list = event.detail.elt;
     if (list.id === "expense-rows" && list.querySelector("tr.editing")) event.preventDefault();
   });
+  // A delete that took the list's last row (a "More expenses" row may be left): the list again,
+  // from the server, which says it is empty as the page would ("No expenses."), or shows what
+  // it holds that this page had not loaded.
+  document.addEventListener("expense-deleted", () => {
+    const list = document.getElementById("expense-rows");
+    if (list && !list.querySelector("tr:not(.more)")) window.htmx.trigger(list, "list-emptied");
+  });
   // htmx sends afterSwap from each new element of a swap, as its `elt`: the list is counted
   // once per answer, whatever came (the last page brings no "more" row of its own).
   const counted = new WeakSet();
   document.addEventListener("htmx:afterSwap", (event) => {
     const cause = event.detail.requestConfig && event.detail.requestConfig.triggeringEvent;
-    if (cause && cause.type === "expense-added") return; // "Expense added." is the news
+    // "Expense added." or "Expense deleted." is the news.
+    if (cause && (cause.type === "expense-added" || cause.type === "list-emptied")) return;
     const target = event.detail.target;
     if (target.id !== "expense-rows" && !target.classList.contains("more")) return;
     if (counted.has(event.detail.xhr)) return;
