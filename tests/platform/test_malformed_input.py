@@ -247,6 +247,9 @@ async def test_months_take_ascii_digits_and_nothing_else(
         ("null", "application/json", "body", "must be a JSON object"),
         ('"x"', "application/json", "body", "must be a JSON object"),
         ('{"amount": ', "application/json", "body", "is not valid JSON"),
+        ("[" * 100_000 + "]" * 100_000, "application/json", "body", "is not JSON this API"),
+        ('{"amount": 1' + "0" * 5_000 + "}", "application/json", "body", "is not JSON this API"),
+        (b'{"description": "caf\xe9"}', "application/json", "body", "is not valid JSON"),
         (
             json.dumps({**EXPENSE, "currency": 978}),
             "application/json",
@@ -256,13 +259,20 @@ async def test_months_take_ascii_digits_and_nothing_else(
     ],
 )
 async def test_a_body_that_is_no_json_object_is_said_so_by_field(
-    client: httpx.AsyncClient, content: str, content_type: str | None, field: str, message: str
+    client: httpx.AsyncClient,
+    content: str | bytes,
+    content_type: str | None,
+    field: str,
+    message: str,
 ) -> None:
-    """Not JSON, not sent as JSON, or not an object: a 422 naming the body in plain words, not
-    the library's sentence or a character position as a field, and nothing is created."""
+    """Not JSON (nor JSON the parser can read: nested too deeply, a number of more digits than
+    Python converts, not UTF-8), not sent as JSON, or not an object: a 422 naming the body in
+    plain words, not the library's sentence or a character position as a field, and nothing is
+    created."""
     account = await signed_up(client)
     headers = {**account.headers, **({"Content-Type": content_type} if content_type else {})}
-    response = await client.post("/api/v1/expenses", content=content.encode(), headers=headers)
+    body = content if isinstance(content, bytes) else content.encode()
+    response = await client.post("/api/v1/expenses", content=body, headers=headers)
     assert_problem(response)
     [error] = response.json()["errors"]
     assert error["field"] == field

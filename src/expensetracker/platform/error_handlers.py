@@ -44,6 +44,22 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
+def _unreadable_json(exc: StarletteHTTPException) -> str | None:
+    """Why a JSON body could not be read, when FastAPI answered its bare 400 ("There was an
+    error parsing the body", raised from the parser's own error): said by field as the 422 of
+    any other body that is not valid JSON."""
+    if exc.status_code != HTTPStatus.BAD_REQUEST:
+        return None
+    match exc.__cause__:
+        case RecursionError():
+            return "is not JSON this API can read: it is nested too deeply"
+        case UnicodeDecodeError():
+            return "is not valid JSON: it is not UTF-8 text"
+        case ValueError():  # the only other: an integer beyond Python's limit of digits
+            return "is not JSON this API can read: it has a number with too many digits"
+    return None
+
+
 def _http_exception_handler(
     error_page: Callable[[str], ErrorPage | None],
 ) -> Callable[[Request, Exception], Any]:
@@ -54,6 +70,8 @@ def _http_exception_handler(
             detail = None
         if render := error_page(request.url.path):
             return render(request, exc.status_code, detail)
+        if unreadable := _unreadable_json(exc):
+            return ValidationProblem.of_field("body", unreadable, "json_invalid").response()
         headers = exc.headers
         if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED and (
             allowed := _allowed_methods(request)
