@@ -556,6 +556,38 @@ async def test_restore_into_a_database_of_any_name(
         )
 
 
+async def test_a_refused_restore_leaves_no_database_it_created(
+    database_url: str, postgres_admin_url: str, tmp_path: Path
+) -> None:
+    """`--target-db` creates the database when missing; a restore refused (no such backup, a
+    damaged one) drops it again, and leaves one that existed before as it was."""
+    await load_expenses(database_url, 3)
+    backup = await service.create(database_url=database_url, folder=tmp_path)
+    backup.dump.write_bytes(backup.dump.read_bytes()[:-10])
+    name = f"et_test_{uuid.uuid4().hex[:12]}"
+    exists = f"SELECT count(*) FROM pg_database WHERE datname = '{name}'"
+    env = {"EXPENSETRACKER_DATABASE_URL": database_url, "EXPENSETRACKER_BACKUP_DIR": str(tmp_path)}
+    try:
+        for args, status, error in (
+            (["nosuch"], 2, f"error: no backup named nosuch in {tmp_path}"),
+            ([backup.name], 1, f"error: {backup.name}: "),
+        ):
+            code, output = await asyncio.to_thread(
+                run, ["backup", "restore", *args, "--target-db", name], **env
+            )
+            assert (code, error in output) == (status, True), output
+            assert await fetchval(postgres_admin_url, exists) == 0
+
+        await admin_execute(postgres_admin_url, f'CREATE DATABASE "{name}"')
+        code, output = await asyncio.to_thread(
+            run, ["backup", "restore", backup.name, "--target-db", name], **env
+        )
+        assert code == 1, output
+        assert await fetchval(postgres_admin_url, exists) == 1
+    finally:
+        await admin_execute(postgres_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 # --- roles ---------------------------------------------------------------------------------------
 
 

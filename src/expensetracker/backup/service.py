@@ -445,8 +445,9 @@ def _with_database(url: str, database: str) -> str:
 # --- restore -------------------------------------------------------------------------------------
 
 
-async def create_database(*, server_url: str, name: str) -> str:
-    """The URL of database ``name`` on the server of ``server_url``, created when missing."""
+async def create_database(*, server_url: str, name: str) -> tuple[str, bool]:
+    """The URL of database ``name`` on the server of ``server_url``, created when missing, and
+    whether it was."""
     connection = await contents.connect(server_url)
     try:
         exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
@@ -456,7 +457,18 @@ async def create_database(*, server_url: str, name: str) -> str:
             )
     finally:
         await connection.close()
-    return _with_database(server_url, name)
+    return _with_database(server_url, name), not exists
+
+
+async def drop_database(*, server_url: str, name: str) -> None:
+    """Drop database ``name`` on the server of ``server_url``, whoever is connected to it."""
+    connection = await contents.connect(server_url)
+    try:
+        await connection.execute(
+            f"DROP DATABASE IF EXISTS {contents.identifier(name)} WITH (FORCE)"
+        )
+    finally:
+        await connection.close()
 
 
 async def restore(

@@ -290,25 +290,34 @@ def backup_restore(
         fail("give --target-url or --target-db, not both")
     settings = _backup_settings()
     with ExitStack() as stack, _progress() as progress:
+        created: str | None = None  # a database this command creates for the restore
         if target_url is None:
             server = stack.enter_context(_backup_database(settings))
-            target_url = (
-                server
-                if target_db is None
-                else asyncio.run(service.create_database(server_url=server, name=target_db))
+            target_url = server
+            if target_db is not None:
+                target_url, is_new = asyncio.run(
+                    service.create_database(server_url=server, name=target_db)
+                )
+                created = target_db if is_new else None
+        try:
+            restored = asyncio.run(
+                service.restore(
+                    folder=_backup_folder(settings, folder),
+                    name=None if name == "latest" else name,
+                    target_url=target_url,
+                    force=force,
+                    keep_owners=not no_owner,
+                    bin_dir=settings.pg_bin_dir,
+                    jobs=jobs,
+                    progress=progress,
+                )
             )
-        restored = asyncio.run(
-            service.restore(
-                folder=_backup_folder(settings, folder),
-                name=None if name == "latest" else name,
-                target_url=target_url,
-                force=force,
-                keep_owners=not no_owner,
-                bin_dir=settings.pg_bin_dir,
-                jobs=jobs,
-                progress=progress,
-            )
-        )
+        except BaseException:
+            # A restore refused, failed or stopped leaves no database of its own behind: the
+            # operator would take an empty or half-restored one for the backup's.
+            if created is not None:
+                asyncio.run(service.drop_database(server_url=server, name=created))
+            raise
     typer.echo(
         f"restored {restored.backup.name} into {restored.database}: {restored.tables} tables, "
         f"{restored.rows:,} rows, each as in the backup ({restored.seconds:.1f} s)"
