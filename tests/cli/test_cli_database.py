@@ -14,7 +14,10 @@ import pytest
 from sqlalchemy import make_url
 
 from expensetracker.cli.common import DATABASE_UNAVAILABLE, USAGE_ERROR, database_failure
-from tests.helpers.database import with_database
+from expensetracker.platform.db import database_location
+from expensetracker.platform.migrations import head_revision
+from expensetracker.targets import SERVICES
+from tests.helpers.database import connected, with_database
 from tests.helpers.paths import ECB_SAMPLE, STATEMENTS
 from tests.helpers.polling import eventually
 from tests.helpers.processes import REPO, Process, clean_env, cli, free_port, spawn
@@ -151,6 +154,29 @@ def test_an_unmigrated_database_says_to_migrate(
     assert f'is not migrated (relation "{missing}" does not exist)' in line
     assert line.endswith("run `expensetracker migrate`"), line
     assert done.returncode == USAGE_ERROR
+
+
+async def test_migrate_refuses_a_database_a_newer_version_migrated(
+    empty_database_url: str,
+) -> None:
+    """A rollback: the database is at a migration this version does not know. Alembic upgraded
+    the services before that one, then failed with a traceback; now one line names it, before
+    any service is touched."""
+    async with connected(empty_database_url) as connection:
+        await connection.execute(
+            "CREATE SCHEMA expenses;"
+            "CREATE TABLE expenses.alembic_version (version_num varchar(32) PRIMARY KEY);"
+            "INSERT INTO expenses.alembic_version VALUES ('9999')"
+        )
+    done = await asyncio.to_thread(_run, "migrate", database_url=empty_database_url)
+    assert _one_error_line(done).startswith(
+        f"error: the database{database_location(empty_database_url)} is migrated beyond this "
+        "version: "
+        f"expenses at 9999 (this version's newest is {head_revision(SERVICES['expenses'])}); "
+    ), done.stderr
+    assert done.returncode == USAGE_ERROR
+    async with connected(empty_database_url) as connection:
+        assert await connection.fetchval("SELECT to_regnamespace('auth')") is None
 
 
 async def test_only_the_databases_failures_are_told_as_such() -> None:

@@ -32,6 +32,7 @@ from expensetracker.cli.common import (
     start_logging,
 )
 from expensetracker.platform.config import Settings
+from expensetracker.platform.db import database_location
 from expensetracker.platform.embedded import DataDirInUse, DataDirUnusable, EmbeddedPostgres
 
 if TYPE_CHECKING:
@@ -132,9 +133,19 @@ def _process_name(services: list[ServiceSpec]) -> str:
 def _migrate(services: list[ServiceSpec], url: str) -> None:
     from expensetracker.platform import migrations  # lazy: alembic
 
+    services = [spec for spec in services if spec.keeps_data]
+    # Checked before any is upgraded: Alembic fails on the first such service, the ones before
+    # it already upgraded.
+    if unknown := migrations.unknown_revisions(services, url):
+        at = ", ".join(
+            f"{spec.name} at {revision} (this version's newest is {migrations.head_revision(spec)})"
+            for spec, revision in unknown
+        )
+        fail(
+            f"the database{database_location(url)} is migrated beyond this version: {at}; "
+            "run a version that knows these migrations, or restore a backup taken by this one"
+        )
     for spec in services:
-        if not spec.keeps_data:
-            continue
         migrations.upgrade(spec, url)
         log.info("migrated", target=spec.name, revision=migrations.head_revision(spec))
 

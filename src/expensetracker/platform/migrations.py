@@ -39,6 +39,33 @@ def head_revision(spec: ServiceSpec) -> str | None:
     return ScriptDirectory.from_config(alembic_config(spec)).get_current_head()
 
 
+def unknown_revisions(specs: list[ServiceSpec], database_url: str) -> list[tuple[ServiceSpec, str]]:
+    """Each service whose database is at a revision its history does not hold (a newer version
+    migrated it), with that revision: Alembic cannot upgrade it, nor the others meanwhile."""
+    revisions = asyncio.run(_current_revisions(specs, database_url))
+    unknown = []
+    for spec in specs:
+        revision = revisions[spec.name]
+        script = ScriptDirectory.from_config(alembic_config(spec))
+        if revision is not None and revision not in {s.revision for s in script.walk_revisions()}:
+            unknown.append((spec, revision))
+    return unknown
+
+
+async def _current_revisions(specs: list[ServiceSpec], url: str) -> dict[str, str | None]:
+    engine = create_async_engine(
+        async_url(url),
+        poolclass=pool.NullPool,
+        hide_parameters=True,
+        connect_args=statement_cache_arguments(0),
+    )
+    try:
+        async with engine.connect() as connection:
+            return {spec.name: await current_revision(connection, spec) for spec in specs}
+    finally:
+        await engine.dispose()
+
+
 async def current_revision(connection: AsyncConnection, spec: ServiceSpec) -> str | None:
     table = f"{spec.schema}.{VERSION_TABLE}"
     exists = await connection.scalar(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": table})
