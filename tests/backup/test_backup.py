@@ -291,6 +291,29 @@ async def test_backups_are_readable_by_their_owner_alone(database_url: str, tmp_
         }
 
 
+async def test_a_damaged_manifest_says_what_is_wrong(database_url: str, tmp_path: Path) -> None:
+    """A manifest cut short (a disk full, a copy interrupted) or missing fields: `list` and
+    `verify` say what is wrong in it, where they said `1 invalid field(s)`."""
+    cut, emptied = [
+        await service.create(database_url=database_url, folder=tmp_path / n) for n in "ab"
+    ]
+    cut.manifest_path.write_bytes(cut.manifest_path.read_bytes()[:40])
+    emptied.manifest_path.write_text("{}")
+    for backup, problem in (
+        (cut, "unreadable manifest: Invalid JSON: EOF while parsing"),
+        (emptied, "unreadable manifest: name: Field required (and "),
+    ):
+        env = {
+            "EXPENSETRACKER_DATABASE_URL": database_url,
+            "EXPENSETRACKER_BACKUP_DIR": str(backup.folder),
+        }
+        code, output = await asyncio.to_thread(run, ["backup", "list"], **env)
+        assert code == 0 and f"damaged: {problem}" in output, output
+        code, output = await asyncio.to_thread(run, ["backup", "verify"], **env)
+        assert code == 1, output
+        assert f"error: verification failed: {backup.name}: {problem}" in output, output
+
+
 async def test_a_database_that_cannot_be_reached_is_a_failed_backup(tmp_path: Path) -> None:
     port = free_port()
     unreachable = f"postgresql://expensetracker:secret@127.0.0.1:{port}/expensetracker"

@@ -260,7 +260,15 @@ def scan(folder: Path) -> list[Backup]:
 
 def _first_line(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
-        return f"{exc.error_count()} invalid field(s)"
+        # What is wrong and where (truncated JSON, a field missing): a count said nothing.
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        more = exc.error_count() - 1
+        return (
+            (f"{where}: " if where else "")
+            + first["msg"]
+            + (f" (and {more} more problems)" if more else "")
+        )
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
