@@ -150,6 +150,37 @@ async def test_rules_apply_on_demand_to_uncategorised_expenses_with_a_preview(
     assert again.json()["matched"] == 0
 
 
+async def test_rules_apply_leaves_alone_what_a_tags_only_rule_would_not_change(
+    client: httpx.AsyncClient,
+) -> None:
+    # Such a rule leaves an expense uncategorised, so every run read it again: it was reported
+    # as changed and written (updated_at, and its month's totals revision) run after run.
+    account = await signed_up(client)
+    tagged = await create(client, account, description="Netflix March", tags=["TV"])
+    untagged = await create(client, account, description="Netflix April")
+    rule = (await new_rule(client, account, pattern="netflix", tags=["tv"])).json()
+    applied = await client.post("/api/v1/expenses/rules/apply", headers=account.headers)
+    assert applied.status_code == 200, applied.text
+    assert applied.json()["matched"] == 1
+    assert [(c["expense_id"], c["rule_id"]) for c in applied.json()["changes"]] == [
+        (untagged["id"], rule["id"])
+    ]
+    again = await client.post("/api/v1/expenses/rules/apply", headers=account.headers)
+    assert (again.json()["matched"], again.json()["changes"]) == (0, [])
+    listed = (await client.get("/api/v1/expenses", headers=account.headers)).json()["items"]
+    now = {e["id"]: (e["tags"], e["updated_at"]) for e in listed}
+    assert now[tagged["id"]] == (["TV"], tagged["updated_at"])
+    assert now[untagged["id"]][0] == ["TV"]  # the tag as already spelt
+    # A rule adding a tag the expense lacks still changes it.
+    await client.patch(
+        f"/api/v1/expenses/rules/{rule['id']}",
+        json={"tags": ["tv", "films"]},
+        headers=account.headers,
+    )
+    third = await client.post("/api/v1/expenses/rules/apply", headers=account.headers)
+    assert third.json()["matched"] == 2
+
+
 async def test_a_category_chosen_while_the_rules_run_is_kept(
     client: httpx.AsyncClient, database_url: str
 ) -> None:

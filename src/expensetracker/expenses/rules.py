@@ -314,7 +314,10 @@ async def apply_rules(session: AsyncSession, *, user_id: uuid.UUID, dry_run: boo
         connection = (await (await session.connection()).get_raw_connection()).driver_connection
         assert connection is not None  # an open session's connection has its driver's
         pending: list[tuple[uuid.UUID, Rule]] = []
-        async for row in connection.cursor(_UNCATEGORISED, user_id, prefetch=1000):
+        # The tags that a rule setting no category adds: an expense that has them all already
+        # would not change, so it is neither reported nor written again.
+        tags_only = sorted({tag for rule in rules if rule.category_id is None for tag in rule.tags})
+        async for row in connection.cursor(_UNCATEGORISED, user_id, tags_only, prefetch=1000):
             rule = first_match(
                 rules,
                 description=row["description"],
@@ -322,7 +325,9 @@ async def apply_rules(session: AsyncSession, *, user_id: uuid.UUID, dry_run: boo
                 amount_minor=row["amount_minor"],
                 currency=row["currency"],
             )
-            if rule is None:
+            if rule is None or (
+                rule.category_id is None and set(rule.tags) <= set(row["tags_had"])
+            ):
                 continue
             matched += 1
             if len(changes) < REPORTED_CHANGES:
@@ -366,9 +371,15 @@ async def _write(
         await connection.execute(_LINK_TAGS, user_id, list(expense_ids), list(tags))
 
 
+# With those of the names in $2 that the expense has already, as PostgreSQL's lower() tells.
 _UNCATEGORISED = """
-    SELECT id, description, merchant, amount_minor, currency FROM expenses.expenses
-    WHERE user_id = $1 AND category_id IS NULL ORDER BY occurred_on, id
+    SELECT e.id, e.description, e.merchant, e.amount_minor, e.currency,
+           ARRAY(SELECT g FROM unnest($2::text[]) AS g WHERE lower(g) IN (
+                   SELECT lower(t.name) FROM expenses.expense_tags et
+                   JOIN expenses.tags t ON t.user_id = et.user_id AND t.id = et.tag_id
+                   WHERE et.user_id = $1 AND et.expense_id = e.id)) AS tags_had
+    FROM expenses.expenses e
+    WHERE e.user_id = $1 AND e.category_id IS NULL ORDER BY e.occurred_on, e.id
 """
 # The expenses still uncategorised as the rules' changes are written (rechecked on the row's
 # latest version, after a person's change to it commits), with the matching rule's category if
