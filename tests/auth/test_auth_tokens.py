@@ -104,6 +104,26 @@ async def test_missing_or_malformed_authorization_is_a_401(
     assert response.headers["content-type"] == "application/problem+json"
 
 
+async def test_two_authorization_headers_are_a_401_whichever_comes_first(
+    client: httpx.AsyncClient,
+) -> None:
+    # The first used to be taken alone: a valid token first let the request through, whatever
+    # a proxy in front had made of the second.
+    account = await signed_up(client)
+    for path in PROTECTED:
+        for second in ("Bearer not-a-token", account.headers["Authorization"]):
+            response = await client.get(
+                path,
+                headers=[
+                    ("Authorization", account.headers["Authorization"]),
+                    ("Authorization", second),
+                ],
+            )
+            assert response.status_code == 401, (path, response.text)
+            assert response.headers["www-authenticate"].startswith("Bearer")
+            assert response.json()["detail"] == "Send one Authorization header, not several."
+
+
 async def test_token_claims_and_header(client: httpx.AsyncClient) -> None:
     account = await signed_up(client)
     header = jwt.get_unverified_header(account.access_token)

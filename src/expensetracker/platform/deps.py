@@ -71,6 +71,9 @@ class BearerPrincipal(HTTPBearer):
     # HTTPBearer is subclassed for its OpenAPI security scheme; as a dependency this answers
     # the verified Principal where HTTPBearer answers the raw credentials.
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        # Two name no one caller: Starlette would keep the first, where a proxy may read another.
+        if len(request.headers.getlist("authorization")) > 1:
+            raise InvalidToken("Send one Authorization header, not several.")
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise InvalidToken("An access token is required (Authorization: Bearer ...).")
