@@ -588,6 +588,58 @@ async def test_with_scripts_off_signing_in_listing_adding_and_deleting_work(
     await context.close()
 
 
+async def test_with_scripts_off_a_refused_form_leads_to_its_fields(
+    browser: Browser, base_url: str
+) -> None:
+    """Without scripts a refused form is a new page: its error summary has focus (not the top
+    of the page), the title says Error, and each of its links puts focus in the field it names.
+    With scripts, a form that posts without htmx alike, and axe finds no serious problem."""
+    email, password = await new_account(base_url)
+    context = await browser.new_context(viewport=DESKTOP, java_script_enabled=False)
+    page = await context.new_page()
+    await sign_in(page, base_url, email, password)
+    await page.goto(f"{base_url}/expenses/new")
+    await page.get_by_label("Description").fill("Lunch")
+    await page.get_by_label("Amount").fill("1e3")
+    await page.get_by_label("Currency", exact=True).fill("EUR")
+    await page.get_by_label("Date").fill("1960-01-01")
+    await page.get_by_role("button", name="Add the expense").click()
+    await expect(page).to_have_title(re.compile("^Error: Add an expense"))
+    summary = page.get_by_role("alert")
+    await expect(summary).to_be_focused()
+    links = summary.get_by_role("link")
+    await expect(links).to_have_count(2)
+    await expect(links.first).to_have_text(re.compile("^Amount: "))
+    await expect(links.last).to_have_text(re.compile("^Date: "))
+    await page.keyboard.press("Tab")
+    await expect(links.first).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_label("Amount")).to_be_focused()
+    await expect(page.get_by_label("Amount")).to_have_value("1e3")
+    await links.last.click()
+    await expect(page.get_by_label("Date")).to_be_focused()
+    await context.close()
+    # Another kind of form (a rate of one's own), with and without scripts.
+    for scripts in (False, True):
+        context = await browser.new_context(viewport=DESKTOP, java_script_enabled=scripts)
+        page = await context.new_page()
+        await sign_in(page, base_url, email, password)
+        await page.goto(f"{base_url}/rates")
+        rate = page.get_by_role("textbox", name="Rate")
+        await page.get_by_label("Day").fill("2026-01-02")
+        await page.get_by_label("From", exact=True).fill("USD")
+        await page.get_by_label("To", exact=True).fill("EUR")
+        await rate.fill("many")
+        await page.get_by_role("button", name="Save the rate").click()
+        await expect(page).to_have_title(re.compile("^Error: Exchange rates"))
+        await expect(page.get_by_role("alert")).to_be_focused()
+        if scripts:  # axe-core needs them
+            assert await serious_accessibility_problems(page) == []
+        await page.get_by_role("alert").get_by_role("link", name=re.compile("^Rate: ")).click()
+        await expect(rate).to_be_focused()
+        await context.close()
+
+
 async def test_a_refused_delete_with_scripts_shows_the_page_once(
     context: BrowserContext, base_url: str
 ) -> None:

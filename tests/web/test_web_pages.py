@@ -290,6 +290,10 @@ async def test_a_wrong_field_is_shown_next_to_it_and_what_was_typed_stays(
     html = response.text
     assert 'id="new-amount-error"' in html and 'aria-invalid="true"' in html
     assert 'value="Kuwaiti dinar"' in html and 'value="1.2345"' in html
+    # The error summary, focused on load, links to the field and says it; the title says Error.
+    assert "<title>Error: Add an expense · ExpenseTracker</title>" in html
+    summary = html.split('<div class="alert error-summary" role="alert" tabindex="-1" autofocus>')
+    assert len(summary) == 2 and '<a href="#new-amount">Amount: ' in summary[1].split("</div>")[0]
     assert expense_ids((await web.get("/expenses")).text) == []
 
 
@@ -754,7 +758,11 @@ async def test_a_refused_move_to_is_shown_at_its_field_with_the_choice_kept(
         assert refused.status_code == 422, headers
         assert refused.headers.get("hx-retarget") == ("body" if headers else None)
         html = refused.text
-        assert re.search(r'<p class="alert" role="alert">[^<]+</p>', html), headers
+        summary = r'<div class="alert error-summary" role="alert"[^>]*>\s*<p>[^<]+</p>'
+        assert re.search(summary, html), headers
+        # Focused on load only without htmx, whose script puts focus in the field instead.
+        assert ("autofocus>" in html) is not bool(headers), headers
+        assert f'<a href="#{snacks}-move-move_to">Its expenses, recurring' in html, headers
         assert re.search(r'<details class="category" open>\s*<summary>Snacks</summary>', html)
         question = html.split('<details class="confirm" open>')[1].split("</form>")[0]
         assert html.count('<details class="confirm" open>') == 1, headers

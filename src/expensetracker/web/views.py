@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -232,6 +233,23 @@ def _filter_form(
     return Markup(rendered)  # noqa: S704 (the template escaped every value in it)
 
 
+# What the field macros render next to a field with a problem, and the field's label.
+_FIELD_PROBLEM = re.compile(r'<p class="error" id="([^"]+)-error">(.*?)</p>', re.DOTALL)
+_LABEL = r'<label for="{}">(.*?)</label>'
+
+
+def field_problems(form: Markup) -> list[tuple[str, str, Markup]]:
+    """The id, label and problem of each field marked refused in a rendered form, in its order:
+    the error summary links to exactly what is said next to the fields, whichever macro or
+    template drew them."""
+    problems = []
+    for id, message in _FIELD_PROBLEM.findall(form):
+        label = re.search(_LABEL.format(re.escape(id)), form, re.DOTALL)
+        name = Markup(label.group(1)).striptags() if label else ""  # noqa: S704 (rendered, escaped)
+        problems.append((id, name, Markup(message)))  # noqa: S704 (the template escaped it)
+    return problems
+
+
 templates = Environment(
     loader=PackageLoader("expensetracker.web", "templates"),
     autoescape=select_autoescape(default=True),
@@ -242,6 +260,7 @@ templates = Environment(
 )
 templates.globals["static_url"] = static_url
 templates.globals["filter_form"] = filter_form
+templates.filters["field_problems"] = field_problems
 
 
 def _wants_gzip(request: Request) -> bool:
