@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, expect
+from playwright.async_api import Browser, BrowserContext, Locator, Page, expect
 
 from tests.helpers.browser import (
     DESKTOP,
@@ -82,6 +82,13 @@ def watch_csp(page: Page) -> list[str]:
         ),
     )
     return violations
+
+
+async def fill_expense(form: Page | Locator, description: str, amount: str) -> None:
+    """Types an expense in euros into the quick-add form, on its page or in its dialog."""
+    await form.get_by_label("Description").fill(description)
+    await form.get_by_label("Amount").fill(amount)
+    await form.get_by_label("Currency", exact=True).fill("EUR")
 
 
 async def expense_rows(page: Page) -> int:
@@ -421,9 +428,7 @@ async def test_focus_stays_where_the_work_is_after_each_partial_update(
     await page.keyboard.type(" unsaved")
     await page.get_by_role("button", name="Add expense").click()
     dialog = page.get_by_role("dialog")
-    await dialog.get_by_label("Description").fill("Focus test")
-    await dialog.get_by_label("Amount").fill("2.00")
-    await dialog.get_by_label("Currency", exact=True).fill("EUR")
+    await fill_expense(dialog, "Focus test", "2.00")
     await dialog.get_by_label("Amount").press("Enter")
     await expect(announcer).to_have_text("Expense added.")
     await focus_moves_to(page, "Add another")
@@ -452,9 +457,7 @@ async def test_a_form_refused_in_place_puts_focus_on_the_field_with_the_problem(
     await page.goto(f"{base_url}/expenses")
     await page.get_by_role("button", name="Add expense").click()
     dialog = page.get_by_role("dialog")
-    await dialog.get_by_label("Description").fill("Lunch ☕")
-    await dialog.get_by_label("Amount").fill("1e3")
-    await dialog.get_by_label("Currency", exact=True).fill("EUR")
+    await fill_expense(dialog, "Lunch ☕", "1e3")
     await dialog.get_by_label("Merchant").fill("Café")
     await dialog.get_by_role("button", name="Add the expense").click()
     amount = dialog.get_by_label("Amount")
@@ -499,9 +502,7 @@ async def test_the_empty_list_says_so_until_an_expense_is_added_in_the_dialog(
     await expect(empty).to_be_visible()
     await page.get_by_role("button", name="Add expense").click()
     dialog = page.get_by_role("dialog")
-    await dialog.get_by_label("Description").fill("The first one")
-    await dialog.get_by_label("Amount").fill("4.20")
-    await dialog.get_by_label("Currency", exact=True).fill("EUR")
+    await fill_expense(dialog, "The first one", "4.20")
     await dialog.get_by_role("button", name="Add the expense").click()
     await expect(page.locator("#expense-rows > tr", has_text="The first one")).to_have_count(1)
     await expect(empty).to_have_count(0)
@@ -524,9 +525,7 @@ async def test_the_dashboard_shows_the_first_expense_added_in_its_dialog(
     await expect(empty).to_be_visible()
     await latest.get_by_role("button", name="Add the first one").click()
     dialog = page.get_by_role("dialog")
-    await dialog.get_by_label("Description").fill("The first one")
-    await dialog.get_by_label("Amount").fill("4.20")
-    await dialog.get_by_label("Currency", exact=True).fill("EUR")
+    await fill_expense(dialog, "The first one", "4.20")
     await dialog.get_by_role("button", name="Add the expense").click()
     await expect(page.locator("#announcer")).to_have_text("Expense added.")
     await expect(latest.get_by_role("cell", name="The first one")).to_be_visible()
@@ -573,9 +572,7 @@ async def test_with_scripts_off_signing_in_listing_adding_and_deleting_work(
     # Without the script the quick-add is the link it is in the HTML, to the form's own page.
     await page.get_by_role("link", name="Add expense").click()
     await page.wait_for_url(f"{base_url}/expenses/new")
-    await page.get_by_label("Description").fill("No script needed")
-    await page.get_by_label("Amount").fill("1.00")
-    await page.get_by_label("Currency", exact=True).fill("EUR")
+    await fill_expense(page, "No script needed", "1.00")
     await page.get_by_role("button", name="Add the expense").click()
     await page.wait_for_url(f"{base_url}/expenses?added=1")
     await expect(page.get_by_role("status").first).to_have_text("Expense added.")
@@ -599,9 +596,7 @@ async def test_with_scripts_off_a_refused_form_leads_to_its_fields(
     page = await context.new_page()
     await sign_in(page, base_url, email, password)
     await page.goto(f"{base_url}/expenses/new")
-    await page.get_by_label("Description").fill("Lunch")
-    await page.get_by_label("Amount").fill("1e3")
-    await page.get_by_label("Currency", exact=True).fill("EUR")
+    await fill_expense(page, "Lunch", "1e3")
     await page.get_by_label("Date").fill("1960-01-01")
     await page.get_by_role("button", name="Add the expense").click()
     await expect(page).to_have_title(re.compile("^Error: Add an expense"))

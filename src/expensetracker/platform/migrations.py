@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from alembic import command, context
 from alembic.config import Config
@@ -53,17 +55,8 @@ def unknown_revisions(specs: list[ServiceSpec], database_url: str) -> list[tuple
 
 
 async def _current_revisions(specs: list[ServiceSpec], url: str) -> dict[str, str | None]:
-    engine = create_async_engine(
-        async_url(url),
-        poolclass=pool.NullPool,
-        hide_parameters=True,
-        connect_args=statement_cache_arguments(0),
-    )
-    try:
-        async with engine.connect() as connection:
-            return {spec.name: await current_revision(connection, spec) for spec in specs}
-    finally:
-        await engine.dispose()
+    async with _connected(url) as connection:
+        return {spec.name: await current_revision(connection, spec) for spec in specs}
 
 
 async def current_revision(connection: AsyncConnection, spec: ServiceSpec) -> str | None:
@@ -85,6 +78,12 @@ def run_migrations_from_env() -> None:
 
 
 async def _run_online(spec: ServiceSpec, url: str) -> None:
+    async with _connected(url) as connection:
+        await connection.run_sync(_migrate, spec)
+
+
+@asynccontextmanager
+async def _connected(url: str) -> AsyncIterator[AsyncConnection]:
     # No statement cache: a migration runs each statement once, and so it works through any
     # PgBouncer, whatever its version.
     engine = create_async_engine(
@@ -95,7 +94,7 @@ async def _run_online(spec: ServiceSpec, url: str) -> None:
     )
     try:
         async with engine.connect() as connection:
-            await connection.run_sync(_migrate, spec)
+            yield connection
     finally:
         await engine.dispose()
 
