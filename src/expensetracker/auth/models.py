@@ -16,6 +16,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -45,6 +46,15 @@ class RefreshToken(Base):
     """One opaque refresh token; a session is the family of tokens rotated from one login."""
 
     __tablename__ = "refresh_tokens"
+    __table_args__ = (
+        # /session reads a family's live token on every page: a long session's many used
+        # tokens stay out of it (migration 0004).
+        Index(
+            "ix_refresh_tokens_family_id_live",
+            "family_id",
+            postgresql_where=text("used_at IS NULL AND revoked_at IS NULL"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = new_id()
     user_id: Mapped[uuid.UUID] = mapped_column(
