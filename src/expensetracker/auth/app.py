@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
@@ -12,11 +13,11 @@ from fastapi import FastAPI
 from expensetracker.auth import models, routes
 from expensetracker.auth.keys import KeyEncryption, KeyStore
 from expensetracker.auth.passwords import PasswordHasher
-from expensetracker.auth.service import AuthContext
+from expensetracker.auth.service import AuthContext, purge_ended_sessions
 from expensetracker.platform.application import create_app as create_platform_app
 from expensetracker.platform.config import Settings, get_settings
-from expensetracker.platform.spec import ServiceSpec
-from expensetracker.platform.state import app_state
+from expensetracker.platform.spec import BackgroundJob, ServiceSpec
+from expensetracker.platform.state import AppState, app_state
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +51,10 @@ async def readiness(app: FastAPI) -> dict[str, str]:
     return {"signing_key": "ok" if keys.loaded else "not loaded"}
 
 
+async def _maintenance(state: AppState) -> int:
+    return await purge_ended_sessions(state.db.sessionmaker, now=datetime.now(UTC))
+
+
 SPEC = ServiceSpec(
     name="auth",
     router=routes.router,
@@ -58,6 +63,7 @@ SPEC = ServiceSpec(
     path_prefixes=("/api/v1/auth",),
     lifespan=lifespan,
     readiness=readiness,
+    jobs=(BackgroundJob("maintenance", _maintenance, interval="maintenance_interval_seconds"),),
     readers={
         "expensetracker_expenses": ("user_events_v1",),
         "expensetracker_reports": ("user_events_v1",),

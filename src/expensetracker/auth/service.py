@@ -14,14 +14,16 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import asyncpg
 import jwt
 import structlog
 from prometheus_client import Counter
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import CursorResult, delete, exists, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from expensetracker.auth import throttle
 from expensetracker.auth.keys import KeyStore
@@ -277,6 +279,47 @@ async def refresh(session: AsyncSession, *, refresh_token: str, auth: AuthContex
             session_id=str(reused.family_id),
         )
     raise InvalidRefreshToken
+
+
+# A token counts as live a while past its expiry: a refresh that took it just before may still be
+# committing its successor, and the replicas' clocks differ a little.
+_EXPIRY_GRACE = timedelta(minutes=5)
+# Rows deleted per transaction: short locks, however many sessions ended.
+_PURGE_BATCH = 1000
+
+
+async def purge_ended_sessions(
+    sessionmaker: async_sessionmaker[AsyncSession], *, now: datetime, batch: int = _PURGE_BATCH
+) -> int:
+    """Deletes the refresh tokens of the sessions that have ended: none of their tokens can be
+    used any more (each is used, revoked or expired). A used token stays as long as its session
+    lives, however old it is, so that presented again it still revokes the session. Returns how
+    many rows it deleted."""
+    live = aliased(RefreshToken)
+    ended = (
+        select(RefreshToken.id)
+        .where(
+            ~exists().where(
+                live.family_id == RefreshToken.family_id,
+                # The probe reads the index of live tokens (migration 0004).
+                live.used_at.is_(None),
+                live.revoked_at.is_(None),
+                live.expires_at > now - _EXPIRY_GRACE,
+            )
+        )
+        .limit(batch)
+    )
+    deleted = 0
+    while True:
+        async with sessionmaker.begin() as session:
+            # A DELETE's result is a CursorResult, which has the row count.
+            result = cast(
+                CursorResult[Any],
+                await session.execute(delete(RefreshToken).where(RefreshToken.id.in_(ended))),
+            )
+        deleted += result.rowcount
+        if result.rowcount < batch:
+            return deleted
 
 
 async def _revoke(

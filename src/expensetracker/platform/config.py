@@ -98,7 +98,8 @@ class Settings(BaseSettings):
 
     # How often services look for new account events (user.deleted) from the auth service.
     events_poll_seconds: float = Field(default=5.0, gt=0)
-    # How often periodic work runs (recurring expenses falling due, expiry of idempotency keys).
+    # How often periodic work runs (recurring expenses falling due, expiry of idempotency keys,
+    # refresh tokens of ended sessions).
     maintenance_interval_seconds: float = Field(default=600.0, gt=0)
 
     # Exchange rates (expenses/rates.py, docs/expenses.md): providers fetched by the expenses
