@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 from sqlalchemy import make_url
 
+from expensetracker.platform.db import create_database_if_missing
 from expensetracker.platform.embedded import EmbeddedPostgres
 from expensetracker.platform.migrations import upgrade
 from expensetracker.targets import SERVICES
@@ -68,10 +69,8 @@ async def create_if_missing(url: str) -> None:
     """The database the URL names, created empty on its server when it does not exist yet."""
     name = make_url(url).database
     async with connected(with_database(url, "postgres")) as connection:
-        if not await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            log(f"creating the database {name}")
-            quoted = name.replace('"', '""')
-            await connection.execute(f'CREATE DATABASE "{quoted}"')
+        if await create_database_if_missing(connection, name):
+            log(f"created the database {name}")
 
 
 def bench_env(database_url: str, **settings: str) -> dict[str, str]:

@@ -27,6 +27,7 @@ from sqlalchemy import make_url
 from expensetracker.backup import contents, service, store
 from expensetracker.backup.store import TableContents, Verification
 from expensetracker.backup.tools import BackupError
+from expensetracker.platform.db import identifier
 from expensetracker.platform.migrations import upgrade
 from expensetracker.targets import SERVICES
 from tests.helpers.apps import AppFactory
@@ -575,7 +576,7 @@ async def test_restore_into_a_database_of_any_name(
         assert await snapshot_of(with_database(postgres_admin_url, name)) == backup.manifest.tables
     finally:
         await admin_execute(
-            postgres_admin_url, f"DROP DATABASE IF EXISTS {contents.identifier(name)} WITH (FORCE)"
+            postgres_admin_url, f"DROP DATABASE IF EXISTS {identifier(name)} WITH (FORCE)"
         )
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import make_url
 
 from expensetracker.backup.store import TableContents
 from expensetracker.backup.tools import BackupError
-from expensetracker.platform.db import cannot_connect, connect_error_reason
+from expensetracker.platform.db import cannot_connect, connect_error_reason, identifier
 from expensetracker.platform.migrations import VERSION_TABLE
 from expensetracker.targets import SERVICES
 
@@ -101,10 +101,6 @@ async def connect(url: str) -> asyncpg.Connection:
         # said as every command says it.
         reason = connect_error_reason(exc) if isinstance(exc, OSError) else str(exc)
         raise BackupError(cannot_connect(url, reason)) from exc
-
-
-def identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 async def server_version_num(connection: asyncpg.Connection) -> int:

@@ -31,6 +31,7 @@ from expensetracker.backup.store import (
     utc_now,
 )
 from expensetracker.backup.tools import BackupError, BadUsage
+from expensetracker.platform.db import create_database_if_missing, identifier
 from expensetracker.platform.migrations import head_revision
 from expensetracker.targets import SERVICES
 
@@ -450,23 +451,17 @@ async def create_database(*, server_url: str, name: str) -> tuple[str, bool]:
     whether it was."""
     connection = await contents.connect(server_url)
     try:
-        exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
-        if not exists:
-            await connection.execute(
-                f"CREATE DATABASE {contents.identifier(name)} TEMPLATE template0"
-            )
+        created = await create_database_if_missing(connection, name)
     finally:
         await connection.close()
-    return _with_database(server_url, name), not exists
+    return _with_database(server_url, name), created
 
 
 async def drop_database(*, server_url: str, name: str) -> None:
     """Drop database ``name`` on the server of ``server_url``, whoever is connected to it."""
     connection = await contents.connect(server_url)
     try:
-        await connection.execute(
-            f"DROP DATABASE IF EXISTS {contents.identifier(name)} WITH (FORCE)"
-        )
+        await connection.execute(f"DROP DATABASE IF EXISTS {identifier(name)} WITH (FORCE)")
     finally:
         await connection.close()
 
@@ -527,7 +522,7 @@ async def restore(
                 )
         log.info("restore_started", backup=backup.name, database=database, force=force)
         for schema in manifest.schemas:
-            await connection.execute(f"DROP SCHEMA IF EXISTS {contents.identifier(schema)} CASCADE")
+            await connection.execute(f"DROP SCHEMA IF EXISTS {identifier(schema)} CASCADE")
         await _pg_restore(
             pg_restore,
             backup,

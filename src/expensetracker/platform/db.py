@@ -62,6 +62,26 @@ def cannot_connect(url: str | URL | None, reason: str) -> str:
     return f"cannot connect to the database{database_location(url)} ({reason})"
 
 
+def identifier(name: str) -> str:
+    """``name`` quoted as a PostgreSQL identifier, for the statements that take no parameters."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def create_database_if_missing(connection: asyncpg.Connection, name: str) -> bool:
+    """Create the empty database ``name`` on the connection's server unless it exists; whether
+    this call created it. From template0, so that nothing added to template1 comes along (a
+    restore needs a database with nothing in it)."""
+    if await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+        return False
+    try:
+        await connection.execute(f"CREATE DATABASE {identifier(name)} TEMPLATE template0")
+    except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+        # Another process created it between the check and here: PostgreSQL says so either
+        # way, depending on how far that other CREATE had gone.
+        return False
+    return True
+
+
 def _server_settings(settings: Settings, *, application_name: str) -> dict[str, str]:
     parameters = {"application_name": application_name}
     if settings.db_statement_timeout_ms:

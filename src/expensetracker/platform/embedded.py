@@ -23,6 +23,8 @@ import fasteners
 import psutil
 from sqlalchemy import make_url
 
+from expensetracker.platform.db import create_database_if_missing
+
 with warnings.catch_warnings():
     # Without XDG_RUNTIME_DIR (containers, CI) the wheel falls back to /tmp and says so.
     warnings.simplefilter("ignore")
@@ -163,9 +165,7 @@ def _create_database(admin_url: str, name: str) -> None:
     async def create() -> None:
         connection = await asyncpg.connect(admin_url)
         try:
-            exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
-            if not exists:
-                await connection.execute(f'CREATE DATABASE "{name}"')
+            await create_database_if_missing(connection, name)
         finally:
             await connection.close()
 
