@@ -354,6 +354,37 @@ async def test_a_service_that_is_down_gives_a_friendly_page_with_the_request_id(
         assert (await web.get("/account")).status_code == 200
 
 
+async def test_a_file_too_large_or_too_many_requests_give_a_page_not_a_json_document(
+    serve_app: AppFactory,
+) -> None:
+    """Refused before any page runs (the body's size, the rate limit): a browser still gets a
+    page, with the request id; the API's clients still get problem documents."""
+    async with serve_app(
+        resolve_targets("all"),
+        base_url="https://testserver",
+        web_session_key=SESSION_KEY,
+        max_import_body_bytes=4096,
+        rate_limit="3/minute",
+    ) as web:
+        upload = {"file": ("big.csv", b"x" * 8192, "text/csv")}
+        too_large = await web.post("/import", files=upload)
+        api_too_large = await web.post("/api/v1/expenses/import", content=b"x" * 8192)
+        for _ in range(3):  # the refusals above were refused before the rate limit counted
+            await web.get("/login")
+        too_many = await web.get("/login")
+    for response, status, title in (
+        (too_large, 413, "That file is too large"),
+        (too_many, 429, "Too many requests"),
+    ):
+        assert response.status_code == status
+        assert response.headers["content-type"].startswith("text/html")
+        assert f"<h1>{title}</h1>" in response.text
+        assert response.headers["x-request-id"] in response.text
+    assert int(too_many.headers["retry-after"]) >= 1
+    assert api_too_large.status_code == 413
+    assert api_too_large.headers["content-type"] == "application/problem+json"
+
+
 @pytest.fixture
 def redirecting_service() -> Iterator[str]:
     """A real HTTP server that answers everything with a redirect, as a proxy sending plain

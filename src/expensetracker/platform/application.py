@@ -29,7 +29,7 @@ from expensetracker.platform.metrics import DB_POOLS
 from expensetracker.platform.middleware import BodySizeLimit, RequestContext, SecurityHeaders
 from expensetracker.platform.migrations import head_revision
 from expensetracker.platform.ratelimit import IN_PROCESS, RateLimit
-from expensetracker.platform.spec import ServiceSpec
+from expensetracker.platform.spec import ErrorPage, ServiceSpec
 from expensetracker.platform.state import AppState, Database, app_state
 from expensetracker.platform.tokens import JWKS_PATH, TokenVerifier
 from expensetracker.platform.tracing import configure_tracing
@@ -185,15 +185,23 @@ def create_app(services: Sequence[ServiceSpec], settings: Settings) -> FastAPI:
     def owner(path: str) -> ServiceSpec | None:
         return next((spec for spec in services if spec.owns(path)), None)
 
-    install_problem_handlers(
-        app, error_page=lambda path: spec.error_page if (spec := owner(path)) else None
-    )
+    def error_page(path: str) -> ErrorPage | None:
+        return spec.error_page if (spec := owner(path)) else None
+
+    install_problem_handlers(app, error_page=error_page)
     document_problems(app, rate_limited=settings.rate_limit != "off")
     app.include_router(health.router)
     for spec in services:
         app.include_router(spec.router)
 
-    _add_middleware(app, settings, services, owner=owner, tracer_provider=tracer_provider)
+    _add_middleware(
+        app,
+        settings,
+        services,
+        owner=owner,
+        error_page=error_page,
+        tracer_provider=tracer_provider,
+    )
     return app
 
 
@@ -203,12 +211,15 @@ def _add_middleware(
     services: Sequence[ServiceSpec],
     *,
     owner: Callable[[str], ServiceSpec | None],
+    error_page: Callable[[str], ErrorPage | None],
     tracer_provider: TracerProvider,
 ) -> None:
     # Added innermost first: a request meets RequestContext first, the rate limit last.
     if settings.rate_limit != "off":
         redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
-        app.add_middleware(RateLimit, rate=settings.rate_limit, redis_url=redis_url)
+        app.add_middleware(
+            RateLimit, rate=settings.rate_limit, redis_url=redis_url, error_page=error_page
+        )
     body_limits = {
         path: getattr(settings, setting)
         for spec in services
@@ -217,6 +228,7 @@ def _add_middleware(
     app.add_middleware(
         BodySizeLimit,
         limit_for_path=lambda path: body_limits.get(path, settings.max_body_bytes),
+        error_page=error_page,
     )
     if settings.cors_origins:
         app.add_middleware(

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
+from starlette.types import Scope
 
 from expensetracker.platform.errors import (
     PROBLEM_JSON,
@@ -165,6 +166,23 @@ def _validation_error_handler(
         return ValidationProblem(errors).response()
 
     return on_validation_error
+
+
+def refusal(
+    scope: Scope,
+    status: int,
+    *,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+    error_page: Callable[[str], ErrorPage | None],
+) -> Response:
+    """A middleware's answer, made before any route runs: the page of the path's service where
+    it renders its errors as pages (a browser's), else a problem document."""
+    if render := error_page(scope["path"]):
+        page = render(Request(scope), status, detail)
+        page.headers.update(headers or {})
+        return page
+    return problem_response(status, detail=detail, headers=headers)
 
 
 def install_problem_handlers(

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from opentelemetry import propagate, trace
@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from expensetracker.platform.db import database_unavailable
+from expensetracker.platform.error_handlers import refusal
 from expensetracker.platform.errors import problem_response
 from expensetracker.platform.logging import scrub_exception
 from expensetracker.platform.metrics import (
@@ -30,6 +31,9 @@ from expensetracker.platform.metrics import (
     HTTP_REQUESTS,
     HTTP_REQUESTS_IN_FLIGHT,
 )
+
+if TYPE_CHECKING:
+    from expensetracker.platform.spec import ErrorPage
 
 log = structlog.get_logger("expensetracker.http")
 
@@ -204,9 +208,16 @@ class BodyTooLarge(HTTPException):
 class BodySizeLimit:
     """Refuses bodies over the limit: at once by Content-Length, or while streaming."""
 
-    def __init__(self, app: ASGIApp, *, limit_for_path: Callable[[str], int]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limit_for_path: Callable[[str], int],
+        error_page: Callable[[str], ErrorPage | None] = lambda _path: None,
+    ) -> None:
         self.app = app
         self.limit_for_path = limit_for_path
+        self.error_page = error_page
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -216,14 +227,18 @@ class BodySizeLimit:
         declared = Headers(scope=scope).get("content-length")
         if declared is not None:
             if not declared.isdigit():
-                await problem_response(400, detail="Invalid Content-Length header.")(
-                    scope, receive, send
-                )
+                await refusal(
+                    scope, 400, detail="Invalid Content-Length header.", error_page=self.error_page
+                )(scope, receive, send)
                 return
             if int(declared) > limit:
                 too_large = BodyTooLarge(limit)
-                await problem_response(
-                    413, detail=too_large.detail, headers={"Connection": "close"}
+                await refusal(
+                    scope,
+                    413,
+                    detail=too_large.detail,
+                    headers={"Connection": "close"},
+                    error_page=self.error_page,
                 )(scope, receive, send)
                 return
         received = 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import structlog
 from limits import RateLimitItem, parse_many
@@ -11,7 +13,10 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from expensetracker.platform.errors import problem_response
+from expensetracker.platform.error_handlers import refusal
+
+if TYPE_CHECKING:
+    from expensetracker.platform.spec import ErrorPage
 
 log = structlog.get_logger(__name__)
 
@@ -30,8 +35,16 @@ def _storage(redis_url: str | None) -> Storage:
 
 
 class RateLimit:
-    def __init__(self, app: ASGIApp, *, rate: str, redis_url: str | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        rate: str,
+        redis_url: str | None,
+        error_page: Callable[[str], ErrorPage | None] = lambda _path: None,
+    ) -> None:
         self.app = app
+        self.error_page = error_page
         self.items: list[RateLimitItem] = parse_many(rate)
         self.limiter = MovingWindowRateLimiter(_storage(redis_url))
 
@@ -54,10 +67,12 @@ class RateLimit:
             return
         stats = await self.limiter.get_window_stats(refused, "http", key)
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-        response = problem_response(
+        response = refusal(
+            scope,
             429,
             detail=f"Rate limit of {refused} exceeded; retry after {retry_after} s.",
             headers={"Retry-After": str(retry_after)},
+            error_page=self.error_page,
         )
         await response(scope, receive, send)
 
