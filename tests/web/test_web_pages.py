@@ -772,6 +772,20 @@ async def test_deleting_a_category_can_move_its_expenses_to_another(
     assert "Crisps" in listed
 
 
+async def test_only_a_category_with_subcategories_warns_that_they_move_up(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    parent = await added_category(person, "Home")
+    await added_category(person, "Sport")
+    await person.submit("/categories", "/categories", {"name": "Garden", "parent_id": parent})
+    html = (await web.get("/categories")).text
+    questions = dict(re.findall(r"<p>Delete the category “(\w+)”\?([^<]*)</p>", html))
+    assert {"Home", "Sport", "Garden"} <= set(questions)
+    assert "subcategories" in questions["Home"]
+    assert "subcategories" not in questions["Sport"] + questions["Garden"]
+
+
 async def test_a_refused_move_to_is_shown_at_its_field_with_the_choice_kept(
     web: httpx.AsyncClient,
 ) -> None:
