@@ -241,6 +241,42 @@ async def test_after_signing_out_the_old_cookie_opens_nothing(
         assert response.headers["location"].startswith("/login")
 
 
+async def test_a_form_sent_once_the_session_ended_leads_back_to_its_page_after_signing_in(
+    web: httpx.AsyncClient,
+) -> None:
+    """A form's action is often no page (``/expenses/{id}``, ``/account/password``): signing in
+    again leads to the page the form was on, not to an error."""
+    person = await signed_up_person(web)
+    await person.add_expense()
+    expense = expense_ids((await web.get("/expenses")).text)[0]
+    token = csrf_token((await web.get("/account")).text)
+    await person.submit("/", "/logout", {})  # as "sign out everywhere" on another device
+    back = {
+        f"/expenses/{expense}": "/expenses",
+        "/expenses/new": "/expenses/new",
+        "/account/password": "/account",
+        "/import/confirm": "/import",
+        f"/budgets/{uuid.uuid4()}/delete": "/budgets",
+        "/rules/apply/confirm": "/rules",
+    }
+    for action, page in back.items():
+        response = await web.post(action, data={"csrf_token": token})
+        assert response.status_code == 303, action
+        assert response.headers["location"] == f"/login?next={quote(page, safe='')}", action
+    signed_in = await web.post(
+        "/login",
+        data={
+            "csrf_token": token,
+            "email": person.email,
+            "password": person.password,
+            "next": "/account",
+        },
+    )
+    assert signed_in.headers["location"] == "/account"
+    for page in back.values():
+        assert (await web.get(page)).status_code == 200, page
+
+
 async def test_a_refused_sign_up_blames_the_address_not_the_name_left_empty(
     web: httpx.AsyncClient,
 ) -> None:

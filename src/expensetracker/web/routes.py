@@ -17,9 +17,10 @@ from urllib.parse import quote, urlencode
 
 import structlog
 from fastapi import APIRouter, Depends, Request
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.datastructures import FormData, QueryParams, UploadFile
 from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.routing import Match
 
 from expensetracker.platform.config import Environment
 from expensetracker.platform.idempotency import KEY_PATTERN
@@ -66,8 +67,26 @@ class Forbidden(Exception):
 
 
 def _sign_in_url(request: Request) -> str:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    target = _comeback(request)
     return "/login" if target == "/" else f"/login?next={quote(target, safe='')}"
+
+
+def _comeback(request: Request) -> str:
+    """Where signing in leads back to: the page asked for; for a form sent, the nearest page
+    at or above its action, which is often no page (``/expenses/{id}``, ``/account/password``):
+    followed after signing in, it would answer 405."""
+    if request.method in _SAFE_METHODS:
+        return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    path = request.url.path.rstrip("/")
+    while path:
+        scope = {"type": "http", "method": "GET", "path": path, "root_path": ""}
+        if any(
+            route.matches(scope)[0] is Match.FULL
+            for route in iter_route_contexts(request.app.router.routes)
+        ):
+            return path
+        path = path.rpartition("/")[0]
+    return "/"
 
 
 class WebRoute(APIRoute):
