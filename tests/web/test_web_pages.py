@@ -993,6 +993,23 @@ async def test_deleting_the_account_needs_the_box_and_the_password(
     assert back.status_code == 401
 
 
+async def test_deleting_the_account_after_too_many_wrong_passwords_says_so(
+    web: httpx.AsyncClient,
+) -> None:
+    """Throttled, the right password is refused too: the page says to wait, not that it is
+    wrong."""
+    person = await signed_up_person(web)
+    wrong = {"password": "not the password", "confirm": "yes"}
+    for _ in range(5):  # auth's default failures of an account from one address
+        await person.submit("/account", "/account/delete", wrong)
+    right = {"password": person.password, "confirm": "yes"}
+    throttled = await person.submit("/account", "/account/delete", right)
+    assert throttled.status_code == 422
+    assert "Too many failed attempts" in throttled.text
+    assert "The password is wrong" not in throttled.text
+    assert (await web.get("/account")).status_code == 200  # nothing was deleted
+
+
 async def test_up_demo_offers_the_demo_account_on_the_sign_in_page_in_development_only(
     serve_app: AppFactory,
 ) -> None:

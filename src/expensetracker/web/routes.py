@@ -1379,9 +1379,9 @@ async def delete_account(request: Request, account: SignedIn, state: State) -> R
     except ApiError as exc:
         if exc.status not in (401, 403, 422, 429):
             raise
-        return await _account_page(
-            request, account, state, status=422, errors={"password": "The password is wrong."}
-        )
+        # Throttled, even the right password is refused: the API says how long to wait.
+        said = exc.detail if exc.status == 429 else "The password is wrong."
+        return await _account_page(request, account, state, status=422, errors={"password": said})
     response = _redirect(request, "/login?deleted=1")
     clear_session_cookie(response, request)
     return response
