@@ -22,7 +22,7 @@ from expensetracker.platform.config import Settings
 from expensetracker.platform.idempotency import lock_scope
 from expensetracker.targets import resolve_targets
 from expensetracker.web import routes, views
-from tests.helpers.apps import AppFactory
+from tests.helpers.apps import AppFactory, app_of
 from tests.helpers.database import connected
 from tests.helpers.paths import STATEMENTS
 from tests.helpers.processes import http_server
@@ -1008,6 +1008,45 @@ async def test_deleting_the_account_after_too_many_wrong_passwords_says_so(
     assert "Too many failed attempts" in throttled.text
     assert "The password is wrong" not in throttled.text
     assert (await web.get("/account")).status_code == 200  # nothing was deleted
+
+
+async def test_wrong_passwords_on_the_account_page_throttle_their_sender_not_everyone(
+    serve_app: AppFactory,
+) -> None:
+    """Auth counts failed password checks by address: the address is the person's, as for a
+    login, not the web app's own, which every person's attempts would share."""
+    async with serve_app(
+        resolve_targets("all"),
+        base_url="https://testserver",
+        web_session_key=SESSION_KEY,
+        login_max_failures_per_address=2,
+    ) as web:
+        guesser = await signed_up_person(web)
+        for _ in range(2):
+            wrong = {"current_password": "not the password", "new_password": "whatever 12345"}
+            await guesser.submit("/account", "/account/password", wrong)
+            await guesser.submit(
+                "/account", "/account/delete", {"password": "no", "confirm": "yes"}
+            )
+        transport = httpx.ASGITransport(app=app_of(web), client=("198.51.100.9", 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as other:
+            person = await signed_up_person(other)
+            changed = await person.submit(
+                "/account",
+                "/account/password",
+                {"current_password": person.password, "new_password": "a new passphrase 3"},
+            )
+            assert changed.status_code == 303, changed.text
+            person.password = "a new passphrase 3"
+            deleted = await person.submit(
+                "/account", "/account/delete", {"password": person.password, "confirm": "yes"}
+            )
+            assert deleted.status_code == 303, deleted.text
+        # The guesser's own address is throttled.
+        throttled = await guesser.submit(
+            "/account", "/account/delete", {"password": guesser.password, "confirm": "yes"}
+        )
+        assert throttled.status_code == 422 and "Too many failed attempts" in throttled.text
 
 
 async def test_up_demo_offers_the_demo_account_on_the_sign_in_page_in_development_only(

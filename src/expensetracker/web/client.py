@@ -213,8 +213,8 @@ def in_process_client(app: ASGIApp, client: str) -> httpx.AsyncClient:
 @dataclass(frozen=True)
 class ApiClient:
     transports: Mapping[str, Transport]
-    # The app that serves auth in this process, if it does: a login is sent through it with the
-    # person's own address, which the login throttle counts.
+    # The app that serves auth in this process, if it does: a call that checks a password (a
+    # login) is sent through it with the person's own address, which auth's throttle counts.
     local_app: ASGIApp | None = None
 
     async def _send(
@@ -306,17 +306,26 @@ class ApiClient:
         body = {"email": email, "password": password, "display_name": display_name}
         await self._send("auth", "POST", "/api/v1/auth/register", json=body)
 
-    async def login(self, *, email: str, password: str, client: str) -> TokenPair:
-        body = {"email": email, "password": password}
+    async def _checking_password(
+        self, method: str, path: str, *, client: str, **kwargs: Any
+    ) -> Answer:
+        """A call of auth's that checks a password, from the person's own address ``client``:
+        auth's throttle counts failures by address, and this app's would be everyone's."""
         if self.local_app is None:
             # Believed by auth only where it trusts this app as a proxy (docs/deploy.md).
-            forwarded = {"X-Forwarded-For": client}
-            return await self._json(
-                TokenPair, "auth", "POST", "/api/v1/auth/login", json=body, headers=forwarded
+            return await self._send(
+                "auth", method, path, headers={"X-Forwarded-For": client}, **kwargs
             )
         async with in_process_client(self.local_app, client) as http:
             local = ApiClient({"auth": LocalTransport(http)})
-            return await local._json(TokenPair, "auth", "POST", "/api/v1/auth/login", json=body)
+            return await local._send("auth", method, path, **kwargs)
+
+    async def login(self, *, email: str, password: str, client: str) -> TokenPair:
+        body = {"email": email, "password": password}
+        answer = await self._checking_password(
+            "POST", "/api/v1/auth/login", client=client, json=body
+        )
+        return cast(TokenPair, answer.json())
 
     async def refresh(self, *, refresh_token: str) -> TokenPair:
         body = {"refresh_token": refresh_token}
@@ -329,13 +338,17 @@ class ApiClient:
         path = "/api/v1/auth/logout-all" if everywhere else "/api/v1/auth/logout"
         await self._send("auth", "POST", path, token=token)
 
-    async def change_password(self, *, token: str, current: str, new: str) -> None:
+    async def change_password(self, *, token: str, current: str, new: str, client: str) -> None:
         body = {"current_password": current, "new_password": new}
-        await self._send("auth", "POST", "/api/v1/auth/password", token=token, json=body)
+        await self._checking_password(
+            "POST", "/api/v1/auth/password", client=client, token=token, json=body
+        )
 
-    async def delete_account(self, *, token: str, password: str) -> None:
+    async def delete_account(self, *, token: str, password: str, client: str) -> None:
         body = {"password": password}
-        await self._send("auth", "DELETE", "/api/v1/auth/me", token=token, json=body)
+        await self._checking_password(
+            "DELETE", "/api/v1/auth/me", client=client, token=token, json=body
+        )
 
     # expenses
 

@@ -1348,6 +1348,7 @@ async def change_password(request: Request, account: SignedIn, state: State) -> 
             token=account.token,
             current=form.get("current_password", ""),
             new=form.get("new_password", ""),
+            client=_client(request),
         )
     except ApiError as exc:
         if exc.status not in (401, 403, 422, 429):
@@ -1375,7 +1376,9 @@ async def delete_account(request: Request, account: SignedIn, state: State) -> R
             request, account, state, status=422, errors={"confirm": "Tick the box to confirm."}
         )
     try:
-        await state.api.delete_account(token=account.token, password=form.get("password", ""))
+        await state.api.delete_account(
+            token=account.token, password=form.get("password", ""), client=_client(request)
+        )
     except ApiError as exc:
         if exc.status not in (401, 403, 422, 429):
             raise
