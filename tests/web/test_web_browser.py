@@ -535,6 +535,35 @@ async def test_the_dashboard_shows_the_first_expense_added_in_its_dialog(
     await expect(latest.get_by_role("link", name="All expenses")).to_be_focused()
 
 
+async def test_an_expense_added_in_the_dashboards_dialog_counts_in_its_month_and_budgets(
+    context: BrowserContext, base_url: str
+) -> None:
+    """The month by category and the budgets next to it are reloaded with the latest expenses:
+    the expense just added shows in all three, not in one while the others stay as they were."""
+    email, password = await new_account(base_url)
+    page = await context.new_page()
+    await sign_in(page, base_url, email, password)
+    await page.goto(f"{base_url}/budgets")
+    await page.get_by_label("Name").fill("Pocket money")
+    await page.get_by_label("Monthly limit").fill("10")
+    await page.get_by_label("Currency", exact=True).fill("EUR")
+    await page.get_by_role("button", name="Add the budget").click()
+    await page.goto(f"{base_url}/")
+    month = page.locator("section[aria-labelledby=month-title]")
+    budgets = page.get_by_role("region", name="Budgets this month")
+    await expect(month).to_contain_text("Nothing spent this month yet.")
+    await expect(budgets).to_contain_text("€0.00 of €10.00")
+    await page.get_by_role("button", name="Add expense").click()
+    dialog = page.get_by_role("dialog")
+    await fill_expense(dialog, "Sweets", "4.20")
+    await dialog.get_by_role("button", name="Add the expense").click()
+    await expect(page.get_by_role("region", name="Latest expenses")).to_contain_text("Sweets")
+    await expect(month).to_contain_text("€4.20")
+    await expect(budgets).to_contain_text("€4.20 of €10.00")
+    await page.keyboard.press("Escape")
+    await expect(page.get_by_role("button", name="Add expense")).to_be_focused()
+
+
 async def test_deleting_the_last_row_in_place_says_the_list_is_empty(
     context: BrowserContext, base_url: str
 ) -> None:
