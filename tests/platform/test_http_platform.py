@@ -4,6 +4,7 @@ body size limits, request ids and the rate limit."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 from collections.abc import Callable, Iterator
 
@@ -19,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 from expensetracker.platform.config import MIB
 from expensetracker.platform.ratelimit import RateLimit
 from expensetracker.targets import COMPONENTS
+from expensetracker.web import views
 from tests.helpers.apps import AppFactory, app_of
 from tests.helpers.environment import REDIS_URL
 from tests.helpers.probe import probe_service
@@ -102,6 +104,21 @@ async def test_unexpected_error_is_a_500_problem_without_internals(serve_app: Ap
     async with serve_app([probe_service()]) as client:
         response = await client.get("/api/v1/probe/boom")
     assert_problem(response, 500)
+    assert "internal detail" not in response.text
+    assert "Traceback" not in response.text
+
+
+async def test_unexpected_error_of_a_service_with_pages_is_its_error_page(
+    serve_app: AppFactory,
+) -> None:
+    """A service that renders its errors as pages (the web app) shows a person its page, with
+    the request id, for a crash too; never the internals."""
+    with_pages = dataclasses.replace(probe_service(), error_page=views.error_page)
+    async with serve_app([with_pages]) as client:
+        response = await client.get("/api/v1/probe/boom")
+    assert response.status_code == 500
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["x-request-id"] in response.text
     assert "internal detail" not in response.text
     assert "Traceback" not in response.text
 

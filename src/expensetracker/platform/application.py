@@ -245,5 +245,6 @@ def _add_middleware(
     app.add_middleware(
         RequestContext,
         service_for_path=lambda path: spec.name if (spec := owner(path)) else "platform",
+        error_page=error_page,
         tracer=tracer_provider.get_tracer("expensetracker.http"),
     )

@@ -24,7 +24,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from expensetracker.platform.db import database_unavailable
 from expensetracker.platform.error_handlers import refusal
-from expensetracker.platform.errors import problem_response
 from expensetracker.platform.logging import scrub_exception
 from expensetracker.platform.metrics import (
     HTTP_REQUEST_DURATION,
@@ -56,14 +55,20 @@ def _route_template(scope: Scope) -> str:
 class RequestContext:
     """Request id, server span, one log line and the HTTP metrics for every request; an
     unexpected exception is logged here once, with the request id, and answered with a 500
-    problem."""
+    problem (or the path's error page, where its service has one)."""
 
     def __init__(
-        self, app: ASGIApp, *, service_for_path: Callable[[str], str], tracer: trace.Tracer
+        self,
+        app: ASGIApp,
+        *,
+        service_for_path: Callable[[str], str],
+        tracer: trace.Tracer,
+        error_page: Callable[[str], ErrorPage | None] = lambda _path: None,
     ) -> None:
         self.app = app
         self.service_for_path = service_for_path
         self.tracer = tracer
+        self.error_page = error_page
         # The metrics' children by labels: prometheus_client's labels() costs more than the
         # increment itself, and the label sets are few (routes x methods x status classes).
         self._counted: dict[tuple[str, ...], tuple[Any, Any]] = {}
@@ -136,15 +141,21 @@ class RequestContext:
                 if response_started:
                     raise  # too late for a problem document: the server drops the connection
                 if unavailable:
-                    await problem_response(
+                    answer = refusal(
+                        scope,
                         503,
                         detail="The database is unavailable; try again in a moment.",
                         headers={"Retry-After": "1"},
-                    )(scope, receive, send_with_request_id)
+                        error_page=self.error_page,
+                    )
                 else:
-                    await problem_response(
-                        500, detail="An unexpected error occurred; it has been logged."
-                    )(scope, receive, send_with_request_id)
+                    answer = refusal(
+                        scope,
+                        500,
+                        detail="An unexpected error occurred; it has been logged.",
+                        error_page=self.error_page,
+                    )
+                await answer(scope, receive, send_with_request_id)
             finally:
                 in_flight.dec()
                 duration = time.perf_counter() - started
