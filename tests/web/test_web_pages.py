@@ -277,6 +277,23 @@ async def test_a_form_sent_once_the_session_ended_leads_back_to_its_page_after_s
         assert (await web.get(page)).status_code == 200, page
 
 
+async def test_a_partial_update_asked_once_the_session_ended_leads_back_to_the_page_shown(
+    web: httpx.AsyncClient,
+) -> None:
+    """What htmx asks for is part of a page (a row, the next rows): signing in again leads to
+    the page it was asked from, not to the part alone."""
+    person = await signed_up_person(web)
+    await person.add_expense()
+    expense = expense_ids((await web.get("/expenses")).text)[0]
+    await person.submit("/", "/logout", {})
+    shown = "https://testserver/expenses?q=Coffee&currency=EUR"
+    for part in (f"/expenses/{expense}/row", f"/expenses/{expense}/edit", "/expenses?rows=1"):
+        response = await web.get(part, headers={"HX-Request": "true", "HX-Current-URL": shown})
+        assert response.headers["hx-redirect"] == "/login?next=" + quote(
+            "/expenses?q=Coffee&currency=EUR", safe=""
+        ), part
+
+
 async def test_a_refused_sign_up_blames_the_address_not_the_name_left_empty(
     web: httpx.AsyncClient,
 ) -> None:

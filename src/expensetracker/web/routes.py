@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mappi
 from datetime import date
 from functools import partial
 from typing import Annotated, Any, Literal
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import structlog
 from fastapi import APIRouter, Depends, Request
@@ -72,9 +72,13 @@ def _sign_in_url(request: Request) -> str:
 
 
 def _comeback(request: Request) -> str:
-    """Where signing in leads back to: the page asked for; for a form sent, the nearest page
-    at or above its action, which is often no page (``/expenses/{id}``, ``/account/password``):
+    """Where signing in leads back to: the page asked for; for htmx, the page it asked from
+    (what it asks for is a part: a row, the next rows); for a form sent, the nearest page at or
+    above its action, which is often no page (``/expenses/{id}``, ``/account/password``):
     followed after signing in, it would answer 405."""
+    shown = urlsplit(request.headers.get("hx-current-url", ""))
+    if _htmx(request) and shown.path:
+        return _safe_next(shown.path + (f"?{shown.query}" if shown.query else ""))
     if request.method in _SAFE_METHODS:
         return request.url.path + (f"?{request.url.query}" if request.url.query else "")
     path = request.url.path.rstrip("/")
