@@ -998,6 +998,9 @@ async def test_deleting_the_account_needs_the_box_and_the_password(
     assert "Tick the box" in unticked.text
     wrong = await person.submit("/account", "/account/delete", {"password": "no", "confirm": "yes"})
     assert wrong.status_code == 422 and "The password is wrong" in wrong.text
+    # The box stays ticked: only the password is typed again.
+    assert re.search(r'<input type="checkbox" id="delete-confirm"[^>]* checked', wrong.text)
+    assert not re.search(r'<input type="checkbox" id="delete-confirm"[^>]* checked', unticked.text)
     done = await person.submit(
         "/account", "/account/delete", {"password": person.password, "confirm": "yes"}
     )

@@ -1323,6 +1323,7 @@ async def _account_page(
         # The password, the sessions and deleting the account are auth's: they still work.
         home, extra["home_unavailable"] = None, True
     extra.setdefault("home_form", {"currency": home or ""})
+    extra.setdefault("confirmed", False)  # the deletion's box, ticked when it was
     return _page(
         request,
         "account.html",
@@ -1388,7 +1389,9 @@ async def delete_account(request: Request, account: SignedIn, state: State) -> R
             raise
         # Throttled, even the right password is refused: the API says how long to wait.
         said = exc.detail if exc.status == 429 else "The password is wrong."
-        return await _account_page(request, account, state, status=422, errors={"password": said})
+        return await _account_page(
+            request, account, state, status=422, errors={"password": said}, confirmed=True
+        )
     response = _redirect(request, "/login?deleted=1")
     clear_session_cookie(response, request)
     return response
