@@ -1275,6 +1275,21 @@ async def test_refused_report_and_budget_months_stay_as_typed_with_their_reason(
 _RULE_ID = re.compile(r'action="/rules/([0-9a-f-]{36})/delete"')
 
 
+async def test_reports_with_only_one_end_of_the_range_take_the_other_in_its_year(
+    web: httpx.AsyncClient,
+) -> None:
+    await signed_up_person(web)
+    this_year = date.today().year
+    for query, shown in (
+        (f"to={this_year - 1}-06-30", f"Jan 1, {this_year - 1} to Jun 30, {this_year - 1}."),
+        (f"from={this_year + 1}-03-01", f"Mar 1, {this_year + 1} to Dec 31, {this_year + 1}."),
+        (f"from={this_year - 2}-03-01", f"Mar 1, {this_year - 2} to Dec 31, {this_year}."),
+    ):
+        response = await web.get(f"/reports?{query}")
+        assert response.status_code == 200, query
+        assert shown in response.text, query
+
+
 def packed_upload(html: str) -> str:
     match = re.search(r'name="packed" value="([^"]+)"', html)
     assert match, "the page has no confirm form"

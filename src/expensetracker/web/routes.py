@@ -1152,6 +1152,13 @@ def _report_range(request: Request) -> tuple[date, date, dict[str, str]]:
             start = parsed
         else:
             end = parsed
+    # One end given outside this year: the other, left empty, is that year's, not this one's,
+    # which would put the range backwards ("To" last year, "From" this January).
+    given = {name for name in ("from", "to") if request.query_params.get(name, "").strip()}
+    if given == {"to"} and end < start:
+        start = date(end.year, 1, 1)
+    elif given == {"from"} and start > end:
+        end = date(start.year, 12, 31)
     return start, end, errors
 
 
