@@ -535,11 +535,12 @@ async def test_the_dashboard_shows_the_first_expense_added_in_its_dialog(
     await expect(latest.get_by_role("link", name="All expenses")).to_be_focused()
 
 
-async def test_an_expense_added_in_the_dashboards_dialog_counts_in_its_month_and_budgets(
+async def test_an_expense_added_in_the_dashboards_dialog_counts_in_its_month_budgets_and_trend(
     context: BrowserContext, base_url: str
 ) -> None:
-    """The month by category and the budgets next to it are reloaded with the latest expenses:
-    the expense just added shows in all three, not in one while the others stay as they were."""
+    """The month by category, the budgets next to it and the trend are reloaded with the
+    latest expenses: the expense just added shows in all, not in one while the others stay as
+    they were."""
     email, password = await new_account(base_url)
     page = await context.new_page()
     await sign_in(page, base_url, email, password)
@@ -560,6 +561,9 @@ async def test_an_expense_added_in_the_dashboards_dialog_counts_in_its_month_and
     await expect(page.get_by_role("region", name="Latest expenses")).to_contain_text("Sweets")
     await expect(month).to_contain_text("€4.20")
     await expect(budgets).to_contain_text("€4.20 of €10.00")
+    this_month = page.locator("#trend-table tbody tr").last
+    await expect(this_month).to_contain_text("€4.20")
+    await expect(page.locator("figure[data-table=trend-table] canvas")).to_have_count(1)
     await page.keyboard.press("Escape")
     await expect(page.get_by_role("button", name="Add expense")).to_be_focused()
 

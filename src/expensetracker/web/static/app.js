@@ -232,4 +232,6 @@
   function drawCharts() { document.querySelectorAll("figure[data-chart]").forEach(drawChart); }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", drawCharts);
   else drawCharts();
+  // A part reloaded with a chart in it (the dashboard's trend, after an add): drawn again.
+  document.addEventListener("htmx:afterSettle", drawCharts);
 })();
