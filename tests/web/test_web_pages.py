@@ -731,6 +731,14 @@ async def test_a_budget_pushed_over_its_limit_shows_on_the_dashboard(
     assert "Over budget" in budgets and "thresholds 50%, 100%" in budgets
 
 
+async def test_budget_thresholds_may_be_typed_with_their_percent_sign(
+    web: httpx.AsyncClient,
+) -> None:
+    person = await signed_up_person(web)
+    await added_budget(person, name="Snacks", thresholds="75%, 100 %")
+    assert "thresholds 75%, 100%" in (await web.get("/budgets")).text
+
+
 async def test_budget_percents_are_in_the_readers_format(web: httpx.AsyncClient) -> None:
     """A budget spent 123 times over: its percent and thresholds grouped and spaced as the
     reader's language writes them, like the amounts beside them."""

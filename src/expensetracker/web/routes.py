@@ -988,9 +988,12 @@ async def _budgets_context(request: Request, account: Account, state: WebState) 
 
 
 def _thresholds(form: FormData) -> list[str] | None:
-    """The thresholds typed, split at the commas; None from a form without the field."""
+    """The thresholds typed, split at the commas, each without the percent sign its field's
+    label invites ("80%"); None from a form without the field."""
     values = [str(value) for value in form.getlist("thresholds")]
-    return [part.strip() for value in values for part in value.split(",")] if values else None
+    if not values:
+        return None
+    return [part.strip().removesuffix("%").strip() for value in values for part in value.split(",")]
 
 
 def _budget_arguments(form: FormData) -> dict[str, Any]:
