@@ -568,6 +568,27 @@ async def test_an_expense_added_in_the_dashboards_dialog_counts_in_its_month_bud
     await expect(page.get_by_role("button", name="Add expense")).to_be_focused()
 
 
+async def test_an_expense_added_in_the_dialog_on_the_budgets_page_moves_its_budget(
+    context: BrowserContext, base_url: str
+) -> None:
+    email, password = await new_account(base_url)
+    page = await context.new_page()
+    await sign_in(page, base_url, email, password)
+    await page.goto(f"{base_url}/budgets")
+    await page.get_by_label("Name").fill("Pocket money")
+    await page.get_by_label("Monthly limit").fill("10")
+    await page.get_by_label("Currency", exact=True).fill("EUR")
+    await page.get_by_role("button", name="Add the budget").click()
+    status = page.locator("section[aria-labelledby=status-title]")
+    await expect(status).to_contain_text("€0.00 of €10.00")
+    await page.get_by_role("button", name="Add expense").click()
+    dialog = page.get_by_role("dialog")
+    await fill_expense(dialog, "Sweets", "4.20")
+    await dialog.get_by_role("button", name="Add the expense").click()
+    await expect(page.locator("#announcer")).to_have_text("Expense added.")
+    await expect(status).to_contain_text("€4.20 of €10.00")
+
+
 async def test_deleting_the_last_row_in_place_says_the_list_is_empty(
     context: BrowserContext, base_url: str
 ) -> None:
