@@ -566,6 +566,15 @@ async def test_an_expense_added_in_the_dashboards_dialog_counts_in_its_month_bud
     await expect(page.locator("figure[data-table=trend-table] canvas")).to_have_count(1)
     await page.keyboard.press("Escape")
     await expect(page.get_by_role("button", name="Add expense")).to_be_focused()
+    # Opened with "n" from inside what reloads: focus comes back there, not to the page's top.
+    manage = page.get_by_role("link", name="Manage budgets")
+    await manage.focus()
+    await page.keyboard.press("n")
+    await fill_expense(dialog, "More sweets", "1.00")
+    await dialog.get_by_role("button", name="Add the expense").click()
+    await expect(budgets).to_contain_text("€5.20 of €10.00")
+    await page.keyboard.press("Escape")
+    await expect(manage).to_be_focused()
 
 
 async def test_an_expense_added_in_the_dialog_on_the_budgets_page_moves_its_budget(

@@ -13,7 +13,8 @@
     window.requestAnimationFrame(() => { region.textContent = message; });
   }
 
-  // The link that opened the quick-add dialog, and the part of the page it is in.
+  // What had focus when the quick-add dialog opened (the link that opened it, or what the key
+  // "n" was pressed on), and the part of the page it is in.
   let opened = null;
 
   // The quick-add dialog: the "Add expense" links open it (or the key "n" anywhere but in a
@@ -22,7 +23,8 @@
     const dialog = document.getElementById("quick-add");
     if (!dialog || !window.htmx || typeof dialog.showModal !== "function") return;
     if (event) event.preventDefault();
-    const opener = event && event.target.closest("[data-quick-add]");
+    const focused = document.activeElement !== document.body && document.activeElement;
+    const opener = (event && event.target.closest("[data-quick-add]")) || focused;
     opened = opener && { opener, part: opener.parentElement.closest("[id]") };
     // On the page that is the form already (/expenses/new): its first field, not a copy of it.
     const onPage = document.getElementById("expense-form");
@@ -50,12 +52,14 @@
   });
 
   // The closed dialog gives focus back to its opener, unless the add reloaded that away ("Add
-  // the first one" on the dashboard): then to the part that took its place.
+  // the first one" on the dashboard, a link in its month): then to the part that took its
+  // place, the same part if it stayed, or its reloaded copy (which has its id).
   document.addEventListener("close", (event) => {
     if (event.target.id !== "quick-add" || !opened || opened.opener.isConnected) return;
     const { part } = opened;
     opened = null;
-    ((part && part.isConnected && firstFocusable(part)) || document.getElementById("main")).focus();
+    const now = part && (part.isConnected ? part : document.getElementById(part.id));
+    ((now && firstFocusable(now)) || document.getElementById("main")).focus();
   }, true); // "close" does not bubble
 
   document.addEventListener("keydown", (event) => {
