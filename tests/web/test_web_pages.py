@@ -96,6 +96,19 @@ async def test_signing_in_sets_a_hardened_session_cookie(web: httpx.AsyncClient)
     assert (await web.get("/")).status_code == 200
 
 
+async def test_the_csrf_cookie_lasts_as_long_as_a_session_can(web: httpx.AsyncClient) -> None:
+    """A phone's browser drops cookies without an age when it is closed, and keeps its tabs: a
+    form in such a tab, still signed in, would be refused as too old, and what was typed lost."""
+    response = await web.get("/login")
+    cookie = next(
+        value for value in response.headers.get_list("set-cookie") if value.startswith("et_csrf=")
+    )
+    flags = {part.strip().lower() for part in cookie.split(";")[1:]}
+    ttl = Settings.model_fields["refresh_token_ttl_seconds"].default
+    assert f"max-age={ttl}" in flags
+    assert {"httponly", "secure", "samesite=strict", "path=/"} <= flags
+
+
 async def test_every_page_has_a_strict_csp_and_no_inline_script_or_style(
     web: httpx.AsyncClient,
 ) -> None:

@@ -148,7 +148,11 @@ def _csrf_secret(request: Request) -> str:
     secret = request.cookies.get(CSRF_COOKIE)
     if not secret or len(secret) > 64:
         secret = secrets.token_urlsafe(24)
-        _later(request, lambda response: set_csrf_cookie(response, request, secret))
+        max_age = _web(request).refresh_ttl_seconds
+        _later(
+            request,
+            lambda response: set_csrf_cookie(response, request, secret, max_age=max_age),
+        )
     return secret
 
 

@@ -106,10 +106,13 @@ def clear_session_cookie(response: Response, request: Request) -> None:
     )
 
 
-def set_csrf_cookie(response: Response, request: Request, secret: str) -> None:
+def set_csrf_cookie(response: Response, request: Request, secret: str, *, max_age: int) -> None:
+    """Kept as long as a session can last (``max_age``): without an age, a phone's browser drops
+    it when closed, and a form in a tab it kept would be refused, still signed in."""
     response.set_cookie(
         CSRF_COOKIE,
         secret,
+        max_age=max_age,
         httponly=True,
         secure=is_secure(request),
         samesite="strict",
