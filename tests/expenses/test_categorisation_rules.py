@@ -253,6 +253,35 @@ async def test_rules_are_per_user_and_editable_in_order(client: httpx.AsyncClien
     ).status_code == 404
 
 
+async def test_a_new_currency_alone_keeps_the_bounds_amounts_or_is_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    account = await signed_up(client)
+    rule = (
+        await new_rule(client, account, pattern="x", currency="EUR", min_amount="5.00", tags=["t"])
+    ).json()
+    path = f"/api/v1/expenses/rules/{rule['id']}"
+    # 5.00 EUR is 5 JPY and 5.000 KWD: the amount stays, its minor units do not.
+    for currency, bound in (("JPY", "5"), ("KWD", "5.000"), ("EUR", "5.00")):
+        changed = await client.patch(path, json={"currency": currency}, headers=account.headers)
+        assert changed.status_code == 200, changed.text
+        assert (changed.json()["currency"], changed.json()["min_amount"]) == (currency, bound)
+    await client.patch(path, json={"max_amount": "7.50"}, headers=account.headers)
+    # 7.50 has no JPY spelling: the problem is the currency sent, the rule stays as it was.
+    refused = await client.patch(path, json={"currency": "JPY"}, headers=account.headers)
+    assert refused.status_code == 422, refused.text
+    [error] = refused.json()["errors"]
+    assert error["field"] == "body.currency"
+    assert "max_amount 7.50 EUR" in error["message"]
+    assert "JPY amounts have no decimals" in error["message"]
+    kept = (await client.get(path, headers=account.headers)).json()
+    assert (kept["currency"], kept["min_amount"], kept["max_amount"]) == ("EUR", "5.00", "7.50")
+    both = await client.patch(
+        path, json={"currency": "JPY", "max_amount": "8"}, headers=account.headers
+    )
+    assert (both.json()["min_amount"], both.json()["max_amount"]) == ("5", "8")
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

@@ -279,9 +279,9 @@ async def update_rule(
         if "category_id" in values:
             await check_category(session, user_id=user_id, category_id=body.category_id)
         if "currency" in values:
-            # A bound not sent stays as written: read again in the new currency.
-            values.setdefault("min_amount", _amount_text(row.min_amount_minor, row.currency))
-            values.setdefault("max_amount", _amount_text(row.max_amount_minor, row.currency))
+            for name in ("min_amount", "max_amount"):
+                if name not in values:
+                    values[name] = _bound_in(row, name, currency=values["currency"])
         if body.tags is not None:
             values["tags"] = await distinct_tag_names(session, names=body.tags)
         _set_checked(row, values)
@@ -289,8 +289,25 @@ async def update_rule(
         return _out(row)
 
 
-def _amount_text(minor: int | None, currency: str | None) -> str | None:
-    return None if minor is None or currency is None else money.format_amount(minor, currency)
+def _bound_in(row: CategorisationRule, name: str, *, currency: str | None) -> str | None:
+    """The stored bound ``name``, not sent with a new currency, as the same amount in it (5.00
+    EUR is 5 JPY): never its minor units read again. One that does not fit is the currency's
+    fault, the field sent; without a currency, the bound is refused as sent with none."""
+    minor: int | None = getattr(row, f"{name}_minor")
+    if minor is None or row.currency is None:
+        return None
+    if currency is None:
+        return money.format_amount(minor, row.currency)
+    try:
+        return money.format_amount(money.rescale(minor, row.currency, currency), currency)
+    except ValueError as exc:
+        stored = money.format_amount(minor, row.currency)
+        raise ValidationProblem.of_field(
+            "body.currency",
+            f"The rule's {name} {stored} {row.currency} does not fit: {exc}. "
+            f"Send {name} in {currency} with it.",
+            "amount",
+        ) from None
 
 
 async def delete_rule(session: AsyncSession, *, user_id: uuid.UUID, rule_id: uuid.UUID) -> None:

@@ -342,7 +342,10 @@ class RuleUpdate(StrictModel):
     pattern: Pattern | None = None
     currency: Currency | None = Field(
         default=None,
-        description="The bounds not sent are read again in it; null (any currency) needs none.",
+        description=(
+            "The bounds not sent keep their amounts in it (a 422 when it cannot hold them); "
+            "null (any currency) needs none."
+        ),
     )
     min_amount: Amount | None = None
     max_amount: Amount | None = None

@@ -48,16 +48,20 @@ def parse_amount(amount: str, currency: str) -> int:
     decimals = exponent(currency)
     whole, fraction = match.group(1), match.group(2) or ""
     if len(fraction) > decimals:
-        allowed = {0: "no decimals", 1: "at most 1 decimal"}.get(
-            decimals, f"at most {decimals} decimals"
-        )
-        raise ValueError(f"{currency} amounts have {allowed}")
+        raise _too_many_decimals(currency, decimals)
     minor = int(whole + fraction.ljust(decimals, "0"))
     if minor <= 0:
         raise ValueError("amount must be greater than zero")
     if minor >= MAX_MAJOR_UNITS * 10**decimals:
         raise ValueError(f"amount must be below {MAX_MAJOR_UNITS:,} {currency}")
     return minor
+
+
+def _too_many_decimals(currency: str, decimals: int) -> ValueError:
+    allowed = {0: "no decimals", 1: "at most 1 decimal"}.get(
+        decimals, f"at most {decimals} decimals"
+    )
+    return ValueError(f"{currency} amounts have {allowed}")
 
 
 def stored(amount: str, currency: str) -> dict[str, int | str]:
@@ -67,6 +71,20 @@ def stored(amount: str, currency: str) -> dict[str, int | str]:
         "currency": currency,
         "currency_exponent": exponent(currency),
     }
+
+
+def rescale(minor: int, currency: str, new_currency: str) -> int:
+    """The same amount in another currency's minor units: 500 EUR (5.00) -> 5 JPY, 500 EUR ->
+    5000 KWD (5.000); ValueError when it has more decimals than ``new_currency`` has (5.50 EUR
+    in JPY), never rounded."""
+    decimals, new_decimals = exponent(currency), exponent(new_currency)
+    scale: int = 10 ** abs(new_decimals - decimals)
+    if new_decimals >= decimals:
+        return minor * scale
+    whole, rest = divmod(minor, scale)
+    if rest:
+        raise _too_many_decimals(new_currency, new_decimals)
+    return whole
 
 
 def parse_bound(amount: str) -> Decimal:
