@@ -298,6 +298,27 @@ async def test_only_tags_on_an_expense_are_listed(client: httpx.AsyncClient) -> 
     assert await listed() == ["Trip"]
 
 
+async def test_a_new_currency_alone_keeps_the_amount_or_is_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    account = await signed_up(client)
+    created = await create(client, account, amount="12.00", currency="EUR")
+    path = f"/api/v1/expenses/{created['id']}"
+    # 12.00 EUR is 12 JPY and 12.000 KWD: the amount stays, its minor units do not.
+    for currency, amount in (("JPY", "12"), ("KWD", "12.000"), ("EUR", "12.00")):
+        changed = await client.patch(path, json={"currency": currency}, headers=account.headers)
+        assert changed.status_code == 200, changed.text
+        assert (changed.json()["currency"], changed.json()["amount"]) == (currency, amount)
+    await client.patch(path, json={"amount": "12.34"}, headers=account.headers)
+    refused = await client.patch(path, json={"currency": "JPY"}, headers=account.headers)
+    assert refused.status_code == 422, refused.text
+    [error] = refused.json()["errors"]
+    assert error["field"] == "body.currency"
+    assert "12.34 EUR" in error["message"]
+    fetched = (await client.get(path, headers=account.headers)).json()
+    assert (fetched["amount"], fetched["currency"]) == ("12.34", "EUR")
+
+
 async def test_bad_patch_changes_nothing(client: httpx.AsyncClient) -> None:
     account = await signed_up(client)
     created = await create(client, account)

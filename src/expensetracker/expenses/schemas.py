@@ -188,7 +188,8 @@ class ExpenseUpdate(Charged):
     of its fields, sent together)."""
 
     currency: Currency | None = Field(
-        default=None, description="Sent alone, the stored amount is read in it."
+        default=None,
+        description="Sent alone, the stored amount is kept in it (a 422 when it cannot hold it).",
     )
     amount: Amount | None = Field(
         default=None, description="Sent alone, it is read in the stored currency."

@@ -497,8 +497,10 @@ async def update_expense(
         if "currency" in changes or "amount" in changes:
             currency, amount = changes.get("currency"), changes.get("amount")
             if current is not None and reads_amount:
+                # One of the two was sent: the other is read from the row.
+                if amount is None:
+                    amount = _amount_in(current, currency=changes["currency"])
                 currency = currency or current["currency"]
-                amount = amount or money.format_amount(current["amount_minor"], current["currency"])
             try:
                 # Both are set by now: sent (null is refused above) or read from the row.
                 stored = money.stored(amount, currency)  # type: ignore[arg-type]
@@ -528,6 +530,23 @@ async def update_expense(
             raise NotFound("No expense with this id.")
     EXPENSES_UPDATED.inc()
     return expense
+
+
+def _amount_in(current: asyncpg.Record, *, currency: str) -> str:
+    """The stored amount, its currency changed alone, as the same amount in the new one (12.00
+    EUR is 12 JPY): never its minor units read again. One that does not fit is the currency's
+    fault, the field sent."""
+    try:
+        minor = money.rescale(current["amount_minor"], current["currency"], currency)
+    except ValueError as exc:
+        stored = money.format_amount(current["amount_minor"], current["currency"])
+        raise ValidationProblem.of_field(
+            "body.currency",
+            f"The expense's amount {stored} {current['currency']} does not fit: {exc}. "
+            f"Send the amount in {currency} with it.",
+            "amount",
+        ) from None
+    return money.format_amount(minor, currency)
 
 
 async def delete_expense(
