@@ -181,6 +181,35 @@ async def test_rules_apply_leaves_alone_what_a_tags_only_rule_would_not_change(
     assert third.json()["matched"] == 2
 
 
+async def test_a_rule_left_with_nothing_to_do_lets_the_next_one_apply(
+    client: httpx.AsyncClient,
+) -> None:
+    # Its category deleted, a rule without tags still matched first and so kept the rules
+    # after it from applying, on demand and on import.
+    account = await signed_up(client)
+    gone = (
+        await client.post("/api/v1/categories", json={"name": "Gone"}, headers=account.headers)
+    ).json()
+    emptied = (await new_rule(client, account, pattern="coffee", category_id=gone["id"])).json()
+    tagging = (await new_rule(client, account, pattern="coffee", tags=["drinks"])).json()
+    deleted = await client.delete(f"/api/v1/categories/{gone['id']}", headers=account.headers)
+    assert deleted.status_code == 204
+    kept = await client.get(f"/api/v1/expenses/rules/{emptied['id']}", headers=account.headers)
+    assert (kept.json()["category_id"], kept.json()["tags"]) == (None, [])
+    expense = await create(client, account, description="Coffee")
+    applied = await client.post("/api/v1/expenses/rules/apply", headers=account.headers)
+    assert [(c["expense_id"], c["rule_id"]) for c in applied.json()["changes"]] == [
+        (expense["id"], tagging["id"])
+    ]
+    response = await client.post(
+        "/api/v1/expenses/import",
+        content=HEADER + "2026-03-02,2.50,EUR,Coffee to go,,,,,\n",
+        headers={**account.headers, "content-type": "text/csv"},
+    )
+    assert response.status_code == 201, response.text
+    assert (await expenses_by_description(client, account))["Coffee to go"] == (None, ["drinks"])
+
+
 async def test_a_category_chosen_while_the_rules_run_is_kept(
     client: httpx.AsyncClient, database_url: str
 ) -> None:

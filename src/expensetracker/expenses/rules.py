@@ -141,13 +141,15 @@ def _ready(row: CategorisationRule) -> Rule:
 
 
 async def load_rules(session: AsyncSession, *, user_id: uuid.UUID) -> list[Rule]:
-    """The user's rules in their order, ready to match."""
+    """The user's rules in their order, ready to match. A rule whose category was deleted and
+    that adds no tags does nothing: it is left out, or as the first match it would keep the
+    rules after it from applying."""
     rows = await session.scalars(
         select(CategorisationRule)
         .where(CategorisationRule.user_id == user_id)
         .order_by(CategorisationRule.position)
     )
-    return [_ready(row) for row in rows]
+    return [_ready(row) for row in rows if row.category_id is not None or row.tags]
 
 
 # --- the API's rules ---------------------------------------------------------------------------
