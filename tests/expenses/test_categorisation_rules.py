@@ -311,6 +311,34 @@ async def test_a_new_currency_alone_keeps_the_bounds_amounts_or_is_refused(
     assert (both.json()["min_amount"], both.json()["max_amount"]) == ("5", "8")
 
 
+async def test_a_bound_past_the_stored_one_names_the_bound_sent(
+    client: httpx.AsyncClient,
+) -> None:
+    account = await signed_up(client)
+    rule = (
+        await new_rule(
+            client,
+            account,
+            pattern="x",
+            currency="EUR",
+            min_amount="5",
+            max_amount="6",
+            tags=["t"],
+        )
+    ).json()
+    path = f"/api/v1/expenses/rules/{rule['id']}"
+    for sent, field in (
+        ({"min_amount": "10"}, "body.min_amount"),
+        ({"max_amount": "4"}, "body.max_amount"),
+        ({"min_amount": "10", "max_amount": "9"}, "body.max_amount"),
+    ):
+        response = await client.patch(path, json=sent, headers=account.headers)
+        assert response.status_code == 422, response.text
+        assert [error["field"] for error in response.json()["errors"]] == [field], sent
+    kept = (await client.get(path, headers=account.headers)).json()
+    assert (kept["min_amount"], kept["max_amount"]) == ("5.00", "6.00")
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

@@ -206,6 +206,11 @@ def _set_checked(row: CategorisationRule, values: dict[str, Any]) -> None:
         and row.max_amount_minor is not None
         and row.min_amount_minor > row.max_amount_minor
     ):
+        # The bound sent is the one at fault: a new lowest above the stored highest.
+        if "max_amount" not in values:
+            raise ValidationProblem.of_field(
+                "body.min_amount", "must not be above the highest amount", "amount"
+            )
         raise ValidationProblem.of_field(
             "body.max_amount", "must not be below the lowest amount", "amount"
         )
