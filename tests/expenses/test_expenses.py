@@ -110,6 +110,9 @@ BAD_INPUT = [
     # The charged amount is checked against its own currency, and named when it does not fit.
     ({"charged_amount": "1.5", "charged_currency": "JPY"}, "body.charged_amount"),
     ({"charged_amount": "1.001", "charged_currency": "EUR"}, "body.charged_amount"),
+    # One without the other is named as an import names it, not as the whole body.
+    ({"charged_amount": "18.41"}, "body.charged_amount"),
+    ({"charged_currency": "EUR"}, "body.charged_amount"),
 ]
 
 

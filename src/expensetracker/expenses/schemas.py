@@ -12,7 +12,6 @@ from pydantic import (
     StringConstraints,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from expensetracker.platform import money
@@ -114,22 +113,25 @@ class Charged(StrictModel):
     # `charged_currency` before `charged_amount`: validated first, so that an amount that does
     # not fit it is refused as the amount's own fault, by name (as PricedModel does).
     charged_currency: Currency | None = None
+    # Checked when left out too, so that one sent without the other is refused by name.
     charged_amount: Amount | None = Field(
-        default=None, description="Beats any exchange rate in reports converted to it."
+        default=None,
+        validate_default=True,
+        description="Beats any exchange rate in reports converted to it.",
     )
 
     @field_validator("charged_amount")
     @classmethod
     def _charged_fits_currency(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is not None and info.data.get("charged_currency") is not None:
-            money.parse_amount(value, info.data["charged_currency"])
-        return value
-
-    @model_validator(mode="after")
-    def _charged_whole(self) -> Charged:
-        if (self.charged_amount is None) != (self.charged_currency is None):
+        if "charged_currency" not in info.data:
+            return value  # its currency was refused, by name
+        currency = info.data["charged_currency"]
+        if (value is None) != (currency is None):
+            # Named as an import names it: the charged amount is what the pair gives.
             raise ValueError("charged_amount and charged_currency go together")
-        return self
+        if value is not None:
+            money.parse_amount(value, currency)
+        return value
 
 
 class ExpenseCreate(PricedModel, Charged):

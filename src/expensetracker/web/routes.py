@@ -760,8 +760,7 @@ def _back_to_list(form: Mapping[str, str], done: str) -> Response:
 def _refused(exc: ApiError, form: dict[str, str]) -> dict[str, Any]:
     """What an expense form shows again when the API refused it: the form as typed, and the API's
     problems next to its fields."""
-    errors = service.expense_errors(exc.field_errors, form)
-    return {"status": 422, "form": form, "errors": errors, "error": exc.detail}
+    return {"status": 422, "form": form, "errors": exc.field_errors, "error": exc.detail}
 
 
 async def _new_expense_page(

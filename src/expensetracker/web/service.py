@@ -397,15 +397,6 @@ def expense_body(form: Mapping[str, str], *, partial: bool = False) -> dict[str,
     return body
 
 
-def expense_errors(field_errors: dict[str, str], form: Mapping[str, str]) -> dict[str, str]:
-    """The API's problems by field. The body's own check concerns the charged amount (whether
-    it goes with its currency) when one was given: shown next to it."""
-    errors = dict(field_errors)
-    if "body" in errors and form.get("charged_amount", "").strip():
-        errors["charged_amount"] = errors.pop("body")
-    return errors
-
-
 def _tags(form: Mapping[str, str]) -> list[str]:
     return [tag.strip() for tag in form.get("tags", "").split(",") if tag.strip()]
 
