@@ -210,6 +210,54 @@ async def test_a_rule_left_with_nothing_to_do_lets_the_next_one_apply(
     assert (await expenses_by_description(client, account))["Coffee to go"] == (None, ["drinks"])
 
 
+async def test_a_rules_tags_never_take_an_expense_past_20_tags(
+    client: httpx.AsyncClient,
+) -> None:
+    # An expense took every tag of the rule on top of its own (up to 40): its export could not
+    # be imported again, which refuses more than 20 tags on a row.
+    account = await signed_up(client)
+    ids = await category_ids(client, account)
+    own = [f"t{i}" for i in range(20)]
+    full = await create(client, account, description="Full taxi", tags=own)
+    spare = await create(client, account, description="Spare taxi", tags=own[:19])
+    rule = (
+        await new_rule(client, account, pattern="taxi", category_id=ids["Transport"], tags=["ride"])
+    ).json()
+    rows = (
+        f"2026-03-02,9.00,EUR,Airport taxi,,,,{';'.join(own)},\n"
+        f"2026-03-03,9.00,EUR,Bus,,,,{';'.join(own)},\n"
+    )
+    refused = await client.post(
+        "/api/v1/expenses/import",
+        content=HEADER + rows,
+        headers={**account.headers, "content-type": "text/csv"},
+    )
+    assert refused.status_code == 422, refused.text
+    assert [(e["line"], e["field"]) for e in refused.json()["errors"]] == [(2, "tags")]
+    applied = await client.post("/api/v1/expenses/rules/apply", headers=account.headers)
+    assert [c["expense_id"] for c in applied.json()["changes"]] == [spare["id"]]
+    after = await expenses_by_description(client, account)
+    assert after["Full taxi"] == (None, full["tags"])
+    assert after["Spare taxi"][0] == ids["Transport"]
+    assert set(after["Spare taxi"][1]) == {*own[:19], "ride"}
+    # A tag the expense has already, spelt otherwise, is no new one.
+    await client.patch(
+        f"/api/v1/expenses/rules/{rule['id']}", json={"tags": ["T0"]}, headers=account.headers
+    )
+    again = await client.post("/api/v1/expenses/rules/apply", headers=account.headers)
+    assert [c["expense_id"] for c in again.json()["changes"]] == [full["id"]]
+    exported = await client.get(
+        "/api/v1/expenses/export", params={"format": "csv"}, headers=account.headers
+    )
+    other = await signed_up(client)
+    reimported = await client.post(
+        "/api/v1/expenses/import",
+        content=exported.content,
+        headers={**other.headers, "content-type": "text/csv"},
+    )
+    assert reimported.status_code == 201, reimported.text
+
+
 async def test_a_category_chosen_while_the_rules_run_is_kept(
     client: httpx.AsyncClient, database_url: str
 ) -> None:

@@ -24,6 +24,7 @@ from expensetracker.expenses.models import CategorisationRule
 from expensetracker.expenses.owners import create_for_owner
 from expensetracker.expenses.schemas import (
     TAG_SEPARATOR,
+    TAGS_MAX,
     RuleChange,
     RuleCreate,
     RuleOut,
@@ -338,10 +339,11 @@ async def apply_rules(session: AsyncSession, *, user_id: uuid.UUID, dry_run: boo
         connection = (await (await session.connection()).get_raw_connection()).driver_connection
         assert connection is not None  # an open session's connection has its driver's
         pending: list[tuple[uuid.UUID, Rule]] = []
-        # The tags that a rule setting no category adds: an expense that has them all already
-        # would not change, so it is neither reported nor written again.
-        tags_only = sorted({tag for rule in rules if rule.category_id is None for tag in rule.tags})
-        async for row in connection.cursor(_UNCATEGORISED, user_id, tags_only, prefetch=1000):
+        # The rules' tags as PostgreSQL's lower() spells them, as it compares tag names.
+        lowered: dict[str, str] = dict(
+            await connection.fetch(_LOWERED, sorted({tag for rule in rules for tag in rule.tags}))
+        )
+        async for row in connection.cursor(_UNCATEGORISED, user_id, prefetch=1000):
             rule = first_match(
                 rules,
                 description=row["description"],
@@ -349,9 +351,14 @@ async def apply_rules(session: AsyncSession, *, user_id: uuid.UUID, dry_run: boo
                 amount_minor=row["amount_minor"],
                 currency=row["currency"],
             )
-            if rule is None or (
-                rule.category_id is None and set(rule.tags) <= set(row["tags_had"])
-            ):
+            if rule is None:
+                continue
+            had = set(row["tag_names"])
+            added = {lowered[tag] for tag in rule.tags} - had
+            # A rule that sets no category and adds no tag the expense lacks would not change
+            # it: neither reported nor written again. One whose tags would take the expense
+            # past the most tags an expense has is left alone, as an import refuses that row.
+            if (rule.category_id is None and not added) or len(had) + len(added) > TAGS_MAX:
                 continue
             matched += 1
             if len(changes) < REPORTED_CHANGES:
@@ -395,13 +402,13 @@ async def _write(
         await connection.execute(_LINK_TAGS, user_id, list(expense_ids), list(tags))
 
 
-# With those of the names in $2 that the expense has already, as PostgreSQL's lower() tells.
+_LOWERED = "SELECT g, lower(g) FROM unnest($1::text[]) AS g"
+# With the names of the tags the expense has, lower() as PostgreSQL compares them.
 _UNCATEGORISED = """
     SELECT e.id, e.description, e.merchant, e.amount_minor, e.currency,
-           ARRAY(SELECT g FROM unnest($2::text[]) AS g WHERE lower(g) IN (
-                   SELECT lower(t.name) FROM expenses.expense_tags et
-                   JOIN expenses.tags t ON t.user_id = et.user_id AND t.id = et.tag_id
-                   WHERE et.user_id = $1 AND et.expense_id = e.id)) AS tags_had
+           ARRAY(SELECT lower(t.name) FROM expenses.expense_tags et
+                 JOIN expenses.tags t ON t.user_id = et.user_id AND t.id = et.tag_id
+                 WHERE et.user_id = $1 AND et.expense_id = e.id) AS tag_names
     FROM expenses.expenses e
     WHERE e.user_id = $1 AND e.category_id IS NULL ORDER BY e.occurred_on, e.id
 """

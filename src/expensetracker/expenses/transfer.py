@@ -249,6 +249,10 @@ class _Validator:
             if rule is not None:
                 category_id = rule.category_id
                 names += rule.tags
+                # Python's lower() stands in for PostgreSQL's, which decides which names are one.
+                if len({name.lower() for name in names}) > TAGS_MAX:
+                    message = f"with the matching rule's tags, more than {TAGS_MAX} tags"
+                    return None, [("tags", message)], external_id
         exponent = self._exponents.get(currency)
         if exponent is None:
             exponent = self._exponents[currency] = money.exponent(currency)
