@@ -241,6 +241,23 @@ BROKEN = {
         "not UTF-8",
     ),
     "QIF without a currency": ((STATEMENTS / "shop.qif").read_bytes(), {}, "currency option"),
+    # The packages' own words named Python objects: "[<class 'decimal.ConversionSyntax'>]", a
+    # tag's repr with its memory address.
+    "MT940 balance not a number": (
+        (STATEMENTS / "statement.mt940").read_bytes().replace(b"EUR1500,00", b"EUR1,500,00"),
+        {},
+        "(an amount is not a number)",
+    ),
+    "MT940 entry unreadable": (
+        (STATEMENTS / "statement.mt940").read_bytes().replace(b"D23,40N", b"DXN"),
+        {},
+        "(its :61: field cannot be read)",
+    ),
+    "QIF amount not a number": (
+        (STATEMENTS / "shop.qif").read_bytes() + b"D29/05/2026\nT-1.0.0\nPCafe\n^\n",
+        {"currency": "EUR"},
+        "(an amount is not a number)",
+    ),
 }
 
 

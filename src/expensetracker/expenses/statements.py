@@ -19,7 +19,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import IO
 from xml.etree.ElementTree import Element  # types only: parsing goes through defusedxml
 
@@ -292,7 +292,9 @@ class Statement:
             transactions = mt940.parse(text, options=_MT940_SIGNS)
             account = str(transactions.data.get("account_identification") or "")
         except Exception as exc:  # the package raises what it meets: one answer for all
-            raise InvalidImport(f"The file is not a valid MT940 statement ({exc}).") from None
+            raise InvalidImport(
+                f"The file is not a valid MT940 statement ({_unreadable(exc)})."
+            ) from None
         for transaction in transactions:
             data = transaction.data
             amount = data.get("amount")
@@ -321,7 +323,7 @@ class Statement:
         try:
             qif = quiffen.Qif.parse_string(text, day_first=day_first)
         except Exception as exc:  # the package raises what it meets: one answer for all
-            raise InvalidImport(f"The file is not a valid QIF file ({exc}).") from None
+            raise InvalidImport(f"The file is not a valid QIF file ({_unreadable(exc)}).") from None
         for account in qif.accounts.values():
             for transactions in account.transactions.values():
                 for transaction in transactions:
@@ -414,3 +416,13 @@ def qif_day_first(text: str, date_order: DateOrder | None) -> bool:
             option="date_order",
         )
     return order == "dmy"
+
+
+def _unreadable(exc: Exception) -> str:
+    """Why a package refused the file, for a person: Decimal's error and mt940's name Python
+    objects (``[<class 'decimal.ConversionSyntax'>]``, a tag's repr with its address)."""
+    if isinstance(exc, InvalidOperation):
+        return "an amount is not a number"
+    if isinstance(exc, RuntimeError) and len(exc.args) == 3 and hasattr(exc.args[1], "id"):
+        return f"its :{exc.args[1].id}: field cannot be read"
+    return str(exc)
