@@ -118,6 +118,14 @@ async def test_malformed_files_are_refused(
     assert counter("expensetracker_imports_total", outcome="rejected") == rejected + 1
 
 
+async def test_a_column_named_twice_is_named_in_the_refusal(client: httpx.AsyncClient) -> None:
+    account = await signed_up(client)
+    header = HEADER.replace("notes,", "notes,Notes,")
+    response = await upload(client, account, header + "2026-01-01,1.00,EUR,x,,,,,,\n")
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].endswith("missing: none, more than once: notes.")
+
+
 async def test_import_needs_text_csv_and_a_token(client: httpx.AsyncClient) -> None:
     account = await signed_up(client)
     wrong_type = await client.post(

@@ -311,11 +311,17 @@ def _open(spool: Any) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
         raise InvalidImport("The file is empty: expected a header row.") from None
     unknown = sorted(set(header) - set(COLUMNS))
     missing = [name for name in REQUIRED if name not in header]
-    if unknown or missing or len(set(header)) != len(header):
+    # Named too: a header refused for a column given twice said "unknown: none, missing: none".
+    seen: set[str] = set()
+    repeated: set[str] = set()
+    for name in header:
+        (repeated if name in seen else seen).add(name)
+    if unknown or missing or repeated:
+        twice = f", more than once: {', '.join(sorted(repeated))}" if repeated else ""
         raise InvalidImport(
             f"Header must name columns among {', '.join(COLUMNS)} once each, with "
             f"{', '.join(REQUIRED)}; unknown: {', '.join(unknown) or 'none'}, missing: "
-            f"{', '.join(missing) or 'none'}."
+            f"{', '.join(missing) or 'none'}{twice}."
         )
     return header, ((reader.line_num, values) for values in reader)
 
