@@ -126,6 +126,25 @@ async def test_a_column_named_twice_is_named_in_the_refusal(client: httpx.AsyncC
     assert response.json()["detail"].endswith("missing: none, more than once: notes.")
 
 
+async def test_a_row_is_filed_under_the_category_it_names(client: httpx.AsyncClient) -> None:
+    # Two categories to the database (its unique index compares lower()), one to the import,
+    # which compared casefold(): both rows went to the same one.
+    account = await signed_up(client)
+    ids = {}
+    for name in ("Straße", "STRASSE"):
+        made = await client.post("/api/v1/categories", json={"name": name}, headers=account.headers)
+        assert made.status_code == 201, made.text
+        ids[made.json()["id"]] = name
+    rows = "2026-01-01,1.00,EUR,one,,,Straße,,\n2026-01-02,1.00,EUR,two,,,strasse,,\n"
+    response = await upload(client, account, HEADER + rows)
+    assert response.status_code == 201, response.text
+    listed = (await client.get("/api/v1/expenses", headers=account.headers)).json()["items"]
+    assert {e["description"]: ids[e["category_id"]] for e in listed} == {
+        "one": "Straße",
+        "two": "STRASSE",
+    }
+
+
 async def test_import_needs_text_csv_and_a_token(client: httpx.AsyncClient) -> None:
     account = await signed_up(client)
     wrong_type = await client.post(

@@ -220,7 +220,7 @@ class _Validator:
             except ValueError as exc:
                 errors.append(("category", str(exc)))
             else:
-                category_id = self.categories.get(category.casefold())
+                category_id = self.categories.get(category) or self.categories.get(category.lower())
                 if category_id is None:
                     errors.append(("category", f"no category named {category!r}"))
         paid_amount, paid_currency = map(str.strip, paid)
@@ -592,9 +592,12 @@ async def _stage(
     """Reads and checks every row of the file, writing them in batches while every row so far
     is valid; answers the batches (what they created, what they rejected, a dry run's first
     rows) and the row count."""
-    categories = {
-        name.casefold(): category_id
-        for category_id, name in await lock_categories(session, user_id=user_id)
+    # By name as written, else by lower(), as the unique index on the names tells them apart:
+    # casefold() made "Straße" and "STRASSE", two categories there, one, and filed one's rows
+    # under the other.
+    named = await lock_categories(session, user_id=user_id)
+    categories = {name.lower(): category_id for category_id, name in named} | {
+        name: category_id for category_id, name in named
     }
     connection = (await (await session.connection()).get_raw_connection()).driver_connection
     assert connection is not None  # an open session's connection has its driver's
