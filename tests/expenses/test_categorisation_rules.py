@@ -446,6 +446,21 @@ async def test_rules_added_at_once_each_take_the_next_position(
     assert created == [1, 2, 3, 4, 5, 6]
 
 
+async def test_a_rule_after_one_at_the_highest_position_needs_a_position(
+    client: httpx.AsyncClient,
+) -> None:
+    # It was given 1,000,001, a position no request may give: sent back in a PATCH, a 422.
+    account = await signed_up(client)
+    await new_rule(client, account, pattern="a", tags=["t"], position=1_000_000)
+    refused = await new_rule(client, account, pattern="b", tags=["t"])
+    assert refused.status_code == 409, refused.text
+    assert [e["field"] for e in refused.json()["errors"]] == ["body.position"]
+    placed = await new_rule(client, account, pattern="b", tags=["t"], position=2)
+    assert placed.status_code == 201, placed.text
+    listed = (await client.get("/api/v1/expenses/rules", headers=account.headers)).json()
+    assert [rule["position"] for rule in listed["items"]] == [2, 1_000_000]
+
+
 async def test_the_rules_list_pages_in_their_order(client: httpx.AsyncClient) -> None:
     account = await signed_up(client)
     for n in range(5):

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from expensetracker.expenses.models import CategorisationRule
 from expensetracker.expenses.owners import create_for_owner
 from expensetracker.expenses.schemas import (
+    POSITION_MAX,
     TAG_SEPARATOR,
     TAGS_MAX,
     RuleChange,
@@ -244,6 +245,11 @@ async def create_rule(
         )
         values = body.model_dump()
         values["position"] = body.position or (last or 0) + 1
+        if values["position"] > POSITION_MAX:
+            # Past the last is past the highest there may be: one no request could give.
+            message = f"Your last rule is at {POSITION_MAX:,}: give this one a free position."
+            errors = [{"field": "body.position", "message": message, "type": "position"}]
+            raise Conflict(message, errors=errors)
         values["tags"] = await distinct_tag_names(session, names=body.tags)
         _set_checked(row, values)
         session.add(row)

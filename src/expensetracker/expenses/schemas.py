@@ -314,7 +314,8 @@ RuleMatch = Literal["contains", "regex"]
 
 # Not stripped: spaces around a word may be what a rule looks for ("shop "), but never alone.
 Pattern = Annotated[str, Field(min_length=1, max_length=200), TEXT, AfterValidator(_not_blank)]
-Position = Annotated[int, Field(ge=1, le=1_000_000)]
+POSITION_MAX = 1_000_000
+Position = Annotated[int, Field(ge=1, le=POSITION_MAX)]
 
 
 class RuleCreate(StrictModel):
