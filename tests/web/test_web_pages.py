@@ -764,6 +764,21 @@ async def test_budget_percents_are_in_the_readers_format(web: httpx.AsyncClient)
     assert "· 12.340\xa0% · thresholds 80\xa0%, 100\xa0%" in german
 
 
+async def test_a_budget_percent_is_never_rounded_across_its_limit(web: httpx.AsyncClient) -> None:
+    """99.6 % used reads 99% beside "On track", 100.4 % reads 101% beside "Over budget": the
+    whole percent never says the other side of the limit from the state beside it."""
+    person = await signed_up_person(web)
+    await added_budget(person, name="Bakery", thresholds="100")
+    await person.add_expense(amount="9.96", occurred_on=date.today().isoformat())
+    within = (await web.get("/budgets")).text
+    assert "On track" in within and "· 99% · thresholds" in within
+    assert 'aria-label="Bakery: 99 percent used">99%<' in within
+    await person.add_expense(amount="0.08", occurred_on=date.today().isoformat())
+    over = (await web.get("/budgets")).text
+    assert "Over budget" in over and "· 101% · thresholds" in over
+    assert 'aria-label="Bakery: 101 percent used">101%<' in over
+
+
 async def test_a_budget_that_a_rollover_left_nothing_shows_a_full_bar_not_0_percent(
     web: httpx.AsyncClient,
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -121,6 +122,15 @@ def percent(value: float, locale: Locale, *, signed: bool = False) -> str:
     with a plus, as a fall has its minus."""
     text = format_percent(Decimal(str(value)) / 100, locale=locale)
     return f"+{text}" if signed and value > 0 else text
+
+
+def used_percent(spent: str, available: str, *, over: bool) -> int:
+    """The whole percent of ``available`` spent, rounded towards the budget's state: down while
+    it is within its limit, up once over it, so 99.6 % never reads "100%" beside "On track" nor
+    100.4 % "100%" beside "Over budget". Exact, from the amounts: the API's percent has one
+    decimal, and 99.96 % is 100.0 there."""
+    exact = Decimal(spent) * 100 / Decimal(available)
+    return math.ceil(exact) if over else math.floor(exact)
 
 
 @lru_cache(maxsize=4096)
@@ -259,6 +269,7 @@ templates = Environment(
     auto_reload=False,
 )
 templates.globals["static_url"] = static_url
+templates.globals["used_percent"] = used_percent
 templates.globals["filter_form"] = filter_form
 templates.filters["field_problems"] = field_problems
 
