@@ -802,6 +802,29 @@ async def test_a_budget_that_a_rollover_left_nothing_shows_a_full_bar_not_0_perc
         assert ">0%<" not in html and "· 0% ·" not in html and "0 percent" not in html, page
 
 
+async def test_a_rollover_says_plainly_what_last_month_left_or_overspent(
+    web: httpx.AsyncClient,
+) -> None:
+    """What a rollover carries in reads "(€3.00 carried over)"; what it takes away reads
+    "(€4.00 overspent last month)", never "(-€4.00 carried over)"."""
+    person = await signed_up_person(web)
+    today = date.today()
+    last_month = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+    starts = last_month.strftime("%Y-%m")
+    under = await added_category(person, "Under")
+    over = await added_category(person, "Over")
+    await added_budget(person, name="Saved", rollover="on", starts=starts, category_id=under)
+    await added_budget(person, name="Spent", rollover="on", starts=starts, category_id=over)
+    for category, amount in ((under, "7.00"), (over, "14.00")):
+        await person.add_expense(
+            amount=amount, occurred_on=last_month.isoformat(), category_id=category
+        )
+    html = (await web.get("/budgets")).text
+    assert "(€3.00 carried over)" in html
+    assert "(€4.00 overspent last month)" in html
+    assert "-€4.00" not in html
+
+
 async def test_a_deletion_is_confirmed_on_the_page_it_returns_to(web: httpx.AsyncClient) -> None:
     person = await signed_up_person(web)
     category = await added_category(person, "Snacks")
