@@ -488,6 +488,23 @@ async def test_a_service_that_redirects_gives_the_friendly_page_too(
             assert "Traceback" not in response.text
 
 
+async def test_a_page_answers_head_as_get_without_its_body(web: httpx.AsyncClient) -> None:
+    """Uptime checks send HEAD: a page answers it with its GET's status and headers (uvicorn
+    sends no body; this client calls the app in-process, past it). The API's routes still take
+    only the methods they declare."""
+    signed_out = await web.head("/login")
+    login = await web.get("/login")
+    assert signed_out.status_code == 200
+    assert signed_out.headers["content-type"] == login.headers["content-type"]
+    assert signed_out.headers["content-length"] == login.headers["content-length"]
+    await signed_up_person(web)
+    for path in ("/", "/expenses", "/budgets", "/recurring"):
+        assert (await web.head(path)).status_code == 200, path
+    refused = await web.head("/api/v1/tags")
+    assert refused.status_code == 405
+    assert refused.headers["allow"] == "GET"
+
+
 async def test_static_files_have_hashed_names_long_caching_and_compression(
     web: httpx.AsyncClient,
 ) -> None:

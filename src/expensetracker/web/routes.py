@@ -96,7 +96,13 @@ def _comeback(request: Request) -> str:
 class WebRoute(APIRoute):
     """Applies the cookies a request earned (a renewed session, a CSRF secret), and turns the
     API's answers into what a person should see: the sign-in page, a not-found page, or a
-    friendly error with the request id."""
+    friendly error with the request id. A page answers HEAD as GET (uptime checks send it), as
+    Starlette's own routes do and FastAPI's do not; uvicorn leaves the body out."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        if self.methods and "GET" in self.methods:
+            self.methods.add("HEAD")
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
