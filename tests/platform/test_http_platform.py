@@ -128,7 +128,7 @@ async def test_declared_oversized_body_is_refused_before_reading(serve_app: AppF
         response = await client.post("/api/v1/probe/upload", content=b"x" * 4097)
         accepted = await client.post("/api/v1/probe/upload", content=b"x" * 4096)
     body = assert_problem(response, 413)
-    assert "4096" in body["detail"]
+    assert body["detail"] == "The request body is over 4 KiB."  # exact, in the unit people read
     assert accepted.json() == {"bytes": 4096}
 
 

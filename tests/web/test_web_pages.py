@@ -424,7 +424,8 @@ async def test_a_file_too_large_or_too_many_requests_give_a_page_not_a_json_docu
     serve_app: AppFactory,
 ) -> None:
     """Refused before any page runs (the body's size, the rate limit): a browser still gets a
-    page, with the request id; the API's clients still get problem documents."""
+    page, with the request id; the API's clients still get problem documents. The size is said
+    in the unit people read, and the page links back to where a smaller file can be chosen."""
     async with serve_app(
         resolve_targets("all"),
         base_url="https://testserver",
@@ -434,6 +435,7 @@ async def test_a_file_too_large_or_too_many_requests_give_a_page_not_a_json_docu
     ) as web:
         upload = {"file": ("big.csv", b"x" * 8192, "text/csv")}
         too_large = await web.post("/import", files=upload)
+        confirmed_too_large = await web.post("/import/confirm", files=upload)
         api_too_large = await web.post("/api/v1/expenses/import", content=b"x" * 8192)
         for _ in range(3):  # the refusals above were refused before the rate limit counted
             await web.get("/login")
@@ -447,7 +449,11 @@ async def test_a_file_too_large_or_too_many_requests_give_a_page_not_a_json_docu
         assert f"<h1>{title}</h1>" in response.text
         assert response.headers["x-request-id"] in response.text
     assert int(too_many.headers["retry-after"]) >= 1
+    assert "The request body is over 4 KiB." in too_large.text
+    for refused in (too_large, confirmed_too_large):
+        assert '<a href="/import">Choose a smaller file</a>' in refused.text
     assert api_too_large.status_code == 413
+    assert api_too_large.json()["detail"] == "The request body is over 4 KiB."
     assert api_too_large.headers["content-type"] == "application/problem+json"
 
 

@@ -211,9 +211,20 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+_BINARY_UNITS = (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024))
+
+
+def _size(limit: int) -> str:
+    """A byte count as people read it: "10 MiB", not 10485760; in bytes when no whole unit."""
+    for name, unit in _BINARY_UNITS:
+        if limit % unit == 0:
+            return f"{limit // unit} {name}"
+    return f"{limit:,} bytes"
+
+
 class BodyTooLarge(HTTPException):
     def __init__(self, limit: int) -> None:
-        super().__init__(413, detail=f"The request body is larger than {limit} bytes.")
+        super().__init__(413, detail=f"The request body is over {_size(limit)}.")
 
 
 class BodySizeLimit:

@@ -16,7 +16,7 @@ from expensetracker.platform.config import Settings, get_settings
 from expensetracker.platform.ratelimit import IN_PROCESS
 from expensetracker.platform.spec import ServiceSpec
 from expensetracker.platform.state import app_state
-from expensetracker.web import routes, views
+from expensetracker.web import routes
 from expensetracker.web.client import (
     CONNECTIONS_PER_SERVICE,
     SERVICES,
@@ -86,7 +86,7 @@ SPEC = ServiceSpec(
     lifespan=lifespan,
     required_settings=("web_session_key",),
     body_limits={"/import": "max_import_body_bytes", "/import/confirm": "max_import_body_bytes"},
-    error_page=views.error_page,
+    error_page=routes.error_page,
 )
 
 

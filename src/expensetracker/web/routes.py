@@ -71,6 +71,13 @@ def _sign_in_url(request: Request) -> str:
     return "/login" if target == "/" else f"/login?next={quote(target, safe='')}"
 
 
+def error_page(request: Request, status: int, detail: str | None) -> Response:
+    """The platform's refusals as pages; a file too large (413) links back to its form's page,
+    to choose a smaller one."""
+    upload_page = _comeback(request) if status == 413 else None
+    return views.error_page(request, status, detail, upload_page=upload_page)
+
+
 def _comeback(request: Request) -> str:
     """Where signing in leads back to: the page asked for; for htmx, the page it asked from
     (what it asks for is a part: a row, the next rows); for a form sent, the nearest page at or

@@ -325,8 +325,11 @@ _TITLES = {
 }
 
 
-def error_page(request: Request, status: int, detail: str | None) -> Response:
-    """A friendly page with the request id, never a stack trace."""
+def error_page(
+    request: Request, status: int, detail: str | None, *, upload_page: str | None = None
+) -> Response:
+    """A friendly page with the request id, never a stack trace; ``upload_page``, where a file
+    too large can be chosen again."""
     context = structlog.contextvars.get_contextvars()
     return render(
         request,
@@ -336,6 +339,7 @@ def error_page(request: Request, status: int, detail: str | None) -> Response:
             "title": _TITLES.get(status, "Something went wrong"),
             "detail": detail,
             "request_id": context.get("request_id", ""),
+            "upload_page": upload_page,
             "account": None,
             "csrf_token": "",
         },
