@@ -1244,6 +1244,36 @@ async def test_a_refused_recurring_frequency_is_shown_next_to_its_field(
     assert 'value="Rent"' in refused.text and 'value="900"' in refused.text
 
 
+async def test_the_recurring_list_shows_each_ones_category_merchant_and_tags(
+    web: httpx.AsyncClient,
+) -> None:
+    """As the expense list does: under its own column headers, the merchant under the
+    description, a recurring expense without a category marked "—"."""
+    person = await signed_up_person(web)
+    housing = await added_category(person, "Housing")
+    for fields in (
+        {
+            "description": "Rent",
+            "category_id": housing,
+            "merchant": "Acme Homes",
+            "tags": "home, fixed",
+        },
+        {"description": "Gym", "merchant": "Gym"},
+    ):
+        page = (await web.get("/recurring")).text
+        body = {"idempotency_key": idempotency_key(page), "amount": "900", "currency": "EUR"}
+        body |= {"frequency": "monthly", "starts_on": date.today().isoformat(), **fields}
+        created = await person.submit("/recurring", "/recurring", body)
+        assert created.status_code == 303, created.text
+    table = table_of((await web.get("/recurring")).text, "Recurring expenses")
+    assert '<th scope="col">Category</th><th scope="col">Tags</th>' in table
+    rent, gym = table.split("<tr>")[2:]
+    assert "<td>Rent<br><small>Acme Homes</small></td>" in rent
+    assert "<td>Housing</td>" in rent
+    assert '<span class="tag">home</span> <span class="tag">fixed</span>' in rent
+    assert "<td>Gym</td>" in gym and "<td>—</td>" in gym and "<small>" not in gym
+
+
 async def test_a_creating_form_saved_before_and_sent_again_changed_says_so(
     web: httpx.AsyncClient,
 ) -> None:
