@@ -511,6 +511,15 @@ async def test_a_page_answers_head_as_get_without_its_body(web: httpx.AsyncClien
     assert refused.headers["allow"] == "GET"
 
 
+async def test_a_pages_405_names_the_methods_its_path_takes(web: httpx.AsyncClient) -> None:
+    """A 405 must say what the path takes (RFC 9110): the web's friendly page did not."""
+    for method, path, allowed in (("DELETE", "/", "GET, HEAD"), ("GET", "/logout", "POST")):
+        response = await web.request(method, path)
+        assert response.status_code == 405, path
+        assert response.headers["content-type"].startswith("text/html"), path
+        assert response.headers["allow"] == allowed, path
+
+
 async def test_static_files_have_hashed_names_long_caching_and_compression(
     web: httpx.AsyncClient,
 ) -> None:

@@ -69,15 +69,18 @@ def _http_exception_handler(
         detail: str | None = exc.detail if isinstance(exc.detail, str) else None
         if detail == HTTPStatus(exc.status_code).phrase:
             detail = None
-        if render := error_page(request.url.path):
-            return render(request, exc.status_code, detail)
-        if unreadable := _unreadable_json(exc):
-            return ValidationProblem.of_field("body", unreadable, "json_invalid").response()
         headers = exc.headers
         if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED and (
             allowed := _allowed_methods(request)
         ):
             headers = {**(headers or {}), "Allow": allowed}
+        if render := error_page(request.url.path):
+            # A page's 405 names what the path takes too (RFC 9110), as a problem's does.
+            page = render(request, exc.status_code, detail)
+            page.headers.update(headers or {})
+            return page
+        if unreadable := _unreadable_json(exc):
+            return ValidationProblem.of_field("body", unreadable, "json_invalid").response()
         return problem_response(exc.status_code, detail=detail, headers=headers)
 
     return on_http_exception
