@@ -315,6 +315,24 @@ async def test_a_damaged_manifest_says_what_is_wrong(database_url: str, tmp_path
         assert f"error: verification failed: {backup.name}: {problem}" in output, output
 
 
+async def test_a_damaged_backup_is_listed_at_the_time_its_name_carries(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A damaged manifest says nothing of when the backup was taken; its file's modification time
+    is when someone last touched it (a copy, an edit). The name carries the time of the backup."""
+    backup = await service.create(database_url=database_url, folder=tmp_path)
+    backup.manifest_path.write_text("{}")
+    touched = datetime(2020, 1, 2, 3, 4, tzinfo=UTC).timestamp()
+    os.utime(backup.manifest_path, (touched, touched))
+    taken = datetime.strptime(backup.name, f"{store.PREFIX}%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    [listed] = store.scan(tmp_path)
+    assert listed.state == "damaged" and listed.created_at == taken
+    env = {"EXPENSETRACKER_DATABASE_URL": database_url, "EXPENSETRACKER_BACKUP_DIR": str(tmp_path)}
+    code, output = await asyncio.to_thread(run, ["backup", "list"], **env)
+    assert code == 0 and f"{taken:%Y-%m-%d %H:%M}" in output, output
+    assert "2020-01-02" not in output, output
+
+
 async def test_a_database_that_cannot_be_reached_is_a_failed_backup(tmp_path: Path) -> None:
     port = free_port()
     unreachable = f"postgresql://expensetracker:secret@127.0.0.1:{port}/expensetracker"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -31,6 +32,9 @@ DUMP = ".dump"
 MANIFEST = ".manifest.json"
 VERIFICATION = ".verification.json"
 STATUS = "status.json"
+# A backup's name: the time it was taken, and a count when two were taken in the same second.
+NAME_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
+NAME_TIME = re.compile(rf"{re.escape(PREFIX)}(\d{{8}}T\d{{6}}Z)(?:-\d+)?")
 PARTIAL = ".partial"
 # A temporary file nobody has written to for this long was left by a killed run.
 ABANDONED_AFTER = timedelta(hours=1)
@@ -125,6 +129,13 @@ class Backup:
     def created_at(self) -> datetime:
         if self.manifest is not None:
             return self.manifest.created_at
+        # A damaged backup: its name carries the time it was taken (new_name); the manifest's
+        # modification time is when it was last copied or edited. Only a name not made by
+        # new_name leaves the modification time as the best guess.
+        taken = NAME_TIME.fullmatch(self.name)
+        if taken is not None:
+            with suppress(ValueError):  # 20261399T...: digits, but no time
+                return datetime.strptime(taken[1], NAME_TIME_FORMAT).replace(tzinfo=UTC)
         return datetime.fromtimestamp(self.manifest_path.stat().st_mtime, UTC)
 
     @property
@@ -137,11 +148,11 @@ class Backup:
 
 
 def new_name(folder: Path, at: datetime) -> str:
-    name = f"{PREFIX}{at.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+    name = f"{PREFIX}{at.astimezone(UTC):{NAME_TIME_FORMAT}}"
     taken = 1
     while (folder / f"{name}{DUMP}").exists() or (folder / f"{name}{MANIFEST}").exists():
         taken += 1
-        name = f"{PREFIX}{at.astimezone(UTC):%Y%m%dT%H%M%SZ}-{taken}"
+        name = f"{PREFIX}{at.astimezone(UTC):{NAME_TIME_FORMAT}}-{taken}"
     return name
 
 
