@@ -598,6 +598,33 @@ async def test_restore_into_a_database_of_any_name(
         )
 
 
+async def test_a_restore_target_that_names_no_database_is_a_usage_error(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A --target-url that is no PostgreSQL URL, or an empty --target-db, is refused in one line
+    as EXPENSETRACKER_DATABASE_URL is, where it ended in SQLAlchemy's or PostgreSQL's traceback
+    or in a connection to a MySQL host."""
+    await service.create(database_url=database_url, folder=tmp_path)
+    await service.verify(database_url=database_url, folder=tmp_path)
+    env = {"EXPENSETRACKER_DATABASE_URL": database_url, "EXPENSETRACKER_BACKUP_DIR": str(tmp_path)}
+    with_ssl = make_url(database_url).update_query_dict({"ssl": "true"})
+    for option, value, said in (
+        ("--target-url", "sekret", "--target-url: not a URL such as"),
+        ("--target-url", "mysql://u:sekret@db/x", "--target-url: only PostgreSQL URLs"),
+        (
+            "--target-url",
+            with_ssl.render_as_string(hide_password=False),
+            "--target-url: write sslmode=, not ssl=",
+        ),
+        ("--target-db", "", "--target-db: empty"),
+    ):
+        code, output = await asyncio.to_thread(
+            run, ["backup", "restore", "latest", option, value], **env
+        )
+        assert code == 2 and output.startswith(f"error: {said}"), output
+        assert len(output.splitlines()) == 1 and "sekret" not in output, output
+
+
 async def test_a_refused_restore_leaves_no_database_it_created(
     database_url: str, postgres_admin_url: str, tmp_path: Path
 ) -> None:

@@ -37,7 +37,7 @@ from expensetracker.cli.common import (
     load_settings,
     operator_settings,
 )
-from expensetracker.platform.config import Environment, Settings
+from expensetracker.platform.config import Environment, Settings, check_database_url
 from expensetracker.platform.embedded import DataDirInUse, DataDirUnusable, embedded_database
 
 if TYPE_CHECKING:
@@ -286,8 +286,16 @@ def backup_restore(
     every table is checked against the manifest and each service's migration is reported."""
     from expensetracker.backup import service  # lazy: see above
 
-    if target_url and target_db:
+    if target_url is not None and target_db is not None:
         fail("give --target-url or --target-db, not both")
+    # Refused before anything is done, in one line, as EXPENSETRACKER_DATABASE_URL is.
+    if target_url is not None:
+        try:
+            check_database_url(target_url)
+        except ValueError as exc:
+            fail(f"--target-url: {exc}")
+    if target_db is not None and not target_db.strip():
+        fail("--target-db: empty: give a database name")
     settings = _backup_settings()
     with ExitStack() as stack, _progress() as progress:
         created: str | None = None  # a database this command creates for the restore

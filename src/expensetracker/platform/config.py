@@ -55,6 +55,24 @@ def is_placeholder(value: str | None) -> bool:
     return value is None or bool(_PLACEHOLDER.search(value))
 
 
+def check_database_url(value: str) -> None:
+    """ValueError unless ``value`` is a PostgreSQL URL every connection reads alike (the
+    services', pg_dump's and pg_restore's); the message never holds the URL, a secret."""
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        # SQLAlchemy's own error is no ValueError: pydantic would let it through.
+        raise ValueError(f"not a URL such as {EXAMPLE_DATABASE_URL}") from None
+    if url.get_backend_name() != "postgresql":
+        raise ValueError("only PostgreSQL URLs are supported")
+    # asyncpg's `ssl` reaches the server as a setting it refuses, and pg_dump (libpq) knows no
+    # `ssl`: libpq's `sslmode` is the one spelling every connection reads.
+    if "ssl" in url.query:
+        raise ValueError("write sslmode=, not ssl=, for TLS (libpq's spelling)")
+    if url.query.get("sslmode", "disable") not in SSL_MODES:
+        raise ValueError(f"sslmode must be one of {', '.join(SSL_MODES)}")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EXPENSETRACKER_", extra="ignore", frozen=True)
 
@@ -241,19 +259,7 @@ class Settings(BaseSettings):
         if value is not None:
             if not value.get_secret_value().strip():
                 raise ValueError("empty: unset it, or give a PostgreSQL URL")
-            try:
-                url = make_url(value.get_secret_value())
-            except ArgumentError:
-                # SQLAlchemy's own error is no ValueError: pydantic would let it through.
-                raise ValueError(f"not a URL such as {EXAMPLE_DATABASE_URL}") from None
-            if url.get_backend_name() != "postgresql":
-                raise ValueError("only PostgreSQL URLs are supported")
-            # asyncpg's `ssl` reaches the server as a setting it refuses, and pg_dump (libpq)
-            # knows no `ssl`: libpq's `sslmode` is the one spelling every connection reads.
-            if "ssl" in url.query:
-                raise ValueError("write sslmode=, not ssl=, for TLS (libpq's spelling)")
-            if url.query.get("sslmode", "disable") not in SSL_MODES:
-                raise ValueError(f"sslmode must be one of {', '.join(SSL_MODES)}")
+            check_database_url(value.get_secret_value())
         return value
 
     @model_validator(mode="after")
