@@ -66,6 +66,19 @@ def test_every_service_command_is_listed_and_runs() -> None:
     assert unknown.returncode == 2 and "No such command" in unknown.stderr
 
 
+def _help_text(*command: str) -> str:
+    """A command's help, its words in one line: Rich wraps and frames them."""
+    shown = _run(*command, "--help")
+    assert shown.returncode == 0, shown.stderr
+    return re.sub(r"[\s│]+", " ", shown.stdout)
+
+
+def test_up_help_says_where_the_embedded_database_goes_by_default() -> None:
+    """Rich took the default written as `[default: ...]` for markup and printed nothing of it;
+    and EXPENSETRACKER_DATA_DIR, which moves it, went unsaid."""
+    assert "(default: EXPENSETRACKER_DATA_DIR, else ./.expensetracker)" in _help_text("up")
+
+
 def test_a_command_exits_without_collecting_its_modules() -> None:
     """By the interpreter's last garbage collections, what the command loaded is frozen, so they
     skip it (they took 0.3 s of every command's exit). A handler registered before the command

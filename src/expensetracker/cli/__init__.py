@@ -239,7 +239,12 @@ def up(
     port: PortOption = 8000,
     data_dir: Annotated[
         Path | None,
-        typer.Option(help="Folder for the embedded database [default: ./.expensetracker]"),
+        # No `[default: ...]`: Rich reads it as markup and prints nothing.
+        typer.Option(
+            help="Folder for the embedded database "
+            "(default: EXPENSETRACKER_DATA_DIR, else ./.expensetracker).",
+            show_default=False,
+        ),
     ] = None,
     demo: Annotated[
         bool, typer.Option("--demo", help="Load a demo account with a year of expenses.")
