@@ -211,6 +211,20 @@ async def test_outside_development_the_database_url_is_required(tmp_path: Path) 
     assert not data_dir.exists() and not backups.exists()
 
 
+async def test_create_in_a_data_folder_without_a_database_makes_none(tmp_path: Path) -> None:
+    """Run from another folder (the data folder is ./.expensetracker), `create` made a new
+    PostgreSQL there, 40 MB and a backup folder, only to find nothing to back up."""
+    data_dir = tmp_path / "data"
+    env = {"EXPENSETRACKER_ENV": "development", "EXPENSETRACKER_DATA_DIR": str(data_dir)}
+    code, output = await asyncio.to_thread(run, ["backup", "create"], **env)
+    assert (code, output) == (
+        2,
+        f"error: no embedded database in {data_dir}: run `expensetracker up` there first, "
+        "or set EXPENSETRACKER_DATA_DIR or EXPENSETRACKER_DATABASE_URL",
+    )
+    assert not data_dir.exists()
+
+
 async def test_a_database_without_the_services_schemas_is_not_backed_up(
     empty_database_url: str, tmp_path: Path
 ) -> None:

@@ -109,8 +109,9 @@ async def test_second_up_on_the_same_data_folder_is_refused(tmp_path: Path) -> N
 
 
 def test_a_data_folder_that_cannot_be_made_is_said_in_one_line(tmp_path: Path) -> None:
-    """`up` and `backup create` make the embedded database's data folder: a file with its name,
-    or a file among its parents, ended them in a FileExistsError (NotADirectoryError) traceback."""
+    """`up` makes the embedded database's data folder: a file with its name, or a file among its
+    parents, ended it in a FileExistsError (NotADirectoryError) traceback. `backup create`,
+    which makes none, says there is no database there."""
     a_file = tmp_path / "expenses.csv"
     a_file.write_text("mine")
     for data_dir, reason in [
@@ -120,13 +121,18 @@ def test_a_data_folder_that_cannot_be_made_is_said_in_one_line(tmp_path: Path) -
             f"error: cannot create the data folder {a_file / 'data'}: Not a directory",
         ),
     ]:
-        for args, env in [
-            (up(data_dir, free_port()), clean_env()),
-            (cli("backup", "create"), clean_env(EXPENSETRACKER_DATA_DIR=str(data_dir))),
+        for args, env, said in [
+            (up(data_dir, free_port()), clean_env(), reason),
+            (
+                cli("backup", "create"),
+                clean_env(EXPENSETRACKER_DATA_DIR=str(data_dir)),
+                f"error: no embedded database in {data_dir}: run `expensetracker up` there "
+                "first, or set EXPENSETRACKER_DATA_DIR or EXPENSETRACKER_DATABASE_URL",
+            ),
         ]:
             done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
             assert done.returncode == 2, done.stderr
-            assert done.stderr.strip() == reason, done.stderr
+            assert done.stderr.strip() == said, done.stderr
     assert a_file.read_text() == "mine"
 
 

@@ -38,7 +38,12 @@ from expensetracker.cli.common import (
     operator_settings,
 )
 from expensetracker.platform.config import Environment, Settings, check_database_url
-from expensetracker.platform.embedded import DataDirInUse, DataDirUnusable, embedded_database
+from expensetracker.platform.embedded import (
+    DataDirInUse,
+    DataDirUnusable,
+    embedded_database,
+    holds_database,
+)
 
 if TYPE_CHECKING:
     # The Click that Typer vendors, whose Context TyperGroup's methods take.
@@ -113,13 +118,20 @@ def _backup_folder(settings: Settings, folder: Path | None) -> Path:
 
 
 @contextmanager
-def _backup_database(settings: Settings) -> Iterator[str]:
+def _backup_database(settings: Settings, *, existing: bool = False) -> Iterator[str]:
     """EXPENSETRACKER_DATABASE_URL or, when unset in development, the embedded database of the
     data folder: the one `up` runs, or one started for the while. Elsewhere an unset URL is
-    refused, as `migrate` does: an embedded database started there would be a new, empty one."""
+    refused, as `migrate` does: an embedded database started there would be a new, empty one.
+    ``existing``: so is a data folder without one (a command run from another folder), rather
+    than made there, some 40 MB, only to hold nothing."""
     if settings.database_url is not None or settings.env is not Environment.development:
         yield database_url(settings)
         return
+    if existing and not holds_database(settings.data_dir):
+        fail(
+            f"no embedded database in {settings.data_dir}: run `expensetracker up` there first, "
+            "or set EXPENSETRACKER_DATA_DIR or EXPENSETRACKER_DATABASE_URL"
+        )
     try:
         with embedded_database(settings.data_dir) as url:
             yield url
@@ -130,12 +142,16 @@ def _backup_database(settings: Settings) -> Iterator[str]:
 
 
 def _backup_step(
-    step: Callable[..., Coroutine[Any, Any, T]], *, folder: Path | None, **options: object
+    step: Callable[..., Coroutine[Any, Any, T]],
+    *,
+    folder: Path | None,
+    existing: bool = False,
+    **options: object,
 ) -> T:
     """``create`` or ``verify`` on the configured database, with progress on a terminal."""
     settings = _backup_settings()
     target = _backup_folder(settings, folder)
-    with _backup_database(settings) as url, _progress() as progress:
+    with _backup_database(settings, existing=existing) as url, _progress() as progress:
         return asyncio.run(
             step(
                 database_url=url,
@@ -195,7 +211,9 @@ def backup_create(
     """Dump the database into the backup folder, with a manifest of what every table holds."""
     from expensetracker.backup import service  # lazy: see above
 
-    backup = _backup_step(service.create, folder=folder, compress_level=compress_level)
+    backup = _backup_step(
+        service.create, folder=folder, existing=True, compress_level=compress_level
+    )
     assert backup.manifest is not None
     rows = sum(table.rows for table in backup.manifest.tables.values())
     typer.echo(

@@ -117,6 +117,11 @@ class EmbeddedPostgres:
         self.stop()
 
 
+def holds_database(data_dir: Path) -> bool:
+    """Whether ``data_dir`` holds an embedded PostgreSQL (made by `up` or a command before)."""
+    return (data_dir.expanduser() / "pgdata" / "PG_VERSION").is_file()
+
+
 @contextmanager
 def embedded_database(data_dir: Path) -> Iterator[str]:
     """The URL of the embedded database in ``data_dir`` for a one-off command (a backup): the
