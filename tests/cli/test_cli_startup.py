@@ -79,6 +79,14 @@ def test_up_help_says_where_the_embedded_database_goes_by_default() -> None:
     assert "(default: EXPENSETRACKER_DATA_DIR, else ./.expensetracker)" in _help_text("up")
 
 
+def test_prune_help_says_all_it_keeps_and_deletes() -> None:
+    """It said it kept the newest verified backup only: the newest one is kept too (however
+    long backups have been failing), and what killed runs left is deleted."""
+    shown = _help_text("backup", "prune")
+    assert "never the newest verified one nor the newest one" in shown, shown
+    assert "the files killed runs left" in shown, shown
+
+
 def test_a_command_exits_without_collecting_its_modules() -> None:
     """By the interpreter's last garbage collections, what the command loaded is frozen, so they
     skip it (they took 0.3 s of every command's exit). A handler registered before the command

@@ -368,7 +368,8 @@ def backup_prune(
         ),
     ] = None,
 ) -> None:
-    """Delete the backups older than the retention, never the newest verified one."""
+    """Delete the backups older than the retention, never the newest verified one nor the
+    newest one, and the files killed runs left (untouched for an hour)."""
     from expensetracker.backup import service  # lazy: see above
 
     settings = _backup_settings()
