@@ -7,10 +7,12 @@ import signal
 import subprocess
 from pathlib import Path
 
+import asyncpg
 import httpx
 import psutil
 import pytest
 
+from expensetracker.platform.embedded import EmbeddedPostgres
 from tests.helpers.database import connected
 from tests.helpers.processes import Process, clean_env, cli, free_port, postgres_processes, spawn
 from tests.helpers.users import login, signed_up
@@ -68,6 +70,20 @@ async def test_up_starts_stops_and_keeps_data(tmp_path: Path) -> None:
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
             await login(client, account.email)  # the account survived the restart
         stop(second, signal.SIGINT)  # Ctrl-C
+    assert postgres_processes(data_dir) == []
+
+
+def test_a_start_that_fails_once_the_server_runs_leaves_no_postgres(tmp_path: Path) -> None:
+    """A start stopped after the wheel started the server (Ctrl-C during `pg_ctl start`, a
+    database that cannot be created) left that postgres running, unowned: nothing stops a
+    server that start() never returned."""
+    data_dir = tmp_path / "data"
+    with pytest.raises(asyncpg.PostgresSyntaxError):
+        EmbeddedPostgres(data_dir, database="").start()  # no name: refused
+    assert postgres_processes(data_dir) == []
+    # And the folder starts again: the lock was released.
+    with EmbeddedPostgres(data_dir) as embedded:
+        assert embedded.is_running()
     assert postgres_processes(data_dir) == []
 
 

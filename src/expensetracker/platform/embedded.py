@@ -11,10 +11,11 @@ import asyncio
 import atexit
 import json
 import os
+import signal
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Self
 
@@ -83,7 +84,10 @@ class EmbeddedPostgres:
             self._server = get_server(self.pgdata, cleanup_mode=None)
             _create_database(self.admin_url, self.database)
         except BaseException:
-            self._lock.release()
+            # Stopped once the wheel started the server (Ctrl-C during `pg_ctl start`, a database
+            # that cannot be created): nothing else would stop it, stop() needs a started one.
+            _stop_postmaster(self.pgdata)
+            self._forget()
             raise
         return self
 
@@ -101,11 +105,18 @@ class EmbeddedPostgres:
                     timeout=60,
                 )
         finally:
+            self._forget()
+
+    def _forget(self) -> None:
+        """Drop the wheel's handle on the server (kept per folder, it would be handed out again
+        as running) and release the folder."""
+        server = self._server or PostgresServer._instances.get(self.pgdata)
+        if server is not None:
             atexit.unregister(server._cleanup)
             server.global_process_id_list.get_and_remove(os.getpid())
-            PostgresServer._instances.pop(self.pgdata, None)
-            self._server = None
-            self._lock.release()
+        PostgresServer._instances.pop(self.pgdata, None)
+        self._server = None
+        self._lock.release()
 
     def is_running(self) -> bool:
         return self._server is not None and self._server.get_postmaster_info().is_running()
@@ -164,6 +175,16 @@ def _await_crashed_postmaster(pgdata: Path, timeout: float = 30.0) -> None:
         except psutil.NoSuchProcess:
             return
         time.sleep(0.2)
+
+
+def _stop_postmaster(pgdata: Path, timeout: float = 60.0) -> None:
+    """Stop the postmaster serving ``pgdata``, if one runs: found by its command line, as the
+    wheel finds one, since its pid file may not be written yet."""
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] == "postgres" and str(pgdata) in (process.info["cmdline"] or []):
+            with suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGINT)  # PostgreSQL's fast shutdown, as stop()'s
+                process.wait(timeout)
 
 
 def _create_database(admin_url: str, name: str) -> None:
