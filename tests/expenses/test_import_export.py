@@ -250,7 +250,8 @@ async def test_import_command(client: httpx.AsyncClient, database_url: str, tmp_
     assert "5 rows: 5 would be created, 0 already there; dry run" in previewed.output
     assert "already imported, skipped: line 2 (c-1), 3 (c-2)" in previewed_again.output
     assert "5 rows: 0 would be created, 5 already there" in previewed_again.output
-    assert refused.popen.returncode == 2
+    # A file refused is a failed command (docs/operations.md#exit-status), not bad usage.
+    assert refused.popen.returncode == 1, refused.output
     assert "line 2: amount: EUR amounts have at most 2 decimals" in refused.output
     assert nobody.popen.returncode == 2
     assert await expense_count(database_url) == 5

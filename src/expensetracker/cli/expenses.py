@@ -117,7 +117,9 @@ def import_expenses(
                 else f"transaction {error['transaction']}"
             )
             typer.echo(f"{position}: {error['field']}: {error['message']}", err=True)
-        fail(exc.detail)
+        # The file refused, as `rates load` refuses one (docs/operations.md#exit-status): 2 is
+        # for the command's usage, such as a QIF file's missing option above.
+        fail(exc.detail, code=1)
     if result.preview is not None:
         _show_preview(result.preview, statement=format != "csv")
     created = "would be created" if dry_run else "created"
