@@ -105,7 +105,9 @@ def import_expenses(
             )
 
     try:
-        with Progress(transient=True) as progress:
+        # Off when the output is no terminal: the bar still printed an empty line there.
+        console = Console()
+        with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
             result = asyncio.run(run(progress))
     except MissingOption as exc:
         fail(exc.reason.format(option=f"--{exc.option.replace('_', '-')}"))
