@@ -211,18 +211,26 @@ async def test_outside_development_the_database_url_is_required(tmp_path: Path) 
     assert not data_dir.exists() and not backups.exists()
 
 
-async def test_create_in_a_data_folder_without_a_database_makes_none(tmp_path: Path) -> None:
+async def test_a_refused_command_makes_no_embedded_database(tmp_path: Path) -> None:
     """Run from another folder (the data folder is ./.expensetracker), `create` made a new
-    PostgreSQL there, 40 MB and a backup folder, only to find nothing to back up."""
+    PostgreSQL there, 40 MB and a backup folder, only to find nothing to back up; `verify` and
+    `restore` made one only to find no backup."""
     data_dir = tmp_path / "data"
+    backups = data_dir / "backups"
     env = {"EXPENSETRACKER_ENV": "development", "EXPENSETRACKER_DATA_DIR": str(data_dir)}
-    code, output = await asyncio.to_thread(run, ["backup", "create"], **env)
-    assert (code, output) == (
-        2,
-        f"error: no embedded database in {data_dir}: run `expensetracker up` there first, "
-        "or set EXPENSETRACKER_DATA_DIR or EXPENSETRACKER_DATABASE_URL",
-    )
-    assert not data_dir.exists()
+    for command, said in (
+        (
+            ["create"],
+            f"no embedded database in {data_dir}: run `expensetracker up` there first, "
+            "or set EXPENSETRACKER_DATA_DIR or EXPENSETRACKER_DATABASE_URL",
+        ),
+        (["verify"], f"no backup in {backups}"),
+        (["restore", "nosuch"], f"no backup named nosuch in {backups}"),
+        (["restore", "latest", "--target-db", "copy"], f"no verified backup in {backups}"),
+    ):
+        code, output = await asyncio.to_thread(run, ["backup", *command], **env)
+        assert (code, output) == (2, f"error: {said}"), command
+        assert not data_dir.exists(), command
 
 
 async def test_a_database_without_the_services_schemas_is_not_backed_up(

@@ -117,21 +117,22 @@ def _backup_folder(settings: Settings, folder: Path | None) -> Path:
     return folder or settings.backup_dir or settings.data_dir / "backups"
 
 
+# What must hold before `create` or `verify` starts the embedded database, given the settings
+# and the backup folder.
+BeforeStart = Callable[[Settings, Path], object]
+
+
 @contextmanager
-def _backup_database(settings: Settings, *, existing: bool = False) -> Iterator[str]:
+def _backup_database(settings: Settings, *, before_start: Callable[[], object]) -> Iterator[str]:
     """EXPENSETRACKER_DATABASE_URL or, when unset in development, the embedded database of the
-    data folder: the one `up` runs, or one started for the while. Elsewhere an unset URL is
-    refused, as `migrate` does: an embedded database started there would be a new, empty one.
-    ``existing``: so is a data folder without one (a command run from another folder), rather
-    than made there, some 40 MB, only to hold nothing."""
+    data folder: the one `up` runs, or one started for the while, once ``before_start`` holds
+    (a command run from another folder made one there, some 40 MB, only to be refused).
+    Elsewhere an unset URL is refused, as `migrate` does: an embedded database started there
+    would be a new, empty one."""
     if settings.database_url is not None or settings.env is not Environment.development:
         yield database_url(settings)
         return
-    if existing and not holds_database(settings.data_dir):
-        fail(
-            f"no embedded database in {settings.data_dir}: run `expensetracker up` there first, "
-            "or set EXPENSETRACKER_DATA_DIR or EXPENSETRACKER_DATABASE_URL"
-        )
+    before_start()  # refused first: no database is started, or made in a folder without one
     try:
         with embedded_database(settings.data_dir) as url:
             yield url
@@ -141,17 +142,29 @@ def _backup_database(settings: Settings, *, existing: bool = False) -> Iterator[
         fail(str(exc))
 
 
+def _holds_database(settings: Settings, _folder: Path) -> None:
+    """A backup is of an existing database: none is made to find nothing in it."""
+    if not holds_database(settings.data_dir):
+        fail(
+            f"no embedded database in {settings.data_dir}: run `expensetracker up` there first, "
+            "or set EXPENSETRACKER_DATA_DIR or EXPENSETRACKER_DATABASE_URL"
+        )
+
+
 def _backup_step(
     step: Callable[..., Coroutine[Any, Any, T]],
     *,
     folder: Path | None,
-    existing: bool = False,
+    before_start: BeforeStart,
     **options: object,
 ) -> T:
     """``create`` or ``verify`` on the configured database, with progress on a terminal."""
     settings = _backup_settings()
     target = _backup_folder(settings, folder)
-    with _backup_database(settings, existing=existing) as url, _progress() as progress:
+    with (
+        _backup_database(settings, before_start=lambda: before_start(settings, target)) as url,
+        _progress() as progress,
+    ):
         return asyncio.run(
             step(
                 database_url=url,
@@ -212,7 +225,7 @@ def backup_create(
     from expensetracker.backup import service  # lazy: see above
 
     backup = _backup_step(
-        service.create, folder=folder, existing=True, compress_level=compress_level
+        service.create, folder=folder, before_start=_holds_database, compress_level=compress_level
     )
     assert backup.manifest is not None
     rows = sum(table.rows for table in backup.manifest.tables.values())
@@ -235,7 +248,13 @@ def backup_verify(
     dropped afterwards) and compare every table with the manifest; the result is kept."""
     from expensetracker.backup import service  # lazy: see above
 
-    backup = _backup_step(service.verify, folder=folder, name=name, jobs=jobs)
+    backup = _backup_step(
+        service.verify,
+        folder=folder,
+        before_start=lambda _settings, target: store.find(target, name),
+        name=name,
+        jobs=jobs,
+    )
     assert backup.verification is not None
     if not backup.verification.ok:
         fail(f"verification failed: {backup.verification.detail}", code=1)
@@ -318,7 +337,16 @@ def backup_restore(
     with ExitStack() as stack, _progress() as progress:
         created: str | None = None  # a database this command creates for the restore
         if target_url is None:
-            server = stack.enter_context(_backup_database(settings))
+            latest = name == "latest"
+            backups = _backup_folder(settings, folder)
+            server = stack.enter_context(
+                _backup_database(
+                    settings,
+                    before_start=lambda: store.find(
+                        backups, None if latest else name, verified=latest
+                    ),
+                )
+            )
             target_url = server
             if target_db is not None:
                 target_url, is_new = asyncio.run(
