@@ -535,12 +535,8 @@ async def test_the_dashboard_shows_the_first_expense_added_in_its_dialog(
     await expect(latest.get_by_role("link", name="All expenses")).to_be_focused()
 
 
-async def test_an_expense_added_in_the_dashboards_dialog_counts_in_its_month_budgets_and_trend(
-    context: BrowserContext, base_url: str
-) -> None:
-    """The month by category, the budgets next to it and the trend are reloaded with the
-    latest expenses: the expense just added shows in all, not in one while the others stay as
-    they were."""
+async def signed_in_with_a_budget(context: BrowserContext, base_url: str) -> Page:
+    """A new account's page, on /budgets after adding "Pocket money", 10 euros a month."""
     email, password = await new_account(base_url)
     page = await context.new_page()
     await sign_in(page, base_url, email, password)
@@ -549,6 +545,16 @@ async def test_an_expense_added_in_the_dashboards_dialog_counts_in_its_month_bud
     await page.get_by_label("Monthly limit").fill("10")
     await page.get_by_label("Currency", exact=True).fill("EUR")
     await page.get_by_role("button", name="Add the budget").click()
+    return page
+
+
+async def test_an_expense_added_in_the_dashboards_dialog_counts_in_its_month_budgets_and_trend(
+    context: BrowserContext, base_url: str
+) -> None:
+    """The month by category, the budgets next to it and the trend are reloaded with the
+    latest expenses: the expense just added shows in all, not in one while the others stay as
+    they were."""
+    page = await signed_in_with_a_budget(context, base_url)
     await page.goto(f"{base_url}/")
     month = page.locator("section[aria-labelledby=month-title]")
     budgets = page.get_by_role("region", name="Budgets this month")
@@ -580,14 +586,7 @@ async def test_an_expense_added_in_the_dashboards_dialog_counts_in_its_month_bud
 async def test_an_expense_added_in_the_dialog_on_the_budgets_page_moves_its_budget(
     context: BrowserContext, base_url: str
 ) -> None:
-    email, password = await new_account(base_url)
-    page = await context.new_page()
-    await sign_in(page, base_url, email, password)
-    await page.goto(f"{base_url}/budgets")
-    await page.get_by_label("Name").fill("Pocket money")
-    await page.get_by_label("Monthly limit").fill("10")
-    await page.get_by_label("Currency", exact=True).fill("EUR")
-    await page.get_by_role("button", name="Add the budget").click()
+    page = await signed_in_with_a_budget(context, base_url)
     status = page.locator("section[aria-labelledby=status-title]")
     await expect(status).to_contain_text("€0.00 of €10.00")
     await page.get_by_role("button", name="Add expense").click()
