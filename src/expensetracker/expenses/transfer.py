@@ -13,6 +13,7 @@ is the import itself, rolled back, that also keeps the first rows of each outcom
 from __future__ import annotations
 
 import asyncio
+import collections
 import csv
 import dataclasses
 import hashlib
@@ -312,12 +313,9 @@ def _open(spool: Any) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     unknown = sorted(set(header) - set(COLUMNS))
     missing = [name for name in REQUIRED if name not in header]
     # Named too: a header refused for a column given twice said "unknown: none, missing: none".
-    seen: set[str] = set()
-    repeated: set[str] = set()
-    for name in header:
-        (repeated if name in seen else seen).add(name)
+    repeated = sorted(name for name, count in collections.Counter(header).items() if count > 1)
     if unknown or missing or repeated:
-        twice = f", more than once: {', '.join(sorted(repeated))}" if repeated else ""
+        twice = f", more than once: {', '.join(repeated)}" if repeated else ""
         raise InvalidImport(
             f"Header must name columns among {', '.join(COLUMNS)} once each, with "
             f"{', '.join(REQUIRED)}; unknown: {', '.join(unknown) or 'none'}, missing: "

@@ -74,14 +74,12 @@ def _http_exception_handler(
             allowed := _allowed_methods(request)
         ):
             headers = {**(headers or {}), "Allow": allowed}
-        if render := error_page(request.url.path):
-            # A page's 405 names what the path takes too (RFC 9110), as a problem's does.
-            page = render(request, exc.status_code, detail)
-            page.headers.update(headers or {})
-            return page
-        if unreadable := _unreadable_json(exc):
+        if unreadable := _unreadable_json(exc):  # a JSON body: the API's, never a page's
             return ValidationProblem.of_field("body", unreadable, "json_invalid").response()
-        return problem_response(exc.status_code, detail=detail, headers=headers)
+        # A page's 405 names what the path takes too (RFC 9110), as a problem's does.
+        return refusal(
+            request.scope, exc.status_code, detail=detail, headers=headers, error_page=error_page
+        )
 
     return on_http_exception
 
@@ -175,12 +173,13 @@ def refusal(
     scope: Scope,
     status: int,
     *,
-    detail: str,
+    detail: str | None,
     headers: Mapping[str, str] | None = None,
     error_page: Callable[[str], ErrorPage | None],
 ) -> Response:
-    """A middleware's answer, made before any route runs: the page of the path's service where
-    it renders its errors as pages (a browser's), else a problem document."""
+    """A refusal (a middleware's, made before any route runs, or an HTTP exception's): the page
+    of the path's service where it renders its errors as pages (a browser's), else a problem
+    document."""
     if render := error_page(scope["path"]):
         page = render(Request(scope), status, detail)
         page.headers.update(headers or {})
