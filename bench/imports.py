@@ -52,7 +52,6 @@ sys.path.insert(0, str(REPO))
 
 from bench.setup import bench_env, log, migrated_database, register, serve, settle  # noqa: E402
 from expensetracker.expenses.transfer import BATCH_ROWS  # noqa: E402
-from expensetracker.platform.tables import TIME_ORDERED_ID_SQL  # noqa: E402
 from tests.helpers.processes import cli  # noqa: E402
 
 ROWS = 100_000
@@ -351,6 +350,15 @@ class Shape:
 
 # As csv_rows and ofx_lines make them (a tagged CSV row has one to three tags, two on average).
 SHAPES = {"CSV": Shape(categorised=80, tagged=30, identified=50), "OFX": Shape(0, 0, 100)}
+
+# platform.tables.time_ordered_id in SQL, for the rows the floor makes in the server (an import
+# makes its ids in the client): gen_random_uuid()'s version 4 turned into 7 (bits 52 and 53),
+# its first six bytes replaced by the time in milliseconds (PostgreSQL 18 has uuidv7()).
+TIME_ORDERED_ID_SQL = (
+    "encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) placing "
+    "substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3) "
+    "FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid"
+)
 
 # The database's least work for a batch of a file's rows, in one statement as the import's is:
 # the rows made by the server itself (with the import's ids) into the importing user's account,

@@ -15,7 +15,6 @@ from expensetracker.expenses.schemas import ExpenseCreate
 from expensetracker.expenses.shared import ExpenseFilter
 from expensetracker.platform import idempotency
 from expensetracker.platform.pagination import PageRequest
-from expensetracker.platform.tables import TIME_ORDERED_ID_SQL, time_ordered_id
 from tests.helpers.apps import counter
 from tests.helpers.database import connected
 from tests.helpers.expenses import VALID, create, every_item
@@ -445,16 +444,6 @@ async def test_a_days_expenses_are_listed_latest_first(client: httpx.AsyncClient
     listed = [item["id"] for item in await every_item(client, account, "/api/v1/expenses", limit=3)]
     assert listed == created[::-1]
     assert {uuid.UUID(id).version for id in listed} == {7}
-
-
-async def test_time_ordered_ids_are_made_alike_in_python_and_in_sql(database_url: str) -> None:
-    before = time_ordered_id()
-    async with connected(database_url) as connection:
-        made = await connection.fetchval(f"SELECT {TIME_ORDERED_ID_SQL}")
-    after = time_ordered_id()
-    assert (before.version, made.version, after.version) == (7, 7, 7)
-    assert before.variant == made.variant == uuid.RFC_4122
-    assert before.int >> 80 <= made.int >> 80 <= after.int >> 80  # the same clock, in ms
 
 
 async def test_text_search_uses_an_index_not_everyones_rows(database_url: str) -> None:

@@ -11,8 +11,9 @@ import uuid
 import httpx
 import pytest
 
-from bench.imports import SHAPES, csv_rows, server_floor, write_floor
+from bench.imports import SHAPES, TIME_ORDERED_ID_SQL, csv_rows, server_floor, write_floor
 from expensetracker.expenses import transfer
+from expensetracker.platform.tables import time_ordered_id
 from tests.helpers.database import connected
 from tests.helpers.expenses import ACTUAL, EXPECTED, HEADER, expense_count, export, imported, upload
 from tests.helpers.users import Account, signed_up
@@ -216,7 +217,7 @@ def test_the_benchmark_file_is_valid_and_the_same_every_time() -> None:
     assert len(expenses) == 2_000
     # A row ends with its external id and its tags, as _Batches._write reads them.
     assert sum(expense[-2] is not None for expense in expenses) == 1_000  # external ids
-    assert sum(expense[3] == "EUR" for expense in expenses) > 1_600
+    assert sum(expense[4] == "EUR" for expense in expenses) > 1_600  # (line, id, day, amount, ...
     assert sum(expense[-1] is not None for expense in expenses) > 400  # tags
 
 
@@ -300,3 +301,14 @@ async def test_the_benchmarks_floor_writes_each_files_shape_and_keeps_nothing(
             assert abs(links - 2 * 10 * shape.tagged) <= 2 * 30, (kind, links)
     assert await server_floor(database_url, user_id=str(owner), shape=SHAPES["CSV"], rows=10) > 0
     assert await fetch(database_url, ACTUAL, owner) == []
+
+
+@pytest.mark.database
+async def test_the_floor_makes_time_ordered_ids_as_the_import_does(database_url: str) -> None:
+    before = time_ordered_id()
+    async with connected(database_url) as connection:
+        made = await connection.fetchval(f"SELECT {TIME_ORDERED_ID_SQL}")
+    after = time_ordered_id()
+    assert (before.version, made.version, after.version) == (7, 7, 7)
+    assert before.variant == made.variant == uuid.RFC_4122
+    assert before.int >> 80 <= made.int >> 80 <= after.int >> 80  # the same clock, in ms

@@ -63,7 +63,7 @@ from expensetracker.expenses.statements import (
 from expensetracker.platform import idempotency, money
 from expensetracker.platform.idempotency import KeyedRequest, Stored
 from expensetracker.platform.schemas import NOT_A_DAY, check_name, check_text
-from expensetracker.platform.tables import TIME_ORDERED_ID_SQL
+from expensetracker.platform.tables import time_ordered_id
 
 COLUMNS = (
     "occurred_on",
@@ -259,9 +259,11 @@ class _Validator:
             exponent = self._exponents[currency] = money.exponent(currency)
         # Names differing in case only are one tag: PostgreSQL's lower() decides, in SQL.
         tag_list = TAG_SEPARATOR.join(names) or None
-        expense = (line, occurred_on, amount_minor, currency, exponent, description, notes or None)
-        row = (*expense, merchant or None, category_id, *charged, external_id, tag_list)
-        return row, [], external_id
+        # The id is made here, while the batch before is being written, not by the database,
+        # whose work is the import's critical path.
+        expense = (line, time_ordered_id(), occurred_on, amount_minor, currency, exponent)
+        row = (*expense, description, notes or None, merchant or None, category_id, *charged)
+        return (*row, external_id, tag_list), [], external_id
 
 
 _POSITIONS = {name: position for position, name in enumerate(COLUMNS)}
@@ -463,8 +465,8 @@ class _Preview:
 
 def _previewed(row: tuple[Any, ...], *, category: str | None, tags: list[str]) -> PreviewExpense:
     # The validator's row, as import_rows holds it.
-    (line, occurred_on, amount_minor, currency, _, description, _, merchant, category_id) = row[:9]
-    charged_minor, charged_currency, _, external_id, _ = row[9:]
+    (line, _, occurred_on, amount_minor, currency, _, description, _, merchant) = row[:9]
+    category_id, charged_minor, charged_currency, _, external_id, _ = row[_CATEGORY_ID:]
     return PreviewExpense(
         position=line,
         occurred_on=occurred_on,
@@ -682,7 +684,7 @@ def _publish(batches: _Batches, *, rows: int, statement: Statement | None) -> Im
 
 
 # Where a validator's row holds its category's id (the tags are last).
-_CATEGORY_ID = 8
+_CATEGORY_ID = 9
 # A dry run's listed rows (their categories, their tags joined by TAG_SEPARATOR), read in the
 # dry run's transaction: each category's name, and each tag as the expense would be linked to it
 # (_INSERT_EXPENSES: by lower(), the tag's first spelling), ordered as TAGS_OF_E orders them.
@@ -704,9 +706,10 @@ _PREVIEW_NAMES = """
 # joined by TAG_SEPARATOR, which no name contains), and the external ids met so far in the file.
 _CREATE_STAGING = """
     CREATE TEMP TABLE import_rows (
-      line int, occurred_on date, amount_minor bigint, currency text, currency_exponent smallint,
-      description text, notes text, merchant text, category_id uuid, charged_minor bigint,
-      charged_currency text, charged_exponent smallint, external_id text, tags text
+      line int, id uuid, occurred_on date, amount_minor bigint, currency text,
+      currency_exponent smallint, description text, notes text, merchant text, category_id uuid,
+      charged_minor bigint, charged_currency text, charged_exponent smallint, external_id text,
+      tags text
     ) ON COMMIT DROP;
     CREATE TEMP TABLE import_external_ids (external_id text PRIMARY KEY, line int NOT NULL)
     ON COMMIT DROP
@@ -734,13 +737,11 @@ _INSERT_TAGS = """
 # rows: the expenses whose external id is new to the user, their tags, and the external ids met
 # for the first time in this file. Answers the lines not created: an external id imported before
 # (repeated false) or already seen in this file (repeated true).
-_INSERT_EXPENSES = f"""
-    WITH input AS MATERIALIZED (
-      SELECT {TIME_ORDERED_ID_SQL} AS id, r.* FROM pg_temp.import_rows r
-    ),
-    first_seen AS (
+_INSERT_EXPENSES = """
+    WITH first_seen AS (
       INSERT INTO pg_temp.import_external_ids (external_id, line)
-      SELECT external_id, line FROM input WHERE external_id IS NOT NULL ORDER BY line
+      SELECT external_id, line FROM pg_temp.import_rows
+      WHERE external_id IS NOT NULL ORDER BY line
       ON CONFLICT DO NOTHING
       RETURNING line
     ),
@@ -751,7 +752,7 @@ _INSERT_EXPENSES = f"""
       SELECT $1::uuid, id, amount_minor, currency, currency_exponent, occurred_on, description,
              notes, merchant, category_id, charged_minor, charged_currency, charged_exponent,
              external_id
-      FROM input ORDER BY line
+      FROM pg_temp.import_rows ORDER BY line
       ON CONFLICT (user_id, external_id) DO NOTHING
       RETURNING id
     ),
@@ -759,16 +760,16 @@ _INSERT_EXPENSES = f"""
       INSERT INTO expenses.expense_tags (user_id, expense_id, tag_id)
       SELECT DISTINCT $1::uuid, r.id, t.id
       FROM inserted i
-      JOIN input r ON r.id = i.id
+      JOIN pg_temp.import_rows r ON r.id = i.id
       CROSS JOIN unnest(string_to_array(r.tags, ';')) AS tag
       JOIN expenses.tags t ON t.user_id = $1::uuid AND lower(t.name) = lower(tag)
     )
-    SELECT line, false AS repeated FROM input r
+    SELECT line, false AS repeated FROM pg_temp.import_rows r
     WHERE NOT EXISTS (SELECT FROM inserted i WHERE i.id = r.id)
     UNION ALL
-    SELECT line, true FROM input r
+    SELECT line, true FROM pg_temp.import_rows r
     WHERE external_id IS NOT NULL AND NOT EXISTS (SELECT FROM first_seen f WHERE f.line = r.line)
-"""  # noqa: S608 - constant SQL
+"""
 
 # Once a row is bad nothing is written: the external ids are still checked, for the report.
 _CHECK_EXTERNAL_IDS = """

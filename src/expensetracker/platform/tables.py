@@ -31,15 +31,6 @@ def time_ordered_id() -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
-# The same in SQL (PostgreSQL 13 and later; 18 has uuidv7()): gen_random_uuid()'s version 4
-# turned into 7 (bits 52 and 53), its first six bytes replaced by the time in milliseconds.
-TIME_ORDERED_ID_SQL = (
-    "encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) placing "
-    "substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3) "
-    "FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid"
-)
-
-
 def new_id() -> Mapped[uuid.UUID]:
     """The row's own id, after ``user_id`` in the primary key."""
     return mapped_column(primary_key=True, default=time_ordered_id)
