@@ -333,6 +333,33 @@ async def test_bad_patch_changes_nothing(client: httpx.AsyncClient) -> None:
     assert fetched.json() == created
 
 
+async def test_an_empty_patch_changes_nothing(client: httpx.AsyncClient, database_url: str) -> None:
+    # It rewrote the row: a new updated_at, and a new revision of its month's totals, which
+    # tells the reports that the month changed.
+    account = await signed_up(client)
+    created = await create(client, account)
+    path = f"/api/v1/expenses/{created['id']}"
+
+    async def totals_revisions() -> list[int]:
+        async with connected(database_url) as connection:
+            rows = await connection.fetch(
+                "SELECT t.revision FROM expenses.monthly_totals t JOIN expenses.expenses e "
+                "ON e.user_id = t.user_id WHERE e.id = $1 ORDER BY 1",
+                uuid.UUID(created["id"]),
+            )
+        return [row["revision"] for row in rows]
+
+    before = await totals_revisions()
+    patched = await client.patch(path, json={}, headers=account.headers)
+    assert patched.status_code == 200, patched.text
+    assert patched.json() == created
+    assert (await client.get(path, headers=account.headers)).json() == created
+    assert await totals_revisions() == before != []
+    stranger = await signed_up(client)  # another user's expense is not found, empty or not
+    elsewhere = await client.patch(path, json={}, headers=stranger.headers)
+    assert elsewhere.status_code == 404
+
+
 async def test_unknown_and_malformed_ids(client: httpx.AsyncClient) -> None:
     account = await signed_up(client)
     missing = await client.get(f"/api/v1/expenses/{uuid.uuid4()}", headers=account.headers)

@@ -479,6 +479,8 @@ async def update_expense(
     stored one, and new tags replace the old: then the row is read first, locked; otherwise one
     statement."""
     changes = {field: getattr(body, field) for field in body.model_fields_set}
+    if not changes:  # the expense as it is: a write would date it and the month's totals now
+        return await get_expense(connection, user_id=user_id, expense_id=expense_id)
     refuse_nulls(changes, _REQUIRED)
     columns: list[str] = []
     values: list[object] = []
