@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gzip
 import inspect
 from collections.abc import Callable, Iterator
 
@@ -24,6 +25,7 @@ from expensetracker.web import views
 from tests.helpers.apps import AppFactory, app_of
 from tests.helpers.environment import REDIS_URL
 from tests.helpers.probe import probe_service
+from tests.helpers.users import signed_up
 
 pytestmark = pytest.mark.database
 
@@ -148,6 +150,36 @@ async def test_invalid_content_length_is_a_400_problem(serve_app: AppFactory) ->
             "/api/v1/probe/upload", content=b"abc", headers={"content-length": "three"}
         )
     assert_problem(response, 400)
+
+
+async def test_a_body_with_a_content_coding_is_a_415_problem(serve_app: AppFactory) -> None:
+    """A gzipped body went to the parsers as it was: a JSON body's bytes were a 422 "JSON decode
+    error", as if the client had sent bad JSON."""
+    async with serve_app([probe_service()]) as client:
+        gzipped = await client.post(
+            "/api/v1/probe/upload",
+            content=gzip.compress(b"x" * 100),
+            headers={"content-encoding": "gzip"},
+        )
+        identity = await client.post(
+            "/api/v1/probe/upload", content=b"x" * 100, headers={"content-encoding": "Identity"}
+        )
+    body = assert_problem(gzipped, 415)
+    assert "Content-Encoding" in body["detail"]
+    assert gzipped.headers["accept-encoding"] == "identity"
+    assert identity.json() == {"bytes": 100}
+
+
+async def test_a_gzipped_expense_is_refused_and_nothing_is_created(
+    client: httpx.AsyncClient,
+) -> None:
+    account = await signed_up(client)
+    body = b'{"amount": "1.00", "currency": "EUR", "occurred_on": "2026-01-01", "description": "x"}'
+    headers = {**account.headers, "content-type": "application/json", "content-encoding": "gzip"}
+    refused = await client.post("/api/v1/expenses", content=gzip.compress(body), headers=headers)
+    assert_problem(refused, 415)
+    listed = await client.get("/api/v1/expenses", headers=account.headers)
+    assert listed.json()["items"] == []
 
 
 async def test_import_path_has_the_larger_limit(client: httpx.AsyncClient) -> None:

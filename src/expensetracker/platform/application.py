@@ -26,7 +26,7 @@ from expensetracker.platform.db import (
 from expensetracker.platform.error_handlers import document_problems, install_problem_handlers
 from expensetracker.platform.events import UserEventConsumer
 from expensetracker.platform.metrics import DB_POOLS
-from expensetracker.platform.middleware import BodySizeLimit, RequestContext, SecurityHeaders
+from expensetracker.platform.middleware import BodyLimits, RequestContext, SecurityHeaders
 from expensetracker.platform.migrations import head_revision
 from expensetracker.platform.ratelimit import IN_PROCESS, RateLimit
 from expensetracker.platform.spec import ErrorPage, ServiceSpec
@@ -226,7 +226,7 @@ def _add_middleware(
         for path, setting in spec.body_limits.items()
     }
     app.add_middleware(
-        BodySizeLimit,
+        BodyLimits,
         limit_for_path=lambda path: body_limits.get(path, settings.max_body_bytes),
         error_page=error_page,
     )

@@ -227,8 +227,10 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, detail=f"The request body is over {_size(limit)}.")
 
 
-class BodySizeLimit:
-    """Refuses bodies over the limit: at once by Content-Length, or while streaming."""
+class BodyLimits:
+    """Refuses bodies it would not read as sent: a content coding (gzip, ...), which the JSON,
+    form and file parsers would take for the body itself; or over the limit, at once by
+    Content-Length or while streaming."""
 
     def __init__(
         self,
@@ -246,7 +248,17 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         limit = self.limit_for_path(scope["path"])
-        declared = Headers(scope=scope).get("content-length")
+        headers = Headers(scope=scope)
+        if headers.get("content-encoding", "identity").strip().lower() != "identity":
+            await refusal(
+                scope,
+                415,
+                detail="A body is read as sent: send it without a Content-Encoding.",
+                headers={"Accept-Encoding": "identity"},
+                error_page=self.error_page,
+            )(scope, receive, send)
+            return
+        declared = headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():
                 await refusal(
