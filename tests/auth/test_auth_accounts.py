@@ -88,6 +88,17 @@ async def test_register_refuses_bad_input(
     assert (await client.post("/api/v1/auth/login", json=body)).status_code in (401, 422)
 
 
+async def test_register_says_every_refused_field_at_once(client: httpx.AsyncClient) -> None:
+    # The password's policy was checked after the body was: an address and a password both
+    # refused came back one at a time.
+    body = {"email": "not-an-email", "password": "short7!", "display_name": ""}
+    response = await client.post("/api/v1/auth/register", json=body)
+    assert response.status_code == 422
+    errors = {error["field"]: error for error in response.json()["errors"]}
+    assert set(errors) == {"body.email", "body.password", "body.display_name"}
+    assert errors["body.password"]["message"] == "Use at least 8 characters."
+
+
 async def test_password_rules_follow_asvs(client: httpx.AsyncClient) -> None:
     # Any characters, no composition rules, long passphrases welcome; not the email itself.
     for password in ("ünïcödé-пароль-密码", "a" * 8 + "🙂", "x" * 1024, "lowercase only words"):

@@ -7,8 +7,9 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, EmailStr, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
-from expensetracker.auth.passwords import MAX_LENGTH
+from expensetracker.auth.passwords import MAX_LENGTH, policy_violation
 from expensetracker.platform.schemas import TEXT, StrictModel
 
 # Lower case as a whole: `Ann@Example.org` and `ann@example.org` are one account.
@@ -23,6 +24,15 @@ class RegisterRequest(StrictModel):
     display_name: Annotated[str, Field(min_length=1, max_length=100), TEXT] | None = Field(
         default=None, description="Default: the part of the email address before the @."
     )
+
+    @field_validator("password")
+    @classmethod
+    def _allowed(cls, value: str, info: ValidationInfo) -> str:
+        # With the other fields' checks, so that a refused email and a refused password are
+        # said at once; the email is missing here when it was refused itself.
+        if reason := policy_violation(value, email=info.data.get("email", "")):
+            raise PydanticCustomError("password_policy", reason)
+        return value
 
 
 class RegisterAccepted(StrictModel):
