@@ -117,14 +117,13 @@ async def _one_chunk(content: str) -> AsyncIterator[bytes]:
 
 async def load(
     sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, *, today: date
-) -> None:
+) -> bool:
+    """Loads the account (once); answers whether PASSWORD still signs in to it: it may have
+    been changed since it was first loaded."""
+    hasher = PasswordHasher(settings)
     async with sessionmaker() as session:
         await auth.register(
-            session,
-            email=EMAIL,
-            password=PASSWORD,
-            display_name="Demo",
-            hasher=PasswordHasher(settings),
+            session, email=EMAIL, password=PASSWORD, display_name="Demo", hasher=hasher
         )
     async with sessionmaker() as session:
         user_id = await user_id_by_email(session, EMAIL)
@@ -160,3 +159,5 @@ async def load(
             await reports_budgets.create_budget(
                 session, creation=Creation(user_id=user_id, keyed=keyed), body=body, today=today
             )
+    async with sessionmaker() as session:
+        return await auth.has_password(session, email=EMAIL, password=PASSWORD, hasher=hasher)

@@ -181,22 +181,48 @@ async def test_up_demo_loads_a_year_once(tmp_path: Path) -> None:
 
     data_dir = tmp_path / "data"
     counts = []
-    for _ in range(2):  # loading it again creates nothing twice
+    password = demo.PASSWORD
+    for changed in (False, True):  # loading it again creates nothing twice
         with spawn(
             cli("up", "--demo", "--data-dir", str(data_dir), "--port", str(free_port())),
             clean_env(),
         ) as process:
             url = process.wait_ready()
-            assert f"Demo account: {demo.EMAIL} / {demo.PASSWORD}" in process.output
+            # Once changed, the published password is not shown as the account's.
+            shown = f"Demo account: {demo.EMAIL} / {demo.PASSWORD}" in process.output
+            assert shown is not changed, process.output
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-                account = await login(client, demo.EMAIL, demo.PASSWORD)
+                account = await login(client, demo.EMAIL, password)
                 exported = await client.get(
                     "/api/v1/expenses/export", params={"format": "json"}, headers=account.headers
                 )
                 budgets = await client.get("/api/v1/reports/budgets", headers=account.headers)
+                if not changed:
+                    password = "a passphrase of the demo's own"
+                    done = await client.post(
+                        "/api/v1/auth/password",
+                        json={"current_password": demo.PASSWORD, "new_password": password},
+                        headers=account.headers,
+                    )
+                    assert done.status_code == 204, done.text
             stop(process, signal.SIGTERM)
         expenses = exported.json()
         counts.append(len(expenses))
         assert {expense["currency"] for expense in expenses} == {"EUR", "JPY"}
         assert len(budgets.json()["budgets"]) == 3
     assert counts[0] == counts[1] > 300
+    assert "its password is no longer the published one" in process.output
+
+
+def test_up_refuses_the_demo_account_in_production(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    done = subprocess.run(
+        cli("up", "--demo", "--data-dir", str(data_dir), "--port", str(free_port())),
+        env=clean_env(EXPENSETRACKER_ENV="production"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "published password: not in production" in done.stderr
+    assert not data_dir.exists()  # refused before the database was made

@@ -129,6 +129,15 @@ async def register(
     audit.info("user_registered", user_id=str(created))
 
 
+async def has_password(
+    session: AsyncSession, *, email: str, password: str, hasher: PasswordHasher
+) -> bool:
+    """Whether the account's password is ``password``, not counted as a sign-in, failed or
+    not: `up --demo` shows the demo account's published password only while it still is."""
+    password_hash = await session.scalar(select(User.password_hash).where(User.email == email))
+    return password_hash is not None and await hasher.verify(password_hash, password)
+
+
 async def _issue_tokens(
     session: AsyncSession,
     *,

@@ -31,7 +31,7 @@ from expensetracker.cli.common import (
     load_settings,
     start_logging,
 )
-from expensetracker.platform.config import Settings
+from expensetracker.platform.config import Environment, Settings
 from expensetracker.platform.db import database_location
 from expensetracker.platform.embedded import DataDirInUse, DataDirUnusable, EmbeddedPostgres
 
@@ -150,21 +150,26 @@ def _migrate(services: list[ServiceSpec], url: str) -> None:
         log.info("migrated", target=spec.name, revision=migrations.head_revision(spec))
 
 
-def _prepare(services: list[ServiceSpec], settings: Settings, *, demo: bool) -> None:
-    """Migrations, and the demo account when asked for."""
+def _prepare(services: list[ServiceSpec], settings: Settings, *, demo: bool) -> Settings:
+    """Migrations, and the demo account when asked for: the settings to serve with, which
+    offer its credentials on the sign-in page while its published password still works."""
     import asyncio
 
     from expensetracker import demo as demo_data  # lazy: the auth service and the importer
 
     _migrate(services, database_url(settings))
-    if demo:
+    if not demo:
+        return settings
 
-        async def load() -> None:
-            async with database(settings, purpose="demo") as sessionmaker:
-                await demo_data.load(sessionmaker, settings, today=date.today())
+    async def load() -> bool:
+        async with database(settings, purpose="demo") as sessionmaker:
+            return await demo_data.load(sessionmaker, settings, today=date.today())
 
-        asyncio.run(load())
-        typer.echo(f"Demo account: {demo_data.EMAIL} / {demo_data.PASSWORD}")
+    if not asyncio.run(load()):
+        typer.echo(f"Demo account: {demo_data.EMAIL} (its password is no longer the published one)")
+        return settings
+    typer.echo(f"Demo account: {demo_data.EMAIL} / {demo_data.PASSWORD}")
+    return settings.model_copy(update={"demo_credentials": (demo_data.EMAIL, demo_data.PASSWORD)})
 
 
 def _serve(services: list[ServiceSpec], settings: Settings, host: str, port: int) -> None:
@@ -258,22 +263,16 @@ def up(
     start_logging(settings, service=_process_name(services), level=settings.log_level or "INFO")
     # Until the server takes over the signals, SIGTERM unwinds like Ctrl-C so the database stops.
     signal.signal(signal.SIGTERM, interrupt)
-    if demo:
-        from expensetracker import demo as demo_data  # lazy: see _prepare
-
-        settings = settings.model_copy(
-            update={"demo_credentials": (demo_data.EMAIL, demo_data.PASSWORD)}
-        )
+    if demo and settings.env is Environment.production:
+        fail("--demo makes an account with a published password: not in production")
     if settings.database_url is not None:
-        _prepare(services, settings, demo=demo)
-        _serve(services, settings, host, port)
+        _serve(services, _prepare(services, settings, demo=demo), host, port)
         return
     try:
         with EmbeddedPostgres(settings.data_dir) as embedded:
             log.info("embedded_postgres_started", data_dir=str(embedded.data_dir))
             settings = settings.model_copy(update={"database_url": SecretStr(embedded.url)})
-            _prepare(services, settings, demo=demo)
-            _serve(services, settings, host, port)
+            _serve(services, _prepare(services, settings, demo=demo), host, port)
     except (DataDirInUse, DataDirUnusable) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
