@@ -597,6 +597,36 @@ async def test_an_expense_added_in_the_dialog_on_the_budgets_page_moves_its_budg
     await expect(status).to_contain_text("€4.20 of €10.00")
 
 
+async def test_an_expense_added_in_the_dialog_shows_in_the_reports_and_the_tags(
+    context: BrowserContext, base_url: str
+) -> None:
+    """The reports and the list of tags stayed as they were until the page was loaded again."""
+    email, password = await new_account(base_url)
+    page = await context.new_page()
+    await sign_in(page, base_url, email, password)
+    dialog = page.get_by_role("dialog")
+
+    async def add_in_the_dialog(tag: str) -> None:
+        await page.get_by_role("button", name="Add expense").click()
+        await fill_expense(dialog, "Sweets", "4.20")
+        await dialog.get_by_label("Tags").fill(tag)
+        await dialog.get_by_role("button", name="Add the expense").click()
+        await expect(page.locator("#announcer")).to_have_text("Expense added.")
+        await page.keyboard.press("Escape")
+
+    await page.goto(f"{base_url}/reports")
+    by_tag = page.get_by_role("region", name="By tag", exact=True)
+    await expect(by_tag).not_to_contain_text("treats")
+    await add_in_the_dialog("treats")
+    await expect(by_tag).to_contain_text("treats")
+    await expect(page.locator("figure[data-table=by-tag] canvas")).to_have_count(1)
+    await page.goto(f"{base_url}/categories")
+    tags = page.get_by_role("region", name="Tags", exact=True)
+    await expect(tags).to_contain_text("treats")
+    await add_in_the_dialog("gifts")
+    await expect(tags).to_contain_text("gifts")
+
+
 async def test_deleting_the_last_row_in_place_says_the_list_is_empty(
     context: BrowserContext, base_url: str
 ) -> None:
