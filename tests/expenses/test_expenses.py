@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
@@ -627,6 +628,48 @@ async def test_the_search_index_keeps_a_short_pending_list(database_url: str) ->
             "WHERE oid = 'expenses.ix_expenses_user_search'::regclass"
         )
     assert options == ["gin_pending_list_limit=1024"]
+
+
+async def test_the_search_index_pending_list_is_merged_into_the_index(database_url: str) -> None:
+    """Every search reads the pending list whole; the expenses service's search_index job
+    merges it into the index between the writes that fill it (service.merge_search_pending_list)."""
+    owner = uuid.uuid4()
+    async with connected(database_url) as connection:
+        await connection.execute("INSERT INTO expenses.owners (user_id) VALUES ($1)", owner)
+        async with connection.transaction():
+            await connection.execute(
+                """
+                INSERT INTO expenses.expenses (user_id, id, amount_minor, currency,
+                                               currency_exponent, occurred_on, description)
+                SELECT $1, gen_random_uuid(), n, 'EUR', 2, date '2026-01-01' + n % 300,
+                       'quokka sighting ' || n
+                FROM generate_series(1, 2000) AS n
+                """,
+                owner,
+            )
+            merged = await service.merge_search_pending_list(connection)
+        assert merged > 0  # pages of the list: the rows' words were in it
+        assert await service.merge_search_pending_list(connection) == 0
+        found = await service.list_expenses(
+            connection,
+            user_id=owner,
+            filters=ExpenseFilter(q="quokka sighting 1999"),
+            paging=PageRequest(limit=50, cursor=None),
+        )
+    assert [item["description"] for item in json.loads(found)["items"]] == ["quokka sighting 1999"]
+
+
+async def test_the_expenses_service_merges_the_search_index_as_it_serves(
+    client: httpx.AsyncClient,
+) -> None:
+    runs = "expensetracker_background_job_runs_total"
+    job = {"service": "expenses", "background_job": "search_index"}
+    for _ in range(100):  # its first run starts with the app
+        if counter(runs, **job, outcome="succeeded"):
+            break
+        await asyncio.sleep(0.1)
+    assert counter(runs, **job, outcome="succeeded") > 0
+    assert counter(runs, **job, outcome="failed") == 0
 
 
 async def test_a_keyed_creation_scans_no_stored_keys(

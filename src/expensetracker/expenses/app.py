@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from expensetracker.expenses import models, rates, routes
+from expensetracker.expenses import models, rates, routes, service
 from expensetracker.expenses.owners import forget_user
 from expensetracker.expenses.recurring import run_maintenance
 from expensetracker.platform.application import create_app as create_platform_app
@@ -19,6 +19,11 @@ from expensetracker.platform.state import AppState
 
 async def _maintenance(state: AppState) -> int:
     return await run_maintenance(state.db.sessionmaker, today=date.today())
+
+
+async def _merge_search_index(state: AppState) -> int:
+    async with state.db.driver_pool.connection() as connection:
+        return await service.merge_search_pending_list(connection)
 
 
 async def _refresh_rates(state: AppState) -> int:
@@ -38,6 +43,7 @@ SPEC = ServiceSpec(
     user_events=UserEventHandling(positions=models.event_positions, handle=forget_user),
     jobs=(
         BackgroundJob("maintenance", _maintenance, interval="maintenance_interval_seconds"),
+        BackgroundJob("search_index", _merge_search_index, interval="search_index_merge_seconds"),
         BackgroundJob(
             "rates", _refresh_rates, interval="rates_fetch_interval_seconds", enabled=_fetches_rates
         ),

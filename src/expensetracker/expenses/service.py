@@ -610,6 +610,17 @@ async def fetch_page(
         return await connection.fetch(sql, *args)
 
 
+async def merge_search_pending_list(connection: asyncpg.Connection) -> int:
+    """Moves the words of rows written since the last merge from the trigram index's pending
+    list into the index itself, as PostgreSQL does once the list is full (1 MB, migration 0016)
+    inside whichever write fills it: every search reads the list whole, so that searches after
+    a burst of writes are not slower for it (docs/expenses.md). Answers the pages merged."""
+    merged: int = await connection.fetchval(
+        "SELECT gin_clean_pending_list('expenses.ix_expenses_user_search'::regclass)"
+    )
+    return merged
+
+
 def matchable(*, filters: ExpenseFilter) -> ExpenseFilter:
     """The filters, when they can match something: a last day before the first, or a highest
     amount below the lowest, is refused by name (the range in every service's words), where it

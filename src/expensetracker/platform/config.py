@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     # How often periodic work runs (recurring expenses falling due, expiry of idempotency keys,
     # refresh tokens of ended sessions).
     maintenance_interval_seconds: float = Field(default=600.0, gt=0)
+    # How often the expenses service merges the text search index's pending list (new rows'
+    # words, which every search reads whole) into the index.
+    search_index_merge_seconds: float = Field(default=10.0, gt=0)
 
     # Exchange rates (expenses/rates.py, docs/expenses.md): providers fetched by the expenses
     # service's background job every interval (unset: not fetched), and how old the latest
