@@ -109,7 +109,7 @@ async def list_expenses(
     cursor: str | None = None,
 ) -> Response:
     filters = shared.ExpenseFilter(category_id=category_id, from_=from_, to=to, q=q)
-    after = decode_cursor(cursor, types=(date.fromisoformat, uuid.UUID))
+    after = decode_cursor(cursor, list_name="expenses", types=(date.fromisoformat, uuid.UUID))
     async with request.app.state.pool.acquire() as connection:
         rows = await service.fetch_page(
             connection, user_id=user, filters=filters, after=after, limit=50

@@ -148,7 +148,9 @@ async def load_data(url: str, bench_users: list[tuple[str, str]]) -> list[BenchU
                     id=user_id,
                     token=token,
                     category=str(categories[n * CATEGORIES_PER_USER]),
-                    deep_cursor=encode_cursor([deep[0].isoformat(), str(deep[1])]),
+                    deep_cursor=encode_cursor(
+                        [deep[0].isoformat(), str(deep[1])], list_name="expenses"
+                    ),
                     patched=[str(row[1]) for row in newest[:50]],
                     # The oldest: no page of the other lines shows them.
                     deleted=[str(row[1]) for row in newest[-3000:]],

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from expensetracker.expenses.owners import DEFAULT_CATEGORIES
-from tests.helpers.expenses import HEADER, upload
+from expensetracker.platform.pagination import encode_cursor
+from tests.helpers.expenses import HEADER, create, every_item, upload
 from tests.helpers.users import Account, signed_up
 
 pytestmark = pytest.mark.database
@@ -75,7 +76,7 @@ async def test_pages_cover_every_category_once_in_order(client: httpx.AsyncClien
         {"cursor": "not base64 at all!"},
         {"cursor": base64.urlsafe_b64encode(b'{"a": 1}').decode()},
         {"cursor": base64.urlsafe_b64encode(b"[1, 2]").decode()},
-        {"cursor": base64.urlsafe_b64encode(b'["Food", "not-a-uuid"]').decode()},
+        {"cursor": encode_cursor(["Food", "not-a-uuid"], list_name="categories")},
         {"cursor": "x" * 600},
     ],
 )
@@ -86,6 +87,39 @@ async def test_bad_limits_and_forged_cursors_are_422(
     response = await client.get("/api/v1/categories", params=params, headers=account.headers)
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
+
+
+NAMED_LISTS = ("categories", "tags", "budgets")
+
+
+async def test_a_cursor_of_another_list_keyed_alike_is_422(client: httpx.AsyncClient) -> None:
+    """Categories, tags and budgets are all keyed by (name, id): each list's own cursor pages
+    through it whole, and given to another of them it is refused, where it used to answer a
+    page from a meaningless place in that list."""
+    account = await signed_up(client)
+    await create(client, account, tags=["Alpha", "Beta", "Gamma"])
+    for name in ("Alpha", "Beta", "Gamma"):
+        budget = {"name": name, "amount": "100", "currency": "EUR"}
+        made = await client.post("/api/v1/budgets", json=budget, headers=account.headers)
+        assert made.status_code == 201, made.text
+    cursors = {}
+    for list_name in NAMED_LISTS:
+        url = f"/api/v1/{list_name}"
+        whole = await client.get(url, params={"limit": 500}, headers=account.headers)
+        assert len(whole.json()["items"]) >= 3
+        assert await every_item(client, account, url, limit=1) == whole.json()["items"]
+        first = await client.get(url, params={"limit": 1}, headers=account.headers)
+        cursors[list_name] = first.json()["next_cursor"]
+    for list_name, cursor in cursors.items():
+        for other in set(NAMED_LISTS) - {list_name}:
+            response = await client.get(
+                f"/api/v1/{other}", params={"cursor": cursor}, headers=account.headers
+            )
+            assert response.status_code == 422, (list_name, other, response.text)
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["errors"] == [
+                {"field": "query.cursor", "message": "Not a cursor of this list.", "type": "cursor"}
+            ]
 
 
 async def test_users_see_only_their_own_categories(client: httpx.AsyncClient) -> None:

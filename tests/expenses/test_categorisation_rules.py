@@ -5,8 +5,6 @@ matched in linear time."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import subprocess
 import time
 import uuid
@@ -15,6 +13,7 @@ import httpx
 import pytest
 
 from expensetracker.expenses import rules
+from expensetracker.platform.pagination import encode_cursor
 from tests.helpers.database import connected, until_waiting_on_locks
 from tests.helpers.expenses import HEADER, create, upload_statement
 from tests.helpers.paths import STATEMENTS
@@ -490,14 +489,14 @@ async def test_a_forged_cursor_beyond_a_bigint_is_a_422(
     """The rules' cursor holds a number: one no BIGINT holds is refused, not a 500."""
     account = await signed_up(client)
     assert (await new_rule(client, account, pattern="p", tags=["t"])).status_code == 201
-    forged = base64.urlsafe_b64encode(json.dumps([position]).encode()).decode()
+    forged = encode_cursor([position], list_name="rules")
     response = await client.get(
         "/api/v1/expenses/rules", params={"cursor": forged}, headers=account.headers
     )
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["errors"][0]["field"] == "query.cursor"
-    last = base64.urlsafe_b64encode(json.dumps([2**63 - 1]).encode()).decode()
+    last = encode_cursor([2**63 - 1], list_name="rules")
     beyond = await client.get(
         "/api/v1/expenses/rules", params={"cursor": last}, headers=account.headers
     )

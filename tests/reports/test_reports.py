@@ -4,8 +4,6 @@ rollover chains, category trees, alerts, isolation."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import uuid
 from collections import defaultdict
 from datetime import date, timedelta
@@ -17,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from expensetracker.platform.money import format_amount
+from expensetracker.platform.pagination import encode_cursor
 from expensetracker.platform.state import app_state
 from expensetracker.reports.summaries import percent
 from tests.helpers.apps import AppFactory, app_of, counter
@@ -205,7 +204,7 @@ async def test_alerts_page_on_and_refuse_a_forged_moment(
     )
     thresholds = [page.json()["items"][0]["threshold"] for page in (first, second)]
     assert sorted(thresholds) == [50, 80] and second.json()["next_cursor"] is None
-    forged = base64.urlsafe_b64encode(json.dumps([moment, str(uuid.uuid4())]).encode()).decode()
+    forged = encode_cursor([moment, str(uuid.uuid4())], list_name="alerts")
     response = await client.get(
         "/api/v1/reports/alerts", params={"cursor": forged}, headers=account.headers
     )

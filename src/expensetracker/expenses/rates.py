@@ -260,12 +260,15 @@ async def list_rates(
 ) -> str:
     """The rates the user sees (the providers' and their own) as Page JSON."""
     limit = paging.limit
-    after = decode_cursor(paging.cursor, types=(date.fromisoformat, str, str, str))
+    after = decode_cursor(
+        paging.cursor, list_name="rates", types=(date.fromisoformat, str, str, str)
+    )
     sql = _RATES if after is None else _RATES_AFTER
     rows = await connection.fetch(sql, user_id, base, quote, limit + 1, *(after or ()))
     last = rows[limit - 1] if len(rows) > limit else None
     return json_page(
         [row[0] for row in rows[:limit]],
+        list_name="rates",
         next_key=[last[1].isoformat(), *last[2:]] if last is not None else None,
     )
 

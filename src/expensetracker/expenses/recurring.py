@@ -224,6 +224,7 @@ async def list_rules(
         return await keyset_page(
             session,
             select(RecurringRule).where(RecurringRule.user_id == user_id),
+            list_name="recurring",
             keys=(RecurringRule.id,),
             types=(uuid.UUID,),
             paging=paging,

@@ -268,6 +268,7 @@ async def list_rules(
         return await keyset_page(
             session,
             select(CategorisationRule).where(CategorisationRule.user_id == user_id),
+            list_name="rules",
             keys=(CategorisationRule.position,),
             types=(int,),
             paging=paging,

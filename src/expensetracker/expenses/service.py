@@ -83,7 +83,8 @@ async def list_categories(
 ) -> str:
     """A page (as Page[CategoryOut] JSON) by name. A new user's first look gives them the
     default categories: only an empty first page asks whether they are an owner yet."""
-    limit, after = paging.limit, decode_cursor(paging.cursor, types=(str, uuid.UUID))
+    limit = paging.limit
+    after = decode_cursor(paging.cursor, list_name="categories", types=(str, uuid.UUID))
     if after is None:
         rows = await connection.fetch(_CATEGORIES, user_id, limit + 1)
         if not rows:
@@ -94,6 +95,7 @@ async def list_categories(
         rows = await connection.fetch(_CATEGORIES_AFTER, user_id, limit + 1, *after)
     return json_page(
         [row[0] for row in rows[:limit]],
+        list_name="categories",
         next_key=[rows[limit - 1][1], str(rows[limit - 1][2])] if len(rows) > limit else None,
     )
 
@@ -217,6 +219,7 @@ async def list_tags(
     return await page_by_name(
         session,
         Tag,
+        list_name="tags",
         user_id=user_id,
         paging=paging,
         item=lambda tag: TagOut(id=tag.id, name=tag.name),
@@ -559,7 +562,7 @@ async def delete_expense(
     EXPENSES_DELETED.inc()
 
 
-_PAGE_KEYS = (date.fromisoformat, uuid.UUID)
+_PAGE_LIST, _PAGE_KEYS = "expenses", (date.fromisoformat, uuid.UUID)
 
 
 def page_statement(
@@ -586,6 +589,7 @@ def page_json(rows: list[asyncpg.Record], *, limit: int) -> str:
     last = rows[limit - 1] if more else None
     return json_page(
         [row[0] for row in rows[:limit]],
+        list_name=_PAGE_LIST,
         next_key=[last[1].isoformat(), str(last[2])] if last is not None else None,
     )
 
@@ -651,7 +655,7 @@ async def list_expenses(
     paging: PageRequest,
 ) -> str:
     """A page (as Page[ExpenseOut] JSON), newest first: by (occurred_on, id) descending."""
-    after = decode_cursor(paging.cursor, types=_PAGE_KEYS)
+    after = decode_cursor(paging.cursor, list_name=_PAGE_LIST, types=_PAGE_KEYS)
     rows = await fetch_page(
         connection, user_id=user_id, filters=filters, after=after, limit=paging.limit
     )

@@ -1,9 +1,10 @@
 """Keyset (cursor) pagination, the same on every list: ``?limit=`` (1..500, default 50) and an
 opaque ``cursor``; answers ``{"items": [...], "next_cursor": "..." | null}`` in a stable order.
 
-The cursor is the sort key of the last item returned, base64url-encoded JSON. Queries are always
-scoped to the caller, so a hand-made cursor can only move within the caller's own list; a
-malformed one is a 422.
+The cursor is the list's name, then the sort key of the last item returned, base64url-encoded
+JSON. Queries are always scoped to the caller, so a hand-made cursor can only move within the
+caller's own list; a malformed one, or one of another list (whose key may have the same types
+and would decode to a meaningless position), is a 422.
 """
 
 from __future__ import annotations
@@ -55,8 +56,11 @@ def instant(value: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-def encode_cursor(key: list[Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode()
+def encode_cursor(key: list[Any], *, list_name: str) -> str:
+    """The cursor of the list named ``list_name`` (short and stable: every cursor carries it)
+    past the sort key ``key``."""
+    cursor = json.dumps([list_name, *key], separators=(",", ":"))
+    return base64.urlsafe_b64encode(cursor.encode()).decode()
 
 
 Parser = type | Callable[[str], Any]
@@ -72,15 +76,21 @@ def _parse(value: Any, kind: Parser) -> Any:
     return kind(check_text(value))
 
 
-def decode_cursor(cursor: str | None, *, types: tuple[Parser, ...]) -> list[Any] | None:
-    """The sort key in ``cursor`` as values of ``types`` (types, or parsers of strings such as
-    ``date.fromisoformat``), or None for the first page."""
+def decode_cursor(
+    cursor: str | None, *, list_name: str, types: tuple[Parser, ...]
+) -> list[Any] | None:
+    """The sort key in ``cursor``, a cursor of the list named ``list_name``, as values of
+    ``types`` (types, or parsers of strings such as ``date.fromisoformat``), or None for the
+    first page."""
     if cursor is None:
         return None
     try:
-        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        if not isinstance(key, list) or len(key) != len(types):
-            raise ValueError(key)
+        decoded = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        if not isinstance(decoded, list) or len(decoded) != len(types) + 1:
+            raise ValueError(decoded)
+        name, *key = decoded
+        if name != list_name:
+            raise ValueError(name)
         return [_parse(value, kind) for value, kind in zip(key, types, strict=True)]
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError):
         raise ValidationProblem.of_field(
@@ -98,6 +108,7 @@ async def keyset_page(
     session: AsyncSession,
     query: Select[*tuple[Any, ...]],
     *,
+    list_name: str,
     keys: tuple[ColumnElement[Any] | QueryableAttribute[Any], ...],
     types: tuple[Parser, ...],
     paging: PageRequest,
@@ -105,8 +116,10 @@ async def keyset_page(
     descending: bool = False,
 ) -> Page[T]:
     """One page of ``query`` ordered by ``keys`` (unique together, the last one an id); ``item``
-    turns the columns of a row into an answer item. The cursor holds the keys of the last row."""
-    limit, after = paging.limit, decode_cursor(paging.cursor, types=types)
+    turns the columns of a row into an answer item. The cursor holds ``list_name`` and the keys
+    of the last row."""
+    limit = paging.limit
+    after = decode_cursor(paging.cursor, list_name=list_name, types=types)
     if after is not None:
         position, bound = tuple_(*keys), tuple_(*after)
         query = query.where(position < bound if descending else position > bound)
@@ -116,7 +129,7 @@ async def keyset_page(
     last_keys = [_jsonable(value) for value in rows[-1][-len(keys) :]] if more else None
     return Page(
         items=[item(*row[: -len(keys)]) for row in rows],
-        next_cursor=encode_cursor(last_keys) if last_keys else None,
+        next_cursor=encode_cursor(last_keys, list_name=list_name) if last_keys else None,
     )
 
 
@@ -124,17 +137,20 @@ async def page_by_name(
     session: AsyncSession,
     model: Any,
     *,
+    list_name: str,
     user_id: uuid.UUID,
     paging: PageRequest,
     item: Callable[..., T],
     where: Sequence[ColumnElement[bool]] = (),
 ) -> Page[T]:
     """One page of the caller's rows of ``model`` (a table of named things keyed by user_id and
-    id) by name, then id, in a transaction of its own; only those meeting ``where``, if given."""
+    id) by name, then id, in a transaction of its own; only those meeting ``where``, if given.
+    Every such list has the same key: ``list_name`` keeps one's cursors out of another."""
     async with session.begin():
         return await keyset_page(
             session,
             select(model).where(model.user_id == user_id, *where),
+            list_name=list_name,
             keys=(model.name, model.id),
             types=(str, uuid.UUID),
             paging=paging,
@@ -142,8 +158,8 @@ async def page_by_name(
         )
 
 
-def json_page(items: list[str], *, next_key: list[Any] | None) -> str:
+def json_page(items: list[str], *, list_name: str, next_key: list[Any] | None) -> str:
     """A Page as JSON, from items PostgreSQL already wrote as JSON; ``next_key`` is the sort key
-    of the last item when more follow."""
-    next_cursor = json.dumps(encode_cursor(next_key)) if next_key else "null"
+    of the last item when more follow, for a cursor of the list named ``list_name``."""
+    next_cursor = json.dumps(encode_cursor(next_key, list_name=list_name)) if next_key else "null"
     return '{"items":[' + ",".join(items) + '],"next_cursor":' + next_cursor + "}"

@@ -148,7 +148,9 @@ async def delete_budget(session: AsyncSession, *, user_id: uuid.UUID, budget_id:
 async def list_budgets(
     session: AsyncSession, *, user_id: uuid.UUID, paging: PageRequest
 ) -> Page[BudgetOut]:
-    return await page_by_name(session, Budget, user_id=user_id, paging=paging, item=_budget_out)
+    return await page_by_name(
+        session, Budget, list_name="budgets", user_id=user_id, paging=paging, item=_budget_out
+    )
 
 
 # --- budget status -----------------------------------------------------------------------------
@@ -402,6 +404,7 @@ async def list_alerts(
         return await keyset_page(
             session,
             query,
+            list_name="alerts",
             keys=(BudgetAlert.created_at, BudgetAlert.id),
             types=(instant, uuid.UUID),
             paging=paging,
