@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -70,6 +71,18 @@ async def test_up_starts_stops_and_keeps_data(tmp_path: Path) -> None:
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
             await login(client, account.email)  # the account survived the restart
         stop(second, signal.SIGINT)  # Ctrl-C
+    assert postgres_processes(data_dir) == []
+
+
+def test_a_ctrl_c_while_up_starts_stops_the_database_and_says_interrupted(tmp_path: Path) -> None:
+    """Ctrl-C during the first start's migrations ended `up` with status 0 on the embedded
+    database (130 on a server of EXPENSETRACKER_DATABASE_URL, as every command)."""
+    data_dir = tmp_path / "data"
+    with spawn(up(data_dir, free_port()), clean_env()) as process:
+        process.wait_ready(said=re.compile(r"(embedded_postgres_started)"))
+        process.signal(signal.SIGINT)  # the services' migrations are running
+        assert process.wait() == 130, process.output
+    assert process.output.endswith("error: interrupted"), process.output
     assert postgres_processes(data_dir) == []
 
 

@@ -275,8 +275,9 @@ def up(
             _serve(services, _prepare(services, settings, demo=demo), host, port)
     except (DataDirInUse, DataDirUnusable) as exc:
         fail(str(exc))
-    except KeyboardInterrupt:
-        log.info("interrupted_during_startup")
+    # A Ctrl-C before the server took over stopped the database on its way out, and ends the
+    # command as on a server of EXPENSETRACKER_DATABASE_URL and as every command: "interrupted",
+    # exit status 130 (_ServiceCommands.invoke).
     log.info("stopped")
 
 
