@@ -465,8 +465,8 @@ class _Preview:
 
 def _previewed(row: tuple[Any, ...], *, category: str | None, tags: list[str]) -> PreviewExpense:
     # The validator's row, as import_rows holds it.
-    (line, _, occurred_on, amount_minor, currency, _, description, _, merchant) = row[:9]
-    category_id, charged_minor, charged_currency, _, external_id, _ = row[_CATEGORY_ID:]
+    line, _, occurred_on, amount_minor, currency, _, description, _, merchant, *rest = row
+    category_id, charged_minor, charged_currency, _, external_id, _ = rest
     return PreviewExpense(
         position=line,
         occurred_on=occurred_on,
