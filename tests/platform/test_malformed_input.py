@@ -106,6 +106,8 @@ async def test_reports_and_budgets_in_far_years(client: httpx.AsyncClient, year:
         ("/api/v1/reports/trends", {"month": f"{year}-01"}),
         ("/api/v1/reports/budgets", {"month": month}),
         ("/api/v1/reports/budgets", {"month": f"{year}-01"}),
+        ("/api/v1/reports/overview", {"month": month}),
+        ("/api/v1/reports/overview", {"month": f"{year}-01", "months": 2}),
         ("/api/v1/expenses", {"from": f"{year}-01-01"}),
         ("/api/v1/expenses", {"to": f"{year}-12-31"}),
     ]:
@@ -126,6 +128,8 @@ async def test_bounds_of_report_dates_still_work(client: httpx.AsyncClient) -> N
         ("/api/v1/reports/trends", {"month": "2999-12", "months": 24}),
         ("/api/v1/reports/trends", {"month": "1901-12", "months": 24}),
         ("/api/v1/reports/budgets", {"month": "2999-12"}),
+        ("/api/v1/reports/overview", {"month": "2999-12", "months": 24}),
+        ("/api/v1/reports/overview", {"month": "1901-12", "months": 24}),
     ]:
         response = await client.get(path, params=params, headers=account.headers)
         assert response.status_code == 200, (path, params, response.text)

@@ -453,6 +453,92 @@ async def test_bad_report_queries_are_422(client: httpx.AsyncClient) -> None:
         assert before.json()["errors"][0]["field"] == "query.months", before.text
 
 
+async def test_the_overview_answers_as_the_three_reports_do(client: httpx.AsyncClient) -> None:
+    account, other = await signed_up(client), await signed_up(client)
+    names = await categories(client, account)
+    await budget(client, account, amount="50.00", starts="2026-01")
+    for day, amount, currency, category in [
+        ("2025-05-31", "1.00", "EUR", None),  # before the trend's first month
+        ("2025-06-01", "2.00", "EUR", "Groceries"),
+        ("2026-05-31", "60.00", "EUR", "Groceries"),  # the budget over its limit
+        ("2026-05-02", "700", "JPY", None),
+    ]:
+        await create(
+            client,
+            account,
+            occurred_on=day,
+            amount=amount,
+            currency=currency,
+            category_id=names[category] if category else None,
+        )
+    await create(client, other, occurred_on="2026-05-10", amount="9.00")
+    await client.put(
+        "/api/v1/expenses/home-currency", json={"currency": "EUR"}, headers=account.headers
+    )
+    await client.put(
+        "/api/v1/expenses/rates/2026-05-01/JPY/EUR",
+        json={"rate": "0.0060"},
+        headers=account.headers,
+    )
+
+    async def report(name: str, **params: str) -> dict:
+        response = await client.get(
+            f"/api/v1/reports/{name}", params=params, headers=account.headers
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    for in_home in ({}, {"in": "home"}):
+        overview = await report("overview", month="2026-05", **in_home)
+        assert overview == {
+            "month": "2026-05",
+            "by_category": await report(
+                "summary", **{"from": "2026-05-01", "to": "2026-05-31"}, **in_home
+            ),
+            "by_month": await report(
+                "summary",
+                **{"from": "2025-06-01", "to": "2026-05-31", "group_by": "month"},
+                **in_home,
+            ),
+            "budgets": (await report("budgets", month="2026-05"))["budgets"],
+        }, in_home
+    assert [group["key"] for group in overview["by_month"]["groups"]] == ["2025-06", "2026-05"]
+    assert overview["by_month"]["total"]["amount"] == "66.20"  # 700 JPY at 0.0060
+    [status] = overview["budgets"]
+    assert (status["spent"], status["state"]) == ("60.00", "over")
+    short = await report("overview", month="2026-05", months="2")
+    assert [group["key"] for group in short["by_month"]["groups"]] == ["2026-05"]
+    # Another user's spending is in no part of it.
+    theirs = (
+        await client.get(
+            "/api/v1/reports/overview", params={"month": "2026-05"}, headers=other.headers
+        )
+    ).json()
+    assert theirs["budgets"] == [] and theirs["by_month"]["groups"][0]["totals"] == [
+        {"currency": "EUR", "amount": "9.00", "count": 1}
+    ]
+
+
+async def test_a_bad_overview_query_is_422(client: httpx.AsyncClient) -> None:
+    account, newcomer = await signed_up(client), await signed_up(client)
+    await create(client, account, occurred_on="2026-03-03", amount="5.00")
+    for who, params in (
+        (account, {"months": "1"}),
+        (account, {"months": "25"}),
+        (account, {"month": "2026-13"}),
+        (account, {"month": "1900-05", "months": "6"}),
+        (account, {"in": "away"}),
+        (newcomer, {"in": "home"}),  # no expense, no home currency set: nothing to convert to
+    ):
+        response = await client.get("/api/v1/reports/overview", params=params, headers=who.headers)
+        assert response.status_code == 422, (params, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+    home = await client.get(
+        "/api/v1/reports/overview", params={"in": "home"}, headers=account.headers
+    )
+    assert home.status_code == 200 and home.json()["by_month"]["currency"] == "EUR", home.text
+
+
 async def test_deleted_users_budgets_go(client: httpx.AsyncClient, database_url: str) -> None:
     gone, kept = await signed_up(client), await signed_up(client)
     await budget(client, gone)

@@ -25,7 +25,7 @@ from expensetracker.platform.errors import problems
 from expensetracker.platform.idempotency import CREATES
 from expensetracker.platform.pagination import Page
 from expensetracker.platform.schemas import NO_CONTENT, Day, Month
-from expensetracker.reports import budgets, summaries
+from expensetracker.reports import budgets, overview, summaries
 from expensetracker.reports.months import parse_month
 from expensetracker.reports.schemas import (
     AlertOut,
@@ -33,9 +33,11 @@ from expensetracker.reports.schemas import (
     BudgetOut,
     BudgetReport,
     ConvertedMerchant,
+    ConvertedOverview,
     ConvertedSummary,
     ConvertedTrends,
     MerchantTotal,
+    Overview,
     Summary,
     Trends,
 )
@@ -126,6 +128,28 @@ async def budget_report(
     # On the primary, not the read URL: it records the thresholds it finds newly reached.
     return await budgets.budget_report(
         db, user_id=user.user_id, month=_month(month), max_rate_age=max_rate_age
+    )
+
+
+@router.get("/api/v1/reports/overview")
+async def month_overview(
+    user: CurrentUser,
+    db: DbConnection,
+    max_rate_age: MaxRateAge,
+    month: MonthQuery = None,
+    months: Annotated[int, Query(ge=2, le=24, description="Months of the trend.")] = 12,
+    in_: In = None,
+) -> Overview | ConvertedOverview:
+    """The month at a glance in one call: its summary by category, the summary by month of the
+    ``months`` months up to it, and its budgets, as the three reports would answer them."""
+    # On the primary, as the budget report: it records the thresholds it finds newly reached.
+    return await overview.overview(
+        db,
+        user_id=user.user_id,
+        month=_month(month),
+        months=months,
+        max_rate_age=max_rate_age,
+        home=in_ == "home",
     )
 
 

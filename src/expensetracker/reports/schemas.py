@@ -159,6 +159,24 @@ class ConvertedSummary(StrictModel):
     groups: list[ConvertedGroup]
 
 
+class Overview(StrictModel):
+    """A month at a glance, in one call: what a dashboard shows."""
+
+    month: str
+    by_category: Summary = Field(description="The month's totals per category.")
+    by_month: Summary = Field(description="Totals per month, over the months up to the month.")
+    budgets: list[BudgetStatus] = Field(description="As GET /api/v1/reports/budgets has them.")
+
+
+class ConvertedOverview(StrictModel):
+    """The overview in the home currency (``in=home``)."""
+
+    month: str
+    by_category: ConvertedSummary
+    by_month: ConvertedSummary
+    budgets: list[BudgetStatus]
+
+
 class TrendLine(StrictModel):
     category_id: uuid.UUID | None
     name: str | None

@@ -218,14 +218,20 @@ SELECT t.category_id, c.name, t.currency, t.month, t.total FROM (
 """
 
 
-def _trend_months(month: date, months: int) -> tuple[date, list[str]]:
-    """The first of ``months`` months up to ``month``, and their labels; they may not begin
-    before the earliest month a request may name."""
+def first_trend_month(month: date, months: int) -> date:
+    """The first of ``months`` months up to ``month``: not before the earliest month a request
+    may name."""
     first = add_months(month, -(months - 1))
     if first < EARLIEST_DAY:
         raise ValidationProblem.of_field(
             "query.months", f"must not reach back before {month_label(EARLIEST_DAY)}", "value_error"
         )
+    return first
+
+
+def _trend_months(month: date, months: int) -> tuple[date, list[str]]:
+    """The first of ``months`` months up to ``month``, and their labels."""
+    first = first_trend_month(month, months)
     return first, [month_label(add_months(first, n)) for n in range(months)]
 
 
