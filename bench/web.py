@@ -8,7 +8,7 @@ HTTP, as web pods call the API Services in Kubernetes. A user holds 10,000 expen
 last twelve months, 12 categories and 5 budgets. At 16 concurrent connections (wrk, 127.0.0.1
 only, bounded in time), in the same run:
 
-- the dashboard, and the six API calls it makes, sent in turn straight to the API;
+- the dashboard, and the four API calls it makes, sent in turn straight to the API;
 - the first page of expenses, and its three API calls.
 
 "API sets/s" is the API's requests per second divided by the number of calls a page makes:
@@ -54,7 +54,6 @@ from expensetracker.web.service import (  # noqa: E402
     LATEST_EXPENSES,
     PAGE_SIZE,
     TREND_MONTHS,
-    month_bounds,
     months_back,
 )
 
@@ -134,15 +133,10 @@ async def api_calls(api_url: str, today: date) -> tuple[str, list[str], list[str
         tokens = (
             await client.post("/api/v1/auth/login", json={"email": EMAIL, "password": PASSWORD})
         ).json()
-    first, last = month_bounds(today)
-    end = last.isoformat()
     dashboard = [
         "/api/v1/auth/session",
-        f"/api/v1/reports/summary?from={first.isoformat()}&to={end}&group_by=category",
-        f"/api/v1/reports/budgets?month={today.strftime('%Y-%m')}",
+        f"/api/v1/reports/overview?month={today.strftime('%Y-%m')}&months={TREND_MONTHS}",
         f"/api/v1/expenses?limit={LATEST_EXPENSES}",
-        f"/api/v1/reports/summary?from={months_back(today, TREND_MONTHS).isoformat()}&to={end}"
-        "&group_by=month",
         "/api/v1/categories?limit=500",
     ]
     expenses_page = [

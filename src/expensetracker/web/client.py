@@ -26,12 +26,14 @@ from expensetracker.web.schemas import (
     BudgetReport,
     Category,
     ConvertedMerchant,
+    ConvertedOverview,
     ConvertedSummary,
     ConvertedTrends,
     Expense,
     HomeCurrency,
     ImportResult,
     Merchant,
+    Overview,
     Page,
     Rate,
     Recurring,
@@ -419,6 +421,16 @@ class ApiClient:
 
     async def budget_report(self, *, token: str, month: str) -> BudgetReport:
         return await self._report(BudgetReport, "budgets", token=token, month=month)
+
+    async def overview(self, *, token: str, month: str, months: int) -> Overview:
+        return await self._report(
+            Overview, "overview", token=token, month=month, months=str(months)
+        )
+
+    async def converted_overview(self, *, token: str, month: str, months: int) -> ConvertedOverview:
+        return await self._report(
+            ConvertedOverview, "overview", token=token, month=month, months=str(months), **_HOME
+        )
 
     async def summary(self, *, token: str, start: str, end: str, group_by: str) -> Summary:
         span = {"from": start, "to": end}

@@ -239,6 +239,20 @@ class ConvertedSummary(TypedDict):
     groups: list[ConvertedGroup]
 
 
+class Overview(TypedDict):
+    month: str
+    by_category: Summary
+    by_month: Summary
+    budgets: list[BudgetStatus]
+
+
+class ConvertedOverview(TypedDict):
+    month: str
+    by_category: ConvertedSummary
+    by_month: ConvertedSummary
+    budgets: list[BudgetStatus]
+
+
 class TrendLine(TypedDict):
     category_id: str | None
     name: str | None

@@ -242,18 +242,18 @@ def category_tree(categories: list[Category]) -> list[tuple[Category, list[Categ
 
 
 async def dashboard(*, api: ApiClient, token: str, today: date, home: bool) -> dict[str, Any]:
-    """The dashboard's data, its API calls at once; with ``home``, the month and the trend in
-    the home currency (the API's 422 when there is none yet goes to the caller)."""
-    first, last = month_bounds(today)
+    """The dashboard's data, its API calls at once: the reports' overview of the month and the
+    latest expenses; with ``home``, the month and the trend in the home currency (the API's 422
+    when there is none yet goes to the caller)."""
+    month = today.strftime("%Y-%m")
     trend_start = months_back(today, TREND_MONTHS)
-    # Either summary's shape: each branch below reads the one it asked for.
-    summary: Callable[..., Awaitable[Any]] = api.converted_summary if home else api.summary
-    by_category, by_month, budgets, latest = await asyncio.gather(
-        summary(token=token, start=first.isoformat(), end=last.isoformat(), group_by="category"),
-        summary(token=token, start=trend_start.isoformat(), end=last.isoformat(), group_by="month"),
-        api.budget_report(token=token, month=today.strftime("%Y-%m")),
+    # Either overview's shape: each branch below reads the one it asked for.
+    overview: Callable[..., Awaitable[Any]] = api.converted_overview if home else api.overview
+    month_at_a_glance, latest = await asyncio.gather(
+        overview(token=token, month=month, months=TREND_MONTHS),
         latest_expenses(api=api, token=token),
     )
+    by_category, by_month = month_at_a_glance["by_category"], month_at_a_glance["by_month"]
     shown: dict[str, Any] = (
         {
             "home_currency": by_category["currency"],
@@ -269,9 +269,9 @@ async def dashboard(*, api: ApiClient, token: str, today: date, home: bool) -> d
         }
     )
     return {
-        "month": today.strftime("%Y-%m"),
+        "month": month,
         "by_category": by_category["groups"],
-        "budgets": budgets["budgets"],
+        "budgets": month_at_a_glance["budgets"],
         **latest,
         **shown,
     }
