@@ -26,7 +26,6 @@ from expensetracker.web.schemas import (
     BudgetReport,
     Category,
     ConvertedMerchant,
-    ConvertedOverview,
     ConvertedSummary,
     ConvertedTrends,
     Expense,
@@ -422,14 +421,21 @@ class ApiClient:
     async def budget_report(self, *, token: str, month: str) -> BudgetReport:
         return await self._report(BudgetReport, "budgets", token=token, month=month)
 
-    async def overview(self, *, token: str, month: str, months: int) -> Overview:
+    async def overview(self, *, token: str, month: str, months: int) -> Overview[Summary]:
         return await self._report(
-            Overview, "overview", token=token, month=month, months=str(months)
+            Overview[Summary], "overview", token=token, month=month, months=str(months)
         )
 
-    async def converted_overview(self, *, token: str, month: str, months: int) -> ConvertedOverview:
+    async def converted_overview(
+        self, *, token: str, month: str, months: int
+    ) -> Overview[ConvertedSummary]:
         return await self._report(
-            ConvertedOverview, "overview", token=token, month=month, months=str(months), **_HOME
+            Overview[ConvertedSummary],
+            "overview",
+            token=token,
+            month=month,
+            months=str(months),
+            **_HOME,
         )
 
     async def summary(self, *, token: str, start: str, end: str, group_by: str) -> Summary:

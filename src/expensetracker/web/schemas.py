@@ -239,17 +239,12 @@ class ConvertedSummary(TypedDict):
     groups: list[ConvertedGroup]
 
 
-class Overview(TypedDict):
-    month: str
-    by_category: Summary
-    by_month: Summary
-    budgets: list[BudgetStatus]
+class Overview(TypedDict, Generic[T]):
+    """The reports' overview, its summaries of shape T: Summary, or ConvertedSummary (in=home)."""
 
-
-class ConvertedOverview(TypedDict):
     month: str
-    by_category: ConvertedSummary
-    by_month: ConvertedSummary
+    by_category: T
+    by_month: T
     budgets: list[BudgetStatus]
 
 
