@@ -289,11 +289,12 @@ def main() -> int:
             )
         print()
         for name, _, api, count in rows:
+            sets = api["rps"] / count
             # A page cannot be served more often than the API answers its calls (they share the
             # cores); by Little's law, CONNECTIONS at that rate wait this long on average.
-            bound_ms = CONNECTIONS * 1000 * count / api["rps"]
+            bound_ms = CONNECTIONS * 1000 / sets
             print(
-                f"The {name}'s calls alone, nothing rendered: {api['rps'] / count:.0f} sets a "
+                f"The {name}'s calls alone, nothing rendered: {sets:.0f} sets a "
                 f"second, so {CONNECTIONS} connections wait at least {bound_ms:.0f} ms on average "
                 f"for a page (the p99 target: {PAGE_TARGET_P99_MS} ms)."
             )
