@@ -22,6 +22,7 @@ from expensetracker.platform.config import Settings
 from expensetracker.platform.idempotency import lock_scope
 from expensetracker.targets import resolve_targets
 from expensetracker.web import routes, views
+from expensetracker.web.session import CSRF_COOKIE
 from tests.helpers.apps import AppFactory, app_of
 from tests.helpers.database import connected
 from tests.helpers.paths import STATEMENTS
@@ -1027,6 +1028,35 @@ async def test_what_people_typed_is_shown_escaped_in_the_list_and_its_rows(
         assert "&amp;lt;" not in html
         assert "&lt;i&gt;Shop&lt;/i&gt;" in html and "&lt;u&gt;tag&lt;/u&gt;" in html
         assert "<td>&lt;b&gt;Tea &amp; &#34;Co&#34;&lt;/b&gt;</td>" in html
+
+
+async def test_a_kept_row_follows_every_change_of_what_it_shows(web: httpx.AsyncClient) -> None:
+    """A row is rendered once for what it shows and kept (views.expense_rows): a renamed
+    category, an edited expense, a new form token or another place in the list shows anew."""
+    person = await signed_up_person(web)
+    category = await added_category(person, "Bakery")
+    await person.add_expense(description="Bread", amount="2.40", category_id=category)
+    listed = (await web.get("/expenses")).text
+    [expense] = expense_ids(listed)
+    assert "<td>Bakery</td>" in listed and "€2.40" in listed
+    renamed = await person.submit("/categories", f"/categories/{category}", {"name": "Baked goods"})
+    assert renamed.status_code == 303, renamed.text
+    edited = await person.submit(
+        "/expenses",
+        f"/expenses/{expense}",
+        {"description": "Rye bread", "amount": "3.10", "currency": "EUR", "category_id": category},
+    )
+    assert edited.status_code == 303, edited.text
+    listed = (await web.get("/expenses")).text
+    assert "<td>Baked goods</td>" in listed and "Bakery" not in listed
+    assert "<td>Rye bread</td>" in listed and "€3.10" in listed and "€2.40" not in listed
+    # A new CSRF cookie (another browser of the same person): the row's forms carry its token.
+    web.cookies.delete(CSRF_COOKIE)
+    again = await web.get("/expenses", params={"q": "bread"})
+    row = again.text.split(f'<tr id="expense-{expense}"')[1].split("</tr>")[0]
+    assert f'name="csrf_token" value="{csrf_token(again.text)}"' in row
+    assert f'name="back" value="q=bread"' in row
+    assert csrf_token(again.text) != csrf_token(listed)
 
 
 async def test_a_merchant_is_shown_under_its_expense_unless_it_repeats_the_description(
