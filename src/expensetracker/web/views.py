@@ -178,22 +178,20 @@ def expense_rows(
     return Markup("").join(
         [
             _expense_row(
-                (
-                    expense["id"],
-                    expense["occurred_on"],
-                    expense["description"],
-                    expense["merchant"],
-                    category_names.get(expense["category_id"] or ""),
-                    tuple(expense["tags"]),
-                    expense["amount"],
-                    expense["currency"],
-                    expense["charged_amount"],
-                    expense["charged_currency"],
-                ),
-                csrf=csrf,
-                back=place,
-                updated=updated,
-                locale=locale,
+                expense["id"],
+                expense["occurred_on"],
+                expense["description"],
+                expense["merchant"],
+                category_names.get(expense["category_id"] or ""),
+                tuple(expense["tags"]),
+                expense["amount"],
+                expense["currency"],
+                expense["charged_amount"],
+                expense["charged_currency"],
+                csrf,
+                place,
+                updated,
+                locale,
             )
             for expense in expenses
         ]
@@ -203,10 +201,22 @@ def expense_rows(
 # About 3 KB a row with its key (tracemalloc): 40 pages of the list, 6 MiB at most.
 @lru_cache(maxsize=2048)
 def _expense_row(
-    shown: tuple[Any, ...], *, csrf: Markup, back: Markup, updated: bool, locale: str
+    id: str,
+    occurred_on: str,
+    description: str,
+    merchant: str | None,
+    category: str | None,
+    tags: tuple[str, ...],
+    amount: str,
+    currency: str,
+    charged_amount: str | None,
+    charged_currency: str | None,
+    csrf: Markup,
+    back: Markup,
+    updated: bool,
+    locale: str,
 ) -> Markup:
-    id, occurred_on, description, merchant, category, tags, *amounts = shown
-    amount, currency, charged_amount, charged_currency = amounts
+    """One row, from what it shows: every argument is part of the cache's key."""
     row = ExpenseRow(
         id=escape(id),
         day=day(occurred_on, locale),
